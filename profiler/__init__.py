@@ -1,0 +1,1 @@
+"""torchscope's recording side: ``profiler.profile(...)`` writes a run bundle from inside the job."""
