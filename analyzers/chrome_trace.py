@@ -1,0 +1,494 @@
+"""Parse one Chrome Trace Event Format file (as torch.profiler/Kineto writes it) into a `Trace`.
+
+Accepted: ``.json`` or gzipped JSON, either an object with ``traceEvents`` or a bare event array.
+Timestamps are microseconds (possibly fractional, strings, or large integers) and become int64
+nanoseconds; ``baseTimeNanoseconds`` is added when present so that ``ts_ns`` is absolute.
+Precision: an integer or string timestamp converts exactly; a float keeps what float64 holds
+(sub-nanosecond for Kineto's base-relative times, ~0.1 µs for epoch-microsecond floats).
+
+Whole-file problems raise `TraceError`; individually malformed events are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import zlib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from .errors import TraceError
+from .trace import Trace, TraceMeta
+
+__all__ = ["parse_trace_file", "read_json_document", "kind_of_category", "empty_trace", "MAX_TRACE_BYTES"]
+
+#: Refuse traces whose uncompressed JSON exceeds this many bytes (a parsed trace needs ~10× in RAM).
+MAX_TRACE_BYTES = int(os.environ.get("TORCHSCOPE_MAX_TRACE_BYTES", 2 * 1024**3))
+_GZIP_MAGIC = b"\x1f\x8b"
+_READ_CHUNK = 16 * 1024 * 1024
+#: |ts| in µs above which × 1000 would overflow int64.
+_MAX_ABS_US = 9.2e15
+_RANK_IN_NAME = re.compile(r"rank[_\-.]?(\d+)", re.IGNORECASE)
+
+#: Category spellings (lower-cased, spaces as underscores) → normalised kind.
+_KIND_BY_CATEGORY = {
+    "kernel": "kernel",
+    "gpu_memcpy": "memcpy", "memcpy": "memcpy",
+    "gpu_memset": "memset", "memset": "memset",
+    "gpu_user_annotation": "gpu_annotation",
+    "cuda_runtime": "runtime", "runtime": "runtime", "hip_runtime": "runtime", "cuda_runtime_api": "runtime",
+    "cuda_driver": "driver", "driver": "driver",
+    "cuda_sync": "cuda_sync",
+    "cpu_op": "cpu_op", "operator": "cpu_op",
+    "user_annotation": "annotation",
+    "python_function": "python", "python": "python",
+    "torchscope.phase": "phase",
+    "torchscope.module": "module",
+    "cpu_instant_event": "instant",
+}
+_FLOW_PHASES = frozenset(("s", "t", "f"))
+_INT_ARGS = (("stream", "stream"), ("device", "device"), ("correlation", "correlation"),
+             ("External id", "external_id"))
+
+
+def kind_of_category(category: str) -> str:
+    """Normalised kind for a raw event category, whatever the Kineto version that wrote it."""
+    key = str(category).strip().lower().replace(" ", "_")
+    return _KIND_BY_CATEGORY.get(key, "other")
+
+
+def read_json_document(path: Path, *, max_bytes: int = MAX_TRACE_BYTES) -> Any:
+    """Read a JSON or gzipped-JSON file; TraceError names the file and what is wrong."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            if head == _GZIP_MAGIC:
+                raw = _read_gzip(path, fh, max_bytes)
+            else:
+                raw = fh.read(max_bytes + 1)
+    except TraceError:
+        raise
+    except FileNotFoundError:
+        raise TraceError(path, "no such file") from None
+    except IsADirectoryError:
+        raise TraceError(path, "is a directory, expected a trace file") from None
+    except PermissionError:
+        raise TraceError(path, "permission denied") from None
+    except OSError as exc:
+        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise TraceError(path, f"larger than the {max_bytes / 1024**3:.1f} GiB limit "
+                               "(set TORCHSCOPE_MAX_TRACE_BYTES to raise it)")
+    if not raw.strip():
+        raise TraceError(path, "empty file")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise TraceError(path, f"invalid JSON ({exc})") from None
+
+
+def _read_gzip(path: Path, fh, max_bytes: int) -> bytes:
+    parts, total = [], 0
+    try:
+        with gzip.GzipFile(fileobj=fh) as gz:
+            while True:
+                chunk = gz.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TraceError(path, f"decompresses to more than the {max_bytes / 1024**3:.1f} GiB "
+                                           "limit (set TORCHSCOPE_MAX_TRACE_BYTES to raise it)")
+                parts.append(chunk)
+    except EOFError:
+        raise TraceError(path, "truncated gzip (compressed stream ended early)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise TraceError(path, f"corrupt gzip ({exc})") from None
+    return b"".join(parts)
+
+
+def parse_trace_file(path: str | Path, *, rank: int | None = None, manifest: dict | None = None,
+                     streams: dict | None = None) -> Trace:
+    """Load one Chrome-trace/Kineto file into a Trace (``rank`` overrides what the file says)."""
+    path = Path(path)
+    doc = read_json_document(path)
+    if isinstance(doc, list):
+        events, top = doc, {}
+    elif isinstance(doc, dict):
+        if "traceEvents" not in doc:
+            raise TraceError(path, "not a Chrome trace: no 'traceEvents' key")
+        events, top = doc["traceEvents"], doc
+        if not isinstance(events, list):
+            raise TraceError(path, f"'traceEvents' is a {type(events).__name__}, expected a list")
+    else:
+        raise TraceError(path, f"not a Chrome trace: top level is a {type(doc).__name__}")
+    if not events:
+        raise TraceError(path, "trace has no events ('traceEvents' is empty)")
+    del doc
+    return _build_trace(path, events, top, rank=rank, manifest=manifest, streams=streams or {})
+
+
+def empty_trace(path: str | Path, rank: int, *, manifest: dict | None, streams: dict,
+                warnings: tuple[str, ...] = ()) -> Trace:
+    """A Trace with no events (e.g. a killed job's rank that left only its JSONL streams)."""
+    drops = _Drops()
+    events = _events_frame([], [], drops, 0)
+    events["rank"] = np.zeros(0, dtype=np.int32)
+    world = (manifest or {}).get("world_size")
+    meta = TraceMeta(path=str(path), rank=rank, manifest=manifest, warnings=warnings,
+                     world_size=world if isinstance(world, int) and world > 0 else 1)
+    return Trace(events, _counters_frame([], drops, 0, rank), _flows_frame([], drops, 0, rank), meta, streams)
+
+
+class _Drops:
+    """Counts dropped events and remembers the first reason of each sort."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reasons: dict[str, int] = {}
+
+    def add(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.count += n
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+
+def _build_trace(path: Path, events: list, top: dict, *, rank: int | None, manifest: dict | None,
+                 streams: dict) -> Trace:
+    drops = _Drops()
+    warnings: list[str] = []
+    complete: list[dict] = []
+    instants: list[dict] = []
+    counters: list[dict] = []
+    flows: list[dict] = []
+    metadata: list[dict] = []
+    begin_end: list[dict] = []
+    for e in events:
+        if type(e) is not dict:
+            drops.add("event is not an object")
+            continue
+        p = e.get("ph")
+        if p == "X":
+            complete.append(e)
+        elif p in _FLOW_PHASES:
+            flows.append(e)
+        elif p == "i" or p == "I":
+            instants.append(e)
+        elif p == "C":
+            counters.append(e)
+        elif p == "M":
+            metadata.append(e)
+        elif p == "B" or p == "E":
+            begin_end.append(e)
+        elif p is None:
+            drops.add("event has no 'ph'")
+        # other phases (async b/e/n, object snapshots...) carry nothing we analyze: ignored on purpose
+    if begin_end:
+        complete.extend(_pair_begin_end(begin_end, drops))
+
+    base_ns = _base_time_ns(top.get("baseTimeNanoseconds"), path, warnings)
+    ev_frame = _events_frame(complete, instants, drops, base_ns)
+    dist = top.get("distributedInfo") if isinstance(top.get("distributedInfo"), dict) else {}
+    resolved_rank = _resolve_rank(rank, dist, path, warnings)
+    ev_frame["rank"] = np.full(len(ev_frame), resolved_rank, dtype=np.int32)
+    counter_frame = _counters_frame(counters, drops, base_ns, resolved_rank)
+    flow_frame = _flows_frame(flows, drops, base_ns, resolved_rank)
+    processes, threads = _names(metadata)
+
+    if ev_frame.empty and counter_frame.empty and not streams:
+        detail = "; ".join(f"{n}× {r}" for r, n in drops.reasons.items()) or "only metadata events"
+        raise TraceError(path, f"no usable events ({detail})")
+    if drops.count:
+        detail = "; ".join(f"{n}× {r}" for r, n in drops.reasons.items())
+        warnings.append(f"dropped {drops.count} malformed events ({detail})")
+
+    props = top.get("deviceProperties")
+    device_props = tuple(p for p in props if isinstance(p, dict)) if isinstance(props, list) else ()
+    world = dist.get("world_size")
+    meta = TraceMeta(
+        path=str(path),
+        rank=resolved_rank,
+        world_size=world if isinstance(world, int) and world > 0 else 1,
+        distributed=dist,
+        device_properties=device_props,
+        schema_version=top.get("schemaVersion"),
+        trace_name=top.get("traceName") if isinstance(top.get("traceName"), str) else None,
+        base_time_ns=base_ns,
+        manifest=manifest,
+        processes=processes,
+        threads=threads,
+        dropped_events=drops.count,
+        warnings=tuple(warnings),
+    )
+    return Trace(events=ev_frame, counters=counter_frame, flows=flow_frame, meta=meta, streams=streams)
+
+
+def _base_time_ns(value: Any, path: Path, warnings: list[str]) -> int:
+    if value is None:
+        return 0
+    ns = _scalar_to_int(value)
+    if ns is None:
+        warnings.append(f"ignored baseTimeNanoseconds {value!r} (not an integer)")
+        return 0
+    return ns
+
+
+def _resolve_rank(rank: int | None, dist: dict, path: Path, warnings: list[str]) -> int:
+    if rank is not None:
+        return int(rank)
+    stated = _scalar_to_int(dist.get("rank")) if "rank" in dist else None
+    if stated is not None and stated >= 0:
+        return stated
+    if "rank" in dist:
+        warnings.append(f"ignored distributedInfo.rank {dist.get('rank')!r}")
+    match = _RANK_IN_NAME.search(path.name)
+    return int(match.group(1)) if match else 0
+
+
+def _pair_begin_end(items: list[dict], drops: _Drops) -> list[dict]:
+    """Turn B/E pairs (per pid/tid, properly nested) into complete events."""
+    stacks: dict[tuple, list[dict]] = {}
+    out = []
+    for e in sorted(items, key=lambda x: (_sort_key(x.get("ts")), x.get("ph") == "B")):
+        key = (str(e.get("pid")), str(e.get("tid")))
+        if e.get("ph") == "B":
+            stacks.setdefault(key, []).append(e)
+            continue
+        stack = stacks.get(key)
+        if not stack:
+            drops.add("'E' event without a matching 'B'")
+            continue
+        b = stack.pop()
+        start, end = _scalar_to_float(b.get("ts")), _scalar_to_float(e.get("ts"))
+        if start is None or end is None:
+            drops.add("'B'/'E' event with a bad 'ts'")
+            continue
+        done = dict(b)
+        done["ph"] = "X"
+        done["dur"] = end - start
+        if isinstance(e.get("args"), dict):
+            done["args"] = {**(b.get("args") if isinstance(b.get("args"), dict) else {}), **e["args"]}
+        out.append(done)
+    drops.add("'B' event never closed", sum(len(s) for s in stacks.values()))
+    return out
+
+
+def _sort_key(ts: Any) -> float:
+    value = _scalar_to_float(ts)
+    return value if value is not None else float("inf")
+
+
+def _events_frame(complete: list[dict], instants: list[dict], drops: _Drops, base_ns: int) -> pd.DataFrame:
+    rows = complete + instants
+    n_complete = len(complete)
+    ts_ns, ts_ok = _us_to_ns([e.get("ts") for e in rows])
+    dur_raw = [e.get("dur") for e in complete]
+    dur_ns, dur_ok = _us_to_ns(dur_raw)
+    dur_ns = np.concatenate([dur_ns, np.zeros(len(instants), dtype=np.int64)])
+    dur_ok = np.concatenate([dur_ok & (dur_ns[:n_complete] >= 0), np.ones(len(instants), dtype=bool)])
+    keep = ts_ok & dur_ok
+    n_bad_ts = int((~ts_ok).sum())
+    drops.add("missing or non-numeric 'ts'", n_bad_ts)
+    drops.add("missing, negative or non-numeric 'dur'", int((ts_ok & ~dur_ok).sum()))
+
+    if not keep.all():
+        rows = [e for e, k in zip(rows, keep) if k]
+        ts_ns, dur_ns = ts_ns[keep], dur_ns[keep]
+    ts_ns = ts_ns + base_ns
+
+    names = [e.get("name") for e in rows]
+    cats = [e.get("cat") for e in rows]
+    args = [e.get("args") for e in rows]
+    names = [n if type(n) is str else ("" if n is None else str(n)) for n in names]
+    cats = [c if type(c) is str else ("" if c is None else str(c)) for c in cats]
+    args = [a if type(a) is dict else None for a in args]
+    name_cat = pd.Categorical(names)
+    cat_cat = pd.Categorical(cats)
+    ph = pd.Categorical([e.get("ph") for e in rows], categories=["X", "i", "I"])
+
+    kind_codes = np.array([kind_of_category(c) for c in cat_cat.categories], dtype=object)
+    kinds = kind_codes[cat_cat.codes] if len(cat_cat.categories) else np.array([], dtype=object)
+    is_instant = np.asarray(ph.codes) != 0
+    if is_instant.any():
+        is_memory = is_instant & (np.asarray(name_cat.astype(object)) == "[memory]")
+        kinds = kinds.copy()
+        kinds[is_instant & ~is_memory & (kinds != "instant")] = "instant"
+        kinds[is_memory] = "memory"
+    from .trace import KINDS  # local import keeps the module import order simple
+
+    frame = {
+        "ts_ns": ts_ns,
+        "dur_ns": dur_ns,
+        "name": name_cat,
+        "cat": cat_cat,
+        "kind": pd.Categorical(kinds, categories=KINDS),
+        "ph": ph,
+        "pid": _ints([e.get("pid") for e in rows]),
+        "tid": _ints([e.get("tid") for e in rows]),
+    }
+    for key, column in _INT_ARGS:
+        frame[column] = _ints([a.get(key) if a is not None else None for a in args])
+    frame["args"] = pd.Series(args, dtype=object)
+    out = pd.DataFrame(frame)
+    return out.sort_values("ts_ns", kind="stable", ignore_index=True)
+
+
+def _counters_frame(items: list[dict], drops: _Drops, base_ns: int, rank: int) -> pd.DataFrame:
+    ts_ns, ok = _us_to_ns([e.get("ts") for e in items])
+    rec_ts, rec_pid, rec_name, rec_series, rec_value = [], [], [], [], []
+    for e, t, good in zip(items, ts_ns, ok):
+        args = e.get("args")
+        if not good or not isinstance(args, dict):
+            drops.add("counter event without a numeric 'ts' or an 'args' object")
+            continue
+        pid = _scalar_to_int(e.get("pid"))
+        for series, value in args.items():
+            v = _scalar_to_float(value)
+            if v is None:
+                continue
+            rec_ts.append(int(t) + base_ns)
+            rec_pid.append(-1 if pid is None else pid)
+            rec_name.append(str(e.get("name", "")))
+            rec_series.append(str(series))
+            rec_value.append(v)
+    return pd.DataFrame({
+        "ts_ns": np.array(rec_ts, dtype=np.int64),
+        "pid": np.array(rec_pid, dtype=np.int64),
+        "name": pd.Categorical(rec_name),
+        "series": pd.Categorical(rec_series),
+        "value": np.array(rec_value, dtype=np.float64),
+        "rank": np.full(len(rec_ts), rank, dtype=np.int32),
+    }).sort_values("ts_ns", kind="stable", ignore_index=True)
+
+
+def _flows_frame(items: list[dict], drops: _Drops, base_ns: int, rank: int) -> pd.DataFrame:
+    ts_ns, ok = _us_to_ns([e.get("ts") for e in items])
+    ids = _ints([e.get("id") for e in items])
+    ok &= ids != -1
+    drops.add("flow event without a numeric 'ts' or 'id'", int((~ok).sum()))
+    kept = [e for e, k in zip(items, ok) if k]
+    return pd.DataFrame({
+        "id": ids[ok],
+        "ph": pd.Categorical([e.get("ph") for e in kept], categories=["s", "t", "f"]),
+        "cat": pd.Categorical([str(e.get("cat", "")) for e in kept]),
+        "ts_ns": ts_ns[ok] + base_ns,
+        "pid": _ints([e.get("pid") for e in kept]),
+        "tid": _ints([e.get("tid") for e in kept]),
+        "rank": np.full(len(kept), rank, dtype=np.int32),
+    })
+
+
+def _names(items: list[dict]) -> tuple[dict, dict]:
+    processes: dict = {}
+    threads: dict = {}
+    for e in items:
+        args = e.get("args")
+        if not isinstance(args, dict) or not isinstance(args.get("name"), str):
+            continue
+        pid = _scalar_to_int(e.get("pid"))
+        pid = e.get("pid") if pid is None else pid
+        if e.get("name") == "process_name":
+            processes[pid] = args["name"]
+        elif e.get("name") == "thread_name":
+            tid = _scalar_to_int(e.get("tid"))
+            threads[(pid, e.get("tid") if tid is None else tid)] = args["name"]
+    return processes, threads
+
+
+def _us_to_ns(values: list) -> tuple[np.ndarray, np.ndarray]:
+    """Microsecond values (int, float or numeric string) → (int64 ns, valid mask)."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    try:
+        arr = np.array(values)
+    except (ValueError, OverflowError):
+        arr = np.array(values, dtype=object)
+    if arr.dtype.kind in "iu" and arr.ndim == 1:
+        ok = np.abs(arr) < _MAX_ABS_US
+        return np.where(ok, arr, 0).astype(np.int64) * 1000, ok
+    if arr.dtype.kind == "f" and arr.ndim == 1:
+        ok = np.isfinite(arr) & (np.abs(arr) < _MAX_ABS_US)
+        safe = np.where(ok, arr, 0.0)
+        whole = np.floor(safe)
+        ns = whole.astype(np.int64) * 1000 + np.rint((safe - whole) * 1000.0).astype(np.int64)
+        return ns, ok
+    out = np.zeros(n, dtype=np.int64)
+    ok = np.zeros(n, dtype=bool)
+    for i, v in enumerate(values):
+        ns = _scalar_us_to_ns(v)
+        if ns is not None:
+            out[i] = ns
+            ok[i] = True
+    return out, ok
+
+
+def _scalar_us_to_ns(v: Any) -> int | None:
+    if type(v) is bool or v is None:
+        return None
+    if isinstance(v, int):
+        return v * 1000 if abs(v) < _MAX_ABS_US else None
+    if isinstance(v, float):
+        if not np.isfinite(v) or abs(v) >= _MAX_ABS_US:
+            return None
+        whole = np.floor(v)
+        return int(whole) * 1000 + int(round((v - whole) * 1000.0))
+    if isinstance(v, str):
+        try:
+            d = Decimal(v.strip())
+        except InvalidOperation:
+            return None
+        if not d.is_finite() or abs(d) >= Decimal(_MAX_ABS_US):
+            return None
+        return int((d * 1000).to_integral_value())
+    return None
+
+
+def _scalar_to_float(v: Any) -> float | None:
+    if type(v) is bool or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _scalar_to_int(v: Any) -> int | None:
+    if type(v) is bool or v is None:
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v) if np.isfinite(v) and v == int(v) else None
+    if isinstance(v, str):
+        s = v.strip()
+        try:
+            return int(s, 0)
+        except ValueError:
+            return None
+    return None
+
+
+def _ints(values: list) -> np.ndarray:
+    """Integer-ish values → int64 array with -1 where a value is missing or not an integer."""
+    if not values:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        arr = np.array(values)
+    except (ValueError, OverflowError):
+        arr = None
+    if arr is not None and arr.dtype.kind in "iu" and arr.ndim == 1:
+        return arr.astype(np.int64)
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        iv = _scalar_to_int(v)
+        out[i] = -1 if iv is None or not (-2**63 <= iv < 2**63) else iv
+    return out

@@ -1,0 +1,139 @@
+"""In-memory model of a loaded trace: typed pandas frames plus metadata.
+
+Column contract of ``Trace.events`` (one row per complete or instant event):
+
+=============  ==========  =====================================================
+column         dtype       meaning
+=============  ==========  =====================================================
+ts_ns          int64       start, absolute ns (file µs × 1000 + baseTimeNanoseconds)
+dur_ns         int64       duration in ns (0 for instants)
+name           category    event name
+cat            category    category as spelled in the file
+kind           category    normalised category (see ``KINDS``)
+ph             category    Chrome trace phase ("X", "i", ...)
+pid, tid       int64       process / thread (GPU: device / stream); -1 if not numeric
+stream         int64       CUDA/HIP stream from args, -1 if none
+device         int64       device index from args, -1 if none
+correlation    int64       runtime↔kernel correlation id, -1 if none
+external_id    int64       op↔kernel external id, -1 if none
+rank           int32       rank of the trace
+args           object      the event's args dict (or None)
+=============  ==========  =====================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Trace", "TraceMeta", "TraceSet", "KINDS", "GPU_WORK_KINDS"]
+
+#: Normalised event kinds, independent of the Kineto version or GPU vendor that wrote the file.
+KINDS = (
+    "kernel", "memcpy", "memset", "gpu_annotation", "runtime", "driver", "cuda_sync",
+    "cpu_op", "annotation", "python", "memory", "phase", "module", "instant", "other",
+)
+#: Kinds that occupy a GPU stream.
+GPU_WORK_KINDS = ("kernel", "memcpy", "memset")
+
+_STEP_PREFIX = "ProfilerStep#"
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """Metadata of one rank's trace: where it came from, devices, distributed info."""
+
+    path: str
+    rank: int = 0
+    world_size: int = 1
+    distributed: Mapping = field(default_factory=dict)
+    device_properties: tuple = ()
+    schema_version: object = None
+    trace_name: str | None = None
+    base_time_ns: int = 0
+    manifest: Mapping | None = None
+    processes: Mapping = field(default_factory=dict)
+    threads: Mapping = field(default_factory=dict)
+    dropped_events: int = 0
+    warnings: tuple = ()
+
+    @property
+    def device_name(self) -> str | None:
+        """Name of the first GPU in deviceProperties, or of the manifest's first device."""
+        for props in self.device_properties:
+            if props.get("name"):
+                return str(props["name"])
+        if self.manifest:
+            for dev in self.manifest.get("devices") or ():
+                if isinstance(dev, Mapping) and dev.get("name"):
+                    return str(dev["name"])
+        return None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One rank's events, counters, flows and JSONL streams as typed DataFrames."""
+
+    events: pd.DataFrame
+    counters: pd.DataFrame
+    flows: pd.DataFrame
+    meta: TraceMeta
+    streams: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        """Rank id of this trace."""
+        return self.meta.rank
+
+    def of_kind(self, *kinds: str) -> pd.DataFrame:
+        """Events whose normalised kind is one of ``kinds``."""
+        return self.events[self.events["kind"].isin(kinds)]
+
+    def gpu_events(self) -> pd.DataFrame:
+        """Kernels, memcpys and memsets: the work that occupies GPU streams."""
+        return self.of_kind(*GPU_WORK_KINDS)
+
+    def steps(self) -> pd.DataFrame:
+        """``ProfilerStep#N`` annotations sorted by time, with an int ``step`` column."""
+        ev = self.events
+        mask = ev["kind"].isin(("annotation", "cpu_op")) & ev["name"].astype(str).str.startswith(_STEP_PREFIX)
+        steps = ev[mask].copy()
+        steps["step"] = pd.to_numeric(
+            steps["name"].astype(str).str.slice(len(_STEP_PREFIX)), errors="coerce"
+        ).astype("Int64")
+        steps = steps[steps["step"].notna()].astype({"step": np.int64})
+        # Kineto sometimes writes the same step on the CPU and as a GPU annotation: keep one per step.
+        return steps.sort_values("ts_ns").drop_duplicates("step").reset_index(drop=True)
+
+    @property
+    def span_ns(self) -> tuple[int, int]:
+        """(first start, last end) over all events, ns."""
+        ev = self.events
+        if ev.empty:
+            return (0, 0)
+        return int(ev["ts_ns"].min()), int((ev["ts_ns"] + ev["dur_ns"]).max())
+
+
+@dataclass(frozen=True)
+class TraceSet:
+    """Several ranks of one job, keyed by rank id."""
+
+    ranks: Mapping[int, Trace]
+    path: str = ""
+
+    def __iter__(self) -> Iterator[Trace]:
+        return iter(self.ranks[r] for r in sorted(self.ranks))
+
+    def __len__(self) -> int:
+        return len(self.ranks)
+
+    def __getitem__(self, rank: int) -> Trace:
+        return self.ranks[rank]
+
+    @property
+    def world_size(self) -> int:
+        """World size stated by the traces, or the number of ranks loaded."""
+        return max([t.meta.world_size for t in self.ranks.values()] + [len(self.ranks)])
