@@ -1,0 +1,444 @@
+"""``profile()``: one object around a training or inference loop that writes a run bundle.
+
+Usable as a context manager, a decorator, or with ``start()`` / ``stop()``::
+
+    with profiler.profile("runs/gpt", model=model) as prof:
+        for batch in loader:
+            ...
+            prof.step(tokens=batch.numel())
+
+Recorders: Kineto (torch.profiler, on a wait/warmup/active/repeat schedule), the sampler thread
+(NVML, host, CUDA memory), the annotation hooks and the MoE router recorder. Each runs under its
+own Guard: a failure is logged once and stops that recorder only. The user's exceptions pass
+through unchanged after everything is flushed; SIGTERM flushes and then chains the previous handler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from profiler import bundle
+from profiler.annotations import Annotator
+from profiler.distributed import rank_info
+from profiler.guard import Guard, logger
+from profiler.manifest import build_manifest, describe_devices
+
+__all__ = ["profile", "schedule", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS"]
+
+DEFAULT_SAMPLE_INTERVAL_MS = 50.0  # 20 Hz
+DEFAULT_SCHEDULE = {"skip_first": 0, "wait": 1, "warmup": 1, "active": 3, "repeat": 1}
+
+
+def schedule(*, wait: int = 1, warmup: int = 1, active: int = 3, repeat: int = 1,
+             skip_first: int = 0) -> Callable[[int], Any]:
+    """torch.profiler.schedule with our defaults (one wait step, one warm-up, three active)."""
+    import torch.profiler  # noqa: PLC0415
+
+    fn = torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=repeat, skip_first=skip_first)
+    fn.torchscope_params = {"skip_first": skip_first, "wait": wait, "warmup": warmup,  # type: ignore[attr-defined]
+                            "active": active, "repeat": repeat}
+    return fn
+
+
+class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
+    """Record a run bundle for the code inside (see the module docstring)."""
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike = "runs/run",
+        *,
+        schedule: Callable[[int], Any] | dict | None = None,
+        record_shapes: bool = True,
+        profile_memory: bool = False,
+        with_stack: bool = False,
+        with_flops: bool = False,
+        kineto: bool = True,
+        power: bool = True,
+        host: bool = True,
+        sample_interval_ms: float = DEFAULT_SAMPLE_INTERVAL_MS,
+        moe: bool = True,
+        moe_sample_tokens: int = 0,
+        annotate: bool = True,
+        modules: bool = True,
+        model: Any = None,
+        host_roofline: bool = True,
+        handle_sigterm: bool = True,
+        nvml_module: Any = None,
+        on_trace_ready: Callable[[Path], None] | None = None,
+    ) -> None:
+        self._init_args = (out_dir,)
+        self._init_kwargs = dict(
+            schedule=schedule, record_shapes=record_shapes, profile_memory=profile_memory, with_stack=with_stack,
+            with_flops=with_flops, kineto=kineto, power=power, host=host, sample_interval_ms=sample_interval_ms,
+            moe=moe, moe_sample_tokens=moe_sample_tokens, annotate=annotate, modules=modules, model=model,
+            host_roofline=host_roofline, handle_sigterm=handle_sigterm, nvml_module=nvml_module,
+            on_trace_ready=on_trace_ready)
+        self.run_dir = Path(out_dir)
+        if isinstance(schedule, dict):
+            schedule = globals()["schedule"](**schedule)
+        self._schedule = schedule if schedule is not None else globals()["schedule"](**DEFAULT_SCHEDULE)
+        self._opts = dict(record_shapes=record_shapes, profile_memory=profile_memory, with_stack=with_stack,
+                          with_flops=with_flops)
+        self._kineto_on = kineto
+        self._power_on = power
+        self._host_on = host
+        self._interval_s = max(1.0, float(sample_interval_ms)) / 1000.0
+        self._moe_on = moe
+        self._moe_sample_tokens = moe_sample_tokens
+        self._annotate_on = annotate
+        self._modules_on = modules
+        self._model = model
+        self._roofline_on = host_roofline
+        self._sigterm_on = handle_sigterm
+        self._nvml_module = nvml_module
+        self._user_on_trace_ready = on_trace_ready
+        self.step_num = 0
+        self.rank = 0
+        self.world_size = 1
+        self._state = "new"
+        self._lock = threading.RLock()
+        self._kineto = None
+        self._kineto_files: list[Path] = []
+        self._annotator: Annotator | None = None
+        self._sampler = None
+        self._moe = None
+        self._moe_writer: bundle.JsonlWriter | None = None
+        self._steps_writer: bundle.JsonlWriter | None = None
+        self._samples_writer: bundle.JsonlWriter | None = None
+        self._tokens: list[float] = []
+        self._samples: list[float] = []
+        self._unavailable: dict[str, str] = {}
+        self._recorded: dict[str, bool] = {}
+        self._devices: list[dict] = []
+        self._roofline: dict | None = None
+        self._prev_sigterm: Any = None
+        self._sigterm_installed = False
+        self._started_at_ns = 0
+        self._guards: dict[str, Guard] = {}
+        self.trace_file: Path | None = None
+
+    # ---- public API ---------------------------------------------------------------------------
+    def __enter__(self) -> "profile":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self.stop()
+        return False  # the user's exception, if any, propagates unchanged
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Use as a decorator: each call of `fn` runs under a fresh profile with these options."""
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with profile(*self._init_args, **self._init_kwargs):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options of this run, as written into the manifest."""
+        sched = getattr(self._schedule, "torchscope_params", None) or repr(self._schedule)
+        return {**self._opts, "schedule": sched, "kineto": self._kineto_on, "power": self._power_on,
+                "host": self._host_on, "sample_interval_ms": self._interval_s * 1000, "moe": self._moe_on,
+                "moe_sample_tokens": self._moe_sample_tokens, "annotate": self._annotate_on,
+                "modules": self._modules_on, "model": type(self._model).__name__ if self._model is not None else None,
+                "host_roofline": self._roofline_on}
+
+    def _guard(self, name: str) -> Guard:
+        g = self._guards.get(name)
+        if g is None:
+            g = self._guards[name] = Guard(name)
+        return g
+
+    def start(self) -> "profile":
+        """Start every recorder; returns self."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError("this profile() was already started; create a new one to record again")
+            self._state = "running"
+        info = rank_info()
+        self.rank, self.world_size = info.rank, info.world_size
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._started_at_ns = time.time_ns()
+        for stream in ("samples", "steps", "moe"):
+            with contextlib.suppress(FileNotFoundError):
+                bundle.stream_path(self.run_dir, self.rank, stream).unlink()
+        self._steps_writer = bundle.JsonlWriter(bundle.stream_path(self.run_dir, self.rank, "steps"))
+        self._samples_writer = bundle.JsonlWriter(bundle.stream_path(self.run_dir, self.rank, "samples"))
+        if self._roofline_on and self.rank == 0:
+            self._guard("host_roofline").call(self._measure_roofline)
+        self._guard("samplers").call(self._start_samplers)
+        self._write_manifest(ended=False)
+        if self._annotate_on:
+            self._annotator = Annotator(model=self._model, modules=self._modules_on,
+                                        on_root=self._on_root_found)
+            self._annotator.guard.call(self._annotator.install)
+        if self._moe_on and self._model is not None:
+            self._guard("moe").call(self._ensure_moe_attached, self._model)
+        if self._kineto_on:
+            self._guard("kineto").call(self._start_kineto)
+        if self._sigterm_on:
+            self._install_sigterm()
+        return self
+
+    def step(self, tokens: int | None = None, samples: int | None = None) -> None:
+        """Mark the end of one iteration (optionally with how many tokens/samples it processed)."""
+        if self._state != "running":
+            return
+        t_ns = time.time_ns()
+        line: dict[str, Any] = {"step": self.step_num, "t_ns": t_ns}
+        if tokens is not None:
+            line["tokens"] = int(tokens)
+            self._tokens.append(float(tokens))
+        if samples is not None:
+            line["samples"] = int(samples)
+            self._samples.append(float(samples))
+        if self._steps_writer is not None:
+            self._guard("steps").call(self._steps_writer.write, line)
+        if self._moe is not None:
+            self._guard("moe").call(self._moe.step, self.step_num)
+        self.step_num += 1
+        if self._annotator is not None:
+            self._annotator.guard.call(self._annotator.on_step, self.step_num)
+        if self._kineto is not None:
+            self._guard("kineto").call(self._kineto.step)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Annotate the with-block as a user phase called `name`."""
+        if self._annotator is None:
+            self._annotator = Annotator(model=None, modules=False)  # not installed: user phases only
+        with self._annotator.phase(name):
+            yield
+
+    def watch_router(self, module: Any, **kwargs: Any) -> None:
+        """Record expert counts of a custom MoE router module (see profiler/moe.py for options)."""
+        g = self._guard("moe")
+        rec = g.call(self._ensure_moe)
+        if rec is not None:
+            g.call(rec.watch, module, **kwargs)
+
+    def stop(self) -> Path:
+        """Stop every recorder, write the trace and the final manifest; returns the run folder."""
+        with self._lock:
+            if self._state != "running":
+                return self.run_dir
+            self._state = "stopping"
+        try:
+            self._finish()
+        finally:
+            self._state = "stopped"
+            self._restore_sigterm()
+        return self.run_dir
+
+    # ---- recorders ----------------------------------------------------------------------------
+    def _measure_roofline(self) -> None:
+        from profiler.host_roofline import host_roofline  # noqa: PLC0415
+
+        self._roofline = host_roofline()
+
+    def _start_samplers(self) -> None:
+        from profiler.sampling import SamplerThread  # noqa: PLC0415
+
+        samplers: list[Any] = []
+        gpus = []
+        if self._power_on:
+            from profiler.nvml import get_nvml  # noqa: PLC0415
+            from profiler.nvml_sampler import NvmlSampler  # noqa: PLC0415
+
+            backend = get_nvml(self._nvml_module)
+            if backend.available:
+                gpus = backend.devices()
+                samplers.append(NvmlSampler(backend, interval_s=self._interval_s))
+                self._recorded["power"] = bool(gpus)
+                if not gpus:
+                    self._unavailable["power"] = "unavailable (no visible NVML device)"
+            else:
+                self._recorded["power"] = False
+                self._unavailable["power"] = backend.reason
+                if backend.detail:
+                    self._unavailable["nvml"] = backend.detail
+        else:
+            self._recorded["power"] = False
+            self._unavailable["power"] = "disabled (power=False)"
+        self._devices = describe_devices(gpus)
+        if self._host_on:
+            from profiler.host_sampler import HostSampler  # noqa: PLC0415
+
+            samplers.append(HostSampler())
+            self._recorded["host"] = True
+        from profiler.cuda_memory import CudaMemorySampler, cuda_memory_available  # noqa: PLC0415
+
+        ok, why = cuda_memory_available()
+        if ok:
+            samplers.append(CudaMemorySampler())
+        else:
+            self._unavailable["cuda_memory"] = why or "unavailable"
+        self._recorded["cuda_memory"] = ok
+        flush = [w for w in (self._steps_writer,) if w is not None]
+        self._sampler = SamplerThread(samplers, self._samples_writer, interval_s=self._interval_s, flush=flush)
+        self._sampler.start()
+
+    def _ensure_moe(self) -> Any:
+        if self._moe is None:
+            try:
+                from profiler.moe import RouterRecorder  # noqa: PLC0415
+            except ImportError as exc:
+                self._unavailable["moe"] = f"profiler.moe not importable ({exc})"
+                return None
+            self._moe_writer = bundle.JsonlWriter(bundle.stream_path(self.run_dir, self.rank, "moe"))
+            if self._sampler is not None:
+                self._sampler.flush_writers.append(self._moe_writer)
+            self._moe = RouterRecorder(self._moe_writer, sample_tokens=self._moe_sample_tokens)
+        return self._moe
+
+    def _ensure_moe_attached(self, root: Any) -> None:
+        rec = self._ensure_moe()
+        if rec is not None:
+            rec.attach(root)
+
+    def _on_root_found(self, root: Any) -> None:
+        if self._moe_on and (self._model is None or root is not self._model):
+            self._guard("moe").call(self._ensure_moe_attached, root)
+
+    def _start_kineto(self) -> None:
+        import torch  # noqa: PLC0415
+        from torch.profiler import ProfilerActivity  # noqa: PLC0415
+
+        activities = [ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(ProfilerActivity.CUDA)
+        self._kineto = torch.profiler.profile(activities=activities, schedule=self._schedule,
+                                              on_trace_ready=self._kineto_ready, **self._opts)
+        self._kineto.start()
+        self._recorded["kineto"] = True
+
+    def _kineto_ready(self, prof: Any) -> None:
+        path = self.run_dir / f".rank{self.rank}.kineto{len(self._kineto_files)}.json"
+        prof.export_chrome_trace(str(path))
+        self._kineto_files.append(path)
+
+    # ---- shutdown -----------------------------------------------------------------------------
+    def _finish(self) -> None:
+        ended = time.time_ns()
+        if self._kineto is not None:
+            self._guard("kineto").call(self._kineto.stop)
+        if self._annotator is not None:
+            self._annotator.guard.call(self._annotator.on_step, self.step_num)
+            self._annotator.remove()
+        if self._moe is not None:
+            self._guard("moe").call(self._moe.close)
+        if self._sampler is not None:
+            self._guard("samplers").call(self._sampler.stop)
+        self._guard("trace").call(self._write_trace)
+        for w in (self._steps_writer, self._samples_writer, self._moe_writer):
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    w.close()
+        if self._moe_writer is not None and self._moe_writer.lines_written == 0:
+            with contextlib.suppress(OSError):
+                self._moe_writer.path.unlink()
+        self._write_manifest(ended=True, ended_at_ns=ended)
+
+    def _load_kineto(self) -> list[dict]:
+        import orjson  # noqa: PLC0415
+
+        traces = []
+        for path in self._kineto_files:
+            try:
+                traces.append(orjson.loads(path.read_bytes()))
+            except (OSError, ValueError) as exc:
+                logger.warning("torchscope: could not read Kineto's trace %s: %s", path, exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return traces
+
+    def _write_trace(self) -> None:
+        from profiler.trace_merge import merge_traces  # noqa: PLC0415
+
+        kineto = self._load_kineto()
+        if self._kineto_on and not kineto:
+            self._unavailable.setdefault("kineto", "no active profiling step completed (see the schedule)")
+        distributed = None
+        if self.world_size > 1:
+            distributed = {"rank": self.rank, "world_size": self.world_size}
+        annotations = self._annotator.events if self._annotator is not None else []
+        lines = self._sampler.lines if self._sampler is not None else []
+        trace = merge_traces(kineto, annotations=annotations, sample_lines=lines, distributed=distributed,
+                             extra={"rank": self.rank, "run_dir": str(self.run_dir)})
+        self.trace_file = bundle.write_trace_atomic(bundle.trace_path(self.run_dir, self.rank), trace)
+        if self._user_on_trace_ready is not None:
+            self._user_on_trace_ready(self.trace_file)
+
+    def _write_manifest(self, *, ended: bool, ended_at_ns: int | None = None) -> None:
+        recorded = dict(self._recorded)
+        recorded.setdefault("kineto", False)
+        recorded["annotations"] = bool(self._annotator is not None and self._annotate_on)
+        recorded["moe"] = bool(self._moe_writer is not None and self._moe_writer.lines_written > 0)
+        recorded["host_roofline"] = self._roofline is not None
+        unavailable = dict(self._unavailable)
+        for name, g in self._guards.items():
+            if g.failed:
+                unavailable[name] = f"failed and stopped: {g.error}"
+                if name in recorded:
+                    recorded[name] = False
+        if self._annotator is not None and self._annotator.guard.failed:
+            unavailable["annotations"] = f"failed and stopped: {self._annotator.guard.error}"
+            recorded["annotations"] = False
+        if self._sampler is not None:
+            for src, err in self._sampler.failures.items():
+                unavailable[f"{src}_sampler"] = f"failed and stopped: {err}"
+        user_counts = None
+        if self._tokens or self._samples:
+            user_counts = {"tokens_per_step": statistics.fmean(self._tokens) if self._tokens else None,
+                           "samples_per_step": statistics.fmean(self._samples) if self._samples else None}
+        manifest = build_manifest(
+            rank=self.rank, world_size=self.world_size, ranks=list(range(self.world_size)),
+            started_at_ns=self._started_at_ns, ended_at_ns=ended_at_ns if ended else None,
+            devices=self._devices, options=self.options, recorded=recorded, unavailable=unavailable,
+            host_roofline=self._roofline, user_counts=user_counts,
+            extra={"steps": self.step_num, "complete": ended})
+        with contextlib.suppress(Exception):
+            bundle.write_json_atomic(bundle.manifest_path(self.run_dir, self.rank), manifest)
+
+    # ---- SIGTERM ------------------------------------------------------------------------------
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            self._prev_sigterm = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._sigterm_installed = True
+        except (ValueError, OSError):
+            pass
+
+    def _restore_sigterm(self) -> None:
+        if not self._sigterm_installed:
+            return
+        self._sigterm_installed = False
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, self._prev_sigterm if self._prev_sigterm is not None else signal.SIG_DFL)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        prev = self._prev_sigterm
+        with contextlib.suppress(Exception):
+            self.stop()
+        if callable(prev):
+            prev(signum, frame)
+        elif prev == signal.SIG_IGN:
+            return
+        else:  # default action: terminate, as the signal would have without us
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
