@@ -1,0 +1,159 @@
+"""Expert placement planner: spread an MoE layer's experts over expert-parallel ranks evenly.
+
+With expert parallelism each of ``R`` ranks holds some of the ``E`` experts and computes every token
+routed to them; a step waits for the busiest rank, so the cost of imbalance is the ratio of the
+largest rank load to the mean one (``max/mean``, 1.0 = perfectly even).
+
+The default placement is contiguous: rank ``r`` holds experts ``r·E/R .. (r+1)·E/R - 1``. The plan
+here follows the idea of DeepSeek's expert-parallel load balancer (EPLB), written from its
+description:
+
+1. *Replicate*: with a budget of ``B`` redundant slots, give one more replica, ``B`` times, to the
+   expert whose load per replica is currently the largest (tokens are split evenly over replicas;
+   an expert never gets more replicas than there are ranks).
+2. *Pack*: every rank has ``ceil((E + B) / R)`` slots; take replicas from the heaviest to the
+   lightest and put each on the least-loaded rank that has a free slot and does not hold that
+   expert yet.
+
+The planner returns the contiguous placement instead whenever its own would not lower the
+predicted max/mean, so a plan is never worse than the default.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Placement", "PlacementPlan", "contiguous_placement", "balanced_placement", "plan_placement", "rank_loads"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which experts each rank holds; a replicated expert's tokens are split evenly over its copies."""
+
+    num_experts: int
+    rank_experts: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_ranks(self) -> int:
+        """Number of expert-parallel ranks."""
+        return len(self.rank_experts)
+
+    @property
+    def replicas(self) -> np.ndarray:
+        """Copies of each expert across all ranks (int array of length E)."""
+        out = np.zeros(self.num_experts, dtype=np.int64)
+        for experts in self.rank_experts:
+            np.add.at(out, np.asarray(experts, dtype=np.int64), 1)
+        return out
+
+    def share_matrix(self) -> np.ndarray:
+        """E × R matrix: the share (0..1) of expert e's tokens that rank r computes."""
+        reps = self.replicas
+        mat = np.zeros((self.num_experts, self.num_ranks))
+        for r, experts in enumerate(self.rank_experts):
+            for e in experts:
+                mat[e, r] += 1.0 / reps[e]
+        return mat
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    """Default and balanced placement of one layer with the predicted rank loads of both."""
+
+    before: Placement
+    after: Placement
+    load_before: np.ndarray  # tokens per rank, contiguous placement
+    load_after: np.ndarray  # tokens per rank, planned placement
+    replicated: tuple[int, ...]  # experts given extra copies, heaviest first
+
+    @property
+    def max_over_mean_before(self) -> float:
+        """Busiest rank's load over the mean rank load, default placement."""
+        return _max_over_mean(self.load_before)
+
+    @property
+    def max_over_mean_after(self) -> float:
+        """Busiest rank's load over the mean rank load, planned placement."""
+        return _max_over_mean(self.load_after)
+
+
+def _max_over_mean(rank_load: np.ndarray) -> float:
+    mean = float(np.mean(rank_load)) if len(rank_load) else 0.0
+    return float(np.max(rank_load)) / mean if mean > 0 else 1.0
+
+
+def rank_loads(placement: Placement, load: np.ndarray) -> np.ndarray:
+    """Tokens per rank (…× R) for expert loads (…× E), e.g. a steps × E count matrix."""
+    return np.asarray(load, dtype=np.float64) @ placement.share_matrix()
+
+
+def contiguous_placement(num_experts: int, num_ranks: int) -> Placement:
+    """Default placement: consecutive blocks of experts per rank (sizes differ by at most one)."""
+    _check(num_experts, num_ranks)
+    owner = (np.arange(num_experts) * num_ranks) // num_experts
+    return Placement(num_experts, tuple(tuple(np.flatnonzero(owner == r).tolist()) for r in range(num_ranks)))
+
+
+def balanced_placement(load: np.ndarray, num_ranks: int, redundant: int = 0) -> Placement:
+    """Greedy EPLB-style placement of experts with ``redundant`` extra replica slots over ``num_ranks``."""
+    load = np.asarray(load, dtype=np.float64)
+    num_experts = len(load)
+    _check(num_experts, num_ranks)
+    if redundant < 0:
+        raise ValueError(f"redundant must be >= 0, got {redundant}")
+    replicas = np.ones(num_experts, dtype=np.int64)
+    # 1. Replicate: a max-heap on load per replica.
+    heap = [(-load[e], e) for e in range(num_experts)]
+    heapq.heapify(heap)
+    given = 0
+    while given < redundant and heap:
+        neg, e = heapq.heappop(heap)
+        if replicas[e] >= num_ranks or -neg <= 0:
+            continue  # cannot (or need not) replicate this one further; it leaves the heap
+        replicas[e] += 1
+        given += 1
+        heapq.heappush(heap, (-load[e] / replicas[e], e))
+    # 2. Pack: heaviest replicas first onto the least-loaded rank with a free slot.
+    slots = math.ceil(int(replicas.sum()) / num_ranks)
+    per_replica = load / replicas
+    items = sorted(((per_replica[e], e) for e in range(num_experts) for _ in range(replicas[e])),
+                   key=lambda item: (-item[0], item[1]))
+    rank_load = np.zeros(num_ranks)
+    held: list[list[int]] = [[] for _ in range(num_ranks)]
+    for weight, e in items:
+        best = -1
+        for r in range(num_ranks):
+            if len(held[r]) >= slots or e in held[r]:
+                continue
+            if best < 0 or rank_load[r] < rank_load[best]:
+                best = r
+        if best < 0:  # only ranks that already hold e have room: share that rank
+            best = min((r for r in range(num_ranks) if len(held[r]) < slots), key=lambda r: rank_load[r])
+        held[best].append(e)
+        rank_load[best] += weight
+    return Placement(num_experts, tuple(tuple(sorted(h)) for h in held))
+
+
+def plan_placement(load: np.ndarray, num_ranks: int, redundant: int = 0) -> PlacementPlan:
+    """Balanced placement for per-expert ``load`` (tokens) vs the contiguous default, never worse."""
+    load = np.asarray(load, dtype=np.float64)
+    before = contiguous_placement(len(load), num_ranks)
+    after = balanced_placement(load, num_ranks, redundant)
+    load_before = rank_loads(before, load)
+    load_after = rank_loads(after, load)
+    if np.max(load_after) >= np.max(load_before):
+        after, load_after = before, load_before
+    reps = after.replicas
+    replicated = tuple(int(e) for e in sorted(np.flatnonzero(reps > 1), key=lambda e: (-load[e], e)))
+    return PlacementPlan(before, after, load_before, load_after, replicated)
+
+
+def _check(num_experts: int, num_ranks: int) -> None:
+    if num_ranks < 1:
+        raise ValueError(f"num_ranks must be >= 1, got {num_ranks}")
+    if num_experts < num_ranks:
+        raise ValueError(f"need at least one expert per rank: {num_experts} experts over {num_ranks} ranks")
