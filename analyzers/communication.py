@@ -1,0 +1,646 @@
+"""Collective communication: one row per collective, bandwidths, overlap with compute, stragglers.
+
+Where a collective comes from
+-----------------------------
+* **GPU (NCCL/RCCL) jobs**: every kernel whose name starts with ``nccl``/``rccl``
+  (``ncclKernel_AllReduce_…``, ``ncclDevKernel_…``) is one collective, timed by the kernel itself.
+  Its type, message size, dtype and group size come, in this order, from the kernel's own args
+  (``Collective name``, ``In msg nelems``, ``Out msg nelems``, ``dtype``, ``Group size``), from the
+  ``record_param_comms`` op that encloses the kernel's launch, and from the enclosing ``nccl:<op>``
+  annotation (``Input Dims`` × ``Input type``). The launch is found through the kernel's
+  correlation id (the runtime ``cudaLaunchKernel`` event), and "enclosing" means the CPU event on
+  the launching thread whose interval contains the launch. The type from an annotation wins over
+  the kernel name: NCCL may run an all-reduce as ``SendRecv`` kernels.
+* **CPU (gloo, mpi, ucc) jobs**: every ``gloo:<op>`` (``mpi:``/``ucc:``) annotation is one
+  collective, timed by its CPU duration (torch records it on the backend's worker thread around
+  the actual transfer). ``nccl:<op>`` annotations without a kernel are *not* collectives: their
+  CPU duration is only the launch.
+
+Sizes and bandwidths (the nccl-tests conventions)
+-------------------------------------------------
+``bytes`` is the larger of the input and output buffers (for all-gather the gathered output, for
+reduce-scatter the full input); an all-gather known only by its input shard counts
+shard × group size. ``algbw_gbps = bytes / dur_ns`` (bytes per ns = GB/s) and
+``busbw_gbps = algbw_gbps × factor`` with factor 2(n-1)/n for all-reduce, (n-1)/n for all-gather,
+reduce-scatter and all-to-all, 1 for broadcast, reduce, send/recv (n = group size).
+
+Overlap and exposed communication
+---------------------------------
+*Compute* is the union of all non-communication kernels (GPU jobs), or of the CPU ops on threads
+that run no collective (CPU jobs). ``overlap_pct`` is the share of communication time (union of
+collective intervals) overlapped by compute, as Holistic Trace Analysis defines comm/comp overlap.
+*Exposed* communication is communication time during which no compute runs. Per step it is taken
+over the step window ``[start of ProfilerStep#N, start of step N+1)`` (the last step ends at its
+own end); without steps the whole trace is one window.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .findings import Finding, NotApplicable, Result
+from .registry import register
+from .trace import Trace, TraceSet
+
+__all__ = [
+    "collectives", "busbw_factor", "exposed_per_step", "compute_per_step", "analyze",
+    "analyze_stragglers", "EXPOSED_COMM_MIN_SHARE", "EXPOSED_COMM_CRITICAL_SHARE",
+    "SMALL_MESSAGE_BYTES", "STRAGGLER_MIN_LATENESS_NS", "STRAGGLER_MIN_SHARE", "SLOW_COMPUTE_MIN_EXCESS",
+]
+
+#: Exposed communication above this share of step time raises a finding (warning).
+EXPOSED_COMM_MIN_SHARE = 0.10
+#: ... and above this share the finding is critical.
+EXPOSED_COMM_CRITICAL_SHARE = 0.30
+#: Collectives whose median message is below this are latency-bound: bigger buckets help most.
+SMALL_MESSAGE_BYTES = 1 << 20
+#: A rank is a straggler when its collectives start at least this much later than the earliest rank
+#: (median over matched collectives) ...
+STRAGGLER_MIN_LATENESS_NS = 1_000_000
+#: ... and that lateness, summed over a step, is at least this share of the step time.
+STRAGGLER_MIN_SHARE = 0.05
+#: A straggler whose lateness per step is at least this share of the step is critical.
+STRAGGLER_CRITICAL_SHARE = 0.20
+#: A rank's compute per step this much above the median of the other ranks makes it slow.
+SLOW_COMPUTE_MIN_EXCESS = 0.10
+
+_COMM_KERNEL_PREFIXES = ("nccl", "rccl")
+#: Collective types whose message size may differ between ranks (not part of the match key).
+_PER_RANK_SIZE_TYPES = ("alltoall", "sendrecv", "send", "recv", "gather", "scatter", "other")
+_MATCH_KEY = ["step", "type", "size_key", "occurrence"]
+_CPU_COLLECTIVE_PREFIXES = ("gloo:", "mpi:", "ucc:")
+_GPU_COLLECTIVE_ANNOTATION = re.compile(r"^(nccl|rccl):")
+_CPU_COMM_OP = re.compile(r"^(c10d::|record_param_comms|nccl:|rccl:|gloo:|mpi:|ucc:|aten::wait|c10d_functional::)")
+
+#: Collective types, the substring that identifies each in a normalised name (order matters).
+_TYPE_PATTERNS = (
+    ("allreduce", "allreduce"), ("reducescatter", "reducescatter"), ("allgather", "allgather"),
+    ("alltoall", "alltoall"), ("broadcast", "broadcast"), ("sendrecv", "sendrecv"),
+    ("send", "send"), ("recv", "recv"), ("reduce", "reduce"), ("barrier", "barrier"),
+    ("gather", "gather"), ("scatter", "scatter"),
+)
+
+_DTYPE_BYTES = {
+    "float": 4, "float32": 4, "double": 8, "float64": 8, "half": 2, "float16": 2, "bfloat16": 2,
+    "c10::half": 2, "c10::bfloat16": 2, "long": 8, "int64": 8, "long int": 8, "int": 4, "int32": 4,
+    "short": 2, "int16": 2, "char": 1, "signed char": 1, "unsigned char": 1, "byte": 1, "int8": 1,
+    "uint8": 1, "bool": 1, "complexfloat": 8, "c10::complex<float>": 8, "complexdouble": 16,
+    "float8_e4m3fn": 1, "float8_e5m2": 1, "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1,
+}
+
+_COLLECTIVE_COLUMNS = [
+    "ts_ns", "dur_ns", "end_ns", "type", "name", "bytes", "group_size", "algbw_gbps", "busbw_gbps",
+    "timed_on", "stream", "tid", "launch_ts_ns", "step", "rank",
+]
+
+
+def collective_type(name: str) -> str:
+    """Canonical collective type ("allreduce", "allgather", ...) from an op, annotation or kernel name."""
+    norm = re.sub(r"[^a-z]", "", str(name).lower())
+    for pattern, ctype in _TYPE_PATTERNS:
+        if pattern in norm:
+            return ctype
+    return "other"
+
+
+def busbw_factor(ctype: str, group_size: int) -> float:
+    """nccl-tests bus-bandwidth factor for a collective type over ``group_size`` ranks."""
+    n = max(int(group_size), 1)
+    if ctype == "allreduce":
+        return 2.0 * (n - 1) / n
+    if ctype in ("allgather", "reducescatter", "alltoall", "gather", "scatter"):
+        return (n - 1) / n
+    return 1.0
+
+
+def _dtype_bytes(dtype: object) -> float:
+    """Bytes per element of a dtype spelled as in Kineto args; NaN when unknown."""
+    return float(_DTYPE_BYTES.get(str(dtype).strip().lower(), np.nan))
+
+
+def _enclosing(points: pd.DataFrame, spans: pd.DataFrame) -> np.ndarray:
+    """Index (into ``spans``) of the latest-starting span on the same pid/tid containing each point; -1 if none.
+
+    ``points`` has columns pid, tid, at_ns; ``spans`` has pid, tid, ts_ns, dur_ns and must not nest.
+    """
+    out = np.full(len(points), -1, dtype=np.int64)
+    if points.empty or spans.empty:
+        return out
+    left = pd.DataFrame({
+        "pid": points["pid"].to_numpy(np.int64), "tid": points["tid"].to_numpy(np.int64),
+        "at_ns": points["at_ns"].to_numpy(np.int64), "_row": np.arange(len(points)),
+    }).sort_values("at_ns", kind="stable")
+    right = pd.DataFrame({
+        "pid": spans["pid"].to_numpy(np.int64), "tid": spans["tid"].to_numpy(np.int64),
+        "at_ns": spans["ts_ns"].to_numpy(np.int64),
+        "_end": (spans["ts_ns"] + spans["dur_ns"]).to_numpy(np.int64), "_span": np.arange(len(spans)),
+    }).sort_values("at_ns", kind="stable")
+    merged = pd.merge_asof(left, right, on="at_ns", by=["pid", "tid"], direction="backward")
+    ok = merged["_span"].notna() & (merged["_end"] >= merged["at_ns"])
+    rows = merged.loc[ok, "_row"].to_numpy(np.int64)
+    out[rows] = merged.loc[ok, "_span"].to_numpy(np.int64)
+    return out
+
+
+def _first_dims_bytes(args: object) -> tuple[float, float]:
+    """(elements, bytes per element) of the first input of an annotation's Input Dims/Input type."""
+    if not isinstance(args, Mapping):
+        return (np.nan, np.nan)
+    dims, types = args.get("Input Dims"), args.get("Input type")
+    if not isinstance(dims, list) or not dims or not isinstance(dims[0], list) or not dims[0]:
+        return (np.nan, np.nan)
+    try:
+        nelems = float(np.prod([int(d) for d in dims[0]]))
+    except (TypeError, ValueError):
+        return (np.nan, np.nan)
+    first_type = types[0] if isinstance(types, list) and types else None
+    return (nelems, _dtype_bytes(first_type))
+
+
+def _param_fields(args: object) -> dict:
+    """Collective fields from ``record_param_comms``-style args (also carried by newer NCCL kernels)."""
+    if not isinstance(args, Mapping) or "Collective name" not in args:
+        return {}
+    nelems = [float(args[k]) for k in ("In msg nelems", "Out msg nelems")
+              if isinstance(args.get(k), (int, float)) and not isinstance(args.get(k), bool)]
+    group = args.get("Group size")
+    return {
+        "type": collective_type(args.get("Collective name", "")),
+        "nelems": max(nelems) if nelems else np.nan,
+        "elem_bytes": _dtype_bytes(args.get("dtype")),
+        "group_size": float(group) if isinstance(group, (int, float)) and group > 0 else np.nan,
+        "full_size": True,
+    }
+
+
+def _annotation_fields(name: str, args: object) -> dict:
+    """Collective fields from a ``nccl:<op>`` / ``gloo:<op>`` annotation (shapes of its first input)."""
+    nelems, elem_bytes = _first_dims_bytes(args)
+    return {"type": collective_type(name.split(":", 1)[-1]), "nelems": nelems, "elem_bytes": elem_bytes,
+            "group_size": np.nan, "full_size": False}
+
+
+def _default_group_size(trace: Trace) -> int:
+    """Group size when no event says: the only process group's size, or the world size."""
+    pgs = (trace.meta.distributed or {}).get("pg_config") or []
+    sizes = {int(pg.get("pg_size")) for pg in pgs if isinstance(pg, Mapping) and isinstance(pg.get("pg_size"), int)}
+    if len(sizes) == 1:
+        return sizes.pop()
+    return max(int(trace.meta.world_size or 1), 1)
+
+
+def _assign_steps(ts_ns: np.ndarray, trace: Trace) -> np.ndarray:
+    """Step number of the window ``[start_N, start_N+1)`` (last: its own end) each time falls in; -1 outside."""
+    windows = step_windows(trace)
+    out = np.full(len(ts_ns), -1, dtype=np.int64)
+    if windows.empty or len(ts_ns) == 0:
+        return out
+    starts = windows["start_ns"].to_numpy(np.int64)
+    ends = windows["end_ns"].to_numpy(np.int64)
+    idx = np.searchsorted(starts, ts_ns, side="right") - 1
+    valid = idx >= 0
+    valid[valid] &= ts_ns[valid] < ends[idx[valid]]
+    out[valid] = windows["step"].to_numpy(np.int64)[idx[valid]]
+    return out
+
+
+def step_windows(trace: Trace) -> pd.DataFrame:
+    """Step windows (step, start_ns, end_ns): each ProfilerStep runs until the next starts; the last to its end."""
+    steps = trace.steps()
+    if steps.empty:
+        return pd.DataFrame({"step": np.array([], np.int64), "start_ns": np.array([], np.int64),
+                             "end_ns": np.array([], np.int64)})
+    starts = steps["ts_ns"].to_numpy(np.int64)
+    own_end = starts + steps["dur_ns"].to_numpy(np.int64)
+    ends = np.append(starts[1:], own_end[-1]) if len(starts) > 1 else own_end
+    ends = np.maximum(ends, own_end)
+    ends[:-1] = np.minimum(ends[:-1], starts[1:])
+    return pd.DataFrame({"step": steps["step"].to_numpy(np.int64), "start_ns": starts, "end_ns": ends})
+
+
+def collectives(trace: Trace) -> pd.DataFrame:
+    """One row per collective (times ns, bytes, group size, GB/s bandwidths); empty frame when none."""
+    ev = trace.events
+    names = ev["name"].astype(str)
+    lower = names.str.lower()
+    is_kernel = (ev["kind"] == "kernel").to_numpy()
+    comm_kernel = is_kernel & lower.str.startswith(_COMM_KERNEL_PREFIXES).to_numpy()
+    if comm_kernel.any():
+        table = _gpu_collectives(trace, ev[comm_kernel], names, lower)
+    else:
+        is_cpu = ev["kind"].isin(("annotation", "cpu_op")).to_numpy()
+        cpu_coll = is_cpu & lower.str.startswith(_CPU_COLLECTIVE_PREFIXES).to_numpy()
+        table = _cpu_collectives(trace, ev[cpu_coll])
+    if table.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_COLLECTIVE_DTYPES[c]) for c in _COLLECTIVE_COLUMNS})
+    return table[_COLLECTIVE_COLUMNS].sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+_COLLECTIVE_DTYPES = {
+    "ts_ns": "int64", "dur_ns": "int64", "end_ns": "int64", "type": "str", "name": "str", "bytes": "float64",
+    "group_size": "int64", "algbw_gbps": "float64", "busbw_gbps": "float64", "timed_on": "str",
+    "stream": "int64", "tid": "int64", "launch_ts_ns": "int64", "step": "int64", "rank": "int64",
+}
+
+
+def _finish(trace: Trace, frame: pd.DataFrame, fields: list[dict], names: list[str]) -> pd.DataFrame:
+    """Combine collected fields into the collective table columns (sizes, bandwidths, steps)."""
+    default_group = _default_group_size(trace)
+    ctype = np.array([f.get("type") or collective_type(n) for f, n in zip(fields, names)], dtype=object)
+    nelems = np.array([f.get("nelems", np.nan) for f in fields], dtype=float)
+    elem_bytes = np.array([f.get("elem_bytes", np.nan) for f in fields], dtype=float)
+    group = np.array([f.get("group_size", np.nan) for f in fields], dtype=float)
+    group = np.where(np.isnan(group), default_group, group).astype(np.int64)
+    full = np.array([f.get("full_size", False) for f in fields], dtype=bool)
+    nbytes = nelems * elem_bytes
+    shard_only = (~full) & (ctype == "allgather")
+    nbytes = np.where(shard_only, nbytes * group, nbytes)
+    dur = frame["dur_ns"].to_numpy(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        algbw = np.where(dur > 0, nbytes / dur, np.nan)
+    factor = np.array([busbw_factor(t, g) for t, g in zip(ctype, group)], dtype=float)
+    ts = frame["ts_ns"].to_numpy(np.int64)
+    return pd.DataFrame({
+        "ts_ns": ts, "dur_ns": dur, "end_ns": ts + dur, "type": pd.array(ctype.astype(str), dtype="str"),
+        "name": pd.array(names, dtype="str"), "bytes": nbytes, "group_size": group,
+        "algbw_gbps": algbw, "busbw_gbps": algbw * factor,
+        "stream": frame["stream"].to_numpy(np.int64), "tid": frame["tid"].to_numpy(np.int64),
+        "rank": np.full(len(frame), trace.rank, dtype=np.int64),
+    })
+
+
+def _gpu_collectives(trace: Trace, kernels: pd.DataFrame, names: pd.Series, lower: pd.Series) -> pd.DataFrame:
+    """Collectives timed by NCCL/RCCL kernels, described by their args or their CPU-side context."""
+    ev = trace.events
+    runtime = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)]
+    runtime = runtime.drop_duplicates("correlation")[["correlation", "pid", "tid", "ts_ns"]]
+    launches = kernels[["correlation"]].merge(runtime, on="correlation", how="left")
+    has_launch = launches["ts_ns"].notna().to_numpy()
+    points = pd.DataFrame({
+        "pid": launches["pid"].fillna(-1).to_numpy(np.int64), "tid": launches["tid"].fillna(-1).to_numpy(np.int64),
+        "at_ns": launches["ts_ns"].fillna(-1).to_numpy(np.int64),
+    })
+    cpu = ev["kind"].isin(("cpu_op", "annotation")).to_numpy()
+    param_spans = ev[cpu & (names == "record_param_comms").to_numpy()]
+    annot_spans = ev[cpu & lower.str.match(_GPU_COLLECTIVE_ANNOTATION).to_numpy()]
+    param_idx = _enclosing(points, param_spans)
+    annot_idx = _enclosing(points, annot_spans)
+    param_args = param_spans["args"].to_numpy()
+    annot_args = annot_spans["args"].to_numpy()
+    annot_names = annot_spans["name"].astype(str).to_numpy()
+    fields: list[dict] = []
+    for i, kargs in enumerate(kernels["args"].to_numpy()):
+        merged: dict = {}
+        sources = [_param_fields(kargs)]
+        if param_idx[i] >= 0:
+            sources.append(_param_fields(param_args[param_idx[i]]))
+        if annot_idx[i] >= 0:
+            sources.append(_annotation_fields(annot_names[annot_idx[i]], annot_args[annot_idx[i]]))
+        # Type: an annotation names the collective the user asked for; kernels may be generic SendRecv.
+        for src in reversed(sources):
+            if src.get("type") and src["type"] != "other":
+                merged["type"] = src["type"]
+                break
+        for key in ("nelems", "elem_bytes", "group_size"):
+            src = next((src for src in sources if key in src and not np.isnan(src[key])), None)
+            if src is not None:
+                merged[key] = src[key]
+                if key == "nelems":
+                    merged["full_size"] = src["full_size"]
+        fields.append(merged)
+    kernel_names = kernels["name"].astype(str).tolist()
+    table = _finish(trace, kernels, fields, kernel_names)
+    table["timed_on"] = pd.array(["gpu"] * len(table), dtype="str")
+    launch_ts = np.where(has_launch, points["at_ns"].to_numpy(np.int64), table["ts_ns"].to_numpy(np.int64))
+    table["launch_ts_ns"] = launch_ts
+    table["step"] = _assign_steps(launch_ts, trace)
+    return table
+
+
+def _cpu_collectives(trace: Trace, spans: pd.DataFrame) -> pd.DataFrame:
+    """Collectives of CPU backends, timed by their ``gloo:<op>``-style annotations."""
+    if spans.empty:
+        return pd.DataFrame()
+    names = spans["name"].astype(str).tolist()
+    fields = [_annotation_fields(n, a) for n, a in zip(names, spans["args"].to_numpy())]
+    table = _finish(trace, spans, fields, names)
+    table["timed_on"] = pd.array(["cpu"] * len(table), dtype="str")
+    table["launch_ts_ns"] = table["ts_ns"].to_numpy(np.int64)
+    table["step"] = _assign_steps(table["ts_ns"].to_numpy(np.int64), trace)
+    return table
+
+
+# --- interval arithmetic -------------------------------------------------------------------------
+
+def _union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge intervals [start, end) into sorted disjoint ones."""
+    if len(starts) == 0:
+        return np.array([], np.int64), np.array([], np.int64)
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order].astype(np.int64), ends[order].astype(np.int64)
+    run_end = np.maximum.accumulate(e)
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] > run_end[:-1]
+    return s[new], np.maximum.reduceat(e, np.flatnonzero(new))
+
+
+def _covered(a: np.ndarray, b: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np.ndarray:
+    """Length of each [a, b) covered by the disjoint sorted union (us, ue)."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    if len(us) == 0:
+        return np.zeros(len(a), np.int64)
+    prefix = np.concatenate(([0], np.cumsum(ue - us)))
+
+    def upto(x: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(us, x, side="right") - 1
+        inside = np.where(i >= 0, np.clip(x - us[np.maximum(i, 0)], 0, (ue - us)[np.maximum(i, 0)]), 0)
+        return prefix[np.maximum(i, 0)] * (i >= 0) + inside
+
+    return np.maximum(upto(b) - upto(a), 0)
+
+
+def _compute_union(trace: Trace, comm: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Union of compute intervals: non-communication kernels, or CPU ops off the collective threads."""
+    ev = trace.events
+    names = ev["name"].astype(str)
+    if (comm["timed_on"] == "gpu").any():
+        mask = (ev["kind"] == "kernel") & ~names.str.lower().str.startswith(_COMM_KERNEL_PREFIXES)
+    else:
+        comm_tids = set(comm["tid"].tolist())
+        mask = (ev["kind"] == "cpu_op") & ~ev["tid"].isin(comm_tids) & ~names.str.match(_CPU_COMM_OP)
+    work = ev[mask]
+    ts = work["ts_ns"].to_numpy(np.int64)
+    return _union(ts, ts + work["dur_ns"].to_numpy(np.int64))
+
+
+def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per step window: step time, communication, overlapped and exposed communication, compute (ns)."""
+    comm = collectives(trace) if comm is None else comm
+    windows = step_windows(trace)
+    if windows.empty:
+        lo, hi = trace.span_ns
+        windows = pd.DataFrame({"step": [-1], "start_ns": [lo], "end_ns": [hi]})
+    cs, ce = _union(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
+    ks, ke = _compute_union(trace, comm)
+    w_start = windows["start_ns"].to_numpy(np.int64)
+    w_end = windows["end_ns"].to_numpy(np.int64)
+    comm_ns = _covered(w_start, w_end, cs, ce)
+    compute_ns = _covered(w_start, w_end, ks, ke)
+    # Overlap within each window: clip the comm union to the window, then measure compute over it.
+    overlapped = np.zeros(len(windows), np.int64)
+    for i, (lo, hi) in enumerate(zip(w_start, w_end)):
+        j0, j1 = np.searchsorted(ce, lo, side="right"), np.searchsorted(cs, hi, side="left")
+        if j1 > j0:
+            a = np.clip(cs[j0:j1], lo, hi)
+            b = np.clip(ce[j0:j1], lo, hi)
+            overlapped[i] = int(_covered(a, b, ks, ke).sum())
+    count = np.bincount(np.searchsorted(w_start, comm["ts_ns"].to_numpy(np.int64), side="right") - 1 + 1,
+                        minlength=len(windows) + 1)[1:len(windows) + 1] if len(comm) else np.zeros(len(windows), int)
+    return pd.DataFrame({
+        "step": windows["step"].to_numpy(np.int64), "start_ns": w_start, "step_ns": w_end - w_start,
+        "collectives": count.astype(np.int64), "comm_ns": comm_ns, "overlapped_ns": overlapped,
+        "exposed_ns": comm_ns - overlapped, "compute_ns": compute_ns,
+        "exposed_pct": np.where(w_end > w_start, 100.0 * (comm_ns - overlapped) / np.maximum(w_end - w_start, 1), 0.0),
+    })
+
+
+def compute_per_step(trace: Trace) -> pd.DataFrame:
+    """Per step window: busy compute time (union of non-communication kernels or CPU ops), ns."""
+    comm = collectives(trace)
+    windows = step_windows(trace)
+    if windows.empty:
+        lo, hi = trace.span_ns
+        windows = pd.DataFrame({"step": [-1], "start_ns": [lo], "end_ns": [hi]})
+    ks, ke = _compute_union(trace, comm)
+    w_start = windows["start_ns"].to_numpy(np.int64)
+    w_end = windows["end_ns"].to_numpy(np.int64)
+    return pd.DataFrame({"step": windows["step"].to_numpy(np.int64), "step_ns": w_end - w_start,
+                         "compute_ns": _covered(w_start, w_end, ks, ke)})
+
+
+def _per_type(comm: pd.DataFrame) -> pd.DataFrame:
+    """Totals per collective type: count, bytes, time, median size and bandwidths."""
+    g = comm.groupby("type", observed=True, sort=False)
+    out = g.agg(count=("dur_ns", "size"), total_dur_ns=("dur_ns", "sum"), total_bytes=("bytes", "sum"),
+                median_bytes=("bytes", "median"), median_dur_ns=("dur_ns", "median"),
+                median_algbw_gbps=("algbw_gbps", "median"), median_busbw_gbps=("busbw_gbps", "median"))
+    out["total_dur_ns"] = out["total_dur_ns"].astype(np.int64)
+    total = max(int(out["total_dur_ns"].sum()), 1)
+    out["time_pct"] = 100.0 * out["total_dur_ns"] / total
+    return out.sort_values("total_dur_ns", ascending=False).reset_index()
+
+
+def _exposed_finding(trace: Trace, comm: pd.DataFrame, per_type: pd.DataFrame, steps: pd.DataFrame,
+                     min_share: float) -> Finding | None:
+    """Exposed communication → bigger DDP buckets / overlap / gradient accumulation."""
+    valid = steps[steps["step_ns"] > 0]
+    if valid.empty:
+        return None
+    step_ns = float(valid["step_ns"].median())
+    exposed_ns = float(valid["exposed_ns"].median())
+    share = exposed_ns / step_ns if step_ns > 0 else 0.0
+    if share < min_share:
+        return None
+    # Overlap can only hide communication behind compute not already overlapping it.
+    spare_compute_ns = float((valid["compute_ns"] - valid["overlapped_ns"]).clip(lower=0).median())
+    hideable_ns = min(exposed_ns, spare_compute_ns)
+    gain = min(max(hideable_ns / step_ns, 0.0), 1.0)
+    top = per_type.iloc[0]
+    per_step_count = float(valid["collectives"].median())
+    small = float(top["median_bytes"]) < SMALL_MESSAGE_BYTES if pd.notna(top["median_bytes"]) else False
+    if top["type"] in ("allreduce",):
+        advice = ("This is data-parallel gradient all-reduce: raise DDP `bucket_cap_mb` (default 25) so "
+                  "fewer, larger all-reduces start during backward" if small else
+                  "This is data-parallel gradient all-reduce: make sure it overlaps backward (DDP buckets, "
+                  "no `find_unused_parameters`, `static_graph=True`)")
+        advice += ("; with gradient accumulation, wrap the first k-1 micro-steps in `model.no_sync()` "
+                   "so gradients are all-reduced once per k micro-batches")
+    elif top["type"] in ("allgather", "reducescatter"):
+        advice = ("This is sharded-data-parallel traffic: enable FSDP `forward_prefetch`/`backward_prefetch` "
+                  "(or FSDP2 prefetching) so the next all-gather runs under the current layer's compute, "
+                  "and use larger wrapping units if messages are small")
+    else:
+        advice = (f"Start `{top['type']}` collectives earlier (async_op=True, wait right before use) so "
+                  "they run under independent compute, and batch small ones together")
+    return Finding(
+        id="exposed-communication", analyzer="communication",
+        severity="critical" if share >= EXPOSED_COMM_CRITICAL_SHARE else "warning",
+        title=f"{100 * share:.0f}% of each step waits on communication not overlapped by compute",
+        evidence={
+            "median_step_ms": step_ns / 1e6, "median_exposed_comm_ms": exposed_ns / 1e6,
+            "exposed_share_pct": 100 * share, "collectives_per_step": per_step_count,
+            "top_type": str(top["type"]), "top_type_time_pct": float(top["time_pct"]),
+            "top_type_median_bytes": float(top["median_bytes"]) if pd.notna(top["median_bytes"]) else None,
+            "threshold_pct": 100 * min_share,
+        },
+        recommendation=advice + ".",
+        estimated_gain=(f"up to {100 * gain:.0f}% of step time: the exposed communication per step "
+                        f"({exposed_ns / 1e6:.2f} ms) capped by the compute time not yet overlapped with "
+                        f"communication ({spare_compute_ns / 1e6:.2f} ms), over the median step "
+                        f"({step_ns / 1e6:.2f} ms)"),
+        gain_fraction=gain, rank=trace.rank, page="communication",
+    )
+
+
+@register("communication", description="Collectives: sizes, bandwidths, overlap with compute, exposed time per step",
+          scope="rank", page="communication")
+def analyze(trace: Trace, *, exposed_min_share: float = EXPOSED_COMM_MIN_SHARE) -> Result:
+    """Collective table, per-type totals, comm/compute overlap and exposed communication per step."""
+    comm = collectives(trace)
+    if comm.empty:
+        ev = trace.events
+        launches = int(ev["name"].astype(str).str.match(_GPU_COLLECTIVE_ANNOTATION).sum())
+        extra = f" ({launches} nccl:* calls without GPU kernels in the trace)" if launches else ""
+        raise NotApplicable(f"no collectives: no NCCL/RCCL kernels and no gloo:* annotations{extra}")
+    per_type = _per_type(comm)
+    steps = exposed_per_step(trace, comm)
+    cs, ce = _union(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
+    ks, ke = _compute_union(trace, comm)
+    comm_total = int((ce - cs).sum())
+    overlapped_total = int(_covered(cs, ce, ks, ke).sum())
+    summary = {
+        "collectives": int(len(comm)), "timed_on": str(comm["timed_on"].iloc[0]),
+        "comm_ns": comm_total, "overlapped_ns": overlapped_total, "exposed_ns": comm_total - overlapped_total,
+        "overlap_pct": 100.0 * overlapped_total / comm_total if comm_total else 0.0,
+        "total_bytes": float(comm["bytes"].sum(skipna=True)),
+        "median_exposed_pct_per_step": float(steps["exposed_pct"].median()),
+    }
+    findings = []
+    finding = _exposed_finding(trace, comm, per_type, steps, exposed_min_share)
+    if finding is not None:
+        findings.append(finding)
+    return Result(analyzer="communication", tables={"collectives": comm, "per_type": per_type, "per_step": steps},
+                  summary=summary, findings=tuple(findings), rank=trace.rank)
+
+
+# --- stragglers across ranks ---------------------------------------------------------------------
+
+def matched_collectives(traces: TraceSet) -> pd.DataFrame:
+    """Collectives matched across ranks by (step, type, size, n-th such in the step); start lateness and skew, ns.
+
+    The size is part of the key only for types whose message is the same on every rank (all but
+    all-to-all and send/recv), so that a collective missing from one rank's (sampled) trace does
+    not shift every later match. ``lateness_ns`` is the start after the earliest rank's start.
+    """
+    frames = []
+    for trace in traces:
+        comm = collectives(trace)
+        if comm.empty:
+            continue
+        comm = comm[["rank", "step", "type", "ts_ns", "dur_ns", "bytes"]].copy()
+        same_size = ~comm["type"].isin(_PER_RANK_SIZE_TYPES) & comm["bytes"].notna()
+        comm["size_key"] = np.where(same_size, comm["bytes"].fillna(-1), -1.0)
+        comm["occurrence"] = comm.groupby(["step", "type", "size_key"], sort=False).cumcount()
+        frames.append(comm)
+    if len(frames) < 2:
+        return pd.DataFrame()
+    allc = pd.concat(frames, ignore_index=True)
+    key = _MATCH_KEY
+    counts = allc.groupby(key, sort=False)["rank"].transform("nunique")
+    allc = allc[counts == len(frames)].copy()
+    allc["earliest_ns"] = allc.groupby(key, sort=False)["ts_ns"].transform("min")
+    allc["lateness_ns"] = allc["ts_ns"] - allc["earliest_ns"]
+    allc["skew_ns"] = allc.groupby(key, sort=False)["ts_ns"].transform("max") - allc["earliest_ns"]
+    return allc.sort_values(["ts_ns", "rank"], kind="stable").reset_index(drop=True)
+
+
+@register("stragglers", description="Ranks whose collectives start late or whose compute per step is slow",
+          scope="set", page="communication")
+def analyze_stragglers(traces: TraceSet) -> Result:
+    """Start skew of matched collectives, per-rank lateness and compute per step, straggler findings."""
+    if len(traces) < 2:
+        raise NotApplicable("single rank")
+    matched = matched_collectives(traces)
+    compute = []
+    for trace in traces:
+        per_step = compute_per_step(trace)
+        per_step["rank"] = trace.rank
+        compute.append(per_step)
+    compute_df = pd.concat(compute, ignore_index=True)
+    if matched.empty and compute_df["compute_ns"].sum() == 0:
+        raise NotApplicable("no collectives matched across ranks and no compute to compare")
+    ranks = sorted(traces.ranks)
+    per_rank = pd.DataFrame({"rank": ranks})
+    if not matched.empty:
+        lat = matched.groupby("rank").agg(matched_collectives=("lateness_ns", "size"),
+                                          median_lateness_ns=("lateness_ns", "median"),
+                                          max_lateness_ns=("lateness_ns", "max"))
+        last = matched.groupby(_MATCH_KEY, sort=False)["ts_ns"].idxmax()
+        last_counts = matched.loc[last, "rank"].value_counts()
+        lat["last_arrival_pct"] = 100.0 * last_counts.reindex(lat.index).fillna(0).to_numpy() / lat["matched_collectives"]
+        late_per_step = matched[matched["step"] >= 0].groupby(["rank", "step"])["lateness_ns"].sum()
+        lat["lateness_per_step_ns"] = late_per_step.groupby("rank").median().reindex(lat.index).fillna(
+            matched.groupby("rank")["lateness_ns"].sum())
+        per_rank = per_rank.merge(lat.reset_index(), on="rank", how="left")
+    comp = compute_df.groupby("rank").agg(median_compute_ns=("compute_ns", "median"),
+                                          median_step_ns=("step_ns", "median")).reset_index()
+    per_rank = per_rank.merge(comp, on="rank", how="left")
+    findings = _straggler_findings(per_rank)
+    summary = {
+        "ranks": len(ranks), "matched_collectives": int(matched[_MATCH_KEY].drop_duplicates().shape[0])
+        if not matched.empty else 0,
+        "median_skew_ns": float(matched["skew_ns"].median()) if not matched.empty else 0.0,
+        "max_skew_ns": int(matched["skew_ns"].max()) if not matched.empty else 0,
+    }
+    tables = {"per_rank": per_rank, "matched": matched, "compute_per_step": compute_df}
+    return Result(analyzer="stragglers", tables=tables, summary=summary, findings=tuple(findings))
+
+
+def _straggler_findings(per_rank: pd.DataFrame) -> list[Finding]:
+    """Late-arriving ranks and ranks with slow compute → investigate that rank's data/placement."""
+    findings = []
+    step_ns = float(per_rank["median_step_ns"].median()) if "median_step_ns" in per_rank else 0.0
+    if "median_lateness_ns" in per_rank and step_ns > 0:
+        for row in per_rank.itertuples(index=False):
+            lateness = float(row.median_lateness_ns) if pd.notna(row.median_lateness_ns) else 0.0
+            per_step = float(row.lateness_per_step_ns) if pd.notna(row.lateness_per_step_ns) else 0.0
+            share = per_step / step_ns
+            if lateness < STRAGGLER_MIN_LATENESS_NS or share < STRAGGLER_MIN_SHARE:
+                continue
+            gain = min(share, 1.0)
+            findings.append(Finding(
+                id=f"straggler-rank-{row.rank}", analyzer="stragglers",
+                severity="critical" if share >= STRAGGLER_CRITICAL_SHARE else "warning",
+                title=f"Rank {row.rank} starts its collectives late (median {lateness / 1e6:.2f} ms after the first rank)",
+                evidence={"rank": int(row.rank), "median_lateness_ms": lateness / 1e6,
+                          "lateness_per_step_ms": per_step / 1e6, "median_step_ms": step_ns / 1e6,
+                          "last_to_arrive_pct": float(row.last_arrival_pct),
+                          "matched_collectives": int(row.matched_collectives),
+                          "threshold_ms": STRAGGLER_MIN_LATENESS_NS / 1e6, "threshold_share_pct": 100 * STRAGGLER_MIN_SHARE},
+                recommendation=(f"Every other rank waits for rank {row.rank} inside each collective. Investigate that "
+                                "rank: its input pipeline (slower data loading, uneven batch/sequence lengths), its "
+                                "host (CPU contention, NUMA/GPU affinity, thermal or power throttling) and its "
+                                "placement (a slower link or a shared node); compare its compute per step below."),
+                estimated_gain=(f"up to {100 * gain:.0f}% of step time on the other ranks: the lateness summed over "
+                                f"a step ({per_step / 1e6:.2f} ms) over the median step ({step_ns / 1e6:.2f} ms)"),
+                gain_fraction=gain, rank=int(row.rank), page="communication",
+            ))
+    if "median_compute_ns" in per_rank and len(per_rank) >= 2 and step_ns > 0:
+        values = per_rank["median_compute_ns"].to_numpy(float)
+        for i, row in enumerate(per_rank.itertuples(index=False)):
+            others = np.delete(values, i)
+            ref = float(np.median(others))
+            own = float(values[i])
+            if ref <= 0 or own < ref * (1 + SLOW_COMPUTE_MIN_EXCESS):
+                continue
+            extra = own - ref
+            gain = min(extra / step_ns, 1.0)
+            findings.append(Finding(
+                id=f"slow-compute-rank-{row.rank}", analyzer="stragglers", severity="warning",
+                title=f"Rank {row.rank} computes {100 * (own / ref - 1):.0f}% longer per step than the other ranks",
+                evidence={"rank": int(row.rank), "median_compute_ms": own / 1e6,
+                          "other_ranks_median_compute_ms": ref / 1e6, "median_step_ms": step_ns / 1e6,
+                          "threshold_excess_pct": 100 * SLOW_COMPUTE_MIN_EXCESS},
+                recommendation=(f"Rank {row.rank} does more (or slower) compute per step: check for uneven work "
+                                "(sequence lengths, routing imbalance, uneven sharding), and for a slower or "
+                                "throttled GPU on that node (clocks, power, temperature)."),
+                estimated_gain=(f"up to {100 * gain:.0f}% of step time: the extra compute of this rank "
+                                f"({extra / 1e6:.2f} ms per step) which the others wait for, over the median step"),
+                gain_fraction=gain, rank=int(row.rank), page="communication",
+            ))
+    return findings
