@@ -259,7 +259,7 @@ class Annotator:
         self.record(name, PHASE_CAT, t0, t1, self.phase_args())
         if name == "loss":
             self._loss_seen = True
-        elif name == "forward":
+        elif name == "forward" and torch.is_grad_enabled():
             self._last_forward_end = t1
 
     # ---- per-module ranges --------------------------------------------------------------------
@@ -315,11 +315,15 @@ class Annotator:
         backward.__wrapped__ = orig  # type: ignore[attr-defined]
         return backward
 
-    def _before_backward(self, t0: int) -> None:
+    def _close_loss_gap(self, t0: int) -> None:
+        """The loss is computed between a training forward's end and the next zero_grad/backward."""
         if not self._loss_seen and self._last_forward_end is not None and t0 > self._last_forward_end:
             self.record("loss", PHASE_CAT, self._last_forward_end, t0, self.phase_args())
         self._last_forward_end = None
         self._loss_seen = False
+
+    def _before_backward(self, t0: int) -> None:
+        self._close_loss_gap(t0)
 
     def _after_backward(self, t0: int) -> None:
         t1 = self._clock()
@@ -333,6 +337,8 @@ class Annotator:
             if self.guard.failed or state["depth"]:
                 return orig(*args, **kwargs)
             t0 = self._clock()
+            if name == "zero_grad":
+                self.guard.call(self._close_loss_gap, t0)
             state["depth"] += 1
             try:
                 return orig(*args, **kwargs)
