@@ -135,8 +135,10 @@ def test_generate_records_prefill_and_decode_phases():
 
 def test_gradient_checkpointing_recompute_is_not_counted_twice():
     model = tiny_qwen2_moe()
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     writer = ListWriter()
     recorder = RouterRecorder(writer)
