@@ -266,6 +266,7 @@ class RouterRecorder:
         self._pick = random.Random(SAMPLE_SEED)
         self._step_guard = Guard("MoE step")
         self._closed = False
+        self._last_step = -1
 
     # ------------------------------------------------------------------ registration
     @property
@@ -455,6 +456,9 @@ class RouterRecorder:
         self._step_guard.call(self._write_step, int(step))
 
     def _write_step(self, step: int) -> None:
+        if self._closed:
+            return
+        self._last_step = step
         pending = [(r, phase, b) for r in self._routers for phase, b in r.phases.items() if b.tokens > 0]
         for router in self._routers:
             router.phases = {}
@@ -518,7 +522,9 @@ class RouterRecorder:
         return [rows[i] for i in sorted(chosen)]
 
     def close(self) -> None:
-        """Remove every hook; later router calls and steps record nothing."""
+        """Write what ran since the last step() as the next step, then remove every hook."""
+        if not self._closed and any(b.tokens for r in self._routers for b in r.phases.values()):
+            self.step(self._last_step + 1)
         self._closed = True
         for router in self._routers:
             self._unhook(router)

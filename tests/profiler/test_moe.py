@@ -95,15 +95,17 @@ def test_counts_reset_per_step_and_close_removes_hooks():
     model(ids[:, :3])
     recorder.step(1)
     recorder.step(2)  # nothing ran: no counts lines
+    model(ids[:, :1])
+    recorder.close()  # what ran after the last step() is written as the next step
     by_step = {}
     for line in writer.of("counts"):
         by_step.setdefault(line["step"], []).append(line["tokens"])
-    assert by_step == {0: [20, 20], 1: [6, 6]}
-    recorder.close()
+    assert by_step == {0: [20, 20], 1: [6, 6], 3: [2, 2]}
     assert all(not m._forward_hooks for m in model.modules())
     model(ids)
-    recorder.step(3)
-    assert not [line for line in writer.of("counts") if line["step"] == 3]
+    recorder.step(4)
+    recorder.close()
+    assert not [line for line in writer.of("counts") if line["step"] == 4]
 
 
 def test_generate_records_prefill_and_decode_phases():
