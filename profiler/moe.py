@@ -23,9 +23,12 @@ and ``index_add_``s them into a per-router count vector that stays on the router
 host, one sync per call.) ``step()`` moves everything of that step to the host in one transfer.
 
 Phases: ``set_phase(name)`` labels what follows; with no explicit phase the recorder labels a
-router call "train" when the module is in training mode and otherwise, when ``attach()`` saw the
-model's top-level call, "prefill" for the first call with a new KV cache, "decode" for later calls
-with the same cache (how ``generate`` calls a model) and "forward" for calls without a cache.
+router call from the model's top-level call (seen by a hook ``attach()`` puts on the root):
+"train" in training mode with grad; "prefill" for the first call with a new KV cache and "decode"
+for later calls with the same cache (how ``generate`` calls a model); without a cache, under
+no_grad on a model with ``generate``, "prefill" for more than one token and "decode" for one (the
+rule of profiler/annotations.py, so both streams agree); else "forward". Routers called outside a
+root call are labelled "train" or "forward" from their module's training flag.
 
 An exception inside a hook is logged once and only that router stops recording; the job goes on.
 """
@@ -73,6 +76,43 @@ def _in_backward() -> bool:
     """True while the autograd engine runs a backward pass on this thread (checkpoint recomputation)."""
     task_id = getattr(torch._C, "_current_graph_task_id", None)
     return task_id is not None and task_id() != -1
+
+
+def _seq_len(args: tuple, kwargs: dict) -> int | None:
+    """Sequence length of a model call (dim 1 of input_ids / inputs_embeds / the first tensor arg)."""
+    for key in ("input_ids", "inputs_embeds"):
+        value = kwargs.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() >= 2:
+            return int(value.shape[1])
+    for value in args:
+        if isinstance(value, torch.Tensor) and value.dim() >= 2:
+            return int(value.shape[1])
+    return None
+
+
+def _call_phase(module: nn.Module, args: tuple, kwargs: dict, recorder: "RouterRecorder") -> str:
+    """Phase of a top-level model call: train, prefill/decode (generation), or forward.
+
+    With a KV cache argument, the first call with a cache object is "prefill" and later calls with
+    the same object are "decode" (a one-token prompt is still prefill). Without one, the rule of the
+    phase annotations applies: under no_grad on a model with a ``generate`` method, a call over more
+    than one token is "prefill" and over one token "decode".
+    """
+    if module.training and torch.is_grad_enabled():
+        return "train"
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))
+    if cache is not None:
+        try:
+            seen = recorder._last_cache is not None and recorder._last_cache() is cache
+            recorder._last_cache = weakref.ref(cache)
+        except TypeError:  # legacy tuple caches cannot be weak-referenced: an empty one means prefill
+            seen = len(cache) > 0 and cache[0] is not None
+        return "decode" if seen else "prefill"
+    if not torch.is_grad_enabled() and callable(getattr(module, "generate", None)):
+        n = _seq_len(args, kwargs)
+        if n is not None:
+            return "prefill" if n > 1 else "decode"
+    return "train" if module.training else "forward"
 
 
 class _Writer(Protocol):
@@ -355,19 +395,7 @@ class RouterRecorder:
 
     def _on_root_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         try:
-            if module.training:
-                self._auto_phase = "train"
-                return
-            cache = kwargs.get("past_key_values", kwargs.get("cache"))
-            if cache is None:
-                self._auto_phase = "prefill" if kwargs.get("use_cache") else "forward"
-                return
-            try:
-                seen = self._last_cache is not None and self._last_cache() is cache
-                self._last_cache = weakref.ref(cache)
-            except TypeError:  # legacy tuple caches cannot be weak-referenced: empty means prefill
-                seen = len(cache) > 0 and cache[0] is not None
-            self._auto_phase = "decode" if seen else "prefill"
+            self._auto_phase = _call_phase(module, args, kwargs, self)
         except Exception:  # noqa: BLE001 - phase detection is a nicety, never a failure
             self._auto_phase = None
 

@@ -124,14 +124,17 @@ def test_generate_records_prefill_and_decode_phases():
         assert phases[(layer, "prefill")]["tokens"] == 2 * 6
         assert phases[(layer, "decode")]["tokens"] == 2 * 4  # the first new token comes from prefill
         assert sum(phases[(layer, "decode")]["counts"]) == 2 * 4 * 2
-    # a plain eval forward without a cache is "forward"; an explicit phase wins over the automatic one
+    # without a cache: no_grad over several tokens is prefill (as the phase annotations say), a
+    # grad-enabled eval forward is "forward"; an explicit phase wins over the automatic one
     with torch.no_grad():
         model(prompt)
-        recorder.set_phase("scoring")
-        model(prompt)
-        recorder.set_phase(None)
+    model(prompt[:, :1])
+    recorder.set_phase("scoring")
+    model(prompt)
+    recorder.set_phase(None)
     recorder.step(1)
-    assert sorted({line["phase"] for line in writer.of("counts") if line["step"] == 1}) == ["forward", "scoring"]
+    got = {line["phase"]: line["tokens"] for line in writer.of("counts") if line["step"] == 1}
+    assert got == {"prefill": 12, "forward": 2, "scoring": 12}
     recorder.close()
 
 
