@@ -1,0 +1,105 @@
+"""Loader speed and memory: torchscope vs Holistic Trace Analysis vs the parse floor, side by side.
+
+Each measurement runs in a fresh process (so peak RSS is that loader's own), repetitions are
+interleaved (ours, HTA, floor, ours, ...) so machine noise hits all three alike, and the script
+prints medians and ratios.
+
+    pip install -e '.[bench]'            # HTA, only for this benchmark
+    python benchmarks/bench_loader.py [TRACE] [--reps 5] [--hta-python PATH]
+
+Targets (issue 2): ours ≥ 4× faster than HTA, ≤ 1.5× the floor, peak RSS ≤ 0.75× HTA's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "public" / "diff_control_a100.json.gz"
+
+_CHILD_PRELUDE = """
+import json, resource, sys, time
+
+def peak_rss_kb():
+    # HTA parses in a forked pool worker: count the peak of any child too, not only this process.
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+_CHILD_OURS = _CHILD_PRELUDE + """
+sys.path.insert(0, {repo!r})
+import analyzers
+t0 = time.perf_counter()
+trace = analyzers.load({path!r})
+seconds = time.perf_counter() - t0
+n = len(trace.events)
+print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": n}}))
+"""
+_CHILD_FLOOR = _CHILD_PRELUDE + """
+import gzip, orjson
+t0 = time.perf_counter()
+with open({path!r}, "rb") as fh:
+    raw = fh.read()
+doc = orjson.loads(gzip.decompress(raw) if raw[:2] == b"\\x1f\\x8b" else raw)
+seconds = time.perf_counter() - t0
+print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(doc["traceEvents"])}}))
+"""
+_CHILD_HTA = _CHILD_PRELUDE + """
+import logging
+logging.disable(logging.CRITICAL)
+from hta.trace_analysis import TraceAnalysis
+t0 = time.perf_counter()
+analysis = TraceAnalysis(trace_dir={folder!r})
+seconds = time.perf_counter() - t0
+df = analysis.t.get_trace(next(iter(analysis.t.traces)))
+print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(df)}}))
+"""
+
+
+def _run(python: str, code: str) -> dict:
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise SystemExit(f"bench_loader: child failed: {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print the comparison; returns 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trace", nargs="?", default=str(DEFAULT_TRACE))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--hta-python", default=sys.executable,
+                        help="interpreter that has HolisticTraceAnalysis installed (default: this one)")
+    args = parser.parse_args(argv)
+    path = str(Path(args.trace).resolve())
+    with tempfile.TemporaryDirectory() as folder:  # HTA loads a folder of traces
+        (Path(folder) / Path(path).name).symlink_to(path)
+        runs: dict[str, list[dict]] = {"torchscope": [], "hta": [], "floor": []}
+        for rep in range(args.reps):
+            runs["torchscope"].append(_run(sys.executable, _CHILD_OURS.format(repo=str(REPO), path=path)))
+            runs["hta"].append(_run(args.hta_python, _CHILD_HTA.format(folder=folder)))
+            runs["floor"].append(_run(sys.executable, _CHILD_FLOOR.format(path=path)))
+            print(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
+                f"{k} {v[-1]['seconds']:.3f}s" for k, v in runs.items()), file=sys.stderr)
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    rss = {k: statistics.median(r["maxrss_kb"] for r in v) / 1024 for k, v in runs.items()}
+    print(f"trace: {path}  ({Path(path).stat().st_size / 1e6:.2f} MB on disk)")
+    print(f"events: torchscope {runs['torchscope'][0]['events']}, HTA {runs['hta'][0]['events']}, "
+          f"file {runs['floor'][0]['events']}")
+    print(f"{'':12s} {'median s':>9s} {'peak RSS MiB':>13s}")
+    for k in runs:
+        print(f"{k:12s} {med[k]:9.3f} {rss[k]:13.0f}")
+    print(f"speed-up vs HTA:      {med['hta'] / med['torchscope']:.2f}x   (target >= 4x)")
+    print(f"time vs parse floor:  {med['torchscope'] / med['floor']:.2f}x   (target <= 1.5x)")
+    print(f"peak RSS vs HTA:      {rss['torchscope'] / rss['hta']:.2f}x   (target <= 0.75x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
