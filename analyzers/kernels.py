@@ -1,0 +1,287 @@
+"""GPU kernels: top kernels by time, categories, launch delay, tiny kernels, tensor-core share.
+
+Categories come from ordered name rules (first match wins, case-insensitive), so that the same
+kernel gets the same category whatever library (cuBLAS, CUTLASS, cuDNN, Triton, ATen, rocBLAS)
+produced it: communication, memcpy/memset (by event kind or name), attention, gemm/conv,
+reduction/norm, elementwise, other.
+
+Launch delay is the time from the end of the runtime call that launched a kernel (matched by
+correlation id) to the kernel's start on the GPU: queueing behind earlier work plus launch latency.
+Tensor-core kernels are recognised by name (``tensorop``, ``xmma``, ``s1688``, ``h884``, ``gmma``,
+``wmma``, flash attention, ...). FP32 GEMMs without tensor cores are GEMM/conv kernels whose
+name says single precision (``sgemm``, ``_simt_``, ``scudnn``) and that are not tensor-core kernels.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from .findings import Finding, NotApplicable, Result
+from .registry import register
+from .trace import Trace
+
+__all__ = [
+    "analyze", "category_of", "is_tensor_core", "is_fp32_gemm", "compute_capability",
+    "CATEGORIES", "COMMUNICATION", "MEMORY", "GEMM", "ATTENTION", "ELEMENTWISE", "REDUCTION", "OTHER",
+    "TINY_KERNEL_NS", "TINY_KERNEL_FINDING_FRACTION", "FP32_GEMM_FINDING_FRACTION", "TOP_KERNELS",
+]
+
+COMMUNICATION = "communication"
+MEMORY = "memcpy/memset"
+ATTENTION = "attention"
+GEMM = "gemm/conv"
+REDUCTION = "reduction/norm"
+ELEMENTWISE = "elementwise"
+OTHER = "other"
+CATEGORIES = (GEMM, ATTENTION, ELEMENTWISE, REDUCTION, COMMUNICATION, MEMORY, OTHER)
+
+#: A kernel shorter than this is "tiny": its launch overhead is comparable to its run time (ns).
+TINY_KERNEL_NS = 10_000
+#: Raise the fusion finding when tiny kernels are at least this share of the kernel count ...
+TINY_KERNEL_FINDING_COUNT_FRACTION = 0.5
+#: ... and take at least this share of the GPU kernel time.
+TINY_KERNEL_FINDING_FRACTION = 0.10
+#: Fraction of a tiny kernel's time that fusion is assumed to save (launch/gap overhead), for the gain.
+TINY_KERNEL_FUSION_SAVING = 0.5
+#: Raise the fp32-GEMM finding when fp32 non-tensor-core GEMMs take this share of kernel time.
+FP32_GEMM_FINDING_FRACTION = 0.10
+#: Speed-up assumed for a GEMM moved onto tensor cores (conservative vs. the 8-16x peak ratio).
+TENSOR_CORE_SPEEDUP = 2.0
+#: How many kernels the top-kernels table keeps.
+TOP_KERNELS = 30
+
+_RULES: tuple[tuple[str, re.Pattern], ...] = (
+    (COMMUNICATION, re.compile(r"nccl|rccl|msccl|c10d::|allreduce|all_reduce|allgather|all_gather|"
+                               r"reduce_?scatter|alltoall|all_to_all|sendrecv", re.I)),
+    (MEMORY, re.compile(r"^(?:memcpy|memset|dma)", re.I)),
+    (ATTENTION, re.compile(r"flash|fmha|attention|attn|sdpa|_mha_|mha_fwd|mha_bwd", re.I)),
+    (GEMM, re.compile(r"gemm|gemv|matmul|cublas|cutlass|xmma|conv|wgrad|dgrad|fprop|implicit|"
+                      r"winograd|scudnn|tensorop|hmma|_mm_|bmm|cudnn.*(?:fft|gemm)|tilegemm|"
+                      r"triton_tem|mfma|rocblas|hipblas", re.I)),
+    (REDUCTION, re.compile(r"reduce|norm|bn_fw|bn_bw|softmax|welford|sum_|_sum|mean|argmax|argmin|"
+                           r"topk|sort|scan|cumsum|triton_red|triton_per|loss|nll|cross_entropy", re.I)),
+    (ELEMENTWISE, re.compile(r"elementwise|vectorized|unrolled|pointwise|triton_poi|copy|fill|cat_?array|"
+                             r"index|gather|scatter|relu|gelu|silu|sigmoid|tanh|dropout|add|mul|"
+                             r"nchwtonhwc|nhwctonchw|transpose|permute|multi_tensor_apply|foreach|"
+                             r"fused_adam|adam|sgd|clamp|where|masked|cast|convert", re.I)),
+)
+_TENSOR_CORE_RE = re.compile(
+    r"tensorop|xmma|hmma|imma|wmma|gmma|mma_|_mma|s1688|s16816|h884|h1688|h16816|i8816|"
+    r"tf32|bf16|fp16.*gemm|f16.*gemm|gemm.*(?:f16|bf16)|flash|fmha|mfma", re.I)
+_NON_NVIDIA_RE = re.compile(r"AMD|Radeon|Instinct|\bMI\d{3}|Intel|Gaudi", re.I)
+_FP32_GEMM_RE = re.compile(r"sgemm|_simt_|scudnn|gemv2t_kernel_val<int, int, float|gemmsn_|"
+                           r"gemm.*<float, float, float|dot_kernel<float", re.I)
+
+
+def category_of(names: pd.Series, kinds: pd.Series | None = None) -> pd.Series:
+    """Category of each kernel name (``CATEGORIES``); memcpy/memset events by their kind."""
+    names = pd.Series(names).astype(str)
+    uniq = pd.Index(names.unique())
+    cats = pd.Series(OTHER, index=uniq, dtype=object)
+    undecided = np.ones(len(uniq), dtype=bool)
+    for category, rule in _RULES:  # rules run over distinct names, not events
+        hit = undecided & np.asarray(uniq.str.contains(rule, regex=True), dtype=bool)
+        cats[hit] = category
+        undecided &= ~hit
+    out = pd.Series(cats.reindex(names.to_numpy()).to_numpy(), index=names.index, dtype=object)
+    if kinds is not None:
+        k = pd.Series(kinds).astype(str).to_numpy()
+        out[(k == "memcpy") | (k == "memset")] = MEMORY
+    return out
+
+
+def is_tensor_core(names: pd.Series) -> pd.Series:
+    """True for kernels whose name says they use tensor cores (matrix-multiply-accumulate units)."""
+    return _by_distinct_name(names, lambda uniq: uniq.str.contains(_TENSOR_CORE_RE, regex=True))
+
+
+def is_fp32_gemm(names: pd.Series) -> pd.Series:
+    """True for single-precision GEMM/conv kernels that do not use tensor cores."""
+    return _by_distinct_name(names, lambda uniq: uniq.str.contains(_FP32_GEMM_RE, regex=True)
+                             & ~uniq.str.contains(_TENSOR_CORE_RE, regex=True))
+
+
+def _by_distinct_name(names: pd.Series, rule) -> pd.Series:
+    """Evaluate a boolean name rule once per distinct name and spread it over the events."""
+    names = pd.Series(names)
+    codes, uniq = pd.factorize(names.astype(str))
+    hits = np.asarray(rule(pd.Index(uniq, dtype=object)), dtype=bool) if len(uniq) else np.zeros(0, bool)
+    return pd.Series(hits[codes] if len(codes) else np.zeros(0, bool), index=names.index)
+
+
+def compute_capability(trace: Trace) -> float | None:
+    """CUDA compute capability (e.g. 8.0) of the trace's first NVIDIA GPU, from deviceProperties."""
+    for props in trace.meta.device_properties:
+        if _NON_NVIDIA_RE.search(str(props.get("name", ""))):
+            continue  # ROCm reports its gfx version (e.g. 9.0 for MI250) in the same fields
+        major = props.get("computeMajor")
+        if major is None:
+            continue
+        try:
+            return float(f"{int(major)}.{int(props.get('computeMinor', 0))}")
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _per_name_stats(names: pd.Series, dur: np.ndarray, cat: pd.Series) -> pd.DataFrame:
+    """count/total/mean/p50/p95/min/max (ns) and category per distinct kernel name, by total time."""
+    codes, uniq = pd.factorize(names.astype(str))
+    n = len(uniq)
+    order = np.lexsort((dur, codes))
+    c_sorted, d_sorted = codes[order], dur[order].astype(np.int64)
+    count = np.bincount(codes, minlength=n)
+    start = np.concatenate(([0], np.cumsum(count)[:-1]))
+    total_ns = np.bincount(codes, weights=dur, minlength=n).astype(np.int64)
+
+    def quantile(q: float) -> np.ndarray:  # linear interpolation, as numpy's default
+        pos = start + q * (count - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, start + count - 1)
+        frac = pos - lo
+        return d_sorted[lo] * (1 - frac) + d_sorted[hi] * frac
+
+    first = np.zeros(n, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]  # index of each name's first event
+    table = pd.DataFrame({
+        "name": np.asarray(uniq, dtype=object), "category": cat.to_numpy()[first], "count": count,
+        "total_ns": total_ns, "mean_ns": np.round(total_ns / np.maximum(count, 1)).astype(np.int64),
+        "p50_ns": np.round(quantile(0.5)).astype(np.int64), "p95_ns": np.round(quantile(0.95)).astype(np.int64),
+        "min_ns": d_sorted[start], "max_ns": d_sorted[start + count - 1],
+    })
+    del c_sorted
+    grand = int(total_ns.sum())
+    table["share_pct"] = 100.0 * table["total_ns"] / grand if grand else 0.0
+    return table.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def _launch_delays(trace: Trace, kernels: pd.DataFrame) -> np.ndarray:
+    """Kernel start − end of its launching runtime call, ns, for kernels with a matching launch."""
+    from .gpu_time import launches  # gpu_time imports this module's categories
+
+    joined = launches(trace, kernels)
+    has = joined["launch_end_ns"].to_numpy() >= 0
+    return (joined["ts_ns"].to_numpy() - joined["launch_end_ns"].to_numpy())[has]
+
+
+def _quantiles_ns(values: np.ndarray, qs=(0.5, 0.9, 0.95, 0.99)) -> dict:
+    if values.size == 0:
+        return {f"p{int(q * 100)}_ns": None for q in qs}
+    res = np.quantile(values, qs)
+    return {f"p{int(q * 100)}_ns": int(round(v)) for q, v in zip(qs, res)}
+
+
+@register("kernels", description="Top GPU kernels, categories, launch delay, tiny kernels, tensor cores",
+          page="kernels")
+def analyze(trace: Trace, *, top: int = TOP_KERNELS) -> Result:
+    """Kernel statistics per name and per category (times in ns)."""
+    gpu = trace.gpu_events()
+    if gpu.empty:
+        raise NotApplicable("no GPU events")
+    names = gpu["name"].astype(str)
+    dur = gpu["dur_ns"].to_numpy()
+    cat = category_of(names, gpu["kind"].astype(str))
+    tc = is_tensor_core(names).to_numpy()
+    fp32 = (is_fp32_gemm(names) & (cat == GEMM)).to_numpy()
+    per_name = _per_name_stats(names, dur, cat)
+    top_table = per_name.head(top).reset_index(drop=True)
+
+    total = int(dur.sum())
+    by_cat = per_name.groupby("category", sort=False)[["count", "total_ns"]].sum()
+    by_cat = by_cat.reindex(list(CATEGORIES), fill_value=0).rename_axis("category").reset_index()
+    by_cat["share_pct"] = 100.0 * by_cat["total_ns"] / total if total else 0.0
+
+    kernels_only = gpu[gpu["kind"] == "kernel"]
+    delays = _launch_delays(trace, kernels_only)
+    delay_row = {"kernels_with_launch": int(delays.size),
+                 "mean_ns": int(round(delays.mean())) if delays.size else None,
+                 **_quantiles_ns(delays),
+                 "max_ns": int(delays.max()) if delays.size else None}
+    edges = np.array([0, 5_000, 10_000, 50_000, 100_000, 1_000_000, 10_000_000], dtype=np.int64)
+    hist_counts = np.histogram(np.clip(delays, 0, None), bins=np.append(edges, np.iinfo(np.int64).max))[0] \
+        if delays.size else np.zeros(edges.size, dtype=np.int64)
+    delay_hist = pd.DataFrame({"from_ns": edges, "to_ns": np.append(edges[1:], -1), "count": hist_counts})
+
+    k_mask = (gpu["kind"] == "kernel").to_numpy()
+    k_dur = dur[k_mask]
+    k_total = int(k_dur.sum())
+    tiny = k_dur < TINY_KERNEL_NS
+    tiny_time_pct = 100.0 * k_dur[tiny].sum() / k_total if k_total else 0.0
+    tiny_count_pct = 100.0 * tiny.sum() / k_dur.size if k_dur.size else 0.0
+    tc_pct = 100.0 * dur[k_mask & tc].sum() / k_total if k_total else 0.0
+    gemm_total = int(dur[(cat == GEMM).to_numpy()].sum())
+    fp32_total = int(dur[fp32].sum())
+    summary = {
+        "kernels": int(k_mask.sum()), "kernel_time_ns": k_total, "gpu_work_ns": total,
+        "tiny_kernel_count_pct": tiny_count_pct, "tiny_kernel_time_pct": tiny_time_pct,
+        "tensor_core_time_pct": tc_pct,
+        "fp32_gemm_time_pct": 100.0 * fp32_total / k_total if k_total else 0.0,
+        "gemm_time_pct": 100.0 * gemm_total / k_total if k_total else 0.0,
+        "launch_delay_p50_ns": delay_row["p50_ns"], "launch_delay_p95_ns": delay_row["p95_ns"],
+        "compute_capability": compute_capability(trace),
+    }
+    findings = []
+    f = _tiny_kernel_finding(trace, tiny, k_dur, k_total)
+    if f:
+        findings.append(f)
+    f = _fp32_gemm_finding(trace, fp32_total, k_total, names[fp32])
+    if f:
+        findings.append(f)
+    return Result(analyzer="kernels", rank=trace.rank,
+                  tables={"top_kernels": top_table, "by_name": per_name, "categories": by_cat,
+                          "launch_delay": pd.DataFrame([delay_row]), "launch_delay_histogram": delay_hist},
+                  summary=summary, findings=tuple(findings))
+
+
+def _tiny_kernel_finding(trace: Trace, tiny: np.ndarray, k_dur: np.ndarray, k_total: int) -> Finding | None:
+    if not k_total or not tiny.size:
+        return None
+    count_share = tiny.sum() / tiny.size
+    time_share = k_dur[tiny].sum() / k_total
+    if count_share < TINY_KERNEL_FINDING_COUNT_FRACTION or time_share < TINY_KERNEL_FINDING_FRACTION:
+        return None
+    gain = TINY_KERNEL_FUSION_SAVING * time_share
+    return Finding(
+        id="many_tiny_kernels", analyzer="kernels", severity="warning",
+        title=f"{100 * count_share:.0f}% of kernels run under {TINY_KERNEL_NS // 1000} µs",
+        evidence={"tiny_kernels": int(tiny.sum()), "kernels": int(tiny.size),
+                  "tiny_count_pct": round(100 * count_share, 2), "tiny_time_pct": round(100 * time_share, 2),
+                  "tiny_threshold_ns": TINY_KERNEL_NS},
+        recommendation=("Fuse the chains of small elementwise/reduction kernels: wrap the model (or the hot "
+                        "function) in torch.compile, use fused implementations (fused optimizers, fused "
+                        "LayerNorm/attention such as F.scaled_dot_product_attention), and avoid per-parameter "
+                        "Python loops on tensors."),
+        estimated_gain=(f"about {100 * gain:.1f}% of GPU kernel time: tiny kernels take "
+                        f"{100 * time_share:.1f}% and fusion is assumed to save "
+                        f"{int(100 * TINY_KERNEL_FUSION_SAVING)}% of it (launch and memory round-trips)"),
+        gain_fraction=float(min(gain, 1.0)), rank=trace.rank, page="kernels")
+
+
+def _fp32_gemm_finding(trace: Trace, fp32_total: int, k_total: int, fp32_names: pd.Series) -> Finding | None:
+    cc = compute_capability(trace)
+    if cc is None or cc < 7.0 or not k_total:
+        return None
+    share = fp32_total / k_total
+    if share < FP32_GEMM_FINDING_FRACTION:
+        return None
+    gain = share * (1 - 1 / TENSOR_CORE_SPEEDUP)
+    if cc >= 8.0:
+        change = ("Run the model under torch.autocast(device_type=\"cuda\", dtype=torch.bfloat16), or at "
+                  "least allow TF32 for fp32 matmuls and convolutions: torch.set_float32_matmul_precision(\"high\") "
+                  "and torch.backends.cudnn.allow_tf32 = True.")
+    else:
+        change = ("Run the model under torch.autocast(device_type=\"cuda\", dtype=torch.float16) with a "
+                  "torch.cuda.amp.GradScaler: this GPU has fp16 tensor cores but no bf16/TF32.")
+    examples = list(fp32_names.value_counts().index[:3])
+    return Finding(
+        id="fp32_gemm_without_tensor_cores", analyzer="kernels", severity="warning",
+        title=f"{100 * share:.1f}% of kernel time is fp32 GEMM/conv without tensor cores (compute capability {cc})",
+        evidence={"fp32_gemm_ns": fp32_total, "kernel_time_ns": k_total, "fp32_gemm_pct": round(100 * share, 2),
+                  "compute_capability": cc, "examples": examples},
+        recommendation=change,
+        estimated_gain=(f"about {100 * gain:.1f}% of GPU kernel time: those GEMMs assumed "
+                        f"{TENSOR_CORE_SPEEDUP:g}x faster on tensor cores (peak ratio is 8-16x)"),
+        gain_fraction=float(min(gain, 1.0)), rank=trace.rank, page="kernels")

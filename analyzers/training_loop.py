@@ -1,0 +1,392 @@
+"""Steps and phases of a training (or inference) loop: where each step's wall time goes.
+
+Steps are the ``ProfilerStep#N`` annotations; without them the whole trace is one step
+(``step = -1``; its time is "other" unless backward or optimizer ops show where forward ends). Inside a step, the time is split into exclusive phases, painted in the order
+data_loading, loss, optimizer, backward, forward (a later phase only gets time no earlier one
+claimed), and ``other`` is what is left:
+
+* With our bundle's ``torchscope.phase`` annotations (kind ``phase``) those are used: the union of
+  the annotations named after each phase (``zero_grad`` counts as optimizer; user phase names
+  such as ``prefill``/``decode`` are reported in ``user_phases``).
+* Otherwise phases are inferred from standard op names: ``enumerate(DataLoader)#...`` is data
+  loading; ``Optimizer.step#...`` and ``Optimizer.zero_grad#...`` are optimizer; backward runs from
+  the first to the last ``autograd::engine::evaluate_function: ...`` op (whatever thread — the
+  autograd engine runs them on its own thread for GPU work); top-level ops whose name contains
+  ``loss`` on the step's thread are loss; forward is the rest of the step before backward starts
+  (before the optimizer when there is no backward; the whole rest for inference).
+
+Per-module forward/backward time comes from our ``torchscope.module`` annotations (top-level
+modules: qualified names without a dot), or else from Kineto's ``nn.Module: X`` python events
+(the children of the outermost module, forward only).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from .findings import Finding, NotApplicable, Result
+from .gpu_time import merge_intervals
+from .registry import register
+from .trace import Trace
+
+__all__ = [
+    "analyze", "PHASES", "DATA_LOADING_FINDING_FRACTION", "OPTIMIZER_FINDING_FRACTION",
+    "SYNC_FINDING_FRACTION", "OUTLIER_FACTOR", "WARMUP_STEPS",
+]
+
+PHASES = ("data_loading", "forward", "loss", "backward", "optimizer", "other")
+#: Paint order: a phase only gets time that no phase before it in this order claimed.
+_PAINT_ORDER = ("data_loading", "loss", "optimizer", "backward", "forward")
+#: Data loading at least this share of step time → "data-loader bound" finding.
+DATA_LOADING_FINDING_FRACTION = 0.10
+#: Optimizer at least this share of step time → fused/foreach optimizer finding.
+OPTIMIZER_FINDING_FRACTION = 0.15
+#: Speed-up assumed for a fused (or foreach) optimizer over a per-parameter loop, for the gain.
+FUSED_OPTIMIZER_SPEEDUP = 3.0
+#: Host blocked in device synchronizations at least this share of step time → "remove syncs" finding.
+SYNC_FINDING_FRACTION = 0.02
+#: A step whose duration is off the median by more than this factor (either way) is an outlier.
+OUTLIER_FACTOR = 1.5
+#: Outliers among the first this many steps are labelled warm-up.
+WARMUP_STEPS = 3
+
+_DATA_RE = re.compile(r"^enumerate\(DataLoader\)#")
+_OPT_RE = re.compile(r"^Optimizer\.(?:step|zero_grad)#")
+_BWD_PREFIX = "autograd::engine::evaluate_function:"
+_LOSS_RE = re.compile(r"loss", re.I)
+_SYNC_RUNTIME_RE = re.compile(r"^(?:cuda|hip)(?:Device|Stream|Event)Synchronize$")
+_SYNC_OP_NAMES = ("aten::item", "aten::_local_scalar_dense")
+_PHASE_ALIASES = {"zero_grad": "optimizer", "data": "data_loading", "dataloader": "data_loading",
+                  "fwd": "forward", "bwd": "backward", "optimizer_step": "optimizer"}
+_FUSED_OPT_RE = re.compile(r"fused|foreach|apex|multi_tensor", re.I)
+
+
+# --------------------------------------------------------------------------- helpers
+def _steps(trace: Trace) -> pd.DataFrame:
+    steps = trace.steps()
+    if not steps.empty:
+        out = steps[["step", "ts_ns", "dur_ns", "tid"]].copy()
+        out["end_ns"] = out["ts_ns"] + out["dur_ns"]
+        return out.reset_index(drop=True)
+    ev = trace.events
+    if ev.empty:
+        raise NotApplicable("no events")
+    host = ev[~ev["kind"].isin(("kernel", "memcpy", "memset", "gpu_annotation", "cuda_sync"))]
+    host = host if not host.empty else ev
+    s, e = trace.span_ns
+    tid = int(host["tid"].mode().iloc[0]) if not host.empty else -1
+    return pd.DataFrame({"step": [-1], "ts_ns": [s], "dur_ns": [e - s], "tid": [tid], "end_ns": [e]})
+
+
+def _assign_step(ts: np.ndarray, steps: pd.DataFrame) -> np.ndarray:
+    """Index of the step containing each start time (-1 when none)."""
+    starts = steps["ts_ns"].to_numpy()
+    ends = steps["end_ns"].to_numpy()
+    idx = np.searchsorted(starts, ts, side="right") - 1
+    ok = (idx >= 0) & (ts < ends[np.clip(idx, 0, None)])
+    return np.where(ok, idx, -1)
+
+
+def _per_step_union(step_idx: np.ndarray, s: np.ndarray, e: np.ndarray, steps: pd.DataFrame) -> list:
+    """Per step, the merged (starts, ends) of the intervals assigned to it, clipped to the step."""
+    out = []
+    starts, ends = steps["ts_ns"].to_numpy(), steps["end_ns"].to_numpy()
+    order = np.argsort(step_idx, kind="stable")
+    si, ss, ee = step_idx[order], s[order], e[order]
+    bounds = np.searchsorted(si, np.arange(len(steps) + 1), side="left")
+    for i in range(len(steps)):  # one iteration per step, not per event
+        a, b = bounds[i], bounds[i + 1]
+        cs = np.clip(ss[a:b], starts[i], ends[i])
+        ce = np.clip(ee[a:b], starts[i], ends[i])
+        keep = ce > cs
+        out.append(merge_intervals(cs[keep], ce[keep]))
+    return out
+
+
+def _length(iv) -> int:
+    return int((iv[1] - iv[0]).sum())
+
+
+def _union(*ivs) -> tuple[np.ndarray, np.ndarray]:
+    return merge_intervals(np.concatenate([iv[0] for iv in ivs]), np.concatenate([iv[1] for iv in ivs]))
+
+
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _intervals(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    s = frame["ts_ns"].to_numpy()
+    return s, s + frame["dur_ns"].to_numpy()
+
+
+# --------------------------------------------------------------------------- phases
+def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str, pd.DataFrame]:
+    """Per phase, a list (per step) of merged intervals; the source; user-phase totals."""
+    ev = trace.events
+    phase_ev = ev[ev["kind"] == "phase"]
+    layers: dict[str, list] = {}
+    user = pd.DataFrame(columns=["phase", "step", "total_ns"])
+    if not phase_ev.empty:
+        names = phase_ev["name"].astype(str).str.lower().map(lambda n: _PHASE_ALIASES.get(n, n))
+        known = names.isin(_PAINT_ORDER)
+        s, e = _intervals(phase_ev)
+        idx = _assign_step(s, steps)
+        for phase in _PAINT_ORDER:
+            m = (names == phase).to_numpy() & (idx >= 0)
+            layers[phase] = _per_step_union(idx[m], s[m], e[m], steps)
+        if (~known).any():
+            um = (~known).to_numpy() & (idx >= 0)
+            user = pd.DataFrame({"phase": phase_ev["name"].astype(str).to_numpy()[um],
+                                 "step": steps["step"].to_numpy()[idx[um]], "total_ns": (e - s)[um]})
+            user = user.groupby(["phase", "step"], as_index=False)["total_ns"].sum()
+        return layers, "torchscope.phase annotations", user
+
+    kind = ev["kind"]
+    host = ev[kind.isin(("annotation", "python", "cpu_op", "runtime"))]
+    hname = host["name"]
+    # Match on the categories' distinct names, then spread to events (no per-event regex).
+    cats = pd.Series(hname.cat.categories.astype(str)) if hasattr(hname, "cat") else pd.Series(hname.unique()).astype(str)
+
+    def mask(rule) -> np.ndarray:
+        hit = set(cats[rule(cats)].tolist())
+        return hname.isin(hit).to_numpy()
+
+    data_m = mask(lambda c: c.str.match(_DATA_RE))
+    opt_m = mask(lambda c: c.str.match(_OPT_RE))
+    bwd_m = mask(lambda c: c.str.startswith(_BWD_PREFIX)) & (host["kind"] == "cpu_op").to_numpy()
+    loss_m = mask(lambda c: c.str.contains(_LOSS_RE) & ~c.str.contains("backward", case=False)) \
+        & (host["kind"] == "cpu_op").to_numpy()
+    s_all, e_all = _intervals(host)
+    idx = _assign_step(s_all, steps)
+
+    def per_step(m: np.ndarray) -> list:
+        m = m & (idx >= 0)
+        return _per_step_union(idx[m], s_all[m], e_all[m], steps)
+
+    layers["data_loading"] = per_step(data_m)
+    layers["optimizer"] = per_step(opt_m)
+    # Loss: only top-level loss ops on the step's thread (not the ones inside backward).
+    tids = steps["tid"].to_numpy()
+    on_main = host["tid"].to_numpy() == tids[np.clip(idx, 0, None)]
+    layers["loss"] = per_step(loss_m & on_main)
+    bwd = per_step(bwd_m)
+    layers["backward"] = [(iv[0][:1], iv[1][-1:]) if iv[0].size else _EMPTY for iv in bwd]  # first→last span
+    fwd = []
+    for i, (s0, s1) in enumerate(zip(steps["ts_ns"].to_numpy(), steps["end_ns"].to_numpy())):
+        if layers["backward"][i][0].size:
+            stop = int(layers["backward"][i][0][0])
+        elif layers["optimizer"][i][0].size:
+            stop = int(layers["optimizer"][i][0][0])
+        elif int(steps["step"].iloc[i]) == -1:
+            stop = int(s0)  # no steps, no backward, no optimizer: nothing says what is forward
+        else:
+            stop = int(s1)
+        fwd.append((np.array([s0], np.int64), np.array([max(stop, s0)], np.int64)))
+    layers["forward"] = fwd
+    return layers, "inferred from op names", user
+
+
+def _paint(layers: dict, n_steps: int) -> dict[str, np.ndarray]:
+    """Exclusive ns per phase per step, painting phases in ``_PAINT_ORDER``."""
+    out = {p: np.zeros(n_steps, np.int64) for p in _PAINT_ORDER}
+    for i in range(n_steps):
+        claimed = _EMPTY
+        before = 0
+        for phase in _PAINT_ORDER:
+            iv = layers.get(phase, [_EMPTY] * n_steps)[i]
+            claimed = _union(claimed, iv)
+            now = _length(claimed)
+            out[phase][i] = now - before
+            before = now
+    return out
+
+
+# --------------------------------------------------------------------------- modules
+def _modules(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
+    ev = trace.events
+    cols = ["module", "direction", "count", "total_ns", "mean_per_step_ns", "source"]
+    mod = ev[ev["kind"] == "module"]
+    n_steps = max(len(steps), 1)
+    if not mod.empty:
+        name = mod["name"].astype(str)
+        top = ~name.str.contains(".", regex=False) & (name != "")
+        direction = [((a or {}).get("direction") or "forward") for a in mod["args"].to_numpy()[top.to_numpy()]]
+        frame = pd.DataFrame({"module": name[top].to_numpy(), "direction": direction,
+                              "dur_ns": mod["dur_ns"].to_numpy()[top.to_numpy()]})
+        source = "torchscope.module annotations"
+    else:
+        py = ev[ev["kind"] == "python"]
+        is_mod = py["name"].astype(str).str.startswith("nn.Module: ")
+        py = py[is_mod.to_numpy()]
+        if py.empty:
+            return pd.DataFrame(columns=cols)
+        roots = _outermost(py)
+        children = _outermost(py[~roots])
+        sel = py[~roots][children]
+        frame = pd.DataFrame({"module": sel["name"].astype(str).str.slice(len("nn.Module: ")).to_numpy(),
+                              "direction": "forward", "dur_ns": sel["dur_ns"].to_numpy()})
+        source = "Kineto nn.Module events"
+    if frame.empty:
+        return pd.DataFrame(columns=cols)
+    g = frame.groupby(["module", "direction"], sort=False)["dur_ns"].agg(["size", "sum"]).reset_index()
+    g.columns = ["module", "direction", "count", "total_ns"]
+    g["mean_per_step_ns"] = (g["total_ns"] / n_steps).round().astype(np.int64)
+    g["source"] = source
+    return g.sort_values("total_ns", ascending=False).reset_index(drop=True)
+
+
+def _outermost(frame: pd.DataFrame) -> np.ndarray:
+    """True for events not nested inside an earlier event of the same thread."""
+    order = np.lexsort((-frame["dur_ns"].to_numpy(), frame["ts_ns"].to_numpy(), frame["tid"].to_numpy()))
+    tid = frame["tid"].to_numpy()[order]
+    s = frame["ts_ns"].to_numpy()[order]
+    e = s + frame["dur_ns"].to_numpy()[order]
+    reach = pd.Series(e).groupby(tid).cummax().shift(1).to_numpy()
+    same = np.concatenate(([False], tid[1:] == tid[:-1]))
+    nested = same & (e <= np.nan_to_num(reach, nan=-1))
+    out = np.empty(len(order), dtype=bool)
+    out[order] = ~nested
+    return out
+
+
+# --------------------------------------------------------------------------- syncs
+def _syncs(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
+    """Per step: host-side synchronizations (count) and the time the host was blocked in them (ns)."""
+    ev = trace.events
+    names = ev["name"]
+    cats = pd.Series(names.cat.categories.astype(str))
+    sync_names = set(cats[cats.str.match(_SYNC_RUNTIME_RE) | cats.isin(_SYNC_OP_NAMES)].tolist())
+    host = ev[names.isin(sync_names).to_numpy() & ev["kind"].isin(("runtime", "cpu_op")).to_numpy()]
+    gpu_sync = ev[ev["kind"] == "cuda_sync"]
+    n = len(steps)
+    s, e = _intervals(host)
+    idx = _assign_step(s, steps)
+    blocked = np.array([_length(iv) for iv in _per_step_union(idx[idx >= 0], s[idx >= 0], e[idx >= 0], steps)],
+                       dtype=np.int64) if n else np.zeros(0, np.int64)
+    calls = host[idx >= 0]
+    hname = calls["name"].astype(str).to_numpy()
+    cidx = idx[idx >= 0]
+    # .item() nests _local_scalar_dense which nests a stream sync: count the outermost kind only.
+    item_calls = np.bincount(cidx[hname == "aten::item"], minlength=n)
+    lsd_calls = np.bincount(cidx[hname == "aten::_local_scalar_dense"], minlength=n)
+    rt_calls = np.bincount(cidx[np.char.find(hname.astype(str), "Synchronize") >= 0], minlength=n)
+    g_idx = _assign_step(gpu_sync["ts_ns"].to_numpy(), steps)
+    gpu_calls = np.bincount(g_idx[g_idx >= 0], minlength=n)
+    return pd.DataFrame({"step": steps["step"].to_numpy(), "item_calls": item_calls,
+                         "local_scalar_dense_calls": lsd_calls, "synchronize_calls": rt_calls,
+                         "cuda_sync_events": gpu_calls, "blocked_ns": blocked})
+
+
+# --------------------------------------------------------------------------- analyzer
+@register("training_loop", description="Step times and the phases of each step (data, fwd, loss, bwd, optimizer)",
+          page="overview")
+def analyze(trace: Trace) -> Result:
+    """Per-step phase times (ns), per-module time, step-time statistics and loop findings."""
+    steps = _steps(trace)
+    n = len(steps)
+    layers, source, user = _phase_layers(trace, steps)
+    painted = _paint(layers, n)
+    table = pd.DataFrame({"step": steps["step"].to_numpy(), "start_ns": steps["ts_ns"].to_numpy(),
+                          "step_ns": steps["dur_ns"].to_numpy()})
+    for phase in PHASES[:-1]:
+        table[f"{phase}_ns"] = painted[phase]
+    table["other_ns"] = table["step_ns"] - table[[f"{p}_ns" for p in PHASES[:-1]]].sum(axis=1)
+    dur = table["step_ns"].to_numpy().astype(np.float64)
+    median = float(np.median(dur))
+    ratio = dur / median if median else np.ones_like(dur)
+    outlier = (ratio > OUTLIER_FACTOR) | (ratio < 1 / OUTLIER_FACTOR)
+    table["outlier"] = outlier
+    table["warmup"] = outlier & (np.arange(n) < WARMUP_STEPS)
+    steady = table[~table["warmup"]]
+    totals = {p: int(table[f"{p}_ns"].sum()) for p in PHASES}
+    step_total = int(table["step_ns"].sum())
+    syncs = _syncs(trace, steps)
+    modules = _modules(trace, steps)
+    summary = {
+        "steps": n, "phase_source": source,
+        "step_median_ns": int(round(median)),
+        "step_p90_ns": int(round(float(np.quantile(dur, 0.9)))),
+        "step_mean_ns": int(round(float(dur.mean()))),
+        "step_min_ns": int(dur.min()), "step_max_ns": int(dur.max()),
+        "warmup_steps": [int(s) for s in table.loc[table["warmup"], "step"]],
+        "outlier_steps": [int(s) for s in table.loc[table["outlier"], "step"]],
+        "steady_median_ns": int(round(float(np.median(steady["step_ns"])))) if len(steady) else None,
+        **{f"{p}_pct": (100.0 * totals[p] / step_total if step_total else 0.0) for p in PHASES},
+    }
+    phase_totals = pd.DataFrame({"phase": list(PHASES), "total_ns": [totals[p] for p in PHASES],
+                                 "share_pct": [summary[f"{p}_pct"] for p in PHASES]})
+    findings = _findings(trace, table, syncs, summary, step_total)
+    tables = {"steps": table, "phases": phase_totals, "modules": modules, "syncs": syncs}
+    if not user.empty:
+        tables["user_phases"] = user
+    return Result(analyzer="training_loop", rank=trace.rank, tables=tables, summary=summary,
+                  findings=tuple(findings))
+
+
+def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: dict, step_total: int) -> list:
+    found: list[Finding] = []
+    if not step_total:
+        return found
+    data_share = table["data_loading_ns"].sum() / step_total
+    if data_share >= DATA_LOADING_FINDING_FRACTION:
+        found.append(Finding(
+            id="data_loader_bound", analyzer="training_loop",
+            severity="critical" if data_share >= 0.3 else "warning",
+            title=f"Data loading takes {100 * data_share:.1f}% of step time",
+            evidence={"data_loading_ns": int(table["data_loading_ns"].sum()), "step_total_ns": step_total,
+                      "data_loading_pct": round(100 * data_share, 2), "steps": len(table),
+                      "threshold_pct": 100 * DATA_LOADING_FINDING_FRACTION},
+            recommendation=("The training loop waits for the next batch. Raise DataLoader(num_workers=...) "
+                            "(e.g. to the CPU cores per GPU), set pin_memory=True, persistent_workers=True and "
+                            "prefetch_factor (2-4), and move expensive decoding/augmentation off the main process "
+                            "or onto the GPU."),
+            estimated_gain=(f"up to {100 * data_share:.1f}% of step time: the measured data-loading time, "
+                            "hidden entirely if loading overlaps with compute"),
+            gain_fraction=float(min(data_share, 1.0)), rank=trace.rank, page="overview"))
+    opt_share = table["optimizer_ns"].sum() / step_total
+    opt_names = _optimizer_names(trace)
+    already_fused = bool(opt_names) and all(_FUSED_OPT_RE.search(n) for n in opt_names)
+    if opt_share >= OPTIMIZER_FINDING_FRACTION and not already_fused:
+        gain = opt_share * (1 - 1 / FUSED_OPTIMIZER_SPEEDUP)
+        found.append(Finding(
+            id="slow_optimizer_step", analyzer="training_loop", severity="warning",
+            title=f"The optimizer step takes {100 * opt_share:.1f}% of step time",
+            evidence={"optimizer_ns": int(table["optimizer_ns"].sum()), "step_total_ns": step_total,
+                      "optimizer_pct": round(100 * opt_share, 2), "optimizers": sorted(opt_names),
+                      "threshold_pct": 100 * OPTIMIZER_FINDING_FRACTION},
+            recommendation=("Use a fused or multi-tensor optimizer: torch.optim.AdamW(..., fused=True) (or "
+                            "foreach=True), likewise for SGD/Adam; this replaces a per-parameter loop of small "
+                            "kernels by a few large ones. Zero gradients with zero_grad(set_to_none=True)."),
+            estimated_gain=(f"about {100 * gain:.1f}% of step time: the optimizer share assumed "
+                            f"{FUSED_OPTIMIZER_SPEEDUP:g}x faster when fused"),
+            gain_fraction=float(min(gain, 1.0)), rank=trace.rank, page="overview"))
+    blocked = int(syncs["blocked_ns"].sum())
+    sync_share = blocked / step_total
+    calls = int(syncs[["item_calls", "synchronize_calls"]].sum().sum())
+    if sync_share >= SYNC_FINDING_FRACTION and calls:
+        found.append(Finding(
+            id="device_sync_in_step", analyzer="training_loop",
+            severity="critical" if sync_share >= 0.2 else "warning",
+            title=f"The host blocks on device synchronizations for {100 * sync_share:.1f}% of step time",
+            evidence={"blocked_ns": blocked, "step_total_ns": step_total, "blocked_pct": round(100 * sync_share, 2),
+                      "item_calls": int(syncs["item_calls"].sum()),
+                      "synchronize_calls": int(syncs["synchronize_calls"].sum()),
+                      "cuda_sync_events": int(syncs["cuda_sync_events"].sum()), "steps": len(syncs),
+                      "threshold_pct": 100 * SYNC_FINDING_FRACTION},
+            recommendation=("Remove synchronizations from the step: avoid tensor.item(), .cpu(), .tolist(), "
+                            "printing or logging tensors every step (accumulate on the GPU and read them every N "
+                            "steps), avoid torch.cuda.synchronize() outside benchmarking, and use "
+                            "non_blocking=True copies from pinned memory."),
+            estimated_gain=(f"up to {100 * sync_share:.1f}% of step time: the measured time the host spent "
+                            "blocked in them, during which it could have queued more work"),
+            gain_fraction=float(min(sync_share, 1.0)), rank=trace.rank, page="timeline"))
+    return found
+
+
+def _optimizer_names(trace: Trace) -> set[str]:
+    cats = pd.Series(trace.events["name"].cat.categories.astype(str))
+    names = cats[cats.str.startswith("Optimizer.step#")]
+    return {n.split("#", 1)[1] for n in names}
