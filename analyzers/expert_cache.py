@@ -46,6 +46,7 @@ __all__ = [
     "token_access_sequence",
     "step_access_sequence",
     "next_use_indices",
+    "reuse_distances",
 ]
 
 #: Replacement policies replayed, online ones first.
@@ -105,6 +106,11 @@ def _lru_depths(seq: Sequence[int]) -> np.ndarray:
             del stack[d]
             stack.insert(0, x)
     return depths
+
+
+def reuse_distances(seq: Iterable[int]) -> np.ndarray:
+    """Per access, how many distinct other experts were used since the same expert's last use (-1: first use)."""
+    return _lru_depths(np.asarray(seq, dtype=np.int64).ravel().tolist())
 
 
 def _priority_depths(seq: Sequence[int], priority_after: Sequence[int], num_experts: int) -> np.ndarray:

@@ -125,3 +125,9 @@ def test_hundred_thousand_accesses_over_64_experts_is_fast():
     elapsed = time.perf_counter() - start
     assert curves.accesses == 100_000
     assert elapsed < 2.0, f"replay of 1e5 accesses × 64 sizes × 3 policies took {elapsed:.2f} s"
+
+
+def test_reuse_distances():
+    from analyzers.expert_cache import reuse_distances
+
+    assert reuse_distances([0, 1, 0, 0, 2, 1]).tolist() == [-1, -1, 1, 0, -1, 2]

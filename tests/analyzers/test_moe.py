@@ -1,0 +1,285 @@
+"""MoE expert activation analyzer on synthetic routings whose answers are known."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyzers import NotApplicable, load, moe
+from analyzers.chrome_trace import empty_trace
+from analyzers.registry import REGISTRY, run_all
+
+LAYER = "model.layers.{}.mlp.gate"
+
+
+def routing_lines(counts_by_layer: list[np.ndarray], *, top_k: int, phase="train", tokens_by_layer=None,
+                  router=True) -> list[dict]:
+    """JSONL lines as profiler/moe.py writes them: router lines, then counts per step × layer."""
+    lines = []
+    num_layers = len(counts_by_layer)
+    if router:
+        for i, counts in enumerate(counts_by_layer):
+            lines.append({"type": "router", "layer": LAYER.format(i), "layer_index": i,
+                          "num_experts": int(counts.shape[1]), "top_k": top_k})
+    steps = counts_by_layer[0].shape[0]
+    for s in range(steps):
+        for i in range(num_layers):
+            counts = counts_by_layer[i][s]
+            ph = phase(s) if callable(phase) else phase
+            lines.append({"type": "counts", "step": s, "phase": ph, "layer": LAYER.format(i),
+                          "tokens": int(counts.sum()) // top_k, "counts": [int(c) for c in counts]})
+            if tokens_by_layer is not None:
+                lines.append({"type": "tokens", "step": s, "phase": ph, "layer": LAYER.format(i),
+                              "experts": tokens_by_layer[i][s]})
+    return lines
+
+
+def make_trace(lines: list[dict], *, manifest=None, rank=0):
+    frame = pd.DataFrame.from_records(lines) if lines else pd.DataFrame()
+    return empty_trace("synthetic", rank, manifest=manifest, streams={"moe": frame})
+
+
+def finding(result, fid):
+    return next((f for f in result.findings if f.id == fid), None)
+
+
+def test_registered_on_its_page():
+    spec = REGISTRY["moe"]
+    assert spec.func is moe.analyze and spec.page == "moe"
+
+
+def test_not_applicable_without_routing():
+    with pytest.raises(NotApplicable, match="no MoE routing recorded"):
+        moe.analyze(empty_trace("x", 0, manifest=None, streams={}))
+    with pytest.raises(NotApplicable, match="no MoE routing recorded"):
+        moe.analyze(make_trace([{"type": "router", "layer": "g", "layer_index": 0, "num_experts": 4, "top_k": 1}]))
+
+
+def test_uniform_routing_is_balanced():
+    counts = np.full((10, 8), 64)  # 8 experts, 256 tokens × top-2 per step, exactly even
+    result = moe.analyze(make_trace(routing_lines([counts, counts], top_k=2)))
+    imb = result.table("imbalance")
+    assert imb["max_over_mean"].tolist() == pytest.approx([1.0, 1.0])
+    assert imb["cv"].tolist() == pytest.approx([0.0, 0.0])
+    assert imb["entropy_norm"].tolist() == pytest.approx([1.0, 1.0])
+    assert imb["dead_experts"].sum() == 0
+    assert imb["tokens"].tolist() == [2560, 2560]
+    cap = result.table("capacity")
+    assert cap["drop_rate"].max() == 0.0
+    static = cap[(cap["gating"] == "static") & (cap["layer"] == LAYER.format(0))].set_index("capacity_factor")
+    assert static.loc[1.0, "padding_waste"] == pytest.approx(0.0)
+    assert static.loc[2.0, "padding_waste"] == pytest.approx(0.5)
+    assert static.loc[1.25, "capacity_tokens_mean"] == 80  # ceil(1.25 × 512 / 8)
+    assert finding(result, "moe_load_imbalance") is None
+    assert finding(result, "moe_dead_experts") is None
+    assert finding(result, "moe_token_drops") is None
+    # An even load leaves nothing for the placement planner to improve.
+    plan = result.table("placement_summary")
+    assert plan["max_over_mean_after"].tolist() == pytest.approx(plan["max_over_mean_before"].tolist())
+
+
+def test_uniform_random_routing_is_nearly_balanced():
+    rng = np.random.default_rng(0)
+    counts = np.stack([np.bincount(rng.integers(0, 16, 20_000), minlength=16) for _ in range(5)])
+    imb = moe.analyze(make_trace(routing_lines([counts], top_k=1))).table("imbalance").iloc[0]
+    assert imb["max_over_mean"] == pytest.approx(1.0, abs=0.05)
+    assert imb["entropy_norm"] > 0.999
+
+
+def test_all_tokens_to_one_expert():
+    num_experts, tokens = 8, 400
+    counts = np.zeros((6, num_experts), dtype=int)
+    counts[:, 5] = tokens
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1)), capacity_factor=1.0)
+    imb = result.table("imbalance").iloc[0]
+    assert imb["max_over_mean"] == pytest.approx(num_experts)
+    assert imb["entropy_norm"] == pytest.approx(0.0)
+    assert imb["dead_experts"] == num_experts - 1 and imb["hottest_expert"] == 5
+    assert imb["dead_expert_ids"] == "0,1,2,3,4,6,7"
+    cap = result.table("capacity").set_index(["gating", "capacity_factor"])
+    # capacity ceil(cf × 400 / 8); everything above it is dropped.
+    assert cap.loc[("static", 1.0), "drop_rate"] == pytest.approx((400 - 50) / 400)
+    assert cap.loc[("static", 2.0), "drop_rate"] == pytest.approx((400 - 100) / 400)
+    # Smallest factor on a 0.01 grid with ceil(cf × 50) >= 400 (no drop) / >= 396 (<= 1% dropped).
+    assert cap.loc[("static", 1.0), "cf_for_no_drops"] == pytest.approx(7.99)
+    drops = finding(result, "moe_token_drops")
+    assert drops.severity == "critical" and drops.evidence["cf_for_1pct_drops"] == pytest.approx(7.91)
+    assert finding(result, "moe_dead_experts").evidence["dead_experts"] == 7
+    imbalance = finding(result, "moe_load_imbalance")
+    assert imbalance.severity == "critical"
+    # All load on one expert: replicating it onto every rank spreads it evenly.
+    plan = result.table("placement_summary").iloc[0]
+    assert plan["max_over_mean_before"] == pytest.approx(8.0)  # 8 ranks, one holds expert 5
+    assert plan["max_over_mean_after"] == pytest.approx(1.0)
+    assert plan["replicated_experts"] == "5"
+    assert "replicate experts 5" in imbalance.recommendation
+
+
+def test_zipf_routing_matches_the_analytic_shares():
+    num_experts, alpha = 32, 1.0
+    shares = 1 / np.arange(1, num_experts + 1) ** alpha
+    shares /= shares.sum()
+    per_step = np.round(shares * 100_000).astype(int)
+    counts = np.tile(per_step, (4, 1))
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
+    imb = result.table("imbalance").iloc[0]
+    p = per_step / per_step.sum()
+    assert imb["max_over_mean"] == pytest.approx(num_experts * p.max())
+    assert imb["entropy_norm"] == pytest.approx(-(p * np.log(p)).sum() / math.log(num_experts))
+    assert imb["cv"] == pytest.approx(p.std() / p.mean())
+    load = result.table("expert_load")
+    assert load["share"].tolist() == pytest.approx(p.tolist())
+    assert load["assignments"].sum() == counts.sum()
+    cap = result.table("capacity")
+    one = cap[(cap["gating"] == "static") & (cap["capacity_factor"] == 1.0)].iloc[0]
+    capacity = math.ceil(per_step.sum() / num_experts)
+    assert one["drop_rate"] == pytest.approx(np.clip(per_step - capacity, 0, None).sum() / per_step.sum())
+
+
+def test_capacity_search_meets_its_target():
+    counts = np.array([[70, 10, 10, 10], [40, 40, 10, 10]])
+    cf = moe.capacity_for_drop_rate(counts, 0.0)
+    assert cf == pytest.approx(2.77)  # 70 tokens over a mean of 25: ceil(cf × 25) >= 70 from cf > 2.76
+    assert moe.capacity_metrics(counts, cf)["drop_rate"] == 0.0
+    assert moe.capacity_metrics(counts, cf - 0.01)["drop_rate"] > 0.0
+    loose = moe.capacity_for_drop_rate(counts, 0.05)
+    assert loose < cf and moe.capacity_metrics(counts, loose)["drop_rate"] <= 0.05
+
+
+def test_over_provisioned_capacity_advises_lowering_it():
+    counts = np.full((5, 8), 100)
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=2)), capacity_factor=2.0)
+    pad = finding(result, "moe_capacity_padding")
+    assert pad is not None and pad.evidence["padding_waste"] == pytest.approx(0.5)
+    assert pad.evidence["cf_for_1pct_drops"] == pytest.approx(1.0)
+    assert "lower the capacity factor from 2 to 1" in pad.recommendation
+
+
+def test_growing_imbalance_during_training_asks_for_more_aux_loss():
+    steps, num_experts = 12, 8
+    counts = np.full((steps, num_experts), 100)
+    for s in range(steps):  # expert 0 takes more and more of the tokens
+        counts[s, 0] = 100 + 60 * s
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
+    trend = finding(result, "moe_imbalance_growing")
+    assert trend is not None and trend.evidence["trend_ratio"] > moe.TREND_RATIO_WARN
+    assert trend.evidence["slope_per_step"] > 0
+    assert "auxiliary load-balancing loss" in trend.recommendation
+    steady = moe.analyze(make_trace(routing_lines([np.tile(counts[-1], (steps, 1))], top_k=1)))
+    assert finding(steady, "moe_imbalance_growing") is None
+    # Inference runs do not train the router: no aux-loss advice.
+    decode = moe.analyze(make_trace(routing_lines([counts], top_k=1, phase="decode")))
+    assert finding(decode, "moe_imbalance_growing") is None
+
+
+def test_buffering_finding_for_skewed_decode_with_memory_freed():
+    rng = np.random.default_rng(1)
+    num_experts, top_k, steps = 16, 2, 40
+    hot = np.array([0.4, 0.3, 0.15, 0.1] + [0.05 / 12] * 12)
+    tokens = []
+    for _ in range(steps):
+        tokens.append([rng.choice(num_experts, size=top_k, replace=False, p=hot).tolist() for _ in range(8)])
+    counts = np.stack([np.bincount(np.ravel(t), minlength=num_experts) for t in tokens])
+    lines = routing_lines([counts], top_k=top_k, phase="decode", tokens_by_layer=[tokens])
+    result = moe.analyze(make_trace(lines), expert_bytes=50 << 20, target_hit_rate=0.8)
+    sizing = result.table("cache_sizing").set_index("policy")
+    assert set(sizing.index) == {"lru", "lfu", "belady"}
+    assert sizing.loc["belady", "experts_needed"] <= sizing.loc["lfu", "experts_needed"]
+    assert sizing.loc["belady", "experts_needed"] <= sizing.loc["lru", "experts_needed"]
+    assert sizing.loc["lfu", "accesses"] == steps * 8 * top_k  # the sampled tokens were replayed
+    assert result.table("locality")["access_source"].tolist() == ["tokens"]
+    buf = finding(result, "moe_expert_buffering")
+    assert buf is not None
+    needed = min(sizing.loc["lru", "experts_needed"], sizing.loc["lfu", "experts_needed"])
+    assert buf.evidence["resident_experts"] == needed
+    assert buf.evidence["memory_freed_bytes"] == pytest.approx((num_experts - needed) * (50 << 20))
+    assert result.summary["cache_phase"] == "decode"
+    curves = result.table("cache_curves")
+    assert len(curves) == 3 * num_experts
+    for _, curve in curves.groupby("policy"):
+        assert np.all(np.diff(curve["hit_rate"].to_numpy()) >= 0)
+
+
+def test_counts_only_layers_replay_the_expanded_counts():
+    counts = np.array([[3, 1, 0, 0], [0, 0, 2, 2]])
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
+    assert result.table("locality")["access_source"].tolist() == ["counts"]
+    assert result.table("cache_sizing")["accesses"].iloc[0] == 8
+    # access order 0 0 1 0 | 2 3 2 3: with 2 resident experts LRU hits 2 + 2 of the 8 uses.
+    curves = result.table("cache_curves")
+    lru2 = curves[(curves["policy"] == "lru") & (curves["resident_experts"] == 2)]["hit_rate"].iloc[0]
+    assert lru2 == pytest.approx(4 / 8)
+
+
+def test_token_samples_without_counts_lines():
+    lines = [{"type": "tokens", "step": s, "phase": "decode", "layer": "g", "experts": [[0, 1], [0, 2]]}
+             for s in range(3)]
+    result = moe.analyze(make_trace(lines))
+    load = result.table("expert_load")
+    assert load["assignments"].tolist() == [6, 3, 3]
+    assert result.table("imbalance")["top_k"].iloc[0] == 2
+
+
+def test_malformed_rows_are_skipped_and_counted():
+    lines = routing_lines([np.full((3, 4), 5)], top_k=1)
+    lines.append({"type": "counts", "step": 3, "phase": "train", "layer": LAYER.format(0), "tokens": 3,
+                  "counts": [1, 2, 3]})  # 3 entries for 4 experts
+    lines.append({"type": "counts", "phase": "train", "layer": LAYER.format(0), "counts": [1, 1, 1, 1]})  # no step
+    result = moe.analyze(make_trace(lines))
+    assert result.summary["skipped_rows"] == 2
+    assert result.table("imbalance")["steps"].iloc[0] == 3
+
+
+def test_placement_uses_world_size_and_options():
+    counts = np.tile(np.array([400, 300, 50, 50, 50, 50, 50, 50]), (4, 1))
+    trace = make_trace(routing_lines([counts], top_k=1), manifest={"world_size": 4})
+    result = moe.analyze(trace, redundant_experts=4)
+    summary = result.table("placement_summary").iloc[0]
+    assert summary["ranks"] == 4 and summary["redundant"] == 4
+    assert summary["max_over_mean_before"] == pytest.approx(700 / 250)
+    assert summary["max_over_mean_after"] < summary["max_over_mean_before"]
+    assert summary["holdout_step_max_over_mean_after"] == pytest.approx(summary["step_max_over_mean_after"])
+    per_rank = result.table("placement")
+    assert len(per_rank) == 4
+    assert per_rank["tokens_after"].sum() == pytest.approx(counts.sum())
+    two = moe.analyze(trace, ep_ranks=2, redundant_experts=0).table("placement_summary").iloc[0]
+    assert two["ranks"] == 2 and two["replicated_experts"] == ""
+
+
+def test_expert_size_from_router_lines():
+    lines = routing_lines([np.tile(np.array([90, 5, 3, 1, 1, 0, 0, 0]), (30, 1))], top_k=1, phase="decode")
+    lines[0]["expert_params"] = 1000
+    lines[0]["param_bytes"] = 2
+    sizing = moe.analyze(make_trace(lines), target_hit_rate=0.9).table("cache_sizing")
+    assert (sizing["expert_bytes"] == 2000).all()
+    assert (sizing["memory_freed_bytes"] == (8 - sizing["experts_needed"]) * 2000).all()
+
+
+def test_findings_serialise_to_json():
+    counts = np.zeros((6, 8), dtype=int)
+    counts[:, 2] = 300
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
+    assert result.findings
+    for f in result.findings:
+        json.dumps(f.to_dict())
+        assert f.page == "moe" and f.rank == 0
+
+
+def test_run_bundle_end_to_end(tmp_path):
+    counts = np.tile(np.array([50, 10, 10, 10]), (5, 1))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"schema_version": 1, "tool": "torchscope", "world_size": 1,
+                                                   "ranks": [0]}))
+    with open(run / "rank0.moe.jsonl", "w") as fh:
+        for line in routing_lines([counts], top_k=1):
+            fh.write(json.dumps(line) + "\n")
+    data = load(run)
+    report = run_all(data, only=("moe",))
+    result = report.result("moe")
+    assert result is not None, report.skipped or report.errors
+    assert result.table("imbalance")["max_over_mean"].iloc[0] == pytest.approx(50 / 20)
