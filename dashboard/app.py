@@ -1,0 +1,204 @@
+"""The Dash application: navigation, URL-driven routing, and the interactive callbacks.
+
+All state lives in the URL (``/<page>?run=<run id>&rank=<r>&b=<run id>``): pickers write the
+query string, the router reads it. Every run id is resolved by `RunCache.resolve`, which rejects
+ids that escape the root folder or name no run. The only non-Dash route is
+``/download/perfetto?run=<run id>``, the "Open in Perfetto" export of the annotated trace.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+import dash
+from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from flask import Response, abort, request
+
+from .pages import PAGES, PageContext, filter_findings, progress_view, render_page, runs_page, timeline_for
+from .result_view import findings_list
+from .run_cache import RunCache
+from .runs import UnsafeRunId
+from .timeline import DEFAULT_WIDTH_PX, window_from_relayout
+
+__all__ = ["create_app", "parse_query", "POLL_INTERVAL_MS"]
+
+#: How often a page that waits for a load polls for progress, ms.
+POLL_INTERVAL_MS = 400
+_ASSETS = Path(__file__).with_name("assets")
+_PAGE_IDS = {p for p, _ in PAGES}
+_MIN_WIDTH_PX, _MAX_WIDTH_PX = 200, 8000
+
+
+def parse_query(search: str | None) -> dict[str, str]:
+    """The URL query string as {name: first value}."""
+    if not search:
+        return {}
+    return {k: v[0] for k, v in parse_qs(search.lstrip("?"), keep_blank_values=False).items() if v}
+
+
+def _rank_of(params: dict, ranks: list[int]) -> int | None:
+    raw = params.get("rank")
+    if raw in (None, "", "all"):
+        return None
+    try:
+        rank = int(raw)
+    except ValueError:
+        raise UnsafeRunId(f"rank must be an integer or 'all', got {raw[:40]!r}") from None
+    if rank not in ranks:
+        raise UnsafeRunId(f"this run has no rank {rank} (ranks: {ranks})")
+    return rank
+
+
+def _nav(page: str, params: dict) -> list:
+    keep = {k: params[k] for k in ("run", "rank") if k in params}
+    q = ("?" + urlencode(keep)) if keep else ""
+    return [dcc.Link(label, href=f"/{pid}{q}", id=f"nav-{pid}",
+                     className="nav-link active" if pid == page else "nav-link") for pid, label in PAGES]
+
+
+def _error(message: str) -> html.Div:
+    return html.Div(message, className="error", id="page-error")
+
+
+def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool = False) -> dash.Dash:
+    """The dashboard app over the runs under ``root`` (a folder of runs, a bundle or a trace file)."""
+    cache = cache or RunCache(root)
+    app = dash.Dash(__name__, title="torchscope", assets_folder=str(_ASSETS),
+                    suppress_callback_exceptions=True, update_title=None)
+    app.torchscope_cache = cache  # type: ignore[attr-defined]
+    if preload:
+        cache.preload()
+    app.layout = html.Div([
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="viewport", data=DEFAULT_WIDTH_PX),
+        dcc.Interval(id="poll", interval=POLL_INTERVAL_MS, disabled=True),
+        html.Header([html.Span("torchscope", className="brand"), html.Nav(id="nav")], className="header"),
+        html.Main(id="page", className="page"),
+    ])
+
+    app.clientside_callback(
+        "function(p) { return Math.max(200, Math.min(8000, Math.round(window.innerWidth - 120))); }",
+        Output("viewport", "data"), Input("url", "pathname"))
+
+    @app.callback(Output("page", "children"), Output("poll", "disabled"), Output("nav", "children"),
+                  Input("url", "pathname"), Input("url", "search"), Input("poll", "n_intervals"),
+                  State("viewport", "data"))
+    def route(pathname, search, _n, width):
+        page = (pathname or "/").strip("/") or "runs"
+        params = parse_query(search)
+        if page not in _PAGE_IDS:
+            return _error(f"no page {page[:60]!r}"), True, _nav("", params)
+        nav = _nav(page, params)
+        if page == "runs":
+            return runs_page(cache), not cache.busy(), nav
+        catalog = cache.catalog()
+        if not catalog:
+            return _error("No runs (trace files or run bundles) found under this folder."), True, nav
+        run_id = params.get("run") or catalog[0].run_id
+        try:
+            cache.resolve(run_id)
+            run = cache.get(run_id)
+            if run is None:
+                state = cache.state(run_id)
+                if state.status == "error":
+                    return _error(f"{run_id}: {state.error}"), True, nav
+                return progress_view(run_id, state), False, nav
+            rank = _rank_of(params, run.ranks)
+            run_b = None
+            if page == "compare" and params.get("b"):
+                cache.resolve(params["b"])
+                run_b = cache.get(params["b"])
+                if run_b is None:
+                    state = cache.state(params["b"])
+                    if state.status == "error":
+                        return _error(f"{params['b']}: {state.error}"), True, nav
+                    return progress_view(params["b"], state), False, nav
+        except UnsafeRunId as exc:
+            return _error(f"rejected: {exc}"), True, nav
+        try:
+            body = render_page(page, PageContext(run, rank, params, cache, run_b))
+        except Exception as exc:  # one broken table must not blank the whole app
+            return _error(f"this page could not be drawn: {type(exc).__name__}: {exc}"), True, nav
+        return body, True, nav
+
+    @app.callback(Output("url", "search"), Input({"type": "param", "name": ALL}, "value"),
+                  State("url", "search"), prevent_initial_call=True)
+    def params_to_url(values, search):
+        params = parse_query(search)
+        for spec, value in zip(ctx.inputs_list[0], values):
+            name = spec["id"]["name"]
+            if value in (None, ""):
+                params.pop(name, None)
+            else:
+                params[name] = str(value)
+            if name == "run":  # another run: its ranks differ
+                if params.get("run") != parse_query(search).get("run"):
+                    params.pop("rank", None)
+        new = "?" + urlencode(params) if params else ""
+        return no_update if new == (search or "") else new
+
+    @app.callback(Output("timeline-graph", "figure"), Output("timeline-stats", "children"),
+                  Input("timeline-graph", "relayoutData"), Input("timeline-reset", "n_clicks"),
+                  State("url", "search"), State("viewport", "data"), prevent_initial_call=True)
+    def zoom(relayout, _reset, search, width):
+        params = parse_query(search)
+        catalog = cache.catalog()
+        run_id = params.get("run") or (catalog[0].run_id if catalog else None)
+        try:
+            run = cache.get(run_id)
+            if run is None:
+                return no_update, no_update
+            rank = _rank_of(params, run.ranks)
+        except UnsafeRunId:
+            return no_update, no_update
+        width_px = int(min(max(int(width or DEFAULT_WIDTH_PX), _MIN_WIDTH_PX), _MAX_WIDTH_PX))
+        if ctx.triggered_id == "timeline-reset":
+            window = "full"
+        else:
+            origin = run.memo["timeline-lanes"].origin_ns if "timeline-lanes" in run.memo else None
+            if origin is None:
+                timeline_for(run, rank, None, None, width_px)
+                origin = run.memo["timeline-lanes"].origin_ns
+            window = window_from_relayout(relayout, origin)
+        if window is None:
+            return no_update, no_update
+        t0, t1 = (None, None) if window == "full" else window
+        fig = timeline_for(run, rank, t0, t1, width_px)
+        meta = fig.layout.meta or {}
+        return fig, f"{meta.get('drawn', 0)} events drawn, {meta.get('folded', 0)} folded into busy bins"
+
+    @app.callback(Output("rec-list", "children"), Output("rec-count", "children"),
+                  Input("rec-analyzer", "value"), Input("rec-severity", "value"), State("url", "search"),
+                  prevent_initial_call=True)
+    def filter_recommendations(analyzers_, severities, search):
+        params = parse_query(search)
+        catalog = cache.catalog()
+        try:
+            run = cache.get(params.get("run") or (catalog[0].run_id if catalog else None))
+        except UnsafeRunId:
+            return no_update, no_update
+        if run is None:
+            return no_update, no_update
+        found = filter_findings(run.report, analyzers_, severities)
+        q = urlencode({k: params[k] for k in ("run", "rank") if k in params})
+        return findings_list(found, q, empty="No findings match."), f"{len(found)} findings"
+
+    @app.server.route("/download/perfetto")
+    def download_perfetto():
+        run_id = request.args.get("run", "")
+        try:
+            entry = cache.resolve(run_id)
+            run = cache.load(entry.run_id)
+        except UnsafeRunId:
+            abort(404)
+        from analyzers.export import annotated_trace_json
+
+        body = gzip.compress(annotated_trace_json(run.data, run.report), compresslevel=5)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(entry.run_id).name.removesuffix(".gz").removesuffix(".json"))
+        return Response(body, mimetype="application/gzip", headers={
+            "Content-Disposition": f'attachment; filename="{name or "run"}.perfetto.json.gz"'})
+
+    return app

@@ -1,0 +1,302 @@
+"""Parsed runs and their reports, loaded once in the background and kept for every callback.
+
+Callbacks never parse: they ask `RunCache.get(run_id)` for a ready `LoadedRun` (or call
+`request` to queue a load and show `state` as progress). One worker thread loads runs in the
+order asked; at most ``max_runs`` parsed runs stay in memory (least recently used leaves first),
+while the small per-run summaries shown on the Runs page are kept for every run ever loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from analyzers.errors import TraceError
+from analyzers.registry import Report, load_analyzers, run_all
+
+from .runs import RunEntry, UnsafeRunId, discover_runs, resolve_run
+
+__all__ = ["LoadState", "LoadedRun", "RunCache", "DEFAULT_MAX_RUNS", "CATALOG_TTL_S"]
+
+#: Parsed runs kept in memory at once.
+DEFAULT_MAX_RUNS = 4
+#: The run catalog is re-scanned at most this often, seconds.
+CATALOG_TTL_S = 5.0
+
+
+@dataclass
+class LoadState:
+    """Where the load of one run stands: status, what it is doing, how far, and any error."""
+
+    status: str = "idle"  # idle | queued | parsing | analyzing | ready | error
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Progress in [0, 1] (parsing counts as the first step)."""
+        if self.status == "ready":
+            return 1.0
+        return (self.done / self.total) if self.total else 0.0
+
+    def describe(self) -> str:
+        """One line for the progress display."""
+        elapsed = (self.finished_at or time.monotonic()) - self.started_at if self.started_at else 0.0
+        if self.status == "error":
+            return f"could not load: {self.error}"
+        if self.status == "ready":
+            return f"loaded in {elapsed:.1f} s"
+        return f"{self.stage} ({self.done}/{self.total} steps, {elapsed:.1f} s)" if self.total else self.stage
+
+
+@dataclass
+class LoadedRun:
+    """A parsed run (Trace or TraceSet), its analyzer Report, and memoised presentation data."""
+
+    entry: RunEntry
+    data: Any
+    report: Report
+    load_s: float
+    memo: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def traces(self) -> list:
+        """The per-rank traces (one for a single trace)."""
+        return list(self.data) if hasattr(self.data, "ranks") else [self.data]
+
+    @property
+    def ranks(self) -> list[int]:
+        """Rank ids present in the run."""
+        return [t.meta.rank for t in self.traces]
+
+    def memoised(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per key for this run (e.g. the timeline's lane index)."""
+        with self.lock:
+            if key not in self.memo:
+                self.memo[key] = compute()
+            return self.memo[key]
+
+
+def _default_loader(path: Path) -> Any:
+    import analyzers
+
+    return analyzers.load(path)
+
+
+class RunCache:
+    """The runs under one root folder, loaded on request in a background thread and cached."""
+
+    def __init__(self, root: str | Path, *, max_runs: int = DEFAULT_MAX_RUNS,
+                 loader: Callable[[Path], Any] | None = None,
+                 analyze: Callable[..., Report] | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.max_runs = max_runs
+        self._loader = loader or _default_loader
+        self._analyze = analyze or run_all
+        self._lock = threading.RLock()
+        self._runs: OrderedDict[str, LoadedRun] = OrderedDict()
+        self._states: dict[str, LoadState] = {}
+        self._summaries: dict[str, dict] = {}
+        self._catalog: list[RunEntry] = []
+        self._catalog_at = -1e9
+        self._queue: list[RunEntry] = []  # loads waiting; the front is loaded next
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="torchscope-load", daemon=True)
+        self._worker.start()
+
+    # -- catalog ---------------------------------------------------------------------------------
+    def catalog(self, refresh: bool = False) -> list[RunEntry]:
+        """Runs under the root (re-scanned at most every CATALOG_TTL_S seconds)."""
+        with self._lock:
+            if refresh or time.monotonic() - self._catalog_at > CATALOG_TTL_S:
+                self._catalog = discover_runs(self.root)
+                self._catalog_at = time.monotonic()
+            return list(self._catalog)
+
+    def resolve(self, run_id: object) -> RunEntry:
+        """The catalog entry of ``run_id``; UnsafeRunId if it is not a run under the root."""
+        try:
+            return resolve_run(self.root, run_id, self.catalog())
+        except UnsafeRunId:
+            if isinstance(run_id, str) and run_id and ".." not in run_id:
+                return resolve_run(self.root, run_id, self.catalog(refresh=True))
+            raise
+
+    # -- loading ---------------------------------------------------------------------------------
+    def state(self, run_id: str) -> LoadState:
+        """Current load state of ``run_id`` (status "idle" if never requested)."""
+        with self._lock:
+            return self._states.get(run_id, LoadState())
+
+    def request(self, run_id: object, *, background: bool = False) -> LoadState:
+        """Queue a load of ``run_id`` unless it is loaded or loading; returns its state.
+
+        A plain request goes to the front of the queue (the user is waiting for it);
+        ``background=True`` (preloading for the Runs page) goes to the back.
+        """
+        entry = self.resolve(run_id)
+        with self._lock:
+            state = self._states.get(entry.run_id)
+            if entry.run_id in self._runs:
+                self._runs.move_to_end(entry.run_id)
+                return state or LoadState(status="ready")
+            if state is not None and state.status == "queued" and not background:
+                self._queue = [e for e in self._queue if e.run_id != entry.run_id]
+                self._queue.insert(0, entry)
+                return state
+            if state is not None and state.status not in ("idle", "error", "ready"):
+                return state
+            state = LoadState(status="queued", stage="waiting for the loader", started_at=time.monotonic())
+            self._states[entry.run_id] = state
+            if background:
+                self._queue.append(entry)
+            else:
+                self._queue.insert(0, entry)
+            self._wake.notify()
+        return state
+
+    def preload(self) -> int:
+        """Queue every run of the catalog in the background; returns how many were queued."""
+        n = 0
+        for entry in self.catalog():
+            if self.summary(entry.run_id) is None and self.state(entry.run_id).status in ("idle",):
+                self.request(entry.run_id, background=True)
+                n += 1
+        return n
+
+    def busy(self) -> bool:
+        """True while any load is queued or running."""
+        with self._lock:
+            return any(s.status in ("queued", "parsing", "analyzing") for s in self._states.values())
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                entry = self._queue.pop(0)
+            self._load(entry)
+
+    def get(self, run_id: object) -> LoadedRun | None:
+        """The loaded run, or None while it is not loaded (never parses in the caller's thread)."""
+        entry = self.resolve(run_id)
+        with self._lock:
+            run = self._runs.get(entry.run_id)
+            if run is not None:
+                self._runs.move_to_end(entry.run_id)
+                return run
+            state = self._states.get(entry.run_id)
+        if state is None or state.status in ("idle",) or (state.status == "ready"):
+            self.request(entry.run_id)  # evicted or never asked: load again in the background
+        return None
+
+    def load(self, run_id: object, timeout_s: float = 600.0) -> LoadedRun:
+        """Load ``run_id`` (or wait for the background load) and return it; TraceError on failure."""
+        entry = self.resolve(run_id)
+        self.request(entry.run_id)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                run = self._runs.get(entry.run_id)
+                state = self._states.get(entry.run_id)
+            if run is not None:
+                return run
+            if state is not None and state.status == "error":
+                raise TraceError(entry.path, state.error)
+            time.sleep(0.02)
+        raise TimeoutError(f"loading {entry.run_id} took longer than {timeout_s} s")
+
+    def summary(self, run_id: str) -> dict | None:
+        """Small facts about a loaded run for the Runs page (devices, steps, top finding), or None."""
+        with self._lock:
+            return self._summaries.get(run_id)
+
+    def _load(self, entry: RunEntry) -> None:
+        state = self._states[entry.run_id]
+        n_analyzers = len(load_analyzers())
+        total = 1 + n_analyzers
+        t0 = time.monotonic()
+        state.started_at = t0
+        state.total = total
+        state.status, state.stage = "parsing", f"parsing {entry.label} ({entry.size_bytes / 1e6:.1f} MB)"
+        try:
+            data = self._loader(entry.path)
+            state.done = 1
+            state.status = "analyzing"
+
+            started = [0]
+
+            def progress(name: str) -> None:
+                state.done = 1 + started[0]  # analyzers finished so far, plus parsing
+                started[0] += 1
+                state.stage = f"running analyzer {name} ({started[0]}/{n_analyzers})"
+
+            report = self._analyze(data, progress=progress)
+        except TraceError as exc:
+            self._fail(entry, state, str(exc))
+            return
+        except Exception as exc:  # a loader bug must show in the page, not kill the worker
+            self._fail(entry, state, f"{type(exc).__name__}: {exc}")
+            return
+        run = LoadedRun(entry, data, report, time.monotonic() - t0)
+        with self._lock:
+            self._runs[entry.run_id] = run
+            self._runs.move_to_end(entry.run_id)
+            while len(self._runs) > self.max_runs:
+                old, _ = self._runs.popitem(last=False)
+                self._states.pop(old, None)
+            self._summaries[entry.run_id] = _summarise(run)
+            state.status, state.stage, state.done = "ready", "ready", total
+            state.finished_at = time.monotonic()
+
+    def _fail(self, entry: RunEntry, state: LoadState, message: str) -> None:
+        with self._lock:
+            state.status, state.error, state.finished_at = "error", message, time.monotonic()
+
+    def shutdown(self) -> None:
+        """Stop the loader thread (pending loads are dropped)."""
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+            self._wake.notify_all()
+
+
+def _summarise(run: LoadedRun) -> dict:
+    """Runs-page facts taken from the loaded data and the analyzers' results (never recomputed)."""
+    traces = run.traces
+    devices = sorted({t.meta.device_name for t in traces if t.meta.device_name})
+    loop = run.report.result("training_loop")
+    summary = dict(loop.summary) if loop is not None else {}
+    findings = run.report.findings
+    started = None
+    manifest = traces[0].meta.manifest if traces else None
+    if manifest and manifest.get("started_at_ns"):
+        started = int(manifest["started_at_ns"])
+    return {
+        "ranks": len(traces),
+        "devices": ", ".join(devices) or "—",
+        "steps": summary.get("steps", summary.get("num_steps")),
+        "median_step_ms": _ns_to_ms(summary.get("step_median_ns", summary.get("median_step_ns"))),
+        "top_finding": f"[{findings[0].severity}] {findings[0].title}" if findings else "—",
+        "n_findings": len(findings),
+        "started_at_ns": started,
+    }
+
+
+def _ns_to_ms(value: object) -> float | None:
+    try:
+        return None if value is None else float(value) / 1e6
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,294 @@
+"""The Timeline view: lanes per rank and stream, server-side level of detail, downsampled counters.
+
+Presentation only. `build_lanes` assigns each event to a lane once per loaded trace; for every
+zoom `level_of_detail` keeps the events that are visible and at least one pixel wide and folds
+the rest into per-pixel busy bins (fraction of the pixel's time covered), so the browser never
+receives more than about (lanes × width) shapes. Counter series are cut to the window and
+downsampled with MinMaxLTTB (tsdownsample) to a few points per pixel on the same time axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "LaneIndex", "Detail", "build_lanes", "level_of_detail", "downsample_counter",
+    "timeline_figure", "window_from_relayout", "counter_series", "MAX_VISIBLE_EVENTS", "COUNTER_POINTS_PER_PX", "DEFAULT_WIDTH_PX",
+]
+
+#: Above this many visible (≥ 1 px) events, the shortest ones are folded into busy bins too.
+MAX_VISIBLE_EVENTS = 12_000
+#: Counter points kept per horizontal pixel after downsampling.
+COUNTER_POINTS_PER_PX = 2
+#: Plot width assumed when the browser has not reported one, px.
+DEFAULT_WIDTH_PX = 1400
+#: Counter series kept when the window holds fewer points than this are sent untouched.
+_MIN_DOWNSAMPLE_POINTS = 8
+
+_STEP_PREFIX = "ProfilerStep#"
+# (group order, label) for each event kind shown; kinds not listed are not drawn.
+_GROUPS = {"step": 0, "phase": 1, "module": 2, "annotation": 3, "cpu": 4, "gpu": 5}
+_KIND_GROUP = {
+    "phase": "phase", "module": "module", "annotation": "annotation",
+    "cpu_op": "cpu", "runtime": "cpu", "driver": "cpu", "cuda_sync": "cpu",
+    "kernel": "gpu", "memcpy": "gpu", "memset": "gpu",
+}
+KIND_COLOURS = {
+    "step": "#7f7f7f", "phase": "#17becf", "module": "#bcbd22", "annotation": "#9467bd",
+    "cpu_op": "#1f77b4", "runtime": "#aec7e8", "driver": "#c5b0d5", "cuda_sync": "#d62728",
+    "kernel": "#2ca02c", "memcpy": "#ff7f0e", "memset": "#8c564b",
+}
+
+
+@dataclass(frozen=True)
+class LaneIndex:
+    """Drawable events of one run as flat arrays, each assigned to a lane (rows of the timeline)."""
+
+    labels: tuple[str, ...]
+    lane: np.ndarray  # int32 lane code per event (index into labels)
+    start_ns: np.ndarray  # int64, absolute
+    end_ns: np.ndarray  # int64, absolute
+    name: np.ndarray  # object: event name
+    kind: np.ndarray  # object: normalised kind ("step" for ProfilerStep annotations)
+    rank: np.ndarray  # int32
+    origin_ns: int  # start of the first event: x = 0 on the axis
+    span_end_ns: int  # end of the last event
+
+    def __len__(self) -> int:
+        return len(self.lane)
+
+
+@dataclass(frozen=True)
+class Detail:
+    """What one zoom window shows: indices of drawn events and per-pixel busy bins of the rest."""
+
+    visible: np.ndarray  # int64 indices into the LaneIndex arrays
+    bin_lane: np.ndarray  # int32 lane code per bin
+    bin_start_ns: np.ndarray  # int64 start of the bin's pixel
+    bin_busy: np.ndarray  # float64 in (0, 1]: fraction of the pixel covered by folded events
+    ns_per_px: float
+    folded: int  # number of events folded into bins
+
+
+def build_lanes(events: pd.DataFrame) -> LaneIndex:
+    """Assign every drawable event (steps, phases, modules, annotations, CPU ops, GPU work) to a lane."""
+    kinds = events["kind"].astype(str)
+    names = events["name"].astype(str)
+    group = kinds.map(_KIND_GROUP)
+    is_step = (kinds == "annotation") & names.str.startswith(_STEP_PREFIX)
+    group = group.where(~is_step, "step")
+    keep = group.notna() & (events["dur_ns"].to_numpy() > 0)
+    ev = events.loc[keep.to_numpy()]
+    group = group[keep]
+    kinds = kinds[keep].where(~is_step[keep], "step")
+    rank = ev["rank"].to_numpy().astype(np.int64)
+    tid = ev["tid"].to_numpy()
+    stream = ev["stream"].to_numpy()
+    device = ev["device"].to_numpy()
+    pid = ev["pid"].to_numpy()
+    grp = group.to_numpy()
+    # Lane key: (rank, group order, sub key) — sub key is the thread (CPU) or device/stream (GPU).
+    gorder = np.array([_GROUPS[g] for g in grp], dtype=np.int64) if len(grp) else np.zeros(0, np.int64)
+    gpu = gorder == _GROUPS["gpu"]
+    cpu = gorder == _GROUPS["cpu"]
+    dev = np.where(device >= 0, device, pid)
+    sub_a = np.where(gpu, dev, np.where(cpu, tid, 0))
+    sub_b = np.where(gpu, np.where(stream >= 0, stream, tid), 0)
+    keys = pd.DataFrame({"rank": rank, "g": gorder, "a": sub_a, "b": sub_b})
+    uniq = keys.drop_duplicates().sort_values(["rank", "g", "a", "b"]).reset_index(drop=True)
+    labels = tuple(_lane_label(r, g, a, b) for r, g, a, b in uniq.itertuples(index=False))
+    code_of = {tuple(row): i for i, row in enumerate(uniq.itertuples(index=False, name=None))}
+    lane = np.fromiter((code_of[k] for k in zip(rank, gorder, sub_a, sub_b)), dtype=np.int32, count=len(rank))
+    start = ev["ts_ns"].to_numpy().astype(np.int64)
+    end = start + ev["dur_ns"].to_numpy().astype(np.int64)
+    origin = int(start.min()) if len(start) else 0
+    span_end = int(end.max()) if len(end) else 0
+    return LaneIndex(labels, lane, start, end, names[keep].to_numpy(dtype=object),
+                     kinds.to_numpy(dtype=object), rank.astype(np.int32), origin, span_end)
+
+
+def _lane_label(rank: int, g: int, a: int, b: int) -> str:
+    group = [k for k, v in _GROUPS.items() if v == g][0]
+    if group == "cpu":
+        return f"rank {rank} · CPU thread {a}"
+    if group == "gpu":
+        return f"rank {rank} · GPU {a} stream {b}"
+    return f"rank {rank} · {group}s"
+
+
+def level_of_detail(start_ns: np.ndarray, end_ns: np.ndarray, lane: np.ndarray, n_lanes: int,
+                    t0_ns: int, t1_ns: int, width_px: int, *,
+                    max_visible: int = MAX_VISIBLE_EVENTS) -> Detail:
+    """Events of window [t0_ns, t1_ns) that are ≥ 1 px wide at ``width_px``; the rest as busy bins."""
+    width_px = max(int(width_px), 1)
+    t0_ns, t1_ns = int(t0_ns), int(t1_ns)
+    if t1_ns <= t0_ns:
+        t1_ns = t0_ns + 1
+    ns_per_px = (t1_ns - t0_ns) / width_px
+    in_view = (end_ns > t0_ns) & (start_ns < t1_ns)
+    idx = np.flatnonzero(in_view)
+    s = np.maximum(start_ns[idx], t0_ns)
+    e = np.minimum(end_ns[idx], t1_ns)
+    wide = (e - s) >= ns_per_px
+    visible = idx[wide]
+    fold = idx[~wide]
+    if len(visible) > max_visible:  # keep the longest, fold the rest
+        clipped = np.minimum(end_ns[visible], t1_ns) - np.maximum(start_ns[visible], t0_ns)
+        order = np.argsort(-clipped, kind="stable")
+        fold = np.concatenate([fold, visible[order[max_visible:]]])
+        visible = np.sort(visible[order[:max_visible]])
+    bin_lane, bin_start, busy = _busy_bins(start_ns[fold], end_ns[fold], lane[fold], n_lanes,
+                                           t0_ns, ns_per_px, width_px)
+    return Detail(visible.astype(np.int64), bin_lane, bin_start, busy, ns_per_px, int(len(fold)))
+
+
+def _busy_bins(start_ns: np.ndarray, end_ns: np.ndarray, lane: np.ndarray, n_lanes: int,
+               t0_ns: int, ns_per_px: float, width_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per lane and pixel, the fraction of the pixel covered by the given events (clipped to 1)."""
+    if len(start_ns) == 0 or n_lanes == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    w = width_px
+    a = np.clip((start_ns - t0_ns) / ns_per_px, 0.0, w)
+    b = np.clip((end_ns - t0_ns) / ns_per_px, 0.0, w)
+    # Covered length up to pixel edge k: C(k) = R_a(k) - R_b(k), R_x(k) = Σ_{x_i < k} (k - x_i).
+    stride = w + 2
+    grid = np.arange(w + 2, dtype=np.float64)
+
+    def ramp(x: np.ndarray) -> np.ndarray:
+        slot = lane.astype(np.int64) * stride + (np.floor(x).astype(np.int64) + 1)
+        cnt = np.bincount(slot, minlength=n_lanes * stride).reshape(n_lanes, stride).cumsum(axis=1)
+        tot = np.bincount(slot, weights=x, minlength=n_lanes * stride).reshape(n_lanes, stride).cumsum(axis=1)
+        return grid * cnt - tot
+
+    covered = ramp(a) - ramp(b)  # (n_lanes, w + 2): covered px up to each edge
+    per_px = np.diff(covered[:, : w + 1], axis=1)  # (n_lanes, w)
+    per_px = np.clip(per_px, 0.0, 1.0)
+    lanes_i, px = np.nonzero(per_px > 1e-9)
+    busy = per_px[lanes_i, px]
+    starts = (t0_ns + px * ns_per_px).astype(np.int64)
+    return lanes_i.astype(np.int32), starts, busy
+
+
+def downsample_counter(ts_ns: np.ndarray, values: np.ndarray, t0_ns: int, t1_ns: int,
+                       n_out: int) -> np.ndarray:
+    """Indices of the points of one sorted counter series to draw in [t0_ns, t1_ns] (MinMaxLTTB)."""
+    ts_ns = np.asarray(ts_ns)
+    values = np.asarray(values, dtype=np.float64)
+    lo = max(int(np.searchsorted(ts_ns, t0_ns, side="left")) - 1, 0)
+    hi = min(int(np.searchsorted(ts_ns, t1_ns, side="right")) + 1, len(ts_ns))
+    idx = np.arange(lo, hi)
+    idx = idx[np.isfinite(values[idx])]
+    n_out = max(int(n_out), _MIN_DOWNSAMPLE_POINTS)
+    if len(idx) <= n_out:
+        return idx
+    from tsdownsample import MinMaxLTTBDownsampler
+
+    chosen = MinMaxLTTBDownsampler().downsample(ts_ns[idx].astype(np.int64), values[idx], n_out=n_out)
+    return idx[np.asarray(chosen, dtype=np.int64)]
+
+
+def counter_series(counters: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Counter events as sorted (ts_ns, value) arrays keyed "rank R · name.series"."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if counters is None or counters.empty:
+        return out
+    for (rank, name, series), grp in counters.groupby(["rank", "name", "series"], observed=True, sort=True):
+        grp = grp.sort_values("ts_ns", kind="stable")
+        label = f"rank {rank} · {name}" if str(series) in ("", str(name), "value") else f"rank {rank} · {name}.{series}"
+        out[label] = (grp["ts_ns"].to_numpy().astype(np.int64), grp["value"].to_numpy().astype(np.float64))
+    return out
+
+
+def timeline_figure(index: LaneIndex, counters: dict[str, tuple[np.ndarray, np.ndarray]],
+                    t0_ns: int | None = None, t1_ns: int | None = None,
+                    width_px: int = DEFAULT_WIDTH_PX, lanes: tuple[int, ...] | None = None) -> go.Figure:
+    """The timeline figure for one window: event bars, busy bins, counters below on the same axis (ms)."""
+    t0 = index.origin_ns if t0_ns is None else int(t0_ns)
+    t1 = index.span_end_ns if t1_ns is None else int(t1_ns)
+    if t1 <= t0:
+        t1 = t0 + 1
+    labels = index.labels
+    if lanes is not None:
+        keep_lane = np.zeros(max(len(labels), 1), dtype=bool)
+        keep_lane[list(lanes)] = True
+        sel = np.flatnonzero(keep_lane[index.lane]) if len(index) else np.zeros(0, np.int64)
+    else:
+        sel = np.arange(len(index))
+    detail = level_of_detail(index.start_ns[sel], index.end_ns[sel], index.lane[sel], len(labels), t0, t1, width_px)
+    drawn = sel[detail.visible]
+    shown_lanes = sorted(set(index.lane[sel].tolist())) if lanes is None else sorted(lanes)
+    has_counters = bool(counters)
+    fig = make_subplots(rows=2 if has_counters else 1, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        row_heights=[0.72, 0.28] if has_counters else [1.0])
+    origin = index.origin_ns
+
+    def ms(ns: np.ndarray | int) -> np.ndarray:
+        return (np.asarray(ns, dtype=np.float64) - origin) / 1e6
+
+    if len(detail.bin_busy):
+        fig.add_trace(go.Bar(
+            orientation="h", base=ms(detail.bin_start_ns), x=np.full(len(detail.bin_busy), detail.ns_per_px / 1e6),
+            y=[labels[c] for c in detail.bin_lane], name="sub-pixel busy",
+            marker={"color": "#444444", "opacity": np.clip(detail.bin_busy, 0.15, 1.0), "line": {"width": 0}},
+            customdata=np.round(detail.bin_busy * 100, 1),
+            hovertemplate="busy %{customdata}% of this pixel<extra>folded</extra>",
+        ), row=1, col=1)
+    kinds = index.kind[drawn]
+    for kind in [k for k in KIND_COLOURS if k in set(kinds.tolist())]:
+        pick = drawn[kinds == kind]
+        start = ms(index.start_ns[pick])
+        dur = (index.end_ns[pick] - index.start_ns[pick]) / 1e6
+        fig.add_trace(go.Bar(
+            orientation="h", base=start, x=dur, y=[labels[c] for c in index.lane[pick]],
+            name=kind, marker={"color": KIND_COLOURS[kind], "line": {"width": 0}},
+            customdata=np.asarray(index.name[pick], dtype=object),
+            hovertemplate="%{customdata}<br>%{base:.3f} ms + %{x:.4f} ms<extra>" + kind + "</extra>",
+        ), row=1, col=1)
+    n_out = max(width_px * COUNTER_POINTS_PER_PX, _MIN_DOWNSAMPLE_POINTS)
+    for label, (ts, vals) in counters.items():
+        pick = downsample_counter(ts, vals, t0, t1, n_out)
+        fig.add_trace(go.Scattergl(x=ms(ts[pick]), y=vals[pick], mode="lines", name=label,
+                                   line={"width": 1}), row=2, col=1)
+    x_range = [float(ms(t0)), float(ms(t1))]
+    fig.update_layout(
+        barmode="overlay", bargap=0.25, height=max(320, 28 * len(shown_lanes) + (220 if has_counters else 80)),
+        margin={"l": 10, "r": 10, "t": 30, "b": 30}, uirevision="timeline",
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        meta={"t0_ns": t0, "t1_ns": t1, "origin_ns": origin, "drawn": int(len(drawn)),
+              "folded": detail.folded, "lanes": [labels[c] for c in shown_lanes]},
+    )
+    fig.update_yaxes(categoryorder="array", categoryarray=[labels[c] for c in reversed(shown_lanes)],
+                     type="category", row=1, col=1)
+    fig.update_xaxes(range=x_range, row=1, col=1)
+    fig.update_xaxes(title_text="time since first event (ms)", row=2 if has_counters else 1, col=1)
+    return fig
+
+
+def window_from_relayout(relayout: dict | None, origin_ns: int) -> tuple[int, int] | str | None:
+    """The zoom window (absolute ns) a plotly relayout event asks for; "full" on autorange; None if no zoom."""
+    if not relayout:
+        return None
+    for axis in ("xaxis", "xaxis2"):
+        if relayout.get(f"{axis}.autorange"):
+            return "full"
+        lo, hi = relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")
+        if lo is None and isinstance(relayout.get(f"{axis}.range"), (list, tuple)) and len(relayout[f"{axis}.range"]) == 2:
+            lo, hi = relayout[f"{axis}.range"]
+        if lo is None or hi is None:
+            continue
+        try:
+            lo_ms, hi_ms = float(lo), float(hi)
+        except (TypeError, ValueError):
+            return None
+        if not (np.isfinite(lo_ms) and np.isfinite(hi_ms)):
+            return None
+        lo_ms, hi_ms = min(lo_ms, hi_ms), max(lo_ms, hi_ms)
+        t0 = origin_ns + int(round(lo_ms * 1e6))
+        t1 = origin_ns + int(round(hi_ms * 1e6))
+        return (t0, max(t1, t0 + 1))
+    return None
