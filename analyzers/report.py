@@ -1,0 +1,284 @@
+"""`torchscope analyze PATH`: run every analyzer, print a summary and the findings ranked by gain.
+
+Formats: ``text`` (terminal), ``markdown`` (a PR comment or a wiki page) and ``json`` (machine
+readable, with ``schema_version``). Times are converted from ns only here, at the display edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Callable, TextIO
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from .findings import Finding, Result
+from .loader import load_set
+from .registry import Report, run_all
+from .trace import TraceSet
+
+__all__ = ["register", "render_text", "render_markdown", "render_json", "report_dict", "analyze_path",
+           "SCHEMA_VERSION", "JSON_TABLE_ROWS"]
+
+#: Version of the JSON report layout; bump on incompatible changes.
+SCHEMA_VERSION = 1
+#: Rows kept per table in the JSON report (``rows_total`` says how many there were).
+JSON_TABLE_ROWS = 200
+#: Findings shown in the text/markdown report (JSON has them all).
+SHOWN_FINDINGS = 20
+
+
+def analyze_path(path: str, *, rank: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> tuple[TraceSet, Report]:
+    """Load ``path`` (optionally one rank of it) and run every analyzer on it."""
+    traces = load_set(path)
+    if rank is not None:
+        if rank not in traces.ranks:
+            from .errors import TraceError
+            raise TraceError(path, f"no rank {rank}; ranks are {sorted(traces.ranks)}")
+        traces = TraceSet({rank: traces[rank]}, path=traces.path)
+    data = traces if len(traces) > 1 else next(iter(traces))
+    return traces, run_all(data, progress=progress)
+
+
+# --------------------------------------------------------------------------- formatting
+def _fmt_value(key: str, value: object) -> str:
+    """Human form of one summary value: *_ns as ms/µs/s, *_pct as %, floats rounded."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (float, np.floating)) and math.isnan(float(value)):
+        return "n/a"
+    if key.endswith("_ns") and isinstance(value, (int, float, np.integer, np.floating)):
+        return _fmt_ns(float(value))
+    if key.endswith("_pct") and isinstance(value, (int, float, np.integer, np.floating)):
+        return f"{float(value):.1f}%"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.3g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(str(v) for v in list(value)[:8])
+        return f"[{shown}{', ...' if len(value) > 8 else ''}]"
+    return str(value)
+
+
+def _fmt_ns(ns: float) -> str:
+    a = abs(ns)
+    if a >= 1e9:
+        return f"{ns / 1e9:.2f} s"
+    if a >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if a >= 1e3:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+
+def _label(key: str) -> str:
+    for suffix in ("_ns", "_pct"):
+        if key.endswith(suffix):
+            key = key[: -len(suffix)]
+    return key.replace("_", " ")
+
+
+def _summary_items(result: Result) -> list[tuple[str, str]]:
+    return [(_label(k), _fmt_value(k, v)) for k, v in result.summary.items()
+            if not isinstance(v, (dict, pd.DataFrame))]
+
+
+def _rank_tag(rank: int | None) -> str:
+    return f"rank {rank}" if rank is not None else "all ranks"
+
+
+def _header(traces: TraceSet, report: Report) -> list[str]:
+    first = next(iter(traces))
+    device = first.meta.device_name or "no device recorded"
+    ranks = sorted(traces.ranks)
+    return [f"source: {report.source or traces.path}",
+            f"ranks: {', '.join(map(str, ranks))} (world size {traces.world_size})   device: {device}"]
+
+
+# --------------------------------------------------------------------------- text
+def render_text(traces: TraceSet, report: Report) -> str:
+    """The report for a terminal."""
+    out = ["torchscope analysis", *("  " + line for line in _header(traces, report)), ""]
+    out.append("Summary")
+    for res in report.results:
+        items = _summary_items(res)
+        if not items:
+            continue
+        out.append(f"  {res.analyzer} ({_rank_tag(res.rank)})")
+        line = "    "
+        for label, value in items:
+            piece = f"{label}: {value}   "
+            if len(line) + len(piece) > 110 and line.strip():
+                out.append(line.rstrip())
+                line = "    "
+            line += piece
+        if line.strip():
+            out.append(line.rstrip())
+    out.append("")
+    findings = report.findings
+    out.append(f"Findings ({len(findings)}, largest estimated gain first)")
+    if not findings:
+        out.append("  none: no rule's threshold was reached")
+    for i, f in enumerate(findings[:SHOWN_FINDINGS], 1):
+        out.append(f"  {i}. [{f.severity}] {f.title}  ({f.analyzer}, {_rank_tag(f.rank)})")
+        out.append(f"     evidence: {_evidence(f)}")
+        out.append(f"     change:   {f.recommendation}")
+        out.append(f"     gain:     {f.estimated_gain}")
+    if len(findings) > SHOWN_FINDINGS:
+        out.append(f"  ... {len(findings) - SHOWN_FINDINGS} more (see --format json)")
+    if report.skipped:
+        out.append("")
+        out.append("Skipped")
+        out.extend(f"  {name}: {why}" for name, why in sorted(report.skipped.items()))
+    if report.errors:
+        out.append("")
+        out.append("Errors (analyzer bugs; the other results stand)")
+        out.extend(f"  {name}: {why}" for name, why in sorted(report.errors.items()))
+    return "\n".join(out) + "\n"
+
+
+def _evidence(f: Finding) -> str:
+    return ", ".join(f"{k}={_fmt_value(k, v)}" for k, v in f.evidence.items())
+
+
+# --------------------------------------------------------------------------- markdown
+def render_markdown(traces: TraceSet, report: Report) -> str:
+    """The report as GitHub-flavoured markdown."""
+    out = ["# torchscope analysis", ""]
+    out.extend(f"- {line}" for line in _header(traces, report))
+    out += ["", "## Findings", ""]
+    findings = report.findings
+    if not findings:
+        out.append("No rule's threshold was reached.")
+    else:
+        out.append("| # | severity | finding | rank | estimated gain |")
+        out.append("|---|---|---|---|---|")
+        for i, f in enumerate(findings[:SHOWN_FINDINGS], 1):
+            out.append(f"| {i} | {f.severity} | {_md(f.title)} | {_md(_rank_tag(f.rank))} | {_md(f.estimated_gain)} |")
+        for i, f in enumerate(findings[:SHOWN_FINDINGS], 1):
+            out += ["", f"### {i}. {_md(f.title)}", "",
+                    f"- **evidence**: {_md(_evidence(f))}",
+                    f"- **change**: {_md(f.recommendation)}",
+                    f"- **estimated gain**: {_md(f.estimated_gain)}"]
+    out += ["", "## Summary", ""]
+    for res in report.results:
+        items = _summary_items(res)
+        if not items:
+            continue
+        out += [f"### {res.analyzer} ({_rank_tag(res.rank)})", "", "| metric | value |", "|---|---|"]
+        out.extend(f"| {_md(k)} | {_md(v)} |" for k, v in items)
+        out.append("")
+    if report.skipped:
+        out += ["## Skipped", ""]
+        out.extend(f"- **{name}**: {_md(why)}" for name, why in sorted(report.skipped.items()))
+        out.append("")
+    if report.errors:
+        out += ["## Errors", ""]
+        out.extend(f"- **{name}**: {_md(why)}" for name, why in sorted(report.errors.items()))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- json
+def report_dict(traces: TraceSet, report: Report) -> dict:
+    """Plain-JSON form of the report (``schema_version`` first)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "torchscope",
+        "source": report.source or traces.path,
+        "ranks": sorted(int(r) for r in traces.ranks),
+        "world_size": int(traces.world_size),
+        "device": next(iter(traces)).meta.device_name,
+        "findings": [f.to_dict() for f in report.findings],
+        "results": [_result_dict(r) for r in report.results],
+        "skipped": dict(report.skipped),
+        "errors": dict(report.errors),
+    }
+
+
+def _result_dict(res: Result) -> dict:
+    tables = {}
+    for name, frame in res.tables.items():
+        shown = frame.head(JSON_TABLE_ROWS)
+        tables[name] = {"rows_total": int(len(frame)), "columns": [str(c) for c in frame.columns],
+                        "rows": [[_plain(v) for v in row] for row in shown.itertuples(index=False, name=None)]}
+    return {"analyzer": res.analyzer, "rank": res.rank,
+            "summary": {k: _plain(v) for k, v in res.summary.items()}, "tables": tables}
+
+
+def _plain(value: object) -> object:
+    """JSON-safe scalar: numpy → Python, NaN/NA → None, other objects → str."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) or math.isinf(float(value)) else float(value)
+    if isinstance(value, str):
+        return value
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def render_json(traces: TraceSet, report: Report) -> str:
+    """The report as indented JSON."""
+    return orjson.dumps(report_dict(traces, report), option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+# --------------------------------------------------------------------------- command
+class _Progress:
+    """One self-overwriting status line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.t0 = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.enabled:
+            self.stream.write(f"\r\033[Kanalyzing: {name} ({time.perf_counter() - self.t0:.1f} s)")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _run(args: argparse.Namespace) -> int:
+    progress = _Progress(sys.stderr)
+    progress("loading")
+    try:
+        traces, report = analyze_path(args.path, rank=args.rank, progress=progress)
+    finally:
+        progress.done()
+    render = {"text": render_text, "markdown": render_markdown, "json": render_json}[args.format]
+    sys.stdout.write(render(traces, report))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `analyze` subcommand."""
+    p = subparsers.add_parser("analyze", help="run every analyzer; print a summary and findings ranked by gain")
+    p.add_argument("path", help="trace file (.json/.json.gz), folder of per-rank traces, or run bundle")
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument("--rank", type=int, default=None, help="analyze only this rank")
+    p.set_defaults(func=_run)
