@@ -17,6 +17,13 @@ different tile size still lines up.
 
 GPU work is attributed to the step whose window holds the *launch* (the runtime call with the same
 correlation id), not the kernel's own start: the GPU runs behind the CPU.
+
+Definitions are shared with the analyzers, not re-implemented: GPU time categories are
+``kernels.category_of``; peak memory comes from ``memory.device_memory_timeline`` / ``memory.host_rss``;
+MoE loads from ``moe.routing_from_stream``, imbalance is ``moe.imbalance_metrics``' busiest expert over
+the mean (averaged over layers), the drop rate is ``moe.capacity_metrics`` at
+``moe.DEFAULT_CAPACITY_FACTOR``. Energy per step integrates the samples stream (NVML energy counter,
+else power) or the trace's ``power_w`` counters over each step window.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import kernels as kernels_analyzer
+from . import memory as memory_analyzer
+from . import moe as moe_analyzer
 from .errors import TraceError
 from .trace import GPU_WORK_KINDS, Trace
 
@@ -49,8 +59,6 @@ DEFAULT_WARMUP_STEPS = 1
 #: Warm-up steps are only skipped when at least this many steps remain (short traces keep all).
 MIN_STEPS_AFTER_WARMUP = 2
 
-#: Kernel-name fragments of collective-communication kernels (NCCL on NVIDIA, RCCL on AMD).
-_COMM_KERNEL = re.compile(r"nccl|rccl", re.IGNORECASE)
 #: CPU-side collectives of gloo jobs (torch 2.13 writes a user annotation "gloo:all_reduce").
 _COMM_CPU = re.compile(r"^gloo:", re.IGNORECASE)
 
@@ -206,15 +214,10 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
         dur = gpu["dur_ns"].to_numpy(np.float64)
         gkind = gpu["kind"].astype(str).to_numpy()
         is_kernel = gkind == "kernel"
-        names = gpu["name"].astype(str).to_numpy()
-        is_comm = is_kernel & np.fromiter((bool(_COMM_KERNEL.search(x)) for x in names), bool, len(names))
-        categories = {
-            "compute": is_kernel & ~is_comm,
-            "communication": is_comm,
-            "memcpy": gkind == "memcpy",
-            "memset": gkind == "memset",
-        }
-        for cat, mask in categories.items():
+        category = kernels_analyzer.category_of(gpu["name"], gpu["kind"]).to_numpy()
+        is_comm = category == kernels_analyzer.COMMUNICATION
+        for cat in kernels_analyzer.CATEGORIES:
+            mask = category == cat
             if mask.any():
                 sampled(f"gpu/{cat}", "gpu", "ns", np.bincount(step_of[mask], dur[mask], minlength=n))
         busy = _busy_per_step(gpu["ts_ns"].to_numpy(np.int64), gpu["ts_ns"].to_numpy(np.int64)
@@ -389,31 +392,26 @@ def _arg_numbers(args: pd.Series, key: str) -> np.ndarray:
 
 
 def _peak_memory(trace: Trace, window: tuple[int, int]) -> list[tuple[str, str, float, bool]]:
-    """Peak allocated / reserved device memory and peak host RSS over the selected steps, bytes."""
-    found: dict[str, tuple[str, float, bool]] = {}
+    """Peak allocated / reserved / used device memory and peak host RSS over the selected steps, bytes."""
+    found = []
     lo, hi = window
-    mem = trace.events[trace.events["kind"] == "memory"]
-    if not mem.empty:
-        in_window = mem[(mem["ts_ns"] >= lo) & (mem["ts_ns"] <= hi)]
-        mem = in_window if not in_window.empty else mem
-        for arg, key, headline in (("Total Allocated", "memory/peak_allocated", True),
-                                   ("Total Reserved", "memory/peak_reserved", False)):
-            values = _arg_numbers(mem["args"], arg)
-            if np.isfinite(values).any():
-                found[key] = ("bytes", float(np.nanmax(values)), headline)
-    samples = trace.streams.get("samples") if trace.streams else None
-    if samples is not None and not samples.empty and "t_ns" in samples:
-        rows = samples[(samples["t_ns"] >= lo) & (samples["t_ns"] <= hi)]
-        rows = rows if not rows.empty else samples
+    timeline = memory_analyzer.device_memory_timeline(trace)
+    if not timeline.empty:
+        timeline = timeline[timeline["device_type"] != "cpu"]
+        inside = timeline[(timeline["ts_ns"] >= lo) & (timeline["ts_ns"] <= hi)]
+        timeline = inside if not inside.empty else timeline
         for column, key, headline in (("allocated_bytes", "memory/peak_allocated", True),
                                       ("reserved_bytes", "memory/peak_reserved", False),
-                                      ("mem_used_bytes", "memory/peak_device_used", False),
-                                      ("rss_bytes", "memory/peak_host_rss", False)):
-            if column in rows and key not in found:
-                values = pd.to_numeric(rows[column], errors="coerce").to_numpy(np.float64)
-                if np.isfinite(values).any():
-                    found[key] = ("bytes", float(np.nanmax(values)), headline)
-    return [(key, unit, value, headline) for key, (unit, value, headline) in found.items()]
+                                      ("used_bytes", "memory/peak_device_used", False)):
+            values = timeline[column].to_numpy(np.float64)
+            if np.isfinite(values).any():
+                found.append((key, "bytes", float(np.nanmax(values)), headline))
+    rss = memory_analyzer.host_rss(trace)
+    if not rss.empty:
+        inside = rss[(rss["ts_ns"] >= lo) & (rss["ts_ns"] <= hi)]
+        rss = inside if not inside.empty else rss
+        found.append(("memory/peak_host_rss", "bytes", float(rss["rss_bytes"].max()), False))
+    return found
 
 
 def _energy_per_step(trace: Trace, starts: np.ndarray, ends: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
@@ -486,59 +484,48 @@ def _integrated(frame: pd.DataFrame, column: str, starts: np.ndarray, ends: np.n
 def _moe_metrics(trace: Trace, steps: np.ndarray | None, selection: StepSelection, sampled, exact) -> list[str]:
     """MoE tokens per expert (exact, per layer), load imbalance and drop rate per step (sampled)."""
     moe = trace.streams.get("moe") if trace.streams else None
-    if moe is None or moe.empty or "type" not in moe:
+    if moe is None or moe.empty:
         return []
-    counts = moe[moe["type"] == "counts"]
-    if counts.empty or "counts" not in counts:
+    routing = moe_analyzer.routing_from_stream(moe, manifest=trace.meta.manifest)
+    layers = [(lr, *lr.step_counts()) for lr in routing.layers if len(lr.counts)]
+    if not layers:
         return []
     notes = []
-    chosen = counts[counts["step"].isin(steps)] if steps is not None else counts.iloc[0:0]
-    if chosen.empty:  # the router's step numbers do not line up with ProfilerStep: select on its own
-        own = np.sort(counts["step"].unique())
+    all_steps = np.unique(np.concatenate([s for _, s, _ in layers]))
+    chosen = all_steps[np.isin(all_steps, steps)] if steps is not None else all_steps[:0]
+    if chosen.size == 0:  # the router's step numbers do not line up with ProfilerStep: select on its own
+        chosen = all_steps
         if selection.steps is not None:
-            own = own[np.isin(own, selection.steps)]
-        elif selection.warmup > 0 and own.size - selection.warmup >= MIN_STEPS_AFTER_WARMUP:
-            own = own[selection.warmup:]
-        chosen = counts[counts["step"].isin(own)]
-        notes.append("MoE steps selected on the router's own step numbers")
-    if chosen.empty:
+            chosen = chosen[np.isin(chosen, selection.steps)]
+        elif selection.warmup > 0 and chosen.size - selection.warmup >= MIN_STEPS_AFTER_WARMUP:
+            chosen = chosen[selection.warmup:]
+        if steps is not None:
+            notes.append("MoE steps selected on the router's own step numbers")
+    if chosen.size == 0:
         return notes
-    n_steps = chosen["step"].nunique()
-    for layer, rows in chosen.groupby(chosen["layer"].astype(str), sort=True):
-        matrix = _count_matrix(rows["counts"])
-        if matrix is None:
-            continue
-        exact(f"moe_expert_tokens/{layer}", "moe", "tokens", [float(x) for x in matrix.sum(axis=0) / n_steps],
-              headline=True)
-    imbalance = []
-    drop = []
-    for _, rows in chosen.groupby("step", sort=True):
-        matrix = _count_matrix(rows["counts"])
-        if matrix is None:
-            continue
-        mean = matrix.mean(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(mean > 0, matrix.max(axis=1) / mean, np.nan)
-        if np.isfinite(ratio).any():
-            imbalance.append(float(np.nanmean(ratio)))
-        if "dropped" in rows and "tokens" in rows:
-            dropped = pd.to_numeric(rows["dropped"], errors="coerce").sum()
-            tokens = pd.to_numeric(rows["tokens"], errors="coerce").sum()
-            if tokens > 0:
-                drop.append(float(dropped) / float(tokens))
-    if imbalance:
-        sampled("moe/imbalance", "moe", "ratio", np.array(imbalance), headline=True)
-    if drop:
-        sampled("moe/drop_rate", "moe", "fraction", np.array(drop), headline=True)
+    max_over_mean = np.zeros(chosen.size)
+    n_layers = np.zeros(chosen.size)
+    dropped = np.zeros(chosen.size)
+    assigned = np.zeros(chosen.size)
+    for lr, layer_steps, counts in layers:
+        keep = np.isin(layer_steps, chosen)
+        rows, counts = np.searchsorted(chosen, layer_steps[keep]), counts[keep]
+        exact(f"moe_expert_tokens/{lr.layer}", "moe", "tokens",
+              [float(x) for x in counts.sum(axis=0) / chosen.size], headline=True)
+        ratio = moe_analyzer.imbalance_metrics(counts)["max_over_mean"]
+        ok = np.isfinite(ratio)
+        np.add.at(max_over_mean, rows[ok], ratio[ok])
+        np.add.at(n_layers, rows[ok], 1)
+        for row, step_counts in zip(rows, counts):
+            cap = moe_analyzer.capacity_metrics(step_counts, moe_analyzer.DEFAULT_CAPACITY_FACTOR)
+            dropped[row] += cap["dropped"]
+            assigned[row] += float(step_counts.sum())
+    has = n_layers > 0
+    if has.any():
+        sampled("moe/imbalance", "moe", "ratio", max_over_mean[has] / n_layers[has], headline=True)
+    if (assigned > 0).any():
+        sampled("moe/drop_rate", "moe", "fraction", dropped[assigned > 0] / assigned[assigned > 0], headline=True)
     return notes
-
-
-def _count_matrix(column: pd.Series) -> np.ndarray | None:
-    """Rows of per-expert counts as a 2-D array (None when rows disagree on the expert count)."""
-    rows = [np.asarray(c, dtype=np.float64) for c in column if isinstance(c, (list, tuple, np.ndarray))]
-    if not rows or len({r.size for r in rows}) != 1:
-        return None
-    return np.vstack(rows)
 
 
 def _mean_value(values: list) -> float | list | None:

@@ -163,7 +163,7 @@ def compare_samples_many(
     return out
 
 
-def compare_exact(base: float | list | None, new: float | list | None, *, direction: int = 1) -> Comparison:
+def compare_exact(base: float | list | None, new: float | list | None, *, direction: int = 0) -> Comparison:
     """Compare a deterministic value (a number, or a list such as per-expert counts) exactly."""
     if base is None or new is None:
         return compare_presence(base is not None, new is not None, base=base, new=new,
