@@ -87,8 +87,8 @@ _TYPE_PATTERNS = (
 _DTYPE_BYTES = {
     "float": 4, "float32": 4, "double": 8, "float64": 8, "half": 2, "float16": 2, "bfloat16": 2,
     "c10::half": 2, "c10::bfloat16": 2, "long": 8, "int64": 8, "long int": 8, "int": 4, "int32": 4,
-    "short": 2, "int16": 2, "char": 1, "signed char": 1, "unsigned char": 1, "byte": 1, "int8": 1,
-    "uint8": 1, "bool": 1, "complexfloat": 8, "c10::complex<float>": 8, "complexdouble": 16,
+    "short": 2, "short int": 2, "int16": 2, "char": 1, "signed char": 1, "unsigned char": 1, "byte": 1, "int8": 1,
+    "uint8": 1, "bool": 1, "complexfloat": 8, "c10::complex<float>": 8, "complexdouble": 16, "c10::complex<double>": 16,
     "float8_e4m3fn": 1, "float8_e5m2": 1, "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1,
 }
 
@@ -153,8 +153,9 @@ def _first_dims_bytes(args: object) -> tuple[float, float]:
     dims, types = args.get("Input Dims"), args.get("Input type")
     if not isinstance(dims, list) or not dims or not isinstance(dims[0], list) or not dims[0]:
         return (np.nan, np.nan)
+    shapes = dims[0] if isinstance(dims[0][0], list) else [dims[0]]  # a TensorList: sum of its tensors
     try:
-        nelems = float(np.prod([int(d) for d in dims[0]]))
+        nelems = float(sum(np.prod([int(d) for d in shape]) for shape in shapes))
     except (TypeError, ValueError):
         return (np.nan, np.nan)
     first_type = types[0] if isinstance(types, list) and types else None
@@ -326,7 +327,8 @@ def _cpu_collectives(trace: Trace, spans: pd.DataFrame) -> pd.DataFrame:
     if spans.empty:
         return pd.DataFrame()
     names = spans["name"].astype(str).tolist()
-    fields = [_annotation_fields(n, a) for n, a in zip(names, spans["args"].to_numpy())]
+    # torchscope's profiler adds NCCL-style args to gloo annotations (profiler/comms.py): prefer them.
+    fields = [_param_fields(a) or _annotation_fields(n, a) for n, a in zip(names, spans["args"].to_numpy())]
     table = _finish(trace, spans, fields, names)
     table["timed_on"] = pd.array(["cpu"] * len(table), dtype="str")
     table["launch_ts_ns"] = table["ts_ns"].to_numpy(np.int64)
