@@ -245,7 +245,8 @@ class Annotator:
         name = fixed
         if name is None:
             name = "forward"
-            if not torch.is_grad_enabled() and callable(getattr(module, "generate", None)):
+            if not torch.is_grad_enabled() and (callable(getattr(module, "generate", None))
+                                                or kwargs.get("past_key_values") is not None):
                 n = _seq_len(args, kwargs)
                 if n is not None:
                     name = "prefill" if n > 1 else "decode"
