@@ -6,14 +6,17 @@ which return ``(logits, top-k weights, top-k indices)``, and the older layout wh
 ``...SparseMoeBlock`` owns a ``gate`` ``nn.Linear`` that returns router logits and the block takes
 the top-k itself), puts a forward hook on each, and writes ``rank<N>.moe.jsonl`` lines::
 
-    {"type": "router", "layer", "layer_index", "num_experts", "top_k"}           once per router
-    {"type": "counts", "step", "phase", "layer", "tokens", "counts": [E], "weights": [E], "dropped"?}
+    {"type": "router", "layer", "layer_index", "num_experts", "top_k", "expert_params"?, "expert_bytes"?}
+                                                                                 once per router
+    {"type": "counts", "step", "phase", "layer", "tokens", "calls", "counts": [E], "weights": [E], "dropped"?}
                                                       per step × phase × router that saw tokens
     {"type": "tokens", "step", "phase", "layer", "experts": [[k ids], ...]}     when sample_tokens > 0
 
 ``counts[e]`` is the number of top-k assignments to expert ``e`` (so ``sum(counts) == tokens ×
 top_k`` unless a router drops tokens: indices outside 0..E-1 are counted in ``dropped``, written
-only when non-zero); ``weights[e]`` is the summed routing weight those
+only when non-zero); ``calls`` is how many router calls (dispatches) the line sums; the size of one
+expert (``expert_params`` / ``expert_bytes``) is written when the MoE block's experts can be told
+apart (see ``expert_size``); ``weights[e]`` is the summed routing weight those
 assignments carried (the router's own top-k weights; for a router that returns only logits, the
 softmax probability of each chosen expert).
 
@@ -51,6 +54,7 @@ __all__ = [
     "RouterRecorder",
     "SAMPLE_CALLS_PER_STEP",
     "SAMPLE_SEED",
+    "expert_size",
     "find_routers",
     "routing_from_output",
 ]
@@ -182,14 +186,54 @@ def _has_expert_count_attr(module: nn.Module, parent: nn.Module | None, config: 
     )
 
 
+def expert_size(block: nn.Module, num_experts: int, router: nn.Module | None = None) -> tuple[int, int] | None:
+    """(parameters, bytes) of one expert of the MoE `block`, or None when the experts cannot be told apart.
+
+    Experts are the block's parameters stacked along a leading dimension of `num_experts` (the
+    transformers 5.x layout; nn.Linear weights and router modules are not experts) plus every
+    ModuleList/ModuleDict of exactly `num_experts` modules (the older one-module-per-expert layout);
+    the router's own and shared experts' parameters are left out.
+    """
+    routers = {id(p) for p in router.parameters()} if router is not None else set()
+    linears: set[int] = set()
+    for child in block.modules():
+        cls = type(child).__name__
+        if child is not block and _ROUTER_CLASS.search(cls) and not _NOT_ROUTER_CLASS.search(cls):
+            routers.update(id(p) for p in child.parameters())
+        if isinstance(child, nn.Linear):  # a stacked expert tensor is never a Linear's weight
+            linears.update(id(p) for p in child.parameters(recurse=False))
+    seen: set[int] = set(routers)
+    params = nbytes = 0
+
+    def add(p: torch.Tensor) -> None:
+        nonlocal params, nbytes
+        seen.add(id(p))
+        params += p.numel()
+        nbytes += p.numel() * p.element_size()
+
+    for name, child in block.named_modules():
+        if "shared" not in name and isinstance(child, (nn.ModuleList, nn.ModuleDict)) and len(child) == num_experts:
+            for p in child.parameters():
+                if id(p) not in seen:
+                    add(p)
+    for name, p in block.named_parameters():
+        if "shared" not in name and id(p) not in seen and id(p) not in linears and p.dim() >= 2 \
+                and p.shape[0] == num_experts:
+            add(p)
+    if not params:
+        return None
+    return params // num_experts, nbytes // num_experts
+
+
 @dataclass(frozen=True)
 class RouterInfo:
-    """A router found in a model: its qualified name, module, and shape (top_k None = from outputs)."""
+    """A router found in a model: its qualified name, module, shape (top_k None = from outputs), MoE block."""
 
     name: str
     module: nn.Module
     num_experts: int
     top_k: int | None
+    block: nn.Module | None = None
 
 
 def find_routers(root: nn.Module) -> list[RouterInfo]:
@@ -228,7 +272,7 @@ def find_routers(root: nn.Module) -> list[RouterInfo]:
                 continue
         if num_experts is None or num_experts < 2:
             continue
-        found.append(RouterInfo(name=name or cls, module=module, num_experts=num_experts, top_k=top_k))
+        found.append(RouterInfo(name=name or cls, module=module, num_experts=num_experts, top_k=top_k, block=parent))
         taken.append(name)
     return found
 
@@ -271,6 +315,7 @@ class _PhaseBuffers:
     counts: torch.Tensor  # [E + 1] int64; the last bin collects out-of-range indices (dropped tokens)
     weights: torch.Tensor  # [E + 1] float32
     tokens: int = 0  # from shapes, no device read
+    calls: int = 0  # router calls summed into this line
     has_weights: bool = False
     samples: list[tuple[torch.Tensor, int]] = field(default_factory=list)  # (rows [n, k], tokens they stand for)
     sample_calls: int = 0
@@ -285,6 +330,7 @@ class _Router:
     top_k: int | None
     extract: Extract | None
     guard: Guard
+    expert: tuple[int, int] | None = None  # (parameters, bytes) of one expert
     handle: Any = None
     announced: bool = False
     phases: dict[str, _PhaseBuffers] = field(default_factory=dict)
@@ -321,7 +367,8 @@ class RouterRecorder:
         for info in find_routers(root):
             if id(info.module) in known:
                 continue
-            self._add(info.module, info.name, info.num_experts, info.top_k, None)
+            size = expert_size(info.block, info.num_experts, info.module) if info.block is not None else None
+            self._add(info.module, info.name, info.num_experts, info.top_k, None, size)
             found += 1
         if found and not any(ref() is root for ref in self._roots):
             self._roots.append(weakref.ref(root))
@@ -347,7 +394,8 @@ class RouterRecorder:
             name = self._qualified_name(module) or f"{type(module).__name__}.{len(self._routers)}"
         for router in [r for r in self._routers if r.module is module]:
             self._remove(router)
-        self._add(module, name, int(num_experts), top_k or (inferred_k if extract is None else None), extract)
+        size = expert_size(module, int(num_experts))  # a whole MoE layer watched: its experts are inside
+        self._add(module, name, int(num_experts), top_k or (inferred_k if extract is None else None), extract, size)
 
     def _qualified_name(self, module: nn.Module) -> str | None:
         for ref in self._roots:
@@ -359,10 +407,11 @@ class RouterRecorder:
                     return qualified
         return None
 
-    def _add(self, module: nn.Module, name: str, num_experts: int, top_k: int | None, extract: Extract | None) -> None:
+    def _add(self, module: nn.Module, name: str, num_experts: int, top_k: int | None, extract: Extract | None,
+             expert: tuple[int, int] | None = None) -> None:
         router = _Router(
             name=name, index=len(self._routers), module=module, num_experts=num_experts,
-            top_k=top_k, extract=extract, guard=Guard(f"MoE router {name}"),
+            top_k=top_k, extract=extract, guard=Guard(f"MoE router {name}"), expert=expert,
         )
         router.guard._on_fail = lambda r=router: self._unhook(r)
         hook = router.guard.wrap(lambda mod, inputs, output, r=router: self._on_forward(r, mod, inputs, output))
@@ -372,10 +421,13 @@ class RouterRecorder:
             self._announce(router)
 
     def _announce(self, router: _Router) -> None:
-        self._writer.write({
+        line = {
             "type": "router", "layer": router.name, "layer_index": router.index,
             "num_experts": router.num_experts, "top_k": router.top_k,
-        })
+        }
+        if router.expert is not None:
+            line["expert_params"], line["expert_bytes"] = router.expert
+        self._writer.write(line)
         router.announced = True
 
     @staticmethod
@@ -455,6 +507,7 @@ class RouterRecorder:
                 buffers.weights.index_add_(0, flat, w)
                 buffers.has_weights = True
             buffers.tokens += int(tokens)
+            buffers.calls += 1
             if self.sample_tokens and tokens:
                 self._sample(buffers, indices, int(tokens))
 
@@ -521,7 +574,7 @@ class RouterRecorder:
             offsets[b.counts.device] = at
             line = {
                 "type": "counts", "step": step, "phase": phase, "layer": router.name,
-                "tokens": b.tokens, "counts": counts,
+                "tokens": b.tokens, "calls": b.calls, "counts": counts,
             }
             if b.has_weights:
                 line["weights"] = [round(w, _WEIGHT_DIGITS) for w in weights]

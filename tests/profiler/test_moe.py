@@ -68,6 +68,9 @@ def test_hf_counts_match_reference_from_router_logits(build, num_experts):
     assert [(r["layer"], r["layer_index"], r["num_experts"], r["top_k"]) for r in routers] == [
         ("model.layers.0.mlp.gate", 0, num_experts, 2), ("model.layers.1.mlp.gate", 1, num_experts, 2),
     ]
+    # one expert = gate/up [2I, H] + down [H, I]; Qwen2-MoE's shared expert is not one of them
+    inner = 64 if num_experts == 4 else 32
+    assert [(r["expert_params"], r["expert_bytes"]) for r in routers] == [(3 * inner * 32, 3 * inner * 32 * 4)] * 2
     ids = torch.randint(0, 64, (3, 7), generator=torch.Generator().manual_seed(1))
     out = model(ids, labels=ids, output_router_logits=True)
     out.loss.backward()
@@ -75,7 +78,7 @@ def test_hf_counts_match_reference_from_router_logits(build, num_experts):
     counts = writer.of("counts")
     assert len(counts) == 2
     for line, logits in zip(counts, out.router_logits):
-        assert line["step"] == 5 and line["phase"] == "train" and line["tokens"] == 21
+        assert line["step"] == 5 and line["phase"] == "train" and line["tokens"] == 21 and line["calls"] == 1
         assert sum(line["counts"]) == 21 * 2
         assert line["counts"] == reference_counts(logits.detach(), num_experts, 2)
         # summed routing weights: each token's top-k weights sum to 1 (Mixtral) or to its top-k mass (Qwen2)
@@ -196,6 +199,7 @@ def test_legacy_gate_linear_inside_sparse_moe_block():
     writer = ListWriter()
     recorder = RouterRecorder(writer)
     recorder.attach(net)
+    assert {r["expert_params"] for r in writer.of("router")} == {16 * 16 + 16}  # one Linear per expert
     logits = []
     handles = [b.gate.register_forward_hook(lambda m, i, o: logits.append(o.detach())) for b in net.blocks]
     x = torch.randn(4, 5, 16)
@@ -270,9 +274,10 @@ def test_watch_custom_layer_with_extract():
     layer(x[:3] * -2)
     chosen.append(layer.last_choice)
     recorder.step(0)
-    assert writer.of("router") == [{"type": "router", "layer": "moe0", "layer_index": 0, "num_experts": 5, "top_k": 3}]
+    assert writer.of("router") == [{"type": "router", "layer": "moe0", "layer_index": 0, "num_experts": 5, "top_k": 3,
+                                    "expert_params": 64, "expert_bytes": 256}]
     (line,) = writer.of("counts")
-    assert line["tokens"] == 13 and sum(line["counts"]) == 13 * 3
+    assert line["tokens"] == 13 and line["calls"] == 2 and sum(line["counts"]) == 13 * 3
     flat = torch.cat(chosen).reshape(-1)
     assert line["counts"] == [int((flat == e).sum()) for e in range(5)]
     assert "weights" not in line
