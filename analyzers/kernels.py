@@ -60,7 +60,7 @@ _RULES: tuple[tuple[str, re.Pattern], ...] = (
     (ATTENTION, re.compile(r"flash|fmha|attention|attn|sdpa|_mha_|mha_fwd|mha_bwd", re.I)),
     (GEMM, re.compile(r"gemm|gemv|matmul|cublas|cutlass|xmma|conv|wgrad|dgrad|fprop|implicit|"
                       r"winograd|scudnn|tensorop|hmma|_mm_|bmm|cudnn.*(?:fft|gemm)|tilegemm|"
-                      r"triton_tem|mfma|rocblas|hipblas", re.I)),
+                      r"triton_tem|mfma|rocblas|hipblas|^cijk_", re.I)),
     (REDUCTION, re.compile(r"reduce|norm|bn_fw|bn_bw|softmax|welford|sum_|_sum|mean|argmax|argmin|"
                            r"topk|sort|scan|cumsum|triton_red|triton_per|loss|nll|cross_entropy", re.I)),
     (ELEMENTWISE, re.compile(r"elementwise|vectorized|unrolled|pointwise|triton_poi|copy|fill|cat_?array|"
