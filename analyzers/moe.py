@@ -67,6 +67,7 @@ __all__ = [
     "IMBALANCE_WARN",
     "IMBALANCE_CRITICAL",
     "DEAD_EXPERT_MIN_ASSIGNMENTS",
+    "DEAD_EXPERT_LOAD_FRACTION",
     "TREND_RATIO_WARN",
     "TREND_MIN_STEPS",
     "TREND_MIN_FINAL",
@@ -94,8 +95,10 @@ PADDING_WASTE_WARN = 0.30
 IMBALANCE_WARN = 1.5
 #: ... and this many times is critical.
 IMBALANCE_CRITICAL = 3.0
-#: An expert with no token counts as dead only when the layer routed at least this many
-#: assignments per expert on average (fewer and a zero may be chance).
+#: An expert is dead when its load over the run is below this share of the layer's mean expert load ...
+DEAD_EXPERT_LOAD_FRACTION = 0.01
+#: ... judged only when the layer routed at least this many assignments per expert on average
+#: (with fewer, a zero may be chance).
 DEAD_EXPERT_MIN_ASSIGNMENTS = 20
 #: Imbalance growing during training: mean max/mean of the last third of steps over the first third.
 TREND_RATIO_WARN = 1.15
@@ -113,7 +116,6 @@ DEFAULT_EP_RANKS = 8
 MAX_CACHE_ACCESSES = 20_000
 #: Capacity factors tried (besides the exact one) when searching the one that meets the drop target.
 _CF_SEARCH_ITERS = 40
-_GIB = float(1 << 30)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -130,6 +132,7 @@ class LayerRouting:
     tokens: np.ndarray  # int64 tokens per counts row
     counts: np.ndarray  # int64 rows × E
     weights: np.ndarray | None  # float64 rows × E (None when not recorded)
+    calls: np.ndarray  # int64 router calls summed into each counts row (1 when not recorded)
     token_samples: tuple[tuple[int, ...], ...]  # sampled tokens' expert ids, in step order
     token_sample_phases: tuple[str, ...]  # phase of each sampled token
     expert_bytes: int | None = None
@@ -217,7 +220,9 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
             phase = rec.get("phase")
             phase = str(phase) if isinstance(phase, str) else "all"
             tokens = _int_or_none(rec.get("tokens"))
-            rows.setdefault(layer, []).append((step, order, phase, tokens, counts, weights))
+            calls = _int_or_none(rec.get("calls"))
+            rows.setdefault(layer, []).append((step, order, phase, tokens, counts, weights,
+                                               calls if calls and calls > 0 else 1))
         elif typ == "tokens":
             experts = _as_list(rec.get("experts"))
             step = _int_or_none(rec.get("step"))
@@ -261,6 +266,7 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
                 tokens = np.where(tokens >= 0, tokens, counts.sum(axis=1) // top_k)
             steps = np.asarray([r[0] for r in layer_rows], dtype=np.int64)
             phases = tuple(r[2] for r in layer_rows)
+            calls = np.asarray([r[6] for r in layer_rows], dtype=np.int64)
         else:  # only sampled tokens: counts rebuilt from the samples, one row per step
             steps_list = [s for s, _, _, _ in layer_samples]
             uniq = sorted(set(steps_list))
@@ -277,12 +283,13 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
             weights = None
             steps = np.asarray(uniq, dtype=np.int64)
             phases = tuple(phase_of[s] for s in uniq)
+            calls = np.ones(len(uniq), np.int64)
             if top_k is None and token_ids:
                 top_k = len(token_ids[0])
         index = _int_or_none(entry.get("layer_index"))
         out.append(LayerRouting(
             layer=layer, layer_index=index if index is not None else -1, num_experts=num_experts, top_k=top_k,
-            steps=steps, phases=phases, tokens=tokens, counts=counts, weights=weights,
+            steps=steps, phases=phases, tokens=tokens, counts=counts, weights=weights, calls=calls,
             token_samples=tuple(token_ids), token_sample_phases=tuple(token_phases),
             expert_bytes=entry.get("expert_bytes") or manifest_bytes,
         ))
@@ -348,7 +355,8 @@ def imbalance_table(routing: Routing) -> pd.DataFrame:
         per_step = imbalance_metrics(per_step_counts) if len(per_step_counts) else None
         assignments = int(total.sum())
         judged = assignments >= DEAD_EXPERT_MIN_ASSIGNMENTS * lr.num_experts
-        dead = np.flatnonzero(total == 0) if judged else np.zeros(0, np.int64)
+        mean_load = assignments / lr.num_experts
+        dead = np.flatnonzero(total < DEAD_EXPERT_LOAD_FRACTION * mean_load) if judged else np.zeros(0, np.int64)
         rows.append({
             "layer": lr.layer,
             "layer_index": lr.layer_index,
@@ -363,6 +371,7 @@ def imbalance_table(routing: Routing) -> pd.DataFrame:
             "step_max_over_mean_mean": float(np.nanmean(per_step["max_over_mean"])) if per_step else float("nan"),
             "step_max_over_mean_max": float(np.nanmax(per_step["max_over_mean"])) if per_step else float("nan"),
             "step_idle_experts_mean": float(np.mean(per_step["idle_experts"])) if per_step else float("nan"),
+            "unused_experts": int((total == 0).sum()) if judged else 0,
             "dead_experts": int(len(dead)),
             "dead_expert_ids": ",".join(str(int(e)) for e in dead),
             "hottest_expert": int(np.argmax(total)) if assignments else -1,
@@ -399,31 +408,40 @@ def imbalance_trend(max_over_mean: np.ndarray) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------------- capacity
-def capacity_metrics(counts: np.ndarray, capacity_factor: float) -> dict[str, float]:
-    """Static capacity ceil(cf × assignments / E) per expert per dispatch: drop rate, padding waste (0..1)."""
+def capacity_metrics(counts: np.ndarray, capacity_factor: float, calls: np.ndarray | None = None) -> dict[str, float]:
+    """Static capacity ceil(cf × assignments / E) per expert per dispatch: drop rate, padding waste (0..1).
+
+    A row that sums ``calls`` router calls is taken as that many dispatches of its mean counts
+    (exact when the calls were alike, and for one-token calls, which can never overflow).
+    """
     c = np.asarray(counts, dtype=np.float64)
     if c.ndim == 1:
         c = c[None, :]
+    n = np.ones(len(c)) if calls is None else np.maximum(np.asarray(calls, dtype=np.float64), 1.0)
     num_experts = c.shape[-1]
-    assignments = c.sum(axis=-1)
+    per_call = c / n[:, None]
+    assignments = per_call.sum(axis=-1)
     capacity = np.ceil(capacity_factor * assignments / num_experts - 1e-9)
-    dropped = np.clip(c - capacity[:, None], 0, None).sum()
-    padding = np.clip(capacity[:, None] - c, 0, None).sum()
-    slots = (capacity * num_experts).sum()
-    total = assignments.sum()
+    dropped = (np.clip(per_call - capacity[:, None], 0, None).sum(axis=-1) * n).sum()
+    padding = (np.clip(capacity[:, None] - per_call, 0, None).sum(axis=-1) * n).sum()
+    slots = (capacity * num_experts * n).sum()
+    total = c.sum()
     return {
-        "capacity_mean": float(capacity.mean()) if len(capacity) else 0.0,
+        "capacity_mean": float(np.average(capacity, weights=n)) if len(capacity) else 0.0,
         "dropped": float(dropped),
+        "slots": float(slots),
         "drop_rate": float(dropped / total) if total else 0.0,
         "padding_waste": float(padding / slots) if slots else 0.0,
     }
 
 
-def capacity_for_drop_rate(counts: np.ndarray, target: float = DROP_RATE_TARGET) -> float:
-    """Smallest capacity factor (to 0.01) whose drop rate is at most ``target``."""
+def capacity_for_drop_rate(counts: np.ndarray, target: float = DROP_RATE_TARGET,
+                           calls: np.ndarray | None = None) -> float:
+    """Smallest capacity factor (on a 0.01 grid) whose drop rate is at most ``target``."""
     c = np.asarray(counts, dtype=np.float64)
     if c.ndim == 1:
         c = c[None, :]
+    n = np.ones(len(c)) if calls is None else np.maximum(np.asarray(calls, dtype=np.float64), 1.0)
     assignments = c.sum(axis=-1)
     live = assignments > 0
     if not live.any():
@@ -432,7 +450,7 @@ def capacity_for_drop_rate(counts: np.ndarray, target: float = DROP_RATE_TARGET)
     lo = 0.0
     for _ in range(_CF_SEARCH_ITERS):
         mid = (lo + hi) / 2
-        if capacity_metrics(c, mid)["drop_rate"] <= target:
+        if capacity_metrics(c, mid, n)["drop_rate"] <= target:
             hi = mid
         else:
             lo = mid
@@ -445,10 +463,10 @@ def capacity_table(routing: Routing, factors: Sequence[float] = CAPACITY_FACTORS
     for lr in routing.layers:
         if not len(lr.counts):
             continue
-        needed = capacity_for_drop_rate(lr.counts, DROP_RATE_TARGET)
-        lossless = capacity_for_drop_rate(lr.counts, 0.0)
+        needed = capacity_for_drop_rate(lr.counts, DROP_RATE_TARGET, lr.calls)
+        lossless = capacity_for_drop_rate(lr.counts, 0.0, lr.calls)
         for cf in factors:
-            m = capacity_metrics(lr.counts, cf)
+            m = capacity_metrics(lr.counts, cf, lr.calls)
             rows.append({"layer": lr.layer, "layer_index": lr.layer_index, "gating": "static",
                          "capacity_factor": float(cf), "capacity_tokens_mean": m["capacity_mean"],
                          "drop_rate": m["drop_rate"], "dropped": m["dropped"], "padding_waste": m["padding_waste"],
@@ -646,9 +664,9 @@ def analyze(
     findings = [f for f in (
         _capacity_finding(routing, configured, capacity_factor is not None),
         _dead_expert_finding(imbalance),
-        _imbalance_finding(imbalance, placement_summary),
+        _imbalance_finding(imbalance, placement_summary, training="train" in phases),
         _trend_finding(routing),
-        _buffering_finding(sizing, target_hit_rate, cache_phase),
+        _buffering_finding(sizing, target_hit_rate, cache_phase) if _inference_cache(routing, cache_phase) else None,
     ) if f is not None]
     findings = [_with_rank(f, trace.rank) for f in findings]
 
@@ -712,13 +730,11 @@ def _pooled_capacity(routing: Routing, cf: float) -> dict[str, float]:
     for lr in routing.layers:
         if not len(lr.counts):
             continue
-        m = capacity_metrics(lr.counts, cf)
-        a = float(lr.counts.sum())
+        m = capacity_metrics(lr.counts, cf, lr.calls)
         dropped += m["dropped"]
-        total += a
-        layer_slots = float((np.ceil(cf * lr.counts.sum(axis=1) / lr.num_experts - 1e-9) * lr.num_experts).sum())
-        slots += layer_slots
-        padding_slots += m["padding_waste"] * layer_slots
+        total += float(lr.counts.sum())
+        slots += m["slots"]
+        padding_slots += m["padding_waste"] * m["slots"]
     return {"drop_rate": dropped / total if total else 0.0,
             "padding_waste": padding_slots / slots if slots else 0.0}
 
@@ -729,10 +745,10 @@ def _capacity_finding(routing: Routing, configured: float, known: bool) -> Findi
     per_layer = []
     for lr in routing.layers:
         if len(lr.counts):
-            per_layer.append((capacity_metrics(lr.counts, configured)["drop_rate"], lr))
+            per_layer.append((capacity_metrics(lr.counts, configured, lr.calls)["drop_rate"], lr))
     if not per_layer:
         return None
-    needed = max(MIN_CAPACITY_FACTOR, *(capacity_for_drop_rate(lr.counts, DROP_RATE_TARGET) for _, lr in per_layer))
+    needed = max(MIN_CAPACITY_FACTOR, *(capacity_for_drop_rate(lr.counts, DROP_RATE_TARGET, lr.calls) for _, lr in per_layer))
     worst_rate, worst = max(per_layer, key=lambda t: t[0])
     condition = "" if known else f"If the model uses a static expert capacity (factor {configured:g} assumed): "
     if pooled["drop_rate"] > DROP_RATE_WARN:
@@ -779,16 +795,21 @@ def _dead_expert_finding(imbalance: pd.DataFrame) -> Finding | None:
     examples = {str(r.layer): str(r.dead_expert_ids) for r in dead.head(5).itertuples()}
     return Finding(
         id="moe_dead_experts", analyzer="moe", severity="warning", page="moe",
-        title=f"{total_dead} experts in {len(dead)} MoE layers received no token during the recorded steps",
-        evidence={"dead_experts": total_dead, "layers": int(len(dead)), "examples": examples,
+        title=(f"{total_dead} experts in {len(dead)} MoE layers received (almost) no tokens during the recorded "
+               "steps"),
+        evidence={"dead_experts": total_dead, "unused_experts": int(dead["unused_experts"].sum()),
+                  "layers": int(len(dead)), "examples": examples,
+                  "dead_below_share_of_mean_load": DEAD_EXPERT_LOAD_FRACTION,
                   "min_assignments_per_expert": DEAD_EXPERT_MIN_ASSIGNMENTS},
         recommendation=("Dead experts hold parameters that never train or serve: raise the auxiliary "
                         "load-balancing loss (or add a router z-loss), or re-initialise / prune these experts."),
-        estimated_gain=f"{total_dead} experts' parameters put back to use (measured: zero assignments)",
+        estimated_gain=(f"{total_dead} experts' parameters put back to use (measured: under "
+                        f"{100 * DEAD_EXPERT_LOAD_FRACTION:g}% of the mean expert load over the run)"),
     )
 
 
-def _imbalance_finding(imbalance: pd.DataFrame, placement_summary: pd.DataFrame) -> Finding | None:
+def _imbalance_finding(imbalance: pd.DataFrame, placement_summary: pd.DataFrame, *,
+                       training: bool) -> Finding | None:
     # Judged on the run's total load per expert: a router preference that the balancing loss and the
     # placement can act on. Per-step max/mean (in the evidence) also carries the sampling noise of
     # small steps (a decode step of one token is always "imbalanced").
@@ -805,8 +826,10 @@ def _imbalance_finding(imbalance: pd.DataFrame, placement_summary: pd.DataFrame)
                 "hottest_expert": int(worst["hottest_expert"]),
                 "imbalanced_layers": int((imbalance["max_over_mean"] > IMBALANCE_WARN).sum())}
     severity = "critical" if value > IMBALANCE_CRITICAL else "warning"
-    recommendation = ("Raise the auxiliary load-balancing loss coefficient (Hugging Face MoE models add it only "
-                      "with output_router_logits=True; router_aux_loss_coef) to even out expert load.")
+    aux = ("Raise the auxiliary load-balancing loss coefficient (Hugging Face MoE models add it only "
+           "with output_router_logits=True; router_aux_loss_coef) to even out expert load.") if training else ""
+    recommendation = aux or ("The placement planner found no placement that helps with the redundant slots given; "
+                             "allow more redundant expert slots (option redundant_experts) to replicate the hot experts.")
     gain = f"busiest expert {value:.2f}× the mean load over the run; even load = 1.0×"
     if len(plan):
         p = plan.iloc[0]
@@ -819,7 +842,7 @@ def _imbalance_finding(imbalance: pd.DataFrame, placement_summary: pd.DataFrame)
             recommendation = (f"With {int(p['ranks'])}-way expert parallelism, replicate experts {reps} of "
                               f"{worst['layer']} and place replicas largest-first on the least-loaded rank "
                               f"({int(p['redundant'])} redundant slots; see the placement table): the busiest rank "
-                              f"goes from {before:.2f}× to {after:.2f}× the mean load. " + recommendation)
+                              f"goes from {before:.2f}× to {after:.2f}× the mean load." + (" " + aux if aux else ""))
             gain = (f"expert-parallel critical path of {worst['layer']} −{100 * (1 - after / before):.0f}% "
                     f"(busiest rank {before:.2f}× → {after:.2f}× mean, per step, from the recorded counts)")
     return Finding(
@@ -856,6 +879,21 @@ def _trend_finding(routing: Routing) -> Finding | None:
     )
 
 
+def _inference_cache(routing: Routing, cache_phase: str | None) -> bool:
+    """True when the buffering what-if replayed inference routing (training needs every expert's weights)."""
+    if cache_phase is not None:
+        return cache_phase != "train"
+    return any(p != "train" for p in routing.phases)
+
+
+def _format_bytes(n: float) -> str:
+    """Human-readable size (binary units)."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
 def _buffering_finding(sizing: pd.DataFrame, target: float, phase: str | None) -> Finding | None:
     if not len(sizing):
         return None
@@ -872,7 +910,7 @@ def _buffering_finding(sizing: pd.DataFrame, target: float, phase: str | None) -
     policy_counts = best["policy"].value_counts()
     policy = str(policy_counts.index[0])
     example = best.iloc[0]
-    memory = f", freeing {freed / _GIB:.2f} GiB of GPU memory" if np.isfinite(freed) else ""
+    memory = f", freeing {_format_bytes(freed)} of GPU memory" if np.isfinite(freed) else ""
     where = f" in {phase}" if phase else ""
     return Finding(
         id="moe_expert_buffering", analyzer="moe", severity="info", page="moe",

@@ -306,3 +306,41 @@ def test_small_drift_near_balance_is_not_a_trend():
     assert ratio > moe.TREND_RATIO_WARN
     result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
     assert finding(result, "moe_imbalance_growing") is None
+
+
+def test_nearly_unused_expert_counts_as_dead():
+    counts = np.tile(np.array([500, 500, 500, 2, 500, 500, 500, 500]), (4, 1))  # expert 3: 0.4% of the mean
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
+    imb = result.table("imbalance").iloc[0]
+    assert imb["dead_experts"] == 1 and imb["unused_experts"] == 0 and imb["dead_expert_ids"] == "3"
+    assert finding(result, "moe_dead_experts").evidence["dead_experts"] == 1
+    few = moe.analyze(make_trace(routing_lines([counts[:1] // 100], top_k=1)))  # 5 per expert: too few to judge
+    assert few.table("imbalance")["dead_experts"].iloc[0] == 0
+
+
+def test_one_token_calls_never_overflow_capacity():
+    # A decode row sums 48 one-token calls (top-2 of 8); the summed counts are skewed, the calls are not.
+    counts = np.array([[30, 10, 11, 3, 19, 5, 13, 5]])
+    lines = routing_lines([counts], top_k=2, phase="decode")
+    lines[-1]["calls"] = 48
+    cap = moe.analyze(make_trace(lines)).table("capacity")
+    assert cap["drop_rate"].max() == 0.0
+    static1 = cap[(cap["gating"] == "static") & (cap["capacity_factor"] == 1.0)].iloc[0]
+    assert static1["capacity_tokens_mean"] == 1  # ceil(1.0 × 2 / 8)
+    assert static1["padding_waste"] == pytest.approx(1 - 96 / (48 * 8))
+    # Taken as one dispatch, the same counts would drop tokens.
+    assert moe.capacity_metrics(counts, 1.0)["drop_rate"] > 0.2
+
+
+def test_advice_follows_the_phase():
+    counts = np.tile(np.array([900, 50, 20, 10, 5, 5, 5, 5]), (10, 1))
+    train = moe.analyze(make_trace(routing_lines([counts], top_k=1, phase="train")), expert_bytes=1 << 20)
+    decode = moe.analyze(make_trace(routing_lines([counts], top_k=1, phase="decode")), expert_bytes=1 << 20)
+    assert "auxiliary load-balancing loss" in finding(train, "moe_load_imbalance").recommendation
+    assert "auxiliary" not in finding(decode, "moe_load_imbalance").recommendation
+    assert "replicate experts 0" in finding(decode, "moe_load_imbalance").recommendation
+    # Training needs every expert's weights each step: the buffering what-if is a table, not advice.
+    assert len(train.table("cache_sizing")) == 3
+    assert finding(train, "moe_expert_buffering") is None
+    buf = finding(decode, "moe_expert_buffering")
+    assert buf is not None and "MiB of GPU memory" in buf.recommendation
