@@ -223,18 +223,31 @@ def step_windows(trace: Trace) -> pd.DataFrame:
     return pd.DataFrame({"step": steps["step"].to_numpy(np.int64), "start_ns": starts, "end_ns": ends})
 
 
+def _name_mask(events: pd.DataFrame, predicate) -> np.ndarray:
+    """``predicate(name)`` for every event, evaluated once per distinct (categorical) name."""
+    col = events["name"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = col.cat.categories
+        hit = np.fromiter((bool(predicate(str(c))) for c in cats), dtype=bool, count=len(cats))
+        codes = col.cat.codes.to_numpy()
+        return (codes >= 0) & hit[np.maximum(codes, 0)] if len(cats) else np.zeros(len(col), dtype=bool)
+    return np.fromiter((bool(predicate(str(n))) for n in col), dtype=bool, count=len(col))
+
+
+def _is_comm_kernel_name(name: str) -> bool:
+    return name.lower().startswith(_COMM_KERNEL_PREFIXES)
+
+
 def collectives(trace: Trace) -> pd.DataFrame:
     """One row per collective (times ns, bytes, group size, GB/s bandwidths); empty frame when none."""
     ev = trace.events
-    names = ev["name"].astype(str)
-    lower = names.str.lower()
     is_kernel = (ev["kind"] == "kernel").to_numpy()
-    comm_kernel = is_kernel & lower.str.startswith(_COMM_KERNEL_PREFIXES).to_numpy()
+    comm_kernel = is_kernel & _name_mask(ev, _is_comm_kernel_name)
     if comm_kernel.any():
-        table = _gpu_collectives(trace, ev[comm_kernel], names, lower)
+        table = _gpu_collectives(trace, ev[comm_kernel])
     else:
         is_cpu = ev["kind"].isin(("annotation", "cpu_op")).to_numpy()
-        cpu_coll = is_cpu & lower.str.startswith(_CPU_COLLECTIVE_PREFIXES).to_numpy()
+        cpu_coll = is_cpu & _name_mask(ev, lambda n: n.lower().startswith(_CPU_COLLECTIVE_PREFIXES))
         table = _cpu_collectives(trace, ev[cpu_coll])
     if table.empty:
         return pd.DataFrame({c: pd.Series(dtype=_COLLECTIVE_DTYPES[c]) for c in _COLLECTIVE_COLUMNS})
@@ -274,7 +287,7 @@ def _finish(trace: Trace, frame: pd.DataFrame, fields: list[dict], names: list[s
     })
 
 
-def _gpu_collectives(trace: Trace, kernels: pd.DataFrame, names: pd.Series, lower: pd.Series) -> pd.DataFrame:
+def _gpu_collectives(trace: Trace, kernels: pd.DataFrame) -> pd.DataFrame:
     """Collectives timed by NCCL/RCCL kernels, described by their args or their CPU-side context."""
     ev = trace.events
     runtime = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)]
@@ -286,8 +299,8 @@ def _gpu_collectives(trace: Trace, kernels: pd.DataFrame, names: pd.Series, lowe
         "at_ns": launches["ts_ns"].fillna(-1).to_numpy(np.int64),
     })
     cpu = ev["kind"].isin(("cpu_op", "annotation")).to_numpy()
-    param_spans = ev[cpu & (names == "record_param_comms").to_numpy()]
-    annot_spans = ev[cpu & lower.str.match(_GPU_COLLECTIVE_ANNOTATION).to_numpy()]
+    param_spans = ev[cpu & _name_mask(ev, lambda n: n == "record_param_comms")]
+    annot_spans = ev[cpu & _name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n.lower()) is not None)]
     param_idx = _enclosing(points, param_spans)
     annot_idx = _enclosing(points, annot_spans)
     param_args = param_spans["args"].to_numpy()
@@ -369,12 +382,12 @@ def _covered(a: np.ndarray, b: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np
 def _compute_union(trace: Trace, comm: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Union of compute intervals: non-communication kernels, or CPU ops off the collective threads."""
     ev = trace.events
-    names = ev["name"].astype(str)
     if (comm["timed_on"] == "gpu").any():
-        mask = (ev["kind"] == "kernel") & ~names.str.lower().str.startswith(_COMM_KERNEL_PREFIXES)
+        mask = (ev["kind"] == "kernel").to_numpy() & ~_name_mask(ev, _is_comm_kernel_name)
     else:
         comm_tids = set(comm["tid"].tolist())
-        mask = (ev["kind"] == "cpu_op") & ~ev["tid"].isin(comm_tids) & ~names.str.match(_CPU_COMM_OP)
+        mask = ((ev["kind"] == "cpu_op").to_numpy() & ~ev["tid"].isin(comm_tids).to_numpy()
+                & ~_name_mask(ev, lambda n: _CPU_COMM_OP.match(n) is not None))
     work = ev[mask]
     ts = work["ts_ns"].to_numpy(np.int64)
     return _union(ts, ts + work["dur_ns"].to_numpy(np.int64))
@@ -496,7 +509,7 @@ def analyze(trace: Trace, *, exposed_min_share: float = EXPOSED_COMM_MIN_SHARE) 
     comm = collectives(trace)
     if comm.empty:
         ev = trace.events
-        launches = int(ev["name"].astype(str).str.match(_GPU_COLLECTIVE_ANNOTATION).sum())
+        launches = int(_name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n) is not None).sum())
         extra = f" ({launches} nccl:* calls without GPU kernels in the trace)" if launches else ""
         raise NotApplicable(f"no collectives: no NCCL/RCCL kernels and no gloo:* annotations{extra}")
     per_type = _per_type(comm)
