@@ -185,11 +185,11 @@ class TinyMoeLM(nn.Module):
         cache = KVCache(self.cfg.layers)
         logits = self(input_ids, past_key_values=cache)
         out = [input_ids]
-        for _ in range(max_new_tokens):
+        for i in range(max_new_tokens):
             probs = (logits[:, -1].float() / temperature).softmax(-1)
             nxt = torch.multinomial(probs, 1, generator=generator)
             out.append(nxt)
-            if cache.length() >= self.cfg.max_len:
+            if i == max_new_tokens - 1 or cache.length() >= self.cfg.max_len:
                 break
             logits = self(nxt, past_key_values=cache)
         return torch.cat(out, dim=1)
@@ -287,14 +287,15 @@ def record_moe_generate(out_dir: Path | str, model: TinyMoeLM, *, new_tokens: in
     return Path(out_dir), texts
 
 
-def record_moe(out_root: Path | str, *, train_steps: int = TRAIN_STEPS, seed: int = SEED, log: bool = True) -> list[Path]:
+def record_moe(out_root: Path | str, *, train_steps: int = TRAIN_STEPS, seed: int = SEED, log: bool = True,
+               record_steps: int = 5, new_tokens: int = 48) -> list[Path]:
     """Train the tiny MoE LM, then record `out_root`/moe_train and `out_root`/moe_generate."""
     out_root = Path(out_root)
     t0 = time.perf_counter()
     model, opt, data, gen = train_model(train_steps, seed=seed, log=log)
     trained_s = time.perf_counter() - t0
-    train_dir = record_moe_train(out_root / "moe_train", model, opt, data, gen)
-    gen_dir, texts = record_moe_generate(out_root / "moe_generate", model, seed=seed)
+    train_dir = record_moe_train(out_root / "moe_train", model, opt, data, gen, steps=record_steps)
+    gen_dir, texts = record_moe_generate(out_root / "moe_generate", model, seed=seed, new_tokens=new_tokens)
     if log:
         print(f"  trained {train_steps} steps in {trained_s:.1f} s; recorded in {time.perf_counter() - t0 - trained_s:.1f} s")
         for text in texts:
@@ -302,9 +303,13 @@ def record_moe(out_root: Path | str, *, train_steps: int = TRAIN_STEPS, seed: in
     return [train_dir, gen_dir]
 
 
-def run_fixed_moe_workload(out_root: Path | str, *, train_steps: int = 30, seed: int = SEED) -> list[Path]:
+FIXED_TRAIN_STEPS, FIXED_RECORD_STEPS, FIXED_NEW_TOKENS = 30, 3, 16  # the CI workload: small and quick
+
+
+def run_fixed_moe_workload(out_root: Path | str, *, train_steps: int = FIXED_TRAIN_STEPS, seed: int = SEED) -> list[Path]:
     """The deterministic MoE workload CI gates on: a short training, then both recordings (a few seconds)."""
-    return record_moe(out_root, train_steps=train_steps, seed=seed, log=False)
+    return record_moe(out_root, train_steps=train_steps, seed=seed, log=False,
+                      record_steps=FIXED_RECORD_STEPS, new_tokens=FIXED_NEW_TOKENS)
 
 
 if __name__ == "__main__":
