@@ -1,0 +1,192 @@
+"""training_loop: phases inferred on the shared traces (checked against a direct reading of the events),
+our phase/module annotations, step statistics and the data-loader, optimizer and sync findings."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analyzers
+from analyzers import training_loop
+from tests.analyzers.synthetic_kineto import BWD_TID, KinetoBuilder
+
+
+@functools.lru_cache(maxsize=None)
+def _load(folder: str, name: str):
+    return analyzers.load(f"{folder}/{name}")
+
+
+def _in_step(ev: pd.DataFrame, s0: int, s1: int) -> pd.DataFrame:
+    return ev[(ev["ts_ns"] >= s0) & (ev["ts_ns"] < s1)]
+
+
+def _union_len(frame: pd.DataFrame, s0: int, s1: int) -> int:
+    """Plain-Python union length of the events' intervals clipped to [s0, s1]."""
+    total, reach = 0, None
+    for s, e in sorted(zip(frame["ts_ns"], frame["ts_ns"] + frame["dur_ns"])):
+        s, e = max(s, s0), min(e, s1)
+        if e <= s:
+            continue
+        if reach is None or s > reach:
+            total += e - s
+            reach = e
+        elif e > reach:
+            total += e - reach
+            reach = e
+    return total
+
+
+def test_inferred_phases_on_v100_match_the_events(shared_traces):
+    trace = _load(str(shared_traces), "v100_train_1rank.json.gz")
+    res = training_loop.analyze(trace)
+    steps = res.table("steps")
+    assert list(steps["step"]) == [101, 102, 103, 104, 105]
+    assert res.summary["phase_source"] == "inferred from op names"
+    ev = trace.events
+    name = ev["name"].astype(str)
+    for _, row in steps.iterrows():
+        s0, s1 = int(row["start_ns"]), int(row["start_ns"] + row["step_ns"])
+        opt = _in_step(ev[name.str.startswith("Optimizer.") & (ev["kind"] == "annotation")], s0, s1)
+        bwd = _in_step(ev[name.str.startswith("autograd::engine::evaluate_function:")], s0, s1)
+        loss = _in_step(ev[(name == "aten::cross_entropy_loss")], s0, s1)
+        assert row["optimizer_ns"] == _union_len(opt, s0, s1)
+        b0, b1 = int(bwd["ts_ns"].min()), min(int((bwd["ts_ns"] + bwd["dur_ns"]).max()), s1)
+        assert row["backward_ns"] == b1 - b0
+        assert row["loss_ns"] == _union_len(loss, s0, s1)
+        assert row["data_loading_ns"] == 0  # this job's loop has no DataLoader annotation
+        # Forward: everything before backward but the loss and zero_grad (which runs at the step's start).
+        assert row["forward_ns"] == (b0 - s0) - row["loss_ns"] - _union_len(opt, s0, b0)
+        assert row[[f"{p}_ns" for p in training_loop.PHASES]].sum() == row["step_ns"]
+    # Backward dominates this ResNet-style step; the first (shorter) step is flagged as warm-up.
+    assert res.summary["backward_pct"] > res.summary["forward_pct"] > 30
+    assert res.summary["step_median_ns"] == int(np.median(steps["step_ns"])) == 95_551_087
+    assert res.summary["warmup_steps"] == [101]
+    assert not res.findings
+
+
+def test_phases_from_torchscope_annotations_take_precedence(tmp_path):
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    b.step(2, 1000, 1000)
+    for base in (0, 1000):
+        for phase, ts, dur in (("data_loading", 0, 100), ("forward", 100, 300), ("loss", 400, 50),
+                               ("backward", 450, 350), ("zero_grad", 800, 20), ("optimizer", 820, 100)):
+            b.op(phase, base + ts, dur, cat="torchscope.phase")
+        b.op("Optimizer.step#SGD.step", base + 300, 600, cat="user_annotation")  # ignored: annotations win
+        b.op("encoder", base + 100, 200, cat="torchscope.module", direction="forward", step=1)
+        b.op("encoder.layer.0", base + 110, 50, cat="torchscope.module", direction="forward", step=1)
+        b.op("encoder", base + 500, 250, cat="torchscope.module", direction="backward", step=1)
+        b.op("head", base + 300, 100, cat="torchscope.module", direction="forward", step=1)
+    res = training_loop.analyze(b.load(tmp_path / "bundle_like.json"))
+    assert res.summary["phase_source"] == "torchscope.phase annotations"
+    row = res.table("steps").iloc[0]
+    us = 1000
+    assert (row["data_loading_ns"], row["forward_ns"], row["loss_ns"], row["backward_ns"],
+            row["optimizer_ns"], row["other_ns"]) == (100 * us, 300 * us, 50 * us, 350 * us, 120 * us, 80 * us)
+    mods = res.table("modules").set_index(["module", "direction"])
+    assert mods.loc[("encoder", "forward"), "total_ns"] == 400 * us  # top-level only: not encoder.layer.0
+    assert mods.loc[("encoder", "backward"), "mean_per_step_ns"] == 250 * us
+    assert ("encoder.layer.0", "forward") not in mods.index
+    assert mods.loc[("head", "forward"), "count"] == 2
+
+
+def test_kineto_module_events_give_top_level_modules(tmp_path):
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    b.op("nn.Module: ResNet_0", 10, 800, cat="python_function")
+    b.op("nn.Module: Sequential_0", 20, 300, cat="python_function")
+    b.op("nn.Module: Conv2d_0", 30, 100, cat="python_function")
+    b.op("nn.Module: Linear_0", 400, 200, cat="python_function")
+    mods = training_loop.analyze(b.load(tmp_path / "mods.json")).table("modules").set_index("module")
+    assert sorted(mods.index) == ["Linear_0", "Sequential_0"]
+    assert mods.loc["Sequential_0", "total_ns"] == 300_000
+
+
+def _loader_trace(tmp_path, data_us: float):
+    b = KinetoBuilder()
+    for i in range(4):
+        base = i * 1000
+        b.step(i, base, 1000)
+        b.annotation("enumerate(DataLoader)#_MultiProcessingDataLoaderIter.__next__", base, data_us)
+        b.op("aten::linear", base + data_us, 300)
+        b.op("aten::cross_entropy_loss", base + data_us + 300, 20)
+        b.op("autograd::engine::evaluate_function: AddmmBackward0", base + 600, 250, tid=BWD_TID)
+        b.annotation("Optimizer.step#AdamW.step", base + 880, 100)
+    return b.load(tmp_path / f"loader{data_us}.json")
+
+
+def test_data_loader_bound_finding(tmp_path):
+    res = training_loop.analyze(_loader_trace(tmp_path, 250))
+    (f,) = [f for f in res.findings if f.id == "data_loader_bound"]
+    assert f.evidence["data_loading_pct"] == pytest.approx(25.0)
+    assert f.gain_fraction == pytest.approx(0.25)
+    assert "num_workers" in f.recommendation and "pin_memory" in f.recommendation
+    row = res.table("steps").iloc[0]
+    assert (row["data_loading_ns"], row["loss_ns"], row["forward_ns"], row["backward_ns"], row["optimizer_ns"]) == \
+        (250_000, 20_000, 330_000, 250_000, 100_000)
+    quiet = training_loop.analyze(_loader_trace(tmp_path, 20))
+    assert not [f for f in quiet.findings if f.id == "data_loader_bound"]
+
+
+def test_data_loader_finding_silent_on_a_real_multiprocess_loader(shared_traces):
+    res = training_loop.analyze(_load(str(shared_traces), "diff_control_a100.json.gz"))
+    assert 0 < res.summary["data_loading_pct"] < 1
+    assert not [f for f in res.findings if f.id == "data_loader_bound"]
+
+
+def test_slow_optimizer_finding_on_shampoo_and_not_on_sgd(shared_traces):
+    res = training_loop.analyze(_load(str(shared_traces), "job128_rank0.json.gz"))
+    (f,) = [f for f in res.findings if f.id == "slow_optimizer_step"]
+    assert set(f.evidence["optimizers"]) == {"Shampoo.step", "EMAOptimizer.step"}
+    ev = _load(str(shared_traces), "job128_rank0.json.gz").events
+    opt = ev[ev["name"].astype(str).str.startswith("Optimizer.step#")]
+    steps = res.table("steps")
+    assert steps["optimizer_ns"].sum() == opt["dur_ns"].sum()  # two optimizers, back to back, no overlap
+    assert f.evidence["optimizer_pct"] == pytest.approx(100 * opt["dur_ns"].sum() / steps["step_ns"].sum(), abs=0.01)
+    quiet = training_loop.analyze(_load(str(shared_traces), "a100_train_2rank_rank0_nccl.json.gz"))
+    assert not [f for f in quiet.findings if f.id == "slow_optimizer_step"]
+
+
+def test_fused_optimizer_is_not_flagged(tmp_path):
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    b.annotation("Optimizer.step#FusedAdam.step", 500, 400)
+    res = training_loop.analyze(b.load(tmp_path / "fused.json"))
+    assert res.summary["optimizer_pct"] == pytest.approx(40.0)
+    assert not [f for f in res.findings if f.id == "slow_optimizer_step"]
+
+
+def test_sync_finding_on_item_calls_and_not_without(shared_traces):
+    trace = _load(str(shared_traces), "diff_control_a100.json.gz")
+    res = training_loop.analyze(trace)
+    (f,) = [f for f in res.findings if f.id == "device_sync_in_step"]
+    syncs = res.table("syncs")
+    assert list(syncs["item_calls"]) == [5] * 6
+    ev = trace.events
+    name = ev["name"].astype(str)
+    blocking = ev[name.isin(["aten::item", "aten::_local_scalar_dense", "cudaStreamSynchronize",
+                             "cudaDeviceSynchronize", "cudaEventSynchronize"])]
+    steps = res.table("steps")
+    expected = sum(_union_len(_in_step(blocking, s, s + d), s, s + d)
+                   for s, d in zip(steps["start_ns"], steps["step_ns"]))
+    assert f.evidence["blocked_ns"] == expected
+    assert f.evidence["blocked_pct"] == pytest.approx(100 * expected / steps["step_ns"].sum(), abs=0.01)
+    assert "item()" in f.recommendation
+    quiet = training_loop.analyze(_load(str(shared_traces), "a100_train_2rank_rank0_nccl.json.gz"))
+    assert quiet.table("syncs")["synchronize_calls"].sum() > 0  # a few cudaEventSynchronize, ~0.01 %
+    assert not [f for f in quiet.findings if f.id == "device_sync_in_step"]
+
+
+def test_without_steps_the_trace_is_one_step(shared_traces):
+    res = training_loop.analyze(_load(str(shared_traces), "a100_alexnet.json.gz"))
+    row = res.table("steps").iloc[0]
+    assert row["step"] == -1 and row["other_ns"] == row["step_ns"]
+    assert res.table("syncs")["cuda_sync_events"].iloc[0] == 41
+
+
+def test_cpu_only_trace_has_a_step(shared_traces):
+    res = training_loop.analyze(_load(str(shared_traces), "cpu_only_rank34.json.gz"))
+    assert list(res.table("steps")["step"]) == [551]
