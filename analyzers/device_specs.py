@@ -15,10 +15,12 @@ Kineto's deviceProperties). AMD MI250/MI250X packages hold two GCDs, each a sepa
 PyTorch: a matched spec is per device, i.e. half of the package's figures.
 
 For a CPU-only run the profiler measures an empirical roofline on the host and writes it into the
-manifest as ``host_roofline``; ``spec_from_mapping`` reads it. Accepted keys (SI units):
-``peak_flops_per_s`` (a number: FP32, or a mapping dtype → FLOP/s), ``<dtype>_flops_per_s``
-(``fp32_flops_per_s``, ``fp64_flops_per_s``, ...), ``mem_bw_bytes_per_s`` (aliases
-``bandwidth_bytes_per_s``, ``triad_bytes_per_s``), optional ``name``. The same form is accepted
+manifest as ``host_roofline`` (``profiler/host_roofline.py``: ``{"peak_flops": {"fp32": ...},
+"mem_bandwidth_bytes_per_s": ..., "cpu_model": ...}``); ``spec_from_mapping`` reads it. Accepted
+keys (SI units): ``peak_flops``/``peak_flops_per_s`` (a number: FP32, or a mapping dtype → FLOP/s),
+``<dtype>_flops_per_s`` (``fp32_flops_per_s``, ...), ``mem_bandwidth_bytes_per_s`` (aliases
+``mem_bw_bytes_per_s``, ``bandwidth_bytes_per_s``, ``triad_bytes_per_s``), optional ``name`` or
+``cpu_model``. The same form is accepted
 for a manifest device's ``peak`` mapping.
 """
 
@@ -230,7 +232,7 @@ def _package_devices(spec: DeviceSpec) -> int:
 
 def _flops_mapping(data: Mapping) -> dict[str, float]:
     peaks: dict[str, float] = {}
-    raw = data.get("peak_flops_per_s")
+    raw = data.get("peak_flops_per_s", data.get("peak_flops"))
     if isinstance(raw, Mapping):
         for k, v in raw.items():
             if isinstance(v, (int, float)) and v > 0:
@@ -255,7 +257,8 @@ def spec_from_mapping(data: Mapping | None, *, default_name: str = "host CPU",
         return None
     peaks = _flops_mapping(data)
     bw = None
-    for key in ("mem_bw_bytes_per_s", "bandwidth_bytes_per_s", "triad_bytes_per_s", "memory_bandwidth_bytes_per_s"):
+    for key in ("mem_bw_bytes_per_s", "mem_bandwidth_bytes_per_s", "bandwidth_bytes_per_s", "triad_bytes_per_s",
+                "memory_bandwidth_bytes_per_s"):
         v = data.get(key)
         if isinstance(v, (int, float)) and v > 0:
             bw = float(v)
@@ -263,7 +266,8 @@ def spec_from_mapping(data: Mapping | None, *, default_name: str = "host CPU",
     if not peaks or bw is None:
         return None
     return DeviceSpec(
-        key="host" if measured else "manifest", name=str(data.get("name") or default_name),
+        key="host" if measured else "manifest",
+        name=str(data.get("name") or data.get("cpu_model") or default_name),
         vendor=str(data.get("vendor") or ""), peak_flops_per_s=peaks, mem_bw_bytes_per_s=bw,
         source="measured on the host by the torchscope profiler (manifest host_roofline)" if measured
         else "manifest device peak", measured=measured,

@@ -108,6 +108,10 @@ def test_host_roofline_from_manifest_mapping():
     assert spec.peak("bf16") == 2.0e11  # falls back to FP32
     alt = spec_from_mapping({"fp32_flops_per_s": 5e10, "triad_bytes_per_s": 1e10, "name": "Xeon"})
     assert alt is not None and alt.name == "Xeon" and alt.mem_bw_bytes_per_s == 1e10
+    # the form profiler/host_roofline.py writes
+    host = spec_from_mapping({"peak_flops": {"fp32": 3e11}, "mem_bandwidth_bytes_per_s": 1.5e10,
+                              "cpu_model": "AMD EPYC", "threads": 2})
+    assert host is not None and host.name == "AMD EPYC" and host.ridge("fp32") == pytest.approx(20.0)
     assert spec_from_mapping({"peak_flops_per_s": 1e11}) is None  # no bandwidth: unusable
     assert spec_from_mapping(None) is None
 
