@@ -124,9 +124,9 @@ def overview_page(ctx: PageContext) -> list:
     rep = ctx.run.report
     blocks: list = []
     fig = figures.step_phase_figure(_first_table(rep, "training_loop", "steps", ctx.rank))
-    blocks.append(_graph(fig, "overview-steps") or html.Div())
+    blocks.append(_graph(fig, "overview-steps"))
     gfig = figures.gpu_time_figure(_results(rep, "gpu_time", ctx.rank))
-    blocks.append(_graph(gfig, "overview-gpu") or html.Div())
+    blocks.append(_graph(gfig, "overview-gpu"))
     top = [f for f in rep.findings if ctx.rank is None or f.rank in (ctx.rank, None)][:TOP_FINDINGS]
     blocks += [html.H3("Top findings"), findings_list(top, ctx.run_query)]
     blocks += [analyzer_section(rep, n, ctx.rank, ctx.run_query) for n in page_analyzers("overview")]
@@ -169,10 +169,9 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
     out = []
     if page == "kernels":
         out.append(("kernels-categories", figures.category_figure(
-            _first_table(rep, "kernels", "categories", rank), "category",
-            next((c for c in ("total_ns", "time_ns", "dur_ns", "total_dur_ns")
-                  if c in (_first_table(rep, "kernels", "categories", rank) or pd.DataFrame()).columns), "total_ns"),
-            "Kernel time by category (ms)")))
+            _first_table(rep, "kernels", "categories", rank), "category", "total_ns", "Kernel time by category (ms)")))
+        out.append(("kernels-top", figures.category_figure(
+            _first_table(rep, "kernels", "top_kernels", rank), "name", "total_ns", "Top kernels by time (ms)")))
     elif page == "communication":
         out.append(("communication-collectives", figures.collectives_figure(
             _first_table(rep, "communication", "collectives", rank))))

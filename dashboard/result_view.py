@@ -7,8 +7,8 @@ was skipped or failed for the run.
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Mapping
-from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,9 @@ from analyzers.registry import Report
 
 __all__ = ["findings_list", "table_view", "result_view", "analyzer_section", "not_available",
            "summary_view", "MAX_TABLE_ROWS", "format_value"]
+
+# DataTable still ships with Dash 4 and is what we need (sort + filter); silence its notice.
+warnings.filterwarnings("ignore", message=r"\s*The dash_table.DataTable will be removed", category=DeprecationWarning)
 
 #: Rows of one table sent to the browser (the DataTable pages through them).
 MAX_TABLE_ROWS = 500

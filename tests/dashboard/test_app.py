@@ -1,0 +1,348 @@
+"""Layout and callback tests through Dash's HTTP callback API (no browser), plus the CLI entry."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+import analyzers
+from analyzers.cli import build_parser, main
+from dashboard.app import create_app
+from dashboard.pages import PAGES
+from dashboard.run_cache import RunCache
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable will be removed:DeprecationWarning")
+
+TRACES = ("a100_train_2rank_rank0_nccl.json.gz", "cpu_only_rank34.json.gz", "mi250_minitoy_train.json.gz")
+NCCL = TRACES[0]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, shared_traces) -> Path:
+    base = tmp_path_factory.mktemp("dash")
+    root = base / "runs"
+    root.mkdir()
+    for name in TRACES:
+        shutil.copy(shared_traces / name, root / name)
+    shutil.copy(shared_traces / "a100_alexnet.json.gz", base / "outside.json.gz")  # must never be served
+    return root
+
+
+class Loader:
+    """Counts parses, so tests can prove callbacks never re-parse."""
+
+    def __init__(self) -> None:
+        self.calls: list[Path] = []
+
+    def __call__(self, path: Path):
+        self.calls.append(path)
+        return analyzers.load(path)
+
+
+@pytest.fixture(scope="module")
+def env(root):
+    loader = Loader()
+    cache = RunCache(root, loader=loader)
+    app = create_app(root, cache=cache)
+    for name in TRACES:
+        cache.load(name)
+    yield app, cache, loader, app.server.test_client()
+    cache.shutdown()
+
+
+def _key(app, needle: str) -> str:
+    return next(k for k in app.callback_map if needle in k)
+
+
+def call(app, client, output_needle: str, inputs: list, state: list = (), changed: list | None = None):
+    """POST one callback invocation; returns (status, response dict or None)."""
+    key = _key(app, output_needle)
+    cb = app.callback_map[key]
+    outputs = [{"id": o.component_id, "property": o.component_property} for o in cb["output"]] \
+        if isinstance(cb["output"], list) else None
+    if outputs is None:
+        outputs = [{"id": p.split(".")[0], "property": p.split(".")[1]} for p in key.strip(".").split("...")]
+    body = {"output": key, "outputs": outputs if len(outputs) > 1 else outputs[0], "inputs": list(inputs),
+            "state": list(state), "changedPropIds": changed or []}
+    resp = client.post("/_dash-update-component", json=body)
+    if resp.status_code == 204:
+        return 204, None
+    payload = resp.get_json() or {}
+    if resp.status_code == 200 and not payload.get("response"):
+        return 204, None  # every output was no_update
+    return resp.status_code, payload.get("response")
+
+
+def route(app, client, path: str, search: str = ""):
+    status, out = call(app, client, "page.children", [
+        {"id": "url", "property": "pathname", "value": path},
+        {"id": "url", "property": "search", "value": search},
+        {"id": "poll", "property": "n_intervals", "value": None},
+    ], [{"id": "viewport", "property": "data", "value": 1200}], ["url.pathname"])
+    assert status == 200
+    return out
+
+
+def text_of(node) -> str:
+    """All strings inside a serialised Dash component tree."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, (int, float)) or node is None:
+        return ""
+    if isinstance(node, list):
+        return " ".join(text_of(n) for n in node)
+    if isinstance(node, dict):
+        if "props" in node:
+            return text_of(node["props"].get("children"))
+        return " ".join(text_of(v) for v in node.values())
+    return ""
+
+
+def test_layout_has_routing_skeleton_and_every_page_in_the_nav(env):
+    app, _, _, client = env
+    layout = json.loads(json.dumps(app.layout, cls=__import__("plotly").utils.PlotlyJSONEncoder))
+    ids = re.findall(r'"id": "([a-z-]+)"', json.dumps(layout))
+    assert {"url", "page", "nav", "poll", "viewport"} <= set(ids)
+    out = route(app, client, "/runs")
+    nav = json.dumps(out["nav"]["children"])
+    for pid, label in PAGES:
+        assert f'/{pid}' in nav and label in nav
+
+
+def test_runs_page_lists_every_run_with_facts_from_the_reports(env):
+    app, _, _, client = env
+    out = route(app, client, "/")
+    text = text_of(out["page"]["children"])
+    for name in TRACES:
+        assert name in text
+    assert "outside.json.gz" not in text
+    assert "NVIDIA A100" in text  # device from the loaded trace
+    assert out["poll"]["disabled"] is True  # nothing loading
+
+
+@pytest.mark.parametrize("page", [p for p, _ in PAGES if p != "runs"])
+def test_every_page_renders_for_a_loaded_run_without_re_parsing(env, page):
+    app, _, loader, client = env
+    before = len(loader.calls)
+    out = route(app, client, f"/{page}", f"?run={NCCL}")
+    text = text_of(out["page"]["children"])
+    assert "could not be drawn" not in text and "rejected" not in text
+    assert len(loader.calls) == before
+
+
+def test_overview_shows_top_findings_and_step_breakdown(env):
+    app, cache, _, client = env
+    out = route(app, client, "/overview", f"?run={NCCL}")
+    blob = json.dumps(out["page"]["children"])
+    assert "Top findings" in blob
+    top = cache.get(NCCL).report.findings[0]
+    assert top.title in blob
+    if cache.get(NCCL).report.result("training_loop") is not None:
+        assert "overview-steps" in blob
+
+
+def test_skipped_analyzer_says_why(env):
+    app, cache, _, client = env
+    rep = cache.get("cpu_only_rank34.json.gz").report
+    assert rep.skipped, "the CPU-only trace should skip some analyzer"
+    name, reason = next(iter(rep.skipped.items()))
+    page = next((p for p, names in __import__("dashboard.pages", fromlist=["x"]).PAGE_ANALYZERS.items()
+                 if name in names), "recommendations")
+    text = text_of(route(app, client, f"/{page}", "?run=cpu_only_rank34.json.gz")["page"]["children"])
+    assert f"not available for this run: {reason}" in text
+
+
+@pytest.mark.parametrize("search", [
+    "?run=../outside.json.gz", "?run=%2E%2E%2Foutside.json.gz", "?run=/etc/passwd", "?run=..%5Coutside.json.gz",
+    "?run=sub/../../outside.json.gz", "?run=%00", f"?run={NCCL}&rank=../../x", f"?run={NCCL}&rank=7",
+])
+def test_url_query_cannot_escape_the_root(env, search):
+    app, _, loader, client = env
+    before = len(loader.calls)
+    out = route(app, client, "/overview", search)
+    assert "rejected" in text_of(out["page"]["children"])
+    assert len(loader.calls) == before
+
+
+def test_compare_second_run_is_checked_too(env):
+    app, _, _, client = env
+    out = route(app, client, "/compare", f"?run={NCCL}&b=../outside.json.gz")
+    assert "rejected" in text_of(out["page"]["children"])
+    ok = route(app, client, "/compare", f"?run={NCCL}&b=mi250_minitoy_train.json.gz")
+    text = text_of(ok["page"]["children"])
+    assert "A: " + NCCL in text and "B: mi250_minitoy_train.json.gz" in text
+
+
+@pytest.mark.parametrize("run_id", ["../outside.json.gz", "/etc/passwd", "%2e%2e/outside.json.gz", "", "x" * 3000])
+def test_download_rejects_ids_outside_the_root(env, run_id):
+    _, _, _, client = env
+    assert client.get("/download/perfetto", query_string={"run": run_id}).status_code == 404
+
+
+def test_download_exports_an_annotated_trace_that_loads_back(env, tmp_path):
+    _, cache, _, client = env
+    resp = client.get("/download/perfetto", query_string={"run": NCCL})
+    assert resp.status_code == 200 and "attachment" in resp.headers["Content-Disposition"]
+    out = tmp_path / "x.json.gz"
+    out.write_bytes(resp.data)
+    doc = orjson.loads(gzip.decompress(resp.data))
+    assert len(doc["torchscopeFindings"]) == len(cache.get(NCCL).report.findings)
+    back = analyzers.load(out)
+    orig = cache.get(NCCL).data
+    assert back.events["ts_ns"].min() == orig.events["ts_ns"].min()
+
+
+def test_static_routes_do_not_serve_files_outside_assets(env):
+    _, _, _, client = env
+    from dash.exceptions import DependencyException
+
+    for url in ("/assets/../../pyproject.toml", "/assets/%2e%2e/app.py", "/assets/..%2f..%2fpyproject.toml",
+                "/_dash-component-suites/../../../etc/passwd", "/_dash-component-suites/dash/..%2f..%2f..%2fsetup.py"):
+        try:
+            resp = client.get(url)
+        except DependencyException:  # Dash refuses unregistered paths by raising
+            continue
+        assert resp.status_code in (400, 404, 308, 500), url  # 500: Dash raises DependencyException
+        assert b"[project]" not in resp.data and b"import" not in resp.data
+
+
+def _zoom(app, client, relayout, search=f"?run={NCCL}", reset=None):
+    return call(app, client, "timeline-graph.figure", [
+        {"id": "timeline-graph", "property": "relayoutData", "value": relayout},
+        {"id": "timeline-reset", "property": "n_clicks", "value": reset},
+    ], [{"id": "url", "property": "search", "value": search},
+        {"id": "viewport", "property": "data", "value": 1000}],
+        ["timeline-reset.n_clicks" if reset else "timeline-graph.relayoutData"])
+
+
+def test_timeline_zoom_callback_returns_the_window_at_finer_detail(env):
+    app, _, _, client = env
+    status, full = _zoom(app, client, {"xaxis.autorange": True})
+    assert status == 200
+    full_meta = full["timeline-graph"]["figure"]["layout"]["meta"]
+    status, out = _zoom(app, client, {"xaxis.range[0]": 300.0, "xaxis.range[1]": 300.5})
+    fig = out["timeline-graph"]["figure"]
+    assert fig["layout"]["xaxis"]["range"] == pytest.approx([300.0, 300.5])
+    meta = fig["layout"]["meta"]
+    assert meta["t1_ns"] - meta["t0_ns"] == 500_000
+    assert meta["folded"] < full_meta["folded"]
+    assert "events drawn" in out["timeline-stats"]["children"]
+    status, _ = _zoom(app, client, {"dragmode": "pan"})
+    assert status == 204
+    status, _ = _zoom(app, client, {"xaxis.range[0]": 1, "xaxis.range[1]": 2}, search="?run=../outside.json.gz")
+    assert status == 204
+    status, reset = _zoom(app, client, {"xaxis.range[0]": 1, "xaxis.range[1]": 2}, reset=1)
+    assert reset["timeline-graph"]["figure"]["layout"]["meta"]["t0_ns"] == full_meta["t0_ns"]
+
+
+def test_recommendations_filter(env):
+    app, cache, _, client = env
+    findings = cache.get(NCCL).report.findings
+    sev = findings[0].severity
+
+    def filt(analyzers_, severities, search=f"?run={NCCL}"):
+        return call(app, client, "rec-list.children", [
+            {"id": "rec-analyzer", "property": "value", "value": analyzers_},
+            {"id": "rec-severity", "property": "value", "value": severities},
+        ], [{"id": "url", "property": "search", "value": search}], ["rec-severity.value"])
+
+    status, out = filt([], [sev])
+    expected = [f for f in findings if f.severity == sev]
+    assert out["rec-count"]["children"] == f"{len(expected)} findings"
+    blob = json.dumps(out["rec-list"]["children"])
+    assert all(f.title in blob for f in expected)
+    status, out = filt(["no-such-analyzer"], [])
+    assert out["rec-count"]["children"] == "0 findings"
+    assert filt([], [sev], "?run=/etc/passwd")[0] == 204
+
+
+def test_pickers_write_the_url_query(env):
+    app, _, _, client = env
+
+    def pick(values, search):
+        return call(app, client, "url.search", [[
+            {"id": {"type": "param", "name": n}, "property": "value", "value": v} for n, v in values]],
+            [{"id": "url", "property": "search", "value": search}], ["x.value"])
+
+    status, out = pick([("run", "mi250_minitoy_train.json.gz")], f"?run={NCCL}&rank=0")
+    assert out["url"]["search"] == "?run=mi250_minitoy_train.json.gz"  # another run drops the rank
+    status, _ = pick([("run", NCCL)], f"?run={NCCL}")
+    assert status == 204
+    status, out = pick([("run", NCCL), ("b", None)], f"?run={NCCL}&b=x")
+    assert out["url"]["search"] == f"?run={NCCL}"
+
+
+def test_loading_shows_progress_then_the_page(root):
+    gate = threading.Event()
+
+    def slow(path):
+        gate.wait(10)
+        return analyzers.load(path)
+
+    cache = RunCache(root, loader=slow)
+    app = create_app(root, cache=cache)
+    client = app.server.test_client()
+    try:
+        out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
+        assert out["poll"]["disabled"] is False
+        assert "Loading mi250_minitoy_train.json.gz" in text_of(out["page"]["children"])
+        gate.set()
+        cache.load("mi250_minitoy_train.json.gz")
+        out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
+        assert out["poll"]["disabled"] is True and "Top findings" in text_of(out["page"]["children"])
+    finally:
+        gate.set()
+        cache.shutdown()
+
+
+def test_bad_trace_shows_the_loader_error(tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    cache = RunCache(tmp_path)
+    app = create_app(tmp_path, cache=cache)
+    client = app.server.test_client()
+    with pytest.raises(analyzers.TraceError):
+        cache.load("broken.json")
+    text = text_of(route(app, client, "/overview", "?run=broken.json")["page"]["children"])
+    assert "broken.json" in text and "Traceback" not in text
+    cache.shutdown()
+
+
+def test_cache_evicts_least_recently_used_but_keeps_summaries(root):
+    loader = Loader()
+    cache = RunCache(root, loader=loader, max_runs=1)
+    try:
+        cache.load("mi250_minitoy_train.json.gz")
+        cache.load("cpu_only_rank34.json.gz")
+        assert cache.get("mi250_minitoy_train.json.gz") is None  # evicted; reload queued
+        assert cache.summary("mi250_minitoy_train.json.gz") is not None
+        cache.load("mi250_minitoy_train.json.gz")
+        assert len(loader.calls) == 3
+    finally:
+        cache.shutdown()
+
+
+def test_cli_defaults_are_safe_and_bad_input_exits_2(tmp_path, capsys, root, monkeypatch):
+    args = build_parser().parse_args(["dashboard", str(root)])
+    assert args.host == "127.0.0.1" and args.port == 8050 and args.debug is False
+    assert main(["dashboard", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err
+    served = {}
+    monkeypatch.setattr("dashboard.server.serve", lambda path, **kw: served.update(kw, path=path))
+    assert main(["dashboard", str(root), "--port", "8123"]) == 0
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
+    assert served["host"] == "127.0.0.1" and served["debug"] is False
+
+
+def test_no_pickle_anywhere_in_the_dashboard():
+    repo = Path(__file__).resolve().parents[2]
+    for path in [*sorted((repo / "dashboard").rglob("*.py")), repo / "analyzers" / "export.py"]:
+        src = path.read_text()
+        assert not re.search(r"\b(pickle|cPickle|dill|joblib|shelve)\b", src), path
