@@ -32,6 +32,16 @@ collective intervals) overlapped by compute, as Holistic Trace Analysis defines 
 *Exposed* communication is communication time during which no compute runs. Per step it is taken
 over the step window ``[start of ProfilerStep#N, start of step N+1)`` (the last step ends at its
 own end); without steps the whole trace is one window.
+
+Stragglers (across the ranks of a TraceSet)
+-------------------------------------------
+The n-th collective of a type (and, for types whose message is the same on every rank, of a size)
+within a step is matched across ranks. A rank's *lateness* for a matched collective is its start
+minus the earliest rank's start; the others wait that long inside the collective, so a rank whose
+median lateness and lateness summed per step pass the thresholds is a straggler. Starts are
+compared on the traces' own clocks: ranks on different hosts add their clock offset to the skew.
+A rank whose compute per step (union of compute kernels) exceeds the median of the other ranks by
+``SLOW_COMPUTE_MIN_EXCESS`` is reported as slow.
 """
 
 from __future__ import annotations
@@ -479,6 +489,11 @@ def _exposed_finding(trace: Trace, comm: pd.DataFrame, per_type: pd.DataFrame, s
         advice = ("This is sharded-data-parallel traffic: enable FSDP `forward_prefetch`/`backward_prefetch` "
                   "(or FSDP2 prefetching) so the next all-gather runs under the current layer's compute, "
                   "and use larger wrapping units if messages are small")
+    elif top["type"] == "alltoall":
+        advice = ("Start the all-to-alls earlier so they run under independent compute (async_op=True and "
+                  "wait right before use); for embedding or MoE token exchange, pipeline the next batch's "
+                  "input distribution behind the current batch (e.g. TorchRec's TrainPipelineSparseDist) "
+                  "and batch small exchanges together")
     else:
         advice = (f"Start `{top['type']}` collectives earlier (async_op=True, wait right before use) so "
                   "they run under independent compute, and batch small ones together")
