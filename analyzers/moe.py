@@ -9,16 +9,49 @@ What is computed (all pure functions on arrays / frames, times not involved):
 
 - load table per layer × expert (the heatmap), imbalance per layer and per step: busiest expert over
   the mean (``max_over_mean``, 1 = even), coefficient of variation, entropy of the load shares
-  normalised by ``log E`` (1 = even), idle experts in a step and dead experts (no token in the run);
+  normalised by ``log E`` (1 = even), idle experts in a step, dead experts (under 1% of the mean
+  expert load over the run, judged once the layer routed enough tokens) and unused ones (zero);
 - static capacity: with capacity factor ``cf`` every expert takes at most
   ``ceil(cf × assignments / E)`` tokens per dispatch; the excess is dropped and unused slots are
-  padding. Each ``counts`` line is treated as one dispatch (the recorder sums the router calls of a
-  step, so with several calls per step this under-states drops). Dynamic (dropless) gating has
-  neither drops nor padding;
+  padding. The recorder sums a step's router calls into one line and says how many (``calls``):
+  such a line counts as ``calls`` dispatches of its mean counts (exact for one-token decode calls and
+  for alike calls; otherwise drops are under-stated). Dynamic (dropless) gating has neither;
 - temporal locality: reuse distance (distinct other experts between two uses of one expert) in the
-  access sequence, load correlation and hot-set overlap between consecutive steps;
-- the expert buffering what-if (``analyzers.expert_cache``) and the placement plan
-  (``analyzers.expert_placement``).
+  access sequence, load correlation and hot-set overlap between consecutive steps, mean steps
+  between an expert's active steps;
+- the expert buffering what-if (``analyzers.expert_cache``; its module docstring says how access
+  sequences are built: sampled tokens when recorded, else counts expanded by even interleaving).
+  When the run has decode steps only those are replayed (offloading pays off where tokens meet the
+  experts one at a time); the finding is raised only for inference routing, since training needs
+  every expert's weights each step;
+- the placement plan (``analyzers.expert_placement``) over ``ep_ranks`` ranks (option; else the
+  world size when > 1; else ``DEFAULT_EP_RANKS``) with ``redundant_experts`` extra slots (default:
+  one per rank), judged per step on the recorded counts, and also planned on the first half of the
+  steps and judged on the second (``holdout_step_max_over_mean_after``).
+
+Findings: token drops at the configured capacity factor (option ``capacity_factor``; else
+``DEFAULT_CAPACITY_FACTOR``, worded as a condition) or padding to trim; dead experts; load imbalance
+with the replication plan; imbalance growing during training (aux loss); expert buffering.
+
+Tables of the Result (one row per ...):
+
+- ``expert_load``        layer × expert: assignments, share, load_over_mean, weight_sum/mean_weight
+                         (when weights were recorded) — pivot layer × expert for the heatmap;
+- ``imbalance``          layer: max_over_mean, cv, entropy_norm, step_max_over_mean_mean/_max,
+                         step_idle_experts_mean, dead_experts, unused_experts, dead_expert_ids, ...;
+- ``step_imbalance``     layer × counts line (step, phase): tokens, assignments, max_over_mean, cv,
+                         entropy_norm, idle_experts;
+- ``capacity``           layer × gating ("static" per capacity factor, "dynamic"): capacity_tokens_mean,
+                         drop_rate, dropped, padding_waste, cf_for_1pct_drops, cf_for_no_drops;
+- ``locality``           layer: accesses, reuse_distance_mean/_median/_p90, reuse_distance_over_experts,
+                         step_load_correlation, hot_set_size, hot_set_overlap, step_gap_mean, access_source;
+- ``cache_curves``       layer × policy × resident_experts (1..E): hit_rate;
+- ``cache_sizing``       layer × policy: experts_needed (-1 when unreachable), reachable,
+                         hit_rate_at_needed, best_possible_hit_rate, offloaded_experts, expert_bytes,
+                         memory_freed_bytes;
+- ``placement``          layer × rank: experts_before/_after (comma-separated ids), tokens_before/_after;
+- ``placement_summary``  layer: ranks, redundant, replicated_experts, max_over_mean_before/_after (run
+                         totals), step_max_over_mean_before/_after, holdout_step_max_over_mean_after.
 
 Expert size for the memory numbers: option ``expert_bytes``; else a router line's
 ``expert_bytes`` (or ``expert_params`` × ``param_bytes``); else the manifest's
@@ -687,40 +720,40 @@ def _with_rank(finding: Finding, rank: int) -> Finding:
 def _summary(routing: Routing, imbalance: pd.DataFrame, capacity: pd.DataFrame, sizing: pd.DataFrame,
              placement_summary: pd.DataFrame, configured: float, cache_phase: str | None, num_ranks: int,
              redundant: int, sources: Mapping[str, str]) -> dict:
-    all_counts = [lr.counts for lr in routing.layers if len(lr.counts)]
+    """Headline numbers; the tables hold the detail per layer."""
     out: dict[str, object] = {
         "moe_layers": len(routing.layers),
         "num_experts": sorted({lr.num_experts for lr in routing.layers}),
         "top_k": sorted({lr.top_k for lr in routing.layers if lr.top_k is not None}),
         "phases": list(routing.phases),
-        "steps": int(len(np.unique(np.concatenate([lr.steps for lr in routing.layers])))) if routing.layers else 0,
-        "skipped_rows": routing.skipped_rows,
-        "dead_experts": int(imbalance["dead_experts"].sum()) if len(imbalance) else 0,
-        "worst_layer": None,
-        "worst_step_max_over_mean": float("nan"),
-        "cache_phase": cache_phase or "all",
-        "access_source": sorted(set(sources.values())),
-        "ep_ranks": num_ranks,
-        "redundant_experts": redundant,
+        "steps": int(len(np.unique(np.concatenate([lr.steps for lr in routing.layers])))),
     }
+    if routing.skipped_rows:
+        out["skipped_rows"] = routing.skipped_rows
     if len(imbalance):
-        worst = imbalance.sort_values("step_max_over_mean_mean", ascending=False).iloc[0]
+        worst = imbalance.sort_values("max_over_mean", ascending=False).iloc[0]
         out["worst_layer"] = str(worst["layer"])
-        out["worst_step_max_over_mean"] = float(worst["step_max_over_mean_mean"])
+        out["worst_max_over_mean"] = float(worst["max_over_mean"])
         out["mean_entropy_norm"] = float(imbalance["entropy_norm"].mean())
-    if all_counts:
-        for cf in sorted(set(CAPACITY_FACTORS) | {configured}):
-            out[f"drop_rate_cf{cf:g}"] = _pooled_capacity(routing, cf)["drop_rate"]
-            out[f"padding_waste_cf{cf:g}"] = _pooled_capacity(routing, cf)["padding_waste"]
+        out["dead_experts"] = int(imbalance["dead_experts"].sum())
+    if len(capacity):
+        pooled = _pooled_capacity(routing, configured)
+        out[f"drop_rate_at_cf{configured:g}"] = pooled["drop_rate"]
+        out[f"padding_waste_at_cf{configured:g}"] = pooled["padding_waste"]
+        out["cf_for_1pct_drops"] = float(capacity["cf_for_1pct_drops"].max())
     if len(sizing):
-        for policy in expert_cache.POLICIES:
-            sub = sizing[sizing["policy"] == policy]
-            needed = sub.loc[sub["reachable"], "experts_needed"]
-            out[f"experts_needed_{policy}_median"] = float(needed.median()) if len(needed) else float("nan")
-            out[f"memory_freed_bytes_{policy}"] = float(sub["memory_freed_bytes"].sum(min_count=1))
+        online = sizing[sizing["policy"].isin(("lru", "lfu"))]
+        best = online.sort_values(["reachable", "experts_needed"], ascending=[False, True]).groupby("layer").head(1)
+        reachable = best[best["reachable"]]
+        out["cache_phase"] = cache_phase or "all"
+        out["access_source"] = sorted(set(sources.values()))
+        out["resident_experts_for_target"] = f"{int(reachable['experts_needed'].sum())} of {int(reachable['num_experts'].sum())}"
+        out["memory_freed_bytes"] = float(reachable["memory_freed_bytes"].sum(min_count=1))
     if len(placement_summary):
-        out["placement_max_over_mean_before"] = float(placement_summary["step_max_over_mean_before"].mean())
-        out["placement_max_over_mean_after"] = float(placement_summary["step_max_over_mean_after"].mean())
+        out["ep_ranks"] = num_ranks
+        out["redundant_experts"] = redundant
+        out["rank_max_over_mean_before"] = float(placement_summary["step_max_over_mean_before"].mean())
+        out["rank_max_over_mean_after"] = float(placement_summary["step_max_over_mean_after"].mean())
     return out
 
 
