@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -57,3 +58,9 @@ class KinetoBuilder:
 
     def load(self, path: Path, **kwargs) -> "analyzers.Trace":
         return analyzers.load(self.write(path, **kwargs))
+
+
+@functools.lru_cache(maxsize=None)
+def load_shared(folder: str, name: str) -> "analyzers.Trace":
+    """A shared trace loaded once per test session (analyzers never mutate what they are given)."""
+    return analyzers.load(f"{folder}/{name}")

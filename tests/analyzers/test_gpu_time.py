@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 import analyzers
 from analyzers import gpu_time
 from analyzers.findings import NotApplicable
-from tests.analyzers.synthetic_kineto import KinetoBuilder
+from tests.analyzers.synthetic_kineto import load_shared, KinetoBuilder
 
 # Values printed by Holistic Trace Analysis itself — HolisticTraceAnalysis 0.5.0 (hta.version
 # __version_tuple__ (0, 5, 0)), run once in /tmp/htavenv on each file alone in a folder:
@@ -36,9 +35,7 @@ HTA_0_5_0 = {
 HTA_TOLERANCE_PP = 0.5
 
 
-@functools.lru_cache(maxsize=None)
-def _load(folder: str, name: str):
-    return analyzers.load(f"{folder}/{name}")
+_load = load_shared
 
 
 # --------------------------------------------------------------------------- HTA-compatible mode

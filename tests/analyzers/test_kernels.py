@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 import analyzers
 from analyzers import kernels
 from analyzers.findings import NotApplicable
-from tests.analyzers.synthetic_kineto import KinetoBuilder
+from tests.analyzers.synthetic_kineto import load_shared, KinetoBuilder
 
 NAMES = {
     "volta_sgemm_128x64_nn": kernels.GEMM,
@@ -36,9 +35,7 @@ NAMES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _load(folder: str, name: str):
-    return analyzers.load(f"{folder}/{name}")
+_load = load_shared
 
 
 def test_category_rules():

@@ -3,7 +3,6 @@ our phase/module annotations, step statistics and the data-loader, optimizer and
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import pandas as pd
@@ -11,12 +10,10 @@ import pytest
 
 import analyzers
 from analyzers import training_loop
-from tests.analyzers.synthetic_kineto import BWD_TID, KinetoBuilder
+from tests.analyzers.synthetic_kineto import load_shared, BWD_TID, KinetoBuilder
 
 
-@functools.lru_cache(maxsize=None)
-def _load(folder: str, name: str):
-    return analyzers.load(f"{folder}/{name}")
+_load = load_shared
 
 
 def _in_step(ev: pd.DataFrame, s0: int, s1: int) -> pd.DataFrame:
