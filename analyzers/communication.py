@@ -424,8 +424,8 @@ def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataF
             a = np.clip(cs[j0:j1], lo, hi)
             b = np.clip(ce[j0:j1], lo, hi)
             overlapped[i] = int(_covered(a, b, ks, ke).sum())
-    count = np.bincount(np.searchsorted(w_start, comm["ts_ns"].to_numpy(np.int64), side="right") - 1 + 1,
-                        minlength=len(windows) + 1)[1:len(windows) + 1] if len(comm) else np.zeros(len(windows), int)
+    # Collectives per step, by the step that launched them (all of them when the trace has no steps).
+    count = comm["step"].value_counts().reindex(windows["step"].to_numpy(), fill_value=0).to_numpy()
     return pd.DataFrame({
         "step": windows["step"].to_numpy(np.int64), "start_ns": w_start, "step_ns": w_end - w_start,
         "collectives": count.astype(np.int64), "comm_ns": comm_ns, "overlapped_ns": overlapped,
@@ -434,9 +434,9 @@ def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataF
     })
 
 
-def compute_per_step(trace: Trace) -> pd.DataFrame:
+def compute_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per step window: busy compute time (union of non-communication kernels or CPU ops), ns."""
-    comm = collectives(trace)
+    comm = collectives(trace) if comm is None else comm
     windows = step_windows(trace)
     if windows.empty:
         lo, hi = trace.span_ns
@@ -550,7 +550,7 @@ def analyze(trace: Trace, *, exposed_min_share: float = EXPOSED_COMM_MIN_SHARE) 
 
 # --- stragglers across ranks ---------------------------------------------------------------------
 
-def matched_collectives(traces: TraceSet) -> pd.DataFrame:
+def matched_collectives(traces: TraceSet, comm_by_rank: Mapping[int, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Collectives matched across ranks by (step, type, size, n-th such in the step); start lateness and skew, ns.
 
     The size is part of the key only for types whose message is the same on every rank (all but
@@ -559,7 +559,7 @@ def matched_collectives(traces: TraceSet) -> pd.DataFrame:
     """
     frames = []
     for trace in traces:
-        comm = collectives(trace)
+        comm = comm_by_rank[trace.rank] if comm_by_rank is not None else collectives(trace)
         if comm.empty:
             continue
         comm = comm[["rank", "step", "type", "ts_ns", "dur_ns", "bytes"]].copy()
@@ -585,10 +585,11 @@ def analyze_stragglers(traces: TraceSet) -> Result:
     """Start skew of matched collectives, per-rank lateness and compute per step, straggler findings."""
     if len(traces) < 2:
         raise NotApplicable("single rank")
-    matched = matched_collectives(traces)
+    comm_by_rank = {trace.rank: collectives(trace) for trace in traces}
+    matched = matched_collectives(traces, comm_by_rank)
     compute = []
     for trace in traces:
-        per_step = compute_per_step(trace)
+        per_step = compute_per_step(trace, comm_by_rank[trace.rank])
         per_step["rank"] = trace.rank
         compute.append(per_step)
     compute_df = pd.concat(compute, ignore_index=True)

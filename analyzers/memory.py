@@ -339,6 +339,15 @@ def _per_step_memory(trace: Trace, timeline: pd.DataFrame, device_type: str, dev
     return pd.DataFrame(rows, columns=columns)
 
 
+def _main_series(peaks: pd.DataFrame) -> pd.Series:
+    """The peaks row to follow per step: a GPU before the CPU, exact allocator events before samples."""
+    order = {"allocator": 0, "samples": 1, "counters": 2, "nvml": 3}
+    ranked = peaks.assign(_gpu=~peaks["device_type"].isin(("cuda", "hip", "xpu", "mps")),
+                          _src=peaks["source"].map(order).fillna(9),
+                          _peak=-peaks["peak_allocated_bytes"].fillna(-1))
+    return ranked.sort_values(["_gpu", "_src", "_peak"], kind="stable").iloc[0]
+
+
 def _capacity_finding(trace: Trace, peaks: pd.DataFrame, timeline: pd.DataFrame, share: float) -> Finding | None:
     """Memory near capacity → activation checkpointing / smaller micro-batch (and fragmentation advice)."""
     dev = peaks[peaks["peak_pct_of_capacity"].notna()]
@@ -419,11 +428,11 @@ def _sync_h2d_finding(trace: Trace, copies: pd.DataFrame, min_share: float) -> F
     if blocking:
         why.append(f"{blocking} issued with blocking cudaMemcpy")
     gain = min(share, 1.0)
-    per = "step" if not w.empty else "profiled window (no ProfilerStep annotations)"
+    per = "step" if not w.empty else "profiled window"
     return Finding(
         id="synchronous-h2d-copies", analyzer="memory",
         severity="critical" if share >= 5 * min_share else "warning",
-        title=f"Host-to-device copies block the CPU for {100 * share:.1f}% of each {per.split(' ')[0]}",
+        title=f"Synchronous host-to-device copies block the CPU for {100 * share:.1f}% of each {per}",
         evidence={"copies": int(len(in_steps)), "copies_per_step": len(in_steps) / n_windows,
                   "bytes_per_step": float(in_steps["bytes"].sum()) / n_windows,
                   "host_blocked_ms_per_step": blocked_per_step / 1e6, "window_ms": window_ns / 1e6,
@@ -464,7 +473,7 @@ def analyze(trace: Trace, *, near_capacity_share: float = MEMORY_NEAR_CAPACITY_S
                 summary[col.replace("_bytes", "_ts_ns")] = int(gpu.loc[vals.idxmax(), col.replace("_bytes", "_ts_ns")])
         if not gpu.empty and gpu["peak_pct_of_capacity"].notna().any():
             summary["peak_pct_of_capacity"] = float(gpu["peak_pct_of_capacity"].max())
-        main = peaks.sort_values("device_type").iloc[0]
+        main = _main_series(peaks)
         per_step = _per_step_memory(trace, timeline, main["device_type"], int(main["device"]), main["source"])
         if not per_step.empty:
             tables["per_step"] = per_step

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import analyzers
 from analyzers import communication as comm
@@ -88,6 +90,26 @@ def test_busbw_factors_follow_nccl_tests(ctype: str, n: int, factor: float) -> N
 ])
 def test_collective_type_from_names(name: str, ctype: str) -> None:
     assert comm.collective_type(name) == ctype
+
+
+_intervals = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 50)), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_intervals, _intervals)
+def test_interval_union_and_coverage_match_brute_force(a: list, b: list) -> None:
+    def cells(ivs):  # unit cells [t, t+1) covered by any interval
+        return {t for s, d in ivs for t in range(s, s + d)}
+
+    starts = np.array([s for s, _ in a], np.int64)
+    ends = np.array([s + d for s, d in a], np.int64)
+    us, ue = comm._union(starts, ends)
+    assert int((ue - us).sum()) == len(cells(a))
+    assert (us[1:] > ue[:-1]).all()  # disjoint and sorted
+    qs = np.array([s for s, _ in b], np.int64)
+    qe = np.array([s + d for s, d in b], np.int64)
+    covered = comm._covered(qs, qe, us, ue)
+    assert covered.tolist() == [len(cells([(s, d)]) & cells(a)) for s, d in b]
 
 
 # --- synthetic traces: linking, bandwidth, exposed time ----------------------------------------------

@@ -97,6 +97,17 @@ def test_peaks_and_when(tmp_path: Path) -> None:
     assert not result.findings
 
 
+def test_gpu_followed_per_step_when_cpu_allocations_are_present(tmp_path: Path) -> None:
+    path = _training_trace(tmp_path, weights=10 * GIB, activations=20 * GIB)
+    doc = json.loads(path.read_text())
+    doc["traceEvents"] += [_mem(T0_US + 500 + 10_000 * s, 64, 100 * GIB, 0, device_type=0, device=-1) for s in range(2)]
+    path.write_text(json.dumps(doc))
+    result = memory.analyze(analyzers.load(path))
+    assert set(result.table("peaks")["device_type"]) == {"cpu", "cuda"}
+    assert result.summary["peak_allocated_bytes"] == 30 * GIB  # the GPU's, not the host allocator's
+    assert result.table("per_step")["transient_bytes"].tolist() == [20 * GIB, 20 * GIB]
+
+
 def test_allocations_by_phase_and_op(tmp_path: Path) -> None:
     trace = analyzers.load(_training_trace(tmp_path, weights=GIB, activations=2 * GIB))
     table = memory.allocations_by_category(trace)
