@@ -147,7 +147,7 @@ PLACEMENT_MIN_GAIN = 0.10
 DEFAULT_EP_RANKS = 8
 #: Accesses per layer replayed by the buffering what-if (the most recent ones; counts are scaled).
 MAX_CACHE_ACCESSES = 20_000
-#: Capacity factors tried (besides the exact one) when searching the one that meets the drop target.
+#: Bisection steps of the search for the capacity factor that meets a drop-rate target.
 _CF_SEARCH_ITERS = 40
 
 
@@ -168,6 +168,7 @@ class LayerRouting:
     calls: np.ndarray  # int64 router calls summed into each counts row (1 when not recorded)
     token_samples: tuple[tuple[int, ...], ...]  # sampled tokens' expert ids, in step order
     token_sample_phases: tuple[str, ...]  # phase of each sampled token
+    token_sample_steps: tuple[int, ...] = ()  # step of each sampled token
     expert_bytes: int | None = None
 
     def step_counts(self, phase: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +199,31 @@ def _as_list(value: object) -> list | None:
     if isinstance(value, (list, tuple, np.ndarray)):
         return list(value)
     return None
+
+
+def _numbers(value: object) -> list[float] | None:
+    """A list of finite numbers, or None when ``value`` is not one."""
+    items = _as_list(value)
+    if items is None:
+        return None
+    try:
+        out = [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None
+
+
+def _expert_ids(value: object, num_experts: int | None = None) -> tuple[int, ...]:
+    """The expert ids of one sampled token (ids outside 0..E-1 or not integers are left out)."""
+    ids = []
+    for v in _as_list(value) or ():
+        try:
+            i = int(v)
+        except (TypeError, ValueError):
+            continue
+        if i >= 0 and (num_experts is None or i < num_experts):
+            ids.append(i)
+    return tuple(ids)
 
 
 def _int_or_none(value: object) -> int | None:
@@ -236,7 +262,7 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
     skipped = 0
     for order, (rec, typ, layer) in enumerate(zip(records, types, layers)):
         if typ == "counts":
-            counts = _as_list(rec.get("counts"))
+            counts = _numbers(rec.get("counts"))
             step = _int_or_none(rec.get("step"))
             if counts is None or step is None or not counts:
                 skipped += 1
@@ -247,7 +273,7 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
             if len(counts) != num_experts:
                 skipped += 1
                 continue
-            weights = _as_list(rec.get("weights"))
+            weights = _numbers(rec.get("weights"))
             if weights is not None and len(weights) != num_experts:
                 weights = None
             phase = rec.get("phase")
@@ -273,19 +299,21 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
         layer_samples = sorted(samples.get(layer, []), key=lambda r: (r[0], r[1]))
         num_experts = _int_or_none(entry.get("num_experts"))
         if num_experts is None:  # tokens only, no router line: the largest id seen bounds E
-            ids = [i for _, _, _, ex in layer_samples for tok in ex for i in (_as_list(tok) or [])]
+            ids = [i for _, _, _, ex in layer_samples for tok in ex for i in _expert_ids(tok)]
             num_experts = int(max(ids)) + 1 if ids else 0
         if num_experts <= 0:
             continue
         top_k = _int_or_none(entry.get("top_k"))
         token_ids: list[tuple[int, ...]] = []
         token_phases: list[str] = []
-        for _, _, phase, experts in layer_samples:
+        token_steps: list[int] = []
+        for step, _, phase, experts in layer_samples:
             for tok in experts:
-                ids = tuple(int(i) for i in (_as_list(tok) or ()) if 0 <= int(i) < num_experts)
+                ids = _expert_ids(tok, num_experts)
                 if ids:
                     token_ids.append(ids)
                     token_phases.append(phase)
+                    token_steps.append(step)
         if layer_rows:
             counts = np.clip(np.asarray([r[4] for r in layer_rows], dtype=np.float64), 0, None).astype(np.int64)
             has_weights = all(r[5] is not None for r in layer_rows)
@@ -300,23 +328,21 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
             steps = np.asarray([r[0] for r in layer_rows], dtype=np.int64)
             phases = tuple(r[2] for r in layer_rows)
             calls = np.asarray([r[6] for r in layer_rows], dtype=np.int64)
-        else:  # only sampled tokens: counts rebuilt from the samples, one row per step
-            steps_list = [s for s, _, _, _ in layer_samples]
-            uniq = sorted(set(steps_list))
-            counts = np.zeros((len(uniq), num_experts), np.int64)
-            tokens = np.zeros(len(uniq), np.int64)
-            phase_of: dict[int, str] = {}
+        else:  # only sampled tokens: counts rebuilt from the samples, one row per step × phase
+            keys = sorted({(step, phase) for step, _, phase, _ in layer_samples})
+            where = {key: i for i, key in enumerate(keys)}
+            counts = np.zeros((len(keys), num_experts), np.int64)
+            tokens = np.zeros(len(keys), np.int64)
             for step, _, phase, experts in layer_samples:
-                i = uniq.index(step)
-                phase_of.setdefault(step, phase)
+                i = where[(step, phase)]
                 for tok in experts:
-                    ids = [int(x) for x in (_as_list(tok) or ()) if 0 <= int(x) < num_experts]
-                    np.add.at(counts[i], ids, 1)
-                    tokens[i] += 1
+                    ids = _expert_ids(tok, num_experts)
+                    np.add.at(counts[i], list(ids), 1)
+                    tokens[i] += 1 if ids else 0
             weights = None
-            steps = np.asarray(uniq, dtype=np.int64)
-            phases = tuple(phase_of[s] for s in uniq)
-            calls = np.ones(len(uniq), np.int64)
+            steps = np.asarray([k[0] for k in keys], dtype=np.int64)
+            phases = tuple(k[1] for k in keys)
+            calls = np.ones(len(keys), np.int64)
             if top_k is None and token_ids:
                 top_k = len(token_ids[0])
         index = _int_or_none(entry.get("layer_index"))
@@ -324,6 +350,7 @@ def routing_from_stream(frame: pd.DataFrame, *, manifest: Mapping | None = None)
             layer=layer, layer_index=index if index is not None else -1, num_experts=num_experts, top_k=top_k,
             steps=steps, phases=phases, tokens=tokens, counts=counts, weights=weights, calls=calls,
             token_samples=tuple(token_ids), token_sample_phases=tuple(token_phases),
+            token_sample_steps=tuple(token_steps),
             expert_bytes=entry.get("expert_bytes") or manifest_bytes,
         ))
     out.sort(key=lambda lr: (lr.layer_index if lr.layer_index >= 0 else 1 << 30, lr.layer))
@@ -514,16 +541,21 @@ def capacity_table(routing: Routing, factors: Sequence[float] = CAPACITY_FACTORS
 # ----------------------------------------------------------------------------------------- locality
 def access_sequence(lr: LayerRouting, *, source: str = "auto", phase: str | None = None,
                     max_accesses: int = MAX_CACHE_ACCESSES) -> tuple[np.ndarray, str]:
-    """(expert access sequence, source used: "tokens" | "counts") of one layer, optionally one phase."""
+    """(expert access sequence, source used: "tokens" | "counts") of one layer, optionally one phase.
+
+    ``auto`` replays the sampled tokens when they cover every step that has counts (in ``phase``),
+    else the counts expanded by even interleaving; at most the last ``max_accesses`` token accesses
+    are kept, counts are scaled down to fit.
+    """
     if source not in ("auto", "tokens", "counts"):
         raise ValueError(f"source must be auto, tokens or counts, got {source!r}")
-    use_tokens = lr.token_samples and source in ("auto", "tokens")
-    if use_tokens:
-        picked = [ids for ids, p in zip(lr.token_samples, lr.token_sample_phases) if phase is None or p == phase]
-        if picked or source == "tokens":
-            seq = expert_cache.token_access_sequence(picked)
-            return seq[-max_accesses:] if max_accesses else seq, "tokens"
     mask = np.ones(len(lr.steps), bool) if phase is None else np.asarray(lr.phases) == phase
+    if source != "counts" and lr.token_samples:
+        keep = [i for i, p in enumerate(lr.token_sample_phases) if phase is None or p == phase]
+        covered = set(lr.steps[mask].tolist()) <= {lr.token_sample_steps[i] for i in keep}
+        if source == "tokens" or (keep and covered):
+            seq = expert_cache.token_access_sequence([lr.token_samples[i] for i in keep])
+            return (seq[-max_accesses:] if max_accesses else seq), "tokens"
     return expert_cache.step_access_sequence(lr.counts[mask], max_accesses=max_accesses), "counts"
 
 

@@ -344,3 +344,29 @@ def test_advice_follows_the_phase():
     assert finding(train, "moe_expert_buffering") is None
     buf = finding(decode, "moe_expert_buffering")
     assert buf is not None and "MiB of GPU memory" in buf.recommendation
+
+
+def test_garbage_values_are_skipped_not_raised():
+    lines = routing_lines([np.full((2, 4), 5)], top_k=1)
+    lines.append({"type": "counts", "step": 2, "phase": "train", "layer": LAYER.format(0), "counts": ["a", 1, 2, 3]})
+    lines.append({"type": "counts", "step": 3, "phase": "train", "layer": LAYER.format(0), "counts": "1,2,3,4"})
+    lines.append({"type": "tokens", "step": 3, "phase": "train", "layer": LAYER.format(0),
+                  "experts": [[0, "x"], [9, 1], None]})
+    result = moe.analyze(make_trace(lines))
+    assert result.summary["skipped_rows"] == 2
+    assert result.table("imbalance")["assignments"].iloc[0] == 40
+
+
+def test_token_samples_that_miss_steps_fall_back_to_counts():
+    counts = np.full((4, 4), 6)
+    tokens = [[[0, 1], [2, 3]]] * 4
+    lines = routing_lines([counts], top_k=2, tokens_by_layer=[tokens])
+    full = moe.analyze(make_trace(lines))
+    assert full.table("locality")["access_source"].tolist() == ["tokens"]
+    assert full.table("cache_sizing")["accesses"].iloc[0] == 16
+    partial = [ln for ln in lines if not (ln["type"] == "tokens" and ln["step"] == 3)]
+    fallback = moe.analyze(make_trace(partial))
+    assert fallback.table("locality")["access_source"].tolist() == ["counts"]
+    assert fallback.table("cache_sizing")["accesses"].iloc[0] == 4 * 24
+    forced = moe.analyze(make_trace(partial), access_source="tokens")
+    assert forced.table("locality")["access_source"].tolist() == ["tokens"]
