@@ -130,33 +130,153 @@ def parse_trace_file(path: str | Path, *, rank: int | None = None, manifest: dic
                      streams: dict | None = None) -> Trace:
     """Load one Chrome-trace/Kineto file into a Trace (``rank`` overrides what the file says)."""
     path = Path(path)
+    streamed = _read_kineto_streaming(path)
+    if streamed is not None:
+        top, collector = streamed
+    else:
+        top, collector = _read_whole(path)
+    if collector.seen == 0:
+        raise TraceError(path, "trace has no events ('traceEvents' is empty)")
+    return _build_trace(path, collector, top, rank=rank, manifest=manifest, streams=streams or {})
+
+
+def _read_whole(path: Path) -> tuple[dict, "_Collector"]:
+    """Parse the whole document at once (any valid layout; gives precise errors)."""
     doc = read_json_document(path)
     if isinstance(doc, list):
         events, top = doc, {}
     elif isinstance(doc, dict):
         if "traceEvents" not in doc:
             raise TraceError(path, "not a Chrome trace: no 'traceEvents' key")
-        events, top = doc["traceEvents"], doc
+        events, top = doc.pop("traceEvents"), doc
         if not isinstance(events, list):
             raise TraceError(path, f"'traceEvents' is a {type(events).__name__}, expected a list")
     else:
         raise TraceError(path, f"not a Chrome trace: top level is a {type(doc).__name__}")
-    if not events:
-        raise TraceError(path, "trace has no events ('traceEvents' is empty)")
-    del doc
-    return _build_trace(path, events, top, rank=rank, manifest=manifest, streams=streams or {})
+    collector = _Collector()
+    collector.add(events)
+    return top, collector
+
+
+#: Kineto writes one event per indented block: this separator only occurs between top-level events
+#: (a raw newline never occurs inside a JSON string, and nested objects are indented deeper).
+_KINETO_SEPARATOR = b"\n  },\n  {"
+_EVENTS_START = re.compile(rb'"traceEvents"\s*:\s*\[')
+_STREAM_CHUNK = 4 * 1024 * 1024
+_HEAD_LIMIT = 1024 * 1024
+_ARRAY_CLOSE_TRIES = 64
+
+
+class _NotKineto(Exception):
+    """The streaming reader cannot handle this file; the whole-file reader takes over."""
+
+
+def _read_kineto_streaming(path: Path, *, max_bytes: int = MAX_TRACE_BYTES) -> tuple[dict, "_Collector"] | None:
+    """Parse a Kineto-formatted trace chunk by chunk while decompressing, keeping only columns.
+
+    Peak memory is one chunk's parse tree instead of the whole document's. Returns None when the
+    file is not laid out the way Kineto writes it (or anything looks off): the caller then parses
+    the whole document, which also produces the precise error for broken files.
+    """
+    try:
+        with open(path, "rb") as fh:
+            return _stream_events(_decompressed_pieces(fh, max_bytes))
+    except (OSError, _NotKineto, orjson.JSONDecodeError):
+        return None
+
+
+def _decompressed_pieces(fh, max_bytes: int):
+    """Yield the file's (gunzipped) bytes in pieces of at most _STREAM_CHUNK."""
+    gzipped = fh.read(2) == _GZIP_MAGIC
+    fh.seek(0)
+    total = 0
+    if not gzipped:
+        while piece := fh.read(_STREAM_CHUNK):
+            total += len(piece)
+            if total > max_bytes:
+                raise _NotKineto
+            yield piece
+        return
+    inflate = zlib.decompressobj(wbits=31)
+    try:
+        while not inflate.eof:
+            data = fh.read(_STREAM_CHUNK // 16)
+            if not data:
+                break
+            while data:
+                out = inflate.decompress(data, _STREAM_CHUNK)
+                total += len(out)
+                if total > max_bytes:
+                    raise _NotKineto
+                yield out
+                data = inflate.unconsumed_tail
+        if not inflate.eof or inflate.unused_data or fh.read(1):
+            raise _NotKineto  # truncated, or several gzip members: the whole-file reader decides
+    except zlib.error:
+        raise _NotKineto from None
+
+
+def _stream_events(pieces) -> tuple[dict, "_Collector"]:
+    collector = _Collector()
+    buf = b""
+    head: bytes | None = None
+    for piece in pieces:
+        buf += piece
+        if head is None:
+            match = _EVENTS_START.search(buf)
+            if match is None:
+                if len(buf) > _HEAD_LIMIT:
+                    raise _NotKineto
+                continue
+            head, buf = buf[: match.end() - 1], buf[match.end():]
+        if len(buf) >= _STREAM_CHUNK:
+            cut = buf.rfind(_KINETO_SEPARATOR)
+            if cut < 0:
+                if len(buf) > 4 * _STREAM_CHUNK:
+                    raise _NotKineto
+                continue
+            end = cut + 4  # through the closing brace of the last complete event
+            collector.add(orjson.loads(b"[" + buf[:end] + b"]"))
+            buf = buf[end + 1:]  # drop the comma; the rest starts with the next event
+    result = _finish_stream(head, buf, collector)
+    if result is None:
+        raise _NotKineto
+    return result
+
+
+def _finish_stream(head: bytes | None, rest: bytes, collector: "_Collector") -> tuple[dict, "_Collector"] | None:
+    """Split the last bytes into the final events and the top-level keys after the array."""
+    if head is None:
+        return None
+    close = len(rest)
+    for _ in range(_ARRAY_CLOSE_TRIES):
+        close = rest.rfind(b"]", 0, close)
+        if close < 0:
+            return None
+        try:
+            top = orjson.loads(head + b"[]" + rest[close + 1:])
+            tail_events = orjson.loads(b"[" + rest[:close] + b"]")
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(top, dict):
+            return None
+        top.pop("traceEvents", None)
+        collector.add(tail_events)
+        return top, collector
+    return None
 
 
 def empty_trace(path: str | Path, rank: int, *, manifest: dict | None, streams: dict,
                 warnings: tuple[str, ...] = ()) -> Trace:
     """A Trace with no events (e.g. a killed job's rank that left only its JSONL streams)."""
-    drops = _Drops()
-    events = _events_frame([], [], drops, 0)
+    empty = _Collector()
+    drops = empty.drops
+    events = _events_frame(empty.complete, empty.instant, drops, 0)
     events["rank"] = np.zeros(0, dtype=np.int32)
     world = (manifest or {}).get("world_size")
     meta = TraceMeta(path=str(path), rank=rank, manifest=manifest, warnings=warnings,
                      world_size=world if isinstance(world, int) and world > 0 else 1)
-    return Trace(events, _counters_frame([], drops, 0, rank), _flows_frame([], drops, 0, rank), meta, streams)
+    return Trace(events, _counters_frame([], drops, 0, rank), _flows_frame(empty.flow, drops, 0, rank), meta, streams)
 
 
 class _Drops:
@@ -172,48 +292,79 @@ class _Drops:
             self.reasons[reason] = self.reasons.get(reason, 0) + n
 
 
-def _build_trace(path: Path, events: list, top: dict, *, rank: int | None, manifest: dict | None,
-                 streams: dict) -> Trace:
-    drops = _Drops()
-    warnings: list[str] = []
-    complete: list[dict] = []
-    instants: list[dict] = []
-    counters: list[dict] = []
-    flows: list[dict] = []
-    metadata: list[dict] = []
-    begin_end: list[dict] = []
-    for e in events:
-        if type(e) is not dict:
-            drops.add("event is not an object")
-            continue
-        p = e.get("ph")
-        if type(p) is not str:
-            drops.add("event has no 'ph' string")
-            continue
-        if p == "X":
-            complete.append(e)
-        elif p in _FLOW_PHASES:
-            flows.append(e)
-        elif p == "i" or p == "I":
-            instants.append(e)
-        elif p == "C":
-            counters.append(e)
-        elif p == "M":
-            metadata.append(e)
-        elif p == "B" or p == "E":
-            begin_end.append(e)
-        # other phases (async b/e/n, object snapshots...) carry nothing we analyze: ignored on purpose
-    if begin_end:
-        complete.extend(_pair_begin_end(begin_end, drops))
+_X_KEYS = ("ts", "dur", "name", "cat", "ph", "pid", "tid", "args")
+_I_KEYS = ("ts", "name", "cat", "ph", "pid", "tid", "args")
+_FLOW_KEYS = ("ts", "id", "ph", "cat", "pid", "tid")
 
+
+class _Collector:
+    """Sorts events by phase and keeps only their columns, so a chunk's dicts can be freed."""
+
+    def __init__(self) -> None:
+        self.drops = _Drops()
+        self.seen = 0
+        self.complete: dict[str, list] = {k: [] for k in _X_KEYS}
+        self.instant: dict[str, list] = {k: [] for k in _I_KEYS}
+        self.flow: dict[str, list] = {k: [] for k in _FLOW_KEYS}
+        self.counters: list[dict] = []
+        self.metadata: list[dict] = []
+        self.begin_end: list[dict] = []
+
+    def add(self, events: list) -> None:
+        """Take one batch of raw events."""
+        self.seen += len(events)
+        complete, instants, flows = [], [], []
+        for e in events:
+            if type(e) is not dict:
+                self.drops.add("event is not an object")
+                continue
+            p = e.get("ph")
+            if type(p) is not str:
+                self.drops.add("event has no 'ph' string")
+                continue
+            if p == "X":
+                complete.append(e)
+            elif p in _FLOW_PHASES:
+                flows.append(e)
+            elif p == "i" or p == "I":
+                instants.append(e)
+            elif p == "C":
+                self.counters.append(e)
+            elif p == "M":
+                self.metadata.append(e)
+            elif p == "B" or p == "E":
+                self.begin_end.append(e)
+            # other phases (async b/e/n, object snapshots...) carry nothing we analyze: ignored on purpose
+        self._extend(self.complete, complete)
+        self._extend(self.instant, instants)
+        self._extend(self.flow, flows)
+
+    def close_begin_end(self) -> None:
+        """Turn the collected B/E pairs into complete events."""
+        if self.begin_end:
+            self._extend(self.complete, _pair_begin_end(self.begin_end, self.drops))
+            self.begin_end = []
+
+    @staticmethod
+    def _extend(store: dict[str, list], rows: list[dict]) -> None:
+        if rows:
+            for key, values in zip(store, _columns(rows, tuple(store))):
+                store[key].extend(values)
+
+
+def _build_trace(path: Path, collector: _Collector, top: dict, *, rank: int | None, manifest: dict | None,
+                 streams: dict) -> Trace:
+    drops = collector.drops
+    warnings: list[str] = []
+    collector.close_begin_end()
     base_ns = _base_time_ns(top.get("baseTimeNanoseconds"), path, warnings)
-    ev_frame = _events_frame(complete, instants, drops, base_ns)
+    ev_frame = _events_frame(collector.complete, collector.instant, drops, base_ns)
     dist = top.get("distributedInfo") if isinstance(top.get("distributedInfo"), dict) else {}
     resolved_rank = _resolve_rank(rank, dist, path, warnings)
     ev_frame["rank"] = np.full(len(ev_frame), resolved_rank, dtype=np.int32)
-    counter_frame = _counters_frame(counters, drops, base_ns, resolved_rank)
-    flow_frame = _flows_frame(flows, drops, base_ns, resolved_rank)
-    processes, threads = _names(metadata)
+    counter_frame = _counters_frame(collector.counters, drops, base_ns, resolved_rank)
+    flow_frame = _flows_frame(collector.flow, drops, base_ns, resolved_rank)
+    processes, threads = _names(collector.metadata)
 
     if ev_frame.empty and counter_frame.empty and not streams:
         detail = "; ".join(f"{n}× {r}" for r, n in drops.reasons.items()) or "only metadata events"
@@ -298,27 +449,26 @@ def _sort_key(ts: Any) -> float:
     return value if value is not None else float("inf")
 
 
-def _events_frame(complete: list[dict], instants: list[dict], drops: _Drops, base_ns: int) -> pd.DataFrame:
-    rows = complete + instants
-    n_complete = len(complete)
-    ts_ns, ts_ok = _us_to_ns(_columns(rows, ("ts",))[0])
-    dur_ns, dur_ok = _us_to_ns(_columns(complete, ("dur",))[0])
-    dur_ns = np.concatenate([dur_ns, np.zeros(len(instants), dtype=np.int64)])
-    dur_ok = np.concatenate([dur_ok & (dur_ns[:n_complete] >= 0), np.ones(len(instants), dtype=bool)])
+def _events_frame(complete: dict[str, list], instant: dict[str, list], drops: _Drops, base_ns: int) -> pd.DataFrame:
+    n_complete, n_instant = len(complete["ts"]), len(instant["ts"])
+    ts_ns, ts_ok = _us_to_ns(complete["ts"] + instant["ts"])
+    dur_ns, dur_ok = _us_to_ns(complete["dur"])
+    dur_ns = np.concatenate([dur_ns, np.zeros(n_instant, dtype=np.int64)])
+    dur_ok = np.concatenate([dur_ok & (dur_ns[:n_complete] >= 0), np.ones(n_instant, dtype=bool)])
     keep = ts_ok & dur_ok
-    n_bad_ts = int((~ts_ok).sum())
-    drops.add("missing or non-numeric 'ts'", n_bad_ts)
+    drops.add("missing or non-numeric 'ts'", int((~ts_ok).sum()))
     drops.add("missing, negative or non-numeric 'dur'", int((ts_ok & ~dur_ok).sum()))
-
+    columns = {k: complete[k] + instant[k] for k in ("name", "cat", "args", "ph", "pid", "tid")}
     if not keep.all():
-        rows = [e for e, k in zip(rows, keep) if k]
+        columns = {k: [v for v, ok in zip(col, keep) if ok] for k, col in columns.items()}
         ts_ns, dur_ns = ts_ns[keep], dur_ns[keep]
     ts_ns = ts_ns + base_ns
 
-    names, cats, args, phs, pids, tids = _columns(rows, ("name", "cat", "args", "ph", "pid", "tid"))
-    names = [n if type(n) is str else _missing_or_str(n) for n in names]
-    cats = [c if type(c) is str else _missing_or_str(c) for c in cats]
-    args = [a if type(a) is dict else None for a in args]
+    names = [n if type(n) is str else _missing_or_str(n) for n in columns["name"]]
+    cats = [c if type(c) is str else _missing_or_str(c) for c in columns["cat"]]
+    args = [a if type(a) is dict else None for a in columns["args"]]
+    phs, pids, tids = columns["ph"], columns["pid"], columns["tid"]
+    del columns
     name_cat = pd.Categorical(names)
     cat_cat = pd.Categorical(cats)
     ph = pd.Categorical(phs, categories=["X", "i", "I"])
@@ -390,8 +540,8 @@ def _counters_frame(items: list[dict], drops: _Drops, base_ns: int, rank: int) -
     }).sort_values("ts_ns", kind="stable", ignore_index=True)
 
 
-def _flows_frame(items: list[dict], drops: _Drops, base_ns: int, rank: int) -> pd.DataFrame:
-    ts, ids, phs, cats, pids, tids = _columns(items, ("ts", "id", "ph", "cat", "pid", "tid"))
+def _flows_frame(flow: dict[str, list], drops: _Drops, base_ns: int, rank: int) -> pd.DataFrame:
+    ts, ids, phs, cats, pids, tids = (flow[k] for k in _FLOW_KEYS)
     ts_ns, ok = _us_to_ns(ts)
     ids = _ints(ids)
     ok &= ids != -1

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas.testing as pd_testing
 import pytest
 
 import analyzers
@@ -152,3 +153,26 @@ def test_old_capitalised_categories_map_to_the_same_kinds() -> None:
     assert kind_of_category("Memset") == "memset"
     assert kind_of_category("Python function") == "python"
     assert kind_of_category("something new") == "other"
+
+
+@pytest.mark.parametrize("name", ["mi250_minitoy_train.json.gz", "a100_alexnet.json.gz", "job128_rank0.json.gz"])
+def test_streaming_reader_matches_whole_file_reader(shared_traces: Path, name: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from analyzers import chrome_trace
+
+    path = shared_traces / name
+    monkeypatch.setattr(chrome_trace, "_STREAM_CHUNK", 4096)  # many chunks even on a small file
+    streamed = chrome_trace._read_kineto_streaming(path)
+    whole_top, whole = chrome_trace._read_whole(path)
+    if name.startswith("job128"):
+        assert streamed is None  # single-line JSON is not Kineto's layout: whole-file path
+        return
+    assert streamed is not None
+    top, collector = streamed
+    assert top == whole_top
+    assert collector.seen == whole.seen
+    a = chrome_trace._build_trace(path, collector, top, rank=None, manifest=None, streams={})
+    b = chrome_trace._build_trace(path, whole, whole_top, rank=None, manifest=None, streams={})
+    pd_testing.assert_frame_equal(a.events.drop(columns="args"), b.events.drop(columns="args"))
+    assert a.events["args"].tolist() == b.events["args"].tolist()
+    pd_testing.assert_frame_equal(a.flows, b.flows)
