@@ -156,7 +156,7 @@ def roofline_figure(points: pd.DataFrame | None, roofs: pd.DataFrame | None = No
     if size_col:
         d = pts[size_col].to_numpy(dtype=float)
         size = 6 + 30 * np.sqrt(d / d.max()) if len(d) and d.max() > 0 else None
-    groups = pts.groupby(bound_col, observed=True) if bound_col else [("ops", pts)]
+    groups = pts.groupby(pts[bound_col].fillna("unknown"), observed=True) if bound_col else [("ops", pts)]
     for key, grp in groups:
         sz = None if size is None else size[pts.index.get_indexer(grp.index)]
         fig.add_trace(go.Scatter(
@@ -175,4 +175,31 @@ def roofline_figure(points: pd.DataFrame | None, roofs: pd.DataFrame | None = No
     fig.update_xaxes(type="log", title=xcol)
     fig.update_yaxes(type="log", title=ycol)
     fig.update_layout(title="Roofline", **{**_LAYOUT, "height": 480})
+    return fig
+
+
+def lines_by_group(table: pd.DataFrame | None, x: str, y: str, group: str | Sequence[str], title: str,
+                   y_title: str | None = None) -> go.Figure | None:
+    """One line per group (e.g. per layer × policy) of ``y`` over ``x``."""
+    groups = [group] if isinstance(group, str) else list(group)
+    if not _has(table, x, y, *groups):
+        return None
+    fig = go.Figure()
+    for key, grp in table.sort_values(x).groupby(groups, observed=True, sort=True):
+        label = " · ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        fig.add_trace(go.Scatter(x=grp[x], y=grp[y].to_numpy(dtype=float), mode="lines+markers", name=label))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title or y, **_LAYOUT)
+    return fig
+
+
+def before_after_figure(table: pd.DataFrame | None, x: str, before: str, after: str, title: str,
+                        facet: str | None = None) -> go.Figure | None:
+    """Grouped bars of ``before`` vs ``after`` per ``x`` (labels prefixed by ``facet`` when given)."""
+    if not _has(table, x, before, after):
+        return None
+    labels = table[x].astype(str) if facet is None or facet not in table.columns \
+        else table[facet].astype(str) + " · " + table[x].astype(str)
+    fig = go.Figure([go.Bar(x=labels, y=table[before].to_numpy(dtype=float), name=before),
+                     go.Bar(x=labels, y=table[after].to_numpy(dtype=float), name=after)])
+    fig.update_layout(title=title, barmode="group", **_LAYOUT)
     return fig

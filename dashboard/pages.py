@@ -179,21 +179,46 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
             _first_table(rep, "communication", "per_step", rank), "step", "exposed_pct",
             "Exposed communication per step (% of step)")))
     elif page == "roofline":
-        pts = _first_table(rep, "roofline", "ops", rank)
-        res = _results(rep, "roofline", rank)
-        summ = res[0].summary if res else {}
+        roofs = _first_table(rep, "roofline", "roofs", rank)
+        peak_flops = peak_bw = None
+        if roofs is not None and not roofs.empty and {"peak_flops_per_s", "mem_bw_bytes_per_s"} <= set(roofs.columns):
+            top = roofs.sort_values("peak_flops_per_s", ascending=False).iloc[0]
+            peak_flops, peak_bw = float(top["peak_flops_per_s"]), float(top["mem_bw_bytes_per_s"])
         out.append(("roofline-plot", figures.roofline_figure(
-            pts, None, summ.get("peak_flops_per_s"), summ.get("peak_bytes_per_s"))))
+            _first_table(rep, "roofline", "ops", rank), roofs, peak_flops, peak_bw)))
+        out.append(("roofline-mfu", figures.bar_figure(
+            _first_table(rep, "roofline", "steps", rank), "step", "mfu", "MFU per step")))
     elif page == "moe":
         out.append(("moe-heatmap", figures.heatmap_figure(
-            _first_table(rep, "moe", "load", rank), "layer", "expert", "tokens", "Tokens per layer × expert")))
+            _first_table(rep, "moe", "expert_load", rank), "layer", "expert", "assignments",
+            "Tokens routed per layer × expert")))
+        out.append(("moe-imbalance", figures.lines_by_group(
+            _first_table(rep, "moe", "step_imbalance", rank), "step", "max_over_mean", "layer",
+            "Imbalance over steps (max / mean expert load)")))
+        out.append(("moe-buffering", figures.lines_by_group(
+            _first_table(rep, "moe", "cache_curves", rank), "resident_experts", "hit_rate", ["layer", "policy"],
+            "Expert buffering hit rate per policy")))
+        out.append(("moe-placement", figures.before_after_figure(
+            _first_table(rep, "moe", "placement", rank), "rank", "tokens_before", "tokens_after",
+            "Tokens per rank: placement before / after", facet="layer")))
     elif page == "power":
-        out.append(("power-series", figures.series_figure(
-            _first_table(rep, "power", "samples", rank), "t_ns", ["power_w", "sm_clock_mhz"], "Power and clocks")))
+        res = _results(rep, "power", rank)
+        for r in res:
+            for name, df in r.tables.items():
+                cols = [c for c in df.columns if c.endswith(("_w", "_mw", "_mhz", "_mj", "_j", "_c"))]
+                xcol = next((c for c in ("t_ns", "ts_ns", "step") if c in df.columns), None)
+                if xcol and cols and len(df) > 1:
+                    out.append((f"power-{name}-{r.rank}", figures.series_figure(df, xcol, cols, f"{name} (rank {r.rank})")))
     elif page == "memory":
         out.append(("memory-series", figures.series_figure(
-            _first_table(rep, "memory", "timeline", rank), "ts_ns", ["allocated_bytes", "reserved_bytes"],
+            _first_table(rep, "memory", "timeline", rank), "ts_ns", ["allocated_bytes", "reserved_bytes", "used_bytes"],
             "Memory over time (bytes)")))
+        out.append(("memory-rss", figures.series_figure(
+            _first_table(rep, "memory", "host_rss", rank), "ts_ns", ["rss_bytes"], "Host RSS (bytes)")))
+    if page == "communication":
+        out.append(("stragglers-lateness", figures.bar_figure(
+            _first_table(rep, "stragglers", "per_rank", None), "rank", "median_lateness_ns",
+            "Median collective lateness per rank (ns)")))
     return [(i, f) for i, f in out if f is not None]
 
 
@@ -233,14 +258,9 @@ def compare_page(ctx: PageContext) -> list:
                             ctx.run_b.entry.run_id if ctx.run_b else None, "compare with", clearable=True)
     if ctx.run_b is None:
         return [picker, html.Div("Choose a second run to compare.", className="muted", id="compare-body")]
-    body: list = []
-    try:
-        from analyzers import diff as diff_mod  # trace-diff logic lives there
-    except ImportError as exc:
-        diff_mod = None
-        body.append(not_available("trace-diff", f"analyzers.diff is not installed ({exc})"))
-    if diff_mod is not None:
-        body += _diff_tables(diff_mod, ctx.run, ctx.run_b)
+    from analyzers import diff as diff_mod  # the trace-diff logic
+
+    body: list = _diff_tables(diff_mod, ctx.run, ctx.run_b)
     body.append(html.Div([
         html.Div([html.H3(f"A: {ctx.run.entry.label}"), _summary_tables(ctx.run)], className="col"),
         html.Div([html.H3(f"B: {ctx.run_b.entry.label}"), _summary_tables(ctx.run_b)], className="col"),
@@ -249,27 +269,33 @@ def compare_page(ctx: PageContext) -> list:
 
 
 def _diff_tables(diff_mod, a: LoadedRun, b: LoadedRun) -> list:
-    fn = getattr(diff_mod, "diff_reports", None) or getattr(diff_mod, "compare", None) or getattr(diff_mod, "diff", None)
-    if fn is None:
-        return [not_available("trace-diff", "analyzers.diff has no diff function")]
+    """trace-diff rows (A = base, B = new) from the cached runs, through analyzers.diff."""
+    from analyzers.diff_metrics import extract_run_metrics
+
+    def side(run: LoadedRun):
+        trace = run.traces[0]  # trace-diff's default: the lowest rank
+        metrics = run.memoised("diff-metrics", lambda: extract_run_metrics(trace))
+        return diff_mod.SideInfo((run.entry.run_id,), (metrics,))
+
     try:
-        try:
-            out = fn(a.report, b.report)
-        except TypeError:
-            out = fn(a.data, b.data)
+        report = diff_mod.diff_runs(side(a), side(b), diff_mod.DiffOptions(fail_on="never"))
     except Exception as exc:  # the diff must not take the page down
         return [not_available("trace-diff", f"{type(exc).__name__}: {exc}")]
-    blocks = [html.H3("trace-diff")]
-    tables = getattr(out, "tables", None)
-    if isinstance(out, pd.DataFrame):
-        tables = {"diff": out}
-    for name, df in (tables or {}).items():
-        blocks.append(table_view(name, df, f"diff-{name}"))
-    for f in getattr(out, "findings", ()) or ():
-        blocks.append(findings_list([f]))
-    if len(blocks) == 1:
-        blocks.append(html.Pre(str(out)[:4000]))
-    return blocks
+    rows = []
+    for r in report.rows:
+        d = r.to_dict()
+        rows.append({"metric": d["key"], "group": d["group"], "unit": d["unit"], "base (A)": d["base"],
+                     "new (B)": d["new"], "delta": d["delta"], "ratio": d["ratio"], "p_value": d["p_value"],
+                     "verdict": r.verdict, "gated": r.gated})
+    df = pd.DataFrame(rows, columns=["metric", "group", "unit", "base (A)", "new (B)", "delta", "ratio",
+                                     "p_value", "verdict", "gated"])
+    order = {"regression": 0, "improvement": 1}
+    df = df.sort_values(["verdict", "metric"], key=lambda s: s.map(order).fillna(2) if s.name == "verdict" else s)
+    df = df.reset_index(drop=True)
+    return [html.H3(["trace-diff: ", html.Span(report.verdict, id="compare-verdict")]),
+            html.Div(f"{len(report.failing_rows)} gated regressions of {len(report.gated_rows)} gated metrics "
+                     f"(same logic as `torchscope diff A B`)", className="muted"),
+            table_view("diff", df, "diff-rows")]
 
 
 def _summary_tables(run: LoadedRun) -> html.Div:

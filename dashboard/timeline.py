@@ -9,6 +9,7 @@ downsampled with MinMaxLTTB (tsdownsample) to a few points per pixel on the same
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,10 @@ MAX_VISIBLE_EVENTS = 12_000
 COUNTER_POINTS_PER_PX = 2
 #: Plot width assumed when the browser has not reported one, px.
 DEFAULT_WIDTH_PX = 1400
+#: Counter rows below the lanes (one per counter name; further names are not drawn).
+MAX_COUNTER_ROWS = 6
+#: Height of one counter row, px.
+COUNTER_ROW_PX = 90
 #: Counter series kept when the window holds fewer points than this are sent untouched.
 _MIN_DOWNSAMPLE_POINTS = 8
 
@@ -222,9 +227,12 @@ def timeline_figure(index: LaneIndex, counters: dict[str, tuple[np.ndarray, np.n
     detail = level_of_detail(index.start_ns[sel], index.end_ns[sel], index.lane[sel], len(labels), t0, t1, width_px)
     drawn = sel[detail.visible]
     shown_lanes = sorted(set(index.lane[sel].tolist())) if lanes is None else sorted(lanes)
-    has_counters = bool(counters)
-    fig = make_subplots(rows=2 if has_counters else 1, cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                        row_heights=[0.72, 0.28] if has_counters else [1.0])
+    groups = sorted({label.split(" · ", 1)[-1] for label in counters})[:MAX_COUNTER_ROWS]
+    n_rows = 1 + len(groups)
+    lane_px = max(240, 26 * len(shown_lanes) + 60)
+    heights = [lane_px] + [COUNTER_ROW_PX] * len(groups)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.04, 0.3 / n_rows),
+                        row_heights=heights, subplot_titles=[""] + groups)
     origin = index.origin_ns
 
     def ms(ns: np.ndarray | int) -> np.ndarray:
@@ -251,21 +259,25 @@ def timeline_figure(index: LaneIndex, counters: dict[str, tuple[np.ndarray, np.n
         ), row=1, col=1)
     n_out = max(width_px * COUNTER_POINTS_PER_PX, _MIN_DOWNSAMPLE_POINTS)
     for label, (ts, vals) in counters.items():
+        group = label.split(" · ", 1)[-1]
+        if group not in groups:
+            continue
         pick = downsample_counter(ts, vals, t0, t1, n_out)
-        fig.add_trace(go.Scattergl(x=ms(ts[pick]), y=vals[pick], mode="lines", name=label,
-                                   line={"width": 1}), row=2, col=1)
+        fig.add_trace(go.Scatter(x=ms(ts[pick]), y=vals[pick], mode="lines", name=label,
+                                 line={"width": 1}), row=2 + groups.index(group), col=1)
     x_range = [float(ms(t0)), float(ms(t1))]
     fig.update_layout(
-        barmode="overlay", bargap=0.25, height=max(320, 28 * len(shown_lanes) + (220 if has_counters else 80)),
-        margin={"l": 10, "r": 10, "t": 30, "b": 30}, uirevision="timeline",
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        barmode="overlay", bargap=0.25, height=sum(heights) + 110,
+        margin={"l": 10, "r": 10, "t": 30, "b": 40}, uirevision="timeline",
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
         meta={"t0_ns": t0, "t1_ns": t1, "origin_ns": origin, "drawn": int(len(drawn)),
-              "folded": detail.folded, "lanes": [labels[c] for c in shown_lanes]},
+              "folded": detail.folded, "lanes": [labels[c] for c in shown_lanes], "counter_rows": groups},
     )
+    fig.update_annotations(font_size=11, x=0, xanchor="left")
     fig.update_yaxes(categoryorder="array", categoryarray=[labels[c] for c in reversed(shown_lanes)],
                      type="category", row=1, col=1)
-    fig.update_xaxes(range=x_range, row=1, col=1)
-    fig.update_xaxes(title_text="time since first event (ms)", row=2 if has_counters else 1, col=1)
+    fig.update_xaxes(range=x_range)
+    fig.update_xaxes(title_text="time since first event (ms)", row=n_rows, col=1)
     return fig
 
 
@@ -273,7 +285,9 @@ def window_from_relayout(relayout: dict | None, origin_ns: int) -> tuple[int, in
     """The zoom window (absolute ns) a plotly relayout event asks for; "full" on autorange; None if no zoom."""
     if not relayout:
         return None
-    for axis in ("xaxis", "xaxis2"):
+    axes = sorted({k.split(".", 1)[0] for k in relayout if re.match(r"^xaxis\d*\.", k)},
+                  key=lambda a: int(a[5:] or 0))
+    for axis in axes:
         if relayout.get(f"{axis}.autorange"):
             return "full"
         lo, hi = relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")
