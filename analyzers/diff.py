@@ -8,7 +8,8 @@ metrics, exact comparison for deterministic ones).
 
 What gates (``--gate``):
   ``headline``       (default) the headline metrics: step time, communication time, energy per step,
-                     peak memory, MoE imbalance/drop rate, and the deterministic work counts;
+                     peak memory (device; host RSS on CPU-only runs), MoE imbalance/drop rate, and
+                     the deterministic work counts;
   ``deterministic``  only the deterministic headline metrics (ops, kernels, FLOPs, bytes per step,
                      MoE tokens per expert): what our own CI gates on a shared CPU machine;
   ``all``            every row, per-kernel and per-operator ones too, with the p-values adjusted
@@ -64,8 +65,10 @@ DEFAULT_MIN_DELTA: Mapping[str, float] = {
 
 #: Order in which headline metrics are listed (others follow alphabetically).
 _HEADLINE_ORDER = (
-    "step/time", "comm/time", "energy/per_step", "memory/peak_allocated", "moe/imbalance", "moe/drop_rate",
-    "work/ops_per_step", "work/kernels_per_step", "work/flops_per_step", "work/memcpy_bytes_per_step",
+    "step/time", "comm/time", "energy/per_step", "memory/peak_allocated", "memory/peak_host_rss",
+    "moe/imbalance", "moe/drop_rate",
+    "work/ops_per_step", "work/kernels_per_step", "work/flops_per_step", "work/op_bytes_per_step",
+    "work/memcpy_bytes_per_step",
 )
 _GROUP_ORDER = ("step", "communication", "energy", "memory", "moe", "work", "phase", "gpu", "kernel", "operator")
 

@@ -7,7 +7,7 @@ the first ``warmup`` steps). Every metric is one of
 * **sampled** — one number per selected step (step time, phase time, GPU time per category,
   communication time, energy per step, MoE imbalance, per-kernel and per-operator time), or one
   number per run (peak memory): noisy, compared statistically;
-* **exact** — a deterministic number per run (ops, kernels, FLOPs and memcpy bytes per step, MoE
+* **exact** — a deterministic number per run (ops, kernels, FLOPs, operator bytes and memcpy bytes per step, MoE
   tokens per expert per step): compared exactly, a difference is a change.
 
 *Headline* metrics gate by default; the per-phase, per-category, per-kernel and per-operator rows
@@ -20,7 +20,8 @@ correlation id), not the kernel's own start: the GPU runs behind the CPU.
 
 Definitions are shared with the analyzers, not re-implemented: GPU time categories are
 ``kernels.category_of``; peak memory comes from ``memory.device_memory_timeline`` / ``memory.host_rss``;
-MoE loads from ``moe.routing_from_stream``, imbalance is ``moe.imbalance_metrics``' busiest expert over
+FLOPs and bytes per step are the roofline's operator cost model (``roofline.op_points``: the
+profiler's FLOPs, else an estimate from the recorded shapes). MoE loads from ``moe.routing_from_stream``, imbalance is ``moe.imbalance_metrics``' busiest expert over
 the mean (averaged over layers), the drop rate is ``moe.capacity_metrics`` at
 ``moe.DEFAULT_CAPACITY_FACTOR``. Energy per step integrates the samples stream (NVML energy counter,
 else power) or the trace's ``power_w`` counters over each step window.
@@ -38,6 +39,7 @@ import pandas as pd
 from . import kernels as kernels_analyzer
 from . import memory as memory_analyzer
 from . import moe as moe_analyzer
+from . import roofline as roofline_analyzer
 from .errors import TraceError
 from .trace import GPU_WORK_KINDS, Trace
 
@@ -252,13 +254,20 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
         ops, op_step = ops[op_step >= 0], op_step[op_step >= 0]
     if not ops.empty:
         exact("work/ops_per_step", "work", "count", float(len(ops)) / n, headline=True)
-        flops = _arg_numbers(ops["args"], "flops")
-        if np.isfinite(flops).any():
-            exact("work/flops_per_step", "work", "flop", float(np.nansum(flops)) / n, headline=True)
         for name, per_step in _per_name_per_step(ops, None, starts, ends, step_of=op_step):
             sampled(f"op_time/{name}", "operator", "ns", per_step, fill_zero=True)
         for name, count in _per_name_counts(ops, n):
             exact(f"op_count/{name}", "operator", "count", count, fill_zero=True)
+    # --- FLOPs and bytes of the operators (the roofline's cost model: profiler FLOPs, else shapes) ----
+    points = roofline_analyzer.op_points(trace) if not ops.empty else None
+    if points is not None and not points.empty:
+        in_step = _step_index(points["ts_ns"].to_numpy(np.int64), starts, ends) >= 0
+        flops = float(np.nansum(points["flops"].to_numpy(np.float64)[in_step]))
+        nbytes = float(np.nansum(points["bytes"].to_numpy(np.float64)[in_step]))
+        if flops > 0:
+            exact("work/flops_per_step", "work", "flop", flops / n, headline=True)
+        if nbytes > 0:
+            exact("work/op_bytes_per_step", "work", "bytes", nbytes / n, headline=True)
     # --- memory, energy, MoE ---------------------------------------------------------------------
     window = (int(starts.min()), int(ends.max()))
     for key, unit, value, headline in _peak_memory(trace, window):
@@ -410,7 +419,9 @@ def _peak_memory(trace: Trace, window: tuple[int, int]) -> list[tuple[str, str, 
     if not rss.empty:
         inside = rss[(rss["ts_ns"] >= lo) & (rss["ts_ns"] <= hi)]
         rss = inside if not inside.empty else rss
-        found.append(("memory/peak_host_rss", "bytes", float(rss["rss_bytes"].max()), False))
+        # host memory is the headline memory metric of a CPU-only run
+        headline = not any(key == "memory/peak_allocated" for key, *_ in found)
+        found.append(("memory/peak_host_rss", "bytes", float(rss["rss_bytes"].max()), headline))
     return found
 
 

@@ -131,7 +131,7 @@ def _label(row: DiffRow) -> str:
     """Verdict as shown: kernel and operator timings read "slower"/"faster"."""
     v = row.verdict
     if row.group in ("kernel", "operator") and row.unit == "ns":
-        return {"regression": "slower", "improvement": "faster"}.get(v, v)
+        v = {"regression": "slower", "improvement": "faster"}.get(v, v)
     return v.replace("_", " ")
 
 
@@ -153,7 +153,7 @@ def _headline(report: DiffReport) -> str:
 
 def _diagnostics(report: DiffReport, top: int) -> list[DiffRow]:
     """Ungated rows that changed, largest absolute time/size change first."""
-    rows = [r for r in report.rows if not r.gated and r.verdict not in ("unchanged",)]
+    rows = [r for r in report.rows if not r.gated and not r.headline and r.verdict != "unchanged"]
 
     def weight(r: DiffRow) -> float:
         c = r.comparison

@@ -41,8 +41,10 @@ def trace_events(step_ms: Sequence[float], *, first_step: int = 1, ops: Sequence
         for j, op in enumerate(ops):
             ts = t + 5.0 + j * slot
             args = {"External id": corr}
-            if flops_per_op is not None and op == "aten::mm":
-                args["flops"] = flops_per_op
+            if op == "aten::mm":  # [32, 64] x [64, 16]: 2·32·64·16 = 65536 FLOPs by shape
+                args.update({"Input Dims": [[32, 64], [64, 16]], "Input type": ["float", "float"]})
+                if flops_per_op is not None:
+                    args["flops"] = flops_per_op
             events.append({"ph": "X", "cat": "cpu_op", "name": op, "pid": 1, "tid": 1, "ts": ts, "dur": slot * 0.5,
                            "args": args})
             if gpu:

@@ -145,3 +145,11 @@ def test_shared_pair_metrics(shared_traces):
     cats = sum(v.samples for k, v in m.items() if k.startswith("gpu/") and k != "gpu/busy")
     assert (cats >= m["gpu/busy"].samples).all()
     assert (m["comm/time"].samples > 0).all()
+
+
+def test_flops_and_bytes_from_recorded_shapes_when_the_profiler_gives_none(tmp_path):
+    trace = analyzers.load(write_trace(tmp_path / "shapes.json.gz", [10.0] * 4, flops_per_op=None))
+    m = extract_run_metrics(trace).metrics
+    assert m["work/flops_per_step"].value == 2 * 32 * 64 * 16  # one [32,64]x[64,16] GEMM per step
+    assert m["work/op_bytes_per_step"].value > 0
+    assert m["work/flops_per_step"].exact and m["work/flops_per_step"].headline
