@@ -91,16 +91,20 @@ class DeviceSpec:
     notes: str = ""
     extra: Mapping[str, object] = field(default_factory=dict)
 
-    def peak(self, dtype: str) -> float:
-        """Peak dense FLOP/s for ``dtype`` (one of ``DTYPES``), falling back to a slower dtype."""
+    def resolve_dtype(self, dtype: str) -> str:
+        """The dtype whose peak bounds ``dtype`` on this device (itself, or the slower fallback it has)."""
         seen = set()
         while dtype not in seen:
             seen.add(dtype)
             value = self.peak_flops_per_s.get(dtype)
             if value is not None and value > 0:
-                return float(value)
+                return dtype
             dtype = _DTYPE_FALLBACK.get(dtype, "fp32")
-        return float(self.peak_flops_per_s.get("fp32") or math.nan)
+        return "fp32"
+
+    def peak(self, dtype: str) -> float:
+        """Peak dense FLOP/s for ``dtype`` (one of ``DTYPES``), falling back to a slower dtype."""
+        return float(self.peak_flops_per_s.get(self.resolve_dtype(dtype)) or math.nan)
 
     def ridge(self, dtype: str) -> float:
         """Arithmetic intensity (FLOP/byte) where the memory roof meets the ``dtype`` compute roof."""
