@@ -25,6 +25,7 @@ Every hook runs under one Guard: the first exception removes all of them and res
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Any, Callable, Iterator
 
@@ -126,6 +127,9 @@ class Annotator:
         self._backward_depth = 0
         self._opt_start: int | None = None
         self._installed = False
+        # guarded once here, not per registration: tensor hooks are registered on every forward
+        self._g_bwd_start = self.guard.wrap(self._bwd_mark_start)
+        self._g_bwd_end = self.guard.wrap(self._bwd_mark_end)
 
     # ---- events -------------------------------------------------------------------------------
     def record(self, name: str, cat: str, t0_ns: int, t1_ns: int, args: dict | None = None) -> None:
@@ -267,10 +271,11 @@ class Annotator:
     def _child_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self._mod_start[id(module)] = self._clock()
         if torch.is_grad_enabled():
-            name = self._mod_names[id(module)]
-            for t in list(_tensors(args)) + list(_tensors(kwargs)):
+            name = None
+            for t in _tensors((args, kwargs) if kwargs else args):
                 if t.requires_grad:
-                    t.register_hook(self.guard.wrap(lambda grad, n=name: self._bwd_mark_end(n)))
+                    name = name or self._mod_names[id(module)]
+                    t.register_hook(functools.partial(self._g_bwd_end, name))
 
     def _child_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         t0 = self._mod_start.pop(id(module), None)
@@ -281,12 +286,12 @@ class Annotator:
         if torch.is_grad_enabled():
             for t in _tensors(output):
                 if t.requires_grad and t.grad_fn is not None:
-                    t.register_hook(self.guard.wrap(lambda grad, n=name: self._bwd_mark_start(n)))
+                    t.register_hook(functools.partial(self._g_bwd_start, name))
 
-    def _bwd_mark_start(self, name: str) -> None:
+    def _bwd_mark_start(self, name: str, grad: Any = None) -> None:
         self._bwd_start.setdefault(name, self._clock())
 
-    def _bwd_mark_end(self, name: str) -> None:
+    def _bwd_mark_end(self, name: str, grad: Any = None) -> None:
         if name in self._bwd_start:
             self._bwd_end[name] = self._clock()
 

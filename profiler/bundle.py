@@ -204,6 +204,6 @@ def write_json_atomic(path: Path | str, obj: Any) -> Path:
     return atomic_write_bytes(path, data + b"\n")
 
 
-def write_trace_atomic(path: Path | str, trace: dict, *, compresslevel: int = 6) -> Path:
+def write_trace_atomic(path: Path | str, trace: dict, *, compresslevel: int = 4) -> Path:
     """Write a Chrome trace dict gzipped to `path` atomically."""
     return atomic_write_bytes(path, gzip.compress(dumps(trace), compresslevel=compresslevel, mtime=0))

@@ -314,6 +314,7 @@ class _PhaseBuffers:
 
     counts: torch.Tensor  # [E + 1] int64; the last bin collects out-of-range indices (dropped tokens)
     weights: torch.Tensor  # [E + 1] float32
+    one: torch.Tensor  # [1] int64, expanded as the source of index_add_ (no per-call allocation)
     tokens: int = 0  # from shapes, no device read
     calls: int = 0  # router calls summed into this line
     has_weights: bool = False
@@ -496,12 +497,13 @@ class RouterRecorder:
                     buffers = _PhaseBuffers(
                         counts=torch.zeros(e1, dtype=torch.int64, device=indices.device),
                         weights=torch.zeros(e1, dtype=torch.float32, device=indices.device),
+                        one=torch.ones(1, dtype=torch.int64, device=indices.device),
                     )
                 router.phases[phase] = buffers
-            flat = indices.reshape(-1).to(device=buffers.counts.device, dtype=torch.int64)
-            valid = (flat >= 0) & (flat < router.num_experts)
-            flat = torch.where(valid, flat, torch.full_like(flat, router.num_experts))
-            buffers.counts.index_add_(0, flat, torch.ones_like(flat))
+            e = router.num_experts
+            # out-of-range ids (dropped tokens: -1, E, ...) land in bin E: clamp to [-1, E], then -1 -> E
+            flat = indices.reshape(-1).to(device=buffers.counts.device, dtype=torch.int64).clamp(-1, e).remainder_(e + 1)
+            buffers.counts.index_add_(0, flat, buffers.one.expand(flat.shape[0]))
             if weights is not None:
                 w = weights.detach().reshape(-1).to(device=buffers.weights.device, dtype=torch.float32)
                 buffers.weights.index_add_(0, flat, w)
