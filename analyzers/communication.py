@@ -27,7 +27,8 @@ reduce-scatter and all-to-all, 1 for broadcast, reduce, send/recv (n = group siz
 Overlap and exposed communication
 ---------------------------------
 *Compute* is the union of all non-communication kernels (GPU jobs), or of the CPU ops on threads
-that run no collective (CPU jobs). ``overlap_pct`` is the share of communication time (union of
+that run no collective minus the time those threads spend inside communication ops such as a
+blocking ``c10d::allreduce_`` (CPU jobs). ``overlap_pct`` is the share of communication time (union of
 collective intervals) overlapped by compute, as Holistic Trace Analysis defines comm/comp overlap.
 *Exposed* communication is communication time during which no compute runs. Per step it is taken
 over the step window ``[start of ProfilerStep#N, start of step N+1)`` (the last step ends at its
@@ -389,18 +390,32 @@ def _covered(a: np.ndarray, b: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np
     return np.maximum(upto(b) - upto(a), 0)
 
 
+def _subtract(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted intervals ``a`` minus disjoint sorted intervals ``b``."""
+    (us, ue), (ws, we) = a, b
+    if len(us) == 0 or len(ws) == 0:
+        return us, ue
+    points = np.unique(np.concatenate([us, ue, ws, we]))
+    lo, hi = points[:-1], points[1:]
+    keep = (_covered(lo, hi, us, ue) == hi - lo) & (_covered(lo, hi, ws, we) == 0)
+    return _union(lo[keep], hi[keep])
+
+
 def _compute_union(trace: Trace, comm: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Union of compute intervals: non-communication kernels, or CPU ops off the collective threads."""
     ev = trace.events
     if (comm["timed_on"] == "gpu").any():
-        mask = (ev["kind"] == "kernel").to_numpy() & ~_name_mask(ev, _is_comm_kernel_name)
-    else:
-        comm_tids = set(comm["tid"].tolist())
-        mask = ((ev["kind"] == "cpu_op").to_numpy() & ~ev["tid"].isin(comm_tids).to_numpy()
-                & ~_name_mask(ev, lambda n: _CPU_COMM_OP.match(n) is not None))
-    work = ev[mask]
-    ts = work["ts_ns"].to_numpy(np.int64)
-    return _union(ts, ts + work["dur_ns"].to_numpy(np.int64))
+        work = ev[(ev["kind"] == "kernel").to_numpy() & ~_name_mask(ev, _is_comm_kernel_name)]
+        ts = work["ts_ns"].to_numpy(np.int64)
+        return _union(ts, ts + work["dur_ns"].to_numpy(np.int64))
+    # CPU backends: ops of the threads that run no collective, except while such a thread sits in a
+    # communication op (c10d::allreduce_ blocking on gloo, a wait): that time is waiting, not compute.
+    off_comm = (ev["kind"] == "cpu_op").to_numpy() & ~ev["tid"].isin(set(comm["tid"].tolist())).to_numpy()
+    is_comm_op = _name_mask(ev, lambda n: _CPU_COMM_OP.match(n) is not None)
+    work, waiting = ev[off_comm & ~is_comm_op], ev[off_comm & is_comm_op]
+    ts, ws = work["ts_ns"].to_numpy(np.int64), waiting["ts_ns"].to_numpy(np.int64)
+    return _subtract(_union(ts, ts + work["dur_ns"].to_numpy(np.int64)),
+                     _union(ws, ws + waiting["dur_ns"].to_numpy(np.int64)))
 
 
 def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from analyzers import communication as comm
 from analyzers.findings import NotApplicable
 from analyzers.registry import run_all
 from analyzers.trace import TraceSet
-from tests.conftest import require_module
+from tests.conftest import require_module, require_or_skip
 
 # --- building small Chrome traces ----------------------------------------------------------------
 
@@ -110,6 +110,20 @@ def test_interval_union_and_coverage_match_brute_force(a: list, b: list) -> None
     qe = np.array([s + d for s, d in b], np.int64)
     covered = comm._covered(qs, qe, us, ue)
     assert covered.tolist() == [len(cells([(s, d)]) & cells(a)) for s, d in b]
+
+
+@settings(max_examples=100, deadline=None)
+@given(_intervals, _intervals)
+def test_interval_subtraction_matches_brute_force(a: list, b: list) -> None:
+    def as_union(ivs):
+        return comm._union(np.array([s for s, _ in ivs], np.int64), np.array([s + d for s, d in ivs], np.int64))
+
+    def cells(us, ue):
+        return {t for s, e in zip(us, ue) for t in range(s, e)}
+
+    (ua, ea), (ub, eb) = as_union(a), as_union(b)
+    rs, re_ = comm._subtract((ua, ea), (ub, eb))
+    assert cells(rs, re_) == cells(ua, ea) - cells(ub, eb)
 
 
 # --- synthetic traces: linking, bandwidth, exposed time ----------------------------------------------
@@ -316,6 +330,28 @@ def test_job128_rank1_is_the_straggler(shared_traces: Path) -> None:
     report = run_all(traces, only=("stragglers", "communication"))
     assert report.result("stragglers") is not None
     assert {r.rank for r in report.results if r.analyzer == "communication"} == {0, 1}
+
+
+def test_cpu_only_ddp_bundle(sample_traces: Path) -> None:
+    bundle = sample_traces / "ddp_gloo_2rank"
+    require_or_skip(bundle.is_dir(), f"sample run {bundle} not recorded")
+    traces = analyzers.load(bundle)
+    report = run_all(traces, only=("communication", "stragglers"))
+    assert not report.errors and not report.skipped
+    for trace in traces:
+        result = report.result("communication", rank=trace.rank)
+        table = result.table("collectives")
+        annotations = trace.events[trace.events["name"].astype(str).str.startswith("gloo:")]
+        assert len(table) == len(annotations) > 0
+        # Sizes from the args our profiler adds to gloo annotations.
+        assert sorted(table["bytes"]) == sorted(a["msg_bytes"] for a in annotations["args"])
+        assert (table["group_size"] == 2).all() and (table["timed_on"] == "cpu").all()
+        # The main thread blocks in c10d::allreduce_ while gloo works: waiting, not overlap.
+        steps = result.table("per_step")
+        assert (steps["exposed_ns"] == steps["comm_ns"]).all()
+        assert (steps["compute_ns"] > 0).all()
+    stragglers = report.result("stragglers")
+    assert stragglers.summary["matched_collectives"] == len(report.result("communication", rank=0).table("collectives"))
 
 
 # --- a real gloo job under torch (the CPU path end to end) ---------------------------------------------

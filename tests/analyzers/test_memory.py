@@ -13,7 +13,7 @@ import analyzers
 from analyzers import memory
 from analyzers.findings import NotApplicable
 from analyzers.registry import run_all
-from tests.conftest import require_module
+from tests.conftest import require_module, require_or_skip
 
 GIB = 1 << 30
 CAPACITY = 80 * GIB
@@ -194,6 +194,19 @@ def test_counters_are_read_when_there_is_no_stream(tmp_path: Path) -> None:
     assert (row["source"], row["device"], row["peak_allocated_bytes"]) == ("counters", 1, 5.0)
     assert np.isnan(row["capacity_bytes"])
     assert result.summary["peak_rss_bytes"] == 9.0
+
+
+def test_cpu_bundle_host_rss(sample_traces: Path) -> None:
+    bundle = sample_traces / "cnn_train"
+    require_or_skip(bundle.is_dir(), f"sample run {bundle} not recorded")
+    lines = [json.loads(line) for line in (bundle / "rank0.samples.jsonl").read_text().splitlines() if line.strip()]
+    rss = [(line["rss_bytes"], line["t_ns"]) for line in lines if line.get("source") == "host" and "rss_bytes" in line]
+    result = memory.analyze(analyzers.load(bundle))
+    peak, at = max(rss, key=lambda r: (r[0], -r[1]))
+    assert result.summary["peak_rss_bytes"] == peak
+    assert result.summary["peak_rss_ts_ns"] == at
+    assert len(result.table("host_rss")) == len(rss)
+    assert not result.findings
 
 
 # --- synchronous host-to-device copies ------------------------------------------------------------------
