@@ -44,7 +44,7 @@ from .diff_stats import (
 from .trace import Trace, TraceSet
 
 __all__ = [
-    "DiffOptions", "DiffRow", "DiffReport", "diff_paths", "diff_runs", "load_runs", "register",
+    "DiffOptions", "DiffRow", "DiffReport", "SideInfo", "diff_paths", "diff_runs", "load_runs", "register",
     "parse_min_delta", "DEFAULT_MIN_DELTA", "SCHEMA_VERSION", "GATES", "FAIL_ON",
 ]
 
