@@ -14,6 +14,9 @@ description:
 2. *Pack*: every rank has ``ceil((E + B) / R)`` slots; take replicas from the heaviest to the
    lightest and put each on the least-loaded rank that has a free slot and does not hold that
    expert yet.
+3. *Refine*: while swapping one replica of the busiest rank with one of another rank lowers the
+   larger of the two ranks' loads, make the best such swap (equal slot counts make the greedy
+   packing miss the optimum by several percent; a few swaps close most of that gap).
 
 The planner returns the contiguous placement instead whenever its own would not lower the
 predicted max/mean, so a plan is never worse than the default.
@@ -135,7 +138,43 @@ def balanced_placement(load: np.ndarray, num_ranks: int, redundant: int = 0) -> 
             best = min((r for r in range(num_ranks) if len(held[r]) < slots), key=lambda r: rank_load[r])
         held[best].append(e)
         rank_load[best] += weight
+    _refine_by_swaps(held, per_replica, rank_load)
     return Placement(num_experts, tuple(tuple(sorted(h)) for h in held))
+
+
+def _refine_by_swaps(held: list[list[int]], per_replica: np.ndarray, rank_load: np.ndarray,
+                     max_swaps: int | None = None) -> None:
+    """Swap replicas between the busiest rank and another while that lowers the pair's larger load (in place)."""
+    num_ranks = len(held)
+    slots = max(len(h) for h in held)
+    tolerance = 1e-9 * max(float(rank_load.sum()), 1.0)
+    limit = max_swaps if max_swaps is not None else 4 * sum(len(h) for h in held)
+    for _ in range(limit):
+        ids = np.full((num_ranks, slots), -1, dtype=np.int64)
+        for r, h in enumerate(held):
+            ids[r, :len(h)] = h
+        weight = np.where(ids >= 0, per_replica[np.maximum(ids, 0)], np.nan)
+        top = int(np.argmax(rank_load))
+        mine = ids[top][ids[top] >= 0]
+        wa = per_replica[mine]
+        # delta[i, r, j]: load leaving the busiest rank when its item i swaps with item j of rank r.
+        delta = wa[:, None, None] - weight[None, :, :]
+        pair_max = np.maximum(rank_load[top] - delta, rank_load[None, :, None] + delta)
+        invalid = np.isnan(delta)
+        invalid[:, top, :] = True
+        # A swap must not leave two copies of one expert on a rank.
+        invalid |= np.isin(ids, mine)[None, :, :]  # rank r's item already on the busiest rank
+        on_rank = (ids[:, :, None] == mine[None, None, :]).any(axis=1)  # (R, i): busiest's item i already on r
+        invalid |= on_rank.T[:, :, None]
+        pair_max = np.where(invalid, np.inf, pair_max)
+        i, r, j = np.unravel_index(int(np.argmin(pair_max)), pair_max.shape)
+        if not pair_max[i, r, j] < rank_load[top] - tolerance:
+            return
+        a, b = held[top][i], held[r][j]
+        held[top][i], held[r][j] = b, a
+        moved = per_replica[a] - per_replica[b]
+        rank_load[top] -= moved
+        rank_load[r] += moved
 
 
 def plan_placement(load: np.ndarray, num_ranks: int, redundant: int = 0) -> PlacementPlan:

@@ -79,3 +79,14 @@ def test_plan_is_never_worse_than_the_default(case):
     assert plan.load_after.sum() == pytest.approx(load.sum())
     assert set(e for experts in plan.after.rank_experts for e in experts) == set(range(len(load)))
     assert plan.after.replicas.max() <= num_ranks
+
+
+def test_swaps_fix_what_greedy_packing_misses():
+    # Largest-first packing gives {3, 2, 2} | {3, 2} = 7 | 5; one swap reaches the optimum 6 | 6.
+    placement = balanced_placement(np.array([3.0, 3, 2, 2, 2]), num_ranks=2, redundant=0)
+    assert sorted(rank_loads(placement, np.array([3.0, 3, 2, 2, 2])).tolist()) == [6.0, 6.0]
+    # With replicas, no rank ends up holding two copies of one expert.
+    load = np.array([50.0, 40, 30, 5, 5, 5, 5, 5])
+    placement = balanced_placement(load, num_ranks=4, redundant=4)
+    for experts in placement.rank_experts:
+        assert len(set(experts)) == len(experts)
