@@ -6,8 +6,8 @@ data_loading, loss, optimizer, backward, forward (a later phase only gets time n
 claimed), and ``other`` is what is left:
 
 * With our bundle's ``torchscope.phase`` annotations (kind ``phase``) those are used: the union of
-  the annotations named after each phase (``zero_grad`` counts as optimizer; user phase names
-  such as ``prefill``/``decode`` are reported in ``user_phases``).
+  the annotations named after each phase (``zero_grad`` counts as optimizer). User phase names
+  (``prefill``, ``decode``, ...) get their own ``<name>_ns`` columns, painted after the standard ones.
 * Otherwise phases are inferred from standard op names: ``enumerate(DataLoader)#...`` is data
   loading; ``Optimizer.step#...`` and ``Optimizer.zero_grad#...`` are optimizer; backward runs from
   the first to the last ``autograd::engine::evaluate_function: ...`` op (whatever thread — the
@@ -16,7 +16,8 @@ claimed), and ``other`` is what is left:
   (before the optimizer when there is no backward; the whole rest for inference).
 
 Per-module forward/backward time comes from our ``torchscope.module`` annotations (top-level
-modules: qualified names without a dot), or else from Kineto's ``nn.Module: X`` python events
+modules: those none of whose dotted name prefixes is annotated too, e.g. ``tok``, ``blocks.0``,
+``head`` when ``blocks`` is a ModuleList; the root model is skipped), or else from Kineto's ``nn.Module: X`` python events
 (the children of the outermost module, forward only).
 """
 
@@ -123,26 +124,24 @@ def _intervals(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- phases
-def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str, pd.DataFrame]:
-    """Per phase, a list (per step) of merged intervals; the source; user-phase totals."""
+def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str]:
+    """Per phase, a list (per step) of merged intervals (standard phases first), and their source."""
     ev = trace.events
     phase_ev = ev[ev["kind"] == "phase"]
     layers: dict[str, list] = {}
-    user = pd.DataFrame(columns=["phase", "step", "total_ns"])
     if not phase_ev.empty:
         names = phase_ev["name"].astype(str).str.lower().map(lambda n: _PHASE_ALIASES.get(n, n))
-        known = names.isin(_PAINT_ORDER)
         s, e = _intervals(phase_ev)
         idx = _assign_step(s, steps)
         for phase in _PAINT_ORDER:
             m = (names == phase).to_numpy() & (idx >= 0)
             layers[phase] = _per_step_union(idx[m], s[m], e[m], steps)
-        if (~known).any():
-            um = (~known).to_numpy() & (idx >= 0)
-            user = pd.DataFrame({"phase": phase_ev["name"].astype(str).to_numpy()[um],
-                                 "step": steps["step"].to_numpy()[idx[um]], "total_ns": (e - s)[um]})
-            user = user.groupby(["phase", "step"], as_index=False)["total_ns"].sum()
-        return layers, "torchscope.phase annotations", user
+        # User phases (prefill, decode, eval, ...) get their own layers, painted after the standard ones.
+        for phase in sorted(set(names) - set(_PAINT_ORDER) - set(PHASES)):
+            m = (names == phase).to_numpy() & (idx >= 0)
+            if m.any():
+                layers[phase] = _per_step_union(idx[m], s[m], e[m], steps)
+        return layers, "torchscope.phase annotations"
 
     kind = ev["kind"]
     host = ev[kind.isin(("annotation", "python", "cpu_op", "runtime"))]
@@ -186,16 +185,17 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str, pd.Data
             stop = int(s1)
         fwd.append((np.array([s0], np.int64), np.array([max(stop, s0)], np.int64)))
     layers["forward"] = fwd
-    return layers, "inferred from op names", user
+    return layers, "inferred from op names"
 
 
 def _paint(layers: dict, n_steps: int) -> dict[str, np.ndarray]:
-    """Exclusive ns per phase per step, painting phases in ``_PAINT_ORDER``."""
-    out = {p: np.zeros(n_steps, np.int64) for p in _PAINT_ORDER}
+    """Exclusive ns per phase per step, painting ``_PAINT_ORDER`` first, then user phases."""
+    order = list(_PAINT_ORDER) + [p for p in layers if p not in _PAINT_ORDER]
+    out = {p: np.zeros(n_steps, np.int64) for p in order}
     for i in range(n_steps):
         claimed = _EMPTY
         before = 0
-        for phase in _PAINT_ORDER:
+        for phase in order:
             iv = layers.get(phase, [_EMPTY] * n_steps)[i]
             claimed = _union(claimed, iv)
             now = _length(claimed)
@@ -211,11 +211,11 @@ def _modules(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
     mod = ev[ev["kind"] == "module"]
     n_steps = max(len(steps), 1)
     if not mod.empty:
-        name = mod["name"].astype(str)
-        top = ~name.str.contains(".", regex=False) & (name != "")
-        direction = [((a or {}).get("direction") or "forward") for a in mod["args"].to_numpy()[top.to_numpy()]]
-        frame = pd.DataFrame({"module": name[top].to_numpy(), "direction": direction,
-                              "dur_ns": mod["dur_ns"].to_numpy()[top.to_numpy()]})
+        mod = mod[mod["name"].astype(str) != ""]  # the root model itself, when annotated
+        top = mod["name"].astype(str).isin(_top_level_names(set(mod["name"].astype(str)))).to_numpy()
+        direction = [((a or {}).get("direction") or "forward") for a in mod["args"].to_numpy()[top]]
+        frame = pd.DataFrame({"module": mod["name"].astype(str).to_numpy()[top], "direction": direction,
+                              "dur_ns": mod["dur_ns"].to_numpy()[top]})
         source = "torchscope.module annotations"
     else:
         py = ev[ev["kind"] == "python"]
@@ -236,6 +236,16 @@ def _modules(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
     g["mean_per_step_ns"] = (g["total_ns"] / n_steps).round().astype(np.int64)
     g["source"] = source
     return g.sort_values("total_ns", ascending=False).reset_index(drop=True)
+
+
+def _top_level_names(names: set[str]) -> set[str]:
+    """Qualified module names none of whose dotted prefixes is itself annotated."""
+    top = set()
+    for name in names:  # distinct module names, not events
+        parts = name.split(".")
+        if not any(".".join(parts[:i]) in names for i in range(1, len(parts))):
+            top.add(name)
+    return top
 
 
 def _outermost(frame: pd.DataFrame) -> np.ndarray:
@@ -287,13 +297,15 @@ def analyze(trace: Trace) -> Result:
     """Per-step phase times (ns), per-module time, step-time statistics and loop findings."""
     steps = _steps(trace)
     n = len(steps)
-    layers, source, user = _phase_layers(trace, steps)
+    layers, source = _phase_layers(trace, steps)
     painted = _paint(layers, n)
+    user_phases = [p for p in painted if p not in PHASES]
+    all_phases = [*PHASES[:-1], *user_phases, "other"]
     table = pd.DataFrame({"step": steps["step"].to_numpy(), "start_ns": steps["ts_ns"].to_numpy(),
                           "step_ns": steps["dur_ns"].to_numpy()})
-    for phase in PHASES[:-1]:
+    for phase in all_phases[:-1]:
         table[f"{phase}_ns"] = painted[phase]
-    table["other_ns"] = table["step_ns"] - table[[f"{p}_ns" for p in PHASES[:-1]]].sum(axis=1)
+    table["other_ns"] = table["step_ns"] - table[[f"{p}_ns" for p in all_phases[:-1]]].sum(axis=1)
     dur = table["step_ns"].to_numpy().astype(np.float64)
     median = float(np.median(dur))
     ratio = dur / median if median else np.ones_like(dur)
@@ -301,7 +313,7 @@ def analyze(trace: Trace) -> Result:
     table["outlier"] = outlier
     table["warmup"] = outlier & (np.arange(n) < WARMUP_STEPS)
     steady = table[~table["warmup"]]
-    totals = {p: int(table[f"{p}_ns"].sum()) for p in PHASES}
+    totals = {p: int(table[f"{p}_ns"].sum()) for p in all_phases}
     step_total = int(table["step_ns"].sum())
     syncs = _syncs(trace, steps)
     modules = _modules(trace, steps)
@@ -314,14 +326,13 @@ def analyze(trace: Trace) -> Result:
         "warmup_steps": [int(s) for s in table.loc[table["warmup"], "step"]],
         "outlier_steps": [int(s) for s in table.loc[table["outlier"], "step"]],
         "steady_median_ns": int(round(float(np.median(steady["step_ns"])))) if len(steady) else None,
-        **{f"{p}_pct": (100.0 * totals[p] / step_total if step_total else 0.0) for p in PHASES},
+        **{f"{p}_pct": (100.0 * totals[p] / step_total if step_total else 0.0) for p in all_phases},
     }
-    phase_totals = pd.DataFrame({"phase": list(PHASES), "total_ns": [totals[p] for p in PHASES],
-                                 "share_pct": [summary[f"{p}_pct"] for p in PHASES]})
+    phase_totals = pd.DataFrame({"phase": all_phases, "total_ns": [totals[p] for p in all_phases],
+                                 "share_pct": [summary[f"{p}_pct"] for p in all_phases],
+                                 "user_phase": [p in user_phases for p in all_phases]})
     findings = _findings(trace, table, syncs, summary, step_total)
     tables = {"steps": table, "phases": phase_totals, "modules": modules, "syncs": syncs}
-    if not user.empty:
-        tables["user_phases"] = user
     return Result(analyzer="training_loop", rank=trace.rank, tables=tables, summary=summary,
                   findings=tuple(findings))
 

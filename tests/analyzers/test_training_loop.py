@@ -10,6 +10,8 @@ import pytest
 
 import analyzers
 from analyzers import training_loop
+from analyzers.findings import NotApplicable
+from tests.conftest import require_or_skip
 from tests.analyzers.synthetic_kineto import load_shared, BWD_TID, KinetoBuilder
 
 
@@ -187,3 +189,47 @@ def test_without_steps_the_trace_is_one_step(shared_traces):
 def test_cpu_only_trace_has_a_step(shared_traces):
     res = training_loop.analyze(_load(str(shared_traces), "cpu_only_rank34.json.gz"))
     assert list(res.table("steps")["step"]) == [551]
+
+
+def _phase_union(trace, step_row, names: tuple[str, ...]) -> int:
+    ev = trace.events
+    s0 = int(step_row["start_ns"])
+    s1 = s0 + int(step_row["step_ns"])
+    sel = ev[(ev["kind"] == "phase") & ev["name"].astype(str).isin(names)]
+    return _union_len(_in_step(sel, s0, s1), s0, s1)
+
+
+def test_our_cpu_bundle_phases_and_modules(sample_traces):
+    bundle = sample_traces / "gpt_train"
+    require_or_skip(bundle.is_dir(), f"no run bundle at {bundle}")
+    trace = analyzers.load(bundle)
+    res = training_loop.analyze(trace)
+    assert res.summary["phase_source"] == "torchscope.phase annotations"
+    steps = res.table("steps")
+    assert list(steps["step"]) == list(trace.steps()["step"]) and len(steps) >= 2
+    for _, row in steps.iterrows():  # our annotations do not overlap: each phase is its own union
+        assert row["data_loading_ns"] == _phase_union(trace, row, ("data_loading",))
+        assert row["loss_ns"] == _phase_union(trace, row, ("loss",))
+        assert row["optimizer_ns"] == _phase_union(trace, row, ("optimizer", "zero_grad"))
+        assert row["backward_ns"] > row["forward_ns"] > 0
+    mods = res.table("modules")
+    top = set(mods["module"])
+    assert {"blocks.0", "blocks.1", "head"} <= top and not any(m.count(".") > 1 for m in top)
+    assert set(mods["direction"]) == {"forward", "backward"}
+    for analyzer in ("gpu_time", "kernels"):  # a CPU-only run has no GPU work
+        with pytest.raises(NotApplicable, match="no GPU events"):
+            __import__(f"analyzers.{analyzer}", fromlist=["analyze"]).analyze(trace)
+
+
+def test_user_phases_get_their_own_columns(sample_traces):
+    bundle = sample_traces / "moe_generate"
+    require_or_skip(bundle.is_dir(), f"no run bundle at {bundle}")
+    trace = analyzers.load(bundle)
+    res = training_loop.analyze(trace)
+    steps = res.table("steps")
+    assert {"prefill_ns", "decode_ns"} <= set(steps.columns)
+    for _, row in steps.iterrows():
+        assert row["prefill_ns"] == _phase_union(trace, row, ("prefill",))
+        assert row["forward_ns"] == 0 and row["other_ns"] >= 0
+    phases = res.table("phases").set_index("phase")
+    assert phases.loc["decode", "user_phase"] and phases.loc["decode", "share_pct"] > 50
