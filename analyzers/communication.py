@@ -632,6 +632,8 @@ def analyze_stragglers(traces: TraceSet) -> Result:
         if not matched.empty else 0,
         "median_skew_ns": float(matched["skew_ns"].median()) if not matched.empty else 0.0,
         "max_skew_ns": int(matched["skew_ns"].max()) if not matched.empty else 0,
+        "straggler_ranks": sorted({f.rank for f in findings if f.id.startswith("straggler-rank")}),
+        "slow_compute_ranks": sorted({f.rank for f in findings if f.id.startswith("slow-compute")}),
     }
     tables = {"per_rank": per_rank, "matched": matched, "compute_per_step": compute_df}
     return Result(analyzer="stragglers", tables=tables, summary=summary, findings=tuple(findings))

@@ -35,20 +35,32 @@ from .trace import Trace
 
 __all__ = [
     "analyze", "device_memory_timeline", "host_rss", "allocations_by_category", "h2d_copies",
-    "device_capacity_bytes", "MEMORY_NEAR_CAPACITY_SHARE", "FRAGMENTATION_MIN_SHARE", "SYNC_H2D_MIN_SHARE",
+    "device_capacity_bytes", "MEMORY_NEAR_CAPACITY_SHARE", "MEMORY_CRITICAL_SHARE", "FRAGMENTATION_MIN_SHARE",
+    "SYNC_H2D_MIN_SHARE", "SYNC_H2D_CRITICAL_SHARE",
 ]
 
 #: Peak reserved (or used) memory at or above this share of the device's capacity raises a finding.
 MEMORY_NEAR_CAPACITY_SHARE = 0.90
+#: ... and at or above this share the finding is critical.
+MEMORY_CRITICAL_SHARE = 0.97
 #: Reserved-but-unallocated memory at the peak above this share of capacity points at fragmentation.
 FRAGMENTATION_MIN_SHARE = 0.10
 #: Host time blocked in synchronous host-to-device copies at or above this share of step time.
 SYNC_H2D_MIN_SHARE = 0.02
+#: ... and at or above this share the finding is critical.
+SYNC_H2D_CRITICAL_SHARE = 0.10
 
 #: c10::DeviceType numbering used by Kineto's ``Device Type`` arg.
 _DEVICE_TYPES = {0: "cpu", 1: "cuda", 6: "hip", 12: "xpu", 13: "mps", 20: "privateuse1"}
 _SYNC_COPY_CALLS = ("cudaMemcpy", "hipMemcpy", "cudaMemcpy2D", "hipMemcpy2D", "cudaMemcpy3D", "hipMemcpy3D")
 _TIMELINE_COLUMNS = ["ts_ns", "device_type", "device", "source", "allocated_bytes", "reserved_bytes", "used_bytes"]
+
+
+def _number(value: object) -> float:
+    """A numeric arg as float; NaN for anything else (missing, strings, booleans)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return np.nan
 
 
 def _arg_column(args: np.ndarray, key: str) -> np.ndarray:
@@ -62,21 +74,23 @@ def _arg_column(args: np.ndarray, key: str) -> np.ndarray:
     return out
 
 
+_ALLOCATOR_KEYS = ("Device Type", "Device Id", "Bytes", "Total Allocated", "Total Reserved")
+
+
 def _allocator_events(trace: Trace) -> pd.DataFrame:
     """Kineto ``[memory]`` instants as ts_ns, pid, tid, device_type, device, bytes, allocated/reserved totals."""
     mem = trace.of_kind("memory")
-    args = mem["args"].to_numpy()
-    dtype_code = _arg_column(args, "Device Type")
-    device = _arg_column(args, "Device Id")
+    values = np.array([[_number(a.get(k)) if isinstance(a, Mapping) else np.nan for k in _ALLOCATOR_KEYS]
+                       for a in mem["args"].to_numpy()], dtype=float).reshape(len(mem), len(_ALLOCATOR_KEYS))
+    useful = ~np.isnan(values[:, 2:]).all(axis=1)  # an event without any size says nothing
+    mem, values = mem[useful], values[useful]
+    codes = pd.Series(values[:, 0])
+    names = codes.map(lambda c: _DEVICE_TYPES.get(int(c), f"type{int(c)}") if not np.isnan(c) else "unknown")
     return pd.DataFrame({
         "ts_ns": mem["ts_ns"].to_numpy(np.int64), "pid": mem["pid"].to_numpy(np.int64),
-        "tid": mem["tid"].to_numpy(np.int64),
-        "device_type": pd.array([_DEVICE_TYPES.get(int(c), f"type{int(c)}") if not np.isnan(c) else "unknown"
-                                 for c in dtype_code], dtype="str"),
-        "device": np.nan_to_num(device, nan=-1).astype(np.int64),
-        "bytes": _arg_column(args, "Bytes"),
-        "allocated_bytes": _arg_column(args, "Total Allocated"),
-        "reserved_bytes": _arg_column(args, "Total Reserved"),
+        "tid": mem["tid"].to_numpy(np.int64), "device_type": pd.array(names.to_numpy(dtype=object), dtype="str"),
+        "device": np.nan_to_num(values[:, 1], nan=-1).astype(np.int64), "bytes": values[:, 2],
+        "allocated_bytes": values[:, 3], "reserved_bytes": values[:, 4],
     }).sort_values("ts_ns", kind="stable").reset_index(drop=True)
 
 
@@ -393,7 +407,7 @@ def _capacity_finding(trace: Trace, peaks: pd.DataFrame, timeline: pd.DataFrame,
                 "the micro-batch")
     return Finding(
         id="memory-near-capacity", analyzer="memory",
-        severity="critical" if float(row["peak_pct_of_capacity"]) >= 97 else "warning",
+        severity="critical" if float(row["peak_pct_of_capacity"]) >= 100 * MEMORY_CRITICAL_SHARE else "warning",
         title=f"Device {int(row['device'])} memory peaks at {float(row['peak_pct_of_capacity']):.0f}% of its capacity",
         evidence=evidence, recommendation=recommendation + ".", estimated_gain=gain, gain_fraction=0.0,
         rank=trace.rank, page="memory",
@@ -431,7 +445,7 @@ def _sync_h2d_finding(trace: Trace, copies: pd.DataFrame, min_share: float) -> F
     per = "step" if not w.empty else "profiled window"
     return Finding(
         id="synchronous-h2d-copies", analyzer="memory",
-        severity="critical" if share >= 5 * min_share else "warning",
+        severity="critical" if share >= max(SYNC_H2D_CRITICAL_SHARE, min_share) else "warning",
         title=f"Synchronous host-to-device copies block the CPU for {100 * share:.1f}% of each {per}",
         evidence={"copies": int(len(in_steps)), "copies_per_step": len(in_steps) / n_windows,
                   "bytes_per_step": float(in_steps["bytes"].sum()) / n_windows,

@@ -108,6 +108,15 @@ def test_gpu_followed_per_step_when_cpu_allocations_are_present(tmp_path: Path) 
     assert result.table("per_step")["transient_bytes"].tolist() == [20 * GIB, 20 * GIB]
 
 
+def test_malformed_allocator_args_are_ignored(tmp_path: Path) -> None:
+    events = [_mem(T0_US, 100, 100, 200), _mem(T0_US + 1, 50, 150, 200)]
+    events[1]["args"]["Total Allocated"] = "lots"
+    events.append({"ph": "i", "s": "t", "name": "[memory]", "cat": "cpu_instant_event", "ts": T0_US + 2, "pid": 1,
+                   "tid": 1, "args": None})
+    (row,) = memory.analyze(analyzers.load(_write(tmp_path, events))).table("peaks").to_dict("records")
+    assert row["peak_allocated_bytes"] == 100 and row["peak_reserved_bytes"] == 200
+
+
 def test_allocations_by_phase_and_op(tmp_path: Path) -> None:
     trace = analyzers.load(_training_trace(tmp_path, weights=GIB, activations=2 * GIB))
     table = memory.allocations_by_category(trace)
