@@ -696,6 +696,14 @@ def analyze(
     max_cache_accesses: int = MAX_CACHE_ACCESSES,
 ) -> Result:
     """Expert load, imbalance, capacity drop/padding, locality, buffering and placement what-ifs."""
+    if not 0.0 < target_hit_rate <= 1.0:
+        raise ValueError(f"target_hit_rate must lie in (0, 1], got {target_hit_rate!r}")
+    if ep_ranks is not None and ep_ranks < 1:
+        raise ValueError(f"ep_ranks must be >= 1, got {ep_ranks!r}")
+    if redundant_experts is not None and redundant_experts < 0:
+        raise ValueError(f"redundant_experts must be >= 0, got {redundant_experts!r}")
+    if capacity_factor is not None and capacity_factor <= 0:
+        raise ValueError(f"capacity_factor must be > 0, got {capacity_factor!r}")
     frame = trace.streams.get("moe") if trace.streams else None
     if frame is None or frame.empty:
         raise NotApplicable("no MoE routing recorded")

@@ -370,3 +370,14 @@ def test_token_samples_that_miss_steps_fall_back_to_counts():
     assert fallback.table("cache_sizing")["accesses"].iloc[0] == 4 * 24
     forced = moe.analyze(make_trace(partial), access_source="tokens")
     assert forced.table("locality")["access_source"].tolist() == ["tokens"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"target_hit_rate": 1.5}, "target_hit_rate"), ({"ep_ranks": 0}, "ep_ranks"),
+    ({"redundant_experts": -1}, "redundant_experts"), ({"capacity_factor": 0}, "capacity_factor"),
+    ({"access_source": "magic"}, "source"),
+])
+def test_bad_options_are_named(options, message):
+    trace = make_trace(routing_lines([np.full((2, 4), 5)], top_k=1))
+    with pytest.raises(ValueError, match=message):
+        moe.analyze(trace, **options)
