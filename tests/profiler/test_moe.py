@@ -111,8 +111,9 @@ def test_counts_reset_per_step_and_close_removes_hooks():
     assert not [line for line in writer.of("counts") if line["step"] == 4]
 
 
-def test_generate_records_prefill_and_decode_phases():
-    model = tiny_mixtral().eval()
+@pytest.mark.parametrize("build", [tiny_mixtral, tiny_qwen2_moe])
+def test_generate_records_prefill_and_decode_phases(build):
+    model = build().eval()
     writer = ListWriter()
     recorder = RouterRecorder(writer)
     recorder.attach(model)
