@@ -32,7 +32,7 @@ JSON_TABLE_ROWS = 200
 SHOWN_FINDINGS = 20
 
 
-def analyze_path(path: str, *, rank: int | None = None,
+def analyze_path(path: str, *, rank: int | None = None, hta_compatible: bool = False,
                  progress: Callable[[str], None] | None = None) -> tuple[TraceSet, Report]:
     """Load ``path`` (optionally one rank of it) and run every analyzer on it."""
     traces = load_set(path)
@@ -42,7 +42,8 @@ def analyze_path(path: str, *, rank: int | None = None,
             raise TraceError(path, f"no rank {rank}; ranks are {sorted(traces.ranks)}")
         traces = TraceSet({rank: traces[rank]}, path=traces.path)
     data = traces if len(traces) > 1 else next(iter(traces))
-    return traces, run_all(data, progress=progress)
+    options = {"gpu_time": {"hta_compatible": True}} if hta_compatible else None
+    return traces, run_all(data, progress=progress, options=options)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -267,7 +268,8 @@ def _run(args: argparse.Namespace) -> int:
     progress = _Progress(sys.stderr)
     progress("loading")
     try:
-        traces, report = analyze_path(args.path, rank=args.rank, progress=progress)
+        traces, report = analyze_path(args.path, rank=args.rank, hta_compatible=args.hta_compatible,
+                                      progress=progress)
     finally:
         progress.done()
     render = {"text": render_text, "markdown": render_markdown, "json": render_json}[args.format]
@@ -281,4 +283,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="trace file (.json/.json.gz), folder of per-rank traces, or run bundle")
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     p.add_argument("--rank", type=int, default=None, help="analyze only this rank")
+    p.add_argument("--hta-compatible", action="store_true",
+                   help="GPU time by Holistic Trace Analysis's definitions (temporal breakdown, idle per stream)")
     p.set_defaults(func=_run)

@@ -83,3 +83,12 @@ def test_entry_point_runs_as_a_process(shared_traces):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "gpu_time (rank 0)" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_hta_compatible_flag_switches_gpu_time_definitions(shared_traces, capsys):
+    code, out, _ = _run(capsys, str(shared_traces / "job128_rank1.json.gz"), "--format", "json", "--hta-compatible")
+    assert code == 0
+    (gpu,) = [r for r in json.loads(out)["results"] if r["analyzer"] == "gpu_time"]
+    assert gpu["summary"]["mode"] == "hta_compatible"
+    assert gpu["summary"]["idle_pct"] == pytest.approx(54.72, abs=0.5)  # HTA 0.5.0 on this file
+    assert set(gpu["tables"]) == {"hta_temporal", "hta_idle_by_stream"}
