@@ -84,6 +84,8 @@ IDLE_GAP_MIN_NS = 5_000_000
 
 _SAMPLE_COLUMNS = ("t_ns", "device", "power_mw", "energy_mj", "sm_clock_mhz", "mem_clock_mhz",
                    "throttle_reasons", "power_limit_mw", "gpu_util_pct", "temp_c")
+#: Fields the sampler reads only every so often (profiler.nvml.EXPENSIVE_FIELDS): carried forward.
+_HELD_FIELDS = ("temp_c", "throttle_reasons", "power_limit_mw")
 _COUNTER_MAP = {"power_w": ("power_mw", 1e3), "energy_j": ("energy_mj", 1e3), "sm_clock_mhz": ("sm_clock_mhz", 1.0),
                 "mem_clock_mhz": ("mem_clock_mhz", 1.0), "power_limit_w": ("power_limit_mw", 1e3),
                 "gpu_util_pct": ("gpu_util_pct", 1.0), "temp_c": ("temp_c", 1.0),
@@ -108,7 +110,11 @@ def nvml_samples(trace: Trace) -> pd.DataFrame:
     out = out[out["t_ns"].notna()]
     out["t_ns"] = out["t_ns"].astype(np.int64)
     out["device"] = out["device"].fillna(0).astype(np.int64)
-    return out.sort_values(["device", "t_ns"], kind="stable").reset_index(drop=True)
+    out = out.sort_values(["device", "t_ns"], kind="stable").reset_index(drop=True)
+    # Slow fields are read about once a second: a reading holds until the next one.
+    for col in _HELD_FIELDS:
+        out[col] = out.groupby("device")[col].ffill()
+    return out
 
 
 def _from_counters(trace: Trace) -> pd.DataFrame:
@@ -148,19 +154,25 @@ def energy_curve(t_ns: np.ndarray, *, power_mw: np.ndarray | None = None,
                  energy_mj: np.ndarray | None = None) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     """(method, E) where E(t) is the cumulative energy in mJ at times t (ns) since the first sample."""
     t = np.asarray(t_ns, dtype=np.int64)
+    # Wall-clock ns (~1.8e18) lose 256 ns in float64: work relative to the first sample.
+    origin = int(t[0]) if t.size else 0
+
+    def rel(q: np.ndarray) -> np.ndarray:
+        return (np.asarray(q, dtype=np.int64) - origin).astype(np.float64)
+
     if energy_mj is not None:
         e = np.asarray(energy_mj, dtype=np.float64)
         ok = ~np.isnan(e)
         if ok.sum() >= 2:
             tt, cum = t[ok], unwrap_energy_counter(e[ok])
             cum = cum - cum[0]
-            ft = tt.astype(np.float64)
-            return "energy counter", lambda q: np.interp(np.asarray(q, dtype=np.float64), ft, cum)
+            ft = rel(tt)
+            return "energy counter", lambda q: np.interp(rel(q), ft, cum)
     if power_mw is None:
         raise ValueError("neither power nor energy readings")
     p = np.asarray(power_mw, dtype=np.float64)
     ok = ~np.isnan(p)
-    tt, pp = t[ok].astype(np.float64), p[ok]
+    tt, pp = rel(t[ok]), p[ok]
     if tt.size == 0:
         raise ValueError("no power readings")
     if tt.size == 1:
@@ -169,7 +181,7 @@ def energy_curve(t_ns: np.ndarray, *, power_mw: np.ndarray | None = None,
     cum = np.concatenate([[0.0], np.cumsum(seg)])
 
     def curve(q: np.ndarray) -> np.ndarray:
-        q = np.clip(np.asarray(q, dtype=np.float64), tt[0], tt[-1])
+        q = np.clip(rel(q), tt[0], tt[-1])
         i = np.clip(np.searchsorted(tt, q, side="right") - 1, 0, tt.size - 2)
         dt = q - tt[i]
         span = tt[i + 1] - tt[i]
@@ -421,10 +433,11 @@ def _reason_shares(t: np.ndarray, reasons: np.ndarray, *, busy_only: bool) -> di
     """Share of sampled (non-idle) time each throttle reason was active."""
     if t.size < 2 or np.isnan(reasons).all():
         return {}
+    known = ~np.isnan(reasons[:-1])  # time before the first reading is not counted
     r = np.where(np.isnan(reasons), 0, reasons).astype(np.int64)
     dt = np.diff(t).astype(float)
     r0 = r[:-1]
-    base = (r0 & _IDLE_BIT) == 0 if busy_only else np.ones(r0.size, bool)
+    base = known & (((r0 & _IDLE_BIT) == 0) if busy_only else np.ones(r0.size, bool))
     total = dt[base].sum()
     if total <= 0:
         return {}
