@@ -428,8 +428,8 @@ def imbalance_table(routing: Routing) -> pd.DataFrame:
             "max_over_mean": float(whole["max_over_mean"][0]),
             "cv": float(whole["cv"][0]),
             "entropy_norm": float(whole["entropy_norm"][0]),
-            "step_max_over_mean_mean": float(np.nanmean(per_step["max_over_mean"])) if per_step else float("nan"),
-            "step_max_over_mean_max": float(np.nanmax(per_step["max_over_mean"])) if per_step else float("nan"),
+            "step_max_over_mean_mean": _finite_stat(np.mean, per_step["max_over_mean"] if per_step else ()),
+            "step_max_over_mean_max": _finite_stat(np.max, per_step["max_over_mean"] if per_step else ()),
             "step_idle_experts_mean": float(np.mean(per_step["idle_experts"])) if per_step else float("nan"),
             "unused_experts": int((total == 0).sum()) if judged else 0,
             "dead_experts": int(len(dead)),
@@ -437,6 +437,13 @@ def imbalance_table(routing: Routing) -> pd.DataFrame:
             "hottest_expert": int(np.argmax(total)) if assignments else -1,
         })
     return pd.DataFrame(rows)
+
+
+def _finite_stat(func, values) -> float:
+    """``func`` over the finite values (NaN when there are none)."""
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(func(arr)) if arr.size else float("nan")
 
 
 def step_imbalance_table(routing: Routing) -> pd.DataFrame:
@@ -935,7 +942,7 @@ def _trend_finding(routing: Routing) -> Finding | None:
             continue
         series = imbalance_metrics(per_step)["max_over_mean"]
         ratio, slope = imbalance_trend(series)
-        final = float(np.nanmean(series[-max(1, len(series) // 3):]))
+        final = _finite_stat(np.mean, series[-max(1, len(series) // 3):])
         if np.isfinite(ratio) and final >= TREND_MIN_FINAL and (worst is None or ratio > worst[0]):
             worst = (ratio, slope, lr, len(per_step), final)
     if worst is None or not worst[0] >= TREND_RATIO_WARN:

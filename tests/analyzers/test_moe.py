@@ -381,3 +381,11 @@ def test_bad_options_are_named(options, message):
     trace = make_trace(routing_lines([np.full((2, 4), 5)], top_k=1))
     with pytest.raises(ValueError, match=message):
         moe.analyze(trace, **options)
+
+
+def test_steps_without_tokens_do_not_warn(recwarn):
+    counts = np.zeros((3, 4), dtype=int)
+    counts[2] = [5, 5, 5, 5]
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
+    assert result.table("imbalance")["step_max_over_mean_mean"].iloc[0] == pytest.approx(1.0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
