@@ -22,6 +22,7 @@ import signal
 import statistics
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -315,6 +316,8 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         import torch  # noqa: PLC0415
         from torch.profiler import ProfilerActivity  # noqa: PLC0415
 
+        # we keep every cycle's events ourselves (each cycle is exported and merged at the end)
+        warnings.filterwarnings("ignore", message="Warning: Profiler clears events at the end of each cycle")
         activities = [ProfilerActivity.CPU]
         if torch.cuda.is_available():
             activities.append(ProfilerActivity.CUDA)
@@ -376,7 +379,8 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         annotations = self._annotator.events if self._annotator is not None else []
         lines = self._sampler.lines if self._sampler is not None else []
         trace = merge_traces(kineto, annotations=annotations, sample_lines=lines, distributed=distributed,
-                             extra={"rank": self.rank, "run_dir": str(self.run_dir)})
+                             extra={"rank": self.rank, "run_dir": str(self.run_dir),
+                                    "dropped_annotations": self._annotator.dropped if self._annotator else 0})
         self.trace_file = bundle.write_trace_atomic(bundle.trace_path(self.run_dir, self.rank), trace)
         if self._user_on_trace_ready is not None:
             self._user_on_trace_ready(self.trace_file)
