@@ -56,18 +56,11 @@ _SYNC_COPY_CALLS = ("cudaMemcpy", "hipMemcpy", "cudaMemcpy2D", "hipMemcpy2D", "c
 _TIMELINE_COLUMNS = ["ts_ns", "device_type", "device", "source", "allocated_bytes", "reserved_bytes", "used_bytes"]
 
 
-def _number(value: object) -> float:
-    """A numeric arg as float; NaN for anything else (missing, strings, booleans)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return np.nan
-
-
 def _arg_column(args: np.ndarray, key: str) -> np.ndarray:
     """One numeric arg from an array of args dicts, NaN where missing."""
     out = np.full(len(args), np.nan)
     for i, a in enumerate(args):
-        if isinstance(a, Mapping):
+        if isinstance(a, dict):
             v = a.get(key)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 out[i] = v
@@ -80,15 +73,20 @@ _ALLOCATOR_KEYS = ("Device Type", "Device Id", "Bytes", "Total Allocated", "Tota
 def _allocator_events(trace: Trace) -> pd.DataFrame:
     """Kineto ``[memory]`` instants as ts_ns, pid, tid, device_type, device, bytes, allocated/reserved totals."""
     mem = trace.of_kind("memory")
-    values = np.array([[_number(a.get(k)) if isinstance(a, Mapping) else np.nan for k in _ALLOCATOR_KEYS]
-                       for a in mem["args"].to_numpy()], dtype=float).reshape(len(mem), len(_ALLOCATOR_KEYS))
+    records = [a if isinstance(a, dict) else {} for a in mem["args"].to_numpy()]
+    raw = pd.DataFrame.from_records(records, columns=list(_ALLOCATOR_KEYS)) if records else \
+        pd.DataFrame(columns=list(_ALLOCATOR_KEYS))
+    values = np.column_stack([pd.to_numeric(raw[k], errors="coerce").to_numpy(float) for k in _ALLOCATOR_KEYS]) \
+        if len(raw) else np.empty((0, len(_ALLOCATOR_KEYS)))
     useful = ~np.isnan(values[:, 2:]).all(axis=1)  # an event without any size says nothing
     mem, values = mem[useful], values[useful]
-    codes = pd.Series(values[:, 0])
-    names = codes.map(lambda c: _DEVICE_TYPES.get(int(c), f"type{int(c)}") if not np.isnan(c) else "unknown")
+    codes = values[:, 0]
+    names = np.full(len(codes), "unknown", dtype=object)
+    for code in np.unique(codes[~np.isnan(codes)]):
+        names[codes == code] = _DEVICE_TYPES.get(int(code), f"type{int(code)}")
     return pd.DataFrame({
         "ts_ns": mem["ts_ns"].to_numpy(np.int64), "pid": mem["pid"].to_numpy(np.int64),
-        "tid": mem["tid"].to_numpy(np.int64), "device_type": pd.array(names.to_numpy(dtype=object), dtype="str"),
+        "tid": mem["tid"].to_numpy(np.int64), "device_type": pd.array(names, dtype="str"),
         "device": np.nan_to_num(values[:, 1], nan=-1).astype(np.int64), "bytes": values[:, 2],
         "allocated_bytes": values[:, 3], "reserved_bytes": values[:, 4],
     }).sort_values("ts_ns", kind="stable").reset_index(drop=True)
@@ -121,10 +119,10 @@ def _series_device(series: pd.Series) -> np.ndarray:
     return pd.to_numeric(digits, errors="coerce").fillna(-1).astype(np.int64).to_numpy()
 
 
-def device_memory_timeline(trace: Trace) -> pd.DataFrame:
+def device_memory_timeline(trace: Trace, allocator: pd.DataFrame | None = None) -> pd.DataFrame:
     """Device memory over time (bytes): allocator events, cuda_mem and NVML samples (or their counters)."""
     parts = []
-    alloc = _allocator_events(trace)
+    alloc = _allocator_events(trace) if allocator is None else allocator
     if not alloc.empty:
         parts.append(pd.DataFrame({
             "ts_ns": alloc["ts_ns"], "device_type": alloc["device_type"], "device": alloc["device"],
@@ -246,9 +244,9 @@ def _enclosing_name(points: pd.DataFrame, spans: pd.DataFrame, by: list[str]) ->
     return out
 
 
-def allocations_by_category(trace: Trace) -> pd.DataFrame:
+def allocations_by_category(trace: Trace, allocator: pd.DataFrame | None = None) -> pd.DataFrame:
     """Allocator events grouped by enclosing phase and by enclosing top-level op: counts and bytes."""
-    alloc = _allocator_events(trace)
+    alloc = _allocator_events(trace) if allocator is None else allocator
     alloc = alloc[alloc["bytes"].notna()]
     if alloc.empty:
         return pd.DataFrame(columns=["by", "category", "device_type", "allocations", "allocated_bytes",
@@ -468,7 +466,8 @@ def _sync_h2d_finding(trace: Trace, copies: pd.DataFrame, min_share: float) -> F
 def analyze(trace: Trace, *, near_capacity_share: float = MEMORY_NEAR_CAPACITY_SHARE,
             sync_h2d_min_share: float = SYNC_H2D_MIN_SHARE) -> Result:
     """Memory peaks (bytes, when), timeline, allocations by category, host RSS and H2D copy findings."""
-    timeline = device_memory_timeline(trace)
+    allocator = _allocator_events(trace)
+    timeline = device_memory_timeline(trace, allocator)
     rss = host_rss(trace)
     copies = h2d_copies(trace)
     if timeline.empty and rss.empty and copies.empty:
@@ -476,7 +475,7 @@ def analyze(trace: Trace, *, near_capacity_share: float = MEMORY_NEAR_CAPACITY_S
                             "no memory samples and no host-to-device copies")
     peaks = _peaks(trace, timeline) if not timeline.empty else pd.DataFrame()
     tables: dict[str, pd.DataFrame] = {"timeline": timeline, "peaks": peaks, "host_rss": rss, "h2d_copies": copies,
-                                       "allocations_by_category": allocations_by_category(trace)}
+                                       "allocations_by_category": allocations_by_category(trace, allocator)}
     summary: dict[str, object] = {}
     if not peaks.empty:
         gpu = peaks[peaks["device_type"].isin(("cuda", "hip"))]
