@@ -27,8 +27,10 @@ memory-bound (the same as achieved ÷ attainable, and defined for zero-FLOP copi
 
 Model FLOPs utilisation per step: counted FLOPs of the points that start inside the step ÷ step
 time ÷ the peak of the dtype carrying most of the matrix FLOPs; and, when the run reports tokens
-per step and the parameter count (manifest ``user_counts`` ``tokens_per_step``/``parameters``, or
-the ``steps`` stream), ``6 × parameters × tokens ÷ step time ÷ peak``.
+per step and the parameter count (manifest ``user_counts`` ``tokens_per_step`` and ``parameters``, or
+``model.parameters``; tokens per step also from the ``steps`` stream),
+``6 × parameters × tokens ÷ step time ÷ peak`` (the dense-transformer training estimate: forward 2,
+backward 4 FLOPs per parameter per token).
 """
 
 from __future__ import annotations
@@ -452,6 +454,8 @@ def step_mfu(trace: Trace, points: pd.DataFrame, spec: DeviceSpec | None) -> pd.
     manifest = trace.meta.manifest or {}
     counts = manifest.get("user_counts") or {}
     params = counts.get("parameters") if isinstance(counts, Mapping) else None
+    if not params and isinstance(manifest.get("model"), Mapping):
+        params = manifest["model"].get("parameters")
     default_tokens = counts.get("tokens_per_step") if isinstance(counts, Mapping) else None
     tokens_by_step: dict[int, float] = {}
     stream = trace.streams.get("steps") if trace.streams else None
@@ -611,9 +615,7 @@ def _findings(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, ops: 
             evidence={"low_efficiency_time_ns": low_ns, "median_efficiency": float(low["efficiency"].median()),
                       "misaligned_shapes": {str(k): int(v) for k, v in shapes.items()},
                       "dtypes": sorted({str(d) for d in low["dtype"].dropna()})},
-            recommendation="Pad GEMM dimensions (hidden size, vocabulary, batch×sequence) to multiples of 8 for "
-                           "fp16/bf16 (16 for fp8), ideally of 64, so tensor-core tiles are full; keep operands in "
-                           "bf16/fp16 so tensor cores are used at all."
+            recommendation=(_CPU_GEMM_ADVICE if spec.measured else _GPU_GEMM_ADVICE)
                            + (f" Misaligned shapes: {', '.join(map(str, shapes.index[:3]))}." if len(shapes) else ""),
             estimated_gain=f"up to {_pct(saved / total_ns)} of {where}: those GEMMs brought to "
                            f"{_pct(target)} efficiency (the time-weighted efficiency of this run's aligned GEMMs, "
@@ -664,6 +666,15 @@ def _findings(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, ops: 
                     gain_fraction=min(mid_ns / total_ns, 1.0), rank=trace.rank, page="roofline",
                 ))
     return out
+
+
+_GPU_GEMM_ADVICE = ("Pad GEMM dimensions (hidden size, vocabulary, batch×sequence) to multiples of 8 for fp16/bf16 "
+                    "(16 for fp8), ideally of 64, so tensor-core tiles are full; keep operands in bf16/fp16 so "
+                    "tensor cores are used at all.")
+_CPU_GEMM_ADVICE = ("Give the CPU larger GEMMs: more rows per call (batch×sequence), inner dimensions that are "
+                    "multiples of the SIMD width (16 fp32 lanes on AVX-512, 8 on AVX2), and check that "
+                    "torch.get_num_threads() matches the physical cores the job owns; bf16 helps only on CPUs "
+                    "with AMX or AVX512-BF16.")
 
 
 def _aligned(detail: object) -> bool:
