@@ -595,7 +595,7 @@ def locality_table(routing: Routing, sequences: Mapping[str, np.ndarray]) -> pd.
             "reuse_distance_mean": float(reused.mean()) if len(reused) else float("nan"),
             "reuse_distance_median": float(np.median(reused)) if len(reused) else float("nan"),
             "reuse_distance_p90": float(np.percentile(reused, 90)) if len(reused) else float("nan"),
-            # Random routing over E experts would give a mean reuse distance near (E - 1) / 2 ... E - 1.
+            # Uniform random routing gives (E - 1) / 2 on average; the smaller, the more locality.
             "reuse_distance_over_experts": float(reused.mean() / lr.num_experts) if len(reused) else float("nan"),
             "step_load_correlation": float(np.mean(corr)) if corr else float("nan"),
             "hot_set_size": int(hot_n),

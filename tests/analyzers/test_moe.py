@@ -389,3 +389,23 @@ def test_steps_without_tokens_do_not_warn(recwarn):
     result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
     assert result.table("imbalance")["step_max_over_mean_mean"].iloc[0] == pytest.approx(1.0)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_locality_known_answers():
+    rng = np.random.default_rng(5)
+    num_experts, steps = 16, 6
+    # Uniform random tokens: a re-used expert sits at a uniform depth of the LRU stack → mean (E - 1) / 2.
+    tokens = [[[int(e)] for e in rng.integers(0, num_experts, 2000)] for _ in range(steps)]
+    counts = np.stack([np.bincount(np.ravel(t), minlength=num_experts) for t in tokens])
+    uniform = moe.analyze(make_trace(routing_lines([counts], top_k=1, tokens_by_layer=[tokens])))
+    loc = uniform.table("locality").iloc[0]
+    assert loc["reuse_distance_mean"] == pytest.approx((num_experts - 1) / 2, rel=0.05)
+    # Steps that repeat one skewed load, except experts 0 and 1 take turns: the hot set stays put.
+    load = np.arange(1, 9) * 10
+    same = np.tile(load, (steps, 1))
+    same[::2, 0] = 0
+    same[1::2, 1] = 0
+    loc = moe.analyze(make_trace(routing_lines([same], top_k=1))).table("locality").iloc[0]
+    assert loc["hot_set_overlap"] == pytest.approx(1.0)
+    assert loc["step_load_correlation"] == pytest.approx(np.corrcoef(same[0], same[1])[0, 1])
+    assert loc["step_gap_mean"] == pytest.approx((6 * 5 + 2 * 2 * 2) / (6 * 5 + 2 * 2))
