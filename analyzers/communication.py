@@ -105,7 +105,7 @@ _DTYPE_BYTES = {
 
 _COLLECTIVE_COLUMNS = [
     "ts_ns", "dur_ns", "end_ns", "type", "name", "bytes", "group_size", "algbw_gbps", "busbw_gbps",
-    "timed_on", "stream", "tid", "launch_ts_ns", "step", "rank",
+    "timed_on", "stream", "tid", "launch_ts_ns", "step", "rank", "process_group",
 ]
 
 
@@ -180,12 +180,19 @@ def _param_fields(args: object) -> dict:
     nelems = [float(args[k]) for k in ("In msg nelems", "Out msg nelems")
               if isinstance(args.get(k), (int, float)) and not isinstance(args.get(k), bool)]
     group = args.get("Group size")
+    if not (isinstance(group, (int, float)) and group > 0):
+        # "Process Group Ranks" is a string such as "[0, 1, 2, 3]".
+        ranks = re.findall(r"\d+", str(args.get("Process Group Ranks", "")))
+        group = len(ranks) if ranks else None
+    pg = args.get("Process Group Name")
+    desc = args.get("Process Group Description")
     return {
         "type": collective_type(args.get("Collective name", "")),
         "nelems": max(nelems) if nelems else np.nan,
         "elem_bytes": _dtype_bytes(args.get("dtype")),
-        "group_size": float(group) if isinstance(group, (int, float)) and group > 0 else np.nan,
+        "group_size": float(group) if group else np.nan,
         "full_size": True,
+        "process_group": f"{pg} ({desc})" if pg is not None and desc else ("" if pg is None else str(pg)),
     }
 
 
@@ -269,6 +276,7 @@ _COLLECTIVE_DTYPES = {
     "ts_ns": "int64", "dur_ns": "int64", "end_ns": "int64", "type": "str", "name": "str", "bytes": "float64",
     "group_size": "int64", "algbw_gbps": "float64", "busbw_gbps": "float64", "timed_on": "str",
     "stream": "int64", "tid": "int64", "launch_ts_ns": "int64", "step": "int64", "rank": "int64",
+    "process_group": "str",
 }
 
 
@@ -295,6 +303,7 @@ def _finish(trace: Trace, frame: pd.DataFrame, fields: list[dict], names: list[s
         "algbw_gbps": algbw, "busbw_gbps": algbw * factor,
         "stream": frame["stream"].to_numpy(np.int64), "tid": frame["tid"].to_numpy(np.int64),
         "rank": np.full(len(frame), trace.rank, dtype=np.int64),
+        "process_group": pd.array([str(f.get("process_group", "")) for f in fields], dtype="str"),
     })
 
 
@@ -330,6 +339,9 @@ def _gpu_collectives(trace: Trace, kernels: pd.DataFrame) -> pd.DataFrame:
             if src.get("type") and src["type"] != "other":
                 merged["type"] = src["type"]
                 break
+        pg = next((src["process_group"] for src in sources if src.get("process_group")), "")
+        if pg:
+            merged["process_group"] = pg
         for key in ("nelems", "elem_bytes", "group_size"):
             src = next((src for src in sources if key in src and not np.isnan(src[key])), None)
             if src is not None:

@@ -140,6 +140,19 @@ def test_kernel_described_by_enclosing_record_param_comms(tmp_path: Path) -> Non
     assert table["step"].tolist() == [1, 2, 3]
 
 
+def test_group_size_from_process_group_ranks(tmp_path: Path) -> None:
+    events = [_x("record_param_comms", "cpu_op", BASE_US, 40, **{
+                  "Collective name": "_reduce_scatter_base", "In msg nelems": 4096, "Out msg nelems": 1024,
+                  "dtype": "BFloat16", "Process Group Ranks": "[0, 2, 4, 6]", "Process Group Name": "3"}),
+              _launch(1, BASE_US + 5),
+              _kernel("ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)", 1,
+                      BASE_US + 50, 10, 20)]
+    table = comm.collectives(analyzers.load(_write(tmp_path, events, distributedInfo={"world_size": 8})))
+    row = table.iloc[0]
+    assert (row["type"], row["group_size"], row["bytes"], row["process_group"]) == ("reducescatter", 4, 8192.0, "3")
+    assert row["busbw_gbps"] == pytest.approx(8192 / 10_000 * 3 / 4)
+
+
 def test_annotation_sizes_and_pg_group_size(tmp_path: Path) -> None:
     events = [
         _x("ProfilerStep#7", "user_annotation", BASE_US, 5_000),
@@ -214,6 +227,7 @@ def test_a100_nccl_kernels_carry_their_own_args(shared_traces: Path) -> None:
     expected = sorted(elem[a["dtype"]] * max(a["In msg nelems"], a["Out msg nelems"]) for a in kernels["args"])
     assert sorted(table["bytes"]) == expected
     assert (table["group_size"] == 2).all()
+    assert set(table["process_group"]) == {"0 (default_pg)"}
     # For two ranks every factor is 1.
     assert table["busbw_gbps"].to_numpy() == pytest.approx(table["algbw_gbps"].to_numpy())
     result = comm.analyze(trace)
@@ -269,7 +283,7 @@ def test_gloo_annotation_enriched_by_our_profiler(tmp_path: Path) -> None:
     ]
     table = comm.collectives(analyzers.load(_write(tmp_path, events, distributedInfo={"backend": "gloo",
                                                                                       "world_size": 2})))
-    assert table.iloc[0][["type", "bytes", "group_size"]].tolist() == ["allgather", 160.0, 4]
+    assert table.iloc[0][["type", "bytes", "group_size", "process_group"]].tolist() == ["allgather", 160.0, 4, ""]
     # A TensorList counts all its tensors; its dtype is unknown, so its bytes are too.
     assert table.iloc[1]["type"] == "allreduce" and np.isnan(table.iloc[1]["bytes"])
 
