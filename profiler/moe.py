@@ -330,8 +330,8 @@ class _Router:
     num_experts: int
     top_k: int | None
     extract: Extract | None
-    guard: Guard
     expert: tuple[int, int] | None = None  # (parameters, bytes) of one expert
+    guard: Guard = field(default_factory=lambda: Guard("MoE router"))
     handle: Any = None
     announced: bool = False
     phases: dict[str, _PhaseBuffers] = field(default_factory=dict)
@@ -354,6 +354,7 @@ class RouterRecorder:
         self._step_guard = Guard("MoE step")
         self._closed = False
         self._last_step = -1
+        self._next_index = 0  # layer_index of the next router registered
 
     # ------------------------------------------------------------------ registration
     @property
@@ -392,7 +393,7 @@ class RouterRecorder:
         if num_experts is None or num_experts < 1:
             raise ValueError(f"watch({type(module).__name__}): pass num_experts=, it cannot be read from the module")
         if name is None:
-            name = self._qualified_name(module) or f"{type(module).__name__}.{len(self._routers)}"
+            name = self._qualified_name(module) or f"{type(module).__name__}.{self._next_index}"
         for router in [r for r in self._routers if r.module is module]:
             self._remove(router)
         size = expert_size(module, int(num_experts))  # a whole MoE layer watched: its experts are inside
@@ -411,10 +412,11 @@ class RouterRecorder:
     def _add(self, module: nn.Module, name: str, num_experts: int, top_k: int | None, extract: Extract | None,
              expert: tuple[int, int] | None = None) -> None:
         router = _Router(
-            name=name, index=len(self._routers), module=module, num_experts=num_experts,
-            top_k=top_k, extract=extract, guard=Guard(f"MoE router {name}"), expert=expert,
+            name=name, index=self._next_index, module=module, num_experts=num_experts,
+            top_k=top_k, extract=extract, expert=expert,
         )
-        router.guard._on_fail = lambda r=router: self._unhook(r)
+        router.guard = Guard(f"MoE router {name}", on_fail=lambda: self._unhook(router))  # its first error unhooks it
+        self._next_index += 1
         hook = router.guard.wrap(lambda mod, inputs, output, r=router: self._on_forward(r, mod, inputs, output))
         router.handle = module.register_forward_hook(hook)
         self._routers.append(router)
