@@ -390,7 +390,7 @@ def _findings(trace: Trace, row: dict) -> list[Finding]:
         severity=severity,
         title=f"GPU idle {100 * host_share:.1f}% of the time waiting for the host to launch work",
         evidence={"host_wait_ns": row["idle_host_wait_ns"], "window_ns": window,
-                  "host_wait_pct": round(100 * host_share, 2), "idle_pct": round(row["idle_pct"], 2),
+                  "host_wait_pct": round(100 * host_share, 3), "idle_pct": round(row["idle_pct"], 3),
                   "threshold_pct": 100 * HOST_WAIT_FINDING_FRACTION},
         recommendation=("The GPU runs out of queued work because the CPU issues it too slowly. Capture "
                         "the step with CUDA graphs (torch.cuda.graphs / torch.compile(mode=\"reduce-overhead\")), "

@@ -248,7 +248,7 @@ def _tiny_kernel_finding(trace: Trace, tiny: np.ndarray, k_dur: np.ndarray, k_to
         id="many_tiny_kernels", analyzer="kernels", severity="warning",
         title=f"{100 * count_share:.0f}% of kernels run under {TINY_KERNEL_NS // 1000} µs",
         evidence={"tiny_kernels": int(tiny.sum()), "kernels": int(tiny.size),
-                  "tiny_count_pct": round(100 * count_share, 2), "tiny_time_pct": round(100 * time_share, 2),
+                  "tiny_count_pct": round(100 * count_share, 3), "tiny_time_pct": round(100 * time_share, 3),
                   "tiny_threshold_ns": TINY_KERNEL_NS},
         recommendation=("Fuse the chains of small elementwise/reduction kernels: wrap the model (or the hot "
                         "function) in torch.compile, use fused implementations (fused optimizers, fused "
@@ -279,7 +279,7 @@ def _fp32_gemm_finding(trace: Trace, fp32_total: int, k_total: int, fp32_names: 
     return Finding(
         id="fp32_gemm_without_tensor_cores", analyzer="kernels", severity="warning",
         title=f"{100 * share:.1f}% of kernel time is fp32 GEMM/conv without tensor cores (compute capability {cc})",
-        evidence={"fp32_gemm_ns": fp32_total, "kernel_time_ns": k_total, "fp32_gemm_pct": round(100 * share, 2),
+        evidence={"fp32_gemm_ns": fp32_total, "kernel_time_ns": k_total, "fp32_gemm_pct": round(100 * share, 3),
                   "compute_capability": cc, "examples": examples},
         recommendation=change,
         estimated_gain=(f"about {100 * gain:.1f}% of GPU kernel time: those GEMMs assumed "

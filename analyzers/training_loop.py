@@ -348,7 +348,7 @@ def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: d
             severity="critical" if data_share >= 0.3 else "warning",
             title=f"Data loading takes {100 * data_share:.1f}% of step time",
             evidence={"data_loading_ns": int(table["data_loading_ns"].sum()), "step_total_ns": step_total,
-                      "data_loading_pct": round(100 * data_share, 2), "steps": len(table),
+                      "data_loading_pct": round(100 * data_share, 3), "steps": len(table),
                       "threshold_pct": 100 * DATA_LOADING_FINDING_FRACTION},
             recommendation=("The training loop waits for the next batch. Raise DataLoader(num_workers=...) "
                             "(e.g. to the CPU cores per GPU), set pin_memory=True, persistent_workers=True and "
@@ -366,7 +366,7 @@ def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: d
             id="slow_optimizer_step", analyzer="training_loop", severity="warning",
             title=f"The optimizer step takes {100 * opt_share:.1f}% of step time",
             evidence={"optimizer_ns": int(table["optimizer_ns"].sum()), "step_total_ns": step_total,
-                      "optimizer_pct": round(100 * opt_share, 2), "optimizers": sorted(opt_names),
+                      "optimizer_pct": round(100 * opt_share, 3), "optimizers": sorted(opt_names),
                       "threshold_pct": 100 * OPTIMIZER_FINDING_FRACTION},
             recommendation=("Use a fused or multi-tensor optimizer: torch.optim.AdamW(..., fused=True) (or "
                             "foreach=True), likewise for SGD/Adam; this replaces a per-parameter loop of small "
@@ -382,7 +382,7 @@ def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: d
             id="device_sync_in_step", analyzer="training_loop",
             severity="critical" if sync_share >= 0.2 else "warning",
             title=f"The host blocks on device synchronizations for {100 * sync_share:.1f}% of step time",
-            evidence={"blocked_ns": blocked, "step_total_ns": step_total, "blocked_pct": round(100 * sync_share, 2),
+            evidence={"blocked_ns": blocked, "step_total_ns": step_total, "blocked_pct": round(100 * sync_share, 3),
                       "item_calls": int(syncs["item_calls"].sum()),
                       "synchronize_calls": int(syncs["synchronize_calls"].sum()),
                       "cuda_sync_events": int(syncs["cuda_sync_events"].sum()), "steps": len(syncs),

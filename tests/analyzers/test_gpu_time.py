@@ -148,7 +148,7 @@ def _covered(ivs) -> set[int]:
     return {t for s, d in ivs for t in range(s, s + d)}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_intervals, _intervals)
 def test_union_and_overlap_match_brute_force(a, b):
     def arrays(ivs):

@@ -69,7 +69,7 @@ def test_cpu_only_trace_skips_gpu_analyzers_with_reasons(shared_traces, capsys):
 
 
 def test_unknown_rank_and_bad_path_exit_2_with_one_line(shared_traces, capsys, tmp_path):
-    code, out, err = _run(capsys, str(shared_traces / NCCL), "--rank", "5")
+    code, out, err = _run(capsys, str(shared_traces / "mi250_minitoy_train.json.gz"), "--rank", "5")
     assert code == 2 and out == "" and err.count("\n") == 1 and "no rank 5" in err
     bad = tmp_path / "broken.json"
     bad.write_text("{not json")

@@ -221,6 +221,7 @@ def test_our_cpu_bundle_phases_and_modules(sample_traces):
             __import__(f"analyzers.{analyzer}", fromlist=["analyze"]).analyze(trace)
 
 
+@pytest.mark.slow
 def test_user_phases_get_their_own_columns(sample_traces):
     bundle = sample_traces / "moe_generate"
     require_or_skip(bundle.is_dir(), f"no run bundle at {bundle}")
