@@ -117,12 +117,12 @@ def test_host_roofline_from_manifest_mapping():
 
 
 def test_spec_for_shared_traces(shared_traces):
-    from analyzers import load
+    from tests.analyzers.synthetic_kineto import load_shared
 
-    a100 = load(shared_traces / "diff_control_a100.json.gz")
+    a100 = load_shared(str(shared_traces), "diff_control_a100.json.gz")
     assert ds.spec_for_trace(a100).key == "a100-sxm4-40gb"
-    v100 = load(shared_traces / "diff_test_v100.json.gz")
-    assert ds.spec_for_trace(v100).key == "v100-sxm2-16gb"
-    mi = load(shared_traces / "mi250_minitoy_train.json.gz")
+    v100 = load_shared(str(shared_traces), "v100_train_1rank.json.gz")
+    assert ds.spec_for_trace(v100).key == "v100-sxm2-32gb"
+    mi = load_shared(str(shared_traces), "mi250_minitoy_train.json.gz")
     assert ds.spec_for_trace(mi).key == "mi250-128gb"
     assert math.isfinite(ds.spec_for_trace(mi).ridge("fp32"))

@@ -265,9 +265,9 @@ def test_no_shapes_is_not_applicable(tmp_path):
 # ------------------------------------------------------------------------------------ real traces
 @pytest.mark.slow
 def test_shared_a100_trace_roofline(shared_traces):
-    from analyzers import load
+    from tests.analyzers.synthetic_kineto import load_shared
 
-    trace = load(shared_traces / "diff_control_a100.json.gz")
+    trace = load_shared(str(shared_traces), "diff_control_a100.json.gz")
     res = roofline.analyze(trace)
     ops = res.table("ops")
     gemm = ops[ops["category"] == "gemm"]
