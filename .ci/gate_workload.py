@@ -1,6 +1,6 @@
 """The fixed CPU workloads the CI regression gate records, and the deliberately changed variants.
 
-    python .ci/gate_workload.py OUT_ROOT                       # OUT_ROOT/dense, OUT_ROOT/moe_train, OUT_ROOT/moe_generate
+    python .ci/gate_workload.py OUT_ROOT                   # OUT_ROOT/{dense,moe_train,moe_generate}
     python .ci/gate_workload.py OUT_ROOT --only dense --variant extra_op
     python .ci/gate_workload.py sample_traces/ci_baseline      # re-record the committed baseline
 

@@ -376,7 +376,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", default=None, metavar="A:B,C",
                    help="ProfilerStep numbers to compare, inclusive ranges allowed (default: all but warm-up)")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP_STEPS, metavar="N",
-                   help=f"steps skipped at the start of each run when --steps is not given (default {DEFAULT_WARMUP_STEPS})")
+                   help="steps skipped at the start of each run when --steps is not given "
+                        f"(default {DEFAULT_WARMUP_STEPS})")
     p.add_argument("--threshold", type=_percent, default=DEFAULT_THRESHOLD, metavar="FRACTION",
                    help="relative change that counts, e.g. 0.05 or 5%% (default 5%%)")
     p.add_argument("--min-delta", action="append", default=[], metavar="AMOUNT",

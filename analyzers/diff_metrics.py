@@ -21,10 +21,11 @@ correlation id), not the kernel's own start: the GPU runs behind the CPU.
 Definitions are shared with the analyzers, not re-implemented: GPU time categories are
 ``kernels.category_of``; peak memory comes from ``memory.device_memory_timeline`` / ``memory.host_rss``;
 FLOPs and bytes per step are the roofline's operator cost model (``roofline.op_points``: the
-profiler's FLOPs, else an estimate from the recorded shapes). MoE loads from ``moe.routing_from_stream``, imbalance is ``moe.imbalance_metrics``' busiest expert over
-the mean (averaged over layers), the drop rate is ``moe.capacity_metrics`` at
-``moe.DEFAULT_CAPACITY_FACTOR``. Energy per step integrates the samples stream (NVML energy counter,
-else power) or the trace's ``power_w`` counters over each step window.
+profiler's FLOPs, else an estimate from the recorded shapes). MoE loads come from
+``moe.routing_from_stream``; imbalance is ``moe.imbalance_metrics``' busiest expert over the mean
+(averaged over layers), the drop rate is ``moe.capacity_metrics`` at ``moe.DEFAULT_CAPACITY_FACTOR``.
+Energy per step integrates the samples stream (NVML energy counter, else power) or the trace's
+``power_w`` counters over each step window.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def select_steps(trace: Trace, selection: StepSelection) -> tuple[pd.DataFrame, 
         chosen = frame[frame["step"].isin(selection.steps)]
         if chosen.empty:
             have = f"{frame['step'].min()}..{frame['step'].max()}"
-            raise TraceError(trace.meta.path, f"none of the steps asked for with --steps is in the trace (it has {have})")
+            raise TraceError(trace.meta.path,
+                             f"none of the steps asked for with --steps is in the trace (it has {have})")
         missing = sorted(set(selection.steps) - set(chosen["step"]))
         if missing:
             notes.append(f"steps not in the trace: {_short_list(missing)}")

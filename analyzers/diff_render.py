@@ -271,10 +271,12 @@ def _junit(report: DiffReport, *, top: int) -> str:
         ET.SubElement(props, "property", name=name, value=value)
     for row in gated:
         case = ET.SubElement(suite, "testcase", classname=f"torchscope.diff.{row.group}", name=row.key, time="0")
-        detail = (f"base {format_value(row.comparison.base, row.unit)}, new {format_value(row.comparison.new, row.unit)}"
-                  f", change {_change(row)}, {_evidence(row)}, verdict {row.verdict}")
+        detail = (f"base {format_value(row.comparison.base, row.unit)}, "
+                  f"new {format_value(row.comparison.new, row.unit)}, change {_change(row)}, {_evidence(row)}, "
+                  f"verdict {row.verdict}")
         if row.trips(policy):
-            failure = ET.SubElement(case, "failure", type=row.verdict, message=f"{row.key}: {row.verdict} ({_change(row)})")
+            failure = ET.SubElement(case, "failure", type=row.verdict,
+                                    message=f"{row.key}: {row.verdict} ({_change(row)})")
             failure.text = detail
         else:
             ET.SubElement(case, "system-out").text = detail

@@ -130,7 +130,7 @@ def compare_samples_many(
     for i, (b, n) in enumerate(zip(bases, news)):
         if min(b.size, n.size) >= MIN_SAMPLES_MANN_WHITNEY:
             shapes.setdefault((b.size, n.size), []).append(i)
-    for (nb, nn), idx in shapes.items():
+    for idx in shapes.values():
         b_mat = np.vstack([bases[i] for i in idx])
         n_mat = np.vstack([news[i] for i in idx])
         sign = np.sign(np.median(n_mat, axis=1) - np.median(b_mat, axis=1))

@@ -136,17 +136,6 @@ def test_merging_repeated_runs_pools_samples_and_fills_missing_names_with_zero(t
     assert merged["work/ops_per_step"].value == 2.5
 
 
-def test_shared_pair_metrics(shared_traces):
-    base = extract_run_metrics(analyzers.load(shared_traces / "diff_control_a100.json.gz"))
-    assert base.steps == (1010, 1011, 1012, 1013, 1014)
-    m = base.metrics
-    assert m["step/time"].samples.size == 5
-    # GPU categories add up to the summed durations of all GPU work launched in the steps
-    cats = sum(v.samples for k, v in m.items() if k.startswith("gpu/") and k != "gpu/busy")
-    assert (cats >= m["gpu/busy"].samples).all()
-    assert (m["comm/time"].samples > 0).all()
-
-
 def test_flops_and_bytes_from_recorded_shapes_when_the_profiler_gives_none(tmp_path):
     trace = analyzers.load(write_trace(tmp_path / "shapes.json.gz", [10.0] * 4, flops_per_op=None))
     m = extract_run_metrics(trace).metrics
