@@ -118,6 +118,13 @@ def _union(*ivs) -> tuple[np.ndarray, np.ndarray]:
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
+def _distinct_names(names: pd.Series) -> pd.Series:
+    """Distinct event names as strings (a categorical's categories; rules then run per name, not per event)."""
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        return pd.Series(names.cat.categories.astype(str))
+    return pd.Series(pd.unique(names.astype(str)))
+
+
 def _intervals(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     s = frame["ts_ns"].to_numpy()
     return s, s + frame["dur_ns"].to_numpy()
@@ -147,7 +154,7 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str]:
     host = ev[kind.isin(("annotation", "python", "cpu_op", "runtime"))]
     hname = host["name"]
     # Match on the categories' distinct names, then spread to events (no per-event regex).
-    cats = pd.Series(hname.cat.categories.astype(str)) if hasattr(hname, "cat") else pd.Series(hname.unique()).astype(str)
+    cats = _distinct_names(hname)
 
     def mask(rule) -> np.ndarray:
         hit = set(cats[rule(cats)].tolist())
@@ -267,7 +274,7 @@ def _syncs(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
     """Per step: host-side synchronizations (count) and the time the host was blocked in them (ns)."""
     ev = trace.events
     names = ev["name"]
-    cats = pd.Series(names.cat.categories.astype(str))
+    cats = _distinct_names(names)
     sync_names = set(cats[cats.str.match(_SYNC_RUNTIME_RE) | cats.isin(_SYNC_OP_NAMES)].tolist())
     host = ev[names.isin(sync_names).to_numpy() & ev["kind"].isin(("runtime", "cpu_op")).to_numpy()]
     gpu_sync = ev[ev["kind"] == "cuda_sync"]
@@ -398,6 +405,6 @@ def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: d
 
 
 def _optimizer_names(trace: Trace) -> set[str]:
-    cats = pd.Series(trace.events["name"].cat.categories.astype(str))
+    cats = _distinct_names(trace.events["name"])
     names = cats[cats.str.startswith("Optimizer.step#")]
     return {n.split("#", 1)[1] for n in names}

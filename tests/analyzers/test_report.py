@@ -92,3 +92,21 @@ def test_hta_compatible_flag_switches_gpu_time_definitions(shared_traces, capsys
     assert gpu["summary"]["mode"] == "hta_compatible"
     assert gpu["summary"]["idle_pct"] == pytest.approx(54.72, abs=0.5)  # HTA 0.5.0 on this file
     assert set(gpu["tables"]) == {"hta_temporal", "hta_idle_by_stream"}
+
+
+def test_progress_line_only_on_a_terminal():
+    import io
+
+    from analyzers.report import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        progress = _Progress(stream)
+        progress("kernels")
+        progress.done()
+    assert "analyzing: kernels" in tty.getvalue() and tty.getvalue().endswith("\r\033[K")
+    assert pipe.getvalue() == ""
