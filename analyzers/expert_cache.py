@@ -64,6 +64,8 @@ class CacheCurves:
     distinct: int
     #: policy -> int64 array of length E: ``hits[policy][c - 1]`` = hits with ``c`` resident experts.
     hits: dict
+    #: LRU stack depth of every access = its reuse distance (-1: first use); None unless LRU ran.
+    reuse_distances: np.ndarray | None = None
 
     def hit_rate(self, policy: str) -> np.ndarray:
         """Hit rate (0..1) per cache size 1..E under ``policy``."""
@@ -184,9 +186,10 @@ def hit_counts(seq: Iterable[int], num_experts: int, policies: Sequence[str] = P
     n = len(arr)
     as_list = arr.tolist()
     hits: dict[str, np.ndarray] = {}
+    reuse = None
     for policy in policies:
         if policy == "lru":
-            depths = _lru_depths(as_list)
+            depths = reuse = _lru_depths(as_list)
         elif policy == "lfu":
             # Priority = (uses so far, time of last use), packed into one int: counts dominate.
             uses = _running_counts(arr)
@@ -202,7 +205,8 @@ def hit_counts(seq: Iterable[int], num_experts: int, policies: Sequence[str] = P
         else:
             raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
         hits[policy] = _depths_to_hits(depths, num_experts)
-    return CacheCurves(num_experts=num_experts, accesses=n, distinct=int(len(np.unique(arr))), hits=hits)
+    return CacheCurves(num_experts=num_experts, accesses=n, distinct=int(len(np.unique(arr))), hits=hits,
+                       reuse_distances=reuse)
 
 
 def hit_rate_curves(seq: Iterable[int], num_experts: int, policies: Sequence[str] = POLICIES) -> dict:

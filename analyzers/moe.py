@@ -566,12 +566,18 @@ def access_sequence(lr: LayerRouting, *, source: str = "auto", phase: str | None
     return expert_cache.step_access_sequence(lr.counts[mask], max_accesses=max_accesses), "counts"
 
 
-def locality_table(routing: Routing, sequences: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Per layer: reuse distance in the access sequence, step-to-step load correlation and hot-set overlap."""
+def locality_table(routing: Routing, sequences: Mapping[str, np.ndarray],
+                   reuse: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Per layer: reuse distance in the access sequence, step-to-step load correlation and hot-set overlap.
+
+    ``reuse`` may hold each layer's reuse distances already computed (``CacheCurves.reuse_distances``).
+    """
     rows = []
     for lr in routing.layers:
         seq = sequences.get(lr.layer, np.zeros(0, np.int64))
-        dist = expert_cache.reuse_distances(seq) if len(seq) else np.zeros(0, np.int64)
+        dist = (reuse or {}).get(lr.layer)
+        if dist is None:
+            dist = expert_cache.reuse_distances(seq) if len(seq) else np.zeros(0, np.int64)
         reused = dist[dist >= 0]
         _, per_step = lr.step_counts()
         corr, overlap = [], []
@@ -608,14 +614,20 @@ def locality_table(routing: Routing, sequences: Mapping[str, np.ndarray]) -> pd.
 # --------------------------------------------------------------------------------------- what-ifs
 def cache_tables(routing: Routing, sequences: Mapping[str, np.ndarray], *,
                  target: float = expert_cache.DEFAULT_TARGET_HIT_RATE,
-                 expert_bytes: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(hit-rate curves per layer × policy × resident experts, sizing per layer × policy at ``target``)."""
+                 expert_bytes: int | None = None,
+                 replayed: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(hit-rate curves per layer × policy × resident experts, sizing per layer × policy at ``target``).
+
+    Each layer's ``CacheCurves`` is also stored in ``replayed`` (layer -> curves) when a dict is given.
+    """
     curve_parts, sizing = [], []
     for lr in routing.layers:
         seq = sequences.get(lr.layer)
         if seq is None or not len(seq):
             continue
         curves = expert_cache.hit_counts(seq, lr.num_experts)
+        if replayed is not None:
+            replayed[lr.layer] = curves
         size = expert_bytes if expert_bytes is not None else lr.expert_bytes
         for policy in expert_cache.POLICIES:
             rate = curves.hit_rate(policy)
@@ -735,9 +747,11 @@ def analyze(
     imbalance = imbalance_table(routing)
     per_step = step_imbalance_table(routing)
     capacity = capacity_table(routing, capacity_factors)
-    locality = locality_table(routing, sequences)
+    replayed: dict[str, expert_cache.CacheCurves] = {}
+    curves, sizing = cache_tables(routing, sequences, target=target_hit_rate, expert_bytes=expert_bytes,
+                                  replayed=replayed)
+    locality = locality_table(routing, sequences, {k: c.reuse_distances for k, c in replayed.items()})
     locality["access_source"] = locality["layer"].map(sources)
-    curves, sizing = cache_tables(routing, sequences, target=target_hit_rate, expert_bytes=expert_bytes)
     placement, placement_summary = placement_tables(routing, num_ranks, redundant)
 
     configured = capacity_factor if capacity_factor is not None else DEFAULT_CAPACITY_FACTOR

@@ -131,3 +131,4 @@ def test_reuse_distances():
     from analyzers.expert_cache import reuse_distances
 
     assert reuse_distances([0, 1, 0, 0, 2, 1]).tolist() == [-1, -1, 1, 0, -1, 2]
+    assert hit_counts([0, 1, 0, 0, 2, 1], 3).reuse_distances.tolist() == [-1, -1, 1, 0, -1, 2]
