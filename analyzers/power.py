@@ -15,6 +15,9 @@ Energy over a time window, per device:
   window edge between two samples is cut on that line, so the result is exact for piecewise-linear
   power. Windows are clipped to the sampled span (no extrapolation).
 
+When a rank's sampler saw several GPUs but the rank's GPU work ran on a subset (the ``device`` of
+its kernels), only that subset counts, so ranks sharing a host do not each count every GPU.
+
 Steps are the ``ProfilerStep#N`` annotations or, without them, the ``steps`` stream (step *s*
 runs from the previous line's ``t_ns`` to its own). Tokens/samples per step come from the
 ``steps`` stream or the manifest's ``user_counts``. Phases are our ``torchscope.phase`` annotations;
@@ -318,6 +321,7 @@ def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_res
     if usable.empty:
         reason = _unavailable_reason(trace)
         raise NotApplicable(f"no GPU power samples{': ' + reason if reason else ''}")
+    usable, own = _own_devices(trace, usable)
     devices = []
     for idx, df in usable.groupby("device", sort=True):
         if len(df) >= 2:
@@ -387,7 +391,8 @@ def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_res
     perf = _perf_per_watt(trace, steps_df, devices, roofline_result)
 
     summary = {
-        "devices": len(devices), "method": ",".join(sorted({d.method for d in devices})),
+        "devices": len(devices), "device_indices": [d.index for d in devices], "devices_from": own,
+        "method": ",".join(sorted({d.method for d in devices})),
         "sampled_ns": int(total_span), "energy_j": total_energy_mj / 1e3,
         "avg_power_w": float(devices_df["avg_power_w"].sum()),
         "peak_power_w": float(devices_df["peak_power_w"].max()),
@@ -408,6 +413,18 @@ def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_res
         "devices": devices_df, "steps": steps_df, "phases": phases_df, "timeline": timeline_df,
         "throttle": throttle_df,
     })
+
+
+def _own_devices(trace: Trace, samples: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Keep the device this rank ran on when its sampler also saw other GPUs (no double counting)."""
+    sampled = set(samples["device"].unique().tolist())
+    if len(sampled) <= 1:
+        return samples, "all sampled devices"
+    gpu = trace.gpu_events()
+    used = set(gpu.loc[gpu["device"] >= 0, "device"].unique().tolist()) if not gpu.empty else set()
+    if used and used <= sampled and used != sampled:
+        return samples[samples["device"].isin(used)], "devices the rank's GPU work ran on"
+    return samples, "all sampled devices"
 
 
 def _unavailable_reason(trace: Trace) -> str:

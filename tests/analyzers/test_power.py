@@ -186,6 +186,20 @@ def test_idle_energy_from_kernel_gaps(tmp_path):
     assert f.gain_fraction == pytest.approx(60.0 / res.summary["energy_j"])
 
 
+def test_a_rank_counts_only_the_gpu_its_kernels_ran_on(tmp_path):
+    busy = [(T0 + 100 * MS, T0 + 900 * MS)]
+    samples = []
+    for i in range(11):  # device 0 is this rank's GPU; device 1 belongs to another rank on the host
+        samples.append(_nvml(T0 + i * 100 * MS, power_mw=200_000))
+        samples.append({**_nvml(T0 + i * 100 * MS, power_mw=400_000), "device": 1})
+    res = power.analyze(_bundle(tmp_path, samples, events=_kernel_events(busy), props=A100_PROPS))
+    assert res.summary["device_indices"] == [0]
+    assert res.summary["energy_j"] == pytest.approx(200.0)
+    (tmp_path / "b").mkdir()
+    only_samples = power.analyze(_bundle(tmp_path / "b", samples))  # no trace: every sampled GPU counts
+    assert only_samples.summary["energy_j"] == pytest.approx(600.0)
+
+
 def test_power_cap_whatif_model():
     none_bound = power.power_cap_whatif(0.0, 300.0, 60.0)
     assert none_bound["clock_fraction"] == min(power.POWER_CAP_CLOCK_STEPS) and none_bound["slowdown"] == 0
