@@ -8,10 +8,12 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from analyzers.cli import main, trace_diff_main
-from analyzers.diff import DiffOptions, diff_paths, diff_runs, load_runs, parse_min_delta
+from analyzers.diff import DiffOptions, SideInfo, diff_paths, diff_runs, parse_min_delta
+from analyzers.diff_metrics import extract_run_metrics
 from analyzers.diff_render import render
 from analyzers.diff_stats import VERDICTS
 from tests.analyzers.diff_traces import noisy_steps, write_bundle, write_trace
+from tests.analyzers.synthetic_kineto import load_shared
 
 
 def _diff(capsys, *argv: str) -> tuple[int, str, str]:
@@ -192,10 +194,14 @@ def test_parse_min_delta():
 
 
 @pytest.mark.slow
-def test_shared_before_after_pair(shared_traces, tmp_path):
+def test_shared_before_after_pair(shared_traces):
     options = DiffOptions(fail_on="change")
-    control = load_runs([shared_traces / "diff_control_a100.json.gz"], options)
-    test = load_runs([shared_traces / "diff_test_v100.json.gz"], options)
+    # loaded once per session (other modules read these traces too), then diffed as load_runs would
+
+    def side(name: str) -> SideInfo:
+        return SideInfo((name,), (extract_run_metrics(load_shared(str(shared_traces), name)),))
+
+    control, test = side("diff_control_a100.json.gz"), side("diff_test_v100.json.gz")
     m = control.runs[0].metrics
     assert control.runs[0].steps == (1010, 1011, 1012, 1013, 1014)  # warm-up step 1009 skipped
     assert m["step/time"].samples.size == 5 and (m["comm/time"].samples > 0).all()
