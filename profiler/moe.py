@@ -38,12 +38,13 @@ An exception inside a hook is logged once and only that router stops recording; 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -447,6 +448,16 @@ class RouterRecorder:
     def set_phase(self, phase: str | None) -> None:
         """Label the router calls that follow with `phase` ("train", "prefill", "decode", ...); None: automatic."""
         self._phase = phase
+
+    @contextlib.contextmanager
+    def phase(self, phase: str) -> Iterator[None]:
+        """Label the router calls inside the with-block `phase`, then restore the previous label."""
+        previous = self._phase
+        self._phase = phase
+        try:
+            yield
+        finally:
+            self._phase = previous
 
     def _on_root_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         try:

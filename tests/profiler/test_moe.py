@@ -135,10 +135,13 @@ def test_generate_records_prefill_and_decode_phases(build):
     model(prompt[:, :1])
     recorder.set_phase("scoring")
     model(prompt)
+    with recorder.phase("nested"):
+        model(prompt[:, :2])
+    model(prompt[:, :3])  # back to "scoring"
     recorder.set_phase(None)
     recorder.step(1)
     got = {line["phase"]: line["tokens"] for line in writer.of("counts") if line["step"] == 1}
-    assert got == {"prefill": 12, "forward": 2, "scoring": 12}
+    assert got == {"prefill": 12, "forward": 2, "scoring": 18, "nested": 4}
     recorder.close()
 
 
