@@ -12,8 +12,9 @@ Definitions (default mode; all times int64 ns, per rank):
   ``compute`` — at least one compute kernel runs (any kernel that is not communication);
   ``communication`` — a communication kernel (NCCL/RCCL, see ``kernels.category_of``) runs and no
   compute kernel does (the *exposed* communication; ``comm_overlapped_ns`` is the rest);
-  ``memory`` — only memcpy/memset run (``memcpy_ns`` and ``memset_ns`` split it);
+  ``memory`` — only memcpy/memset run (``memset_ns``: only memsets run; ``memcpy_ns``: the rest);
   ``idle`` — nothing runs on any stream.
+  The ``steps`` table applies the same split to each ``ProfilerStep`` window (its CPU start to end).
 * **Idle** is split by looking at the GPU work that ends each idle gap (the earliest event to
   start after it) and at the runtime call that launched it (matched by correlation id):
   ``host_wait`` — the part of the gap before that launch call started: the GPU had nothing to do
@@ -158,7 +159,35 @@ def _window(trace: Trace, gpu: pd.DataFrame) -> tuple[int, int, str]:
     return start, end, "ProfilerStep"
 
 
-def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def _coverage(merged: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
+    """Length of the merged intervals before each time ``t`` (ns), vectorised over ``t``."""
+    s, e = merged
+    prefix = np.concatenate(([0], np.cumsum(e - s)))
+    idx = np.searchsorted(s, t, side="right")
+    last_end = np.where(idx > 0, e[np.maximum(idx - 1, 0)] if e.size else 0, 0)
+    return prefix[idx] - np.clip(last_end - t, 0, None)
+
+
+def _per_step(trace: Trace, comp, comp_or_comm, busy) -> pd.DataFrame:
+    """Per ProfilerStep (CPU step window), GPU compute / exposed communication / memory / idle, ns."""
+    steps = trace.steps()
+    cols = ["step", "start_ns", "step_ns", "compute_ns", "communication_ns", "memory_ns", "idle_ns", "busy_pct"]
+    if steps.empty:
+        return pd.DataFrame(columns=cols)
+    t0 = steps["ts_ns"].to_numpy()
+    t1 = t0 + steps["dur_ns"].to_numpy()
+
+    def within(merged) -> np.ndarray:
+        return _coverage(merged, t1) - _coverage(merged, t0)
+
+    c, cc, b = within(comp), within(comp_or_comm), within(busy)
+    dur = t1 - t0
+    return pd.DataFrame({"step": steps["step"].to_numpy(), "start_ns": t0, "step_ns": dur,
+                         "compute_ns": c, "communication_ns": cc - c, "memory_ns": b - cc, "idle_ns": dur - b,
+                         "busy_pct": np.where(dur > 0, 100.0 * b / np.maximum(dur, 1), 0.0)})
+
+
+def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     gpu = launches(trace)
     w0, w1, source = _window(trace, gpu)
     names = gpu["name"].astype(str)
@@ -183,12 +212,10 @@ def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     comm_exposed = comm_total - comm_overlap
     busy_ns = int((busy[1] - busy[0]).sum())
     memory_ns = busy_ns - comp_ns - comm_exposed
-    memcpy_only = union_ns(*merged(is_mem & (kind == "memcpy")))
-    memset_only = union_ns(*merged(is_mem & (kind == "memset")))
-    # Split the memory-only time between memcpy and memset in proportion to their own unions.
-    mem_sum = memcpy_only + memset_only
-    memcpy_ns = int(round(memory_ns * memcpy_only / mem_sum)) if mem_sum else 0
-    memset_ns = memory_ns - memcpy_ns
+    # Memory-only time: memset where nothing but memsets run, memcpy the rest (memcpy wins a tie).
+    not_memset = merged(~(is_mem & (kind == "memset")))
+    memset_ns = busy_ns - int((not_memset[1] - not_memset[0]).sum())
+    memcpy_ns = memory_ns - memset_ns
     window_ns = w1 - w0
     idle_ns = window_ns - busy_ns
 
@@ -208,7 +235,8 @@ def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     row["comm_overlap_pct"] = 100.0 * comm_overlap / comm_total if comm_total else float("nan")
 
     streams = _per_stream(gpu, s_all, e_all, is_comm, is_mem, w0, w1)
-    return row, streams, gaps
+    steps = _per_step(trace, comp, merged(is_comp | is_comm), busy)
+    return row, streams, gaps, steps
 
 
 def _idle_gaps(gpu: pd.DataFrame, s_all: np.ndarray, e_all: np.ndarray,
@@ -366,13 +394,14 @@ def analyze(trace: Trace, *, hta_compatible: bool = False) -> Result:
         return Result(analyzer="gpu_time", rank=trace.rank,
                       tables={"hta_temporal": pd.DataFrame([temporal]), "hta_idle_by_stream": idle},
                       summary={"mode": "hta_compatible", **{k: v for k, v in temporal.items() if k != "rank"}})
-    row, streams, gaps = _breakdown(trace)
+    row, streams, gaps, steps = _breakdown(trace)
     findings = tuple(_findings(trace, row))
     summary = {k: row[k] for k in ("window_ns", "compute_pct", "communication_pct", "memcpy_pct",
                                    "memset_pct", "idle_pct", "idle_host_wait_pct",
                                    "idle_kernel_wait_pct", "idle_other_pct", "comm_overlap_pct")}
     return Result(analyzer="gpu_time", rank=trace.rank,
-                  tables={"breakdown": pd.DataFrame([row]), "streams": streams, "idle_gaps": gaps},
+                  tables={"breakdown": pd.DataFrame([row]), "steps": steps, "streams": streams,
+                          "idle_gaps": gaps},
                   summary=summary, findings=findings)
 
 

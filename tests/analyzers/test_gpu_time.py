@@ -95,6 +95,9 @@ def test_breakdown_matches_hand_computed_values(tmp_path):
     assert row["comm_overlap_pct"] == pytest.approx(25.0)
     parts = ["compute_pct", "communication_pct", "memcpy_pct", "memset_pct", "idle_pct"]
     assert sum(row[p] for p in parts) == pytest.approx(100.0)
+    (step,) = res.table("steps").itertuples(index=False)
+    assert (step.step, step.compute_ns, step.communication_ns, step.memory_ns, step.idle_ns) == \
+        (1, 420 * us, 150 * us, 20 * us, 410 * us)
     streams = res.table("streams").set_index("stream")
     assert streams.loc[20, "busy_ns"] == 200 * us and streams.loc[7, "events"] == 5
 
@@ -159,3 +162,25 @@ def test_union_and_overlap_match_brute_force(a, b):
     assert gpu_time.union_ns(*arrays(a)) == len(_covered(a))
     assert gpu_time.overlap_ns(ma, mb) == len(_covered(a) & _covered(b))
     assert np.all(ma[0][1:] > ma[1][:-1])  # disjoint and sorted
+
+
+def test_per_step_split_matches_clipping_each_step(shared_traces):
+    trace = _load(str(shared_traces), "a100_train_2rank_rank0_nccl.json.gz")
+    steps = gpu_time.analyze(trace).table("steps")
+    gpu = trace.gpu_events()
+    names = gpu["name"].astype(str)
+    is_comm = names.str.startswith("ncclKernel").to_numpy()
+    is_comp = ((gpu["kind"] == "kernel").to_numpy()) & ~is_comm
+    s = gpu["ts_ns"].to_numpy()
+    e = s + gpu["dur_ns"].to_numpy()
+    for row in steps.itertuples(index=False):
+        lo, hi = row.start_ns, row.start_ns + row.step_ns
+
+        def clipped_union(mask):
+            cs, ce = np.clip(s[mask], lo, hi), np.clip(e[mask], lo, hi)
+            return gpu_time.union_ns(cs[ce > cs], ce[ce > cs])
+
+        assert row.compute_ns == clipped_union(is_comp)
+        assert row.communication_ns == clipped_union(is_comp | is_comm) - clipped_union(is_comp)
+        assert row.idle_ns == row.step_ns - clipped_union(np.ones(len(gpu), dtype=bool))
+    assert len(steps) == 3 and (steps["communication_ns"] > 0).all()
