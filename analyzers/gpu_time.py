@@ -88,11 +88,7 @@ def merge_intervals(start_ns: np.ndarray, end_ns: np.ndarray) -> tuple[np.ndarra
     new = np.empty(s.size, dtype=bool)
     new[0] = True
     new[1:] = s[1:] > reach[:-1]
-    group = np.cumsum(new) - 1
-    starts = s[new]
-    ends = np.maximum.reduceat(e, np.flatnonzero(new))
-    del group
-    return starts, ends
+    return s[new], np.maximum.reduceat(e, np.flatnonzero(new))
 
 
 def union_ns(start_ns: np.ndarray, end_ns: np.ndarray) -> int:
@@ -248,11 +244,13 @@ def _idle_gaps(gpu: pd.DataFrame, s_all: np.ndarray, e_all: np.ndarray,
                              "kernel_wait_ns": [0], "other_ns": [0]})
     g_start = np.concatenate(([w0], b_e))
     g_end = np.concatenate((b_s, [w1]))
-    # The event that ends each gap: the earliest-starting one whose start equals the next busy start.
-    order = np.lexsort((gpu["launch_ts_ns"].to_numpy(), s_all))
+    # The work that ends each gap: among the events starting at the next busy start, the one
+    # launched first (events without a known launch last).
+    launch = gpu["launch_ts_ns"].to_numpy()
+    order = np.lexsort((np.where(launch < 0, np.iinfo(np.int64).max, launch), s_all))
     s_sorted = s_all[order]
-    launch_sorted = gpu["launch_ts_ns"].to_numpy()[order]
-    idx = np.searchsorted(s_sorted, np.clip(b_s, None, None), side="left")
+    launch_sorted = launch[order]
+    idx = np.searchsorted(s_sorted, b_s, side="left")
     idx = np.clip(idx, 0, max(s_sorted.size - 1, 0))
     next_launch = np.concatenate((launch_sorted[idx], [-1]))
     gap = g_end - g_start
