@@ -515,7 +515,8 @@ class RouterRecorder:
                 router.phases[phase] = buffers
             e = router.num_experts
             # out-of-range ids (dropped tokens: -1, E, ...) land in bin E: clamp to [-1, E], then -1 -> E
-            flat = indices.reshape(-1).to(device=buffers.counts.device, dtype=torch.int64).clamp(-1, e).remainder_(e + 1)
+            flat = indices.reshape(-1).to(device=buffers.counts.device, dtype=torch.int64)
+            flat = flat.clamp(-1, e).remainder_(e + 1)
             buffers.counts.index_add_(0, flat, buffers.one.expand(flat.shape[0]))
             if weights is not None:
                 w = weights.detach().reshape(-1).to(device=buffers.weights.device, dtype=torch.float32)

@@ -205,7 +205,8 @@ def stdlib_text(max_bytes: int = TEXT_BYTES) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
 
 
-def _batch(data: torch.Tensor, gen: torch.Generator, batch: int = BATCH, seq: int = SEQ) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(data: torch.Tensor, gen: torch.Generator, batch: int = BATCH,
+           seq: int = SEQ) -> tuple[torch.Tensor, torch.Tensor]:
     """A random batch of (inputs, next-byte targets), int64 [batch, seq]."""
     starts = torch.randint(0, data.numel() - seq - 1, (batch,), generator=gen)
     rows = torch.stack([data[s:s + seq + 1] for s in starts.tolist()]).long()
@@ -229,7 +230,7 @@ def _seeded(seed: int) -> torch.Generator:
 
 def train_model(steps: int = TRAIN_STEPS, *, seed: int = SEED, cfg: MoeConfig = MoeConfig(),
                 log: bool = False) -> tuple[TinyMoeLM, torch.optim.Optimizer, torch.Tensor, torch.Generator]:
-    """Train the tiny MoE LM for `steps` steps on stdlib text (no profiler); returns model, optimizer, data, batch RNG."""
+    """Train the tiny MoE LM `steps` steps on stdlib text, no profiler: (model, optimizer, data, batch RNG)."""
     torch.set_num_threads(1)  # fixed reduction order: identical counts on every run
     gen = _seeded(seed)
     data = stdlib_text()
@@ -297,7 +298,8 @@ def record_moe(out_root: Path | str, *, train_steps: int = TRAIN_STEPS, seed: in
     train_dir = record_moe_train(out_root / "moe_train", model, opt, data, gen, steps=record_steps)
     gen_dir, texts = record_moe_generate(out_root / "moe_generate", model, seed=seed, new_tokens=new_tokens)
     if log:
-        print(f"  trained {train_steps} steps in {trained_s:.1f} s; recorded in {time.perf_counter() - t0 - trained_s:.1f} s")
+        recorded_s = time.perf_counter() - t0 - trained_s
+        print(f"  trained {train_steps} steps in {trained_s:.1f} s; recorded in {recorded_s:.1f} s")
         for text in texts:
             print("  sample:", repr(text[:80]))
     return [train_dir, gen_dir]
@@ -306,7 +308,8 @@ def record_moe(out_root: Path | str, *, train_steps: int = TRAIN_STEPS, seed: in
 FIXED_TRAIN_STEPS, FIXED_RECORD_STEPS, FIXED_NEW_TOKENS = 30, 3, 16  # the CI workload: small and quick
 
 
-def run_fixed_moe_workload(out_root: Path | str, *, train_steps: int = FIXED_TRAIN_STEPS, seed: int = SEED) -> list[Path]:
+def run_fixed_moe_workload(out_root: Path | str, *, train_steps: int = FIXED_TRAIN_STEPS,
+                           seed: int = SEED) -> list[Path]:
     """The deterministic MoE workload CI gates on: a short training, then both recordings (a few seconds)."""
     return record_moe(out_root, train_steps=train_steps, seed=seed, log=False,
                       record_steps=FIXED_RECORD_STEPS, new_tokens=FIXED_NEW_TOKENS)
