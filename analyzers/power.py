@@ -18,8 +18,10 @@ Energy over a time window, per device:
 When a rank's sampler saw several GPUs but the rank's GPU work ran on a subset (the ``device`` of
 its kernels), only that subset counts, so ranks sharing a host do not each count every GPU.
 
-Steps are the ``ProfilerStep#N`` annotations or, without them, the ``steps`` stream (step *s*
-runs from the previous line's ``t_ns`` to its own). Tokens/samples per step come from the
+Steps come from the ``steps`` stream, which covers every step of the run (the samples do too,
+while Kineto records only the scheduled steps): its line ``{"step": s, "t_ns"}`` is written when
+step *s* ends, so step *s* runs from the previous line's ``t_ns`` (step 0: the manifest's
+``started_at_ns``) to its own. Without the stream, the ``ProfilerStep#N`` annotations are used. Tokens/samples per step come from the
 ``steps`` stream or the manifest's ``user_counts``. Phases are our ``torchscope.phase`` annotations;
 a phase's energy is the integral over its intervals. Idle: GPU idle time is the part of the trace
 window with no GPU work (or, without GPU events, the sampled time at 0 % utilisation); idle power
@@ -235,16 +237,22 @@ def decode_throttle_reasons(mask: int | float | None) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------------------- windows
 def _step_windows(trace: Trace) -> pd.DataFrame:
-    steps = trace.steps()
-    if not steps.empty:
-        return pd.DataFrame({"step": steps["step"].astype(np.int64), "start_ns": steps["ts_ns"].astype(np.int64),
-                             "end_ns": (steps["ts_ns"] + steps["dur_ns"]).astype(np.int64)})
+    """Step windows: from the ``steps`` stream (every step of the run), else ProfilerStep annotations."""
     stream = trace.streams.get("steps") if trace.streams else None
     if stream is not None and not stream.empty and {"step", "t_ns"} <= set(stream.columns):
         s = stream.dropna(subset=["step", "t_ns"]).sort_values("t_ns")
         t = s["t_ns"].to_numpy(np.int64)
+        steps = s["step"].to_numpy(np.int64)
+        started = (trace.meta.manifest or {}).get("started_at_ns")
+        if isinstance(started, (int, float)) and t.size and started < t[0]:
+            t = np.concatenate([[int(started)], t])  # step 0 runs from the start of profiling
+            steps = np.concatenate([[-1], steps])
         if t.size >= 2:
-            return pd.DataFrame({"step": s["step"].to_numpy(np.int64)[1:], "start_ns": t[:-1], "end_ns": t[1:]})
+            return pd.DataFrame({"step": steps[1:], "start_ns": t[:-1], "end_ns": t[1:]})
+    steps = trace.steps()
+    if not steps.empty:
+        return pd.DataFrame({"step": steps["step"].astype(np.int64), "start_ns": steps["ts_ns"].astype(np.int64),
+                             "end_ns": (steps["ts_ns"] + steps["dur_ns"]).astype(np.int64)})
     return pd.DataFrame(columns=["step", "start_ns", "end_ns"])
 
 
