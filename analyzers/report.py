@@ -28,6 +28,8 @@ __all__ = ["register", "render_text", "render_markdown", "render_json", "report_
 SCHEMA_VERSION = 1
 #: Rows kept per table in the JSON report (``rows_total`` says how many there were).
 JSON_TABLE_ROWS = 200
+#: Kernels listed per rank in the text report.
+TEXT_TOP_KERNELS = 5
 #: Findings shown in the text/markdown report (JSON has them all).
 SHOWN_FINDINGS = 20
 
@@ -58,7 +60,8 @@ def _fmt_value(key: str, value: object) -> str:
     if key.endswith("_pct") and isinstance(value, (int, float, np.integer, np.floating)):
         return f"{float(value):.1f}%"
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):.3g}"
+        text = f"{float(value):.3g}"
+        return text if any(c in text for c in ".en") else text + ".0"  # 7.0 stays a float on screen
     if isinstance(value, (list, tuple)):
         shown = ", ".join(str(v) for v in list(value)[:8])
         return f"[{shown}{', ...' if len(value) > 8 else ''}]"
@@ -119,6 +122,8 @@ def render_text(traces: TraceSet, report: Report) -> str:
             line += piece
         if line.strip():
             out.append(line.rstrip())
+        if "top_kernels" in res.tables:
+            out.extend(_top_kernel_lines(res.tables["top_kernels"]))
     out.append("")
     findings = report.findings
     out.append(f"Findings ({len(findings)}, largest estimated gain first)")
@@ -140,6 +145,14 @@ def render_text(traces: TraceSet, report: Report) -> str:
         out.append("Errors (analyzer bugs; the other results stand)")
         out.extend(f"  {name}: {why}" for name, why in sorted(report.errors.items()))
     return "\n".join(out) + "\n"
+
+
+def _top_kernel_lines(top: pd.DataFrame, n: int = TEXT_TOP_KERNELS) -> list[str]:
+    lines = ["    top kernels (share of GPU work, count, mean):"]
+    for row in top.head(n).itertuples(index=False):
+        name = row.name if len(row.name) <= 70 else row.name[:67] + "..."
+        lines.append(f"      {row.share_pct:5.1f}%  {row.count:6d} × {_fmt_ns(row.mean_ns):>9s}  {name}")
+    return lines
 
 
 def _evidence(f: Finding) -> str:
