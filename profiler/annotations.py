@@ -15,7 +15,8 @@ Phases ("torchscope.phase" events) come from:
 
 Module ranges ("torchscope.module" events, name = qualified name from ``named_modules`` of the
 root, args {"direction", "step"}) cover each top-level child of a root (containers such as
-ModuleList are expanded; single-child wrappers such as DDP are looked through). A child's
+ModuleList are expanded; single-child wrappers such as DDP are looked through, and so is a shell
+that directly holds a layer stack, e.g. HF's ``transformer`` → ``transformer.h.0``, ``transformer.ln_f``). A child's
 backward range starts when the gradient of its output is computed and ends when the gradient of
 its input is (or, with no differentiable input, when the backward call returns).
 
@@ -85,15 +86,19 @@ def top_level_children(root: torch.nn.Module) -> list[tuple[str, torch.nn.Module
         break
     out: list[tuple[str, torch.nn.Module]] = []
 
-    def expand(name: str, mod: torch.nn.Module) -> None:
+    def expand(name: str, mod: torch.nn.Module, in_container: bool) -> None:
         if isinstance(mod, _CONTAINERS):
             for sub_name, sub in mod.named_children():
-                expand(f"{name}.{sub_name}", sub)
+                expand(f"{name}.{sub_name}", sub, True)
+        elif not in_container and any(isinstance(c, _CONTAINERS) for c in mod.children()):
+            # a shell around a stack of layers (HF "transformer"/"model"): its parts are the ranges
+            for sub_name, sub in mod.named_children():
+                expand(f"{name}.{sub_name}", sub, False)
         else:
             out.append((name, mod))
 
     for name, mod in node.named_children():
-        expand(f"{prefix}{name}", mod)
+        expand(f"{prefix}{name}", mod, False)
     return out
 
 

@@ -15,6 +15,6 @@ DEMO_STEPS = 120
 def record_demo(out_dir: str | Path) -> Path:
     """Train the small GPT for DEMO_STEPS steps under profile(); returns the run folder (= out_dir)."""
     run = Path(out_dir).resolve()
-    with profile(run, schedule=dict(wait=DEMO_STEPS - 8, warmup=2, active=4), sample_interval_ms=50) as prof:
+    with profile(run, schedule=dict(wait=max(0, DEMO_STEPS - 8), warmup=2, active=4), sample_interval_ms=50) as prof:
         gpt_train_loop(DEMO_STEPS, prof)
     return run

@@ -11,7 +11,7 @@ from profiler import demo
 
 @pytest.mark.slow
 def test_record_demo(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "DEMO_STEPS", 12)
+    monkeypatch.setattr(demo, "DEMO_STEPS", 10)
     monkeypatch.setenv("TORCHSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     from profiler import host_roofline as hr
 
@@ -21,5 +21,5 @@ def test_record_demo(tmp_path, monkeypatch):
     run = demo.record_demo(tmp_path / "demo")
     assert run == (tmp_path / "demo").resolve()
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["steps"] == 12 and manifest["user_counts"]["tokens_per_step"] == 1024
+    assert manifest["complete"] and manifest["steps"] == 10 and manifest["user_counts"]["tokens_per_step"] == 1024
     assert (run / "rank0.trace.json.gz").stat().st_size > 10_000
