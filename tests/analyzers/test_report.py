@@ -43,7 +43,7 @@ def test_text_report_shows_summary_then_findings_in_gain_order(shared_traces, ca
     code, out, _ = _run(capsys, str(shared_traces / "job128_rank0.json.gz"))
     assert code == 0
     assert out.index("Summary") < out.index("Findings")
-    assert "step median:" in out and "ms" in out
+    assert "step median:" in out and "ms" in out and "top kernels (share of GPU work" in out
     first = out.index("1. [")
     second = out.index("2. [")
     assert first < second
