@@ -24,8 +24,10 @@ FLOPs and bytes per step are the roofline's operator cost model (``roofline.op_p
 profiler's FLOPs, else an estimate from the recorded shapes). MoE loads come from
 ``moe.routing_from_stream``; imbalance is ``moe.imbalance_metrics``' busiest expert over the mean
 (averaged over layers), the drop rate is ``moe.capacity_metrics`` at ``moe.DEFAULT_CAPACITY_FACTOR``.
-Energy per step integrates the samples stream (NVML energy counter, else power) or the trace's
-``power_w`` counters over each step window.
+Phase times are the training-loop analyzer's exclusive per-step breakdown (our phase annotations,
+else phases inferred from operator names). GPU energy per step is the power analyzer's energy curve
+(``power.nvml_samples`` / ``power.energy_curve``: the NVML energy counter, else integrated power)
+taken at the step boundaries; host energy is the RAPL counter's increase.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ import pandas as pd
 from . import kernels as kernels_analyzer
 from . import memory as memory_analyzer
 from . import moe as moe_analyzer
+from . import power as power_analyzer
 from . import roofline as roofline_analyzer
+from . import training_loop as training_loop_analyzer
 from .errors import TraceError
 from .trace import GPU_WORK_KINDS, Trace
 
@@ -204,10 +208,9 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
     ev = trace.events
     kind = ev["kind"]
     # --- phases (torchscope.phase annotations) -----------------------------------------------
-    phases = ev[kind == "phase"]
-    if not phases.empty:
-        for name, per_step in _per_name_per_step(phases, phases["ts_ns"].to_numpy(np.int64), starts, ends):
-            sampled(f"phase/{name}", "phase", "ns", per_step)
+    if has_steps:
+        for name, per_step in _phase_times(trace, windows["step"].to_numpy(np.int64)):
+            sampled(f"phase/{name}", "phase", "ns", per_step, fill_zero=True)
     # --- GPU work: categories, kernels, bytes ------------------------------------------------
     gpu = ev[kind.isin(GPU_WORK_KINDS)]
     if not gpu.empty:
@@ -427,31 +430,42 @@ def _peak_memory(trace: Trace, window: tuple[int, int]) -> list[tuple[str, str, 
     return found
 
 
-def _energy_per_step(trace: Trace, starts: np.ndarray, ends: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
-    """Energy per step of the GPUs (NVML energy counter, else integrated power) and the host, mJ."""
+def _phase_times(trace: Trace, steps: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(phase, time per selected step) from the training-loop analyzer's exclusive phase breakdown, ns."""
+    table = training_loop_analyzer.analyze(trace).table("steps")
+    table = table.set_index("step").reindex(steps)
     out = []
-    samples = trace.streams.get("samples") if trace.streams else None
+    for column in table.columns:
+        if column.endswith("_ns") and column not in ("step_ns", "start_ns"):
+            values = table[column].to_numpy(np.float64)
+            if np.nansum(values) > 0:
+                out.append((column[: -len("_ns")], np.nan_to_num(values)))
+    return out
+
+
+def _energy_per_step(trace: Trace, starts: np.ndarray, ends: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
+    """Energy per step of the GPUs (the power analyzer's energy curve per device) and the host (RAPL), mJ."""
+    out = []
+    nvml = power_analyzer.nvml_samples(trace)
     gpu_energy = None
-    if samples is not None and not samples.empty and "t_ns" in samples:
-        if "energy_mj" in samples:
-            gpu_energy = _counter_delta(samples, "energy_mj", starts, ends, scale=1.0)
-        if gpu_energy is None and "power_mw" in samples:
-            gpu_energy = _integrated(samples, "power_mw", starts, ends, scale=1e-3)  # mW·s = mJ
-        if "rapl_energy_uj" in samples:
-            host = _counter_delta(samples, "rapl_energy_uj", starts, ends, scale=1e-3)
-            if host is not None:
-                out.append(("energy/host_per_step", host, False))
-    if gpu_energy is None and not trace.counters.empty:
-        power = trace.counters[trace.counters["name"].astype(str) == "power_w"]
-        if not power.empty:
-            frame = pd.DataFrame({"t_ns": power["ts_ns"].to_numpy(np.int64),
-                                  "device": power["series"].astype(str).to_numpy(),
-                                  "power_w": power["value"].to_numpy(np.float64)})
-            gpu_energy = _integrated(frame, "power_w", starts, ends, scale=1.0)  # W·s = J → mJ below
-            if gpu_energy is not None:
-                gpu_energy = gpu_energy * 1e3
+    for _, device in nvml.groupby("device", sort=True):
+        t = device["t_ns"].to_numpy(np.int64)
+        if t.size < 2 or starts.min() < t[0] or ends.max() > t[-1]:
+            continue  # the readings do not cover the steps
+        try:
+            _, curve = power_analyzer.energy_curve(t, power_mw=device["power_mw"].to_numpy(np.float64),
+                                                   energy_mj=device["energy_mj"].to_numpy(np.float64))
+        except ValueError:  # neither power nor energy read on this device
+            continue
+        energy = curve(ends) - curve(starts)
+        gpu_energy = energy if gpu_energy is None else gpu_energy + energy
     if gpu_energy is not None:
-        out.insert(0, ("energy/per_step", gpu_energy, True))
+        out.append(("energy/per_step", gpu_energy, True))
+    samples = trace.streams.get("samples") if trace.streams else None
+    if samples is not None and not samples.empty and "t_ns" in samples and "rapl_energy_uj" in samples:
+        host = _counter_delta(samples, "rapl_energy_uj", starts, ends, scale=1e-3)
+        if host is not None:
+            out.append(("energy/host_per_step", host, False))
     return out
 
 
@@ -475,21 +489,6 @@ def _counter_delta(frame: pd.DataFrame, column: str, starts: np.ndarray, ends: n
         if t.size < 2 or starts.min() < t[0] or ends.max() > t[-1]:
             continue  # the counter does not cover the steps
         delta = (np.interp(ends, t, v) - np.interp(starts, t, v)) * scale
-        total = delta if total is None else total + delta
-    return total
-
-
-def _integrated(frame: pd.DataFrame, column: str, starts: np.ndarray, ends: np.ndarray,
-                scale: float) -> np.ndarray | None:
-    """Trapezoid integral of a power reading over each window (×``scale``, per second), summed over devices."""
-    total = None
-    for group in _device_groups(frame, column):
-        t = group["t_ns"].to_numpy(np.float64)
-        p = pd.to_numeric(group[column]).to_numpy(np.float64)
-        if t.size < 2 or starts.min() < t[0] or ends.max() > t[-1]:
-            continue
-        cumulative = np.concatenate([[0.0], np.cumsum((p[1:] + p[:-1]) / 2.0 * np.diff(t))]) / 1e9
-        delta = (np.interp(ends, t, cumulative) - np.interp(starts, t, cumulative)) * scale
         total = delta if total is None else total + delta
     return total
 
