@@ -307,3 +307,26 @@ def test_real_cpu_profile_fills_the_attention_blind_spot():
     assert len(att) == 1 and att["flops"].iloc[0] == 4 * 2 * 4 * 64 * 64 * 32
     lin = ops[ops["category"] == "gemm"]
     assert lin["flops"].sum() == 2 * (2 * 4 * 64) * 32 * 16
+
+
+@pytest.mark.slow
+def test_real_cpu_profile_of_hand_written_attention_is_flagged():
+    torch = require_module("torch")
+    import tempfile
+    from pathlib import Path
+    from torch.profiler import ProfilerActivity, profile
+
+    q = torch.randn(2, 4, 128, 32)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(3):
+            scores = torch.matmul(q, q.transpose(-2, -1)) / 32 ** 0.5
+            out = torch.matmul(scores.softmax(-1), q)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "naive.json"
+        prof.export_chrome_trace(str(path))
+        trace = parse_trace_file(path, manifest={"host_roofline": {"peak_flops": {"fp32": 1e11},
+                                                                   "mem_bandwidth_bytes_per_s": 1e10}})
+    res = roofline.analyze(trace)
+    finding = next(f for f in res.findings if f.id == "roofline.fused_attention")
+    assert finding.evidence["occurrences"] == 3
+    assert out.shape == q.shape
