@@ -59,6 +59,13 @@ def _nav(page: str, params: dict) -> list:
                      className="nav-link active" if pid == page else "nav-link") for pid, label in PAGES]
 
 
+def _width(value: object) -> int:
+    try:
+        return int(min(max(int(value), _MIN_WIDTH_PX), _MAX_WIDTH_PX))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return DEFAULT_WIDTH_PX
+
+
 def _error(message: str) -> html.Div:
     return html.Div(message, className="error", id="page-error")
 
@@ -80,7 +87,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
     ])
 
     app.clientside_callback(
-        "function(p) { return Math.max(200, Math.min(8000, Math.round(window.innerWidth - 120))); }",
+        "function(p) { return Math.max(200, Math.min(8000, Math.round(window.innerWidth - 260))); }",
         Output("viewport", "data"), Input("url", "pathname"))
 
     @app.callback(Output("page", "children"), Output("poll", "disabled"), Output("nav", "children"),
@@ -119,7 +126,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         except UnsafeRunId as exc:
             return _error(f"rejected: {exc}"), True, nav
         try:
-            body = render_page(page, PageContext(run, rank, params, cache, run_b))
+            body = render_page(page, PageContext(run, rank, params, cache, run_b, _width(width)))
         except Exception as exc:  # one broken table must not blank the whole app
             return _error(f"this page could not be drawn: {type(exc).__name__}: {exc}"), True, nav
         return body, True, nav
@@ -128,22 +135,32 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                   State("url", "search"), prevent_initial_call=True)
     def params_to_url(values, search):
         params = parse_query(search)
-        for spec, value in zip(ctx.inputs_list[0], values):
-            name = spec["id"]["name"]
-            if value in (None, ""):
+        chosen = {spec["id"]["name"]: value for spec, value in zip(ctx.inputs_list[0], values)}
+        if "run" in chosen and chosen["run"] not in (None, "") and chosen["run"] != params.get("run"):
+            chosen = {"run": chosen["run"]}  # another run: its ranks and comparison differ
+            params.pop("rank", None)
+            params.pop("b", None)
+        for name, value in chosen.items():
+            if value in (None, "") or (name == "rank" and value == "all"):
                 params.pop(name, None)
             else:
                 params[name] = str(value)
-            if name == "run":  # another run: its ranks differ
-                if params.get("run") != parse_query(search).get("run"):
-                    params.pop("rank", None)
         new = "?" + urlencode(params) if params else ""
         return no_update if new == (search or "") else new
 
+    # The zoom request carries the plot's real width in px, so "at least one pixel" is exact.
+    app.clientside_callback(
+        """function(relayout) {
+            const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+            const w = gd && gd._fullLayout && gd._fullLayout.xaxis ? gd._fullLayout.xaxis._length : null;
+            return {relayout: relayout, width: w};
+        }""",
+        Output("timeline-request", "data"), Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
+
     @app.callback(Output("timeline-graph", "figure"), Output("timeline-stats", "children"),
-                  Input("timeline-graph", "relayoutData"), Input("timeline-reset", "n_clicks"),
+                  Input("timeline-request", "data"), Input("timeline-reset", "n_clicks"),
                   State("url", "search"), State("viewport", "data"), prevent_initial_call=True)
-    def zoom(relayout, _reset, search, width):
+    def zoom(request_, _reset, search, width):
         params = parse_query(search)
         catalog = cache.catalog()
         run_id = params.get("run") or (catalog[0].run_id if catalog else None)
@@ -154,7 +171,13 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             rank = _rank_of(params, run.ranks)
         except UnsafeRunId:
             return no_update, no_update
-        width_px = int(min(max(int(width or DEFAULT_WIDTH_PX), _MIN_WIDTH_PX), _MAX_WIDTH_PX))
+        request_ = request_ if isinstance(request_, dict) else {}
+        relayout = request_.get("relayout") if isinstance(request_.get("relayout"), dict) else None
+        width = request_.get("width") or width
+        try:
+            width_px = int(min(max(int(width or DEFAULT_WIDTH_PX), _MIN_WIDTH_PX), _MAX_WIDTH_PX))
+        except (TypeError, ValueError):
+            width_px = DEFAULT_WIDTH_PX
         if ctx.triggered_id == "timeline-reset":
             window = "full"
         else:

@@ -54,6 +54,7 @@ class PageContext:
     query: dict
     cache: RunCache
     run_b: LoadedRun | None = None
+    width_px: int = DEFAULT_WIDTH_PX  # estimated plot width in the browser
 
     @property
     def run_query(self) -> str:
@@ -135,7 +136,7 @@ def overview_page(ctx: PageContext) -> list:
 
 def timeline_page(ctx: PageContext) -> list:
     """Lanes per rank and stream plus counters; zooming re-renders at the new level of detail."""
-    fig = timeline_for(ctx.run, ctx.rank, None, None, DEFAULT_WIDTH_PX)
+    fig = timeline_for(ctx.run, ctx.rank, None, None, ctx.width_px)
     meta = fig.layout.meta or {}
     return [
         html.Div([
@@ -148,6 +149,7 @@ def timeline_page(ctx: PageContext) -> list:
         html.Div(f"{meta.get('drawn', 0)} events drawn, {meta.get('folded', 0)} folded into busy bins",
                  id="timeline-stats", className="muted"),
         dcc.Graph(id="timeline-graph", figure=fig, config={"displaylogo": False, "scrollZoom": False}),
+        dcc.Store(id="timeline-request"),
     ]
 
 

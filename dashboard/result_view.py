@@ -7,24 +7,22 @@ was skipped or failed for the run.
 
 from __future__ import annotations
 
-import warnings
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from dash import dash_table, dcc, html
+from dash import dcc, html
 
 from analyzers.findings import Finding, Result
 from analyzers.registry import Report
 
 __all__ = ["findings_list", "table_view", "result_view", "analyzer_section", "not_available",
-           "summary_view", "MAX_TABLE_ROWS", "format_value"]
+           "summary_view", "MAX_TABLE_ROWS", "TABLE_PREVIEW_ROWS", "format_value"]
 
-# DataTable still ships with Dash 4 and is what we need (sort + filter); silence its notice.
-warnings.filterwarnings("ignore", message=r"\s*The dash_table.DataTable will be removed", category=DeprecationWarning)
-
-#: Rows of one table sent to the browser (the DataTable pages through them).
-MAX_TABLE_ROWS = 500
+#: Rows of one table sent to the browser.
+MAX_TABLE_ROWS = 200
+#: Rows shown before "more rows" (the rest are folded in a <details>).
+TABLE_PREVIEW_ROWS = 12
 _SEVERITY_COLOURS = {"critical": "#c0392b", "warning": "#d68910", "info": "#2874a6"}
 
 
@@ -80,38 +78,24 @@ def findings_list(findings: Iterable[Finding], run_query: str = "", empty: str =
     return html.Div(cards or [html.Div(empty, className="muted")], className="findings")
 
 
-def _display_frame(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.head(MAX_TABLE_ROWS).copy()
-    if not isinstance(out.index, pd.RangeIndex):
-        out = out.reset_index()
-    for col in out.columns:
-        s = out[col]
-        if pd.api.types.is_float_dtype(s):
-            out[col] = s.round(4 if s.abs().max() < 1e4 else 1) if len(s) else s
-        elif pd.api.types.is_integer_dtype(s) or pd.api.types.is_bool_dtype(s):
-            continue
-        else:
-            out[col] = s.map(lambda v: "" if v is None else str(v))
-    out.columns = [str(c) for c in out.columns]
-    return out
+def _cells(row: tuple) -> list:
+    return [html.Td(format_value(v)) for v in row]
 
 
 def table_view(name: str, df: pd.DataFrame, table_id: str | None = None) -> html.Div:
-    """One named table as a sortable, filterable DataTable (first MAX_TABLE_ROWS rows)."""
-    shown = _display_frame(df)
-    note = f" (first {MAX_TABLE_ROWS} of {len(df)} rows)" if len(df) > MAX_TABLE_ROWS else f" ({len(df)} rows)"
-    return html.Div([
-        html.H4([name, html.Span(note, className="muted")]),
-        dash_table.DataTable(
-            id=table_id or f"table-{name}",
-            data=shown.to_dict("records"),
-            columns=[{"name": c, "id": c} for c in shown.columns],
-            page_size=15, sort_action="native", filter_action="native",
-            style_table={"overflowX": "auto"},
-            style_cell={"fontFamily": "monospace", "fontSize": "12px", "maxWidth": "420px",
-                        "overflow": "hidden", "textOverflow": "ellipsis"},
-        ),
-    ], className="table-block")
+    """One named table as HTML: the first TABLE_PREVIEW_ROWS rows, the rest (to MAX_TABLE_ROWS) folded."""
+    shown = df.head(MAX_TABLE_ROWS)
+    if not isinstance(shown.index, pd.RangeIndex):
+        shown = shown.reset_index()
+    head = html.Thead(html.Tr([html.Th(str(c)) for c in shown.columns]))
+    rows = [html.Tr(_cells(r)) for r in shown.itertuples(index=False, name=None)]
+    note = f" ({len(df)} rows" + (f", first {MAX_TABLE_ROWS} kept" if len(df) > MAX_TABLE_ROWS else "") + ")"
+    body = [html.Table([head, html.Tbody(rows[:TABLE_PREVIEW_ROWS])], className="data-table")]
+    if len(rows) > TABLE_PREVIEW_ROWS:
+        body.append(html.Details([html.Summary(f"{len(rows) - TABLE_PREVIEW_ROWS} more rows"),
+                                  html.Table([head, html.Tbody(rows[TABLE_PREVIEW_ROWS:])], className="data-table")]))
+    return html.Div([html.H4([name, html.Span(note, className="muted")]), *body],
+                    id=table_id or f"table-{name}", className="table-block")
 
 
 def result_view(result: Result, run_query: str = "", tables: Iterable[str] | None = None) -> html.Div:

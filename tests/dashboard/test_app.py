@@ -215,11 +215,11 @@ def test_static_routes_do_not_serve_files_outside_assets(env):
 
 def _zoom(app, client, relayout, search=f"?run={NCCL}", reset=None):
     return call(app, client, "timeline-graph.figure", [
-        {"id": "timeline-graph", "property": "relayoutData", "value": relayout},
+        {"id": "timeline-request", "property": "data", "value": {"relayout": relayout, "width": 1000}},
         {"id": "timeline-reset", "property": "n_clicks", "value": reset},
     ], [{"id": "url", "property": "search", "value": search},
         {"id": "viewport", "property": "data", "value": 1000}],
-        ["timeline-reset.n_clicks" if reset else "timeline-graph.relayoutData"])
+        ["timeline-reset.n_clicks" if reset else "timeline-request.data"])
 
 
 def test_timeline_zoom_callback_returns_the_window_at_finer_detail(env):

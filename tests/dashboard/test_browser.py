@@ -1,0 +1,331 @@
+"""End-to-end: the dashboard in headless Chromium on a real sample run and a shared Kineto trace.
+
+Every page is opened for both runs; the tests then choose a run and a rank, zoom the timeline with
+the mouse, filter findings and pick a run to compare, and check that the content changed the way
+it should (figure data read back from the browser's plotly objects). Any SEVERE browser console
+message fails the test. Screenshots go to a temporary artifacts folder printed at the start.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import analyzers
+from dashboard.app import create_app
+from dashboard.pages import PAGES
+from dashboard.run_cache import RunCache
+from tests.conftest import require_module, require_or_skip
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable will be removed:DeprecationWarning")]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+BUNDLE = "ddp_gloo_2rank"  # sample run recorded by our profiler: 2 ranks, phases, counters
+SHARED = "a100_train_2rank_rank0_nccl.json.gz"  # real Kineto trace from an A100 NCCL job
+SLOW = "slow/mi250_minitoy_train.json.gz"  # loaded through a deliberately slow loader
+WAIT_S = 20
+ARTIFACTS = Path(os.environ.get("TORCHSCOPE_ARTIFACTS") or tempfile.mkdtemp(prefix="torchscope-e2e-"))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, shared_traces, sample_traces) -> Path:
+    root = tmp_path_factory.mktemp("e2e") / "runs"
+    root.mkdir()
+    bundle = sample_traces / BUNDLE
+    require_or_skip(bundle.is_dir(), f"sample run {bundle} not recorded yet")
+    shutil.copytree(bundle, root / BUNDLE)
+    shutil.copy(shared_traces / SHARED, root / SHARED)
+    (root / "slow").mkdir()
+    shutil.copy(shared_traces / "mi250_minitoy_train.json.gz", root / SLOW)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(root):
+    import logging
+
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    def loader(path: Path):
+        if path.parent.name == "slow":
+            time.sleep(1.5)  # long enough to see the progress display
+        return analyzers.load(path)
+
+    cache = RunCache(root, loader=loader)
+    for run_id in (BUNDLE, SHARED):
+        cache.load(run_id)  # parsed once; pages below never parse
+    app = create_app(root, cache=cache)
+    srv = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+    cache.shutdown()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    require_or_skip(Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(),
+                    "chromium / chromium-driver not installed (apt-get install -y chromium chromium-driver)")
+    webdriver = require_module("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1500,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    drv.set_page_load_timeout(WAIT_S)
+    print(f"\nscreenshots: {ARTIFACTS}")
+    yield drv
+    drv.quit()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def wait(drv, condition, timeout=WAIT_S, what="condition"):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(drv, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+
+
+def severe_logs(drv) -> list[str]:
+    return [e["message"] for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def shot(drv, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    drv.save_screenshot(str(path))
+    return path
+
+
+def settled(drv) -> bool:
+    """The page has been routed: #page has content, nothing is loading and every graph is drawn."""
+    return drv.execute_script("""
+        const page = document.getElementById('page');
+        if (!page || !page.children.length) return false;
+        if (document.querySelector('[data-dash-is-loading="true"]')) return false;
+        if (document.getElementById('load-progress')) return false;
+        const graphs = page.querySelectorAll('.dash-graph');
+        for (const g of graphs) { if (!g.querySelector('.js-plotly-plot .main-svg')) return false; }
+        return true;""")
+
+
+def open_page(drv, base: str, path: str) -> str:
+    drv.get(base + path)
+    wait(drv, settled, what=f"{path} to render")
+    return drv.find_element("id", "page").text
+
+
+def active_nav(drv) -> str | None:
+    return drv.execute_script("const a = document.querySelector('.nav-link.active'); return a && a.textContent;")
+
+
+def goto(drv, page: str, label: str) -> str:
+    """Navigate inside the app with the nav bar (no reload) and wait for the new page."""
+    drv.find_element("id", f"nav-{page}").click()
+    wait(drv, lambda d: active_nav(d) == label and settled(d), what=f"page {page}")
+    return drv.find_element("id", "page").text
+
+
+def full_data(drv, graph_id: str) -> list[dict]:
+    """The graph's plotly `_fullData` (decoded by plotly; base64 arrays are decoded here too)."""
+    raw = drv.execute_script("""
+        const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+        if (!gd || !gd._fullData) return null;
+        return JSON.stringify(gd._fullData.map(t => ({name: t.name, type: t.type,
+            x: Array.from(t.x || []), base: t.base ? Array.from(t.base) : null,
+            y: Array.from(t.y || []).map(String)})));""", graph_id)
+    assert raw is not None, f"no plotly graph {graph_id}"
+    return [_decode(t) for t in json.loads(raw)]
+
+
+def _decode(trace: dict) -> dict:
+    for key in ("x", "base"):
+        v = trace.get(key)
+        if isinstance(v, dict) and "bdata" in v:  # typed array that arrived base64-encoded
+            import numpy as np
+
+            trace[key] = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return trace
+
+
+def layout_meta(drv, graph_id: str) -> dict:
+    return drv.execute_script("""
+        const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+        return gd && gd._fullLayout ? JSON.parse(JSON.stringify({meta: gd._fullLayout.meta,
+            range: gd._fullLayout.xaxis.range, width: gd._fullLayout.xaxis._length})) : null;""", graph_id)
+
+
+def choose(drv, dropdown_id: str | dict, label: str) -> None:
+    """Open a Dash 4 dropdown and click the option with ``label``."""
+    from selenium.webdriver.common.by import By
+
+    dom_id = json.dumps(dropdown_id, separators=(",", ":"), sort_keys=True) if isinstance(dropdown_id, dict) \
+        else dropdown_id
+    button = wait(drv, lambda d: next(iter(d.find_elements(By.XPATH, f"//button[@id='{dom_id}']")), None),
+                  what=f"dropdown {dom_id}")
+    button.click()
+    option = wait(drv, lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, "[role='option']")
+                                       if o.text.strip() == label), None), what=f"option {label!r}")
+    option.click()
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("run_id", [BUNDLE, SHARED])
+def test_every_page_opens_without_console_errors(driver, server, run_id):
+    drv = driver
+    drv.get_log("browser")
+    texts, sources = {}, {}
+    texts["overview"] = open_page(drv, server, f"/overview?run={run_id}")
+    for page, label in PAGES:
+        if page != "overview":
+            texts[page] = goto(drv, page, label)
+        sources[page] = drv.page_source
+        shot(drv, f"{run_id.split('.')[0]}-{page}")
+        assert "could not be drawn" not in texts[page] and "rejected" not in texts[page], (page, texts[page][:300])
+        if page != "runs":
+            assert f"run={run_id}" in drv.current_url  # the nav keeps the chosen run
+    assert BUNDLE in texts["runs"] and SHARED in texts["runs"]
+    assert "Top findings" in texts["overview"]
+    assert "events drawn" in texts["timeline"]
+    assert "findings" in texts["recommendations"]
+    if run_id == SHARED:
+        assert "top_kernels" in texts["kernels"] and "Kernel time by category" in sources["kernels"]
+        assert "collectives" in texts["communication"]
+        assert "moe: not available for this run" in texts["moe"]
+    else:
+        assert "stragglers" in texts["communication"]
+        assert "kernels: not available for this run: no GPU events" in texts["kernels"]
+    assert severe_logs(drv) == []
+
+
+def test_runs_page_link_opens_the_run(driver, server):
+    from selenium.webdriver.common.by import By
+
+    open_page(driver, server, "/runs")
+    driver.find_element(By.XPATH, f"//a[@class='run-link' and text()='{SHARED}']").click()
+    wait(driver, lambda d: "/overview" in d.current_url and settled(d), what="overview of the chosen run")
+    assert f"run={SHARED}" in driver.current_url
+    assert "Top findings" in driver.find_element("id", "page").text
+    assert severe_logs(driver) == []
+
+
+def test_choose_run_and_rank_changes_the_content(driver, server):
+    open_page(driver, server, f"/timeline?run={BUNDLE}")
+    both = layout_meta(driver, "timeline-graph")["meta"]["lanes"]
+    assert any(l.startswith("rank 0 ·") for l in both) and any(l.startswith("rank 1 ·") for l in both)
+    choose(driver, {"type": "param", "name": "rank"}, "rank 1")
+    wait(driver, lambda d: "rank=1" in d.current_url and settled(d)
+         and all(l.startswith("rank 1 ·") for l in (layout_meta(d, "timeline-graph") or {"meta": {"lanes": ["x"]}})["meta"]["lanes"]),
+         what="timeline of rank 1 only")
+    shot(driver, "timeline-rank1")
+    choose(driver, {"type": "param", "name": "run"}, SHARED)
+    wait(driver, lambda d: f"run={SHARED}" in d.current_url and "rank=" not in d.current_url and settled(d),
+         what="the other run")
+    lanes = layout_meta(driver, "timeline-graph")["meta"]["lanes"]
+    assert any("GPU" in l for l in lanes) and not any(l.startswith("rank 1 ·") for l in lanes)
+    assert severe_logs(driver) == []
+
+
+def test_mouse_zoom_on_the_timeline_redraws_at_finer_detail(driver, server):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    open_page(driver, server, f"/timeline?run={SHARED}")
+    before = layout_meta(driver, "timeline-graph")
+    drag = driver.find_element(By.CSS_SELECTOR, "#timeline-graph .nsewdrag")
+    w = drag.size["width"]
+    # Drag a box over 4% of the width in the middle of the lanes.
+    ActionChains(driver).move_to_element_with_offset(drag, int(-0.02 * w), 0).click_and_hold() \
+        .move_by_offset(int(0.04 * w), 10).release().perform()
+    wait(driver, lambda d: (layout_meta(d, "timeline-graph") or {"meta": {}})["meta"].get("t0_ns") != before["meta"]["t0_ns"],
+         what="server re-render of the zoomed window")
+    wait(driver, settled, what="zoomed figure drawn")
+    after = layout_meta(driver, "timeline-graph")
+    shot(driver, "timeline-zoomed")
+    span_before = before["meta"]["t1_ns"] - before["meta"]["t0_ns"]
+    span_after = after["meta"]["t1_ns"] - after["meta"]["t0_ns"]
+    assert 0.01 * span_before < span_after < 0.1 * span_before
+    assert after["meta"]["folded"] < before["meta"]["folded"]
+    # Every bar the server sent is at least one pixel wide at the new scale (or folded into bins).
+    ms_per_px = (after["range"][1] - after["range"][0]) / after["width"]
+    traces = full_data(driver, "timeline-graph")
+    bars = [t for t in traces if t["type"] == "bar" and t["name"] not in ("sub-pixel busy",)]
+    assert bars and sum(len(t["x"]) for t in bars) == after["meta"]["drawn"]
+    for t in bars:
+        for base, dur in zip(t["base"], t["x"]):
+            visible = min(base + dur, after["range"][1]) - max(base, after["range"][0])
+            assert visible >= ms_per_px * 0.999
+    assert "events drawn" in driver.find_element("id", "timeline-stats").text
+    driver.find_element("id", "timeline-reset").click()
+    wait(driver, lambda d: (layout_meta(d, "timeline-graph") or {"meta": {}})["meta"].get("t0_ns") == before["meta"]["t0_ns"],
+         what="reset zoom")
+    assert severe_logs(driver) == []
+
+
+def test_filter_findings_by_severity(driver, server):
+    from selenium.webdriver.common.by import By
+
+    text = open_page(driver, server, f"/recommendations?run={BUNDLE}")
+    cards = driver.find_elements(By.CSS_SELECTOR, "#rec-list .finding")
+    severities = {c.get_attribute("data-severity") for c in cards}
+    assert cards, text[:300]
+    total = len(cards)
+    pick = sorted(severities)[0]
+    choose(driver, "rec-severity", pick)
+    wait(driver, lambda d: all(c.get_attribute("data-severity") == pick
+                               for c in d.find_elements(By.CSS_SELECTOR, "#rec-list .finding")), what="filtered list")
+    shown = driver.find_elements(By.CSS_SELECTOR, "#rec-list .finding")
+    assert driver.find_element("id", "rec-count").text == f"{len(shown)} findings"
+    assert len(shown) <= total and all(c.get_attribute("data-severity") == pick for c in shown)
+    shot(driver, "recommendations-filtered")
+    link = shown[0].find_element(By.CSS_SELECTOR, "a.finding-link")
+    page = link.get_attribute("href").split("/")[3].split("?")[0]
+    link.click()
+    wait(driver, lambda d: f"/{page}?" in d.current_url and settled(d), what="evidence page")
+    assert severe_logs(driver) == []
+
+
+def test_compare_two_runs(driver, server):
+    open_page(driver, server, f"/compare?run={BUNDLE}")
+    choose(driver, {"type": "param", "name": "b"}, SHARED)
+    wait(driver, lambda d: "b=" in d.current_url and settled(d)
+         and d.find_elements("id", "compare-verdict"), what="trace-diff of the two runs")
+    text = driver.find_element("id", "page").text
+    assert "step/time" in text and f"B: {SHARED}" in text
+    shot(driver, "compare")
+    assert severe_logs(driver) == []
+
+
+def test_a_slow_load_shows_progress_then_the_page(driver, server):
+    driver.get(f"{server}/overview?run={SLOW}")
+    wait(driver, lambda d: d.find_elements("id", "load-progress"), timeout=5, what="progress display")
+    assert "Loading" in driver.find_element("id", "load-progress").text
+    shot(driver, "progress")
+    wait(driver, settled, what="page after loading")
+    assert "Top findings" in driver.find_element("id", "page").text
+    assert severe_logs(driver) == []
+
+
+def test_traversal_in_the_address_bar_is_rejected(driver, server):
+    text = open_page(driver, server, "/overview?run=..%2F..%2Fetc%2Fpasswd")
+    assert "rejected" in text and "root:x:0:0" not in driver.page_source
+    driver.get(f"{server}/download/perfetto?run=../{SHARED}")
+    assert "root:x:0:0" not in driver.page_source and "traceEvents" not in driver.page_source
