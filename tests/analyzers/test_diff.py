@@ -219,3 +219,20 @@ def test_shared_before_after_pair(shared_traces):
     # diffing the control with itself: nothing changes at all
     same = diff_runs(control, control, options)
     assert same.exit_code == 0 and {r.verdict for r in same.rows} == {"unchanged"}
+
+
+def test_our_recorded_bundles_diffed_with_themselves_do_not_change(capsys, sample_traces):
+    for run in ("gpt_train", "cnn_train"):
+        code, out, _ = _diff(capsys, str(sample_traces / run), str(sample_traces / run), "--fail-on", "change")
+        assert code == 0, out
+        assert "step/time" in out
+
+
+def test_rank_selection_in_a_multi_rank_bundle(capsys, sample_traces):
+    bundle = str(sample_traces / "ddp_gloo_2rank")
+    code, out, _ = _diff(capsys, bundle, bundle, "--rank", "1", "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["base"]["runs"][0]["rank"] == 1
+    assert any(r["key"] == "comm/time" for r in doc["rows"])  # gloo collectives on the CPU
+    code, _, err = _diff(capsys, bundle, bundle, "--rank", "7")
+    assert code == 2 and "has no rank 7" in err
