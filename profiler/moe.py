@@ -268,7 +268,8 @@ def find_routers(root: nn.Module) -> list[RouterInfo]:
             if not _ROUTER_CLASS.search(cls) or _NOT_ROUTER_CLASS.search(cls):
                 continue
             num_experts, top_k = _router_shape(module, parent, config)
-            in_moe_block = parent is not None and _MOE_BLOCK_CLASS.search(type(parent).__name__)
+            in_moe_block = parent is not None and (
+                _MOE_BLOCK_CLASS.search(type(parent).__name__) is not None or hasattr(parent, "experts"))
             if not (_has_expert_count_attr(module, parent, config) or in_moe_block):
                 continue
         if num_experts is None or num_experts < 2:

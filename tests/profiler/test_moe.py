@@ -223,9 +223,16 @@ def test_dense_models_have_no_routers():
     assert RouterRecorder(ListWriter()).attach(llama) == 0
 
 
-@pytest.mark.parametrize("family", ["Qwen3Moe", "Olmoe", "GptOss", "DeepseekV3"])
+@pytest.mark.parametrize("family", ["Qwen3Moe", "Olmoe", "GptOss", "DeepseekV3", "Dbrx"])
 def test_other_hf_router_families_are_found(family):
+    """Routers returning (logits, weights, indices), and DBRX's that returns logits only (top-k from its block)."""
     tf = require_module("transformers")
+    if family == "Dbrx":
+        config = tf.DbrxConfig(
+            vocab_size=64, d_model=32, n_heads=4, n_layers=2, max_seq_len=64,
+            attn_config={"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
+            ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2},
+        )
     extra = {
         "Qwen3Moe": dict(moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2, head_dim=8),
         "Olmoe": dict(num_experts=8, num_experts_per_tok=2, eos_token_id=None),
@@ -235,8 +242,10 @@ def test_other_hf_router_families_are_found(family):
             first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
             qk_nope_head_dim=8, v_head_dim=8, head_dim=8, n_shared_experts=1, num_key_value_heads=4,
         ),
+        "Dbrx": None,
     }[family]
-    config = getattr(tf, f"{family}Config")(**{**SMALL, **extra})
+    if extra is not None:
+        config = getattr(tf, f"{family}Config")(**{**SMALL, **extra})
     torch.manual_seed(0)
     model = getattr(tf, f"{family}ForCausalLM")(config)
     writer = ListWriter()
