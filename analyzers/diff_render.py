@@ -16,6 +16,7 @@ from typing import Callable
 import orjson
 
 from .diff import DiffReport, DiffRow
+from .diff_stats import CHANGE_VERDICTS
 
 __all__ = ["FORMATS", "render", "format_for_path", "write_github_summary", "format_value"]
 
@@ -141,12 +142,11 @@ def _key(row: DiffRow) -> str:
 
 def _headline(report: DiffReport) -> str:
     gated = report.gated_rows
-    failing = report.failing_rows
     if report.verdict == "regression":
         n = sum(r.verdict == "regression" for r in gated)
         return f"REGRESSION: {n} of {len(gated)} gated metrics regressed"
     if report.verdict == "changed":
-        n = sum(1 for r in failing) or sum(r.verdict != "unchanged" for r in gated)
+        n = sum(r.verdict in CHANGE_VERDICTS for r in gated)
         return f"CHANGED: {n} of {len(gated)} gated metrics changed (no regression)"
     return f"OK: no regression in {len(gated)} gated metrics"
 
