@@ -394,6 +394,13 @@ def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_res
     timeline_df = pd.concat(timeline, ignore_index=True)
     throttle_df = pd.DataFrame(throttle_rows, columns=["device", "reason", "time_share"])
 
+    if roofline_result is None and not trace.events.empty:
+        from . import roofline
+
+        try:
+            roofline_result = roofline.analyze(trace)
+        except NotApplicable:
+            roofline_result = None
     steps_df = _steps_table(trace, devices)
     phases_df = _phases_table(trace, devices, total_energy_mj)
     perf = _perf_per_watt(trace, steps_df, devices, roofline_result)
@@ -578,13 +585,6 @@ def _bound_mix(trace: Trace, roofline_result: Result | None, gpu_time_result: Re
     compute = float(row["compute_ns"])
     source = "gpu_time only (all compute kernels counted as compute-bound)"
     cb_share_of_compute = 1.0
-    if roofline_result is None:
-        from . import roofline
-
-        try:
-            roofline_result = roofline.analyze(trace)
-        except NotApplicable:
-            roofline_result = None
     if roofline_result is not None:
         ops = roofline_result.table("ops")
         kernels = ops[~ops["category"].isin(("communication", "transfer"))]

@@ -446,9 +446,9 @@ def step_mfu(trace: Trace, points: pd.DataFrame, spec: DeviceSpec | None) -> pd.
             return pd.DataFrame(columns=cols)
         lo = int(points["ts_ns"].min())
         hi = lo + int(max(points["time_ns"].sum(), 1)) if trace.gpu_events().empty else None
-        if hi is None:
+        if hi is None:  # the GPU's span, widened to the first launching operator
             gpu = trace.gpu_events()
-            lo, hi = int(gpu["ts_ns"].min()), int((gpu["ts_ns"] + gpu["dur_ns"]).max())
+            lo, hi = min(lo, int(gpu["ts_ns"].min())), int((gpu["ts_ns"] + gpu["dur_ns"]).max())
         steps = pd.DataFrame({"step": [0], "ts_ns": [lo], "dur_ns": [hi - lo]})
     peak = spec.peak(_dominant_dtype(points, spec)) if spec is not None and not points.empty else math.nan
     manifest = trace.meta.manifest or {}

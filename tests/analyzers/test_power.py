@@ -222,6 +222,8 @@ def test_power_cap_recommended_for_memory_bound_work(tmp_path):
     assert f.evidence["compute_bound_share"] == pytest.approx(0.0, abs=1e-9)
     assert f.gain_fraction > power.POWER_CAP_MIN_SAVING
     assert "nvidia-smi -pl" in f.recommendation
+    # FLOP/s per watt from the roofline's counted FLOPs (1 FLOP per element of each 2^26-element add)
+    assert res.summary["flops_per_j"] == pytest.approx(10 * (1 << 26) / res.summary["energy_j"], rel=0.05)
 
 
 # ------------------------------------------------------------------------------------ other inputs
