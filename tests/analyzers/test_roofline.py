@@ -245,6 +245,20 @@ def test_cpu_trace_uses_host_roofline_from_manifest_and_op_durations(tmp_path):
     assert ops.loc["aten::add", "bound"] == "memory"
 
 
+def test_profiler_flops_win_and_copies_inside_a_gemm_belong_to_it(tmp_path):
+    ev = [_op("aten::addmm", 0, 1000, [[64], [256, 128], [128, 64], [], []], ["float"] * 3 + ["Scalar"] * 2),
+          _op("aten::copy_", 10, 50, [[256, 64], [256, 64], []], ["float", "float", "Scalar"]),  # bias broadcast
+          _op("aten::mul", 2000, 100, [[4096], [4096]], ["float", "float"])]
+    ev[2]["args"]["flops"] = 12345  # as written by with_flops=True
+    manifest = {"host_roofline": {"peak_flops": {"fp32": 1e11}, "mem_bandwidth_bytes_per_s": 1e10}}
+    ops = roofline.analyze(parse_trace_file(_write(tmp_path, ev, props=None), manifest=manifest)).table("ops")
+    assert set(ops["name"]) == {"aten::addmm", "aten::mul"}
+    addmm = ops.set_index("name").loc["aten::addmm"]
+    assert addmm["time_ns"] == 1_000_000 and addmm["flops"] == 2 * 256 * 128 * 64
+    mul = ops.set_index("name").loc["aten::mul"]
+    assert mul["flops"] == 12345 and mul["flops_source"] == "profiler"
+
+
 def test_model_mfu_from_user_counts(tmp_path):
     ev = [{"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#3", "pid": 100, "tid": 1, "ts": 0, "dur": 1000},
           _op("aten::mm", 10, 50, [[1024, 1024], [1024, 1024]], ["c10::BFloat16"] * 2), _launch(20, 1),
