@@ -226,6 +226,22 @@ def test_power_cap_recommended_for_memory_bound_work(tmp_path):
     assert res.summary["flops_per_j"] == pytest.approx(10 * (1 << 26) / res.summary["energy_j"], rel=0.05)
 
 
+def test_fp32_gemms_give_a_mixed_precision_energy_finding(tmp_path):
+    ev = [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": _us(T0), "dur": 30,
+         "args": {"Input Dims": [[4096, 4096], [4096, 4096]], "Input type": ["float", "float"]}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": _us(T0 + 10_000),
+         "dur": 5, "args": {"correlation": 1}},
+        {"ph": "X", "cat": "kernel", "name": "ampere_sgemm_128x64_nn", "pid": 0, "tid": 7, "ts": _us(T0 + 50_000),
+         "dur": 20_000, "args": {"correlation": 1, "stream": 7, "device": 0}},
+    ]
+    samples = [_nvml(T0 + i * MS, power_mw=350_000) for i in range(0, 80)]
+    res = power.analyze(_bundle(tmp_path, samples, events=ev, props=A100_PROPS))
+    f = next(f for f in res.findings if f.id == "power.mixed_precision")
+    assert f.evidence["roofline_time_saving"] > 0.5
+    assert "autocast" in f.recommendation
+
+
 # ------------------------------------------------------------------------------------ other inputs
 def test_counter_events_of_a_plain_trace(tmp_path):
     events = [{"ph": "C", "name": "power_w", "pid": 1, "tid": 0, "ts": _us(T0 + i * 100 * MS), "args": {"gpu0": 200.0}}
