@@ -10,7 +10,9 @@ recorder labels the first call of each sequence "prefill" and the rest "decode".
 Everything is seeded and runs on one CPU thread, so the recorded expert counts are the same on
 every run with the same torch and Python versions (``run_fixed_moe_workload`` is what CI gates on).
 
-    python -m sample_traces.moe_workload [OUT_ROOT]      # writes OUT_ROOT/moe_train, OUT_ROOT/moe_generate
+    python sample_traces/moe_workload.py [OUT_ROOT]          # writes OUT_ROOT/moe_train, OUT_ROOT/moe_generate
+    python sample_traces/moe_workload.py --fixed OUT_ROOT    # the quick deterministic variant CI gates on
+    python sample_traces/record.py moe                       # the same as the first, via the recorder script
 """
 
 from __future__ import annotations
@@ -315,7 +317,21 @@ def run_fixed_moe_workload(out_root: Path | str, *, train_steps: int = FIXED_TRA
                       record_steps=FIXED_RECORD_STEPS, new_tokens=FIXED_NEW_TOKENS)
 
 
-if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
-    for path in record_moe(target):
+def main(argv: list[str] | None = None) -> int:
+    """Record the MoE sample runs (or, with --fixed, the quick deterministic CI variant)."""
+    import argparse  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(description="Record the MoE sample runs (moe_train, moe_generate).")
+    ap.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parent,
+                    help="folder that receives moe_train/ and moe_generate/ (default: sample_traces/)")
+    ap.add_argument("--fixed", action="store_true", help="the short deterministic workload CI gates on")
+    args = ap.parse_args(argv)
+    paths = run_fixed_moe_workload(args.out) if args.fixed else record_moe(args.out)
+    for path in paths:
         print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: import the repository's packages
+    sys.exit(main())
