@@ -19,8 +19,9 @@ the call's own duration. Kernels launched from calls outside any point are kept 
 
 Roofs come from ``device_specs.spec_for_trace``: the GPU's datasheet or the host's measured
 roofline. A point's compute roof is the peak of its dtype on matrix units for matrix ops (FP32
-GEMMs: the FP32 rate — PyTorch leaves TF32 off for matmul by default; FP32 convolutions on a
-device with TF32: the TF32 rate, cuDNN's default) and the FP32 vector rate for everything else.
+GEMMs: the FP32 rate — PyTorch leaves TF32 off for matmul by default — unless the point's kernels
+are tensor-core kernels by name (``kernels.is_tensor_core``: TF32 was allowed); FP32 convolutions
+on a device with TF32: the TF32 rate, cuDNN's default) and the FP32 vector rate for everything else.
 attainable = min(peak, intensity × bandwidth); bound = compute when intensity ≥ the ridge point;
 efficiency = achieved FLOP/s ÷ peak when compute-bound, achieved bytes/s ÷ bandwidth when
 memory-bound (the same as achieved ÷ attainable, and defined for zero-FLOP copies too).
@@ -90,7 +91,7 @@ UNMODELLED_CATEGORIES = ("other", "communication", "transfer")
 
 _COLUMNS_POINTS = [
     "name", "category", "dtype", "shapes", "detail", "ts_ns", "tid", "flops", "flops_source", "bytes",
-    "time_ns", "kernels", "op_index",
+    "time_ns", "kernels", "op_index", "tensor_core",
 ]
 
 
@@ -193,6 +194,7 @@ def _points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     # Time of each point.
     time_ns = np.zeros(n_ops, dtype=np.int64)
     n_kernels = np.zeros(n_ops, dtype=np.int64)
+    n_tensor_core = np.zeros(n_ops, dtype=np.int64)
     other_rows: list[dict] = []
     kernel_owner = np.empty(0, np.int64)
     if on_gpu:
@@ -211,8 +213,11 @@ def _points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
         transfer = (kinds == "memcpy") & knames.str.contains(_TRANSFER_RE, regex=True).to_numpy()
         kernel_owner[transfer] = -1
         kdur = gpu["dur_ns"].to_numpy()
-        np.add.at(time_ns, kernel_owner[kernel_owner >= 0], kdur[kernel_owner >= 0])
-        np.add.at(n_kernels, kernel_owner[kernel_owner >= 0], 1)
+        owned = kernel_owner >= 0
+        np.add.at(time_ns, kernel_owner[owned], kdur[owned])
+        np.add.at(n_kernels, kernel_owner[owned], 1)
+        tc = kernel_rules.is_tensor_core(knames).to_numpy(dtype=bool)
+        np.add.at(n_tensor_core, kernel_owner[owned], tc[owned].astype(np.int64))
         # GPU work with no point: group by the outermost named operator that launched it.
         launch = corr_to_launch.reindex(kcorr).fillna(-1).to_numpy().astype(np.int64)
         loose = np.nonzero(kernel_owner < 0)[0]
@@ -233,7 +238,8 @@ def _points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
         for (label, category), (dur, count, first_ts) in groups.items():
             other_rows.append({"name": label, "category": category, "dtype": None, "shapes": "", "detail": "",
                                "ts_ns": first_ts, "tid": -1, "flops": 0.0, "flops_source": "none",
-                               "bytes": math.nan, "time_ns": dur, "kernels": count, "op_index": -1})
+                               "bytes": math.nan, "time_ns": dur, "kernels": count, "op_index": -1,
+                               "tensor_core": False})
     else:
         time_ns = end - ts
 
@@ -250,6 +256,7 @@ def _points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
             "shapes": _shape_key(dims), "detail": c.detail, "ts_ns": int(ts[i]), "tid": int(threads[1][i]),
             "flops": pf if pf > 0 else c.flops, "flops_source": "profiler" if pf > 0 else "estimated",
             "bytes": c.bytes, "time_ns": int(time_ns[i]), "kernels": int(n_kernels[i]), "op_index": int(i),
+            "tensor_core": bool(n_tensor_core[i] > 0),
         })
     return pd.DataFrame(rows + other_rows, columns=_COLUMNS_POINTS), kernel_owner
 
@@ -272,11 +279,11 @@ def _shape_key(dims: object) -> str:
 
 
 # ---------------------------------------------------------------------------------------- roofs
-def peak_dtype_for(category: str, dtype: str | None, spec: DeviceSpec) -> str:
+def peak_dtype_for(category: str, dtype: str | None, spec: DeviceSpec, tensor_core: bool = False) -> str:
     """Which of the device's peaks bounds an op of ``category`` and ``dtype`` (see module doc)."""
     if category in MATRIX_CATEGORIES:
         if dtype in (None, "fp32"):
-            if category == "conv" and spec.peak_flops_per_s.get("tf32"):
+            if (category == "conv" or tensor_core) and spec.peak_flops_per_s.get("tf32"):
                 return "tf32"
             return "fp32_matrix"
         return dtype
@@ -287,7 +294,8 @@ def point_table(points: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
     """Points aggregated per (operator, category, dtype, shapes) with intensity, roofs, bound, efficiency."""
     cols = ["name", "category", "dtype", "shapes", "detail", "calls", "flops", "bytes", "time_ns",
             "intensity_flop_per_byte", "achieved_flops_per_s", "achieved_bytes_per_s", "peak_dtype",
-            "peak_flops_per_s", "attainable_flops_per_s", "bound", "efficiency", "time_share", "flops_source"]
+            "peak_flops_per_s", "attainable_flops_per_s", "bound", "efficiency", "time_share", "flops_source",
+            "tensor_core"]
     if points.empty:
         return pd.DataFrame(columns=cols)
     p = points.copy()
@@ -295,6 +303,7 @@ def point_table(points: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
     g = p.groupby(["name", "category", "dtype", "shapes"], sort=False, dropna=False).agg(
         detail=("detail", "first"), calls=("time_ns", "size"), flops=("flops", "sum"),
         bytes=("bytes", "sum"), time_ns=("time_ns", "sum"), flops_source=("flops_source", "first"),
+        tensor_core=("tensor_core", "any"),
     ).reset_index()
     g = _derive(g, spec)
     total = g["time_ns"].sum()
@@ -317,8 +326,9 @@ def _derive(g: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
         for col in ("peak_flops_per_s", "attainable_flops_per_s", "efficiency"):
             g[col] = np.nan
         return g
-    dtypes = [peak_dtype_for(c, d or None, spec) if c not in UNMODELLED_CATEGORIES else None
-              for c, d in zip(g["category"], g["dtype"])]
+    tcs = g["tensor_core"] if "tensor_core" in g else pd.Series(False, index=g.index)
+    dtypes = [peak_dtype_for(c, d or None, spec, bool(t)) if c not in UNMODELLED_CATEGORIES else None
+              for c, d, t in zip(g["category"], g["dtype"], tcs)]
     peak = np.array([spec.peak(d) if d else np.nan for d in dtypes])
     bw = spec.mem_bw_bytes_per_s
     ai = g["intensity_flop_per_byte"].to_numpy(dtype=float)
@@ -427,13 +437,14 @@ def lift_measured_roofs(spec: DeviceSpec, per_point: pd.DataFrame) -> tuple[Devi
 
 # ---------------------------------------------------------------------------------------- MFU
 def _dominant_dtype(points: pd.DataFrame, spec: DeviceSpec) -> str:
+    """The peak dtype (tensor-core use included) that carries the most matrix FLOPs."""
     mat = points[points["category"].isin(MATRIX_CATEGORIES)]
     if mat.empty:
         return "fp32"
-    by = mat.groupby(mat["dtype"].fillna("fp32"))["flops"].sum()
-    top = str(by.idxmax()) or "fp32"
-    cat = mat.loc[mat["dtype"].fillna("fp32") == top, "category"].iloc[0]
-    return peak_dtype_for(cat, top, spec)
+    tcs = mat["tensor_core"] if "tensor_core" in mat else pd.Series(False, index=mat.index)
+    keys = [peak_dtype_for(c, d if isinstance(d, str) and d else None, spec, bool(t))
+            for c, d, t in zip(mat["category"], mat["dtype"], tcs)]
+    return str(mat["flops"].groupby(pd.Series(keys, index=mat.index)).sum().idxmax())
 
 
 def step_mfu(trace: Trace, points: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
@@ -574,26 +585,32 @@ def _findings(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, ops: 
     mat = per_point[per_point["category"].isin(("gemm", "conv"))]
     gemm_ns = int(mat["time_ns"].sum())
 
-    # 2. FP32 matrix work on a device with much faster 16-bit tensor cores → mixed precision.
+    # 2. FP32/TF32 matrix work on a device with much faster 16-bit tensor cores → mixed precision.
     fp32 = mat[mat["dtype"].isin(["fp32"]) | mat["dtype"].isna()]
     fp32_ns = int(fp32["time_ns"].sum())
     half_peak = spec.peak("bf16") if spec.peak_flops_per_s.get("bf16") else spec.peak("fp16")
-    fp32_peak = spec.peak("fp32_matrix")
-    if fp32_ns / total_ns >= MIXED_PRECISION_MIN_SHARE and half_peak >= 2 * fp32_peak:
-        compute_ns = int(fp32.loc[fp32["bound"] == "compute", "time_ns"].sum())
+    row_peak = fp32["peak_flops_per_s"].to_numpy(dtype=float)
+    if fp32_ns / total_ns >= MIXED_PRECISION_MIN_SHARE and row_peak.size and half_peak >= 2 * np.nanmin(row_peak):
+        is_compute = (fp32["bound"] == "compute").to_numpy()
+        times = fp32["time_ns"].to_numpy(dtype=float)
+        compute_ns = int(times[is_compute].sum())
         memory_ns = fp32_ns - compute_ns
-        saved = compute_ns * (1 - fp32_peak / half_peak) + memory_ns * 0.5
+        saved = float((times * (1 - row_peak / half_peak))[is_compute].clip(min=0).sum()) + memory_ns * 0.5
+        tf32_ns = int(fp32.loc[fp32["peak_dtype"] == "tf32", "time_ns"].sum())
         out.append(Finding(
             id="roofline.mixed_precision", analyzer=ANALYZER, severity="warning",
-            title=f"FP32 GEMMs/convolutions take {_pct(fp32_ns / total_ns)} of {where}",
-            evidence={"fp32_matrix_time_ns": fp32_ns, "fp32_peak_flops_per_s": fp32_peak,
+            title=f"FP32 GEMMs/convolutions take {_pct(fp32_ns / total_ns)} of {where}"
+                  + (f" ({_pct(tf32_ns / fp32_ns)} of it already on TF32 tensor cores)" if tf32_ns else ""),
+            evidence={"fp32_matrix_time_ns": fp32_ns, "tf32_time_ns": tf32_ns,
+                      "fp32_peak_flops_per_s": float(np.nanmin(row_peak)),
                       "bf16_peak_flops_per_s": half_peak, "compute_bound_ns": compute_ns},
             recommendation="Run the matrix work in bf16 (torch.autocast(device_type='cuda', dtype=torch.bfloat16)) "
-                           "so it uses tensor cores; at least allow TF32 "
-                           "(torch.backends.cuda.matmul.allow_tf32 = True / set_float32_matmul_precision('high')).",
-            estimated_gain=f"up to {_pct(saved / total_ns)} of {where}: compute-bound FP32 GEMM time scaled by the "
-                           f"peak ratio {fp32_peak / 1e12:.1f}/{half_peak / 1e12:.1f} TFLOP/s at the same efficiency, "
-                           "memory-bound time halved by 2-byte operands",
+                           "so it uses 16-bit tensor cores and moves half the bytes"
+                           + ("; at least allow TF32 (torch.backends.cuda.matmul.allow_tf32 = True / "
+                              "torch.set_float32_matmul_precision('high'))." if tf32_ns < fp32_ns else "."),
+            estimated_gain=f"up to {_pct(saved / total_ns)} of {where}: compute-bound FP32/TF32 GEMM time scaled by "
+                           f"the ratio of its peak to the {half_peak / 1e12:.0f} TFLOP/s bf16 peak at the same "
+                           "efficiency, memory-bound time halved by 2-byte operands",
             gain_fraction=min(saved / total_ns, 1.0), rank=trace.rank, page="roofline",
         ))
 

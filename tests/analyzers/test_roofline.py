@@ -218,6 +218,16 @@ def test_fp32_gemms_raise_mixed_precision_and_misaligned_low_efficiency(tmp_path
     assert eff.gain_fraction == pytest.approx(1 - res.table("ops")["efficiency"].iloc[0] / roofline.GEMM_TARGET_EFFICIENCY)
 
 
+def test_fp32_gemm_on_tensor_core_kernels_is_held_to_the_tf32_roof(tmp_path):
+    ev = [_op("aten::mm", 0, 50, [[4096, 4096], [4096, 4096]], ["float", "float"]), _launch(5, 1),
+          _kernel("ampere_tf32_s1688gemm_tf32_128x128_32x3_nn", 10, 2_000, 1)]
+    res = roofline.analyze(parse_trace_file(_write(tmp_path, ev)))
+    row = res.table("ops").iloc[0]
+    assert row["tensor_core"] and row["peak_dtype"] == "tf32" and row["peak_flops_per_s"] == 156e12
+    mp = next(f for f in res.findings if f.id == "roofline.mixed_precision")
+    assert mp.evidence["tf32_time_ns"] == 2_000_000 and "allow_tf32" not in mp.recommendation
+
+
 def test_small_memory_bound_gemms_suggest_a_larger_batch(tmp_path):
     ev = []
     for i in range(4):  # batch 4 against a 4096x4096 weight: intensity ≈ 4 FLOP/byte in bf16
@@ -297,7 +307,10 @@ def test_shared_a100_trace_roofline(shared_traces):
     assert np.average(modelled["efficiency"], weights=modelled["time_ns"]) < 1.0
     steps = res.table("steps")
     assert len(steps) >= 3 and ((steps["mfu"] > 0) & (steps["mfu"] < 1)).all()
-    assert res.summary["ridge_flop_per_byte"] == pytest.approx(19.5e12 / 1555e9)
+    # this 2022 job ran its FP32 GEMMs on TF32 tensor cores (cutlass ..._tensorop_s1688gemm kernels)
+    assert gemm["tensor_core"].mean() > 0.5
+    assert res.summary["dominant_dtype"] == "tf32"
+    assert res.summary["ridge_flop_per_byte"] == pytest.approx(156e12 / 1555e9)
 
 
 @pytest.mark.slow
