@@ -35,6 +35,15 @@ kernels, copies, exposed communication and idle time do not. Power above idle sc
 DVFS range). The compute-bound share comes from the roofline analyzer (compute-bound operator time;
 GPU time it cannot model counts as compute-bound, which makes the estimate conservative) and the
 communication/idle shares from the gpu_time analyzer.
+
+Tables of the Result: ``devices`` (per GPU: ``energy_j``, ``avg_power_w``, ``peak_power_w``,
+``power_limit_w`` and the ratios to it, ``idle_power_w``, ``idle_time_ns``, ``idle_energy_j``,
+``energy_in_idle_gaps_j``, SM clock mean/max, max temperature, ``method``), ``steps`` (``energy_j``,
+``avg_power_w``, ``coverage`` of the step by samples, ``tokens``/``samples`` and the energy per
+token/sample, ``tokens_per_j``), ``phases`` (``energy_j``, ``energy_share``, ``avg_power_w`` per phase
+name, plus "(outside phases)"), ``timeline`` (``t_ns``, ``power_w``, ``sm_clock_mhz``,
+``power_limit_w``, ``temp_c``, ``throttle_reasons`` and their decoded names) and ``throttle``
+(per device and reason: share of the non-idle sampled time).
 """
 
 from __future__ import annotations

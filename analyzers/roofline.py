@@ -32,6 +32,23 @@ per step and the parameter count (manifest ``user_counts`` ``tokens_per_step`` a
 ``model.parameters``; tokens per step also from the ``steps`` stream),
 ``6 × parameters × tokens ÷ step time ÷ peak`` (the dense-transformer training estimate: forward 2,
 backward 4 FLOPs per parameter per token).
+
+Tables of the Result:
+
+* ``ops`` — one row per (operator, category, dtype, input shapes): ``calls``, ``flops``, ``bytes``,
+  ``time_ns``, ``intensity_flop_per_byte``, ``achieved_flops_per_s``, ``achieved_bytes_per_s``,
+  ``peak_dtype``, ``peak_flops_per_s``, ``attainable_flops_per_s``, ``bound`` (compute | memory),
+  ``efficiency``, ``time_share``, ``flops_source`` (profiler | estimated), ``tensor_core``, ``detail``
+  (GEMM M/K/N, conv kernel/stride). Categories other/communication/transfer hold GPU time without a
+  cost model (no intensity): the plot skips them, the shares count them.
+* ``categories`` — the same per op category; ``kernel_categories`` — FLOPs/bytes of each point spread
+  over its kernels by duration and summed per ``kernels.category_of`` category.
+* ``roofs`` — per dtype: ``peak_flops_per_s``, ``mem_bw_bytes_per_s``, ``ridge_flop_per_byte``.
+* ``steps`` — per step: ``dur_ns``, ``flops``, ``achieved_flops_per_s``, ``mfu``, ``tokens``,
+  ``model_flops``, ``model_mfu``.
+
+Summary: device, spec source, ``dominant_dtype`` with its ``peak_flops_per_s`` and
+``ridge_flop_per_byte`` (draw this roof), bandwidth, memory/compute-bound time shares, mean MFU.
 """
 
 from __future__ import annotations
