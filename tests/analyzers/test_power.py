@@ -296,3 +296,28 @@ def test_profiler_bundle_through_fake_nvml_gives_the_scripted_energy(tmp_path):
     phases = res.table("phases")
     assert {"forward", "backward"} <= set(phases["phase"])
     assert phases["energy_share"].sum() == pytest.approx(1.0)
+
+
+def test_energy_curve_properties():
+    hyp = require_module("hypothesis")
+    st = require_module("hypothesis.strategies")
+
+    @hyp.settings(max_examples=60, deadline=None)
+    @hyp.given(gaps=st.lists(st.integers(1, 10 * MS), min_size=2, max_size=40),
+               watts=st.lists(st.floats(0, 1000), min_size=41, max_size=41),
+               cuts=st.lists(st.integers(0, 400 * MS), min_size=3, max_size=3))
+    def check(gaps, watts, cuts):
+        t = T0 + np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64)
+        p = np.array(watts[: t.size]) * 1e3
+        _, curve = power.energy_curve(t, power_mw=p)
+        a, b, c = sorted(T0 + np.array(cuts, dtype=np.int64))
+        e = lambda x, y: float(curve(np.array([y]))[0] - curve(np.array([x]))[0])  # noqa: E731
+        assert e(a, b) + e(b, c) == pytest.approx(e(a, c), rel=1e-9, abs=1e-6)  # additive over windows
+        assert e(a, c) >= -1e-9  # power is never negative, so neither is energy
+        full = e(int(t[0]), int(t[-1]))
+        assert full == pytest.approx(float(np.trapezoid(p, t - t[0])) * 1e-9, rel=1e-9, abs=1e-9)
+        const = power.energy_curve(t, power_mw=np.full(t.size, 250_000.0))[1]
+        assert float(const(np.array([c]))[0] - const(np.array([a]))[0]) == pytest.approx(
+            250.0 * (min(c, t[-1]) - min(max(a, t[0]), t[-1])) / 1e9 * 1e3, rel=1e-9, abs=1e-6)
+
+    check()
