@@ -348,6 +348,7 @@ class RouterRecorder:
         self._routers: list[_Router] = []
         self._phase: str | None = None
         self._auto_phase: str | None = None
+        self._root_depth = 0  # nesting of attached roots' forward calls
         self._last_cache: Any = None  # weakref to the KV cache of the last top-level call
         self._root_handles: list[Any] = []
         self._roots: list[weakref.ReferenceType] = []
@@ -461,13 +462,18 @@ class RouterRecorder:
             self._phase = previous
 
     def _on_root_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._root_depth += 1
+        if self._root_depth > 1:  # an attached root called inside another: the outer call decides
+            return
         try:
             self._auto_phase = _call_phase(module, args, kwargs, self)
         except Exception:  # noqa: BLE001 - phase detection is a nicety, never a failure
             self._auto_phase = None
 
     def _on_root_return(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self._auto_phase = None
+        self._root_depth = max(0, self._root_depth - 1)
+        if self._root_depth == 0:
+            self._auto_phase = None
 
     def _phase_of(self, module: nn.Module) -> str:
         if self._phase is not None:

@@ -116,7 +116,9 @@ def test_generate_records_prefill_and_decode_phases(build):
     model = build().eval()
     writer = ListWriter()
     recorder = RouterRecorder(writer)
-    recorder.attach(model)
+    # two attached roots, one inside the other (a decoder layer also gets the KV cache): the outer decides
+    assert recorder.attach(model.model.layers[0]) == 1
+    assert recorder.attach(model) == 1
     prompt = torch.randint(1, 64, (2, 6), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None)
@@ -124,7 +126,8 @@ def test_generate_records_prefill_and_decode_phases(build):
     lines = writer.of("counts")
     phases = {(line["layer"], line["phase"]): line for line in lines}
     assert {p for _, p in phases} == {"prefill", "decode"}
-    for layer in ("model.layers.0.mlp.gate", "model.layers.1.mlp.gate"):
+    assert [r["layer"] for r in writer.of("router")] == ["mlp.gate", "model.layers.1.mlp.gate"]  # named in their root
+    for layer in ("mlp.gate", "model.layers.1.mlp.gate"):
         assert phases[(layer, "prefill")]["tokens"] == 2 * 6
         assert phases[(layer, "decode")]["tokens"] == 2 * 4  # the first new token comes from prefill
         assert sum(phases[(layer, "decode")]["counts"]) == 2 * 4 * 2
