@@ -375,7 +375,8 @@ def roofs_table(spec: DeviceSpec | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).sort_values("peak_flops_per_s", ignore_index=True)
 
 
-def _category_table(points: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
+def _category_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Per op category (points with ``bound`` already derived): totals, intensity, memory-bound share."""
     cols = ["category", "calls", "flops", "bytes", "time_ns", "time_share", "intensity_flop_per_byte",
             "achieved_flops_per_s", "achieved_bytes_per_s", "memory_bound_time_share"]
     if points.empty:
@@ -386,8 +387,7 @@ def _category_table(points: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFra
     g = _derive(g, None)
     total = g["time_ns"].sum()
     g["time_share"] = g["time_ns"] / total if total > 0 else 0.0
-    mb = points[points.get("bound", pd.Series(dtype=object)) == "memory"].groupby("category")["time_ns"].sum() \
-        if "bound" in points else pd.Series(dtype=float)
+    mb = points[points["bound"] == "memory"].groupby("category")["time_ns"].sum()
     g["memory_bound_time_share"] = [
         (mb.get(c, 0) / t) if t > 0 else np.nan for c, t in zip(g["category"], g["time_ns"])]
     return g.sort_values("time_ns", ascending=False, ignore_index=True)[cols]
@@ -525,7 +525,7 @@ def analyze(trace: Trace, *, spec: DeviceSpec | None = None) -> Result:
         spec, lifted = lift_measured_roofs(spec, point_table(points, spec))
     per_point = _derive(points.copy(), spec)
     ops = point_table(points, spec)
-    categories = _category_table(per_point, spec)
+    categories = _category_table(per_point)
     steps = step_mfu(trace, points, spec)
     kernel_cats = _kernel_category_table(trace, points, kernel_owner)
     total_ns = int(points["time_ns"].sum())
@@ -555,7 +555,7 @@ def analyze(trace: Trace, *, spec: DeviceSpec | None = None) -> Result:
     if spec is not None:
         dom = _dominant_dtype(points, spec)
         summary.update({"dominant_dtype": dom, "peak_flops_per_s": spec.peak(dom), "ridge_flop_per_byte": spec.ridge(dom)})
-    findings = _findings(trace, points, per_point, ops, spec, total_ns)
+    findings = _findings(trace, points, per_point, spec, total_ns)
     return Result(
         analyzer=ANALYZER,
         tables={"ops": ops, "categories": categories, "kernel_categories": kernel_cats, "roofs": roofs_table(spec),
@@ -569,8 +569,8 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _findings(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, ops: pd.DataFrame,
-              spec: DeviceSpec | None, total_ns: int) -> list[Finding]:
+def _findings(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, spec: DeviceSpec | None,
+              total_ns: int) -> list[Finding]:
     out: list[Finding] = []
     if total_ns <= 0 or spec is None:
         return out

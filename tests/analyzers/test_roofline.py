@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 from analyzers.chrome_trace import parse_trace_file
-from analyzers.device_specs import DeviceSpec, spec_by_key
 from analyzers.findings import NotApplicable
 from analyzers.op_costs import estimate_op_cost
 from analyzers import roofline
