@@ -493,3 +493,37 @@ def test_buffers_created_in_inference_mode_accept_later_training_calls():
     model(ids, labels=ids).loss.backward()
     recorder.step(0)
     assert [line["tokens"] for line in writer.of("counts")] == [8, 8]
+
+
+def test_profile_writes_the_moe_stream(tmp_path):
+    """profiler.profile(model=...) finds the routers itself; prof.watch_router adds a custom layer."""
+    import json
+
+    import profiler
+
+    model = tiny_mixtral()
+    ids = torch.randint(0, 64, (2, 6))
+    custom = CustomMoE()
+    run = tmp_path / "run"
+    with profiler.profile(run, model=model, kineto=False, power=False, host=False, host_roofline=False,
+                          handle_sigterm=False, moe_sample_tokens=4) as prof:
+        for _ in range(2):
+            model(ids, labels=ids).loss.backward()
+            prof.step(tokens=ids.numel())
+        prof.watch_router(custom, name="custom", num_experts=5, extract=lambda m, i, o: m.last_choice)
+        custom(torch.randn(7, 8))
+        prof.step()
+        model(ids[:, :2])  # after the last step(): written at stop() as the next step
+    lines = [json.loads(line) for line in (run / "rank0.moe.jsonl").read_text().splitlines()]
+    assert [(l["layer"], l["layer_index"]) for l in lines if l["type"] == "router"] == [
+        ("model.layers.0.mlp.gate", 0), ("model.layers.1.mlp.gate", 1), ("custom", 2)]
+    counts = [(l["step"], l["layer"], l["tokens"]) for l in lines if l["type"] == "counts"]
+    assert counts == [
+        (0, "model.layers.0.mlp.gate", 12), (0, "model.layers.1.mlp.gate", 12),
+        (1, "model.layers.0.mlp.gate", 12), (1, "model.layers.1.mlp.gate", 12),
+        (2, "custom", 7),
+        (3, "model.layers.0.mlp.gate", 4), (3, "model.layers.1.mlp.gate", 4),
+    ]
+    assert sum(1 for l in lines if l["type"] == "tokens") == len(counts)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["recorded"]["moe"] is True
