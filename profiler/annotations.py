@@ -41,7 +41,7 @@ __all__ = ["Annotator", "PHASE_CAT", "MODULE_CAT", "MAX_EVENTS", "PHASES"]
 PHASE_CAT = "torchscope.phase"
 MODULE_CAT = "torchscope.module"
 PHASES = ("data_loading", "forward", "loss", "backward", "optimizer", "zero_grad", "prefill", "decode")
-MAX_EVENTS = 2_000_000  # annotation events kept in memory; later ones are counted as dropped
+MAX_EVENTS = 500_000  # annotation events kept in memory; later ones are counted as dropped
 
 _CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict)
 
@@ -111,6 +111,7 @@ class Annotator:
         self.guard = Guard("annotation", on_fail=self.remove)
         self.events: list[tuple[str, str, int, int, dict | None]] = []
         self.dropped = 0
+        self.keep = True
         self.step = 0
         self.roots: list[torch.nn.Module] = []
         self._model = model
@@ -138,7 +139,10 @@ class Annotator:
 
     # ---- events -------------------------------------------------------------------------------
     def record(self, name: str, cat: str, t0_ns: int, t1_ns: int, args: dict | None = None) -> None:
-        """Keep one annotation event (wall-clock ns)."""
+        """Keep one annotation event (wall-clock ns) while `keep` is set (the trace only has room for
+        events inside Kineto's recording windows, so the session clears it outside them)."""
+        if not self.keep:
+            return
         if len(self.events) >= MAX_EVENTS:
             self.dropped += 1
             return

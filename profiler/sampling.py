@@ -11,7 +11,7 @@ from profiler.guard import Guard
 
 __all__ = ["Sampler", "SamplerThread", "MAX_KEPT_LINES"]
 
-MAX_KEPT_LINES = 500_000  # sample lines kept in memory for the trace's counter events
+MAX_KEPT_LINES = 200_000  # sample lines kept in memory for the trace's counter events
 
 
 class Sampler(Protocol):
@@ -37,6 +37,7 @@ class SamplerThread:
         self.interval_s = interval_s
         self.flush_writers = list(flush or [])
         self.lines: list[dict[str, Any]] = []
+        self.keep = True  # keep lines for the trace (the JSONL stream always gets them)
         self.ticks = 0
         self._clock = clock
         self._stop = threading.Event()
@@ -53,7 +54,7 @@ class SamplerThread:
                 continue
             if self.writer is not None:
                 self.writer.write_many(lines)
-            if len(self.lines) < MAX_KEPT_LINES:
+            if self.keep and len(self.lines) < MAX_KEPT_LINES:
                 self.lines.extend(lines)
 
     def _flush(self) -> None:

@@ -188,6 +188,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             self._guard("moe").call(self._ensure_moe_attached, self._model)
         if self._kineto_on:
             self._guard("kineto").call(self._start_kineto)
+            self._guard("kineto").call(self._update_keep)
         if self._sigterm_on:
             self._install_sigterm()
         return self
@@ -213,6 +214,22 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             self._annotator.guard.call(self._annotator.on_step, self.step_num)
         if self._kineto is not None:
             self._guard("kineto").call(self._kineto.step)
+            self._guard("kineto").call(self._update_keep)
+
+    def _update_keep(self) -> None:
+        """Keep annotations and samples in memory only around Kineto's warm-up and recording steps."""
+        from torch.profiler import ProfilerAction  # noqa: PLC0415
+
+        if self._kineto is None or self._guard("kineto").failed:
+            keep = True
+        else:
+            keep = self._schedule(self.step_num) != ProfilerAction.NONE
+            if self.step_num > 0 and self._schedule(self.step_num - 1) == ProfilerAction.RECORD_AND_SAVE:
+                keep = True  # the step after a recording: keeps ~1 step of counters past the window
+        if self._annotator is not None:
+            self._annotator.keep = keep
+        if self._sampler is not None:
+            self._sampler.keep = keep
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

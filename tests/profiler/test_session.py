@@ -233,3 +233,15 @@ def test_fake_nvml_power_samples_reach_stream_trace_and_manifest(tmp_path):
     counters = [e for e in _trace(run)["traceEvents"] if e.get("ph") == "C" and e["name"] == "power_w"]
     assert counters and all(200 <= e["args"]["gpu0"] < 400 for e in counters)
     assert fake.shutdown_calls == 1
+
+
+def test_memory_holds_only_events_around_the_recording_window(tmp_path):
+    model = TinyNet()
+    with profiler.profile(tmp_path / "run", model=model, schedule=dict(wait=5, warmup=1, active=2),
+                          **FAST) as prof:
+        train(model, prof, n_batches=12)
+    kept_steps = {args["step"] for *_, args in prof._annotator.events if args}
+    assert kept_steps == {5, 6, 7, 8}  # warm-up, two recorded steps, and the step after
+    trace = _trace(tmp_path / "run")
+    assert {e["args"]["step"] for e in _ours(trace, "torchscope.phase")} <= {5, 6, 7, 8}
+    assert len((tmp_path / "run" / "rank0.steps.jsonl").read_text().splitlines()) == 12  # streams keep all
