@@ -236,7 +236,12 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         """Annotate the with-block as a user phase called `name`."""
         if self._annotator is None:
             self._annotator = Annotator(model=None, modules=False)  # not installed: user phases only
-        with self._annotator.phase(name):
+        with contextlib.ExitStack() as stack:
+            moe_phase = getattr(self._moe, "phase", None)
+            if moe_phase is not None and not self._guard("moe").failed:
+                # MoE counts inside the block are labelled with the user's phase too
+                self._guard("moe").call(stack.enter_context, moe_phase(name))
+            stack.enter_context(self._annotator.phase(name))
             yield
 
     def watch_router(self, module: Any, **kwargs: Any) -> None:

@@ -245,3 +245,33 @@ def test_memory_holds_only_events_around_the_recording_window(tmp_path):
     trace = _trace(tmp_path / "run")
     assert {e["args"]["step"] for e in _ours(trace, "torchscope.phase")} <= {5, 6, 7, 8}
     assert len((tmp_path / "run" / "rank0.steps.jsonl").read_text().splitlines()) == 12  # streams keep all
+
+
+def test_user_phase_labels_moe_counts(tmp_path):
+    moe = pytest.importorskip("profiler.moe")
+    torch.manual_seed(0)
+
+    class Router(torch.nn.Module):
+        """A custom top-2 router over 4 experts returning (logits, weights, indices)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            logits = self.gate(x)
+            w, idx = logits.softmax(-1).topk(2, dim=-1)
+            return logits, w, idx
+
+    router = Router()
+    with profiler.profile(tmp_path / "run", **FAST) as prof:
+        prof.watch_router(router, name="router", num_experts=4, top_k=2)
+        for _ in range(2):
+            with prof.phase("evaluate"):
+                router(torch.randn(5, 8))
+            prof.step()
+    lines = _jsonl(tmp_path / "run" / "rank0.moe.jsonl")
+    counts = [x for x in lines if x["type"] == "counts"]
+    assert [x["phase"] for x in counts] == ["evaluate", "evaluate"]
+    assert all(sum(x["counts"]) == 10 for x in counts)
+    assert moe.RouterRecorder is not None
