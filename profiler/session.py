@@ -167,6 +167,31 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             if self._state != "new":
                 raise RuntimeError("this profile() was already started; create a new one to record again")
             self._state = "running"
+        try:
+            self._start()
+        except Exception as exc:  # noqa: BLE001 - a profiler that cannot start must not stop the job
+            logger.warning("torchscope: profile() could not start and records nothing: %s: %s",
+                           type(exc).__name__, exc, exc_info=exc)
+            with contextlib.suppress(Exception):
+                self._abandon()
+            self._state = "failed"
+        return self
+
+    def _abandon(self) -> None:
+        """Undo whatever a failed start() had set up."""
+        if self._annotator is not None:
+            self._annotator.remove()
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._kineto is not None:
+            with contextlib.suppress(Exception):
+                self._kineto.stop()
+        for w in (self._steps_writer, self._samples_writer, self._moe_writer):
+            if w is not None:
+                w.close()
+        self._restore_sigterm()
+
+    def _start(self) -> None:
         info = rank_info()
         self.rank, self.world_size = info.rank, info.world_size
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +204,6 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         if self._roofline_on and self.rank == 0:
             self._guard("host_roofline").call(self._measure_roofline)
         self._guard("samplers").call(self._start_samplers)
-        self._write_manifest(ended=False)
         if self._annotate_on:
             self._annotator = Annotator(model=self._model, modules=self._modules_on,
                                         on_root=self._on_root_found)
@@ -191,7 +215,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             self._guard("kineto").call(self._update_keep)
         if self._sigterm_on:
             self._install_sigterm()
-        return self
+        self._write_manifest(ended=False)  # a killed job keeps this one
 
     def step(self, tokens: int | None = None, samples: int | None = None) -> None:
         """Mark the end of one iteration (optionally with how many tokens/samples it processed)."""
@@ -246,10 +270,16 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
 
     def watch_router(self, module: Any, **kwargs: Any) -> None:
         """Record expert counts of a custom MoE router module (see profiler/moe.py for options)."""
-        g = self._guard("moe")
-        rec = g.call(self._ensure_moe)
-        if rec is not None:
-            g.call(rec.watch, module, **kwargs)
+        if self._state != "running":
+            return
+        rec = self._guard("moe").call(self._ensure_moe)
+        if rec is None:
+            return
+        try:
+            rec.watch(module, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a bad watch() skips that module, not MoE recording
+            logger.warning("torchscope: watch_router(%s) failed, that module is not recorded: %s: %s",
+                           type(module).__name__, type(exc).__name__, exc)
 
     def stop(self) -> Path:
         """Stop every recorder, write the trace and the final manifest; returns the run folder."""

@@ -118,3 +118,28 @@ def test_moe_recorder_fault(tmp_path, caplog, monkeypatch):
     manifest = json.loads((run / "manifest.json").read_text())
     assert "injected fault" in manifest["unavailable"]["moe"]
     assert len([r for r in caplog.records if "injected fault" in r.getMessage()]) == 1
+
+
+def test_profile_that_cannot_start_records_nothing_and_the_job_runs(tmp_path, caplog):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the run folder should go")
+    before = torch.autograd.backward
+    with caplog.at_level(logging.WARNING, logger="torchscope"):
+        with profiler.profile(blocker / "run", **FAST) as prof:
+            losses = train(TinyNet(), prof, n_batches=3)
+    assert len(losses) == 3 and torch.autograd.backward is before
+    assert any("could not start" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_watch_router_call_skips_that_module_only(tmp_path, caplog):
+    pytest.importorskip("profiler.moe")
+    router = torch.nn.Linear(8, 4)
+    with caplog.at_level(logging.WARNING, logger="torchscope"):
+        with profiler.profile(tmp_path / "run", **FAST) as prof:
+            prof.watch_router(torch.nn.ReLU())  # no way to know its expert count
+            prof.watch_router(router, name="gate", num_experts=4, top_k=1)
+            router(torch.randn(3, 8))
+            prof.step()
+    assert any("watch_router(ReLU) failed" in r.getMessage() for r in caplog.records)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "rank0.moe.jsonl").read_text().splitlines()]
+    assert [x["tokens"] for x in lines if x["type"] == "counts"] == [3]
