@@ -338,6 +338,12 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         else:
             self._unavailable["cuda_memory"] = why or "unavailable"
         self._recorded["cuda_memory"] = ok
+        if self._samples_writer is not None:  # whole sources that are missing: their reason, once
+            t_ns = time.time_ns()
+            for source, key in (("nvml", "power"), ("cuda_mem", "cuda_memory")):
+                if self._unavailable.get(key):
+                    self._samples_writer.write({"t_ns": t_ns, "source": source, "event": "unavailable",
+                                                "field": "*", "reason": self._unavailable[key]})
         flush = [w for w in (self._steps_writer,) if w is not None]
         self._sampler = SamplerThread(samplers, self._samples_writer, interval_s=self._interval_s, flush=flush)
         self._sampler.start()

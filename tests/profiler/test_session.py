@@ -69,6 +69,9 @@ def test_training_bundle_has_manifest_trace_and_streams(tmp_path):
     host = [s for s in samples if s["source"] == "host" and "event" not in s]
     assert host and all(manifest["started_at_ns"] <= s["t_ns"] <= manifest["ended_at_ns"] + 10**9 for s in host)
     assert all(s["rss_bytes"] > 0 for s in host)
+    reasons = {(s["source"], s["field"]): s["reason"] for s in samples if s.get("event") == "unavailable"}
+    assert reasons[("nvml", "*")] == "unavailable (no NVML)"
+    assert reasons[("cuda_mem", "*")] == "unavailable (no CUDA device)"
 
 
 def test_trace_has_phases_and_module_ranges_inside_kineto_steps(tmp_path):
