@@ -20,8 +20,10 @@ apart (see ``expert_size``); ``weights[e]`` is the summed routing weight those
 assignments carried (the router's own top-k weights; for a router that returns only logits, the
 softmax probability of each chosen expert).
 
-The hot path never waits for the device: a hook reads shapes (host metadata), clamps the indices
-and ``index_add_``s them into a per-router count vector that stays on the router's device.
+The hot path never waits for the device: a hook reads shapes (host metadata) and keeps a reference
+to the router's top-k indices and weights; every FOLD_CALLS calls (or FOLD_ROWS rows, or at
+``step()``) they are concatenated, clamped and ``index_add_``-ed into a per-router count vector that
+stays on the router's device (so a decode loop of one-token calls costs a few kernels per 32 calls).
 (``torch.bincount`` is avoided on purpose: on CUDA it reads the input's min and max back to the
 host, one sync per call.) ``step()`` moves everything of that step to the host in one transfer.
 
@@ -58,10 +60,13 @@ __all__ = [
     "expert_size",
     "find_routers",
     "routing_from_output",
+    "routing_layout",
 ]
 
 SAMPLE_SEED = 0  # seed of the recorder's private generators: token sampling never touches the user's RNG
-SAMPLE_CALLS_PER_STEP = 256  # router calls whose sampled rows are kept per step and phase (a reservoir)
+SAMPLE_CALLS_PER_STEP = 256  # folds whose sampled rows are kept per step and phase (a reservoir)
+FOLD_CALLS = 32  # router calls whose outputs are kept (by reference) before they are added up on device
+FOLD_ROWS = 1 << 16  # ... or this many token rows, whichever comes first (bounds the memory held)
 _WEIGHT_DIGITS = 6  # decimals kept for summed routing weights in the JSONL
 
 # Class names that say "this module routes tokens to experts"; and names that contain those words
@@ -279,35 +284,72 @@ def find_routers(root: nn.Module) -> list[RouterInfo]:
     return found
 
 
-def routing_from_output(output: Any, num_experts: int, top_k: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(top-k expert indices [tokens, k], their weights [tokens, k] or None) read from a router's output.
+Layout = tuple[str, int, int]  # (kind, position of the routing tensor, position of the weights or -1)
 
-    Understands, in this order: an integer tensor [..., k] of indices (with a float tensor of the
-    same shape as its weights); an integer/bool one-hot dispatch mask [..., E]; a float tensor
-    [..., E] of logits, probabilities or scores, whose top-k are taken (weights: softmax
-    probabilities). Raises ValueError when none of these is there.
+
+def _items(output: Any) -> tuple:
+    return tuple(output) if isinstance(output, (tuple, list)) else (output,)
+
+
+def routing_layout(output: Any, num_experts: int, top_k: int | None) -> Layout:
+    """Where a router's output keeps its routing: ("indices" | "mask" | "scores", position, weights position).
+
+    Looked for in this order: an integer tensor [..., k] of top-k indices (weights: a float tensor
+    of the same shape, if any); an integer/bool one-hot dispatch mask [..., E]; a float tensor
+    [..., E] of logits, probabilities or scores (needs top_k). Raises ValueError when none is there.
     """
-    items = output if isinstance(output, (tuple, list)) else (output,)
-    tensors = [t for t in items if isinstance(t, torch.Tensor)]
-    ints = [t for t in tensors if not t.is_floating_point() and not t.is_complex() and t.dim() >= 2]
-    floats = [t for t in tensors if t.is_floating_point() and t.dim() >= 1]
-    for t in ints:
+    items = _items(output)
+    tensors = [(i, t) for i, t in enumerate(items) if isinstance(t, torch.Tensor)]
+    ints = [(i, t) for i, t in tensors if not t.is_floating_point() and not t.is_complex() and t.dim() >= 2]
+    floats = [(i, t) for i, t in tensors if t.is_floating_point() and t.dim() >= 1]
+    for i, t in ints:
         k = t.shape[-1]
         if (top_k is not None and k == top_k) or (top_k is None and k < num_experts):
-            weights = next((f for f in floats if f.shape == t.shape), None)
-            return t.reshape(-1, k), (weights.reshape(-1, k) if weights is not None else None)
-    for t in ints:
+            j = next((j for j, f in floats if f.shape == t.shape), -1)
+            return ("indices", i, j)
+    for i, t in ints:
         if t.shape[-1] == num_experts:  # one-hot dispatch mask (switch-style routers)
-            mask = t.reshape(-1, num_experts).to(torch.int8)
-            values, indices = mask.topk(top_k or 1, dim=-1)
-            return torch.where(values > 0, indices, torch.full_like(indices, -1)), None
-    for f in floats:
+            return ("mask", i, -1)
+    for i, f in floats:
         if f.shape[-1] == num_experts and top_k is not None:
-            probs = torch.softmax(f.detach().reshape(-1, num_experts).float(), dim=-1)
-            weights, indices = probs.topk(top_k, dim=-1)
-            return indices, weights
-    shapes = [tuple(t.shape) for t in tensors]
+            return ("scores", i, -1)
+    shapes = [tuple(t.shape) for _, t in tensors]
     raise ValueError(f"cannot read top-{top_k} routing over {num_experts} experts from output shapes {shapes}")
+
+
+def _read_routing(output: Any, layout: Layout, num_experts: int,
+                  top_k: int | None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(indices, weights) at `layout` in `output`, or None when the output no longer fits the layout."""
+    kind, i, j = layout
+    items = _items(output)
+    if i >= len(items) or not isinstance(items[i], torch.Tensor):
+        return None
+    t = items[i]
+    if kind == "indices":
+        if t.dim() < 2 or t.is_floating_point() or (top_k is not None and t.shape[-1] != top_k):
+            return None
+        w = items[j] if 0 <= j < len(items) else None
+        return t, (w if isinstance(w, torch.Tensor) and w.shape == t.shape else None)
+    if t.shape[-1] != num_experts:
+        return None
+    if kind == "mask":
+        mask = t.reshape(-1, num_experts).to(torch.int8)
+        values, indices = mask.topk(top_k or 1, dim=-1)
+        return torch.where(values > 0, indices, torch.full_like(indices, -1)), None
+    probs = torch.softmax(t.detach().reshape(-1, num_experts).float(), dim=-1)
+    weights, indices = probs.topk(top_k, dim=-1)  # type: ignore[arg-type]
+    return indices, weights
+
+
+def routing_from_output(output: Any, num_experts: int, top_k: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(top-k expert indices [..., k], their weights or None) read from a router's output (see routing_layout).
+
+    From a one-hot mask the indices are the experts of the set entries (-1 pads a dropped token);
+    from logits/scores they are the top-k, with softmax probabilities as weights.
+    """
+    got = _read_routing(output, routing_layout(output, num_experts, top_k), num_experts, top_k)
+    assert got is not None  # the layout was just read off this output
+    return got
 
 
 @dataclass
@@ -320,6 +362,8 @@ class _PhaseBuffers:
     tokens: int = 0  # from shapes, no device read
     calls: int = 0  # router calls summed into this line
     has_weights: bool = False
+    pending: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)  # (indices, weights)
+    pending_rows: int = 0
     samples: list[tuple[torch.Tensor, int]] = field(default_factory=list)  # (rows [n, k], tokens they stand for)
     sample_calls: int = 0
 
@@ -334,6 +378,7 @@ class _Router:
     extract: Extract | None
     expert: tuple[int, int] | None = None  # (parameters, bytes) of one expert
     guard: Guard = field(default_factory=lambda: Guard("MoE router"))
+    layout: Layout | None = None  # where its output keeps the routing (found on the first call)
     handle: Any = None
     announced: bool = False
     phases: dict[str, _PhaseBuffers] = field(default_factory=dict)
@@ -499,12 +544,16 @@ class RouterRecorder:
                 got = router.extract(module, inputs, output)
                 indices, weights = got if isinstance(got, (tuple, list)) else (got, None)
             else:
-                indices, weights = routing_from_output(output, router.num_experts, router.top_k)
-            indices = indices.detach()
-            if indices.dim() < 2:
-                indices = indices.reshape(-1, 1)
-            indices = indices.reshape(-1, indices.shape[-1])
-            tokens, k = indices.shape
+                got = None
+                if router.layout is not None:
+                    got = _read_routing(output, router.layout, router.num_experts, router.top_k)
+                if got is None:  # first call, or the output changed shape: find the routing again
+                    router.layout = routing_layout(output, router.num_experts, router.top_k)
+                    got = _read_routing(output, router.layout, router.num_experts, router.top_k)
+                indices, weights = got  # type: ignore[misc]
+            if indices.dim() != 2:
+                indices = indices.reshape(-1, indices.shape[-1] if indices.dim() else 1)
+            tokens, k = int(indices.shape[0]), int(indices.shape[1])
             if router.top_k is None:
                 router.top_k = int(k)
             elif k != router.top_k:
@@ -520,22 +569,43 @@ class RouterRecorder:
                         one=torch.ones(1, dtype=torch.int64, device=indices.device),
                     )
                 router.phases[phase] = buffers
-            e = router.num_experts
-            # out-of-range ids (dropped tokens: -1, E, ...) land in bin E: clamp to [-1, E], then -1 -> E
-            flat = indices.reshape(-1).to(device=buffers.counts.device, dtype=torch.int64)
-            flat = flat.clamp(-1, e).remainder_(e + 1)
-            buffers.counts.index_add_(0, flat, buffers.one.expand(flat.shape[0]))
-            if weights is not None:
-                w = weights.detach().reshape(-1).to(device=buffers.weights.device, dtype=torch.float32)
-                buffers.weights.index_add_(0, flat, w)
-                buffers.has_weights = True
-            buffers.tokens += int(tokens)
+            # Keep references only; the arithmetic runs once per FOLD_CALLS calls / FOLD_ROWS rows
+            # (decode makes many tiny calls: one set of kernels for many of them, not per call).
+            buffers.pending.append((indices, weights.detach() if weights is not None else None))
+            buffers.pending_rows += tokens
+            buffers.tokens += tokens
             buffers.calls += 1
-            if self.sample_tokens and tokens:
-                self._sample(buffers, indices, int(tokens))
+            if buffers.pending_rows >= FOLD_ROWS or len(buffers.pending) >= FOLD_CALLS:
+                self._fold(router, buffers)
+
+    def _fold(self, router: _Router, buffers: _PhaseBuffers) -> None:
+        """Add the pending router outputs of `buffers` into its device counts (and token samples)."""
+        if not buffers.pending:
+            return
+        e, device = router.num_experts, buffers.counts.device
+        parts = [i for i, _ in buffers.pending]
+        indices = parts[0] if len(parts) == 1 else torch.cat(parts)
+        flat = indices.reshape(-1)
+        if flat.dtype != torch.int64 or flat.device != device:
+            flat = flat.to(device=device, dtype=torch.int64)
+        # out-of-range ids (dropped tokens: -1, E, ...) land in bin E: clamp to [-1, E], then -1 -> E
+        flat = flat.clamp(-1, e).remainder_(e + 1)
+        buffers.counts.index_add_(0, flat, buffers.one.expand(flat.shape[0]))
+        weights = [w for _, w in buffers.pending]
+        if all(w is not None for w in weights):
+            w = (weights[0] if len(weights) == 1 else torch.cat(weights)).reshape(-1)  # type: ignore[arg-type]
+            if w.dtype != torch.float32 or w.device != device:
+                w = w.to(device=device, dtype=torch.float32)
+            buffers.weights.index_add_(0, flat, w)
+            buffers.has_weights = True
+        rows = buffers.pending_rows
+        buffers.pending = []
+        buffers.pending_rows = 0
+        if self.sample_tokens and rows:
+            self._sample(buffers, indices, rows)
 
     def _sample(self, buffers: _PhaseBuffers, indices: torch.Tensor, tokens: int) -> None:
-        """Keep a random subset of this call's rows on device (a reservoir over calls beyond the cap)."""
+        """Keep a random subset of one fold's rows on device (a reservoir over folds beyond the cap)."""
         n = min(self.sample_tokens, tokens)
         buffers.sample_calls += 1
         if len(buffers.samples) >= SAMPLE_CALLS_PER_STEP:
@@ -563,6 +633,9 @@ class RouterRecorder:
         if self._closed:
             return
         self._last_step = step
+        for router in self._routers:
+            for b in router.phases.values():
+                self._fold(router, b)
         pending = [(r, phase, b) for r in self._routers for phase, b in r.phases.items() if b.tokens > 0]
         for router in self._routers:
             router.phases = {}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from profiler.moe import RouterRecorder, find_routers, routing_from_output
+from profiler.moe import FOLD_CALLS, RouterRecorder, find_routers, routing_from_output
 from tests.conftest import require_module
 
 
@@ -380,6 +380,25 @@ def test_sampling_reservoir_over_many_calls():
     assert counts["tokens"] == 600 and counts["counts"] == [75] * 8
 
 
+def test_outputs_are_added_up_once_enough_rows_are_pending(monkeypatch):
+    import profiler.moe as moe
+
+    monkeypatch.setattr(moe, "FOLD_ROWS", 5)
+    layer = nn.Identity()
+    writer = ListWriter()
+    recorder = RouterRecorder(writer)
+    recorder.watch(layer, name="l", num_experts=3, top_k=2, extract=lambda m, i, o: o)
+    (router,) = recorder._routers
+    layer(torch.tensor([[0, 1], [1, 2], [2, 0]]))
+    assert len(router.phases["train"].pending) == 1  # 3 rows: still held by reference
+    layer(torch.tensor([[0, 2], [1, 0], [2, 1]]))
+    assert router.phases["train"].pending == []  # 6 rows >= 5: added up on device
+    layer(torch.tensor([[1, 2]]))
+    recorder.step(0)
+    (line,) = writer.of("counts")
+    assert line["counts"] == [4, 5, 5] and line["tokens"] == 7 and line["calls"] == 3
+
+
 def test_user_rng_is_not_touched_by_sampling():
     model = tiny_mixtral()
     ids = torch.randint(0, 64, (2, 8))
@@ -429,9 +448,9 @@ def test_hot_path_never_reads_device_data_back():
     assert recorder.attach(holder) == 1
     x = torch.randn(32, 16)
     with CallLog() as log:
-        for _ in range(3):
+        for _ in range(FOLD_CALLS + 3):  # enough calls that the outputs are added up inside the log
             router(x)
-    assert "index_add_" in log.names  # the hook did run under the log
+    assert "index_add_" in log.names and "randperm" in log.names  # counting and sampling ran under the log
     assert not (log.names & SYNCING), log.names & SYNCING
     with CallLog() as log:
         recorder.step(0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from profiler.moe import RouterRecorder
+from profiler.moe import FOLD_CALLS, RouterRecorder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -46,7 +46,7 @@ def test_router_hooks_do_not_synchronize_and_count_exactly():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host sync inside the hooks raises (and trips their Guard)
     try:
-        for _ in range(5):
+        for _ in range(FOLD_CALLS + 5):  # past one fold: the adding-up runs under the debug mode too
             chosen.append(router(x)[2])
     finally:
         torch.cuda.set_sync_debug_mode("default")
@@ -55,6 +55,6 @@ def test_router_hooks_do_not_synchronize_and_count_exactly():
     (line,) = [l for l in writer.lines if l["type"] == "counts"]
     flat = torch.cat(chosen).reshape(-1).cpu()
     assert line["counts"] == [int((flat == e).sum()) for e in range(16)]
-    assert line["tokens"] == 5 * 4096
+    assert line["tokens"] == (FOLD_CALLS + 5) * 4096
     (tokens,) = [l for l in writer.lines if l["type"] == "tokens"]
     assert len(tokens["experts"]) == 8
