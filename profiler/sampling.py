@@ -44,8 +44,8 @@ class SamplerThread:
         self._thread: threading.Thread | None = None
         self.flush_guard = Guard("stream flush")
 
-    def tick(self) -> None:
-        """Take one round of samples now."""
+    def tick(self, *, keep: bool | None = None) -> None:
+        """Take one round of samples now (`keep` overrides whether the trace keeps them)."""
         t_ns = self._clock()
         self.ticks += 1
         for s in self.samplers:
@@ -54,7 +54,7 @@ class SamplerThread:
                 continue
             if self.writer is not None:
                 self.writer.write_many(lines)
-            if self.keep and len(self.lines) < MAX_KEPT_LINES:
+            if (self.keep if keep is None else keep) and len(self.lines) < MAX_KEPT_LINES:
                 self.lines.extend(lines)
 
     def _flush(self) -> None:
@@ -84,7 +84,7 @@ class SamplerThread:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        self.tick()
+        self.tick(keep=True)  # the last reading always reaches the trace (clipped there to the window)
         for s in self.samplers:
             self.guards[id(s)].call(s.close)
         self.flush_guard.call(self._flush)
