@@ -7,6 +7,7 @@ was skipped or failed for the run.
 
 from __future__ import annotations
 
+from html import escape
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -17,7 +18,7 @@ from analyzers.findings import Finding, Result
 from analyzers.registry import Report
 
 __all__ = ["findings_list", "table_view", "result_view", "analyzer_section", "not_available",
-           "summary_view", "MAX_TABLE_ROWS", "TABLE_PREVIEW_ROWS", "format_value"]
+           "summary_view", "table_html", "MAX_TABLE_ROWS", "TABLE_PREVIEW_ROWS", "format_value"]
 
 #: Rows of one table sent to the browser.
 MAX_TABLE_ROWS = 200
@@ -78,23 +79,31 @@ def findings_list(findings: Iterable[Finding], run_query: str = "", empty: str =
     return html.Div(cards or [html.Div(empty, className="muted")], className="findings")
 
 
-def _cells(row: tuple) -> list:
-    return [html.Td(format_value(v)) for v in row]
+def table_html(df: pd.DataFrame, columns: list[str]) -> str:
+    """Rows of ``df`` as an HTML table string; every header and cell is HTML-escaped."""
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{escape(format_value(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False, name=None))
+    return f'<table class="data-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def table_view(name: str, df: pd.DataFrame, table_id: str | None = None) -> html.Div:
-    """One named table as HTML: the first TABLE_PREVIEW_ROWS rows, the rest (to MAX_TABLE_ROWS) folded."""
+    """One named table: the first TABLE_PREVIEW_ROWS rows, the rest (to MAX_TABLE_ROWS) folded.
+
+    Each table is one Markdown component holding escaped HTML rather than a tree of Td
+    components: Dash renders thousands of small components very slowly.
+    """
     shown = df.head(MAX_TABLE_ROWS)
     if not isinstance(shown.index, pd.RangeIndex):
         shown = shown.reset_index()
-    head = html.Thead(html.Tr([html.Th(str(c)) for c in shown.columns]))
-    rows = [html.Tr(_cells(r)) for r in shown.itertuples(index=False, name=None)]
+    cols = [str(c) for c in shown.columns]
     note = f" ({len(df)} rows" + (f", first {MAX_TABLE_ROWS} kept" if len(df) > MAX_TABLE_ROWS else "") + ")"
-    body = [html.Table([head, html.Tbody(rows[:TABLE_PREVIEW_ROWS])], className="data-table")]
-    if len(rows) > TABLE_PREVIEW_ROWS:
-        body.append(html.Details([html.Summary(f"{len(rows) - TABLE_PREVIEW_ROWS} more rows"),
-                                  html.Table([head, html.Tbody(rows[TABLE_PREVIEW_ROWS:])], className="data-table")]))
-    return html.Div([html.H4([name, html.Span(note, className="muted")]), *body],
+    markup = table_html(shown.head(TABLE_PREVIEW_ROWS), cols)
+    if len(shown) > TABLE_PREVIEW_ROWS:
+        markup += (f"<details><summary>{len(shown) - TABLE_PREVIEW_ROWS} more rows</summary>"
+                   f"{table_html(shown.iloc[TABLE_PREVIEW_ROWS:], cols)}</details>")
+    return html.Div([html.H4([name, html.Span(note, className="muted")]),
+                     dcc.Markdown(markup, dangerously_allow_html=True)],
                     id=table_id or f"table-{name}", className="table-block")
 
 

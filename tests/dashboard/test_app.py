@@ -346,3 +346,13 @@ def test_no_pickle_anywhere_in_the_dashboard():
     for path in [*sorted((repo / "dashboard").rglob("*.py")), repo / "analyzers" / "export.py"]:
         src = path.read_text()
         assert not re.search(r"\b(pickle|cPickle|dill|joblib|shelve)\b", src), path
+
+
+def test_tables_escape_trace_content():
+    import pandas as pd
+    from dashboard.result_view import table_view
+
+    evil = pd.DataFrame({"name": ["<script>alert(1)</script>", "a|b & c"], "dur_ns": [1, 2]})
+    markup = table_view("t", evil).children[1].children
+    assert "<script>" not in markup and "&lt;script&gt;alert(1)&lt;/script&gt;" in markup
+    assert "a|b &amp; c" in markup and markup.count("<tr>") == 3
