@@ -24,6 +24,8 @@ The hot path never waits for the device: a hook reads shapes (host metadata) and
 to the router's top-k indices and weights; every FOLD_CALLS calls (or FOLD_ROWS rows, or at
 ``step()``) they are concatenated, clamped and ``index_add_``-ed into a per-router count vector that
 stays on the router's device (so a decode loop of one-token calls costs a few kernels per 32 calls).
+The router's output tensors are read when they are added up, so a model that overwrote them in
+place after the router returned would be counted with the overwritten values (no known model does).
 (``torch.bincount`` is avoided on purpose: on CUDA it reads the input's min and max back to the
 host, one sync per call.) ``step()`` moves everything of that step to the host in one transfer.
 
@@ -635,8 +637,9 @@ class RouterRecorder:
         self._last_step = step
         for router in self._routers:
             for b in router.phases.values():
-                self._fold(router, b)
-        pending = [(r, phase, b) for r in self._routers for phase, b in r.phases.items() if b.tokens > 0]
+                router.guard.call(self._fold, router, b)  # a router that fails here stops alone
+        pending = [(r, phase, b) for r in self._routers if not r.guard.failed
+                   for phase, b in r.phases.items() if b.tokens > 0]
         for router in self._routers:
             router.phases = {}
             if not router.announced and router.top_k is not None and not router.guard.failed:

@@ -484,6 +484,30 @@ def test_faulty_router_is_logged_once_and_others_keep_recording(caplog):
     assert {line["layer"] for line in writer.of("counts")} == {"model.layers.0.mlp.gate", "model.layers.1.mlp.gate"}
 
 
+def test_a_router_whose_outputs_cannot_be_added_up_stops_alone(caplog, monkeypatch):
+    model = tiny_mixtral()
+    writer = ListWriter()
+    recorder = RouterRecorder(writer)
+    recorder.attach(model)
+    layer = nn.Identity()
+    recorder.watch(layer, name="odd", num_experts=4, top_k=1, extract=lambda m, i, o: o)
+    real_fold = recorder._fold
+
+    def fold(router, buffers):  # fault injection at the step boundary, for one router
+        if router.name == "odd":
+            raise RuntimeError("odd cannot be added up")
+        return real_fold(router, buffers)
+
+    monkeypatch.setattr(recorder, "_fold", fold)
+    layer(torch.tensor([[0], [1]]))
+    model(torch.randint(0, 64, (1, 4)))
+    with caplog.at_level(logging.WARNING, logger="torchscope"):
+        recorder.step(0)
+    assert "odd" not in recorder.routers and len(recorder.routers) == 2
+    assert {line["layer"] for line in writer.of("counts")} == {"model.layers.0.mlp.gate", "model.layers.1.mlp.gate"}
+    assert sum("odd" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_step_survives_a_failing_writer(caplog):
     class BrokenWriter:
         def write(self, obj):
