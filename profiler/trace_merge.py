@@ -14,7 +14,7 @@ overlap a Kineto recording window; counters within COUNTER_MARGIN_NS of one.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Iterable
 
 from profiler.annotations import MODULE_CAT, PHASE_CAT
 from profiler.comms import enrich_gloo_events

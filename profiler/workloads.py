@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -95,7 +93,7 @@ class GPT(nn.Module):
         self.head.weight = self.tok.weight
         for p in self.parameters():
             if p.dim() > 1:
-                nn.init.normal_(p, std=0.02 / math.sqrt(1 if p is not self.tok.weight else 1))
+                nn.init.normal_(p, std=0.02)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
@@ -170,7 +168,3 @@ def cnn_train_loop(steps: int, prof: Any = None, *, seed: int = 0) -> list[float
                 break
     return losses
 
-
-def run_folder(path: str | Path) -> Path:
-    """`path` as an absolute Path (the run folder a workload records into)."""
-    return Path(path).resolve()

@@ -7,7 +7,6 @@ import json
 import multiprocessing as mp
 import os
 import socket
-from pathlib import Path
 
 import pytest
 

@@ -31,7 +31,7 @@ def test_real_nvml_reads_every_cheap_field():
 
 def test_cuda_training_bundle_has_kernels_power_and_cuda_memory(tmp_path):
     import profiler
-    from tests.profiler.workloads_for_tests import TinyNet, train
+    from tests.profiler.workloads_for_tests import TinyNet
 
     model = TinyNet().cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

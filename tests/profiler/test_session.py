@@ -80,7 +80,8 @@ def test_trace_has_phases_and_module_ranges_inside_kineto_steps(tmp_path):
     with profiler.profile(run, model=(model := TinyNet()), schedule=dict(wait=1, warmup=1, active=3), **FAST) as p:
         train(model, p, n_batches=6)
     trace = _trace(run)
-    steps = {int(e["name"].split("#")[1]): e for e in trace["traceEvents"] if e.get("name", "").startswith("ProfilerStep#")}
+    steps = {int(e["name"].split("#")[1]): e for e in trace["traceEvents"]
+             if e.get("name", "").startswith("ProfilerStep#")}
     assert sorted(steps) == [2, 3, 4]
     phases = _ours(trace, "torchscope.phase")
     by_step: dict[int, list[str]] = {}
