@@ -16,9 +16,10 @@ Phases ("torchscope.phase" events) come from:
 Module ranges ("torchscope.module" events, name = qualified name from ``named_modules`` of the
 root, args {"direction", "step"}) cover each top-level child of a root (containers such as
 ModuleList are expanded; single-child wrappers such as DDP are looked through, and so is a shell
-that directly holds a layer stack, e.g. HF's ``transformer`` → ``transformer.h.0``, ``transformer.ln_f``). A child's
-backward range starts when the gradient of its output is computed and ends when the gradient of
-its input is (or, with no differentiable input, when the backward call returns).
+that directly holds a layer stack, e.g. HF's ``transformer`` → ``transformer.h.0``, ``transformer.ln_f``).
+A child's backward range starts when the autograd node that produced its output is about to run
+(a node pre-hook) and ends where the next child's backward starts (the gradient of its input is
+the gradient of the previous child's output), the last one with the backward call.
 
 Every hook runs under one Guard: the first exception removes all of them and restores every patch.
 """
@@ -127,7 +128,6 @@ class Annotator:
         self._mod_start: dict[int, int] = {}
         self._mod_names: dict[int, str] = {}
         self._bwd_start: dict[str, int] = {}
-        self._bwd_end: dict[str, int] = {}
         self._last_forward_end: int | None = None
         self._loss_seen = False
         self._backward_depth = 0
@@ -135,7 +135,6 @@ class Annotator:
         self._installed = False
         # guarded once here, not per registration: tensor hooks are registered on every forward
         self._g_bwd_start = self.guard.wrap(self._bwd_mark_start)
-        self._g_bwd_end = self.guard.wrap(self._bwd_mark_end)
 
     # ---- events -------------------------------------------------------------------------------
     def record(self, name: str, cat: str, t0_ns: int, t1_ns: int, args: dict | None = None) -> None:
@@ -249,9 +248,8 @@ class Annotator:
             return
         for name, child in top_level_children(root):
             self._mod_names[id(child)] = name
-            self._handles.append(child.register_forward_pre_hook(g.wrap(self._child_pre), with_kwargs=True))
-            self._handles.append(child.register_forward_hook(g.wrap(self._child_post), with_kwargs=True,
-                                                             always_call=True))
+            self._handles.append(child.register_forward_pre_hook(g.wrap(self._child_pre)))
+            self._handles.append(child.register_forward_hook(g.wrap(self._child_post), always_call=True))
 
     # ---- root forward -------------------------------------------------------------------------
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict, fixed: str | None) -> None:
@@ -277,41 +275,37 @@ class Annotator:
             self._last_forward_end = t1
 
     # ---- per-module ranges --------------------------------------------------------------------
-    def _child_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    def _child_pre(self, module: torch.nn.Module, args: tuple) -> None:
         self._mod_start[id(module)] = self._clock()
-        if torch.is_grad_enabled():
-            name = None
-            for t in _tensors((args, kwargs) if kwargs else args):
-                if t.requires_grad:
-                    name = name or self._mod_names[id(module)]
-                    t.register_hook(functools.partial(self._g_bwd_end, name))
 
-    def _child_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def _child_post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         t0 = self._mod_start.pop(id(module), None)
         if t0 is None:
             return
         name = self._mod_names[id(module)]
         self.record(name, "torchscope.module", t0, self._clock(), {"direction": "forward", "step": self.step})
         if torch.is_grad_enabled():
+            seen = None
             for t in _tensors(output):
-                if t.requires_grad and t.grad_fn is not None:
-                    t.register_hook(functools.partial(self._g_bwd_start, name))
+                fn = t.grad_fn
+                if fn is not None and fn is not seen:  # a node pre-hook: cheaper than a tensor hook
+                    fn.register_prehook(functools.partial(self._g_bwd_start, name))
+                    seen = fn
 
-    def _bwd_mark_start(self, name: str, grad: Any = None) -> None:
+    def _bwd_mark_start(self, name: str, grad_outputs: Any = None) -> None:
         self._bwd_start.setdefault(name, self._clock())
 
-    def _bwd_mark_end(self, name: str, grad: Any = None) -> None:
-        if name in self._bwd_start:
-            self._bwd_end[name] = self._clock()
-
     def _flush_backward(self, t_end: int) -> None:
+        """Emit the backward range of every module whose backward started: each ends where the next
+        one (in time) starts, since a module's input gradient is the output gradient of the module
+        before it; the last one ends with the backward call."""
         if not self._bwd_start:
             return
-        for name, t0 in self._bwd_start.items():
-            t1 = self._bwd_end.get(name, t_end)
+        starts = sorted(self._bwd_start.items(), key=lambda kv: kv[1])
+        for i, (name, t0) in enumerate(starts):
+            t1 = starts[i + 1][1] if i + 1 < len(starts) else t_end
             self.record(name, MODULE_CAT, t0, max(t0, t1), {"direction": "backward", "step": self.step})
         self._bwd_start.clear()
-        self._bwd_end.clear()
 
     # ---- patched callables --------------------------------------------------------------------
     def _wrap_backward(self, orig: Callable[..., Any]) -> Callable[..., Any]:
