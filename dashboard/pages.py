@@ -291,9 +291,10 @@ def _diff_tables(diff_mod, a: LoadedRun, b: LoadedRun) -> list:
                      "verdict": r.verdict, "gated": r.gated})
     df = pd.DataFrame(rows, columns=["metric", "group", "unit", "base (A)", "new (B)", "delta", "ratio",
                                      "p_value", "verdict", "gated"])
+    # Headline metrics first (as trace-diff prints them), then regressions, improvements, the rest.
     order = {"regression": 0, "improvement": 1}
-    df = df.sort_values(["verdict", "metric"], key=lambda s: s.map(order).fillna(2) if s.name == "verdict" else s)
-    df = df.reset_index(drop=True)
+    rank_of = [(0 if r.headline else 1, order.get(r.verdict, 2), i) for i, r in enumerate(report.rows)]
+    df = df.iloc[sorted(range(len(df)), key=lambda i: rank_of[i])].reset_index(drop=True)
     return [html.H3(["trace-diff: ", html.Span(report.verdict, id="compare-verdict")]),
             html.Div(f"{len(report.failing_rows)} gated regressions of {len(report.gated_rows)} gated metrics "
                      f"(same logic as `torchscope diff A B`)", className="muted"),

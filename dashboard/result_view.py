@@ -79,10 +79,19 @@ def findings_list(findings: Iterable[Finding], run_query: str = "", empty: str =
     return html.Div(cards or [html.Div(empty, className="muted")], className="findings")
 
 
+# Characters the Markdown renderer would interpret even inside HTML ({} starts an expression).
+_MARKUP_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "{}[]()*_`#\\|~!$<>\r\n"})
+
+
+def _text(value: object) -> str:
+    """Display text safe to place inside the table markup (HTML-escaped, markup characters as entities)."""
+    return escape(value if isinstance(value, str) else format_value(value), quote=True).translate(_MARKUP_ENTITIES)
+
+
 def table_html(df: pd.DataFrame, columns: list[str]) -> str:
-    """Rows of ``df`` as an HTML table string; every header and cell is HTML-escaped."""
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(format_value(v))}</td>" for v in row) + "</tr>"
+    """Rows of ``df`` as an HTML table string; every header and cell is escaped."""
+    head = "".join(f"<th>{_text(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_text(format_value(v))}</td>" for v in row) + "</tr>"
                    for row in df.itertuples(index=False, name=None))
     return f'<table class="data-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 

@@ -352,7 +352,10 @@ def test_tables_escape_trace_content():
     import pandas as pd
     from dashboard.result_view import table_view
 
-    evil = pd.DataFrame({"name": ["<script>alert(1)</script>", "a|b & c"], "dur_ns": [1, 2]})
+    evil = pd.DataFrame({"name": ["<script>alert(1)</script>", "a|b & c", "f()::{lambda(int)#1}"],
+                         "dur_ns": [1, 2, 3]})
     markup = table_view("t", evil).children[1].children
-    assert "<script>" not in markup and "&lt;script&gt;alert(1)&lt;/script&gt;" in markup
-    assert "a|b &amp; c" in markup and markup.count("<tr>") == 3
+    assert "<script>" not in markup and "&lt;script&gt;alert&#40;1&#41;&lt;/script&gt;" in markup
+    assert "a&#124;b &amp; c" in markup and markup.count("<tr>") == 4
+    # Braces would start an expression in the Markdown renderer and blank the whole table.
+    assert "{" not in markup and "&#123;lambda&#40;int&#41;&#35;1&#125;" in markup
