@@ -34,7 +34,7 @@ from profiler.manifest import build_manifest, describe_devices
 
 __all__ = ["profile", "schedule", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS"]
 
-DEFAULT_SAMPLE_INTERVAL_MS = 50.0  # 20 Hz
+DEFAULT_SAMPLE_INTERVAL_MS = 100.0  # 10 Hz: the low end of NVML-worthy rates, half the wake-ups of 20 Hz
 DEFAULT_SCHEDULE = {"skip_first": 0, "wait": 1, "warmup": 1, "active": 3, "repeat": 1}
 
 
