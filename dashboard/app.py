@@ -26,7 +26,7 @@ from .timeline import DEFAULT_WIDTH_PX, window_from_relayout
 __all__ = ["create_app", "parse_query", "POLL_INTERVAL_MS"]
 
 #: How often a page that waits for a load polls for progress, ms.
-POLL_INTERVAL_MS = 400
+POLL_INTERVAL_MS = 250
 _ASSETS = Path(__file__).with_name("assets")
 _PAGE_IDS = {p for p, _ in PAGES}
 _MIN_WIDTH_PX, _MAX_WIDTH_PX = 200, 8000

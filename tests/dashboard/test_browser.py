@@ -194,7 +194,7 @@ def test_every_page_opens_without_console_errors(driver, server, run_id):
     drv.get_log("browser")
     texts, sources = {}, {}
     texts["overview"] = open_page(drv, server, f"/overview?run={run_id}")
-    for page, label in PAGES:
+    for page, label in sorted(PAGES, key=lambda p: p[0] != "overview"):  # overview is already open
         if page != "overview":
             texts[page] = goto(drv, page, label)
         sources[page] = drv.page_source
@@ -250,6 +250,7 @@ def test_mouse_zoom_on_the_timeline_redraws_at_finer_detail(driver, server):
 
     open_page(driver, server, f"/timeline?run={SHARED}")
     before = layout_meta(driver, "timeline-graph")
+    time.sleep(0.5)  # let dcc.Graph bind its relayout handler before the drag
     drag = driver.find_element(By.CSS_SELECTOR, "#timeline-graph .nsewdrag")
     w = drag.size["width"]
     # Drag a box over 4% of the width in the middle of the lanes.

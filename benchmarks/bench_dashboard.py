@@ -1,0 +1,210 @@
+"""Dashboard speed: time to first paint of the Overview and a Timeline zoom, cold and cached.
+
+    python benchmarks/bench_dashboard.py [--trace PATH] [--repeats 5] [--no-browser]
+
+Default trace: the largest shared trace, diff_control_a100.json.gz (75K events).
+
+*Server* figures time the Dash callbacks through Flask's test client (no network, no browser):
+  overview cold   = parse + all analyzers + the Overview callback, on an empty cache;
+  overview cached = the Overview callback when the run is already in the cache;
+  zoom cold       = a zoom callback whose lane index is not built yet;
+  zoom cached     = further zoom callbacks (level of detail + figure) on the built index.
+*Browser* figures (headless Chromium, when installed) time what a user waits for: from
+navigation (or the zoom request) until every plotly graph on the page is drawn.
+Targets: overview ≤ 2 s, zoom ≤ 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dashboard.app import create_app  # noqa: E402
+from dashboard.run_cache import RunCache  # noqa: E402
+
+DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "public" / "diff_control_a100.json.gz"
+OVERVIEW_TARGET_S = 2.0
+ZOOM_TARGET_S = 0.5
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _post(client, app, needle: str, inputs: list, state: list, changed: str) -> dict:
+    key = next(k for k in app.callback_map if needle in k)
+    outputs = [{"id": p.split(".")[0], "property": p.split(".")[1]} for p in key.strip(".").split("...")]
+    resp = client.post("/_dash-update-component", json={
+        "output": key, "outputs": outputs if len(outputs) > 1 else outputs[0], "inputs": inputs,
+        "state": state, "changedPropIds": [changed]})
+    assert resp.status_code == 200, resp.status_code
+    return resp.get_json()["response"]
+
+
+def overview_callback(client, app, run_id: str) -> dict:
+    """One Overview render through the router callback."""
+    return _post(client, app, "page.children", [
+        {"id": "url", "property": "pathname", "value": "/overview"},
+        {"id": "url", "property": "search", "value": f"?run={run_id}"},
+        {"id": "poll", "property": "n_intervals", "value": None}],
+        [{"id": "viewport", "property": "data", "value": 1200}], "url.pathname")
+
+
+def zoom_callback(client, app, run_id: str, lo_ms: float, hi_ms: float) -> dict:
+    """One Timeline zoom through the zoom callback."""
+    return _post(client, app, "timeline-graph.figure", [
+        {"id": "timeline-request", "property": "data",
+         "value": {"relayout": {"xaxis.range[0]": lo_ms, "xaxis.range[1]": hi_ms}, "width": 1200}},
+        {"id": "timeline-reset", "property": "n_clicks", "value": None}],
+        [{"id": "url", "property": "search", "value": f"?run={run_id}"},
+         {"id": "viewport", "property": "data", "value": 1200}], "timeline-request.data")
+
+
+def windows(span_ms: float, n: int) -> list[tuple[float, float]]:
+    """n zoom windows of 2 % .. 20 % of the span spread over the run."""
+    out = []
+    for i in range(n):
+        width = span_ms * (0.02 + 0.18 * (i % 4) / 3)
+        start = (span_ms - width) * ((i * 0.37) % 1.0)
+        out.append((start, start + width))
+    return out
+
+
+def bench_server(root: Path, run_id: str, repeats: int) -> dict:
+    """Callback timings without a browser."""
+    cache = RunCache(root)
+    app = create_app(root, cache=cache)
+    client = app.server.test_client()
+    t0 = time.perf_counter()
+    run = cache.load(run_id)
+    t_load = time.perf_counter() - t0
+    overview_callback(client, app, run_id)
+    t_cold = time.perf_counter() - t0
+    cached = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        overview_callback(client, app, run_id)
+        cached.append(time.perf_counter() - t)
+    span_ms = (run.traces[0].span_ns[1] - run.traces[0].span_ns[0]) / 1e6
+    run.memo.clear()
+    lo, hi = windows(span_ms, 1)[0]
+    t = time.perf_counter()
+    zoom_callback(client, app, run_id, lo, hi)
+    zoom_cold = time.perf_counter() - t
+    zooms = []
+    for lo, hi in windows(span_ms, repeats):
+        t = time.perf_counter()
+        out = zoom_callback(client, app, run_id, lo, hi)
+        zooms.append(time.perf_counter() - t)
+    meta = out["timeline-graph"]["figure"]["layout"]["meta"]
+    cache.shutdown()
+    return {"load_s": t_load, "overview_cold_s": t_cold, "overview_cached_s": statistics.median(cached),
+            "zoom_cold_s": zoom_cold, "zoom_cached_s": statistics.median(zooms), "span_ms": span_ms,
+            "last_zoom_drawn": meta["drawn"], "last_zoom_folded": meta["folded"]}
+
+
+def bench_browser(root: Path, run_id: str, repeats: int) -> dict | None:
+    """What a user waits for in headless Chromium; None when no browser is installed."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from werkzeug.serving import make_server
+
+    from tests.dashboard.test_browser import layout_meta, settled, wait
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    cache = RunCache(root)
+    app = create_app(root, cache=cache)
+    srv = make_server("127.0.0.1", 0, app.server, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_port}"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1500,1000"):
+        options.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        drv.get(f"{base}/runs")  # warm the browser's cache of the Dash/plotly bundles
+        wait(drv, settled, 60)
+
+        def paint(path: str) -> float:
+            t = time.perf_counter()
+            drv.get(base + path)
+            wait(drv, settled, 300, "page drawn")
+            return time.perf_counter() - t
+
+        cold = paint(f"/overview?run={run_id}")
+        cached = statistics.median(paint(f"/overview?run={run_id}") for _ in range(repeats))
+        paint(f"/timeline?run={run_id}")
+        time.sleep(0.5)  # let dcc.Graph bind its relayout handler (a user cannot zoom faster either)
+        span_ms = (cache.get(run_id).traces[0].span_ns[1] - cache.get(run_id).traces[0].span_ns[0]) / 1e6
+
+        def zoom(lo: float, hi: float) -> float:
+            meta = layout_meta(drv, "timeline-graph")["meta"]
+            before = (meta["t0_ns"], meta["t1_ns"])
+            t = time.perf_counter()
+            drv.execute_script("const gd = document.querySelector('#timeline-graph .js-plotly-plot');"
+                               "Plotly.relayout(gd, {'xaxis.range[0]': arguments[0], 'xaxis.range[1]': arguments[1]});",
+                               lo, hi)
+            def moved(d) -> bool:
+                m = (layout_meta(d, "timeline-graph") or {"meta": {}})["meta"]
+                return (m.get("t0_ns"), m.get("t1_ns")) != before and settled(d)
+
+            wait(drv, moved, 60, "zoomed")
+            return time.perf_counter() - t
+
+        ws = windows(span_ms, repeats + 1)
+        cache.get(run_id).memo.clear()  # the first zoom rebuilds the lane index: "cold"
+        zoom_cold = zoom(*ws[0])
+        zoom_cached = statistics.median(zoom(*w) for w in ws[1:])
+    finally:
+        drv.quit()
+        srv.shutdown()
+        cache.shutdown()
+    return {"overview_cold_s": cold, "overview_cached_s": cached, "zoom_cold_s": zoom_cold,
+            "zoom_cached_s": zoom_cached}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the figures against the targets."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-browser", action="store_true")
+    args = p.parse_args(argv)
+    trace = args.trace.resolve()
+    if not trace.is_file():
+        print(f"bench_dashboard: {trace}: no such trace file", file=sys.stderr)
+        return 2
+    root, run_id = trace.parent, trace.name
+    print(f"trace: {trace} ({trace.stat().st_size / 1e6:.1f} MB)")
+    s = bench_server(root, run_id, args.repeats)
+    print(f"span {s['span_ms']:.0f} ms; a zoom draws {s['last_zoom_drawn']} events, folds {s['last_zoom_folded']}")
+    print(f"server  load (parse + analyzers)   {s['load_s']:7.3f} s")
+    rows = [("server", s)]
+    b = None if args.no_browser else bench_browser(root, run_id, args.repeats)
+    if b is not None:
+        rows.append(("browser", b))
+    else:
+        print("browser: not measured (no chromium / chromium-driver, or --no-browser)")
+    for where, r in rows:
+        for key, label, target in (("overview_cold_s", "overview cold  ", OVERVIEW_TARGET_S),
+                                   ("overview_cached_s", "overview cached", OVERVIEW_TARGET_S),
+                                   ("zoom_cold_s", "zoom cold      ", ZOOM_TARGET_S),
+                                   ("zoom_cached_s", "zoom cached    ", ZOOM_TARGET_S)):
+            v = r[key]
+            verdict = "ok" if v <= target else "OVER"
+            print(f"{where:7s} {label}  {v:7.3f} s   target {target:.1f} s  ({v / target:5.2f}× target, {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
