@@ -106,7 +106,7 @@ def test_steps_writer_fault(tmp_path, caplog, monkeypatch):
 
 
 def test_moe_recorder_fault(tmp_path, caplog, monkeypatch):
-    moe = pytest.importorskip("profiler.moe")
+    from profiler import moe
     monkeypatch.setattr(moe.RouterRecorder, "step", _boom)
     torch.manual_seed(3)
     model = TinyNet()
@@ -132,7 +132,6 @@ def test_profile_that_cannot_start_records_nothing_and_the_job_runs(tmp_path, ca
 
 
 def test_bad_watch_router_call_skips_that_module_only(tmp_path, caplog):
-    pytest.importorskip("profiler.moe")
     router = torch.nn.Linear(8, 4)
     with caplog.at_level(logging.WARNING, logger="torchscope"):
         with profiler.profile(tmp_path / "run", **FAST) as prof:
