@@ -7,6 +7,22 @@ Usable as a context manager, a decorator, or with ``start()`` / ``stop()``::
             ...
             prof.step(tokens=batch.numel())
 
+Options (keyword-only; those shared with torch.profiler mean the same there):
+  schedule            torch.profiler-style callable or dict(wait, warmup, active, repeat, skip_first);
+                      default wait=1, warmup=1, active=3, repeat=1
+  record_shapes       True by default (gloo collectives need it for their byte counts)
+  profile_memory      allocator events; default on where CUDA is available
+  with_stack, with_flops   as in torch.profiler (off)
+  kineto=True         False: samplers and annotations only
+  power=True          NVML sampler (reason recorded when unavailable); nvml_module= replaces pynvml
+  host=True           process CPU %, RSS, RAPL energy
+  sample_interval_ms  100 (10 Hz); expensive NVML fields about once a second
+  annotate=True, modules=True   loop phases / per-module ranges; model= skips root discovery
+  moe=True, moe_sample_tokens=0   MoE router counts (profiler/moe.py)
+  host_roofline=True  measured CPU peak FLOP/s and bandwidth into the manifest (cached per host)
+  handle_sigterm=True flush on SIGTERM, then the previous handler
+  on_trace_ready      called with the merged trace's path
+
 Recorders: Kineto (torch.profiler, on a wait/warmup/active/repeat schedule), the sampler thread
 (NVML, host, CUDA memory), the annotation hooks and the MoE router recorder. Each runs under its
 own Guard: a failure is logged once and stops that recorder only. The user's exceptions pass
@@ -38,6 +54,15 @@ DEFAULT_SAMPLE_INTERVAL_MS = 100.0  # 10 Hz: the low end of NVML-worthy rates, h
 DEFAULT_SCHEDULE = {"skip_first": 0, "wait": 1, "warmup": 1, "active": 3, "repeat": 1}
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch  # noqa: PLC0415
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def schedule(*, wait: int = 1, warmup: int = 1, active: int = 3, repeat: int = 1,
              skip_first: int = 0) -> Callable[[int], Any]:
     """torch.profiler.schedule with our defaults (one wait step, one warm-up, three active)."""
@@ -58,7 +83,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         *,
         schedule: Callable[[int], Any] | dict | None = None,
         record_shapes: bool = True,
-        profile_memory: bool = False,
+        profile_memory: bool | None = None,
         with_stack: bool = False,
         with_flops: bool = False,
         kineto: bool = True,
@@ -86,6 +111,8 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         if isinstance(schedule, dict):
             schedule = globals()["schedule"](**schedule)
         self._schedule = schedule if schedule is not None else globals()["schedule"](**DEFAULT_SCHEDULE)
+        if profile_memory is None:  # allocator events by default where there is a device allocator to watch
+            profile_memory = _cuda_available()
         self._opts = dict(record_shapes=record_shapes, profile_memory=profile_memory, with_stack=with_stack,
                           with_flops=with_flops)
         self._kineto_on = kineto
