@@ -52,7 +52,8 @@ def overview_callback(client, app, run_id: str) -> dict:
         {"id": "url", "property": "pathname", "value": "/overview"},
         {"id": "url", "property": "search", "value": f"?run={run_id}"},
         {"id": "poll", "property": "n_intervals", "value": None}],
-        [{"id": "viewport", "property": "data", "value": 1200}], "url.pathname")
+        [{"id": "viewport", "property": "data", "value": 1200},
+         {"id": "rendered", "property": "data", "value": None}], "url.pathname")
 
 
 def zoom_callback(client, app, run_id: str, lo_ms: float, hi_ms: float) -> dict:

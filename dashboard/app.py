@@ -17,7 +17,8 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from flask import Response, abort, request
 
-from .pages import PAGES, PageContext, filter_findings, progress_view, render_page, runs_page, timeline_for
+from .pages import (PAGES, PageContext, filter_findings, progress_view, render_page, required_analyzers,
+                    runs_page, timeline_for)
 from .result_view import findings_list
 from .run_cache import RunCache
 from .runs import UnsafeRunId
@@ -59,6 +60,14 @@ def _nav(page: str, params: dict) -> list:
                      className="nav-link active" if pid == page else "nav-link") for pid, label in PAGES]
 
 
+def _ready_for(page: str, run) -> bool:
+    """Whether ``run`` has the analyzer results ``page`` needs."""
+    needed = required_analyzers(page)
+    if needed is None:
+        return run.complete
+    return not (needed & set(run.pending))
+
+
 def _width(value: object) -> int:
     try:
         return int(min(max(int(value), _MIN_WIDTH_PX), _MAX_WIDTH_PX))  # type: ignore[arg-type]
@@ -82,6 +91,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="viewport", data=DEFAULT_WIDTH_PX),
         dcc.Interval(id="poll", interval=POLL_INTERVAL_MS, disabled=True),
+        dcc.Store(id="rendered"),  # what the page shows now: skip identical re-renders on poll ticks
         html.Header([html.Span("torchscope", className="brand"), html.Nav(id="nav")], className="header"),
         html.Main(id="page", className="page"),
     ])
@@ -91,45 +101,58 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         Output("viewport", "data"), Input("url", "pathname"))
 
     @app.callback(Output("page", "children"), Output("poll", "disabled"), Output("nav", "children"),
+                  Output("rendered", "data"),
                   Input("url", "pathname"), Input("url", "search"), Input("poll", "n_intervals"),
-                  State("viewport", "data"))
-    def route(pathname, search, _n, width):
+                  State("viewport", "data"), State("rendered", "data"))
+    def route(pathname, search, _n, width, rendered):
+        body, poll_disabled, nav, key = _route(pathname, search, width)
+        if key is not None and key == rendered and ctx.triggered_id == "poll":
+            return no_update, poll_disabled, no_update, no_update  # nothing new to show
+        return body, poll_disabled, nav, key
+
+    def _route(pathname, search, width):
+        """(page body, poll disabled, nav, render key) for a URL."""
         page = (pathname or "/").strip("/") or "runs"
         params = parse_query(search)
         if page not in _PAGE_IDS:
-            return _error(f"no page {page[:60]!r}"), True, _nav("", params)
+            return _error(f"no page {page[:60]!r}"), True, _nav("", params), None
         nav = _nav(page, params)
         if page == "runs":
-            return runs_page(cache), not cache.busy(), nav
+            done = sum(1 for e in cache.catalog() if cache.summary(e.run_id) is not None)
+            return runs_page(cache), not cache.busy(), nav, f"runs|{done}|{cache.busy()}"
         catalog = cache.catalog()
         if not catalog:
-            return _error("No runs (trace files or run bundles) found under this folder."), True, nav
+            return _error("No runs (trace files or run bundles) found under this folder."), True, nav, None
         run_id = params.get("run") or catalog[0].run_id
         try:
             cache.resolve(run_id)
             run = cache.get(run_id)
+            if run is not None and not _ready_for(page, run):
+                return progress_view(run_id, cache.state(run_id)), False, nav, None
             if run is None:
                 state = cache.state(run_id)
                 if state.status == "error":
-                    return _error(f"{run_id}: {state.error}"), True, nav
-                return progress_view(run_id, state), False, nav
+                    return _error(f"{run_id}: {state.error}"), True, nav, None
+                return progress_view(run_id, state), False, nav, None
             rank = _rank_of(params, run.ranks)
             run_b = None
             if page == "compare" and params.get("b"):
                 cache.resolve(params["b"])
                 run_b = cache.get(params["b"])
-                if run_b is None:
+                if run_b is None or not run_b.complete:
                     state = cache.state(params["b"])
                     if state.status == "error":
-                        return _error(f"{params['b']}: {state.error}"), True, nav
-                    return progress_view(params["b"], state), False, nav
+                        return _error(f"{params['b']}: {state.error}"), True, nav, None
+                    return progress_view(params["b"], state), False, nav, None
         except UnsafeRunId as exc:
-            return _error(f"rejected: {exc}"), True, nav
+            return _error(f"rejected: {exc}"), True, nav, None
+        key = f"{page}|{search}|{len(run.pending)}"
         try:
             body = render_page(page, PageContext(run, rank, params, cache, run_b, _width(width)))
         except Exception as exc:  # one broken table must not blank the whole app
-            return _error(f"this page could not be drawn: {type(exc).__name__}: {exc}"), True, nav
-        return body, True, nav
+            return _error(f"this page could not be drawn: {type(exc).__name__}: {exc}"), True, nav, None
+        # Keep polling while the run is still being analyzed: the page fills in as analyzers finish.
+        return body, run.complete, nav, key
 
     @app.callback(Output("url", "search"), Input({"type": "param", "name": ALL}, "value"),
                   State("url", "search"), prevent_initial_call=True)

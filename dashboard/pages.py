@@ -24,7 +24,8 @@ from .run_cache import LoadedRun, RunCache
 from .timeline import DEFAULT_WIDTH_PX, build_lanes, counter_series, timeline_figure
 
 __all__ = ["PAGES", "PAGE_ANALYZERS", "PageContext", "render_page", "runs_page", "progress_view",
-           "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings"]
+           "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings",
+           "required_analyzers"]
 
 PAGES: tuple[tuple[str, str], ...] = (
     ("runs", "Runs"), ("overview", "Overview"), ("timeline", "Timeline"), ("kernels", "Kernels"),
@@ -63,6 +64,15 @@ class PageContext:
         if self.rank is not None:
             q["rank"] = str(self.rank)
         return urlencode(q)
+
+
+def required_analyzers(page: str) -> set[str] | None:
+    """Analyzers ``page`` waits for before it renders (None: all of them; empty: none)."""
+    if page == "timeline":
+        return set()
+    if page in ("recommendations", "compare"):
+        return None
+    return set(page_analyzers(page))
 
 
 def page_analyzers(page: str) -> list[str]:
@@ -130,6 +140,9 @@ def overview_page(ctx: PageContext) -> list:
     blocks.append(_graph(gfig, "overview-gpu"))
     top = [f for f in rep.findings if ctx.rank is None or f.rank in (ctx.rank, None)][:TOP_FINDINGS]
     blocks += [html.H3("Top findings"), findings_list(top, ctx.run_query)]
+    if ctx.run.pending:
+        blocks.append(html.Div(f"still analyzing: {', '.join(ctx.run.pending)} (this page updates when done)",
+                               className="muted", id="still-analyzing"))
     blocks += [analyzer_section(rep, n, ctx.rank, ctx.run_query) for n in page_analyzers("overview")]
     return blocks
 

@@ -67,6 +67,13 @@ class LoadedRun:
     load_s: float
     memo: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Analyzers not run yet; ``report`` grows as each finishes.
+    pending: tuple = ()
+
+    @property
+    def complete(self) -> bool:
+        """True once every analyzer has run."""
+        return not self.pending
 
     @property
     def traces(self) -> list:
@@ -190,7 +197,7 @@ class RunCache:
             self._load(entry)
 
     def get(self, run_id: object) -> LoadedRun | None:
-        """The loaded run, or None while it is not loaded (never parses in the caller's thread)."""
+        """The parsed run (maybe still being analyzed: see ``pending``), or None; never parses here."""
         entry = self.resolve(run_id)
         with self._lock:
             run = self._runs.get(entry.run_id)
@@ -203,7 +210,7 @@ class RunCache:
         return None
 
     def load(self, run_id: object, timeout_s: float = 600.0) -> LoadedRun:
-        """Load ``run_id`` (or wait for the background load) and return it; TraceError on failure."""
+        """Load and analyze ``run_id`` (or wait for the background load); TraceError on failure."""
         entry = self.resolve(run_id)
         self.request(entry.run_id)
         deadline = time.monotonic() + timeout_s
@@ -211,7 +218,7 @@ class RunCache:
             with self._lock:
                 run = self._runs.get(entry.run_id)
                 state = self._states.get(entry.run_id)
-            if run is not None:
+            if run is not None and run.complete:
                 return run
             if state is not None and state.status == "error":
                 raise TraceError(entry.path, state.error)
@@ -224,39 +231,51 @@ class RunCache:
             return self._summaries.get(run_id)
 
     def _load(self, entry: RunEntry) -> None:
+        """Parse, publish the run, then run the analyzers one by one, publishing each result."""
         state = self._states[entry.run_id]
-        n_analyzers = len(load_analyzers())
-        total = 1 + n_analyzers
+        names = list(load_analyzers())
+        total = 1 + len(names)
         t0 = time.monotonic()
         state.started_at = t0
         state.total = total
         state.status, state.stage = "parsing", f"parsing {entry.label} ({entry.size_bytes / 1e6:.1f} MB)"
         try:
             data = self._loader(entry.path)
-            state.done = 1
-            state.status = "analyzing"
-
-            started = [0]
-
-            def progress(name: str) -> None:
-                state.done = 1 + started[0]  # analyzers finished so far, plus parsing
-                started[0] += 1
-                state.stage = f"running analyzer {name} ({started[0]}/{n_analyzers})"
-
-            report = self._analyze(data, progress=progress)
         except TraceError as exc:
             self._fail(entry, state, str(exc))
             return
         except Exception as exc:  # a loader bug must show in the page, not kill the worker
             self._fail(entry, state, f"{type(exc).__name__}: {exc}")
             return
-        run = LoadedRun(entry, data, report, time.monotonic() - t0)
+        # Published at once: the timeline needs no analyzer, and each page renders as soon as
+        # its own analyzers are done (see LoadedRun.pending).
+        run = LoadedRun(entry, data, Report(source=str(entry.path), results=()), 0.0, pending=tuple(names))
         with self._lock:
             self._runs[entry.run_id] = run
             self._runs.move_to_end(entry.run_id)
             while len(self._runs) > self.max_runs:
                 old, _ = self._runs.popitem(last=False)
-                self._states.pop(old, None)
+                if old != entry.run_id:
+                    self._states.pop(old, None)
+            state.done, state.status = 1, "analyzing"
+        results: list = []
+        skipped: dict = {}
+        errors: dict = {}
+        for i, name in enumerate(names):
+            state.stage = f"running analyzer {name} ({i + 1}/{len(names)})"
+            try:
+                part = self._analyze(data, only=(name,))
+            except Exception as exc:  # run_all contains analyzer errors; this is a last resort
+                part = Report(source=str(entry.path), results=(), errors={name: f"{type(exc).__name__}: {exc}"})
+            results += part.results
+            skipped.update(part.skipped)
+            errors.update(part.errors)
+            run.report = Report(source=part.source or str(entry.path), results=tuple(results),
+                                skipped=dict(skipped), errors=dict(errors))
+            run.pending = tuple(names[i + 1:])
+            state.done = 2 + i
+        run.load_s = time.monotonic() - t0
+        with self._lock:
             self._summaries[entry.run_id] = _summarise(run)
             state.status, state.stage, state.done = "ready", "ready", total
             state.finished_at = time.monotonic()

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -85,7 +86,8 @@ def route(app, client, path: str, search: str = ""):
         {"id": "url", "property": "pathname", "value": path},
         {"id": "url", "property": "search", "value": search},
         {"id": "poll", "property": "n_intervals", "value": None},
-    ], [{"id": "viewport", "property": "data", "value": 1200}], ["url.pathname"])
+    ], [{"id": "viewport", "property": "data", "value": 1200},
+        {"id": "rendered", "property": "data", "value": None}], ["url.pathname"])
     assert status == 200
     return out
 
@@ -359,3 +361,52 @@ def test_tables_escape_trace_content():
     assert "a&#124;b &amp; c" in markup and markup.count("<tr>") == 4
     # Braces would start an expression in the Markdown renderer and blank the whole table.
     assert "{" not in markup and "&#123;lambda&#40;int&#41;&#35;1&#125;" in markup
+
+
+def test_pages_render_as_their_analyzers_finish(root):
+    from analyzers.registry import load_analyzers, run_all
+
+    last = list(load_analyzers())[-1]
+    assert last not in ("training_loop", "gpu_time")
+    gate = threading.Event()
+
+    def analyze(data, only=None, **kw):
+        if only == (last,):
+            gate.wait(10)
+        return run_all(data, only=only, **kw)
+
+    cache = RunCache(root, analyze=analyze)
+    app = create_app(root, cache=cache)
+    client = app.server.test_client()
+    run_id = "mi250_minitoy_train.json.gz"
+    try:
+        cache.request(run_id)
+        for _ in range(200):  # until every analyzer but the last is done
+            run = cache.get(run_id)
+            if run is not None and run.pending == (last,):
+                break
+            time.sleep(0.02)
+        assert cache.get(run_id).pending == (last,)
+        out = route(app, client, "/overview", f"?run={run_id}")
+        text = text_of(out["page"]["children"])
+        assert "Top findings" in text and f"still analyzing: {last}" in text
+        assert out["poll"]["disabled"] is False  # keeps polling until the run is complete
+        out = route(app, client, "/timeline", f"?run={run_id}")
+        assert "events drawn" in text_of(out["page"]["children"])
+        out = route(app, client, "/recommendations", f"?run={run_id}")
+        assert "Loading" in text_of(out["page"]["children"])  # needs every analyzer
+        gate.set()
+        cache.load(run_id)
+        out = route(app, client, "/recommendations", f"?run={run_id}")
+        assert "findings" in text_of(out["page"]["children"]) and out["poll"]["disabled"] is True
+        key = out["rendered"]["data"]
+        status, same = call(app, client, "page.children", [
+            {"id": "url", "property": "pathname", "value": "/recommendations"},
+            {"id": "url", "property": "search", "value": f"?run={run_id}"},
+            {"id": "poll", "property": "n_intervals", "value": 5},
+        ], [{"id": "viewport", "property": "data", "value": 1200},
+            {"id": "rendered", "property": "data", "value": key}], ["poll.n_intervals"])
+        assert status == 204 or "page" not in same  # a poll tick with nothing new re-renders nothing
+    finally:
+        gate.set()
+        cache.shutdown()
