@@ -133,7 +133,7 @@ class Annotator:
         self._backward_depth = 0
         self._opt_start: int | None = None
         self._installed = False
-        # guarded once here, not per registration: tensor hooks are registered on every forward
+        # guarded once here, not per registration: node pre-hooks are registered on every forward
         self._g_bwd_start = self.guard.wrap(self._bwd_mark_start)
 
     # ---- events -------------------------------------------------------------------------------
