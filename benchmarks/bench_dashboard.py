@@ -5,7 +5,8 @@
 Default trace: the largest shared trace, diff_control_a100.json.gz (75K events).
 
 *Server* figures time the Dash callbacks through Flask's test client (no network, no browser):
-  overview cold   = parse + all analyzers + the Overview callback, on an empty cache;
+  overview cold   = empty cache → parse + the Overview's analyzers + the Overview callback
+                    (the page renders before the remaining analyzers finish);
   overview cached = the Overview callback when the run is already in the cache;
   zoom cold       = a zoom callback whose lane index is not built yet;
   zoom cached     = further zoom callbacks (level of detail + figure) on the built index.
@@ -17,6 +18,7 @@ Targets: overview ≤ 2 s, zoom ≤ 0.5 s.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import sys
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dashboard.app import create_app  # noqa: E402
+from dashboard.pages import PAGE_ANALYZERS  # noqa: E402
 from dashboard.run_cache import RunCache  # noqa: E402
 
 DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "public" / "diff_control_a100.json.gz"
@@ -78,14 +81,18 @@ def windows(span_ms: float, n: int) -> list[tuple[float, float]]:
 
 def bench_server(root: Path, run_id: str, repeats: int) -> dict:
     """Callback timings without a browser."""
-    cache = RunCache(root)
+    cache = RunCache(root, first=PAGE_ANALYZERS["overview"])
     app = create_app(root, cache=cache)
     client = app.server.test_client()
     t0 = time.perf_counter()
+    while True:  # what the page's poll does: ask until the Overview comes back instead of progress
+        out = overview_callback(client, app, run_id)
+        if "load-progress" not in json.dumps(out["page"]["children"]):
+            break
+        time.sleep(0.02)
+    t_cold = time.perf_counter() - t0
     run = cache.load(run_id)
     t_load = time.perf_counter() - t0
-    overview_callback(client, app, run_id)
-    t_cold = time.perf_counter() - t0
     cached = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -120,7 +127,7 @@ def bench_browser(root: Path, run_id: str, repeats: int) -> dict | None:
     from tests.dashboard.test_browser import layout_meta, settled, wait
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    cache = RunCache(root)
+    cache = RunCache(root, first=PAGE_ANALYZERS["overview"])
     app = create_app(root, cache=cache)
     srv = make_server("127.0.0.1", 0, app.server, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trace: {trace} ({trace.stat().st_size / 1e6:.1f} MB)")
     s = bench_server(root, run_id, args.repeats)
     print(f"span {s['span_ms']:.0f} ms; a zoom draws {s['last_zoom_drawn']} events, folds {s['last_zoom_folded']}")
-    print(f"server  load (parse + analyzers)   {s['load_s']:7.3f} s")
+    print(f"server  load (parse + every analyzer) {s['load_s']:7.3f} s")
     rows = [("server", s)]
     b = None if args.no_browser else bench_browser(root, run_id, args.repeats)
     if b is not None:

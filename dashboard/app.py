@@ -17,7 +17,7 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from flask import Response, abort, request
 
-from .pages import (PAGES, PageContext, filter_findings, progress_view, render_page, required_analyzers,
+from .pages import (PAGE_ANALYZERS, PAGES, PageContext, filter_findings, progress_view, render_page, required_analyzers,
                     runs_page, timeline_for)
 from .result_view import findings_list
 from .run_cache import RunCache
@@ -81,7 +81,7 @@ def _error(message: str) -> html.Div:
 
 def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool = False) -> dash.Dash:
     """The dashboard app over the runs under ``root`` (a folder of runs, a bundle or a trace file)."""
-    cache = cache or RunCache(root)
+    cache = cache or RunCache(root, first=tuple(PAGE_ANALYZERS["overview"]))
     app = dash.Dash(__name__, title="torchscope", assets_folder=str(_ASSETS),
                     suppress_callback_exceptions=True, update_title=None)
     app.torchscope_cache = cache  # type: ignore[attr-defined]
@@ -105,12 +105,13 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                   Input("url", "pathname"), Input("url", "search"), Input("poll", "n_intervals"),
                   State("viewport", "data"), State("rendered", "data"))
     def route(pathname, search, _n, width, rendered):
-        body, poll_disabled, nav, key = _route(pathname, search, width)
-        if key is not None and key == rendered and ctx.triggered_id == "poll":
-            return no_update, poll_disabled, no_update, no_update  # nothing new to show
+        skip = rendered if ctx.triggered_id == "poll" else None
+        body, poll_disabled, nav, key = _route(pathname, search, width, skip)
+        if body is no_update:
+            return no_update, poll_disabled, no_update, no_update  # a poll tick with nothing new
         return body, poll_disabled, nav, key
 
-    def _route(pathname, search, width):
+    def _route(pathname, search, width, skip_key=None):
         """(page body, poll disabled, nav, render key) for a URL."""
         page = (pathname or "/").strip("/") or "runs"
         params = parse_query(search)
@@ -119,7 +120,10 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         nav = _nav(page, params)
         if page == "runs":
             done = sum(1 for e in cache.catalog() if cache.summary(e.run_id) is not None)
-            return runs_page(cache), not cache.busy(), nav, f"runs|{done}|{cache.busy()}"
+            key = f"runs|{done}|{cache.busy()}"
+            if key == skip_key:
+                return no_update, not cache.busy(), nav, key
+            return runs_page(cache), not cache.busy(), nav, key
         catalog = cache.catalog()
         if not catalog:
             return _error("No runs (trace files or run bundles) found under this folder."), True, nav, None
@@ -147,6 +151,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         except UnsafeRunId as exc:
             return _error(f"rejected: {exc}"), True, nav, None
         key = f"{page}|{search}|{len(run.pending)}"
+        if key == skip_key:
+            return no_update, run.complete, nav, key
         try:
             body = render_page(page, PageContext(run, rank, params, cache, run_b, _width(width)))
         except Exception as exc:  # one broken table must not blank the whole app

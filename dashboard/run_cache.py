@@ -104,11 +104,12 @@ class RunCache:
 
     def __init__(self, root: str | Path, *, max_runs: int = DEFAULT_MAX_RUNS,
                  loader: Callable[[Path], Any] | None = None,
-                 analyze: Callable[..., Report] | None = None) -> None:
+                 analyze: Callable[..., Report] | None = None, first: tuple[str, ...] = ()) -> None:
         self.root = Path(root).resolve()
         self.max_runs = max_runs
         self._loader = loader or _default_loader
         self._analyze = analyze or run_all
+        self._first = tuple(first)  # analyzers to run before the others (what the first page needs)
         self._lock = threading.RLock()
         self._runs: OrderedDict[str, LoadedRun] = OrderedDict()
         self._states: dict[str, LoadState] = {}
@@ -233,7 +234,8 @@ class RunCache:
     def _load(self, entry: RunEntry) -> None:
         """Parse, publish the run, then run the analyzers one by one, publishing each result."""
         state = self._states[entry.run_id]
-        names = list(load_analyzers())
+        names = sorted(load_analyzers(), key=lambda n: (n not in self._first,
+                                                        self._first.index(n) if n in self._first else 0))
         total = 1 + len(names)
         t0 = time.monotonic()
         state.started_at = t0
