@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from typing import Sequence
 
@@ -46,8 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in COMMAND_MODULES:
-        if importlib.util.find_spec(module) is None:  # TODO(lead): drop once every module has landed
-            continue
         importlib.import_module(module).register(sub)
     return parser
 

@@ -37,7 +37,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from dashboard.server import serve
 
-    return serve(root, host=args.host, port=args.port)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"torchscope dashboard over {root}: open http://{shown}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    serve(root, host=args.host, port=args.port)
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -78,8 +77,6 @@ class Report:
 def load_analyzers() -> Mapping[str, AnalyzerSpec]:
     """Import every analyzer module so that it registers itself; returns the registry."""
     for module in ANALYZER_MODULES:
-        if importlib.util.find_spec(module) is None:  # TODO(lead): drop once every module has landed
-            continue
         importlib.import_module(module)
     return REGISTRY
 
