@@ -217,13 +217,20 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
             _first_table(rep, "moe", "placement", rank), "rank", "tokens_before", "tokens_after",
             "Tokens per rank: placement before / after", facet="layer")))
     elif page == "power":
-        res = _results(rep, "power", rank)
-        for r in res:
-            for name, df in r.tables.items():
-                cols = [c for c in df.columns if c.endswith(("_w", "_mw", "_mhz", "_mj", "_j", "_c"))]
-                xcol = next((c for c in ("t_ns", "ts_ns", "step") if c in df.columns), None)
-                if xcol and cols and len(df) > 1:
-                    out.append((f"power-{name}-{r.rank}", figures.series_figure(df, xcol, cols, f"{name} (rank {r.rank})")))
+        timeline = _first_table(rep, "power", "timeline", rank)
+        if timeline is not None and not timeline.empty and "t_ns" in timeline.columns:
+            timeline = timeline.assign(t_s=(timeline["t_ns"] - timeline["t_ns"].min()) / 1e9)  # display unit
+        out.append(("power-timeline", figures.lines_by_group(timeline, "t_s", "power_w", "device",
+                                                             "Power per GPU (W) over time (s)")))
+        out.append(("power-clocks", figures.lines_by_group(timeline, "t_s", "sm_clock_mhz", "device",
+                                                           "SM clock per GPU (MHz) over time (s)")))
+        out.append(("power-steps", figures.bar_figure(_first_table(rep, "power", "steps", rank), "step", "energy_j",
+                                                      "Energy per step (J)")))
+        out.append(("power-phases", figures.category_figure(_first_table(rep, "power", "phases", rank), "phase",
+                                                            "energy_mj", "Energy by phase (mJ)")))
+        out.append(("power-throttle", figures.bar_figure(_first_table(rep, "power", "throttle", rank), "reason",
+                                                         "time_share", "Throttling: share of time per reason",
+                                                         colour_col="device")))
     elif page == "memory":
         out.append(("memory-series", figures.series_figure(
             _first_table(rep, "memory", "timeline", rank), "ts_ns", ["allocated_bytes", "reserved_bytes", "used_bytes"],

@@ -410,3 +410,29 @@ def test_pages_render_as_their_analyzers_finish(root):
     finally:
         gate.set()
         cache.shutdown()
+
+
+def test_dedicated_figures_come_from_the_analyzer_tables():
+    import pandas as pd
+    from analyzers.findings import Result
+    from analyzers.registry import Report
+    from dashboard.pages import _dedicated_figures
+
+    t = pd.DataFrame({"t_ns": [0, 10**9, 2 * 10**9] * 2, "device": [0, 0, 0, 1, 1, 1],
+                      "power_w": [100.0, 200, 150, 90, 95, 99], "sm_clock_mhz": [1400.0] * 6})
+    power = Result("power", rank=0, tables={
+        "timeline": t, "steps": pd.DataFrame({"step": [1, 2], "energy_j": [5.0, 7.0]}),
+        "phases": pd.DataFrame({"phase": ["forward", "backward"], "time_ns": [1, 2], "energy_mj": [3.0, 4.0]}),
+        "throttle": pd.DataFrame({"device": [0], "reason": ["SwPowerCap"], "time_share": [0.25]})})
+    figs = dict(_dedicated_figures("power", Report("x", (power,)), None))
+    assert set(figs) == {"power-timeline", "power-clocks", "power-steps", "power-phases", "power-throttle"}
+    lines = figs["power-timeline"].data
+    assert [tr.name for tr in lines] == ["0", "1"] and list(lines[0].y) == [100.0, 200.0, 150.0]
+    assert list(lines[0].x) == [0.0, 1.0, 2.0]  # seconds since the first sample
+    assert list(figs["power-steps"].data[0].y) == [5.0, 7.0]
+    # Missing tables: no figure, and no error (the tables still show generically).
+    assert _dedicated_figures("power", Report("x", (Result("power", rank=0),)), None) == []
+    moe = Result("moe", rank=0, tables={"expert_load": pd.DataFrame(
+        {"layer": ["l0", "l0", "l1", "l1"], "expert": [0, 1, 0, 1], "assignments": [3, 1, 2, 2]})})
+    heat = dict(_dedicated_figures("moe", Report("x", (moe,)), None))["moe-heatmap"].data[0]
+    assert [list(r) for r in heat.z] == [[3.0, 1.0], [2.0, 2.0]]
