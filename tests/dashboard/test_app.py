@@ -436,3 +436,44 @@ def test_dedicated_figures_come_from_the_analyzer_tables():
         {"layer": ["l0", "l0", "l1", "l1"], "expert": [0, 1, 0, 1], "assignments": [3, 1, 2, 2]})})
     heat = dict(_dedicated_figures("moe", Report("x", (moe,)), None))["moe-heatmap"].data[0]
     assert [list(r) for r in heat.z] == [[3.0, 1.0], [2.0, 2.0]]
+
+
+def test_cli_serves_the_app_on_localhost(root):
+    """`torchscope dashboard PATH --port P` prints the URL and serves the app there (debug off)."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "analyzers", "dashboard", str(root), "--port", str(port),
+                             "--no-preload"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("open http://"):
+                break
+        assert lines[-1].strip() == f"open http://127.0.0.1:{port}/", lines
+        for _ in range(100):
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert "<title>torchscope</title>" in page
+        layout = urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout", timeout=5).read().decode()
+        assert '"id": "page"' in layout or '"id":"page"' in layout
+        with pytest.raises(OSError):  # not reachable through another interface than loopback
+            other = socket.gethostbyname(socket.gethostname())
+            if other.startswith("127."):
+                raise OSError("only loopback here")
+            urllib.request.urlopen(f"http://{other}:{port}/", timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -32,6 +32,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 BUNDLE = "ddp_gloo_2rank"  # sample run recorded by our profiler: 2 ranks, phases, counters
 SHARED = "a100_train_2rank_rank0_nccl.json.gz"  # real Kineto trace from an A100 NCCL job
+MOE = "moe_train"  # sample run with MoE routing recorded
 SLOW = "slow/mi250_minitoy_train.json.gz"  # loaded through a deliberately slow loader
 WAIT_S = 20
 ARTIFACTS = Path(os.environ.get("TORCHSCOPE_ARTIFACTS") or tempfile.mkdtemp(prefix="torchscope-e2e-"))
@@ -44,6 +45,8 @@ def root(tmp_path_factory, shared_traces, sample_traces) -> Path:
     bundle = sample_traces / BUNDLE
     require_or_skip(bundle.is_dir(), f"sample run {bundle} not recorded yet")
     shutil.copytree(bundle, root / BUNDLE)
+    if (sample_traces / MOE).is_dir():
+        shutil.copytree(sample_traces / MOE, root / MOE)
     shutil.copy(shared_traces / SHARED, root / SHARED)
     (root / "slow").mkdir()
     shutil.copy(shared_traces / "mi250_minitoy_train.json.gz", root / SLOW)
@@ -150,6 +153,7 @@ def full_data(drv, graph_id: str) -> list[dict]:
         if (!gd || !gd._fullData) return null;
         return JSON.stringify(gd._fullData.map(t => ({name: t.name, type: t.type,
             x: Array.from(t.x || []), base: t.base ? Array.from(t.base) : null,
+            z: t.z ? Array.from(t.z, r => Array.from(r)) : null,
             y: Array.from(t.y || []).map(String)})));""", graph_id)
     assert raw is not None, f"no plotly graph {graph_id}"
     return [_decode(t) for t in json.loads(raw)]
@@ -333,3 +337,15 @@ def test_traversal_in_the_address_bar_is_rejected(driver, server):
     assert "rejected" in text and "root:x:0:0" not in driver.page_source
     driver.get(f"{server}/download/perfetto?run=../{SHARED}")
     assert "root:x:0:0" not in driver.page_source and "traceEvents" not in driver.page_source
+
+
+def test_moe_heatmap_shows_the_analyzer_load(driver, server, root):
+    require_or_skip((root / MOE).is_dir(), f"sample run {MOE} not recorded")
+    open_page(driver, server, f"/moe?run={MOE}")
+    heat = [t for t in full_data(driver, "moe-heatmap") if t["type"] == "heatmap"][0]
+    load = analyzers.run_all(analyzers.load(root / MOE), only=("moe",)).result("moe").table("expert_load")
+    expected = load.pivot_table(index="layer", columns="expert", values="assignments", aggfunc="sum")
+    assert heat["z"] == expected.to_numpy(dtype=float).tolist()
+    assert heat["y"] == [str(i) for i in expected.index]
+    shot(driver, "moe")
+    assert severe_logs(driver) == []
