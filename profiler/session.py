@@ -497,9 +497,19 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             started_at_ns=self._started_at_ns, ended_at_ns=ended_at_ns if ended else None,
             devices=self._devices, options=self.options, recorded=recorded, unavailable=unavailable,
             host_roofline=self._roofline, user_counts=user_counts,
-            extra={"steps": self.step_num, "complete": ended})
+            extra={"steps": self.step_num, "complete": ended, "model": self._model_info()})
         with contextlib.suppress(Exception):
             bundle.write_json_atomic(bundle.manifest_path(self.run_dir, self.rank), manifest)
+
+    def _model_info(self) -> dict | None:
+        """Class and parameter count of the model given as model= (for model FLOPs utilization)."""
+        if self._model is None:
+            return None
+        try:
+            params = sum(p.numel() for p in self._model.parameters())
+        except Exception:  # a model without parameters() is still a model we can profile
+            params = None
+        return {"class": type(self._model).__name__, "parameters": params}
 
     # ---- SIGTERM ------------------------------------------------------------------------------
     def _install_sigterm(self) -> None:

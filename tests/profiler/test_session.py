@@ -63,6 +63,7 @@ def test_training_bundle_has_manifest_trace_and_streams(tmp_path):
     assert manifest["recorded"]["kineto"] and manifest["recorded"]["annotations"]
     assert manifest["unavailable"]["power"] == "unavailable (no NVML)"
     assert manifest["user_counts"] == {"tokens_per_step": 32.0, "samples_per_step": 4.0}
+    assert manifest["model"] == {"class": "TinyNet", "parameters": sum(p.numel() for p in model.parameters())}
     steps = _jsonl(run / "rank0.steps.jsonl")
     assert [s["step"] for s in steps] == list(range(6)) and all(s["tokens"] == 32 for s in steps)
     samples = _jsonl(run / "rank0.samples.jsonl")
