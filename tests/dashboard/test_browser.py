@@ -337,6 +337,8 @@ def test_traversal_in_the_address_bar_is_rejected(driver, server):
     assert "rejected" in text and "root:x:0:0" not in driver.page_source
     driver.get(f"{server}/download/perfetto?run=../{SHARED}")
     assert "root:x:0:0" not in driver.page_source and "traceEvents" not in driver.page_source
+    errors = severe_logs(driver)  # the refused download is the only error, and it is a 404
+    assert len(errors) == 1 and "404" in errors[0] and "download/perfetto" in errors[0]
 
 
 def test_moe_heatmap_shows_the_analyzer_load(driver, server, root):
