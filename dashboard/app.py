@@ -20,6 +20,8 @@ from flask import Response, abort, request
 from .pages import (PAGE_ANALYZERS, PAGES, PageContext, filter_findings, progress_view, render_page, required_analyzers,
                     runs_page, timeline_for)
 from .result_view import findings_list
+from analyzers.errors import TraceError
+
 from .run_cache import RunCache
 from .runs import UnsafeRunId
 from .timeline import DEFAULT_WIDTH_PX, window_from_relayout
@@ -246,6 +248,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             run = cache.load(entry.run_id)
         except UnsafeRunId:
             abort(404)
+        except TraceError as exc:
+            return Response(f"cannot export: {exc}\n", status=422, mimetype="text/plain")
         from analyzers.export import annotated_trace_json
 
         body = gzip.compress(annotated_trace_json(run.data, run.report), compresslevel=5)

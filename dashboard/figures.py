@@ -44,7 +44,8 @@ def gpu_time_figure(results: Sequence[Result]) -> go.Figure | None:
         fig.add_trace(go.Bar(y=ranks, x=vals, name=label, orientation="h", marker_color=colour,
                              hovertemplate="%{x:.1f}% of the window<extra>" + label + "</extra>"))
     fig.update_layout(barmode="stack", title="GPU time by rank (% of profiled window)", xaxis_title="%",
-                      **{**_LAYOUT, "height": 140 + 40 * len(rows)})
+                      legend={"orientation": "h", "y": -0.35, "yanchor": "top", "x": 0},
+                      **{**_LAYOUT, "height": 220 + 40 * len(rows), "margin": {"l": 10, "r": 10, "t": 40, "b": 90}})
     return fig
 
 

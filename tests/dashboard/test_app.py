@@ -477,3 +477,12 @@ def test_cli_serves_the_app_on_localhost(root):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_download_of_a_broken_run_says_why(tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    cache = RunCache(tmp_path)
+    client = create_app(tmp_path, cache=cache).server.test_client()
+    resp = client.get("/download/perfetto", query_string={"run": "broken.json"})
+    assert resp.status_code == 422 and b"broken.json" in resp.data
+    cache.shutdown()
