@@ -98,17 +98,16 @@ def build_lanes(events: pd.DataFrame) -> LaneIndex:
     pid = ev["pid"].to_numpy()
     grp = group.to_numpy()
     # Lane key: (rank, group order, sub key) — sub key is the thread (CPU) or device/stream (GPU).
-    gorder = np.array([_GROUPS[g] for g in grp], dtype=np.int64) if len(grp) else np.zeros(0, np.int64)
+    gorder = group.map(_GROUPS).to_numpy(dtype=np.int64) if len(grp) else np.zeros(0, np.int64)
     gpu = gorder == _GROUPS["gpu"]
     cpu = gorder == _GROUPS["cpu"]
     dev = np.where(device >= 0, device, pid)
     sub_a = np.where(gpu, dev, np.where(cpu, tid, 0))
     sub_b = np.where(gpu, np.where(stream >= 0, stream, tid), 0)
     keys = pd.DataFrame({"rank": rank, "g": gorder, "a": sub_a, "b": sub_b})
-    uniq = keys.drop_duplicates().sort_values(["rank", "g", "a", "b"]).reset_index(drop=True)
+    lane = keys.groupby(["rank", "g", "a", "b"], sort=True).ngroup().to_numpy().astype(np.int32)
+    uniq = keys.drop_duplicates().sort_values(["rank", "g", "a", "b"])
     labels = tuple(_lane_label(r, g, a, b) for r, g, a, b in uniq.itertuples(index=False))
-    code_of = {tuple(row): i for i, row in enumerate(uniq.itertuples(index=False, name=None))}
-    lane = np.fromiter((code_of[k] for k in zip(rank, gorder, sub_a, sub_b)), dtype=np.int32, count=len(rank))
     start = ev["ts_ns"].to_numpy().astype(np.int64)
     end = start + ev["dur_ns"].to_numpy().astype(np.int64)
     origin = int(start.min()) if len(start) else 0

@@ -35,7 +35,16 @@ SHARED = "a100_train_2rank_rank0_nccl.json.gz"  # real Kineto trace from an A100
 MOE = "moe_train"  # sample run with MoE routing recorded
 SLOW = "slow/mi250_minitoy_train.json.gz"  # loaded through a deliberately slow loader
 WAIT_S = 20
-ARTIFACTS = Path(os.environ.get("TORCHSCOPE_ARTIFACTS") or tempfile.mkdtemp(prefix="torchscope-e2e-"))
+_ARTIFACTS: list[Path] = []
+
+
+def artifacts() -> Path:
+    """Folder for this session's screenshots ($TORCHSCOPE_ARTIFACTS, else a new temporary one)."""
+    if not _ARTIFACTS:
+        folder = Path(os.environ.get("TORCHSCOPE_ARTIFACTS") or tempfile.mkdtemp(prefix="torchscope-e2e-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        _ARTIFACTS.append(folder)
+    return _ARTIFACTS[0]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +103,7 @@ def driver():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     drv.set_page_load_timeout(WAIT_S)
-    print(f"\nscreenshots: {ARTIFACTS}")
+    print(f"\nscreenshots: {artifacts()}")
     yield drv
     drv.quit()
 
@@ -112,7 +121,7 @@ def severe_logs(drv) -> list[str]:
 
 
 def shot(drv, name: str) -> Path:
-    path = ARTIFACTS / f"{name}.png"
+    path = artifacts() / f"{name}.png"
     drv.save_screenshot(str(path))
     return path
 
