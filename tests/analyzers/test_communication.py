@@ -360,9 +360,10 @@ def test_cpu_only_ddp_bundle(sample_traces: Path) -> None:
         # Sizes from the args our profiler adds to gloo annotations.
         assert sorted(table["bytes"]) == sorted(a["msg_bytes"] for a in annotations["args"])
         assert (table["group_size"] == 2).all() and (table["timed_on"] == "cpu").all()
-        # The main thread blocks in c10d::allreduce_ while gloo works: waiting, not overlap.
+        # The main thread blocks in c10d::allreduce_ while gloo works: waiting, not overlap. A few µs at
+        # the edges can overlap the autograd thread's next op for real, hence 99% rather than equality.
         steps = result.table("per_step")
-        assert (steps["exposed_ns"] == steps["comm_ns"]).all()
+        assert (steps["exposed_ns"] >= 0.99 * steps["comm_ns"]).all()
         assert (steps["compute_ns"] > 0).all()
     stragglers = report.result("stragglers")
     assert stragglers.summary["matched_collectives"] == len(report.result("communication", rank=0).table("collectives"))
