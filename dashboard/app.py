@@ -17,11 +17,11 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from flask import Response, abort, request
 
-from .pages import (PAGE_ANALYZERS, PAGES, PageContext, filter_findings, progress_view, render_page, required_analyzers,
-                    runs_page, timeline_for)
-from .result_view import findings_list
 from analyzers.errors import TraceError
 
+from .pages import (PAGE_ANALYZERS, PAGES, PageContext, filter_findings, findings_count, progress_view, render_page,
+                    required_analyzers, runs_page, timeline_for)
+from .result_view import findings_list
 from .run_cache import RunCache
 from .runs import UnsafeRunId
 from .timeline import DEFAULT_WIDTH_PX, window_from_relayout
@@ -238,7 +238,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             return no_update, no_update
         found = filter_findings(run.report, analyzers_, severities)
         q = urlencode({k: params[k] for k in ("run", "rank") if k in params})
-        return findings_list(found, q, empty="No findings match."), f"{len(found)} findings"
+        return findings_list(found, q, empty="No findings match."), findings_count(len(found))
 
     @app.server.route("/download/perfetto")
     def download_perfetto():

@@ -25,7 +25,7 @@ from .timeline import DEFAULT_WIDTH_PX, build_lanes, counter_series, timeline_fi
 
 __all__ = ["PAGES", "PAGE_ANALYZERS", "PageContext", "render_page", "runs_page", "progress_view",
            "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings",
-           "required_analyzers"]
+           "required_analyzers", "findings_count"]
 
 PAGES: tuple[tuple[str, str], ...] = (
     ("runs", "Runs"), ("overview", "Overview"), ("timeline", "Timeline"), ("kernels", "Kernels"),
@@ -257,13 +257,18 @@ def recommendations_page(ctx: PageContext) -> list:
                       dcc.Dropdown(id="rec-severity", options=list(SEVERITIES), value=[], multi=True,
                                    placeholder="all severities", style={"minWidth": "260px"})], className="param"),
         ], className="toolbar"),
-        html.Div(f"{len(findings)} findings", id="rec-count", className="muted"),
+        html.Div(findings_count(len(findings)), id="rec-count", className="muted"),
         html.Div(findings_list(findings, ctx.run_query, empty="No findings for this run."), id="rec-list"),
         html.H3("Analyzers that did not run"),
         html.Ul([html.Li(f"{n}: not available for this run: {why}") for n, why in ctx.run.report.skipped.items()]
                 + [html.Li(f"{n}: failed: {why}") for n, why in ctx.run.report.errors.items()]
                 or [html.Li("none", className="muted")]),
     ]
+
+
+def findings_count(n: int) -> str:
+    """ "1 finding" / "3 findings"."""
+    return f"{n} finding" if n == 1 else f"{n} findings"
 
 
 def filter_findings(report: Report, analyzers_: list | None, severities: list | None) -> list:
