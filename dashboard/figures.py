@@ -126,11 +126,14 @@ def series_figure(table: pd.DataFrame | None, x: str, ys: Sequence[str], title: 
     return fig
 
 
-def heatmap_figure(table: pd.DataFrame | None, row: str, col: str, value: str, title: str) -> go.Figure | None:
-    """Heatmap of ``value`` over (``row`` × ``col``) from a long table."""
+def heatmap_figure(table: pd.DataFrame | None, row: str, col: str, value: str, title: str,
+                   row_order: str | None = None) -> go.Figure | None:
+    """Heatmap of ``value`` over (``row`` × ``col``) from a long table, rows sorted by ``row_order``."""
     if not _has(table, row, col, value):
         return None
     wide = table.pivot_table(index=row, columns=col, values=value, aggfunc="sum", observed=True).fillna(0)
+    if row_order is not None and row_order in table.columns:  # e.g. blocks.2 before blocks.10
+        wide = wide.reindex(table.groupby(row, observed=True)[row_order].min().sort_values().index)
     fig = go.Figure(go.Heatmap(z=wide.to_numpy(dtype=float), x=[str(c) for c in wide.columns],
                                y=[str(i) for i in wide.index], colorscale="Viridis"))
     fig.update_layout(title=title, xaxis_title=col, yaxis_title=row,

@@ -195,10 +195,11 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
             "Exposed communication per step (% of step)")))
     elif page == "roofline":
         roofs = _first_table(rep, "roofline", "roofs", rank)
-        peak_flops = peak_bw = None
-        if roofs is not None and not roofs.empty and {"peak_flops_per_s", "mem_bw_bytes_per_s"} <= set(roofs.columns):
-            top = roofs.sort_values("peak_flops_per_s", ascending=False).iloc[0]
-            peak_flops, peak_bw = float(top["peak_flops_per_s"]), float(top["mem_bw_bytes_per_s"])
+        # The roof of the dtype that carries most of this run's FLOPs (as the analyzer chose it), not
+        # the highest row: on an H100 that is FP8, which would mislead for bf16 work.
+        roofline = next(iter(_results(rep, "roofline", rank)), None)
+        summary = roofline.summary if roofline is not None else {}
+        peak_flops, peak_bw = summary.get("peak_flops_per_s"), summary.get("mem_bw_bytes_per_s")
         out.append(("roofline-plot", figures.roofline_figure(
             _first_table(rep, "roofline", "ops", rank), roofs, peak_flops, peak_bw)))
         out.append(("roofline-mfu", figures.bar_figure(
@@ -206,9 +207,11 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
     elif page == "moe":
         out.append(("moe-heatmap", figures.heatmap_figure(
             _first_table(rep, "moe", "expert_load", rank), "layer", "expert", "assignments",
-            "Tokens routed per layer × expert")))
+            "Tokens routed per layer × expert", row_order="layer_index")))
+        imbalance = _first_table(rep, "moe", "step_imbalance", rank)
         out.append(("moe-imbalance", figures.lines_by_group(
-            _first_table(rep, "moe", "step_imbalance", rank), "step", "max_over_mean", "layer",
+            imbalance, "step", "max_over_mean",
+            ["layer", "phase"] if imbalance is not None and "phase" in imbalance.columns else "layer",
             "Imbalance over steps (max / mean expert load)")))
         out.append(("moe-buffering", figures.lines_by_group(
             _first_table(rep, "moe", "cache_curves", rank), "resident_experts", "hit_rate", ["layer", "policy"],
