@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+from pandas.api.types import infer_dtype
 
 from .errors import TraceError
 
@@ -40,6 +41,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _READ_CHUNK = 16 * 1024 * 1024
 #: |ts| in µs above which × 1000 would overflow int64.
 _MAX_ABS_US = 9.2e15
+#: Integers at or above this magnitude are not exact in float64 (2**53).
+_EXACT_FLOAT_INT = 2.0**53
 _RANK_IN_NAME = re.compile(r"rank[_\-.]?(\d+)", re.IGNORECASE)
 
 #: Category spellings (lower-cased, spaces as underscores) → normalised kind.
@@ -271,12 +274,12 @@ def empty_trace(path: str | Path, rank: int, *, manifest: dict | None, streams: 
     """A Trace with no events (e.g. a killed job's rank that left only its JSONL streams)."""
     empty = _Collector()
     drops = empty.drops
-    events = _events_frame(empty.complete, empty.instant, drops, 0)
+    events = _events_frame(empty.columns("complete"), empty.columns("instant"), drops, 0)
     events["rank"] = np.zeros(0, dtype=np.int32)
     world = (manifest or {}).get("world_size")
     meta = TraceMeta(path=str(path), rank=rank, manifest=manifest, warnings=warnings,
                      world_size=world if isinstance(world, int) and world > 0 else 1)
-    return Trace(events, _counters_frame([], drops, 0, rank), _flows_frame(empty.flow, drops, 0, rank), meta, streams)
+    return Trace(events, _counters_frame([], drops, 0, rank), _flows_frame(empty.columns("flow"), drops, 0, rank), meta, streams)
 
 
 class _Drops:
@@ -292,9 +295,9 @@ class _Drops:
             self.reasons[reason] = self.reasons.get(reason, 0) + n
 
 
-_X_KEYS = ("ts", "dur", "name", "cat", "ph", "pid", "tid", "args")
-_I_KEYS = ("ts", "name", "cat", "ph", "pid", "tid", "args")
-_FLOW_KEYS = ("ts", "id", "ph", "cat", "pid", "tid")
+#: Keys pulled out of every event; the collector keeps one object column per key.
+_EVENT_KEYS = ("ph", "ts", "dur", "name", "cat", "pid", "tid", "args", "id")
+_COLUMN = {key: i for i, key in enumerate(_EVENT_KEYS)}
 
 
 class _Collector:
@@ -303,9 +306,7 @@ class _Collector:
     def __init__(self) -> None:
         self.drops = _Drops()
         self.seen = 0
-        self.complete: dict[str, list] = {k: [] for k in _X_KEYS}
-        self.instant: dict[str, list] = {k: [] for k in _I_KEYS}
-        self.flow: dict[str, list] = {k: [] for k in _FLOW_KEYS}
+        self._parts: dict[str, list[np.ndarray]] = {"complete": [], "instant": [], "flow": []}
         self.counters: list[dict] = []
         self.metadata: list[dict] = []
         self.begin_end: list[dict] = []
@@ -313,43 +314,42 @@ class _Collector:
     def add(self, events: list) -> None:
         """Take one batch of raw events."""
         self.seen += len(events)
-        complete, instants, flows = [], [], []
-        for e in events:
-            if type(e) is not dict:
-                self.drops.add("event is not an object")
-                continue
-            p = e.get("ph")
-            if type(p) is not str:
-                self.drops.add("event has no 'ph' string")
-                continue
-            if p == "X":
-                complete.append(e)
-            elif p in _FLOW_PHASES:
-                flows.append(e)
-            elif p == "i" or p == "I":
-                instants.append(e)
-            elif p == "C":
-                self.counters.append(e)
-            elif p == "M":
-                self.metadata.append(e)
-            elif p == "B" or p == "E":
-                self.begin_end.append(e)
+        if not all(type(e) is dict for e in events):
+            dicts = [e for e in events if type(e) is dict]
+            self.drops.add("event is not an object", len(events) - len(dicts))
+            events = dicts
+        if not events:
+            return
+        table = _table(events, _EVENT_KEYS)
+        ph = table[:, 0]
+        is_complete = ph == "X"
+        is_instant = (ph == "i") | (ph == "I")
+        is_flow = (ph == "s") | (ph == "t") | (ph == "f")
+        is_counter, is_meta = ph == "C", ph == "M"
+        is_begin_end = (ph == "B") | (ph == "E")
+        known = is_complete | is_instant | is_flow | is_counter | is_meta | is_begin_end
+        if not known.all():
             # other phases (async b/e/n, object snapshots...) carry nothing we analyze: ignored on purpose
-        self._extend(self.complete, complete)
-        self._extend(self.instant, instants)
-        self._extend(self.flow, flows)
+            self.drops.add("event has no 'ph' string", sum(type(p) is not str for p in ph[~known]))
+        self._parts["complete"].append(table[is_complete])
+        self._parts["instant"].append(table[is_instant])
+        self._parts["flow"].append(table[is_flow])
+        for mask, target in ((is_counter, self.counters), (is_meta, self.metadata), (is_begin_end, self.begin_end)):
+            target.extend(events[i] for i in np.flatnonzero(mask))
 
     def close_begin_end(self) -> None:
         """Turn the collected B/E pairs into complete events."""
         if self.begin_end:
-            self._extend(self.complete, _pair_begin_end(self.begin_end, self.drops))
+            paired = _pair_begin_end(self.begin_end, self.drops)
+            if paired:
+                self._parts["complete"].append(_table(paired, _EVENT_KEYS))
             self.begin_end = []
 
-    @staticmethod
-    def _extend(store: dict[str, list], rows: list[dict]) -> None:
-        if rows:
-            for key, values in zip(store, _columns(rows, tuple(store))):
-                store[key].extend(values)
+    def columns(self, group: str) -> dict[str, np.ndarray]:
+        """Object columns of one group ("complete", "instant" or "flow"), by event key."""
+        parts = self._parts[group]
+        table = np.concatenate(parts) if parts else np.empty((0, len(_EVENT_KEYS)), dtype=object)
+        return {key: table[:, i] for key, i in _COLUMN.items()}
 
 
 def _build_trace(path: Path, collector: _Collector, top: dict, *, rank: int | None, manifest: dict | None,
@@ -358,12 +358,12 @@ def _build_trace(path: Path, collector: _Collector, top: dict, *, rank: int | No
     warnings: list[str] = []
     collector.close_begin_end()
     base_ns = _base_time_ns(top.get("baseTimeNanoseconds"), path, warnings)
-    ev_frame = _events_frame(collector.complete, collector.instant, drops, base_ns)
+    ev_frame = _events_frame(collector.columns("complete"), collector.columns("instant"), drops, base_ns)
     dist = top.get("distributedInfo") if isinstance(top.get("distributedInfo"), dict) else {}
     resolved_rank = _resolve_rank(rank, dist, path, warnings)
     ev_frame["rank"] = np.full(len(ev_frame), resolved_rank, dtype=np.int32)
     counter_frame = _counters_frame(collector.counters, drops, base_ns, resolved_rank)
-    flow_frame = _flows_frame(collector.flow, drops, base_ns, resolved_rank)
+    flow_frame = _flows_frame(collector.columns("flow"), drops, base_ns, resolved_rank)
     processes, threads = _names(collector.metadata)
 
     if ev_frame.empty and counter_frame.empty and not streams:
@@ -449,23 +449,24 @@ def _sort_key(ts: Any) -> float:
     return value if value is not None else float("inf")
 
 
-def _events_frame(complete: dict[str, list], instant: dict[str, list], drops: _Drops, base_ns: int) -> pd.DataFrame:
+def _events_frame(complete: dict[str, np.ndarray], instant: dict[str, np.ndarray], drops: _Drops,
+                  base_ns: int) -> pd.DataFrame:
     n_complete, n_instant = len(complete["ts"]), len(instant["ts"])
-    ts_ns, ts_ok = _us_to_ns(complete["ts"] + instant["ts"])
+    ts_ns, ts_ok = _us_to_ns(np.concatenate([complete["ts"], instant["ts"]]))
     dur_ns, dur_ok = _us_to_ns(complete["dur"])
     dur_ns = np.concatenate([dur_ns, np.zeros(n_instant, dtype=np.int64)])
     dur_ok = np.concatenate([dur_ok & (dur_ns[:n_complete] >= 0), np.ones(n_instant, dtype=bool)])
     keep = ts_ok & dur_ok
     drops.add("missing or non-numeric 'ts'", int((~ts_ok).sum()))
     drops.add("missing, negative or non-numeric 'dur'", int((ts_ok & ~dur_ok).sum()))
-    columns = {k: complete[k] + instant[k] for k in ("name", "cat", "args", "ph", "pid", "tid")}
+    columns = {k: np.concatenate([complete[k], instant[k]]) for k in ("name", "cat", "args", "ph", "pid", "tid")}
     if not keep.all():
-        columns = {k: [v for v, ok in zip(col, keep) if ok] for k, col in columns.items()}
+        columns = {k: col[keep] for k, col in columns.items()}
         ts_ns, dur_ns = ts_ns[keep], dur_ns[keep]
     ts_ns = ts_ns + base_ns
 
-    names = [n if type(n) is str else _missing_or_str(n) for n in columns["name"]]
-    cats = [c if type(c) is str else _missing_or_str(c) for c in columns["cat"]]
+    names = _strings(columns["name"])
+    cats = _strings(columns["cat"])
     args = [a if type(a) is dict else None for a in columns["args"]]
     phs, pids, tids = columns["ph"], columns["pid"], columns["tid"]
     del columns
@@ -493,9 +494,9 @@ def _events_frame(complete: dict[str, list], instant: dict[str, list], drops: _D
         "pid": _ints(pids),
         "tid": _ints(tids),
     }
-    arg_columns = _columns([a if a is not None else _NO_ARGS for a in args], [k for k, _ in _INT_ARGS])
-    for (_, column), values in zip(_INT_ARGS, arg_columns):
-        frame[column] = _ints(values)
+    arg_table = _table([a if a is not None else _NO_ARGS for a in args], [k for k, _ in _INT_ARGS])
+    for i, (_, column) in enumerate(_INT_ARGS):
+        frame[column] = _ints(arg_table[:, i])
     frame["args"] = pd.Series(args, dtype=object)
     out = pd.DataFrame(frame)
     return out.sort_values("ts_ns", kind="stable", ignore_index=True)
@@ -504,12 +505,16 @@ def _events_frame(complete: dict[str, list], instant: dict[str, list], drops: _D
 _NO_ARGS: dict = {}
 
 
-def _columns(rows: list[dict], keys) -> list[list]:
-    """Values of ``keys`` in each dict of ``rows``, one list per key (None or NaN where absent)."""
+def _table(rows: list[dict], keys) -> np.ndarray:
+    """Object array [len(rows), len(keys)] of each dict's values (NaN or None where a key is absent)."""
+    keys = list(keys)
     if _dicts_to_array is not None and rows:
-        table = _dicts_to_array(rows, list(keys))
-        return [table[:, i].tolist() for i in range(len(keys))]
-    return [[r.get(k) for r in rows] for k in keys]
+        return _dicts_to_array(rows, keys)
+    table = np.empty((len(rows), len(keys)), dtype=object)
+    for i, row in enumerate(rows):  # element by element: list values must not broadcast
+        for j, key in enumerate(keys):
+            table[i, j] = row.get(key)
+    return table
 
 
 def _counters_frame(items: list[dict], drops: _Drops, base_ns: int, rank: int) -> pd.DataFrame:
@@ -541,17 +546,17 @@ def _counters_frame(items: list[dict], drops: _Drops, base_ns: int, rank: int) -
 
 
 def _flows_frame(flow: dict[str, list], drops: _Drops, base_ns: int, rank: int) -> pd.DataFrame:
-    ts, ids, phs, cats, pids, tids = (flow[k] for k in _FLOW_KEYS)
+    ts, ids, phs, cats, pids, tids = (flow[k] for k in ("ts", "id", "ph", "cat", "pid", "tid"))
     ts_ns, ok = _us_to_ns(ts)
     ids = _ints(ids)
     ok &= ids != -1
     drops.add("flow event without a numeric 'ts' or 'id'", int((~ok).sum()))
     if not ok.all():
-        phs, cats, pids, tids = ([v for v, k in zip(col, ok) if k] for col in (phs, cats, pids, tids))
+        phs, cats, pids, tids = (col[ok] for col in (phs, cats, pids, tids))
     return pd.DataFrame({
         "id": ids[ok],
         "ph": pd.Categorical(phs, categories=["s", "t", "f"]),
-        "cat": pd.Categorical([c if type(c) is str else _missing_or_str(c) for c in cats]),
+        "cat": pd.Categorical(_strings(cats)),
         "ts_ns": ts_ns[ok] + base_ns,
         "pid": _ints(pids),
         "tid": _ints(tids),
@@ -576,27 +581,31 @@ def _names(items: list[dict]) -> tuple[dict, dict]:
     return processes, threads
 
 
-def _us_to_ns(values: list) -> tuple[np.ndarray, np.ndarray]:
+def _us_to_ns(values) -> tuple[np.ndarray, np.ndarray]:
     """Microsecond values (int, float or numeric string) → (int64 ns, valid mask)."""
-    n = len(values)
+    arr = _objects(values)
+    n = len(arr)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-    try:
-        arr = np.array(values)
-    except (ValueError, OverflowError):
-        arr = np.array(values, dtype=object)
-    if arr.dtype.kind in "iu" and arr.ndim == 1:
-        ok = np.abs(arr) < _MAX_ABS_US
-        return np.where(ok, arr, 0).astype(np.int64) * 1000, ok
-    if arr.dtype.kind == "f" and arr.ndim == 1:
-        ok = np.isfinite(arr) & (np.abs(arr) < _MAX_ABS_US)
-        safe = np.where(ok, arr, 0.0)
+    kind = infer_dtype(arr, skipna=False)
+    if kind == "integer":
+        try:
+            ints = arr.astype(np.int64)
+        except OverflowError:
+            ints = None
+        if ints is not None:
+            ok = np.abs(ints) < _MAX_ABS_US
+            return np.where(ok, ints, 0) * 1000, ok
+    elif kind in ("floating", "mixed-integer-float"):
+        f = arr.astype(np.float64)
+        ok = np.isfinite(f) & (np.abs(f) < _MAX_ABS_US)
+        safe = np.where(ok, f, 0.0)
         whole = np.floor(safe)
         ns = whole.astype(np.int64) * 1000 + np.rint((safe - whole) * 1000.0).astype(np.int64)
         return ns, ok
     out = np.zeros(n, dtype=np.int64)
     ok = np.zeros(n, dtype=bool)
-    for i, v in enumerate(values):
+    for i, v in enumerate(arr):
         ns = _scalar_us_to_ns(v)
         if ns is not None:
             out[i] = ns
@@ -651,16 +660,51 @@ def _scalar_to_int(v: Any) -> int | None:
     return None
 
 
-def _ints(values: list) -> np.ndarray:
+def _ints(values) -> np.ndarray:
     """Integer-ish values → int64 array with -1 where a value is missing or not an integer."""
-    if not values:
+    arr = _objects(values)
+    if len(arr) == 0:
         return np.zeros(0, dtype=np.int64)
-    # Most values are Python ints or None: a type check per element is far cheaper than a call.
-    cleaned = [v if type(v) is int else (-1 if v is None or v != v else _int_or_missing(v)) for v in values]
-    try:
-        return np.array(cleaned, dtype=np.int64)
-    except OverflowError:
-        return np.array([v if -2**63 <= v < 2**63 else -1 for v in cleaned], dtype=np.int64)
+    kind = infer_dtype(arr, skipna=False)
+    if kind == "integer":
+        try:
+            return arr.astype(np.int64)
+        except OverflowError:
+            pass
+    elif kind in ("floating", "mixed-integer-float"):  # ints with NaN where the key was absent
+        f = arr.astype(np.float64)
+        finite = np.isfinite(f)
+        if not (np.abs(f[finite]) >= _EXACT_FLOAT_INT).any():
+            ok = finite & (f == np.floor(np.where(finite, f, 0.0)))
+            return np.where(ok, f, -1.0).astype(np.int64)
+    elif kind.startswith("mixed"):  # e.g. ints with a few "Spans"-like strings or None
+        f = pd.to_numeric(arr, errors="coerce").astype(np.float64)
+        finite = np.isfinite(f)
+        if not (np.abs(f[finite]) >= _EXACT_FLOAT_INT).any():
+            out = np.where(finite & (f == np.floor(np.where(finite, f, 0.0))), f, -1.0).astype(np.int64)
+            for i in np.flatnonzero(~finite):  # only strings can still hold an integer ("0x1f", " 7")
+                if type(arr[i]) is str:
+                    out[i] = _int_or_missing(arr[i])
+            return out
+    cleaned = [v if type(v) is int else (-1 if v is None or v != v else _int_or_missing(v)) for v in arr]
+    return np.array([v if -2**63 <= v < 2**63 else -1 for v in cleaned], dtype=np.int64)
+
+
+def _objects(values) -> np.ndarray:
+    """A 1-D object array of ``values`` (a list or an array), without numpy broadcasting nested lists."""
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values if values.dtype == object else values.astype(object)
+    arr = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr
+
+
+def _strings(values: np.ndarray) -> np.ndarray | list:
+    """Names/categories as strings: "" where missing, str() of anything else."""
+    if len(values) and infer_dtype(values, skipna=False) == "string":
+        return values
+    return [v if type(v) is str else _missing_or_str(v) for v in values]
 
 
 def _missing_or_str(v: Any) -> str:
