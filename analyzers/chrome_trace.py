@@ -596,7 +596,7 @@ def _us_to_ns(values) -> tuple[np.ndarray, np.ndarray]:
         if ints is not None:
             ok = np.abs(ints) < _MAX_ABS_US
             return np.where(ok, ints, 0) * 1000, ok
-    elif kind in ("floating", "mixed-integer-float"):
+    elif kind in ("floating", "mixed-integer-float", "integer-na"):
         f = arr.astype(np.float64)
         ok = np.isfinite(f) & (np.abs(f) < _MAX_ABS_US)
         safe = np.where(ok, f, 0.0)
@@ -671,7 +671,7 @@ def _ints(values) -> np.ndarray:
             return arr.astype(np.int64)
         except OverflowError:
             pass
-    elif kind in ("floating", "mixed-integer-float"):  # ints with NaN where the key was absent
+    elif kind in ("floating", "mixed-integer-float", "integer-na"):  # ints with NaN where the key was absent
         f = arr.astype(np.float64)
         finite = np.isfinite(f)
         if not (np.abs(f[finite]) >= _EXACT_FLOAT_INT).any():
