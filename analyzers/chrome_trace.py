@@ -165,7 +165,7 @@ def _read_whole(path: Path) -> tuple[dict, "_Collector"]:
 #: (a raw newline never occurs inside a JSON string, and nested objects are indented deeper).
 _KINETO_SEPARATOR = b"\n  },\n  {"
 _EVENTS_START = re.compile(rb'"traceEvents"\s*:\s*\[')
-_STREAM_CHUNK = 4 * 1024 * 1024
+_STREAM_CHUNK = 1024 * 1024
 _HEAD_LIMIT = 1024 * 1024
 _ARRAY_CLOSE_TRIES = 64
 
@@ -310,6 +310,7 @@ class _Collector:
         self.counters: list[dict] = []
         self.metadata: list[dict] = []
         self.begin_end: list[dict] = []
+        self._strings: dict[str, str] = {}
 
     def add(self, events: list) -> None:
         """Take one batch of raw events."""
@@ -331,6 +332,11 @@ class _Collector:
         if not known.all():
             # other phases (async b/e/n, object snapshots...) carry nothing we analyze: ignored on purpose
             self.drops.add("event has no 'ph' string", sum(type(p) is not str for p in ph[~known]))
+        for column in (_COLUMN["name"], _COLUMN["cat"]):
+            # orjson makes a new str per occurrence; keep one object per distinct name so that the
+            # chunk's copies are freed with its dicts (kernel names are long and repeat thousands of times)
+            seen = self._strings
+            table[:, column] = [seen.setdefault(v, v) if type(v) is str else v for v in table[:, column]]
         self._parts["complete"].append(table[is_complete])
         self._parts["instant"].append(table[is_instant])
         self._parts["flow"].append(table[is_flow])
