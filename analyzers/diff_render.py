@@ -17,8 +17,9 @@ import orjson
 
 from .diff import DiffReport, DiffRow
 from .diff_stats import CHANGE_VERDICTS
+from .display_units import format_quantity
 
-__all__ = ["FORMATS", "render", "format_for_path", "write_github_summary", "format_value"]
+__all__ = ["FORMATS", "render", "format_for_path", "write_github_summary"]
 
 FORMATS = ("text", "markdown", "json", "junit")
 _SUFFIX_FORMAT = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".xml": "junit",
@@ -63,48 +64,6 @@ def write_github_summary(report: DiffReport, *, top: int = 15) -> bool:
 
 # --- values ---------------------------------------------------------------------------------------
 
-def format_value(value: object, unit: str, *, signed: bool = False) -> str:
-    """A value for display, in a readable unit (ns → ms, bytes → MiB, mJ → J)."""
-    if value is None:
-        return "—"
-    if isinstance(value, (list, tuple)):
-        shown = ", ".join(_number(v) for v in value[:6])
-        return f"[{shown}{', …' if len(value) > 6 else ''}]"
-    v = float(value)
-    if not math.isfinite(v):
-        return "∞"
-    sign = "+" if signed and v > 0 else ""
-    if unit == "ns":
-        a = abs(v)
-        if a >= 1e9:
-            return f"{sign}{v / 1e9:.3g} s"
-        if a >= 1e6:
-            return f"{sign}{v / 1e6:.4g} ms"
-        if a >= 1e3:
-            return f"{sign}{v / 1e3:.4g} µs"
-        return f"{sign}{v:.4g} ns"
-    if unit == "bytes":
-        for scale, name in ((1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB")):
-            if abs(v) >= scale:
-                return f"{sign}{v / scale:.4g} {name}"
-        return f"{sign}{v:.4g} B"
-    if unit == "mJ":
-        return f"{sign}{v / 1e3:.4g} J" if abs(v) >= 1e3 else f"{sign}{v:.4g} mJ"
-    if unit == "flop":
-        for scale, name in ((1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP")):
-            if abs(v) >= scale:
-                return f"{sign}{v / scale:.4g} {name}"
-        return f"{sign}{v:.4g} FLOP"
-    return sign + _number(v)
-
-
-def _number(v: object) -> str:
-    f = float(v)
-    if f.is_integer() and abs(f) < 1e15:
-        return str(int(f))
-    return f"{f:.4g}"
-
-
 def _change(row: DiffRow) -> str:
     c = row.comparison
     if c.ratio is None or c.delta is None:
@@ -120,7 +79,7 @@ def _evidence(row: DiffRow) -> str:
         return f"p={c.p_value:.3g} (U test, n={c.n_base}/{c.n_new})"
     if c.method == "bootstrap" and c.interval is not None:
         lo, hi = c.interval
-        return f"Δ∈[{format_value(lo, row.unit)}, {format_value(hi, row.unit)}] (bootstrap, n={c.n_base}/{c.n_new})"
+        return f"Δ∈[{format_quantity(lo, row.unit)}, {format_quantity(hi, row.unit)}] (bootstrap, n={c.n_base}/{c.n_new})"
     if c.method == "bootstrap":
         return f"bootstrap, n={c.n_base}/{c.n_new}"
     if c.method == "single":
@@ -179,8 +138,8 @@ def _sides(report: DiffReport) -> tuple[str, str]:
 
 def _table(rows: list[DiffRow]) -> list[str]:
     head = ("", "metric", "base", "new", "change", "evidence", "verdict")
-    body = [(_VERDICT_MARK.get(r.verdict, " "), _key(r), format_value(r.comparison.base, r.unit),
-             format_value(r.comparison.new, r.unit), _change(r), _evidence(r), _label(r)) for r in rows]
+    body = [(_VERDICT_MARK.get(r.verdict, " "), _key(r), format_quantity(r.comparison.base, r.unit),
+             format_quantity(r.comparison.new, r.unit), _change(r), _evidence(r), _label(r)) for r in rows]
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return [line(head), line(tuple("-" * w for w in widths)), *[line(b) for b in body]]
@@ -219,8 +178,8 @@ def _md_table(rows: list[DiffRow]) -> list[str]:
     out = ["| | metric | base | new | change | evidence | verdict |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append("| " + " | ".join(_md_escape(x) for x in (
-            _VERDICT_MARK.get(r.verdict, " ").strip(), f"`{_key(r)}`", format_value(r.comparison.base, r.unit),
-            format_value(r.comparison.new, r.unit), _change(r), _evidence(r),
+            _VERDICT_MARK.get(r.verdict, " ").strip(), f"`{_key(r)}`", format_quantity(r.comparison.base, r.unit),
+            format_quantity(r.comparison.new, r.unit), _change(r), _evidence(r),
             f"**{_label(r)}**" if r.verdict == "regression" else _label(r))) + " |")
     return out
 
@@ -271,8 +230,8 @@ def _junit(report: DiffReport, *, top: int) -> str:
         ET.SubElement(props, "property", name=name, value=value)
     for row in gated:
         case = ET.SubElement(suite, "testcase", classname=f"torchscope.diff.{row.group}", name=row.key, time="0")
-        detail = (f"base {format_value(row.comparison.base, row.unit)}, "
-                  f"new {format_value(row.comparison.new, row.unit)}, change {_change(row)}, {_evidence(row)}, "
+        detail = (f"base {format_quantity(row.comparison.base, row.unit)}, "
+                  f"new {format_quantity(row.comparison.new, row.unit)}, change {_change(row)}, {_evidence(row)}, "
                   f"verdict {row.verdict}")
         if row.trips(policy):
             failure = ET.SubElement(case, "failure", type=row.verdict,

@@ -20,6 +20,7 @@ from .findings import Finding, Result
 from .loader import load_set
 from .registry import Report, run_all
 from .trace import TraceSet
+from .display_units import format_quantity
 
 __all__ = ["register", "render_text", "render_markdown", "render_json", "report_dict", "analyze_path",
            "SCHEMA_VERSION", "JSON_TABLE_ROWS"]
@@ -69,14 +70,7 @@ def _fmt_value(key: str, value: object) -> str:
 
 
 def _fmt_ns(ns: float) -> str:
-    a = abs(ns)
-    if a >= 1e9:
-        return f"{ns / 1e9:.2f} s"
-    if a >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if a >= 1e3:
-        return f"{ns / 1e3:.1f} µs"
-    return f"{ns:.0f} ns"
+    return format_quantity(ns, "ns")
 
 
 def _label(key: str) -> str:
