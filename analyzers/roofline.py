@@ -114,7 +114,8 @@ _COLUMNS_POINTS = [
 
 # ---------------------------------------------------------------------------------------- points
 def _arg(args: object, key: str) -> object:
-    return args.get(key) if isinstance(args, Mapping) else None
+    # The loader gives plain dicts; a concrete type check is far cheaper than the Mapping ABC here.
+    return args.get(key) if isinstance(args, dict) else None
 
 
 def op_points(trace: Trace) -> pd.DataFrame:
@@ -514,7 +515,7 @@ def step_mfu(trace: Trace, points: pd.DataFrame, spec: DeviceSpec | None) -> pd.
 @register(ANALYZER, description="Roofline per operator and category, model FLOPs utilisation", page="roofline")
 def analyze(trace: Trace, *, spec: DeviceSpec | None = None) -> Result:
     """Roofline of a trace: per-op/category FLOPs, bytes, intensity, bound, efficiency; MFU; findings."""
-    if not bool(trace.events["args"].map(lambda a: isinstance(a, Mapping) and ("Input Dims" in a or "flops" in a)).any()):
+    if not any(isinstance(a, dict) and ("Input Dims" in a or "flops" in a) for a in trace.events["args"]):
         raise NotApplicable("no recorded shapes or FLOP counts (profile with record_shapes=True)")
     spec = spec if spec is not None else spec_for_trace(trace)
     points, kernel_owner = _points_and_kernel_owner(trace)
@@ -728,10 +729,12 @@ def _elementwise_chains(per_point: pd.DataFrame) -> list[list[int]]:
     """Runs of ≥ FUSION_MIN_CHAIN consecutive memory-bound elementwise/norm/softmax points on a thread."""
     chains = []
     fusible = ("elementwise", "norm", "softmax")
+    category = per_point["category"].to_dict()
+    bound = per_point["bound"].to_dict()
     for seq in _thread_sequences(per_point):
         run: list[int] = []
         for i in seq:
-            if per_point.at[i, "category"] in fusible and per_point.at[i, "bound"] == "memory":
+            if category[i] in fusible and bound[i] == "memory":
                 run.append(i)
                 continue
             if len(run) >= FUSION_MIN_CHAIN:
@@ -746,9 +749,11 @@ def _naive_attention(per_point: pd.DataFrame) -> list[list[int]]:
     """Index lists [matmul, ..., softmax, ..., matmul] where the softmax input is the first matmul's output."""
     found = []
     matmuls = ("aten::bmm", "aten::matmul", "aten::baddbmm", "aten::mm")
+    all_names = per_point["name"].to_dict()
+    all_cats = per_point["category"].to_dict()
     for seq in _thread_sequences(per_point):
-        names = [per_point.at[i, "name"] for i in seq]
-        cats = [per_point.at[i, "category"] for i in seq]
+        names = [all_names[i] for i in seq]
+        cats = [all_cats[i] for i in seq]
         for s, cat in enumerate(cats):
             if cat != "softmax" or "backward" in names[s]:
                 continue
