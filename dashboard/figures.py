@@ -138,6 +138,7 @@ def heatmap_figure(table: pd.DataFrame | None, row: str, col: str, value: str, t
                                y=[str(i) for i in wide.index], colorscale="Viridis"))
     fig.update_layout(title=title, xaxis_title=col, yaxis_title=row,
                       **{**_LAYOUT, "height": max(300, 60 + 18 * len(wide))})
+    fig.update_yaxes(autorange="reversed")  # first row (layer 0) on top, as people read a table
     return fig
 
 
