@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -30,6 +31,10 @@ __all__ = ["create_app", "parse_query", "POLL_INTERVAL_MS"]
 
 #: How often a page that waits for a load polls for progress, ms.
 POLL_INTERVAL_MS = 250
+#: A page whose run is still loading waits this long before showing progress instead (most loads
+#: finish within it, which saves a progress render and a poll round trip).
+ROUTE_WAIT_S = 1.5
+ROUTE_WAIT_STEP_S = 0.02
 _ASSETS = Path(__file__).with_name("assets")
 _PAGE_IDS = {p for p, _ in PAGES}
 _MIN_WIDTH_PX, _MAX_WIDTH_PX = 200, 8000
@@ -96,7 +101,28 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         dcc.Store(id="rendered"),  # what the page shows now: skip identical re-renders on poll ticks
         html.Header([html.Span("torchscope", className="brand"), html.Nav(id="nav")], className="header"),
         html.Main(id="page", className="page"),
+        # Loads plotly.js while the server is still parsing a run, instead of after the first page
+        # with a graph arrives (plotly is the largest script the browser has to compile).
+        dcc.Graph(id="plotly-preload", figure={"data": [], "layout": {}}, style={"display": "none"},
+                  config={"staticPlot": True}),
     ])
+
+    @app.server.before_request
+    def _start_loading_early() -> None:
+        # A page URL names its run: start parsing it now, while the browser is still booting the app,
+        # instead of when the first callback arrives. Bad or unknown ids are left to the page to report.
+        page = request.path.strip("/")
+        if page not in _PAGE_IDS or page == "runs":
+            return
+        run_id = request.args.get("run")
+        try:
+            if not run_id:
+                catalog = cache.catalog()
+                run_id = catalog[0].run_id if catalog else None
+            if run_id:
+                cache.get(run_id)
+        except (UnsafeRunId, TraceError):
+            pass
 
     app.clientside_callback(
         "function(p) { return Math.max(200, Math.min(8000, Math.round(window.innerWidth - 260))); }",
@@ -112,6 +138,16 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         if body is no_update:
             return no_update, poll_disabled, no_update, no_update  # a poll tick with nothing new
         return body, poll_disabled, nav, key
+
+    def _wait_until_ready(run_id: str, page: str):
+        """The run once ``page`` can be drawn, or what there is after ROUTE_WAIT_S (then: progress view)."""
+        deadline = time.monotonic() + ROUTE_WAIT_S
+        while True:
+            run = cache.get(run_id)
+            if (run is not None and _ready_for(page, run)) or cache.state(run_id).status == "error" \
+                    or time.monotonic() >= deadline:
+                return run
+            time.sleep(ROUTE_WAIT_STEP_S)
 
     def _route(pathname, search, width, skip_key=None):
         """(page body, poll disabled, nav, render key) for a URL."""
@@ -132,7 +168,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         run_id = params.get("run") or catalog[0].run_id
         try:
             cache.resolve(run_id)
-            run = cache.get(run_id)
+            run = _wait_until_ready(run_id, page)
             if run is not None and not _ready_for(page, run):
                 return progress_view(run_id, cache.state(run_id)), False, nav, None
             if run is None:
@@ -165,6 +201,10 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
     @app.callback(Output("url", "search"), Input({"type": "param", "name": ALL}, "value"),
                   State("url", "search"), prevent_initial_call=True)
     def params_to_url(values, search):
+        if ctx.triggered_id is None:
+            # Pickers just drawn by a page fire once with the values the URL already implies (e.g. the
+            # default rank): writing them back would only make the page render a second time.
+            return no_update
         params = parse_query(search)
         chosen = {spec["id"]["name"]: value for spec, value in zip(ctx.inputs_list[0], values)}
         if "run" in chosen and chosen["run"] not in (None, "") and chosen["run"] != params.get("run"):

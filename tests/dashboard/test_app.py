@@ -486,3 +486,20 @@ def test_download_of_a_broken_run_says_why(tmp_path):
     resp = client.get("/download/perfetto", query_string={"run": "broken.json"})
     assert resp.status_code == 422 and b"broken.json" in resp.data
     cache.shutdown()
+
+
+def test_opening_a_page_starts_parsing_its_run_before_any_callback(tmp_path, shared_traces):
+    shutil.copy(shared_traces / "mi250_minitoy_train.json.gz", tmp_path / "a.json.gz")
+    shutil.copy(shared_traces / "cpu_only_rank34.json.gz", tmp_path / "b.json.gz")
+    cache = RunCache(tmp_path)
+    app = create_app(tmp_path, cache=cache)
+    try:
+        client = app.server.test_client()
+        assert cache.state("b.json.gz").status == "idle"
+        assert client.get("/overview?run=b.json.gz").status_code == 200
+        assert cache.state("b.json.gz").status != "idle"  # requested by the page load itself
+        assert cache.state("a.json.gz").status == "idle"  # nothing else is touched
+        assert client.get("/overview?run=../../etc/passwd").status_code == 200  # the page reports it
+        assert cache.load("b.json.gz").complete
+    finally:
+        cache.shutdown()

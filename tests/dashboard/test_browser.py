@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import analyzers
-from dashboard.app import create_app
+from dashboard.app import ROUTE_WAIT_S, create_app
 from dashboard.pages import PAGES, findings_count
 from dashboard.run_cache import RunCache
 from tests.conftest import require_module, require_or_skip
@@ -72,7 +72,8 @@ def server(root):
 
     def loader(path: Path):
         if path.parent.name == "slow":
-            time.sleep(1.5)  # long enough to see the progress display
+            # Longer than a page waits for its run before it shows progress instead.
+            time.sleep(ROUTE_WAIT_S + 1.5)
         return analyzers.load(path)
 
     cache = RunCache(root, loader=loader)
@@ -333,7 +334,8 @@ def test_compare_two_runs(driver, server):
 
 def test_a_slow_load_shows_progress_then_the_page(driver, server):
     driver.get(f"{server}/overview?run={SLOW}")
-    wait(driver, lambda d: d.find_elements("id", "load-progress"), timeout=5, what="progress display")
+    wait(driver, lambda d: d.find_elements("id", "load-progress"), timeout=ROUTE_WAIT_S + 5,
+         what="progress display")
     assert "Loading" in driver.find_element("id", "load-progress").text
     shot(driver, "progress")
     wait(driver, settled, what="page after loading")
