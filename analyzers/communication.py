@@ -430,13 +430,19 @@ def _compute_union(trace: Trace, comm: pd.DataFrame) -> tuple[np.ndarray, np.nda
                      _union(ws, ws + waiting["dur_ns"].to_numpy(np.int64)))
 
 
-def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per step window: step time, communication, overlapped and exposed communication, compute (ns)."""
-    comm = collectives(trace) if comm is None else comm
+def _step_windows_or_span(trace: Trace) -> pd.DataFrame:
+    """Step windows, or the whole trace as step -1 when it has no steps."""
     windows = step_windows(trace)
     if windows.empty:
         lo, hi = trace.span_ns
         windows = pd.DataFrame({"step": [-1], "start_ns": [lo], "end_ns": [hi]})
+    return windows
+
+
+def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per step window: step time, communication, overlapped and exposed communication, compute (ns)."""
+    comm = collectives(trace) if comm is None else comm
+    windows = _step_windows_or_span(trace)
     cs, ce = _union(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
     ks, ke = _compute_union(trace, comm)
     w_start = windows["start_ns"].to_numpy(np.int64)
@@ -464,10 +470,7 @@ def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataF
 def compute_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per step window: busy compute time (union of non-communication kernels or CPU ops), ns."""
     comm = collectives(trace) if comm is None else comm
-    windows = step_windows(trace)
-    if windows.empty:
-        lo, hi = trace.span_ns
-        windows = pd.DataFrame({"step": [-1], "start_ns": [lo], "end_ns": [hi]})
+    windows = _step_windows_or_span(trace)
     ks, ke = _compute_union(trace, comm)
     w_start = windows["start_ns"].to_numpy(np.int64)
     w_end = windows["end_ns"].to_numpy(np.int64)

@@ -125,7 +125,7 @@ def bench_browser(root: Path, run_id: str, repeats: int) -> dict | None:
     from selenium.webdriver.chrome.service import Service
     from werkzeug.serving import make_server
 
-    from tests.dashboard.test_browser import layout_meta, settled, wait
+    from tests.dashboard.test_browser import chrome_options, layout_meta, settled, wait
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     cache = RunCache(root, first=PAGE_ANALYZERS["overview"])
@@ -133,13 +133,7 @@ def bench_browser(root: Path, run_id: str, repeats: int) -> dict | None:
     srv = make_server("127.0.0.1", 0, app.server, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_port}"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1500,1000"):
-        options.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=chrome_options())
     try:
         drv.get(f"{base}/runs")  # warm the browser's cache of the Dash/plotly bundles
         wait(drv, settled, 60)

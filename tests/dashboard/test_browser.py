@@ -95,12 +95,7 @@ def driver():
     webdriver = require_module("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1500,1000"):
-        options.add_argument(flag)
+    options = chrome_options()
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     drv.set_page_load_timeout(WAIT_S)
@@ -110,6 +105,19 @@ def driver():
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+def chrome_options():
+    """Headless Debian Chromium that downloads nothing and phones no one (this machine has no network)."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1500,1000"):
+        options.add_argument(flag)
+    return options
+
 
 def wait(drv, condition, timeout=WAIT_S, what="condition"):
     from selenium.webdriver.support.ui import WebDriverWait
