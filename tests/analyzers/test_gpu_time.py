@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import analyzers
 from analyzers import gpu_time
 from analyzers.findings import NotApplicable
 from tests.analyzers.synthetic_kineto import load_shared, KinetoBuilder

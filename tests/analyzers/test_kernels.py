@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analyzers
 from analyzers import kernels
 from analyzers.findings import NotApplicable
 from tests.analyzers.synthetic_kineto import load_shared, KinetoBuilder
