@@ -691,6 +691,9 @@ def _ints(values) -> np.ndarray:
             for i in np.flatnonzero(~finite):  # only strings can still hold an integer ("0x1f", " 7")
                 if type(arr[i]) is str:
                     out[i] = _int_or_missing(arr[i])
+            for i in np.flatnonzero((out == 0) | (out == 1)):  # to_numeric reads True/False as 1/0
+                if type(arr[i]) is bool:
+                    out[i] = -1
             return out
     cleaned = [v if type(v) is int else (-1 if v is None or v != v else _int_or_missing(v)) for v in arr]
     return np.array([v if -2**63 <= v < 2**63 else -1 for v in cleaned], dtype=np.int64)

@@ -214,3 +214,13 @@ def test_mutated_traces_never_crash(tmp_path: Path, edits, cut, gzipped) -> None
         return
     assert (trace.events["dur_ns"] >= 0).all()
     assert len(trace.events) + trace.meta.dropped_events >= 1
+
+
+def test_integer_columns_treat_every_odd_value_the_same_way() -> None:
+    from analyzers.chrome_trace import _ints
+
+    # bools are not ids, strings may hold one, anything else is missing: on every conversion path
+    assert _ints([True, "x", 2, "0x1f", None, 3.0, 3.5, [1]]).tolist() == [-1, -1, 2, 31, -1, 3, -1, -1]
+    assert _ints([1, True, "Spans", 0, False]).tolist() == [1, -1, -1, 0, -1]
+    assert _ints([1, None, 2**60]).tolist() == [1, -1, 2**60]
+    assert _ints([2**70, 5]).tolist() == [-1, 5]
