@@ -31,7 +31,7 @@ try:  # pandas' C routine that pulls keys out of many dicts at once: 3× faster 
     from pandas._libs.lib import dicts_to_array as _dicts_to_array
 except ImportError:  # pragma: no cover - depends on the pandas version
     _dicts_to_array = None
-from .trace import Trace, TraceMeta
+from .trace import KINDS, Trace, TraceMeta
 
 __all__ = ["parse_trace_file", "read_json_document", "kind_of_category", "empty_trace", "MAX_TRACE_BYTES"]
 
@@ -488,8 +488,6 @@ def _events_frame(complete: dict[str, np.ndarray], instant: dict[str, np.ndarray
         kinds = kinds.copy()
         kinds[is_instant & ~is_memory & (kinds != "instant")] = "instant"
         kinds[is_memory] = "memory"
-    from .trace import KINDS  # local import keeps the module import order simple
-
     frame = {
         "ts_ns": ts_ns,
         "dur_ns": dur_ns,

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable
@@ -20,7 +21,7 @@ import pandas as pd
 
 from .chrome_trace import empty_trace, parse_trace_file, read_json_document
 from .errors import TraceError
-from .trace import Trace, TraceMeta, TraceSet
+from .trace import Trace, TraceSet
 
 __all__ = ["load", "load_set", "find_trace_files", "read_jsonl", "is_run_bundle"]
 
@@ -131,15 +132,8 @@ def _load_bundle(folder: Path, progress: bool | None) -> TraceSet:
     for rank, warns in stream_warnings.items():
         if warns:
             t = ranks[rank]
-            meta = _replace_meta(t.meta, warnings=t.meta.warnings + tuple(warns))
-            ranks[rank] = Trace(t.events, t.counters, t.flows, meta, t.streams)
+            ranks[rank] = replace(t, meta=replace(t.meta, warnings=t.meta.warnings + tuple(warns)))
     return TraceSet(ranks=ranks, path=str(folder))
-
-
-def _replace_meta(meta: TraceMeta, **changes) -> TraceMeta:
-    from dataclasses import replace
-
-    return replace(meta, **changes)
 
 
 def _by_rank(traces: Iterable[Trace]) -> dict[int, Trace]:
