@@ -224,3 +224,21 @@ def test_integer_columns_treat_every_odd_value_the_same_way() -> None:
     assert _ints([1, True, "Spans", 0, False]).tolist() == [1, -1, -1, 0, -1]
     assert _ints([1, None, 2**60]).tolist() == [1, -1, 2**60]
     assert _ints([2**70, 5]).tolist() == [-1, 5]
+
+
+def test_bundle_of_a_killed_job_keeps_its_streams(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"schema_version": 1, "tool": "torchscope", "world_size": 2}))
+    (run / "rank0.trace.json.gz").write_bytes(gzip.compress(json.dumps({"traceEvents": GOOD_EVENTS}).encode()))
+    # rank 0 wrote its trace; its samples stream ends in a line torn by the kill
+    (run / "rank0.samples.jsonl").write_text('{"t_ns": 1, "source": "host", "rss_bytes": 10}\n{"t_ns": 2, "sour')
+    # rank 1 was killed before writing its trace: only the flushed stream is left
+    (run / "rank1.samples.jsonl").write_text('{"t_ns": 1, "source": "host", "rss_bytes": 20}\n')
+    ts = analyzers.load(run)
+    assert sorted(ts.ranks) == [0, 1]
+    assert ts[0].streams["samples"]["rss_bytes"].tolist() == [10]
+    assert any("skipped 1 unreadable lines" in w for w in ts[0].meta.warnings)
+    assert len(ts[0].events) == 3 and ts[0].meta.manifest["world_size"] == 2
+    assert ts[1].events.empty and ts[1].streams["samples"]["rss_bytes"].tolist() == [20]
+    assert any("no trace file" in w for w in ts[1].meta.warnings) and ts[1].meta.world_size == 2
