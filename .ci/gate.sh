@@ -28,7 +28,7 @@ for run in dense moe_train moe_generate; do
   echo
   echo "=== $run: $baseline/$run vs fresh run ==="
   rc=0
-  python -m analyzers diff "$baseline/$run" "$work/fresh/$run" --gate deterministic --fail-on change \
+  python -m torchscope diff "$baseline/$run" "$work/fresh/$run" --gate deterministic --fail-on change \
     --format text --output "$reports/$run.md" --output "$reports/$run.xml" --output "$reports/$run.json" || rc=$?
   if [ "$rc" -gt "$status" ]; then status=$rc; fi
 done

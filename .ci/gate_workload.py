@@ -4,11 +4,11 @@
     python .ci/gate_workload.py OUT_ROOT --only dense --variant extra_op
     python .ci/gate_workload.py sample_traces/ci_baseline      # re-record the committed baseline
 
-``dense`` trains a small fixed-seed MLP for a few steps under ``profiler.profile`` (one CPU thread,
+``dense`` trains a small fixed-seed MLP for a few steps under ``torchscope.profile`` (one CPU thread,
 FLOPs recorded). The MoE runs are the MoE sample workload's own fixed CI workload
 (``sample_traces.moe_workload.run_fixed_moe_workload``): its expert counts are deterministic.
 
-Variants exist to prove the gate trips (tests/analyzers/test_diff_gate.py):
+Variants exist to prove the gate trips (tests/analyzers/diff/test_gate.py):
 ``extra_op`` adds one operation per step (a ReLU on the output), ``double_work`` doubles the batch
 (twice the FLOPs per step). ``baseline`` is what ``sample_traces/ci_baseline`` holds.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the repos
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import profiler  # noqa: E402
+from torchscope import profiler  # noqa: E402
 
 SEED = 1234
 DIM, HIDDEN, BATCH = 64, 128, 32

@@ -53,9 +53,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .findings import Finding, NotApplicable, Result
-from .registry import register
-from .trace import Trace, TraceSet
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.result import NotApplicable, Result
+from torchscope.analyzers.core.registry import register
+from torchscope.analyzers.core.trace import Trace, TraceSet
 
 __all__ = [
     "collectives", "busbw_factor", "exposed_per_step", "compute_per_step", "analyze",

@@ -50,13 +50,17 @@ import re
 import numpy as np
 import pandas as pd
 
-from .findings import Finding, NotApplicable, Result
-from .kernels import COMMUNICATION, MEMORY, category_of
-from .registry import register
-from .trace import Trace
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.result import NotApplicable, Result
+from torchscope.analyzers.kernels import COMMUNICATION, MEMORY, category_of
+from torchscope.analyzers.core.registry import register
+from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.timeline.intervals import clip as _clip
+from torchscope.analyzers.timeline.intervals import merge_intervals, overlap_ns, union_ns
+from torchscope.analyzers.timeline.launches import launches
 
 __all__ = [
-    "analyze", "merge_intervals", "union_ns", "overlap_ns", "launches",
+    "analyze",
     "KERNEL_WAIT_MAX_NS", "HOST_WAIT_FINDING_FRACTION", "HTA_CONSECUTIVE_KERNEL_DELAY_US",
 ]
 
@@ -75,69 +79,8 @@ _HTA_NOT_COMPUTE_RE = re.compile(r"(^nccl.*Kernel)|(.*(Memcpy)|(Memset))|(.*Sync
 _HTA_SYNC_NAMES = ("Event Sync", "Context Sync")
 
 
-# --------------------------------------------------------------------------- interval arithmetic
-def merge_intervals(start_ns: np.ndarray, end_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Union of intervals [start, end) as sorted, disjoint (starts, ends), ns."""
-    start_ns = np.asarray(start_ns, dtype=np.int64)
-    end_ns = np.asarray(end_ns, dtype=np.int64)
-    if start_ns.size == 0:
-        return start_ns[:0], end_ns[:0]
-    order = np.argsort(start_ns, kind="stable")
-    s, e = start_ns[order], end_ns[order]
-    reach = np.maximum.accumulate(e)
-    new = np.empty(s.size, dtype=bool)
-    new[0] = True
-    new[1:] = s[1:] > reach[:-1]
-    return s[new], np.maximum.reduceat(e, np.flatnonzero(new))
 
 
-def union_ns(start_ns: np.ndarray, end_ns: np.ndarray) -> int:
-    """Total length of the union of intervals, ns."""
-    s, e = merge_intervals(start_ns, end_ns)
-    return int((e - s).sum())
-
-
-def overlap_ns(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> int:
-    """Length of the intersection of two sets of disjoint sorted intervals, ns."""
-    a_s, a_e = a
-    b_s, b_e = b
-    if a_s.size == 0 or b_s.size == 0:
-        return 0
-    # For each interval of a, the b intervals that can overlap it form a contiguous run.
-    lo = np.searchsorted(b_e, a_s, side="right")
-    hi = np.searchsorted(b_s, a_e, side="left")
-    counts = np.maximum(hi - lo, 0)
-    if counts.sum() == 0:
-        return 0
-    ia = np.repeat(np.arange(a_s.size), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    ib = np.repeat(lo, counts) + offsets
-    inter = np.minimum(a_e[ia], b_e[ib]) - np.maximum(a_s[ia], b_s[ib])
-    return int(np.clip(inter, 0, None).sum())
-
-
-def _clip(s: np.ndarray, e: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    s = np.clip(s, lo, hi)
-    e = np.clip(e, lo, hi)
-    keep = e > s
-    return s[keep], e[keep]
-
-
-# --------------------------------------------------------------------------- launches
-def launches(trace: Trace, gpu: pd.DataFrame | None = None) -> pd.DataFrame:
-    """GPU work joined with the runtime call that launched it: ``launch_ts_ns``/``launch_end_ns`` (-1 if none)."""
-    gpu = trace.gpu_events() if gpu is None else gpu
-    ev = trace.events
-    rt = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)]
-    rt = rt.drop_duplicates("correlation", keep="first")
-    pos = pd.Index(rt["correlation"].to_numpy()).get_indexer(gpu["correlation"].to_numpy())
-    found = (pos >= 0) & (gpu["correlation"].to_numpy() >= 0)
-    rts = rt["ts_ns"].to_numpy()
-    rte = rts + rt["dur_ns"].to_numpy()
-    out = gpu.copy()
-    out["launch_ts_ns"] = np.where(found, rts[np.maximum(pos, 0)] if rts.size else -1, -1).astype(np.int64)
-    out["launch_end_ns"] = np.where(found, rte[np.maximum(pos, 0)] if rte.size else -1, -1).astype(np.int64)
-    return out
 
 
 # --------------------------------------------------------------------------- default mode

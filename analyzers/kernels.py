@@ -19,9 +19,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from .findings import Finding, NotApplicable, Result
-from .registry import register
-from .trace import Trace
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.result import NotApplicable, Result
+from torchscope.analyzers.core.registry import register
+from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.timeline.launches import launches
 
 __all__ = [
     "analyze", "category_of", "is_tensor_core", "is_fp32_gemm", "compute_capability",
@@ -160,7 +162,6 @@ def _per_name_stats(names: pd.Series, dur: np.ndarray, cat: pd.Series) -> pd.Dat
 
 def _launch_delays(trace: Trace, kernels: pd.DataFrame) -> np.ndarray:
     """Kernel start − end of its launching runtime call, ns, for kernels with a matching launch."""
-    from .gpu_time import launches  # gpu_time imports this module's categories
 
     joined = launches(trace, kernels)
     has = joined["launch_end_ns"].to_numpy() >= 0

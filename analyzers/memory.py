@@ -29,9 +29,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .findings import Finding, NotApplicable, Result
-from .registry import register
-from .trace import Trace
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.result import NotApplicable, Result
+from torchscope.analyzers.core.registry import register
+from torchscope.analyzers.core.trace import Trace
 
 __all__ = [
     "analyze", "device_memory_timeline", "host_rss", "allocations_by_category", "h2d_copies",

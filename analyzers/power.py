@@ -54,9 +54,11 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from .findings import Finding, NotApplicable, Result
-from .registry import register
-from .trace import Trace
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.result import NotApplicable, Result
+from torchscope.analyzers.core.registry import register
+from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.timeline.intervals import merge_intervals
 
 __all__ = [
     "analyze", "nvml_samples", "energy_curve", "unwrap_energy_counter", "decode_throttle_reasons",
@@ -290,7 +292,6 @@ def _counts_per_step(trace: Trace, steps: pd.Series) -> tuple[np.ndarray, np.nda
 
 
 def _gpu_busy(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
-    from .gpu_time import merge_intervals
 
     gpu = trace.gpu_events()
     if gpu.empty:
@@ -404,7 +405,7 @@ def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_res
     throttle_df = pd.DataFrame(throttle_rows, columns=["device", "reason", "time_share"])
 
     if roofline_result is None and not trace.events.empty:
-        from . import roofline
+        from torchscope.analyzers.roofline import analysis as roofline
 
         try:
             roofline_result = roofline.analyze(trace)
@@ -581,7 +582,7 @@ def _bound_mix(trace: Trace, roofline_result: Result | None, gpu_time_result: Re
     if trace.gpu_events().empty:
         return None
     if gpu_time_result is None:
-        from . import gpu_time
+        from torchscope.analyzers import gpu_time
 
         try:
             gpu_time_result = gpu_time.analyze(trace)

@@ -28,10 +28,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from .findings import Finding, NotApplicable, Result
-from .gpu_time import merge_intervals
-from .registry import register
-from .trace import Trace
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.result import NotApplicable, Result
+from torchscope.analyzers.timeline.intervals import merge_intervals
+from torchscope.analyzers.core.registry import register
+from torchscope.analyzers.core.trace import Trace
 
 __all__ = [
     "analyze", "PHASES", "DATA_LOADING_FINDING_FRACTION", "OPTIMIZER_FINDING_FRACTION",

@@ -17,10 +17,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import analyzers  # noqa: E402
-from analyzers.findings import NotApplicable  # noqa: E402
-from analyzers.registry import load_analyzers  # noqa: E402
-from analyzers.trace import TraceSet  # noqa: E402
+from torchscope import analyzers  # noqa: E402
+from torchscope.analyzers.core.result import NotApplicable
+from torchscope.analyzers.core.registry import load_analyzers  # noqa: E402
+from torchscope.analyzers.core.trace import TraceSet  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "traces" / "public"
 

@@ -30,9 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dashboard.app import create_app  # noqa: E402
-from dashboard.pages import PAGE_ANALYZERS  # noqa: E402
-from dashboard.run_cache import RunCache  # noqa: E402
+from torchscope.dashboard.app import create_app  # noqa: E402
+from torchscope.dashboard.pages import PAGE_ANALYZERS  # noqa: E402
+from torchscope.dashboard.run_cache import RunCache  # noqa: E402
 
 DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "public" / "diff_control_a100.json.gz"
 OVERVIEW_TARGET_S = 2.0

@@ -19,10 +19,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import analyzers  # noqa: E402
-from analyzers.diff import DiffOptions, diff_runs, load_runs  # noqa: E402
-from analyzers.diff_metrics import extract_run_metrics  # noqa: E402
-from analyzers.diff_render import render  # noqa: E402
+from torchscope import analyzers  # noqa: E402
+from torchscope.analyzers.diff.model import DiffOptions, diff_runs, load_runs  # noqa: E402
+from torchscope.analyzers.diff.metrics import extract_run_metrics  # noqa: E402
+from torchscope.analyzers.diff.render import render  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "traces" / "public"
 TARGET_RATIO = 2.0

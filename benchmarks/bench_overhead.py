@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import profiler  # noqa: E402
-from profiler import workloads  # noqa: E402
+from torchscope import profiler  # noqa: E402
+from torchscope.profiler import workloads  # noqa: E402
 
 TARGET_LIGHT_VS_BARE = 1.03
 TARGET_FULL_VS_TORCH = 1.05

@@ -10,11 +10,11 @@ __all__ = ["create_app", "RunCache"]
 
 def __getattr__(name: str):
     if name == "create_app":
-        from .app import create_app
+        from torchscope.dashboard.app import create_app
 
         return create_app
     if name == "RunCache":
-        from .run_cache import RunCache
+        from torchscope.dashboard.run_cache import RunCache
 
         return RunCache
     raise AttributeError(name)

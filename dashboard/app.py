@@ -18,14 +18,16 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from flask import Response, abort, request
 
-from analyzers.errors import TraceError
+from torchscope.analyzers.core.errors import TraceError
 
-from .pages import (PAGE_ANALYZERS, PAGES, PageContext, filter_findings, findings_count, progress_view, render_page,
-                    required_analyzers, runs_page, timeline_for)
-from .result_view import findings_list
-from .run_cache import RunCache
-from .runs import UnsafeRunId
-from .timeline import DEFAULT_WIDTH_PX, window_from_relayout
+from torchscope.dashboard.pages import (
+    PAGE_ANALYZERS, PAGES, PageContext, filter_findings, findings_count, progress_view, render_page,
+    required_analyzers, runs_page, timeline_for,
+)
+from torchscope.dashboard.result_view import findings_list
+from torchscope.dashboard.run_cache import RunCache
+from torchscope.dashboard.runs import UnsafeRunId
+from torchscope.dashboard.timeline import DEFAULT_WIDTH_PX, window_from_relayout
 
 __all__ = ["create_app", "parse_query", "POLL_INTERVAL_MS"]
 
@@ -290,7 +292,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             abort(404)
         except TraceError as exc:
             return Response(f"cannot export: {exc}\n", status=422, mimetype="text/plain")
-        from analyzers.export import annotated_trace_json
+        from torchscope.analyzers.io.export import annotated_trace_json
 
         body = gzip.compress(annotated_trace_json(run.data, run.report), compresslevel=5)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(entry.run_id).name.removesuffix(".gz").removesuffix(".json"))

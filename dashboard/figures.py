@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyzers.findings import Result
+from torchscope.analyzers.core.result import Result
 
 __all__ = [
     "gpu_time_figure", "step_phase_figure", "category_figure", "collectives_figure",

@@ -15,13 +15,14 @@ from urllib.parse import urlencode
 import pandas as pd
 from dash import dcc, html
 
-from analyzers.registry import REGISTRY, Report
-from analyzers.findings import SEVERITIES
+from torchscope.analyzers.core.registry import REGISTRY
+from torchscope.analyzers.core.report import Report
+from torchscope.analyzers.core.findings import SEVERITIES
 
-from . import figures
-from .result_view import analyzer_section, findings_list, format_value, not_available, table_view
-from .run_cache import LoadedRun, RunCache
-from .timeline import DEFAULT_WIDTH_PX, build_lanes, counter_series, timeline_figure
+from torchscope.dashboard import figures
+from torchscope.dashboard.result_view import analyzer_section, findings_list, format_value, not_available, table_view
+from torchscope.dashboard.run_cache import LoadedRun, RunCache
+from torchscope.dashboard.timeline import DEFAULT_WIDTH_PX, build_lanes, counter_series, timeline_figure
 
 __all__ = ["PAGES", "PAGE_ANALYZERS", "PageContext", "render_page", "runs_page", "progress_view",
            "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings",
@@ -288,7 +289,7 @@ def compare_page(ctx: PageContext) -> list:
                             ctx.run_b.entry.run_id if ctx.run_b else None, "compare with", clearable=True)
     if ctx.run_b is None:
         return [picker, html.Div("Choose a second run to compare.", className="muted", id="compare-body")]
-    from analyzers import diff as diff_mod  # the trace-diff logic
+    from torchscope.analyzers.diff import model as diff_mod  # the trace-diff logic
 
     body: list = _diff_tables(diff_mod, ctx.run, ctx.run_b)
     body.append(html.Div([
@@ -300,7 +301,7 @@ def compare_page(ctx: PageContext) -> list:
 
 def _diff_tables(diff_mod, a: LoadedRun, b: LoadedRun) -> list:
     """trace-diff rows (A = base, B = new) from the cached runs, through analyzers.diff."""
-    from analyzers.diff_metrics import extract_run_metrics
+    from torchscope.analyzers.diff.metrics import extract_run_metrics
 
     def side(run: LoadedRun):
         trace = run.traces[0]  # trace-diff's default: the lowest rank

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from dash import dcc, html
 
-from analyzers.findings import Finding, Result
-from analyzers.registry import Report
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.result import Result
+from torchscope.analyzers.core.report import Report
 
 __all__ = ["findings_list", "table_view", "result_view", "analyzer_section", "not_available",
            "summary_view", "table_html", "MAX_TABLE_ROWS", "TABLE_PREVIEW_ROWS", "format_value"]

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from analyzers.errors import TraceError
-from analyzers.registry import Report, load_analyzers, run_all
+from torchscope.analyzers.core.errors import TraceError
+from torchscope.analyzers.core.report import Report
+from torchscope.analyzers.core.registry import load_analyzers, run_all
 
-from .runs import RunEntry, UnsafeRunId, discover_runs, resolve_run
+from torchscope.dashboard.runs import RunEntry, UnsafeRunId, discover_runs, resolve_run
 
 __all__ = ["LoadState", "LoadedRun", "RunCache", "DEFAULT_MAX_RUNS", "CATALOG_TTL_S"]
 
@@ -94,7 +95,7 @@ class LoadedRun:
 
 
 def _default_loader(path: Path) -> Any:
-    import analyzers
+    from torchscope import analyzers
 
     return analyzers.load(path)
 

@@ -6,53 +6,19 @@ is given. Only runs under PATH are ever read or served.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from analyzers.errors import TraceError
 
-__all__ = ["register", "serve", "DEFAULT_HOST", "DEFAULT_PORT"]
+__all__ = ["serve", "DEFAULT_HOST", "DEFAULT_PORT"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `dashboard` subcommand."""
-    p = subparsers.add_parser("dashboard", help="browse runs, timelines and findings in a local web app")
-    p.add_argument("path", help="a run bundle, a trace file, or a folder of runs")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared network)")
-    p.add_argument("--no-preload", action="store_true", help="load runs only when opened, not all in the background")
-    p.set_defaults(func=_main)
-
-
 def serve(path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, debug: bool = False,
           preload: bool = True) -> None:
     """Run the dashboard server over ``path`` until interrupted."""
-    from .app import create_app
+    from torchscope.dashboard.app import create_app
 
     app = create_app(path, preload=preload)
     app.run(host=host, port=port, debug=debug, use_reloader=False)
-
-
-def _main(args: argparse.Namespace) -> int:
-    root = Path(args.path)
-    if not root.exists():
-        raise TraceError(root, "no such file or folder")
-    if not (0 < args.port < 65536):
-        raise TraceError(root, f"port must be within 1..65535, got {args.port}")
-    from .runs import discover_runs
-
-    runs = discover_runs(root)
-    if not runs:
-        raise TraceError(root, "no trace files or run bundles found")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        sys.stderr.write(f"torchscope: warning: serving on {args.host}: anyone who can reach it can read these runs\n")
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"torchscope dashboard: {len(runs)} run(s) under {root.resolve()}")
-    print(f"open http://{shown}:{args.port}/", flush=True)
-    serve(root, host=args.host, port=args.port, debug=args.debug, preload=not args.no_preload)
-    return 0

@@ -35,7 +35,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 import torch.utils.data.dataloader
 
-from profiler.guard import Guard
+from torchscope.profiler.guard import Guard
 
 __all__ = ["Annotator", "PHASE_CAT", "MODULE_CAT", "MAX_EVENTS", "PHASES"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from profiler.session import profile
-from profiler.workloads import gpt_train_loop
+from torchscope.profiler.session import profile
+from torchscope.profiler.workloads import gpt_train_loop
 
 __all__ = ["record_demo", "DEMO_STEPS"]
 

@@ -7,8 +7,8 @@ import socket
 import sys
 from typing import Any
 
-from profiler.bundle import SCHEMA_VERSION
-from profiler.nvml import GpuInfo
+from torchscope.profiler.bundle import SCHEMA_VERSION
+from torchscope.profiler.nvml import GpuInfo
 
 __all__ = ["build_manifest", "describe_devices"]
 

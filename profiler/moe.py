@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 from torch import nn
 
-from profiler.guard import Guard, logger
+from torchscope.profiler.guard import Guard, logger
 
 __all__ = [
     "RouterRecorder",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from profiler.nvml import (CHEAP_FIELDS, EXPENSIVE_FIELDS, NvmlDeviceLost, NvmlError, NvmlNoPermission,
-                           NvmlNotSupported, NullNvml, RealNvml)
+from torchscope.profiler.nvml import (
+    CHEAP_FIELDS, EXPENSIVE_FIELDS, NvmlDeviceLost, NvmlError, NvmlNoPermission, NvmlNotSupported, NullNvml,
+    RealNvml,
+)
 
 __all__ = ["NvmlSampler", "EXPENSIVE_EVERY_S", "EnergyCounter"]
 

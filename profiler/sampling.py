@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from profiler.bundle import JsonlWriter
-from profiler.guard import Guard
+from torchscope.profiler.bundle import JsonlWriter
+from torchscope.profiler.guard import Guard
 
 __all__ = ["Sampler", "SamplerThread", "MAX_KEPT_LINES"]
 

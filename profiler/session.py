@@ -2,7 +2,7 @@
 
 Usable as a context manager, a decorator, or with ``start()`` / ``stop()``::
 
-    with profiler.profile("runs/gpt", model=model) as prof:
+    with torchscope.profile("runs/gpt", model=model) as prof:
         for batch in loader:
             ...
             prof.step(tokens=batch.numel())
@@ -42,11 +42,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from profiler import bundle
-from profiler.annotations import Annotator
-from profiler.distributed import rank_info
-from profiler.guard import Guard, logger
-from profiler.manifest import build_manifest, describe_devices
+from torchscope.profiler import bundle
+from torchscope.profiler.annotations import Annotator
+from torchscope.profiler.distributed import rank_info
+from torchscope.profiler.guard import Guard, logger
+from torchscope.profiler.manifest import build_manifest, describe_devices
 
 __all__ = ["profile", "schedule", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS"]
 
@@ -323,18 +323,18 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
 
     # ---- recorders ----------------------------------------------------------------------------
     def _measure_roofline(self) -> None:
-        from profiler.host_roofline import host_roofline  # noqa: PLC0415
+        from torchscope.profiler.host_roofline import host_roofline  # noqa: PLC0415
 
         self._roofline = host_roofline()
 
     def _start_samplers(self) -> None:
-        from profiler.sampling import SamplerThread  # noqa: PLC0415
+        from torchscope.profiler.sampling import SamplerThread  # noqa: PLC0415
 
         samplers: list[Any] = []
         gpus = []
         if self._power_on:
-            from profiler.nvml import get_nvml  # noqa: PLC0415
-            from profiler.nvml_sampler import NvmlSampler  # noqa: PLC0415
+            from torchscope.profiler.nvml import get_nvml  # noqa: PLC0415
+            from torchscope.profiler.nvml_sampler import NvmlSampler  # noqa: PLC0415
 
             backend = get_nvml(self._nvml_module)
             if backend.available:
@@ -353,11 +353,11 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             self._unavailable["power"] = "disabled (power=False)"
         self._devices = describe_devices(gpus)
         if self._host_on:
-            from profiler.host_sampler import HostSampler  # noqa: PLC0415
+            from torchscope.profiler.host_sampler import HostSampler  # noqa: PLC0415
 
             samplers.append(HostSampler())
             self._recorded["host"] = True
-        from profiler.cuda_memory import CudaMemorySampler, cuda_memory_available  # noqa: PLC0415
+        from torchscope.profiler.cuda_memory import CudaMemorySampler, cuda_memory_available  # noqa: PLC0415
 
         ok, why = cuda_memory_available()
         if ok:
@@ -378,9 +378,9 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
     def _ensure_moe(self) -> Any:
         if self._moe is None:
             try:
-                from profiler.moe import RouterRecorder  # noqa: PLC0415
+                from torchscope.profiler.moe import RouterRecorder  # noqa: PLC0415
             except ImportError as exc:
-                self._unavailable["moe"] = f"profiler.moe not importable ({exc})"
+                self._unavailable["moe"] = f"torchscope.profiler.moe not importable ({exc})"
                 return None
             self._moe_writer = bundle.JsonlWriter(bundle.stream_path(self.run_dir, self.rank, "moe"))
             if self._sampler is not None:
@@ -453,7 +453,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         return traces
 
     def _write_trace(self) -> None:
-        from profiler.trace_merge import merge_traces  # noqa: PLC0415
+        from torchscope.profiler.trace_merge import merge_traces  # noqa: PLC0415
 
         kineto = self._load_kineto()
         if self._kineto_on and not kineto:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from profiler.annotations import MODULE_CAT, PHASE_CAT
-from profiler.comms import enrich_gloo_events
+from torchscope.profiler.annotations import MODULE_CAT, PHASE_CAT
+from torchscope.profiler.comms import enrich_gloo_events
 
 __all__ = ["merge_traces", "PHASE_TID", "MODULE_TID", "COUNTER_MARGIN_NS", "counter_events"]
 

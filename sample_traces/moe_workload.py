@@ -1,5 +1,5 @@
 """The MoE sample workload: a tiny mixture-of-experts byte-level language model trained on Python's own
-standard-library source, then recorded with ``profiler.profile`` in training and in generation.
+standard-library source, then recorded with ``torchscope.profile`` in training and in generation.
 
 The model is plain PyTorch, shaped like the Hugging Face MoE models the recorder targets: every
 block's feed-forward is a ``TinyMoeSparseBlock`` whose ``TinyMoeTopKRouter`` returns
@@ -260,7 +260,7 @@ def _fresh(out_dir: Path | str) -> Path:
 def record_moe_train(out_dir: Path | str, model: TinyMoeLM, opt: torch.optim.Optimizer, data: torch.Tensor,
                      gen: torch.Generator, *, steps: int = 5, sample_tokens: int = 32) -> Path:
     """Record `steps` further training steps of `model` into the run bundle `out_dir`."""
-    import profiler  # noqa: PLC0415 - the sample scripts import the package lazily
+    from torchscope import profiler  # noqa: PLC0415 - the sample scripts import the package lazily
 
     model.train()
     with profiler.profile(_fresh(out_dir), model=model, schedule={"wait": 0, "warmup": 1, "active": steps - 1},
@@ -275,7 +275,7 @@ def record_moe_train(out_dir: Path | str, model: TinyMoeLM, opt: torch.optim.Opt
 def record_moe_generate(out_dir: Path | str, model: TinyMoeLM, *, new_tokens: int = 48, seed: int = SEED,
                         sample_tokens: int = 32) -> tuple[Path, list[str]]:
     """Record generation (one step per prompt: prefill + decode) into `out_dir`; returns the bundle and the texts."""
-    import profiler  # noqa: PLC0415
+    from torchscope import profiler  # noqa: PLC0415
 
     model.eval()
     gen = torch.Generator().manual_seed(seed)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(HERE.parent))  # run as a script from anywhere: import th
 
 import torch  # noqa: E402
 
-import profiler  # noqa: E402
-from profiler import workloads  # noqa: E402
+from torchscope import profiler  # noqa: E402
+from torchscope.profiler import workloads  # noqa: E402
 
 WORKLOADS: dict[str, Callable[[Path], Path | list[Path]]] = {}
 MAX_RUN_BYTES = 5 * 1024 * 1024

@@ -26,7 +26,8 @@ def _run_without_torch(code: str) -> subprocess.CompletedProcess:
 
 def test_every_analysis_and_dashboard_module_imports_without_torch() -> None:
     proc = _run_without_torch("""
-        import pkgutil, importlib, analyzers, dashboard
+        import pkgutil, importlib, torchscope
+        from torchscope import analyzers, dashboard
         names = []
         for pkg in (analyzers, dashboard):
             for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
@@ -44,8 +45,8 @@ def test_every_analysis_and_dashboard_module_imports_without_torch() -> None:
 def test_load_analyze_and_cli_run_without_torch() -> None:
     trace = SHARED_TRACES / "mi250_minitoy_train.json.gz"
     proc = _run_without_torch(f"""
-        import analyzers
-        from analyzers.cli import main
+        import torchscope as analyzers
+        from torchscope.cli import main
         t = analyzers.load({str(trace)!r})
         report = analyzers.run_all(t)
         assert report.results, report.errors

@@ -6,7 +6,7 @@ import functools
 import json
 from pathlib import Path
 
-import analyzers
+from torchscope import analyzers
 
 MAIN_PID = 100
 MAIN_TID = 100

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import analyzers
-from analyzers import communication as comm
-from analyzers.findings import NotApplicable
-from analyzers.registry import run_all
-from analyzers.trace import TraceSet
+from torchscope import analyzers
+from torchscope.analyzers import communication as comm
+from torchscope.analyzers.core.result import NotApplicable
+from torchscope.analyzers.core.registry import run_all
+from torchscope.analyzers.core.trace import TraceSet
 from tests.conftest import require_module, require_or_skip
 
 # --- building small Chrome traces ----------------------------------------------------------------

@@ -6,11 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from analyzers import gpu_time
-from analyzers.findings import NotApplicable
+from torchscope.analyzers import gpu_time
+from torchscope.analyzers.timeline import intervals
+from torchscope.analyzers.core.result import NotApplicable
 from tests.analyzers.synthetic_kineto import load_shared, KinetoBuilder
 
 # Values printed by Holistic Trace Analysis itself — HolisticTraceAnalysis 0.5.0 (hta.version
@@ -142,27 +141,6 @@ def test_real_trace_breakdown_is_consistent_and_quiet(shared_traces):
     assert not res.findings
 
 
-# --------------------------------------------------------------------------- interval arithmetic
-_intervals = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 40)), max_size=25)
-
-
-def _covered(ivs) -> set[int]:
-    return {t for s, d in ivs for t in range(s, s + d)}
-
-
-@settings(max_examples=60, deadline=None)
-@given(_intervals, _intervals)
-def test_union_and_overlap_match_brute_force(a, b):
-    def arrays(ivs):
-        s = np.array([x for x, _ in ivs], dtype=np.int64)
-        return s, s + np.array([d for _, d in ivs], dtype=np.int64)
-
-    ma, mb = gpu_time.merge_intervals(*arrays(a)), gpu_time.merge_intervals(*arrays(b))
-    assert gpu_time.union_ns(*arrays(a)) == len(_covered(a))
-    assert gpu_time.overlap_ns(ma, mb) == len(_covered(a) & _covered(b))
-    assert np.all(ma[0][1:] > ma[1][:-1])  # disjoint and sorted
-
-
 def test_per_step_split_matches_clipping_each_step(shared_traces):
     trace = _load(str(shared_traces), "a100_train_2rank_rank0_nccl.json.gz")
     steps = gpu_time.analyze(trace).table("steps")
@@ -177,7 +155,7 @@ def test_per_step_split_matches_clipping_each_step(shared_traces):
 
         def clipped_union(mask):
             cs, ce = np.clip(s[mask], lo, hi), np.clip(e[mask], lo, hi)
-            return gpu_time.union_ns(cs[ce > cs], ce[ce > cs])
+            return intervals.union_ns(cs[ce > cs], ce[ce > cs])
 
         assert row.compute_ns == clipped_union(is_comp)
         assert row.communication_ns == clipped_union(is_comp | is_comm) - clipped_union(is_comp)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyzers import kernels
-from analyzers.findings import NotApplicable
+from torchscope.analyzers import kernels
+from torchscope.analyzers.core.result import NotApplicable
 from tests.analyzers.synthetic_kineto import load_shared, KinetoBuilder
 
 NAMES = {

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analyzers
-from analyzers import memory
-from analyzers.findings import NotApplicable
-from analyzers.registry import run_all
+from torchscope import analyzers
+from torchscope.analyzers import memory
+from torchscope.analyzers.core.result import NotApplicable
+from torchscope.analyzers.core.registry import run_all
 from tests.conftest import require_module, require_or_skip
 
 GIB = 1 << 30

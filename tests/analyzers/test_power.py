@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from analyzers import load
-from analyzers.findings import NotApplicable
-from analyzers import power
+from torchscope.analyzers import load
+from torchscope.analyzers.core.result import NotApplicable
+from torchscope.analyzers import power
 from tests.conftest import require_module
 
 T0 = 1_700_000_000_000_000_000  # ns, wall clock of the scripted runs
@@ -268,7 +268,7 @@ def test_profiler_bundle_through_fake_nvml_gives_the_scripted_energy(tmp_path):
     require_module("pynvml")
     import time as _time
 
-    import profiler
+    from torchscope import profiler
     from tests.profiler.fake_nvml import FakeGpu, make_fake_nvml
     from tests.profiler.workloads_for_tests import TinyNet, train
 

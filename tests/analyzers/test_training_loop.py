@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analyzers
-from analyzers import training_loop
-from analyzers.findings import NotApplicable
+from torchscope import analyzers
+from torchscope.analyzers import training_loop
+from torchscope.analyzers.core.result import NotApplicable
 from tests.conftest import require_or_skip
 from tests.analyzers.synthetic_kineto import load_shared, BWD_TID, KinetoBuilder
 
@@ -218,7 +218,7 @@ def test_our_cpu_bundle_phases_and_modules(sample_traces):
     assert set(mods["direction"]) == {"forward", "backward"}
     for analyzer in ("gpu_time", "kernels"):  # a CPU-only run has no GPU work
         with pytest.raises(NotApplicable, match="no GPU events"):
-            __import__(f"analyzers.{analyzer}", fromlist=["analyze"]).analyze(trace)
+            __import__(f"torchscope.analyzers.{analyzer}", fromlist=["analyze"]).analyze(trace)
 
 
 @pytest.mark.slow

@@ -13,11 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-import analyzers
-from analyzers.cli import build_parser, main
-from dashboard.app import create_app
-from dashboard.pages import PAGES, findings_count
-from dashboard.run_cache import RunCache
+from torchscope import analyzers
+from torchscope.cli import build_parser, main
+from torchscope.dashboard.app import create_app
+from torchscope.dashboard.pages import PAGES, findings_count
+from torchscope.dashboard.run_cache import RunCache
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable will be removed:DeprecationWarning")
 
@@ -155,7 +155,7 @@ def test_skipped_analyzer_says_why(env):
     rep = cache.get("cpu_only_rank34.json.gz").report
     assert rep.skipped, "the CPU-only trace should skip some analyzer"
     name, reason = next(iter(rep.skipped.items()))
-    page = next((p for p, names in __import__("dashboard.pages", fromlist=["x"]).PAGE_ANALYZERS.items()
+    page = next((p for p, names in __import__("torchscope.dashboard.pages", fromlist=["x"]).PAGE_ANALYZERS.items()
                  if name in names), "recommendations")
     text = text_of(route(app, client, f"/{page}", "?run=cpu_only_rank34.json.gz")["page"]["children"])
     assert f"not available for this run: {reason}" in text
@@ -337,7 +337,7 @@ def test_cli_defaults_are_safe_and_bad_input_exits_2(tmp_path, capsys, root, mon
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err
     served = {}
-    monkeypatch.setattr("dashboard.server.serve", lambda path, **kw: served.update(kw, path=path))
+    monkeypatch.setattr("torchscope.dashboard.server.serve", lambda path, **kw: served.update(kw, path=path))
     assert main(["dashboard", str(root), "--port", "8123"]) == 0
     assert "http://127.0.0.1:8123/" in capsys.readouterr().out
     assert served["host"] == "127.0.0.1" and served["debug"] is False
@@ -345,14 +345,14 @@ def test_cli_defaults_are_safe_and_bad_input_exits_2(tmp_path, capsys, root, mon
 
 def test_no_pickle_anywhere_in_the_dashboard():
     repo = Path(__file__).resolve().parents[2]
-    for path in [*sorted((repo / "dashboard").rglob("*.py")), repo / "analyzers" / "export.py"]:
+    for path in [*sorted((repo / "dashboard").rglob("*.py")), repo / "analyzers" / "io" / "export.py"]:
         src = path.read_text()
         assert not re.search(r"\b(pickle|cPickle|dill|joblib|shelve)\b", src), path
 
 
 def test_tables_escape_trace_content():
     import pandas as pd
-    from dashboard.result_view import table_view
+    from torchscope.dashboard.result_view import table_view
 
     evil = pd.DataFrame({"name": ["<script>alert(1)</script>", "a|b & c", "f()::{lambda(int)#1}"],
                          "dur_ns": [1, 2, 3]})
@@ -364,7 +364,7 @@ def test_tables_escape_trace_content():
 
 
 def test_pages_render_as_their_analyzers_finish(root):
-    from analyzers.registry import load_analyzers, run_all
+    from torchscope.analyzers.core.registry import load_analyzers, run_all
 
     last = list(load_analyzers())[-1]
     assert last not in ("training_loop", "gpu_time")
@@ -414,9 +414,9 @@ def test_pages_render_as_their_analyzers_finish(root):
 
 def test_dedicated_figures_come_from_the_analyzer_tables():
     import pandas as pd
-    from analyzers.findings import Result
-    from analyzers.registry import Report
-    from dashboard.pages import _dedicated_figures
+    from torchscope.analyzers.core.result import Result
+    from torchscope.analyzers.core.report import Report
+    from torchscope.dashboard.pages import _dedicated_figures
 
     t = pd.DataFrame({"t_ns": [0, 10**9, 2 * 10**9] * 2, "device": [0, 0, 0, 1, 1, 1],
                       "power_w": [100.0, 200, 150, 90, 95, 99], "sm_clock_mhz": [1400.0] * 6})
@@ -449,7 +449,7 @@ def test_cli_serves_the_app_on_localhost(root):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "analyzers", "dashboard", str(root), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "torchscope", "dashboard", str(root), "--port", str(port),
                              "--no-preload"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []

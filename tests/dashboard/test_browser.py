@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-import analyzers
-from dashboard.app import ROUTE_WAIT_S, create_app
-from dashboard.pages import PAGES, findings_count
-from dashboard.run_cache import RunCache
+from torchscope import analyzers
+from torchscope.dashboard.app import ROUTE_WAIT_S, create_app
+from torchscope.dashboard.pages import PAGES, findings_count
+from torchscope.dashboard.run_cache import RunCache
 from tests.conftest import require_module, require_or_skip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analyzers.findings import Result
-from analyzers.registry import Report
-from dashboard import figures, pages
+from torchscope.analyzers.core.result import Result
+from torchscope.analyzers.core.report import Report
+from torchscope.dashboard import figures, pages
 
 
 def test_heatmap_orders_layers_numerically() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.runs import UnsafeRunId, discover_runs, resolve_run
+from torchscope.dashboard.runs import UnsafeRunId, discover_runs, resolve_run
 
 TRAVERSALS = [
     "../outside.json.gz", "../../etc/passwd", "/etc/passwd", "sub/../../outside.json.gz", "..", ".",

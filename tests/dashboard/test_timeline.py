@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dashboard.timeline import (
+from torchscope.dashboard.timeline import (
     build_lanes, counter_series, downsample_counter, level_of_detail, timeline_figure, window_from_relayout,
 )
 
@@ -120,7 +120,7 @@ def test_build_lanes_splits_ranks_threads_and_streams():
 
 
 def test_timeline_figure_on_a_real_trace_folds_at_full_span_and_draws_when_zoomed(shared_traces):
-    import analyzers
+    from torchscope import analyzers
 
     trace = analyzers.load(shared_traces / "a100_train_2rank_rank0_nccl.json.gz")
     idx = build_lanes(trace.events)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from profiler import bundle
+from torchscope.profiler import bundle
 
 
 def test_paths_follow_the_contract(tmp_path):

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from profiler import demo
+from torchscope.profiler import demo
 
 
 @pytest.mark.slow
 def test_record_demo(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_STEPS", 10)
     monkeypatch.setenv("TORCHSCOPE_CACHE_DIR", str(tmp_path / "cache"))
-    from profiler import host_roofline as hr
+    from torchscope.profiler import host_roofline as hr
 
     monkeypatch.setattr(hr, "MATMUL_SECONDS", 0.05)
     monkeypatch.setattr(hr, "TRIAD_SECONDS", 0.05)

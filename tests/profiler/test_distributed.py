@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from profiler.comms import collective_name, enrich_gloo_events
+from torchscope.profiler.comms import collective_name, enrich_gloo_events
 
 
 def _free_port() -> int:
@@ -24,7 +24,7 @@ def _worker(rank: int, world: int, port: int, run: str) -> None:
     import torch
     import torch.distributed as dist
 
-    import profiler
+    from torchscope import profiler
     from tests.profiler.workloads_for_tests import TinyNet, train
 
     torch.set_num_threads(1)

@@ -9,8 +9,8 @@ import logging
 import pytest
 import torch
 
-import profiler
-from profiler import annotations, host_sampler, session, trace_merge
+from torchscope import profiler
+from torchscope.profiler import annotations, host_sampler, session, trace_merge
 from tests.profiler.fake_nvml import FakeGpu, make_fake_nvml
 from tests.profiler.workloads_for_tests import TinyNet, train
 
@@ -91,7 +91,7 @@ def test_trace_merge_fault_keeps_manifest_and_streams(tmp_path, caplog, monkeypa
 
 
 def test_steps_writer_fault(tmp_path, caplog, monkeypatch):
-    from profiler import bundle
+    from torchscope.profiler import bundle
 
     real = bundle.JsonlWriter.write
 
@@ -106,7 +106,7 @@ def test_steps_writer_fault(tmp_path, caplog, monkeypatch):
 
 
 def test_moe_recorder_fault(tmp_path, caplog, monkeypatch):
-    from profiler import moe
+    from torchscope.profiler import moe
     monkeypatch.setattr(moe.RouterRecorder, "step", _boom)
     torch.manual_seed(3)
     model = TinyNet()

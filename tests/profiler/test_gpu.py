@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from profiler.nvml import get_nvml
+from torchscope.profiler.nvml import get_nvml
 
 _NVML = get_nvml()
 HAS_GPU = _NVML.available and bool(_NVML.devices()) and torch.cuda.is_available()
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason=NO_GPU_REA
 
 
 def test_real_nvml_reads_every_cheap_field():
-    from profiler.nvml_sampler import NvmlSampler
+    from torchscope.profiler.nvml_sampler import NvmlSampler
 
     sampler = NvmlSampler(get_nvml(), interval_s=0.05)
     lines = sampler.sample(t_ns=1)
@@ -30,7 +30,7 @@ def test_real_nvml_reads_every_cheap_field():
 
 
 def test_cuda_training_bundle_has_kernels_power_and_cuda_memory(tmp_path):
-    import profiler
+    from torchscope import profiler
     from tests.profiler.workloads_for_tests import TinyNet
 
     model = TinyNet().cuda()

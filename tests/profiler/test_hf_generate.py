@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-import profiler
+from torchscope import profiler
 from tests.conftest import require_module
 
 

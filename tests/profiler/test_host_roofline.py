@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from profiler import host_roofline as hr
+from torchscope.profiler import host_roofline as hr
 
 
 @pytest.mark.slow
@@ -34,7 +34,7 @@ def test_profile_records_cached_roofline_in_manifest(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHSCOPE_CACHE_DIR", str(tmp_path))
     fake = {"peak_flops": {"fp32": 1.0e11}, "mem_bandwidth_bytes_per_s": 2.0e10, "cpu_model": hr.cpu_model()}
     (tmp_path / "host_roofline.json").write_text(json.dumps({hr._key(): fake}))
-    import profiler
+    from torchscope import profiler
 
     with profiler.profile(tmp_path / "run", kineto=False) as prof:
         prof.step()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from profiler.host_sampler import HostSampler, read_rapl_domains
+from torchscope.profiler.host_sampler import HostSampler, read_rapl_domains
 
 
 def _rapl(root: Path, energies: list[int], max_range: int = 1000) -> list[Path]:

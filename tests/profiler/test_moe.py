@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from profiler.moe import FOLD_CALLS, RouterRecorder, find_routers, routing_from_output
+from torchscope.profiler.moe import FOLD_CALLS, RouterRecorder, find_routers, routing_from_output
 from tests.conftest import require_module
 
 
@@ -381,7 +381,7 @@ def test_sampling_reservoir_over_many_calls():
 
 
 def test_outputs_are_added_up_once_enough_rows_are_pending(monkeypatch):
-    import profiler.moe as moe
+    from torchscope.profiler import moe as moe
 
     monkeypatch.setattr(moe, "FOLD_ROWS", 5)
     layer = nn.Identity()
@@ -542,7 +542,7 @@ def test_profile_writes_the_moe_stream(tmp_path):
     """profiler.profile(model=...) finds the routers itself; prof.watch_router adds a custom layer."""
     import json
 
-    import profiler
+    from torchscope import profiler
 
     model = tiny_mixtral()
     ids = torch.randint(0, 64, (2, 6))

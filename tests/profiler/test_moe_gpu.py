@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from profiler.moe import FOLD_CALLS, RouterRecorder
+from torchscope.profiler.moe import FOLD_CALLS, RouterRecorder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import analyzers
+from torchscope import analyzers
 from sample_traces.moe_workload import FIXED_NEW_TOKENS, MoeConfig, PROMPTS, run_fixed_moe_workload
 
 MAX_BUNDLE_BYTES = 5 * 1024 * 1024  # sample bundles stay small enough to ship

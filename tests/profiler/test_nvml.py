@@ -5,9 +5,11 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from profiler.nvml import (CHEAP_FIELDS, EXPENSIVE_FIELDS, NO_NVML_REASON, NullNvml, NvmlDeviceLost,
-                           NvmlNotSupported, get_nvml, parse_visible_devices)
-from profiler.nvml_sampler import EnergyCounter, NvmlSampler
+from torchscope.profiler.nvml import (
+    CHEAP_FIELDS, EXPENSIVE_FIELDS, NO_NVML_REASON, NullNvml, NvmlDeviceLost, NvmlNotSupported, get_nvml,
+    parse_visible_devices,
+)
+from torchscope.profiler.nvml_sampler import EnergyCounter, NvmlSampler
 from tests.profiler.fake_nvml import FakeGpu, make_fake_nvml, make_mig_gpu
 
 

@@ -12,7 +12,7 @@ MAX_BYTES = 5 * 1024 * 1024
 
 @pytest.mark.parametrize("name,ranks", sorted(RUNS.items()))
 def test_sample_run_is_complete_and_loadable(sample_traces, name, ranks):
-    import analyzers
+    from torchscope import analyzers
 
     run = sample_traces / name
     assert sum(p.stat().st_size for p in run.iterdir()) <= MAX_BYTES

@@ -13,8 +13,8 @@ import torch
 import torch.utils.data.dataloader as dl_mod
 from torch.optim import optimizer as optim_mod
 
-import profiler
-from profiler import bundle
+from torchscope import profiler
+from torchscope.profiler import bundle
 from tests.profiler.workloads_for_tests import TinyLM, TinyNet, train
 
 FAST = dict(host_roofline=False, sample_interval_ms=20)
@@ -127,7 +127,7 @@ def test_kineto_clock_is_wall_clock(tmp_path):
 
 
 def test_loader_reads_the_bundle(tmp_path):
-    import analyzers
+    from torchscope import analyzers
     run = tmp_path / "run"
     with profiler.profile(run, model=(model := TinyNet()), **FAST) as prof:
         train(model, prof)
@@ -253,7 +253,7 @@ def test_memory_holds_only_events_around_the_recording_window(tmp_path):
 
 
 def test_user_phase_labels_moe_counts(tmp_path):
-    from profiler import moe
+    from torchscope.profiler import moe
     torch.manual_seed(0)
 
     class Router(torch.nn.Module):

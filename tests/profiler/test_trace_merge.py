@@ -7,8 +7,8 @@ import json
 
 import torch
 
-import profiler
-from profiler.trace_merge import MODULE_TID, PHASE_TID, counter_events, merge_traces
+from torchscope import profiler
+from torchscope.profiler.trace_merge import MODULE_TID, PHASE_TID, counter_events, merge_traces
 
 BASE = 1_700_000_000_000_000_000
 

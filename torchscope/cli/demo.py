@@ -1,0 +1,54 @@
+"""`torchscope demo`: profile a small real workload here, analyze it, and serve the dashboard.
+
+The recording half needs torch (the `record` extra); it is imported only when the command runs,
+so the analysis side still imports without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from torchscope.analyzers.analyze import analyze_path
+from torchscope.analyzers.report.render import render_text
+
+__all__ = ["register"]
+
+DEFAULT_RUNS_DIR = "runs"
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        from torchscope.profiler.demo import record_demo
+    except ImportError as exc:
+        sys.stderr.write(f"torchscope demo: recording needs torch (pip install -e '.[record]'): {exc}\n")
+        return 2
+    root = Path(args.runs_dir).resolve()
+    run_dir = root / time.strftime("demo-%Y%m%d-%H%M%S")
+    print(f"recording a small GPT training run on this machine into {run_dir} ...", flush=True)
+    started = time.perf_counter()
+    record_demo(run_dir)
+    print(f"recorded in {time.perf_counter() - started:.1f} s; analyzing ...", flush=True)
+    traces, report = analyze_path(str(run_dir))
+    sys.stdout.write(render_text(traces, report))
+    sys.stdout.flush()
+    if args.no_serve:
+        return 0
+    from torchscope.dashboard.server import serve
+
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"torchscope dashboard over {root}: open http://{shown}:{args.port}/  (Ctrl-C stops it)", flush=True)
+    serve(root, host=args.host, port=args.port)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `demo` subcommand."""
+    p = subparsers.add_parser("demo", help="profile a small real CPU workload, analyze it, serve the dashboard")
+    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where the run folder goes (default: ./runs)")
+    p.add_argument("--host", default="127.0.0.1", help="address the dashboard binds to (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--no-serve", action="store_true", help="record and analyze, but do not start the dashboard")
+    p.set_defaults(func=_run)
