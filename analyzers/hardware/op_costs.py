@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from torchscope.analyzers.hardware.device_specs import torch_dtype_to_peak_dtype
+from torchscope.analyzers.hardware.dtypes import dtype_bytes
 
 __all__ = [
-    "OpCost", "estimate_op_cost", "dtype_bytes", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
+    "OpCost", "estimate_op_cost", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
     "NORM_FLOPS_PER_ELEMENT", "SOFTMAX_FLOPS_PER_ELEMENT", "ATTENTION_BACKWARD_FACTOR",
 ]
 
@@ -38,13 +39,6 @@ __all__ = [
 MATRIX_CATEGORIES = ("gemm", "conv", "attention")
 #: FLOPs per backward attention call relative to the forward: recompute QKᵀ, then dV, dP, dQ, dK.
 ATTENTION_BACKWARD_FACTOR = 2.5
-
-_DTYPE_BYTES = {
-    "float": 4, "double": 8, "c10::half": 2, "c10::bfloat16": 2, "long int": 8, "long": 8, "int": 4,
-    "short int": 2, "short": 2, "signed char": 1, "unsigned char": 1, "bool": 1,
-    "c10::complex<float>": 8, "c10::complex<double>": 16, "c10::complex<c10::half>": 4,
-    "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1, "c10::float8_e4m3fnuz": 1, "c10::float8_e5m2fnuz": 1,
-}
 
 #: FLOPs per output element of elementwise ops (in-place ``op_`` variants share the entry).
 ELEMENTWISE_FLOPS_PER_ELEMENT = {
@@ -139,9 +133,9 @@ class OpCost:
         return self.category in MATRIX_CATEGORIES
 
 
-def dtype_bytes(type_name: str | None) -> int:
-    """Bytes per element of a recorded PyTorch type string ("float" → 4); 0 for non-tensors."""
-    return _DTYPE_BYTES.get(str(type_name or "").strip().lower(), 0)
+def _elem_bytes(type_name: str | None) -> int:
+    """Bytes per element of a recorded type string; 0 for non-tensors and unknown dtypes (they move no bytes)."""
+    return dtype_bytes(type_name) or 0
 
 
 def _prod(dims: Sequence[int]) -> int:
@@ -167,7 +161,7 @@ def _tensors(dims: Sequence, types: Sequence) -> list[tuple[list[int], str] | No
 
 
 def _nbytes(t: tuple[list[int], str] | None) -> float:
-    return 0.0 if t is None else float(_prod(t[0]) * dtype_bytes(t[1]))
+    return 0.0 if t is None else float(_prod(t[0]) * _elem_bytes(t[1]))
 
 
 def _broadcast(shapes: list[list[int]]) -> list[int]:
@@ -226,20 +220,20 @@ def estimate_op_cost(
         if plain in ELEMENTWISE_FLOPS_PER_ELEMENT:
             shapes = [t[0] for t in present]
             out_numel = _prod(_broadcast(shapes))
-            out_bytes = 0.0 if base.endswith("_") else out_numel * dtype_bytes(present[0][1])
+            out_bytes = 0.0 if base.endswith("_") else out_numel * _elem_bytes(present[0][1])
             flops = float(out_numel * ELEMENTWISE_FLOPS_PER_ELEMENT[plain])
             return OpCost("elementwise", flops, sum(map(_nbytes, present)) + out_bytes, dtype)
         if base in NORM_FLOPS_PER_ELEMENT:
             x = present[0]
             numel = _prod(x[0])
-            extra = numel * dtype_bytes(x[1]) * (2 if base.endswith("_backward") else 1)
+            extra = numel * _elem_bytes(x[1]) * (2 if base.endswith("_backward") else 1)
             return OpCost("norm", float(numel * NORM_FLOPS_PER_ELEMENT[base]),
                           sum(map(_nbytes, present)) + extra, dtype)
         if base in SOFTMAX_FLOPS_PER_ELEMENT:
             x = present[0]
             numel = _prod(x[0])
             return OpCost("softmax", float(numel * SOFTMAX_FLOPS_PER_ELEMENT[base]),
-                          sum(map(_nbytes, present)) + numel * dtype_bytes(x[1]), dtype)
+                          sum(map(_nbytes, present)) + numel * _elem_bytes(x[1]), dtype)
         if base in _REDUCTIONS:
             x = present[0]
             return OpCost("reduction", float(_prod(x[0])), sum(map(_nbytes, present)), dtype)
@@ -252,7 +246,7 @@ def estimate_op_cost(
 
 def _gemm(base: str, tensors: list, dtype: str | None) -> OpCost | None:
     present = [t for t in tensors if t is not None]
-    es = dtype_bytes(present[0][1]) if present else 0
+    es = _elem_bytes(present[0][1]) if present else 0
     if base in ("addmm", "_addmm_activation", "baddbmm", "addbmm", "addmv"):
         bias, a, b = tensors[0], tensors[1], tensors[2]
     elif base == "linear":
@@ -337,7 +331,7 @@ def _conv(base: str, tensors: list, concrete: Sequence | None, dtype: str | None
                    for i, s, p, dd, k in zip(spatial, stride, padding, dilation, kernel)]
     flops = _conv_flops(x[0], w[0], out, groups, transposed)
     c_out = w[0][1] * groups if transposed else w[0][0]
-    out_bytes = x[0][0] * c_out * _prod(out) * dtype_bytes(x[1])
+    out_bytes = x[0][0] * c_out * _prod(out) * _elem_bytes(x[1])
     bias = tensors[2] if len(tensors) > 2 and base not in ("cudnn_convolution", "cudnn_convolution_transpose") else None
     return OpCost("conv", flops, _nbytes(x) + _nbytes(w) + _nbytes(bias) + out_bytes, dtype,
                   f"k={kernel} stride={stride} groups={groups}")
@@ -370,7 +364,7 @@ def _attention(base: str, tensors: list, concrete: Sequence | None, dtype: str |
         causal = str(_concrete(concrete, 9)).strip() in ("1", "2")
     if causal:
         flops /= 2.0
-    out_bytes = rows * ev * dtype_bytes(q[1])
+    out_bytes = rows * ev * _elem_bytes(q[1])
     nbytes = _nbytes(q) + _nbytes(k) + _nbytes(v) + out_bytes
     if backward:
         flops *= ATTENTION_BACKWARD_FACTOR
@@ -390,7 +384,7 @@ def _memory(base: str, present: list, dtype: str | None) -> OpCost:
         return OpCost("memory", 0.0, _nbytes(dst) + _nbytes(src), dtype)
     if base == "embedding" and len(present) >= 2:
         weight, idx = present[0], present[1]
-        out = _prod(idx[0]) * weight[0][-1] * dtype_bytes(weight[1])
+        out = _prod(idx[0]) * weight[0][-1] * _elem_bytes(weight[1])
         return OpCost("memory", 0.0, 2.0 * out + _nbytes(idx), dtype)
     if base in ("zeros_like", "ones_like", "full_like"):
         return OpCost("memory", 0.0, _nbytes(present[0]), dtype)
