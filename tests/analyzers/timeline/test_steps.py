@@ -1,0 +1,69 @@
+"""Step windows: the one definition (until the next step starts), the run's steps stream, step lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchscope.analyzers.core.trace import Trace, TraceMeta
+from torchscope.analyzers.timeline import steps
+
+
+def _trace(rows: list[tuple[str, str, int, int]], *, streams=None, manifest=None) -> Trace:
+    """A trace of (name, kind, ts_ns, dur_ns) events."""
+    events = pd.DataFrame({
+        "name": pd.Categorical([r[0] for r in rows]), "kind": pd.Categorical([r[1] for r in rows]),
+        "ts_ns": np.array([r[2] for r in rows], np.int64), "dur_ns": np.array([r[3] for r in rows], np.int64),
+        "tid": np.zeros(len(rows), np.int64), "pid": np.zeros(len(rows), np.int64),
+    })
+    return Trace(events=events, counters=pd.DataFrame(), flows=pd.DataFrame(),
+                 meta=TraceMeta(path="test", manifest=manifest), streams=streams or {})
+
+
+def test_each_step_runs_until_the_next_starts_and_the_last_to_its_own_end():
+    trace = _trace([("ProfilerStep#5", "annotation", 100, 50), ("ProfilerStep#6", "annotation", 180, 90),
+                    ("ProfilerStep#7", "annotation", 260, 30), ("aten::mm", "cpu_op", 0, 400)])
+    w = steps.step_windows(trace)
+    assert w["step"].tolist() == [5, 6, 7]
+    assert w["start_ns"].tolist() == [100, 180, 260]
+    assert w["end_ns"].tolist() == [180, 260, 290]  # step 6 overlaps 7's start: cut there
+    assert w.dtypes.tolist() == [np.int64] * 3
+
+
+def test_no_steps_gives_empty_windows_or_the_whole_span():
+    trace = _trace([("aten::mm", "cpu_op", 10, 40), ("k", "kernel", 30, 70)])
+    assert steps.step_windows(trace).empty
+    w = steps.windows_or_span(trace)
+    assert w.to_dict("list") == {"step": [-1], "start_ns": [10], "end_ns": [100]}
+
+
+def test_run_step_windows_come_from_the_steps_stream_else_fall_back():
+    stream = pd.DataFrame({"step": [0, 1, 2], "t_ns": [1000, 2000, 3500]})
+    trace = _trace([("ProfilerStep#1", "annotation", 1200, 300)], streams={"steps": stream},
+                   manifest={"started_at_ns": 400})
+    w = steps.run_step_windows(trace)
+    assert w.to_dict("list") == {"step": [0, 1, 2], "start_ns": [400, 1000, 2000], "end_ns": [1000, 2000, 3500]}
+    plain = _trace([("ProfilerStep#1", "annotation", 1200, 300), ("ProfilerStep#2", "annotation", 1600, 100)])
+    assert steps.run_step_windows(plain).equals(steps.step_windows(plain))
+
+
+_windows = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_windows, st.lists(st.integers(-5, 800), max_size=30))
+def test_step_of_matches_brute_force(gaps_and_lengths, times):
+    starts, ends, t = [], [], 0
+    for gap, length in gaps_and_lengths:
+        starts.append(t + gap)
+        ends.append(t + gap + length)
+        t = t + gap + length
+    windows = pd.DataFrame({"step": np.arange(len(starts), dtype=np.int64) + 10,
+                            "start_ns": np.array(starts, np.int64), "end_ns": np.array(ends, np.int64)})
+    ts = np.array(times, np.int64)
+    expected = [next((10 + i for i, (s, e) in enumerate(zip(starts, ends)) if s <= x < e), -1) for x in times]
+    assert steps.step_of(ts, windows).tolist() == expected
+    idx = steps.step_index(ts, windows["start_ns"], windows["end_ns"])
+    assert [i + 10 if i >= 0 else -1 for i in idx.tolist()] == expected
