@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["merge_intervals", "union_ns", "overlap_ns", "clip"]
+__all__ = ["merge_intervals", "union_ns", "overlap_ns", "clip", "covered_ns", "subtract"]
 
 
 def merge_intervals(start_ns: np.ndarray, end_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,3 +58,33 @@ def clip(s: np.ndarray, e: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np
     keep = e > s
     return s[keep], e[keep]
 
+
+
+def covered_ns(starts: np.ndarray, ends: np.ndarray, merged: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Length of each window [start, end) covered by a merged interval set, ns (vectorised over windows)."""
+    starts = np.asarray(starts, np.int64)
+    ends = np.asarray(ends, np.int64)
+    us, ue = merged
+    if us.size == 0:
+        return np.zeros(starts.shape, np.int64)
+    prefix = np.concatenate(([0], np.cumsum(ue - us)))
+
+    def before(t: np.ndarray) -> np.ndarray:
+        """Covered length before each time t."""
+        i = np.searchsorted(us, t, side="right")
+        last = np.maximum(i - 1, 0)
+        inside = np.where(i > 0, np.clip(t - us[last], 0, ue[last] - us[last]), 0)
+        return np.where(i > 0, prefix[last], 0) + inside
+
+    return np.maximum(before(ends) - before(starts), 0).astype(np.int64)
+
+
+def subtract(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Merged interval set ``a`` minus merged interval set ``b``, merged, ns."""
+    (a_s, a_e), (b_s, b_e) = a, b
+    if a_s.size == 0 or b_s.size == 0:
+        return a_s, a_e
+    points = np.unique(np.concatenate([a_s, a_e, b_s, b_e]))
+    lo, hi = points[:-1], points[1:]
+    keep = (covered_ns(lo, hi, a) == hi - lo) & (covered_ns(lo, hi, b) == 0)
+    return merge_intervals(lo[keep], hi[keep])

@@ -1,4 +1,4 @@
-"""The launch<->GPU-work join: which runtime call (``cudaLaunchKernel``, ``hipMemcpyAsync``, ...) launched each kernel."""
+"""The launch<->GPU-work join: the runtime call (``cudaLaunchKernel``, ``hipMemcpyAsync``, ...) behind each kernel."""
 
 from __future__ import annotations
 

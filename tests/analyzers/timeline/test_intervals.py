@@ -26,3 +26,19 @@ def test_union_and_overlap_match_brute_force(a, b):
     assert intervals.union_ns(*arrays(a)) == len(_covered(a))
     assert intervals.overlap_ns(ma, mb) == len(_covered(a) & _covered(b))
     assert np.all(ma[0][1:] > ma[1][:-1])  # disjoint and sorted
+
+
+@settings(max_examples=60, deadline=None)
+@given(_intervals, _intervals, st.lists(st.tuples(st.integers(0, 240), st.integers(0, 60)), max_size=10))
+def test_covered_and_subtract_match_brute_force(a, b, windows):
+    def arrays(ivs):
+        s = np.array([x for x, _ in ivs], dtype=np.int64)
+        return s, s + np.array([d for _, d in ivs], dtype=np.int64)
+
+    ma, mb = intervals.merge_intervals(*arrays(a)), intervals.merge_intervals(*arrays(b))
+    ws, we = arrays(windows)
+    got = intervals.covered_ns(ws, we, ma)
+    assert got.tolist() == [len(_covered(a) & set(range(s, e))) for s, e in zip(ws, we)]
+    ds, de = intervals.subtract(ma, mb)
+    assert {t for s, e in zip(ds, de) for t in range(s, e)} == _covered(a) - _covered(b)
+    assert np.all(ds[1:] > de[:-1])

@@ -11,7 +11,8 @@ from torchscope.analyzers.timeline import nesting
 
 
 def _spans(rows) -> pd.DataFrame:
-    return pd.DataFrame({"pid": np.array([r[0] for r in rows], np.int64), "tid": np.array([r[1] for r in rows], np.int64),
+    return pd.DataFrame({"pid": np.array([r[0] for r in rows], np.int64),
+                         "tid": np.array([r[1] for r in rows], np.int64),
                          "ts_ns": np.array([r[2] for r in rows], np.int64),
                          "dur_ns": np.array([r[3] for r in rows], np.int64)})
 
