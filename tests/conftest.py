@@ -1,4 +1,11 @@
-"""Shared fixtures: where the real traces are, and the CI rule that nothing skips silently."""
+"""Shared fixtures: where the real traces are, and the CI rule that nothing skips silently.
+
+The shared corpus of real Kineto traces lives beside the repository (``../shared/traces/public``),
+never inside it; ``TORCHSCOPE_SHARED_TRACES`` points elsewhere. A clone without the corpus passes
+``python -m pytest`` with those tests skipped (the reason says where it looked); in CI (``CI=true``)
+the same tests fail instead. Every test that reads the corpus goes through `shared_traces` or
+`shared_trace`, never through the path directly.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_TRACES = REPO_ROOT.parent / "shared" / "traces" / "public"
+#: The shared corpus: $TORCHSCOPE_SHARED_TRACES, else ../shared/traces/public beside the repository.
+SHARED_TRACES = Path(os.environ.get("TORCHSCOPE_SHARED_TRACES") or REPO_ROOT.parent / "shared" / "traces" / "public")
 SAMPLE_TRACES = REPO_ROOT / "sample_traces"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -31,11 +39,24 @@ def require_module(name: str):
         require_or_skip(False, f"{name} is not installed ({exc})")
 
 
+def require_shared_traces() -> Path:
+    """The shared corpus folder, or skip (fail in CI) when it is not there."""
+    require_or_skip(SHARED_TRACES.is_dir(), f"shared traces not found at {SHARED_TRACES} "
+                                            "(set TORCHSCOPE_SHARED_TRACES to their folder)")
+    return SHARED_TRACES
+
+
+def shared_trace(name: str) -> Path:
+    """Path of one file of the shared corpus, or skip (fail in CI) when it is not there."""
+    path = require_shared_traces() / name
+    require_or_skip(path.is_file(), f"shared trace {name} not found in {SHARED_TRACES}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_traces() -> Path:
     """Folder of the real Kineto traces shared beside the repository (never copied into it)."""
-    require_or_skip(SHARED_TRACES.is_dir(), f"shared traces not found at {SHARED_TRACES}")
-    return SHARED_TRACES
+    return require_shared_traces()
 
 
 @pytest.fixture(scope="session")

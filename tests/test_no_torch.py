@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from tests.conftest import REPO_ROOT, SHARED_TRACES
+from tests.conftest import REPO_ROOT
 
 _BLOCK_TORCH = """
 import importlib.abc, sys
@@ -42,8 +43,8 @@ def test_every_analysis_and_dashboard_module_imports_without_torch() -> None:
     assert int(proc.stdout.strip()) >= 10
 
 
-def test_load_analyze_and_cli_run_without_torch() -> None:
-    trace = SHARED_TRACES / "mi250_minitoy_train.json.gz"
+def test_load_analyze_and_cli_run_without_torch(shared_traces: Path) -> None:
+    trace = shared_traces / "mi250_minitoy_train.json.gz"
     proc = _run_without_torch(f"""
         import torchscope as analyzers
         from torchscope.cli import main

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from torchscope import analyzers
+from tests.conftest import require_or_skip
 
 MAIN_PID = 100
 MAIN_TID = 100
@@ -60,7 +61,15 @@ class KinetoBuilder:
         return analyzers.load(self.write(path, **kwargs))
 
 
-@functools.lru_cache(maxsize=None)
 def load_shared(folder: str, name: str) -> "analyzers.Trace":
-    """A shared trace loaded once per test session (analyzers never mutate what they are given)."""
-    return analyzers.load(f"{folder}/{name}")
+    """A shared trace loaded once per test session (analyzers never mutate what they are given).
+
+    A missing file skips the test outside CI and fails it in CI, as the `shared_traces` fixture does.
+    """
+    require_or_skip(Path(folder, name).is_file(), f"shared trace {name} not found in {folder}")
+    return _load_once(folder, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_once(folder: str, name: str) -> "analyzers.Trace":
+    return analyzers.load(Path(folder, name))
