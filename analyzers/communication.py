@@ -8,8 +8,8 @@ Where a collective comes from
   (``Collective name``, ``In msg nelems``, ``Out msg nelems``, ``dtype``, ``Group size``), from the
   ``record_param_comms`` op that encloses the kernel's launch, and from the enclosing ``nccl:<op>``
   annotation (``Input Dims`` × ``Input type``). The launch is found through the kernel's
-  correlation id (the runtime ``cudaLaunchKernel`` event), and "enclosing" means the CPU event on
-  the launching thread whose interval contains the launch. The type from an annotation wins over
+  correlation id (the runtime ``cudaLaunchKernel`` event), and "enclosing" means the innermost CPU
+  event on the launching thread whose interval contains the launch (``timeline.nesting``). The type from an annotation wins over
   the kernel name: NCCL may run an all-reduce as ``SendRecv`` kernels.
 * **CPU (gloo, mpi, ucc) jobs**: every ``gloo:<op>`` (``mpi:``/``ucc:``) annotation is one
   collective, timed by its CPU duration (torch records it on the backend's worker thread around
@@ -31,8 +31,8 @@ that run no collective minus the time those threads spend inside communication o
 blocking ``c10d::allreduce_`` (CPU jobs). ``overlap_pct`` is the share of communication time (union of
 collective intervals) overlapped by compute, as Holistic Trace Analysis defines comm/comp overlap.
 *Exposed* communication is communication time during which no compute runs. Per step it is taken
-over the step window ``[start of ProfilerStep#N, start of step N+1)`` (the last step ends at its
-own end); without steps the whole trace is one window.
+over the step windows of ``timeline.steps`` (a step runs until the next one starts); without steps
+the whole trace is one window.
 
 Stragglers (across the ranks of a TraceSet)
 -------------------------------------------
@@ -57,19 +57,51 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, TraceSet
+from torchscope.analyzers.hardware.dtypes import dtype_bytes
+from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, subtract
+from torchscope.analyzers.timeline.nesting import enclosing
+from torchscope.analyzers.timeline.steps import step_of, step_windows, windows_or_span
 
 __all__ = [
     "collectives", "busbw_factor", "exposed_per_step", "compute_per_step", "analyze",
     "analyze_stragglers", "EXPOSED_COMM_MIN_SHARE", "EXPOSED_COMM_CRITICAL_SHARE",
     "SMALL_MESSAGE_BYTES", "STRAGGLER_MIN_LATENESS_NS", "STRAGGLER_MIN_SHARE", "SLOW_COMPUTE_MIN_EXCESS",
+    "EXPOSED_COMMUNICATION", "STRAGGLER_RANK", "SLOW_COMPUTE_RANK", "SUMMARY_KEYS", "STRAGGLERS_SUMMARY_KEYS",
 ]
 
+#: Keys of the ``communication`` summary -> what each is, with its unit.
+SUMMARY_KEYS: dict[str, str] = {
+    "collectives": "number of collectives in the trace",
+    "timed_on": "what times the collectives: 'gpu' (NCCL/RCCL kernels) or 'cpu' (gloo/mpi/ucc annotations)",
+    "comm_ns": "communication time, union of all collective intervals, ns",
+    "overlapped_ns": "communication time during which compute runs, ns",
+    "exposed_ns": "communication time during which no compute runs (comm_ns - overlapped_ns), ns",
+    "overlap_pct": "overlapped_ns as a share of comm_ns, %",
+    "total_bytes": "message bytes summed over all collectives (nccl-tests size convention), bytes",
+    "median_exposed_pct_per_step": "median over step windows of exposed communication / step time, %",
+}
+#: Keys of the ``stragglers`` summary -> what each is, with its unit.
+STRAGGLERS_SUMMARY_KEYS: dict[str, str] = {
+    "ranks": "number of ranks compared",
+    "matched_collectives": "collectives matched across all ranks (step, type, size, occurrence)",
+    "median_skew_ns": "median over matched collectives of latest minus earliest start, ns",
+    "max_skew_ns": "largest start skew of a matched collective, ns",
+    "straggler_ranks": "ranks with a stragglers.straggler_rank finding, list of int",
+    "slow_compute_ranks": "ranks with a stragglers.slow_compute_rank finding, list of int",
+}
+
+#: Finding: communication not overlapped by compute takes a large share of each step.
+EXPOSED_COMMUNICATION = "communication.exposed_communication"
 #: Exposed communication above this share of step time raises a finding (warning).
 EXPOSED_COMM_MIN_SHARE = 0.10
 #: ... and above this share the finding is critical.
 EXPOSED_COMM_CRITICAL_SHARE = 0.30
 #: Collectives whose median message is below this are latency-bound: bigger buckets help most.
 SMALL_MESSAGE_BYTES = 1 << 20
+#: Finding: one rank starts its collectives late, the others wait for it.
+STRAGGLER_RANK = "stragglers.straggler_rank"
+#: Finding: one rank computes longer per step than the others.
+SLOW_COMPUTE_RANK = "stragglers.slow_compute_rank"
 #: A rank is a straggler when its collectives start at least this much later than the earliest rank
 #: (median over matched collectives) ...
 STRAGGLER_MIN_LATENESS_NS = 1_000_000
@@ -96,13 +128,6 @@ _TYPE_PATTERNS = (
     ("gather", "gather"), ("scatter", "scatter"),
 )
 
-_DTYPE_BYTES = {
-    "float": 4, "float32": 4, "double": 8, "float64": 8, "half": 2, "float16": 2, "bfloat16": 2,
-    "c10::half": 2, "c10::bfloat16": 2, "long": 8, "int64": 8, "long int": 8, "int": 4, "int32": 4,
-    "short": 2, "short int": 2, "int16": 2, "char": 1, "signed char": 1, "unsigned char": 1, "byte": 1, "int8": 1,
-    "uint8": 1, "bool": 1, "complexfloat": 8, "c10::complex<float>": 8, "complexdouble": 16, "c10::complex<double>": 16,
-    "float8_e4m3fn": 1, "float8_e5m2": 1, "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1,
-}
 
 _COLLECTIVE_COLUMNS = [
     "ts_ns", "dur_ns", "end_ns", "type", "name", "bytes", "group_size", "algbw_gbps", "busbw_gbps",
@@ -130,32 +155,9 @@ def busbw_factor(ctype: str, group_size: int) -> float:
 
 
 def _dtype_bytes(dtype: object) -> float:
-    """Bytes per element of a dtype spelled as in Kineto args; NaN when unknown."""
-    return float(_DTYPE_BYTES.get(str(dtype).strip().lower(), np.nan))
-
-
-def _enclosing(points: pd.DataFrame, spans: pd.DataFrame) -> np.ndarray:
-    """Index (into ``spans``) of the latest-starting span on the same pid/tid containing each point; -1 if none.
-
-    ``points`` has columns pid, tid, at_ns; ``spans`` has pid, tid, ts_ns, dur_ns and must not nest.
-    """
-    out = np.full(len(points), -1, dtype=np.int64)
-    if points.empty or spans.empty:
-        return out
-    left = pd.DataFrame({
-        "pid": points["pid"].to_numpy(np.int64), "tid": points["tid"].to_numpy(np.int64),
-        "at_ns": points["at_ns"].to_numpy(np.int64), "_row": np.arange(len(points)),
-    }).sort_values("at_ns", kind="stable")
-    right = pd.DataFrame({
-        "pid": spans["pid"].to_numpy(np.int64), "tid": spans["tid"].to_numpy(np.int64),
-        "at_ns": spans["ts_ns"].to_numpy(np.int64),
-        "_end": (spans["ts_ns"] + spans["dur_ns"]).to_numpy(np.int64), "_span": np.arange(len(spans)),
-    }).sort_values("at_ns", kind="stable")
-    merged = pd.merge_asof(left, right, on="at_ns", by=["pid", "tid"], direction="backward")
-    ok = merged["_span"].notna() & (merged["_end"] >= merged["at_ns"])
-    rows = merged.loc[ok, "_row"].to_numpy(np.int64)
-    out[rows] = merged.loc[ok, "_span"].to_numpy(np.int64)
-    return out
+    """Bytes per element of a dtype spelled as in Kineto args (``hardware.dtypes``); NaN when unknown."""
+    size = dtype_bytes(dtype)
+    return float(size) if size is not None else np.nan
 
 
 def _first_dims_bytes(args: object) -> tuple[float, float]:
@@ -211,35 +213,6 @@ def _default_group_size(trace: Trace) -> int:
     if len(sizes) == 1:
         return sizes.pop()
     return max(int(trace.meta.world_size or 1), 1)
-
-
-def _assign_steps(ts_ns: np.ndarray, trace: Trace) -> np.ndarray:
-    """Step number of the window ``[start_N, start_N+1)`` (last: its own end) each time falls in; -1 outside."""
-    windows = step_windows(trace)
-    out = np.full(len(ts_ns), -1, dtype=np.int64)
-    if windows.empty or len(ts_ns) == 0:
-        return out
-    starts = windows["start_ns"].to_numpy(np.int64)
-    ends = windows["end_ns"].to_numpy(np.int64)
-    idx = np.searchsorted(starts, ts_ns, side="right") - 1
-    valid = idx >= 0
-    valid[valid] &= ts_ns[valid] < ends[idx[valid]]
-    out[valid] = windows["step"].to_numpy(np.int64)[idx[valid]]
-    return out
-
-
-def step_windows(trace: Trace) -> pd.DataFrame:
-    """Step windows (step, start_ns, end_ns): each ProfilerStep runs until the next starts; the last to its end."""
-    steps = trace.steps()
-    if steps.empty:
-        return pd.DataFrame({"step": np.array([], np.int64), "start_ns": np.array([], np.int64),
-                             "end_ns": np.array([], np.int64)})
-    starts = steps["ts_ns"].to_numpy(np.int64)
-    own_end = starts + steps["dur_ns"].to_numpy(np.int64)
-    ends = np.append(starts[1:], own_end[-1]) if len(starts) > 1 else own_end
-    ends = np.maximum(ends, own_end)
-    ends[:-1] = np.minimum(ends[:-1], starts[1:])
-    return pd.DataFrame({"step": steps["step"].to_numpy(np.int64), "start_ns": starts, "end_ns": ends})
 
 
 def _name_mask(events: pd.DataFrame, predicate) -> np.ndarray:
@@ -317,13 +290,13 @@ def _gpu_collectives(trace: Trace, kernels: pd.DataFrame) -> pd.DataFrame:
     has_launch = launches["ts_ns"].notna().to_numpy()
     points = pd.DataFrame({
         "pid": launches["pid"].fillna(-1).to_numpy(np.int64), "tid": launches["tid"].fillna(-1).to_numpy(np.int64),
-        "at_ns": launches["ts_ns"].fillna(-1).to_numpy(np.int64),
+        "ts_ns": launches["ts_ns"].fillna(-1).to_numpy(np.int64),
     })
     cpu = ev["kind"].isin(("cpu_op", "annotation")).to_numpy()
     param_spans = ev[cpu & _name_mask(ev, lambda n: n == "record_param_comms")]
     annot_spans = ev[cpu & _name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n.lower()) is not None)]
-    param_idx = _enclosing(points, param_spans)
-    annot_idx = _enclosing(points, annot_spans)
+    param_idx = enclosing(points, param_spans)
+    annot_idx = enclosing(points, annot_spans)
     param_args = param_spans["args"].to_numpy()
     annot_args = annot_spans["args"].to_numpy()
     annot_names = annot_spans["name"].astype(str).to_numpy()
@@ -353,9 +326,9 @@ def _gpu_collectives(trace: Trace, kernels: pd.DataFrame) -> pd.DataFrame:
     kernel_names = kernels["name"].astype(str).tolist()
     table = _finish(trace, kernels, fields, kernel_names)
     table["timed_on"] = pd.array(["gpu"] * len(table), dtype="str")
-    launch_ts = np.where(has_launch, points["at_ns"].to_numpy(np.int64), table["ts_ns"].to_numpy(np.int64))
+    launch_ts = np.where(has_launch, points["ts_ns"].to_numpy(np.int64), table["ts_ns"].to_numpy(np.int64))
     table["launch_ts_ns"] = launch_ts
-    table["step"] = _assign_steps(launch_ts, trace)
+    table["step"] = step_of(launch_ts, step_windows(trace))
     return table
 
 
@@ -369,49 +342,8 @@ def _cpu_collectives(trace: Trace, spans: pd.DataFrame) -> pd.DataFrame:
     table = _finish(trace, spans, fields, names)
     table["timed_on"] = pd.array(["cpu"] * len(table), dtype="str")
     table["launch_ts_ns"] = table["ts_ns"].to_numpy(np.int64)
-    table["step"] = _assign_steps(table["ts_ns"].to_numpy(np.int64), trace)
+    table["step"] = step_of(table["ts_ns"].to_numpy(np.int64), step_windows(trace))
     return table
-
-
-# --- interval arithmetic -------------------------------------------------------------------------
-
-def _union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge intervals [start, end) into sorted disjoint ones."""
-    if len(starts) == 0:
-        return np.array([], np.int64), np.array([], np.int64)
-    order = np.argsort(starts, kind="stable")
-    s, e = starts[order].astype(np.int64), ends[order].astype(np.int64)
-    run_end = np.maximum.accumulate(e)
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = s[1:] > run_end[:-1]
-    return s[new], np.maximum.reduceat(e, np.flatnonzero(new))
-
-
-def _covered(a: np.ndarray, b: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np.ndarray:
-    """Length of each [a, b) covered by the disjoint sorted union (us, ue)."""
-    a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
-    if len(us) == 0:
-        return np.zeros(len(a), np.int64)
-    prefix = np.concatenate(([0], np.cumsum(ue - us)))
-
-    def upto(x: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(us, x, side="right") - 1
-        inside = np.where(i >= 0, np.clip(x - us[np.maximum(i, 0)], 0, (ue - us)[np.maximum(i, 0)]), 0)
-        return prefix[np.maximum(i, 0)] * (i >= 0) + inside
-
-    return np.maximum(upto(b) - upto(a), 0)
-
-
-def _subtract(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint sorted intervals ``a`` minus disjoint sorted intervals ``b``."""
-    (us, ue), (ws, we) = a, b
-    if len(us) == 0 or len(ws) == 0:
-        return us, ue
-    points = np.unique(np.concatenate([us, ue, ws, we]))
-    lo, hi = points[:-1], points[1:]
-    keep = (_covered(lo, hi, us, ue) == hi - lo) & (_covered(lo, hi, ws, we) == 0)
-    return _union(lo[keep], hi[keep])
 
 
 def _compute_union(trace: Trace, comm: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -420,44 +352,30 @@ def _compute_union(trace: Trace, comm: pd.DataFrame) -> tuple[np.ndarray, np.nda
     if (comm["timed_on"] == "gpu").any():
         work = ev[(ev["kind"] == "kernel").to_numpy() & ~_name_mask(ev, _is_comm_kernel_name)]
         ts = work["ts_ns"].to_numpy(np.int64)
-        return _union(ts, ts + work["dur_ns"].to_numpy(np.int64))
+        return merge_intervals(ts, ts + work["dur_ns"].to_numpy(np.int64))
     # CPU backends: ops of the threads that run no collective, except while such a thread sits in a
     # communication op (c10d::allreduce_ blocking on gloo, a wait): that time is waiting, not compute.
     off_comm = (ev["kind"] == "cpu_op").to_numpy() & ~ev["tid"].isin(set(comm["tid"].tolist())).to_numpy()
     is_comm_op = _name_mask(ev, lambda n: _CPU_COMM_OP.match(n) is not None)
     work, waiting = ev[off_comm & ~is_comm_op], ev[off_comm & is_comm_op]
     ts, ws = work["ts_ns"].to_numpy(np.int64), waiting["ts_ns"].to_numpy(np.int64)
-    return _subtract(_union(ts, ts + work["dur_ns"].to_numpy(np.int64)),
-                     _union(ws, ws + waiting["dur_ns"].to_numpy(np.int64)))
-
-
-def _step_windows_or_span(trace: Trace) -> pd.DataFrame:
-    """Step windows, or the whole trace as step -1 when it has no steps."""
-    windows = step_windows(trace)
-    if windows.empty:
-        lo, hi = trace.span_ns
-        windows = pd.DataFrame({"step": [-1], "start_ns": [lo], "end_ns": [hi]})
-    return windows
+    return subtract(merge_intervals(ts, ts + work["dur_ns"].to_numpy(np.int64)),
+                    merge_intervals(ws, ws + waiting["dur_ns"].to_numpy(np.int64)))
 
 
 def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per step window: step time, communication, overlapped and exposed communication, compute (ns)."""
     comm = collectives(trace) if comm is None else comm
-    windows = _step_windows_or_span(trace)
-    cs, ce = _union(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
+    windows = windows_or_span(trace)
+    cs, ce = merge_intervals(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
     ks, ke = _compute_union(trace, comm)
     w_start = windows["start_ns"].to_numpy(np.int64)
     w_end = windows["end_ns"].to_numpy(np.int64)
-    comm_ns = _covered(w_start, w_end, cs, ce)
-    compute_ns = _covered(w_start, w_end, ks, ke)
-    # Overlap within each window: clip the comm union to the window, then measure compute over it.
-    overlapped = np.zeros(len(windows), np.int64)
-    for i, (lo, hi) in enumerate(zip(w_start, w_end)):
-        j0, j1 = np.searchsorted(ce, lo, side="right"), np.searchsorted(cs, hi, side="left")
-        if j1 > j0:
-            a = np.clip(cs[j0:j1], lo, hi)
-            b = np.clip(ce[j0:j1], lo, hi)
-            overlapped[i] = int(_covered(a, b, ks, ke).sum())
+    comm_ns = covered_ns(w_start, w_end, (cs, ce))
+    compute_ns = covered_ns(w_start, w_end, (ks, ke))
+    # Overlapped: communication time during which compute runs, i.e. comm minus (comm minus compute).
+    both = subtract((cs, ce), subtract((cs, ce), (ks, ke)))
+    overlapped = covered_ns(w_start, w_end, both)
     # Collectives per step, by the step that launched them (all of them when the trace has no steps).
     count = comm["step"].value_counts().reindex(windows["step"].to_numpy(), fill_value=0).to_numpy()
     return pd.DataFrame({
@@ -471,12 +389,12 @@ def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataF
 def compute_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per step window: busy compute time (union of non-communication kernels or CPU ops), ns."""
     comm = collectives(trace) if comm is None else comm
-    windows = _step_windows_or_span(trace)
+    windows = windows_or_span(trace)
     ks, ke = _compute_union(trace, comm)
     w_start = windows["start_ns"].to_numpy(np.int64)
     w_end = windows["end_ns"].to_numpy(np.int64)
     return pd.DataFrame({"step": windows["step"].to_numpy(np.int64), "step_ns": w_end - w_start,
-                         "compute_ns": _covered(w_start, w_end, ks, ke)})
+                         "compute_ns": covered_ns(w_start, w_end, (ks, ke))})
 
 
 def _per_type(comm: pd.DataFrame) -> pd.DataFrame:
@@ -529,7 +447,7 @@ def _exposed_finding(trace: Trace, comm: pd.DataFrame, per_type: pd.DataFrame, s
         advice = (f"Start `{top['type']}` collectives earlier (async_op=True, wait right before use) so "
                   "they run under independent compute, and batch small ones together")
     return Finding(
-        id="exposed-communication", analyzer="communication",
+        id=EXPOSED_COMMUNICATION, analyzer="communication",
         severity="critical" if share >= EXPOSED_COMM_CRITICAL_SHARE else "warning",
         title=f"{100 * share:.0f}% of each step waits on communication not overlapped by compute",
         evidence={
@@ -549,7 +467,7 @@ def _exposed_finding(trace: Trace, comm: pd.DataFrame, per_type: pd.DataFrame, s
 
 
 @register("communication", description="Collectives: sizes, bandwidths, overlap with compute, exposed time per step",
-          scope="rank", page="communication")
+          scope="rank", page="communication", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, exposed_min_share: float = EXPOSED_COMM_MIN_SHARE) -> Result:
     """Collective table, per-type totals, comm/compute overlap and exposed communication per step."""
     comm = collectives(trace)
@@ -560,10 +478,10 @@ def analyze(trace: Trace, *, exposed_min_share: float = EXPOSED_COMM_MIN_SHARE) 
         raise NotApplicable(f"no collectives: no NCCL/RCCL kernels and no gloo:* annotations{extra}")
     per_type = _per_type(comm)
     steps = exposed_per_step(trace, comm)
-    cs, ce = _union(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
+    cs, ce = merge_intervals(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
     ks, ke = _compute_union(trace, comm)
     comm_total = int((ce - cs).sum())
-    overlapped_total = int(_covered(cs, ce, ks, ke).sum())
+    overlapped_total = int(covered_ns(cs, ce, (ks, ke)).sum())
     summary = {
         "collectives": int(len(comm)), "timed_on": str(comm["timed_on"].iloc[0]),
         "comm_ns": comm_total, "overlapped_ns": overlapped_total, "exposed_ns": comm_total - overlapped_total,
@@ -611,7 +529,7 @@ def matched_collectives(traces: TraceSet, comm_by_rank: Mapping[int, pd.DataFram
 
 
 @register("stragglers", description="Ranks whose collectives start late or whose compute per step is slow",
-          scope="set", page="communication")
+          scope="set", page="communication", summary_keys=STRAGGLERS_SUMMARY_KEYS)
 def analyze_stragglers(traces: TraceSet) -> Result:
     """Start skew of matched collectives, per-rank lateness and compute per step, straggler findings."""
     if len(traces) < 2:
@@ -634,7 +552,8 @@ def analyze_stragglers(traces: TraceSet) -> Result:
                                           max_lateness_ns=("lateness_ns", "max"))
         last = matched.groupby(_MATCH_KEY, sort=False)["ts_ns"].idxmax()
         last_counts = matched.loc[last, "rank"].value_counts()
-        lat["last_arrival_pct"] = 100.0 * last_counts.reindex(lat.index).fillna(0).to_numpy() / lat["matched_collectives"]
+        last_arrivals = last_counts.reindex(lat.index).fillna(0).to_numpy()
+        lat["last_arrival_pct"] = 100.0 * last_arrivals / lat["matched_collectives"]
         late_per_step = matched[matched["step"] >= 0].groupby(["rank", "step"])["lateness_ns"].sum()
         lat["lateness_per_step_ns"] = late_per_step.groupby("rank").median().reindex(lat.index).fillna(
             matched.groupby("rank")["lateness_ns"].sum())
@@ -648,8 +567,8 @@ def analyze_stragglers(traces: TraceSet) -> Result:
         if not matched.empty else 0,
         "median_skew_ns": float(matched["skew_ns"].median()) if not matched.empty else 0.0,
         "max_skew_ns": int(matched["skew_ns"].max()) if not matched.empty else 0,
-        "straggler_ranks": sorted({f.rank for f in findings if f.id.startswith("straggler-rank")}),
-        "slow_compute_ranks": sorted({f.rank for f in findings if f.id.startswith("slow-compute")}),
+        "straggler_ranks": sorted({f.rank for f in findings if f.id == STRAGGLER_RANK}),
+        "slow_compute_ranks": sorted({f.rank for f in findings if f.id == SLOW_COMPUTE_RANK}),
     }
     tables = {"per_rank": per_rank, "matched": matched, "compute_per_step": compute_df}
     return Result(analyzer="stragglers", tables=tables, summary=summary, findings=tuple(findings))
@@ -668,14 +587,16 @@ def _straggler_findings(per_rank: pd.DataFrame) -> list[Finding]:
                 continue
             gain = min(share, 1.0)
             findings.append(Finding(
-                id=f"straggler-rank-{row.rank}", analyzer="stragglers",
+                id=STRAGGLER_RANK, analyzer="stragglers",
                 severity="critical" if share >= STRAGGLER_CRITICAL_SHARE else "warning",
-                title=f"Rank {row.rank} starts its collectives late (median {lateness / 1e6:.2f} ms after the first rank)",
+                title=(f"Rank {row.rank} starts its collectives late "
+                       f"(median {lateness / 1e6:.2f} ms after the first rank)"),
                 evidence={"rank": int(row.rank), "median_lateness_ms": lateness / 1e6,
                           "lateness_per_step_ms": per_step / 1e6, "median_step_ms": step_ns / 1e6,
                           "last_to_arrive_pct": float(row.last_arrival_pct),
                           "matched_collectives": int(row.matched_collectives),
-                          "threshold_ms": STRAGGLER_MIN_LATENESS_NS / 1e6, "threshold_share_pct": 100 * STRAGGLER_MIN_SHARE},
+                          "threshold_ms": STRAGGLER_MIN_LATENESS_NS / 1e6,
+                          "threshold_share_pct": 100 * STRAGGLER_MIN_SHARE},
                 recommendation=(f"Every other rank waits for rank {row.rank} inside each collective. Investigate that "
                                 "rank: its input pipeline (slower data loading, uneven batch/sequence lengths), its "
                                 "host (CPU contention, NUMA/GPU affinity, thermal or power throttling) and its "
@@ -695,7 +616,7 @@ def _straggler_findings(per_rank: pd.DataFrame) -> list[Finding]:
             extra = own - ref
             gain = min(extra / step_ns, 1.0)
             findings.append(Finding(
-                id=f"slow-compute-rank-{row.rank}", analyzer="stragglers", severity="warning",
+                id=SLOW_COMPUTE_RANK, analyzer="stragglers", severity="warning",
                 title=f"Rank {row.rank} computes {100 * (own / ref - 1):.0f}% longer per step than the other ranks",
                 evidence={"rank": int(row.rank), "median_compute_ms": own / 1e6,
                           "other_ranks_median_compute_ms": ref / 1e6, "median_step_ms": step_ns / 1e6,
