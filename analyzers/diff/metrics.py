@@ -22,8 +22,9 @@ Definitions are shared with the analyzers, not re-implemented: GPU time categori
 ``kernels.category_of``; peak memory comes from ``memory.device_memory_timeline`` / ``memory.host_rss``;
 FLOPs and bytes per step are the roofline's operator cost model (``roofline.op_points``: the
 profiler's FLOPs, else an estimate from the recorded shapes). MoE loads come from
-``moe.routing_from_stream``; imbalance is ``moe.imbalance_metrics``' busiest expert over the mean
-(averaged over layers), the drop rate is ``moe.capacity_metrics`` at ``moe.DEFAULT_CAPACITY_FACTOR``.
+``moe.routing.routing_from_stream``; imbalance is ``moe.load.imbalance_metrics``' busiest expert over
+the mean (averaged over layers), the drop rate is ``moe.capacity.capacity_metrics`` at
+``moe.capacity.DEFAULT_CAPACITY_FACTOR``.
 Phase times are the training-loop analyzer's exclusive per-step breakdown (our phase annotations,
 else phases inferred from operator names). GPU energy per step is the power analyzer's energy curve
 (``power.nvml_samples`` / ``power.energy_curve``: the NVML energy counter, else integrated power)
@@ -41,7 +42,9 @@ import pandas as pd
 
 from torchscope.analyzers import kernels as kernels_analyzer
 from torchscope.analyzers import memory as memory_analyzer
-from torchscope.analyzers.moe import analysis as moe_analyzer
+from torchscope.analyzers.moe.capacity import DEFAULT_CAPACITY_FACTOR, capacity_metrics
+from torchscope.analyzers.moe.load import imbalance_metrics
+from torchscope.analyzers.moe.routing import routing_from_stream
 from torchscope.analyzers import power as power_analyzer
 from torchscope.analyzers.roofline import analysis as roofline_analyzer
 from torchscope.analyzers import training_loop as training_loop_analyzer
@@ -498,7 +501,7 @@ def _moe_metrics(trace: Trace, steps: np.ndarray | None, selection: StepSelectio
     moe = trace.streams.get("moe") if trace.streams else None
     if moe is None or moe.empty:
         return []
-    routing = moe_analyzer.routing_from_stream(moe, manifest=trace.meta.manifest)
+    routing = routing_from_stream(moe, manifest=trace.meta.manifest)
     layers = [(lr, *lr.step_counts()) for lr in routing.layers if len(lr.counts)]
     if not layers:
         return []
@@ -524,12 +527,12 @@ def _moe_metrics(trace: Trace, steps: np.ndarray | None, selection: StepSelectio
         rows, counts = np.searchsorted(chosen, layer_steps[keep]), counts[keep]
         exact(f"moe_expert_tokens/{lr.layer}", "moe", "tokens",
               [float(x) for x in counts.sum(axis=0) / chosen.size], headline=True)
-        ratio = moe_analyzer.imbalance_metrics(counts)["max_over_mean"]
+        ratio = imbalance_metrics(counts)["max_over_mean"]
         ok = np.isfinite(ratio)
         np.add.at(max_over_mean, rows[ok], ratio[ok])
         np.add.at(n_layers, rows[ok], 1)
         for row, step_counts in zip(rows, counts):
-            cap = moe_analyzer.capacity_metrics(step_counts, moe_analyzer.DEFAULT_CAPACITY_FACTOR)
+            cap = capacity_metrics(step_counts, DEFAULT_CAPACITY_FACTOR)
             dropped[row] += cap["dropped"]
             assigned[row] += float(step_counts.sum())
     has = n_layers > 0

@@ -31,9 +31,12 @@ Access sequences are built from the recorded routing (see ``token_access_sequenc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
+
+from torchscope.analyzers.moe.routing import Routing
 
 __all__ = [
     "POLICIES",
@@ -47,6 +50,7 @@ __all__ = [
     "step_access_sequence",
     "next_use_indices",
     "reuse_distances",
+    "cache_tables",
 ]
 
 #: Replacement policies replayed, online ones first.
@@ -287,3 +291,45 @@ def step_access_sequence(counts: np.ndarray, max_accesses: int | None = None) ->
     position = step + (j + 0.5) / np.repeat(np.where(flat > 0, flat, 1), flat)
     order = np.lexsort((expert, position))
     return expert[order]
+
+
+def cache_tables(routing: Routing, sequences: Mapping[str, np.ndarray], *,
+                 target: float = DEFAULT_TARGET_HIT_RATE,
+                 expert_bytes: int | None = None,
+                 replayed: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(hit-rate curves per layer × policy × resident experts, sizing per layer × policy at ``target``).
+
+    Each layer's ``CacheCurves`` is also stored in ``replayed`` (layer -> curves) when a dict is given.
+    Memory columns are in bytes (NaN when the expert size is unknown).
+    """
+    curve_parts, sizing = [], []
+    for lr in routing.layers:
+        seq = sequences.get(lr.layer)
+        if seq is None or not len(seq):
+            continue
+        curves = hit_counts(seq, lr.num_experts)
+        if replayed is not None:
+            replayed[lr.layer] = curves
+        size = expert_bytes if expert_bytes is not None else lr.expert_bytes
+        for policy in POLICIES:
+            rate = curves.hit_rate(policy)
+            curve_parts.append(pd.DataFrame({
+                "layer": lr.layer, "layer_index": lr.layer_index, "policy": policy,
+                "resident_experts": np.arange(1, lr.num_experts + 1, dtype=np.int64), "hit_rate": rate,
+            }))
+            needed = curves.experts_needed(policy, target)
+            offloaded = lr.num_experts - needed if needed is not None else 0
+            sizing.append({
+                "layer": lr.layer, "layer_index": lr.layer_index, "policy": policy,
+                "num_experts": lr.num_experts, "accesses": curves.accesses, "target_hit_rate": target,
+                "experts_needed": needed if needed is not None else -1,
+                "reachable": needed is not None,
+                "hit_rate_at_needed": float(rate[needed - 1]) if needed is not None else float(rate[-1]),
+                "best_possible_hit_rate": float(rate[-1]),
+                "offloaded_experts": offloaded,
+                "expert_bytes": float(size) if size else float("nan"),
+                "memory_freed_bytes": float(offloaded * size) if size else float("nan"),
+            })
+    curves_df = pd.concat(curve_parts, ignore_index=True) if curve_parts else pd.DataFrame(
+        columns=["layer", "layer_index", "policy", "resident_experts", "hit_rate"])
+    return curves_df, pd.DataFrame(sizing)

@@ -29,8 +29,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["Placement", "PlacementPlan", "contiguous_placement", "balanced_placement", "plan_placement", "rank_loads"]
+from torchscope.analyzers.moe.routing import Routing
+
+__all__ = ["Placement", "PlacementPlan", "contiguous_placement", "balanced_placement", "plan_placement", "rank_loads",
+           "placement_tables", "DEFAULT_EP_RANKS", "HOLDOUT_MIN_STEPS"]
+
+#: Expert-parallel ranks assumed for the placement plan when neither an option nor the world size says.
+DEFAULT_EP_RANKS = 8
+#: Steps a layer needs for the holdout judgement (plan on the first half, judge on the second).
+HOLDOUT_MIN_STEPS = 4
 
 
 @dataclass(frozen=True)
@@ -196,3 +205,48 @@ def _check(num_experts: int, num_ranks: int) -> None:
         raise ValueError(f"num_ranks must be >= 1, got {num_ranks}")
     if num_experts < num_ranks:
         raise ValueError(f"need at least one expert per rank: {num_experts} experts over {num_ranks} ranks")
+
+
+def placement_tables(routing: Routing, num_ranks: int, redundant: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per layer × rank experts and tokens before/after, per layer summary) of the placement plan."""
+    per_rank, summary = [], []
+    for lr in routing.layers:
+        ranks = min(num_ranks, lr.num_experts)
+        if ranks < 2 or not len(lr.counts):
+            continue
+        total = lr.counts.sum(axis=0).astype(np.float64)
+        plan = plan_placement(total, ranks, redundant)
+        _, steps = lr.step_counts()
+        step_before = rank_loads(plan.before, steps)
+        step_after = rank_loads(plan.after, steps)
+        holdout = float("nan")
+        if len(steps) >= HOLDOUT_MIN_STEPS:  # plan on the first half of the steps, judge on the second half
+            half = len(steps) // 2
+            early = plan_placement(steps[:half].sum(axis=0).astype(np.float64), ranks, redundant)
+            holdout = _mean_step_max_over_mean(rank_loads(early.after, steps[half:]))
+        for r in range(ranks):
+            per_rank.append({
+                "layer": lr.layer, "layer_index": lr.layer_index, "rank": r,
+                "experts_before": ",".join(map(str, plan.before.rank_experts[r])),
+                "experts_after": ",".join(map(str, plan.after.rank_experts[r])),
+                "tokens_before": float(plan.load_before[r]), "tokens_after": float(plan.load_after[r]),
+            })
+        summary.append({
+            "layer": lr.layer, "layer_index": lr.layer_index, "ranks": ranks, "redundant": redundant,
+            "replicated_experts": ",".join(map(str, plan.replicated)),
+            "max_over_mean_before": plan.max_over_mean_before,
+            "max_over_mean_after": plan.max_over_mean_after,
+            "step_max_over_mean_before": _mean_step_max_over_mean(step_before),
+            "step_max_over_mean_after": _mean_step_max_over_mean(step_after),
+            "holdout_step_max_over_mean_after": holdout,
+        })
+    return pd.DataFrame(per_rank), pd.DataFrame(summary)
+
+
+def _mean_step_max_over_mean(rank_load: np.ndarray) -> float:
+    """Mean over steps of (busiest rank / mean rank) for a steps × R load matrix."""
+    if not len(rank_load):
+        return float("nan")
+    mean = rank_load.mean(axis=1)
+    live = mean > 0
+    return float(np.mean(rank_load[live].max(axis=1) / mean[live])) if live.any() else float("nan")

@@ -6,51 +6,31 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from torchscope.analyzers import NotApplicable, load
-from torchscope.analyzers.moe import analysis as moe
-from torchscope.analyzers.io.chrome_trace import empty_trace
+from torchscope.analyzers.core.findings import FINDING_ID_RE
 from torchscope.analyzers.core.registry import REGISTRY, run_all
-
-LAYER = "model.layers.{}.mlp.gate"
-
-
-def routing_lines(counts_by_layer: list[np.ndarray], *, top_k: int, phase="train", tokens_by_layer=None,
-                  router=True) -> list[dict]:
-    """JSONL lines as profiler/moe.py writes them: router lines, then counts per step × layer."""
-    lines = []
-    num_layers = len(counts_by_layer)
-    if router:
-        for i, counts in enumerate(counts_by_layer):
-            lines.append({"type": "router", "layer": LAYER.format(i), "layer_index": i,
-                          "num_experts": int(counts.shape[1]), "top_k": top_k})
-    steps = counts_by_layer[0].shape[0]
-    for s in range(steps):
-        for i in range(num_layers):
-            counts = counts_by_layer[i][s]
-            ph = phase(s) if callable(phase) else phase
-            lines.append({"type": "counts", "step": s, "phase": ph, "layer": LAYER.format(i),
-                          "tokens": int(counts.sum()) // top_k, "counts": [int(c) for c in counts]})
-            if tokens_by_layer is not None:
-                lines.append({"type": "tokens", "step": s, "phase": ph, "layer": LAYER.format(i),
-                              "experts": tokens_by_layer[i][s]})
-    return lines
-
-
-def make_trace(lines: list[dict], *, manifest=None, rank=0):
-    frame = pd.DataFrame.from_records(lines) if lines else pd.DataFrame()
-    return empty_trace("synthetic", rank, manifest=manifest, streams={"moe": frame})
-
-
-def finding(result, fid):
-    return next((f for f in result.findings if f.id == fid), None)
+from torchscope.analyzers.io.chrome_trace import empty_trace
+from torchscope.analyzers.moe import analysis as moe
+from torchscope.analyzers.moe import findings as rules
+from torchscope.analyzers.moe.capacity import capacity_metrics
+from torchscope.analyzers.moe.load import imbalance_metrics, imbalance_trend
+from tests.analyzers.moe.synthetic import LAYER, finding, make_trace, routing_lines
 
 
 def test_registered_on_its_page():
     spec = REGISTRY["moe"]
     assert spec.func is moe.analyze and spec.page == "moe"
+    assert spec.summary_keys == moe.SUMMARY_KEYS
+
+
+def test_every_summary_key_is_documented():
+    counts = np.tile(np.array([50, 10, 10, 10]), (5, 1))
+    result = moe.analyze(make_trace(routing_lines([counts], top_k=1, phase="decode")), capacity_factor=1.5)
+    documented = {k.replace("<cf>", "1.5") for k in moe.SUMMARY_KEYS}
+    assert set(result.summary) <= documented
+    assert {"moe_layers", "steps", "drop_rate_at_cf1.5", "cache_phase", "ep_ranks"} <= set(result.summary)
 
 
 def test_not_applicable_without_routing():
@@ -75,9 +55,9 @@ def test_uniform_routing_is_balanced():
     assert static.loc[1.0, "padding_waste"] == pytest.approx(0.0)
     assert static.loc[2.0, "padding_waste"] == pytest.approx(0.5)
     assert static.loc[1.25, "capacity_tokens_mean"] == 80  # ceil(1.25 × 512 / 8)
-    assert finding(result, "moe_load_imbalance") is None
-    assert finding(result, "moe_dead_experts") is None
-    assert finding(result, "moe_token_drops") is None
+    assert finding(result, rules.LOAD_IMBALANCE) is None
+    assert finding(result, rules.DEAD_EXPERTS) is None
+    assert finding(result, rules.TOKEN_DROPS) is None
     # An even load leaves nothing for the placement planner to improve.
     plan = result.table("placement_summary")
     assert plan["max_over_mean_after"].tolist() == pytest.approx(plan["max_over_mean_before"].tolist())
@@ -107,10 +87,10 @@ def test_all_tokens_to_one_expert():
     assert cap.loc[("static", 2.0), "drop_rate"] == pytest.approx((400 - 100) / 400)
     # Smallest factor on a 0.01 grid with ceil(cf × 50) >= 400 (no drop) / >= 396 (<= 1% dropped).
     assert cap.loc[("static", 1.0), "cf_for_no_drops"] == pytest.approx(7.99)
-    drops = finding(result, "moe_token_drops")
+    drops = finding(result, rules.TOKEN_DROPS)
     assert drops.severity == "critical" and drops.evidence["cf_for_1pct_drops"] == pytest.approx(7.91)
-    assert finding(result, "moe_dead_experts").evidence["dead_experts"] == 7
-    imbalance = finding(result, "moe_load_imbalance")
+    assert finding(result, rules.DEAD_EXPERTS).evidence["dead_experts"] == 7
+    imbalance = finding(result, rules.LOAD_IMBALANCE)
     assert imbalance.severity == "critical"
     # All load on one expert: replicating it onto every rank spreads it evenly.
     plan = result.table("placement_summary").iloc[0]
@@ -141,20 +121,10 @@ def test_zipf_routing_matches_the_analytic_shares():
     assert one["drop_rate"] == pytest.approx(np.clip(per_step - capacity, 0, None).sum() / per_step.sum())
 
 
-def test_capacity_search_meets_its_target():
-    counts = np.array([[70, 10, 10, 10], [40, 40, 10, 10]])
-    cf = moe.capacity_for_drop_rate(counts, 0.0)
-    assert cf == pytest.approx(2.77)  # 70 tokens over a mean of 25: ceil(cf × 25) >= 70 from cf > 2.76
-    assert moe.capacity_metrics(counts, cf)["drop_rate"] == 0.0
-    assert moe.capacity_metrics(counts, cf - 0.01)["drop_rate"] > 0.0
-    loose = moe.capacity_for_drop_rate(counts, 0.05)
-    assert loose < cf and moe.capacity_metrics(counts, loose)["drop_rate"] <= 0.05
-
-
 def test_over_provisioned_capacity_advises_lowering_it():
     counts = np.full((5, 8), 100)
     result = moe.analyze(make_trace(routing_lines([counts], top_k=2)), capacity_factor=2.0)
-    pad = finding(result, "moe_capacity_padding")
+    pad = finding(result, rules.CAPACITY_PADDING)
     assert pad is not None and pad.evidence["padding_waste"] == pytest.approx(0.5)
     assert pad.evidence["cf_for_1pct_drops"] == pytest.approx(1.0)
     assert "lower the capacity factor from 2 to 1" in pad.recommendation
@@ -166,15 +136,15 @@ def test_growing_imbalance_during_training_asks_for_more_aux_loss():
     for s in range(steps):  # expert 0 takes more and more of the tokens
         counts[s, 0] = 100 + 60 * s
     result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
-    trend = finding(result, "moe_imbalance_growing")
-    assert trend is not None and trend.evidence["trend_ratio"] > moe.TREND_RATIO_WARN
+    trend = finding(result, rules.IMBALANCE_GROWING)
+    assert trend is not None and trend.evidence["trend_ratio"] > rules.TREND_RATIO_WARN
     assert trend.evidence["slope_per_step"] > 0
     assert "auxiliary load-balancing loss" in trend.recommendation
     steady = moe.analyze(make_trace(routing_lines([np.tile(counts[-1], (steps, 1))], top_k=1)))
-    assert finding(steady, "moe_imbalance_growing") is None
+    assert finding(steady, rules.IMBALANCE_GROWING) is None
     # Inference runs do not train the router: no aux-loss advice.
     decode = moe.analyze(make_trace(routing_lines([counts], top_k=1, phase="decode")))
-    assert finding(decode, "moe_imbalance_growing") is None
+    assert finding(decode, rules.IMBALANCE_GROWING) is None
 
 
 def test_buffering_finding_for_skewed_decode_with_memory_freed():
@@ -193,7 +163,7 @@ def test_buffering_finding_for_skewed_decode_with_memory_freed():
     assert sizing.loc["belady", "experts_needed"] <= sizing.loc["lru", "experts_needed"]
     assert sizing.loc["lfu", "accesses"] == steps * 8 * top_k  # the sampled tokens were replayed
     assert result.table("locality")["access_source"].tolist() == ["tokens"]
-    buf = finding(result, "moe_expert_buffering")
+    buf = finding(result, rules.EXPERT_BUFFERING)
     assert buf is not None
     needed = min(sizing.loc["lru", "experts_needed"], sizing.loc["lfu", "experts_needed"])
     assert buf.evidence["resident_experts"] == needed
@@ -267,7 +237,7 @@ def test_findings_serialise_to_json():
     assert result.findings
     for f in result.findings:
         json.dumps(f.to_dict())
-        assert f.page == "moe" and f.rank == 0
+        assert f.page == "moe" and f.rank == 0 and FINDING_ID_RE.match(f.id)
 
 
 def test_run_bundle_end_to_end(tmp_path):
@@ -296,17 +266,17 @@ def test_one_token_decode_steps_are_not_called_imbalanced():
     imb = result.table("imbalance").iloc[0]
     assert imb["step_max_over_mean_mean"] == pytest.approx(4.0)
     assert imb["max_over_mean"] == pytest.approx(1.0)
-    assert finding(result, "moe_load_imbalance") is None
+    assert finding(result, rules.LOAD_IMBALANCE) is None
 
 
 def test_small_drift_near_balance_is_not_a_trend():
     steps = 12
     counts = np.full((steps, 8), 100)
     counts[8:, 0] = 121  # max/mean 1.0 → 1.18: the ratio passes TREND_RATIO_WARN, the level stays harmless
-    ratio, _ = moe.imbalance_trend(moe.imbalance_metrics(counts)["max_over_mean"])
-    assert ratio > moe.TREND_RATIO_WARN
+    ratio, _ = imbalance_trend(imbalance_metrics(counts)["max_over_mean"])
+    assert ratio > rules.TREND_RATIO_WARN
     result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
-    assert finding(result, "moe_imbalance_growing") is None
+    assert finding(result, rules.IMBALANCE_GROWING) is None
 
 
 def test_nearly_unused_expert_counts_as_dead():
@@ -314,7 +284,7 @@ def test_nearly_unused_expert_counts_as_dead():
     result = moe.analyze(make_trace(routing_lines([counts], top_k=1)))
     imb = result.table("imbalance").iloc[0]
     assert imb["dead_experts"] == 1 and imb["unused_experts"] == 0 and imb["dead_expert_ids"] == "3"
-    assert finding(result, "moe_dead_experts").evidence["dead_experts"] == 1
+    assert finding(result, rules.DEAD_EXPERTS).evidence["dead_experts"] == 1
     few = moe.analyze(make_trace(routing_lines([counts[:1] // 100], top_k=1)))  # 5 per expert: too few to judge
     assert few.table("imbalance")["dead_experts"].iloc[0] == 0
 
@@ -330,20 +300,20 @@ def test_one_token_calls_never_overflow_capacity():
     assert static1["capacity_tokens_mean"] == 1  # ceil(1.0 × 2 / 8)
     assert static1["padding_waste"] == pytest.approx(1 - 96 / (48 * 8))
     # Taken as one dispatch, the same counts would drop tokens.
-    assert moe.capacity_metrics(counts, 1.0)["drop_rate"] > 0.2
+    assert capacity_metrics(counts, 1.0)["drop_rate"] > 0.2
 
 
 def test_advice_follows_the_phase():
     counts = np.tile(np.array([900, 50, 20, 10, 5, 5, 5, 5]), (10, 1))
     train = moe.analyze(make_trace(routing_lines([counts], top_k=1, phase="train")), expert_bytes=1 << 20)
     decode = moe.analyze(make_trace(routing_lines([counts], top_k=1, phase="decode")), expert_bytes=1 << 20)
-    assert "auxiliary load-balancing loss" in finding(train, "moe_load_imbalance").recommendation
-    assert "auxiliary" not in finding(decode, "moe_load_imbalance").recommendation
-    assert "replicate experts 0" in finding(decode, "moe_load_imbalance").recommendation
+    assert "auxiliary load-balancing loss" in finding(train, rules.LOAD_IMBALANCE).recommendation
+    assert "auxiliary" not in finding(decode, rules.LOAD_IMBALANCE).recommendation
+    assert "replicate experts 0" in finding(decode, rules.LOAD_IMBALANCE).recommendation
     # Training needs every expert's weights each step: the buffering what-if is a table, not advice.
     assert len(train.table("cache_sizing")) == 3
-    assert finding(train, "moe_expert_buffering") is None
-    buf = finding(decode, "moe_expert_buffering")
+    assert finding(train, rules.EXPERT_BUFFERING) is None
+    buf = finding(decode, rules.EXPERT_BUFFERING)
     assert buf is not None and "MiB of GPU memory" in buf.recommendation
 
 

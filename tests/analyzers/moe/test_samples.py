@@ -10,6 +10,8 @@ import pytest
 
 from torchscope.analyzers import load
 from torchscope.analyzers.moe import analysis as moe
+from torchscope.analyzers.moe import findings as rules
+from torchscope.analyzers.moe.capacity import capacity_metrics
 from torchscope.analyzers.core.registry import run_all
 from tests.conftest import require_or_skip
 
@@ -72,9 +74,9 @@ def test_moe_train_sample(train_bundle):
     samples = sum(len(ln["experts"]) for ln in lines if ln["type"] == "tokens" and ln["layer"] == "blocks.0.moe.gate")
     sizing = result.table("cache_sizing")
     assert sizing[sizing["layer"] == "blocks.0.moe.gate"]["accesses"].iloc[0] == samples * 2
-    assert not any(f.id == "moe_expert_buffering" for f in result.findings)
+    assert not any(f.id == rules.EXPERT_BUFFERING for f in result.findings)
     # Trained with a balancing loss: no layer is badly imbalanced and no expert is dead.
-    assert result.table("imbalance")["max_over_mean"].max() < moe.IMBALANCE_CRITICAL
+    assert result.table("imbalance")["max_over_mean"].max() < rules.IMBALANCE_CRITICAL
     assert result.summary["dead_experts"] == 0
 
 
@@ -93,7 +95,7 @@ def test_moe_generate_sample(generate_bundle):
     decode = [ln for ln in lines if ln["type"] == "counts" and ln["layer"] == layer and ln["phase"] == "decode"]
     assert all(ln["calls"] == ln["tokens"] for ln in decode)
     calls = np.array([ln["calls"] for ln in decode])
-    assert moe.capacity_metrics(_raw_counts(lines, layer, "decode"), 1.0, calls)["drop_rate"] == 0.0
+    assert capacity_metrics(_raw_counts(lines, layer, "decode"), 1.0, calls)["drop_rate"] == 0.0
 
 
 def test_moe_sample_through_run_all(generate_bundle):
