@@ -1,49 +1,223 @@
-"""Numbers for people: durations, sizes, energy and FLOPs in readable units (display edges only)."""
+"""Numbers for people: the one place that turns a measured quantity into display text.
+
+Inside the code times are int ns, sizes int bytes, energy mJ or J, FLOPs counts; only this module
+decides how they read on a screen. Two entry points:
+
+- ``format_quantity(value, unit)`` when the unit is known (``"ns"``, ``"bytes"``, ``"mJ"``, ...);
+- ``format_for_key(key, value)`` for a summary or evidence value, whose unit is its key's suffix
+  (``step_median_ns``, ``peak_rss_bytes``, ``idle_pct``; see ``KEY_UNITS``), with ``key_label``
+  the key without the suffix the formatted value makes redundant (``step_median_ns`` -> "step median").
+
+Sizes use binary units (KiB, MiB, GiB), as allocators and ``nvidia-smi`` report them; rates use
+decimal ones (GB/s, TFLOP/s), as device data sheets quote them. A missing value (None, NaN, NA)
+reads ``MISSING``.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
-__all__ = ["format_quantity"]
+import numpy as np
+
+__all__ = [
+    "format_quantity", "format_for_key", "key_label", "unit_of_key", "format_duration_ns", "format_bytes",
+    "format_energy_mj", "format_flops", "format_rate", "format_pct", "format_share", "format_count",
+    "format_number", "KEY_UNITS", "BARE_KEY_UNITS", "MISSING", "LIST_ITEMS_SHOWN", "UNITS",
+]
+
+#: Text shown for a missing value (None, NaN, pandas NA/NaT).
+MISSING = "n/a"
+#: Items of a list value shown before "…".
+LIST_ITEMS_SHOWN = 8
+#: Integers at least this large (in magnitude) get thousands separators ("12,345").
+THOUSANDS_FROM = 10_000
+
+#: Key suffix -> (unit, whether the label drops the suffix), longest suffixes first. A key ending
+#: in ``_share`` or ``_fraction`` holds a 0..1 fraction and reads as a percentage.
+KEY_UNITS: tuple[tuple[str, str, bool], ...] = (
+    ("_flops_per_s", "flop/s", False),
+    ("_bytes_per_s", "bytes/s", False),
+    ("_flop_per_byte", "flop/byte", False),
+    ("_fraction", "share", False),
+    ("_share", "share", False),
+    ("_bytes", "bytes", True),
+    ("_flops", "flop", True),
+    ("_gbps", "GB/s", True),
+    ("_mhz", "MHz", True),
+    ("_pct", "%", True),
+    ("_ns", "ns", True),
+    ("_mj", "mJ", True),
+    ("_mw", "mW", True),
+    ("_j", "J", True),
+    ("_w", "W", True),
+    ("_c", "°C", True),
+)
+#: Whole keys that are a unit by themselves (``bytes``, ``flops`` in a summary).
+BARE_KEY_UNITS: dict[str, str] = {"bytes": "bytes", "flops": "flop"}
+#: Every unit ``format_quantity`` knows; any other reads as a plain number.
+UNITS: tuple[str, ...] = ("ns", "bytes", "mJ", "J", "flop", "flop/s", "bytes/s", "GB/s", "flop/byte",
+                          "W", "mW", "MHz", "°C", "%", "share", "count")
+
+_BINARY = ((1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB"))
+_FLOP = ((1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"))
+_DECIMAL = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def _missing(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, NaT; pd.NA raises on bool()
+    except (TypeError, ValueError):
+        return True
+
+
+def _sign(v: float, signed: bool) -> str:
+    return "+" if signed and v > 0 else ""
+
+
+def format_duration_ns(ns: float, *, signed: bool = False) -> str:
+    """A duration given in ns, as ns, µs, ms or s (4 significant digits, 3 for seconds)."""
+    a, s = abs(ns), _sign(ns, signed)
+    if a >= 1e9:
+        return f"{s}{ns / 1e9:.3g} s"
+    if a >= 1e6:
+        return f"{s}{ns / 1e6:.4g} ms"
+    if a >= 1e3:
+        return f"{s}{ns / 1e3:.4g} µs"
+    return f"{s}{ns:.4g} ns"
+
+
+def format_bytes(n: float, *, signed: bool = False) -> str:
+    """A size given in bytes, as B, KiB, MiB or GiB (binary units, 4 significant digits)."""
+    s = _sign(n, signed)
+    for scale, name in _BINARY:
+        if abs(n) >= scale:
+            return f"{s}{n / scale:.4g} {name}"
+    return f"{s}{n:.4g} B"
+
+
+def format_energy_mj(mj: float, *, signed: bool = False) -> str:
+    """An energy given in mJ, as mJ or J."""
+    s = _sign(mj, signed)
+    return f"{s}{mj / 1e3:.4g} J" if abs(mj) >= 1e3 else f"{s}{mj:.4g} mJ"
+
+
+def format_flops(flop: float, *, signed: bool = False) -> str:
+    """A count of floating-point operations, as FLOP, MFLOP, GFLOP, TFLOP or PFLOP."""
+    s = _sign(flop, signed)
+    for scale, name in _FLOP:
+        if abs(flop) >= scale:
+            return f"{s}{flop / scale:.4g} {name}"
+    return f"{s}{flop:.4g} FLOP"
+
+
+def format_rate(per_s: float, unit: str, *, signed: bool = False) -> str:
+    """A rate per second with a decimal prefix: ``format_rate(3.35e12, "B")`` is "3.35 TB/s"."""
+    s = _sign(per_s, signed)
+    for scale, prefix in _DECIMAL:
+        if abs(per_s) >= scale:
+            return f"{s}{per_s / scale:.4g} {prefix}{unit}/s"
+    return f"{s}{per_s:.4g} {unit}/s"
+
+
+def format_pct(pct: float, *, signed: bool = False) -> str:
+    """A percentage given in percent (0..100), one decimal: "12.5%"."""
+    return f"{_sign(pct, signed)}{pct:.1f}%"
+
+
+def format_share(fraction: float, *, signed: bool = False) -> str:
+    """A fraction given as 0..1, as a percentage: 0.125 -> "12.5%"."""
+    return format_pct(100.0 * fraction, signed=signed)
+
+
+def format_count(n: int, *, signed: bool = False) -> str:
+    """A count, with thousands separators from THOUSANDS_FROM on: 12345 -> "12,345"."""
+    n = int(n)
+    return f"{_sign(n, signed)}{n:,}" if abs(n) >= THOUSANDS_FROM else f"{_sign(n, signed)}{n}"
+
+
+def format_number(value: float, *, signed: bool = False) -> str:
+    """A number without a unit: whole numbers as counts, others with 4 significant digits."""
+    f = float(value)
+    if f.is_integer() and abs(f) < 1e15:
+        return format_count(int(f), signed=signed)
+    return f"{_sign(f, signed)}{f:.4g}"
+
+
+def _format_list(values: Sequence, unit: str, signed: bool) -> str:
+    shown = ", ".join(format_quantity(v, unit, signed=signed) for v in list(values)[:LIST_ITEMS_SHOWN])
+    return f"[{shown}{', …' if len(values) > LIST_ITEMS_SHOWN else ''}]"
 
 
 def format_quantity(value: object, unit: str, *, signed: bool = False) -> str:
-    """A value for people, in a readable unit (ns → ms, bytes → MiB, mJ → J, flop → GFLOP)."""
-    if value is None:
-        return "—"
-    if isinstance(value, (list, tuple)):
-        shown = ", ".join(_number(v) for v in value[:6])
-        return f"[{shown}{', …' if len(value) > 6 else ''}]"
-    v = float(value)
-    if not math.isfinite(v):
-        return "∞"
-    sign = "+" if signed and v > 0 else ""
+    """``value`` in ``unit`` (one of UNITS; any other: a plain number) as text in a readable unit."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return _format_list(value, unit, signed)
+    if _missing(value):
+        return MISSING
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
     if unit == "ns":
-        a = abs(v)
-        if a >= 1e9:
-            return f"{sign}{v / 1e9:.3g} s"
-        if a >= 1e6:
-            return f"{sign}{v / 1e6:.4g} ms"
-        if a >= 1e3:
-            return f"{sign}{v / 1e3:.4g} µs"
-        return f"{sign}{v:.4g} ns"
+        return format_duration_ns(v, signed=signed)
     if unit == "bytes":
-        for scale, name in ((1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB")):
-            if abs(v) >= scale:
-                return f"{sign}{v / scale:.4g} {name}"
-        return f"{sign}{v:.4g} B"
+        return format_bytes(v, signed=signed)
     if unit == "mJ":
-        return f"{sign}{v / 1e3:.4g} J" if abs(v) >= 1e3 else f"{sign}{v:.4g} mJ"
+        return format_energy_mj(v, signed=signed)
+    if unit == "J":
+        return format_energy_mj(v * 1e3, signed=signed)
     if unit == "flop":
-        for scale, name in ((1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP")):
-            if abs(v) >= scale:
-                return f"{sign}{v / scale:.4g} {name}"
-        return f"{sign}{v:.4g} FLOP"
-    return sign + _number(v)
+        return format_flops(v, signed=signed)
+    if unit == "flop/s":
+        return format_rate(v, "FLOP", signed=signed)
+    if unit == "bytes/s":
+        return format_rate(v, "B", signed=signed)
+    if unit == "GB/s":
+        return format_rate(v * 1e9, "B", signed=signed)
+    if unit == "%":
+        return format_pct(v, signed=signed)
+    if unit == "share":
+        return format_share(v, signed=signed)
+    if unit == "mW":
+        return f"{_sign(v, signed)}{v / 1e3:.4g} W"
+    if unit == "flop/byte":
+        return f"{_sign(v, signed)}{v:.4g} FLOP/B"
+    if unit in ("W", "MHz", "°C"):
+        return f"{_sign(v, signed)}{v:.4g} {unit}"
+    return format_number(v, signed=signed)  # "count", and values without a unit
 
 
-def _number(v: object) -> str:
-    f = float(v)
-    if f.is_integer() and abs(f) < 1e15:
-        return str(int(f))
-    return f"{f:.4g}"
+def unit_of_key(key: str) -> str | None:
+    """The unit a summary/evidence key's suffix names (``"step_median_ns"`` -> ``"ns"``), or None."""
+    if key in BARE_KEY_UNITS:
+        return BARE_KEY_UNITS[key]
+    for suffix, unit, _ in KEY_UNITS:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return unit
+    return None
+
+
+def key_label(key: str) -> str:
+    """A key as a label for people: the unit suffix the value shows dropped, ``_`` as spaces."""
+    for suffix, _, drop in KEY_UNITS:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            if drop:
+                key = key[: -len(suffix)]
+            break
+    return key.replace("_", " ")
+
+
+def format_for_key(key: str, value: object) -> str:
+    """A summary or evidence value as text, in the unit its key's suffix names (``*_ns``, ``*_pct``, ...)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {format_for_key(str(k), v)}" for k, v in value.items()) + "}"
+    return format_quantity(value, unit_of_key(key) or "", signed=False)

@@ -1,4 +1,8 @@
-"""`torchscope analyze PATH`: run every analyzer, print a summary and the findings ranked by gain."""
+"""`torchscope analyze PATH`: run every analyzer, print a summary and the findings ranked by gain.
+
+Formats: ``text`` (a terminal), ``markdown`` (a PR comment or a wiki page) and ``json`` (machine
+readable, with ``schema_version``); the renderers live in ``analyzers/report/``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,11 @@ import time
 from typing import TextIO
 
 from torchscope.analyzers.analyze import analyze_path
-from torchscope.analyzers.report.render import render_json, render_markdown, render_text
+from torchscope.analyzers.report.json_report import render_json
+from torchscope.analyzers.report.markdown import render_markdown
+from torchscope.analyzers.report.text import render_text
 
 __all__ = ["register"]
-
-
-
 
 
 class _Progress:

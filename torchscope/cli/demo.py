@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from torchscope.analyzers.analyze import analyze_path
-from torchscope.analyzers.report.render import render_text
+from torchscope.analyzers.report.text import render_text
 
 __all__ = ["register"]
 
