@@ -1,0 +1,58 @@
+"""The operator call tree of each CPU thread, the op each runtime call was made from, and its outermost operator.
+
+On every thread the ``cpu_op`` events nest: ``aten::linear`` encloses ``aten::addmm``, which encloses
+the ``cudaLaunchKernel`` of its GEMM. Nesting is ``timeline.nesting``'s, per (pid, tid): an op's
+parent is the innermost op containing it; a runtime call's launcher is the innermost op containing
+its start. A runtime call's *label* is the outermost named operator (``ns::op``, not autograd
+machinery or a ``ProfilerStep``) around it: it names GPU work that no roofline point owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from torchscope.analyzers.timeline.nesting import enclosing, outermost, parents
+
+__all__ = ["CallTree", "call_tree", "launch_labels"]
+
+
+@dataclass(frozen=True)
+class CallTree:
+    """Parents of the ops of a trace, the innermost op around each runtime call, and a parents-first order."""
+
+    #: Per op (position in the ``ops`` frame): position of the innermost op containing it, -1 at a root.
+    parent: np.ndarray
+    #: Per runtime call (position in the ``runtime`` frame): the innermost op containing it, -1 if none.
+    launcher: np.ndarray
+    #: Op positions ordered by (pid, tid, start, longer first): every parent before its children.
+    preorder: np.ndarray
+
+
+def call_tree(ops: pd.DataFrame, runtime: pd.DataFrame) -> CallTree:
+    """Call tree of ``ops`` (cpu_op events, ts_ns/dur_ns in ns) per (pid, tid), with the op around each runtime call."""
+    ts = ops["ts_ns"].to_numpy(np.int64)
+    dur = ops["dur_ns"].to_numpy(np.int64)
+    preorder = np.lexsort((np.arange(ts.size), -dur, ts, ops["tid"].to_numpy(np.int64),
+                           ops["pid"].to_numpy(np.int64)))
+    return CallTree(parent=parents(ops), launcher=enclosing(runtime, ops), preorder=preorder)
+
+
+def _is_operator_name(name: str) -> bool:
+    """A named operator ("ns::op"), not autograd machinery or a step annotation."""
+    return "::" in name and not name.startswith("autograd::") and not name.startswith("ProfilerStep")
+
+
+def launch_labels(ops: pd.DataFrame, runtime: pd.DataFrame) -> np.ndarray:
+    """Per runtime call: the outermost named operator on its thread around it, None when there is none."""
+    names = ops["name"].astype(str)
+    named = ops[names.map(_is_operator_name).to_numpy(dtype=bool)]
+    top = named[outermost(named)]
+    pos = enclosing(runtime, top)
+    top_names = top["name"].astype(str).to_numpy()
+    out = np.full(len(runtime), None, dtype=object)
+    found = pos >= 0
+    out[found] = top_names[pos[found]]
+    return out

@@ -1,0 +1,125 @@
+"""Roofs of a device and where each point sits under them: peak dtype, attainable FLOP/s, bound, efficiency.
+
+A point's compute roof is the peak of its dtype on matrix units for matrix ops (FP32 GEMMs: the
+FP32 rate — PyTorch leaves TF32 off for matmul by default — unless the point's kernels are
+tensor-core kernels by name (``kernels.is_tensor_core``: TF32 was allowed); FP32 convolutions on a
+device with TF32: the TF32 rate, cuDNN's default) and the FP32 vector rate for everything else.
+attainable = min(peak, intensity × bandwidth); bound = compute when intensity ≥ the ridge point;
+efficiency = achieved FLOP/s ÷ peak when compute-bound, achieved bytes/s ÷ bandwidth when
+memory-bound (the same as achieved ÷ attainable, and defined for zero-FLOP copies too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from torchscope.analyzers.hardware.device_specs import DeviceSpec
+from torchscope.analyzers.hardware.op_costs import MATRIX_CATEGORIES
+from torchscope.analyzers.roofline.attribution import UNMODELLED_CATEGORIES
+
+__all__ = ["peak_dtype_for", "derive", "roofs_table", "lift_measured_roofs", "dominant_dtype", "LIFT_MIN_TIME_NS"]
+
+#: Points shorter than this (total ns) do not lift a measured host roofline (timer noise).
+LIFT_MIN_TIME_NS = 200_000
+
+
+def peak_dtype_for(category: str, dtype: str | None, spec: DeviceSpec, tensor_core: bool = False) -> str:
+    """Which of the device's peaks bounds an op of ``category`` and ``dtype`` (see module doc)."""
+    if category in MATRIX_CATEGORIES:
+        if dtype in (None, "fp32"):
+            if (category == "conv" or tensor_core) and spec.peak_flops_per_s.get("tf32"):
+                return "tf32"
+            return "fp32_matrix"
+        return dtype
+    return "fp64" if dtype == "fp64" else "fp32"
+
+
+def derive(g: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
+    """``g`` (rows with flops, bytes, time_ns) with intensity, achieved rates, roofs, bound and efficiency added."""
+    t_s = g["time_ns"].to_numpy(dtype=float) / 1e9
+    flops = g["flops"].to_numpy(dtype=float)
+    nbytes = g["bytes"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g["intensity_flop_per_byte"] = np.where(nbytes > 0, flops / nbytes, np.nan)
+        g["achieved_flops_per_s"] = np.where(t_s > 0, flops / t_s, np.nan)
+        g["achieved_bytes_per_s"] = np.where(t_s > 0, nbytes / t_s, np.nan)
+    if spec is None:
+        for col in ("peak_dtype", "bound"):
+            g[col] = None
+        for col in ("peak_flops_per_s", "attainable_flops_per_s", "efficiency"):
+            g[col] = np.nan
+        return g
+    tcs = g["tensor_core"] if "tensor_core" in g else pd.Series(False, index=g.index)
+    dtypes = [peak_dtype_for(c, d or None, spec, bool(t)) if c not in UNMODELLED_CATEGORIES else None
+              for c, d, t in zip(g["category"], g["dtype"], tcs)]
+    peak = np.array([spec.peak(d) if d else np.nan for d in dtypes])
+    bw = spec.mem_bw_bytes_per_s
+    ai = g["intensity_flop_per_byte"].to_numpy(dtype=float)
+    ridge = peak / bw
+    known = ~np.isnan(ai) & ~np.isnan(peak)
+    compute = known & (ai >= ridge)
+    with np.errstate(invalid="ignore"):
+        attainable = np.where(known, np.minimum(peak, ai * bw), np.nan)
+        eff = np.where(compute, g["achieved_flops_per_s"] / peak,
+                       np.where(known, g["achieved_bytes_per_s"] / bw, np.nan))
+    g["peak_dtype"] = dtypes
+    g["peak_flops_per_s"] = peak
+    g["attainable_flops_per_s"] = attainable
+    g["bound"] = np.where(compute, "compute", np.where(known, "memory", None))
+    g["efficiency"] = eff
+    return g
+
+
+def roofs_table(spec: DeviceSpec | None) -> pd.DataFrame:
+    """One row per dtype the device has a peak for: peak FLOP/s, bandwidth, ridge point (FLOP/byte)."""
+    cols = ["dtype", "peak_flops_per_s", "mem_bw_bytes_per_s", "ridge_flop_per_byte"]
+    if spec is None:
+        return pd.DataFrame(columns=cols)
+    rows = [{"dtype": d, "peak_flops_per_s": v, "mem_bw_bytes_per_s": spec.mem_bw_bytes_per_s,
+             "ridge_flop_per_byte": v / spec.mem_bw_bytes_per_s}
+            for d, v in spec.peak_flops_per_s.items() if d != "int8"]
+    return pd.DataFrame(rows, columns=cols).sort_values("peak_flops_per_s", ignore_index=True)
+
+
+def lift_measured_roofs(spec: DeviceSpec, per_point: pd.DataFrame) -> tuple[DeviceSpec, dict[str, float]]:
+    """A measured (host) roofline raised to the best throughput the run itself achieved, if higher.
+
+    A roofline measured by a short benchmark on a busy host can sit below what the workload then
+    reaches; the best observed rate (over points of at least ``LIFT_MIN_TIME_NS``) is a lower bound
+    of the true roof. Datasheet roofs are never changed.
+    """
+    lifted: dict[str, float] = {}
+    ok = per_point[(per_point["time_ns"] >= LIFT_MIN_TIME_NS) & per_point["peak_dtype"].notna()]
+    if ok.empty:
+        return spec, lifted
+    peaks = dict(spec.peak_flops_per_s)
+    for dtype, grp in ok[ok["bound"] == "compute"].groupby("peak_dtype"):
+        key = spec.resolve_dtype(str(dtype))
+        best = float(grp["achieved_flops_per_s"].max())
+        if best > peaks.get(key, 0.0):
+            peaks[key] = best
+            lifted[f"{key}_flops_per_s"] = best
+    bw = spec.mem_bw_bytes_per_s
+    memory = ok["bound"] == "memory"
+    best_bw = float(ok.loc[memory, "achieved_bytes_per_s"].max()) if memory.any() else 0.0
+    if best_bw > bw:
+        bw = best_bw
+        lifted["mem_bw_bytes_per_s"] = best_bw
+    if not lifted:
+        return spec, lifted
+    note = "; roofs raised to the best rate this run achieved (the measurement was lower)"
+    return replace(spec, peak_flops_per_s=peaks, mem_bw_bytes_per_s=bw, source=spec.source + note), lifted
+
+
+def dominant_dtype(points: pd.DataFrame, spec: DeviceSpec) -> str:
+    """The peak dtype (tensor-core use included) that carries the most matrix FLOPs."""
+    mat = points[points["category"].isin(MATRIX_CATEGORIES)]
+    if mat.empty:
+        return "fp32"
+    tcs = mat["tensor_core"] if "tensor_core" in mat else pd.Series(False, index=mat.index)
+    keys = [peak_dtype_for(c, d if isinstance(d, str) and d else None, spec, bool(t))
+            for c, d, t in zip(mat["category"], mat["dtype"], tcs)]
+    return str(mat["flops"].groupby(pd.Series(keys, index=mat.index)).sum().idxmax())
