@@ -33,19 +33,45 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.timeline.nesting import enclosing, outermost
+from torchscope.analyzers.timeline.steps import step_index, step_of, step_windows, windows_or_span
 
 __all__ = [
     "analyze", "device_memory_timeline", "host_rss", "allocations_by_category", "h2d_copies",
     "device_capacity_bytes", "MEMORY_NEAR_CAPACITY_SHARE", "MEMORY_CRITICAL_SHARE", "FRAGMENTATION_MIN_SHARE",
-    "SYNC_H2D_MIN_SHARE", "SYNC_H2D_CRITICAL_SHARE",
+    "SYNC_H2D_MIN_SHARE", "SYNC_H2D_CRITICAL_SHARE", "MEMORY_NEAR_CAPACITY", "SYNCHRONOUS_H2D_COPIES",
+    "SUMMARY_KEYS",
 ]
 
+#: Keys of the ``memory`` summary -> what each is, with its unit. Device keys cover CUDA/HIP devices
+#: (the largest over devices); a key is absent when the trace has no data for it.
+SUMMARY_KEYS: dict[str, str] = {
+    "peak_allocated_bytes": "peak memory allocated by tensors (allocator events or samples), bytes",
+    "peak_allocated_ts_ns": "when peak_allocated_bytes was reached, ns",
+    "peak_reserved_bytes": "peak memory reserved by the caching allocator, bytes",
+    "peak_reserved_ts_ns": "when peak_reserved_bytes was reached, ns",
+    "peak_used_bytes": "peak device memory used (NVML: CUDA context and other processes included), bytes",
+    "peak_used_ts_ns": "when peak_used_bytes was reached, ns",
+    "peak_pct_of_capacity": "highest of the peaks as a share of the device's capacity, %",
+    "peak_rss_bytes": "peak host resident set size, bytes",
+    "peak_rss_ts_ns": "when peak_rss_bytes was reached, ns",
+    "h2d_copies": "host-to-device copies in the trace",
+    "h2d_synchronous": "host-to-device copies that block the host (pageable source or blocking call)",
+    "h2d_host_blocked_ns": "host time blocked in synchronous host-to-device copies, ns",
+}
+
+#: Finding: device memory peaks near the device's capacity.
+MEMORY_NEAR_CAPACITY = "memory.near_capacity"
 #: Peak reserved (or used) memory at or above this share of the device's capacity raises a finding.
 MEMORY_NEAR_CAPACITY_SHARE = 0.90
 #: ... and at or above this share the finding is critical.
 MEMORY_CRITICAL_SHARE = 0.97
 #: Reserved-but-unallocated memory at the peak above this share of capacity points at fragmentation.
 FRAGMENTATION_MIN_SHARE = 0.10
+#: Share of a step's transient memory (activations, temporaries) that halving the micro-batch frees, for the gain.
+HALVED_BATCH_TRANSIENT_SHARE = 0.5
+#: Finding: synchronous host-to-device copies block the host inside the step.
+SYNCHRONOUS_H2D_COPIES = "memory.synchronous_h2d_copies"
 #: Host time blocked in synchronous host-to-device copies at or above this share of step time.
 SYNC_H2D_MIN_SHARE = 0.02
 #: ... and at or above this share the finding is critical.
@@ -180,8 +206,8 @@ def host_rss(trace: Trace) -> pd.DataFrame:
     host = _samples(trace, "host")
     if not host.empty and "rss_bytes" in host:
         host = host[host["rss_bytes"].notna()]
-        return pd.DataFrame({"ts_ns": host["t_ns"].to_numpy(np.int64),
-                             "rss_bytes": host["rss_bytes"].to_numpy(float)}).sort_values("ts_ns").reset_index(drop=True)
+        rss = pd.DataFrame({"ts_ns": host["t_ns"].to_numpy(np.int64), "rss_bytes": host["rss_bytes"].to_numpy(float)})
+        return rss.sort_values("ts_ns").reset_index(drop=True)
     rss = _counter_series(trace, "rss_bytes")
     return pd.DataFrame({"ts_ns": rss["ts_ns"].to_numpy(np.int64),
                          "rss_bytes": rss["value"].to_numpy(float)}).sort_values("ts_ns").reset_index(drop=True)
@@ -224,25 +250,14 @@ def _peaks(trace: Trace, timeline: pd.DataFrame) -> pd.DataFrame:
 def _top_level_ops(trace: Trace) -> pd.DataFrame:
     """CPU ops not nested in another op of the same thread (pid, tid, ts_ns, dur_ns, name)."""
     ops = trace.of_kind("cpu_op")[["pid", "tid", "ts_ns", "dur_ns", "name"]]
-    ops = ops.sort_values(["pid", "tid", "ts_ns"], kind="stable")
-    end = ops["ts_ns"] + ops["dur_ns"]
-    prev_end = end.groupby([ops["pid"], ops["tid"]], sort=False).cummax().groupby(
-        [ops["pid"], ops["tid"]], sort=False).shift(1)
-    return ops[prev_end.isna() | (ops["ts_ns"] >= prev_end)]
+    return ops[outermost(ops)]
 
 
-def _enclosing_name(points: pd.DataFrame, spans: pd.DataFrame, by: list[str]) -> np.ndarray:
-    """Name of the (non-nesting) span containing each point (matched on ``by`` columns), or None."""
-    out = np.full(len(points), None, dtype=object)
-    if points.empty or spans.empty:
-        return out
-    left = points[by + ["ts_ns"]].assign(_row=np.arange(len(points))).sort_values("ts_ns", kind="stable")
-    right = spans[by + ["ts_ns"]].assign(_end=(spans["ts_ns"] + spans["dur_ns"]).to_numpy(np.int64),
-                                         _name=spans["name"].astype(str).to_numpy()).sort_values("ts_ns", kind="stable")
-    merged = pd.merge_asof(left, right, on="ts_ns", by=by or None, direction="backward")
-    ok = merged["_end"].notna() & (merged["_end"] >= merged["ts_ns"])
-    out[merged.loc[ok, "_row"].to_numpy(np.int64)] = merged.loc[ok, "_name"].to_numpy()
-    return out
+def _enclosing_name(points: pd.DataFrame, spans: pd.DataFrame, by: tuple[str, ...]) -> np.ndarray:
+    """Name of the innermost span containing each point (matched on ``by`` columns), or None."""
+    idx = enclosing(points, spans, by)
+    names = spans["name"].astype(str).to_numpy()
+    return np.where(idx >= 0, names[np.maximum(idx, 0)] if len(names) else None, None).astype(object)
 
 
 def allocations_by_category(trace: Trace, allocator: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -253,10 +268,10 @@ def allocations_by_category(trace: Trace, allocator: pd.DataFrame | None = None)
         return pd.DataFrame(columns=["by", "category", "device_type", "allocations", "allocated_bytes",
                                      "freed_bytes", "net_bytes"])
     phases = trace.of_kind("phase")
-    groups = {"op": _enclosing_name(alloc, _top_level_ops(trace), ["pid", "tid"])}
+    groups = {"op": _enclosing_name(alloc, _top_level_ops(trace), ("pid", "tid"))}
     if not phases.empty:
-        # Phases may nest (a user phase inside "forward"): keep the innermost by taking the latest start.
-        groups["phase"] = _enclosing_name(alloc, phases[["ts_ns", "dur_ns", "name"]], [])
+        # Phases may nest (a user phase inside "forward"), on any thread: the innermost one wins.
+        groups["phase"] = _enclosing_name(alloc, phases[["ts_ns", "dur_ns", "name"]], ())
     frames = []
     size = alloc["bytes"].to_numpy(float)
     for by, cats in groups.items():
@@ -298,28 +313,8 @@ def h2d_copies(trace: Trace) -> pd.DataFrame:
         "ts_ns": ts, "dur_ns": dur, "name": pd.array(names, dtype="str"),
         "bytes": _arg_column(copies["args"].to_numpy(), "bytes"), "call": pd.array(call, dtype="str"),
         "call_ts_ns": call_ts, "host_blocked_ns": np.where(synchronous, blocked, 0).astype(np.int64),
-        "pageable": pageable, "synchronous": synchronous, "step": _steps_of(trace, call_ts),
+        "pageable": pageable, "synchronous": synchronous, "step": step_of(call_ts, step_windows(trace)),
     })
-
-
-def _step_windows(trace: Trace) -> pd.DataFrame:
-    """ProfilerStep windows (step, start_ns, end_ns); empty when the trace has no steps."""
-    steps = trace.steps()
-    return pd.DataFrame({"step": steps["step"].to_numpy(np.int64), "start_ns": steps["ts_ns"].to_numpy(np.int64),
-                         "end_ns": (steps["ts_ns"] + steps["dur_ns"]).to_numpy(np.int64)})
-
-
-def _steps_of(trace: Trace, ts_ns: np.ndarray) -> np.ndarray:
-    """Step number whose ProfilerStep window contains each time, -1 outside any."""
-    w = _step_windows(trace)
-    out = np.full(len(ts_ns), -1, np.int64)
-    if w.empty or len(ts_ns) == 0:
-        return out
-    i = np.searchsorted(w["start_ns"].to_numpy(), ts_ns, side="right") - 1
-    ok = i >= 0
-    ok[ok] &= ts_ns[ok] < w["end_ns"].to_numpy()[i[ok]]
-    out[ok] = w["step"].to_numpy()[i[ok]]
-    return out
 
 
 def _per_step_memory(trace: Trace, timeline: pd.DataFrame, device_type: str, device: int, source: str) -> pd.DataFrame:
@@ -330,7 +325,7 @@ def _per_step_memory(trace: Trace, timeline: pd.DataFrame, device_type: str, dev
     what the step adds on top (activations, temporaries).
     """
     columns = ["step", "baseline_allocated_bytes", "peak_allocated_bytes", "transient_bytes", "peak_reserved_bytes"]
-    w = _step_windows(trace)
+    w = step_windows(trace)
     tl = timeline[(timeline["device_type"] == device_type) & (timeline["device"] == device)
                   & (timeline["source"] == source) & timeline["allocated_bytes"].notna()]
     if w.empty or tl.empty:
@@ -397,7 +392,8 @@ def _capacity_finding(trace: Trace, peaks: pd.DataFrame, timeline: pd.DataFrame,
         recommendation += ("; the allocator also holds memory it does not use (fragmentation): set "
                            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
     if not np.isnan(transient) and transient > 0:
-        gain = (f"about {transient / 2 / gib:.1f} GiB of headroom ({100 * transient / 2 / cap:.0f}% of capacity) "
+        freed = transient * HALVED_BATCH_TRANSIENT_SHARE
+        gain = (f"about {freed / gib:.1f} GiB of headroom ({100 * freed / cap:.0f}% of capacity) "
                 f"from halving the micro-batch: half the memory allocated within a step on top of its start "
                 f"(median {transient / gib:.1f} GiB, activations and temporaries); checkpointing frees most of "
                 "it for about one extra forward pass of compute")
@@ -405,7 +401,7 @@ def _capacity_finding(trace: Trace, peaks: pd.DataFrame, timeline: pd.DataFrame,
         gain = ("headroom, not speed: no per-step allocator data to size it; activation memory scales with "
                 "the micro-batch")
     return Finding(
-        id="memory-near-capacity", analyzer="memory",
+        id=MEMORY_NEAR_CAPACITY, analyzer="memory",
         severity="critical" if float(row["peak_pct_of_capacity"]) >= 100 * MEMORY_CRITICAL_SHARE else "warning",
         title=f"Device {int(row['device'])} memory peaks at {float(row['peak_pct_of_capacity']):.0f}% of its capacity",
         evidence=evidence, recommendation=recommendation + ".", estimated_gain=gain, gain_fraction=0.0,
@@ -418,15 +414,11 @@ def _sync_h2d_finding(trace: Trace, copies: pd.DataFrame, min_share: float) -> F
     sync = copies[copies["synchronous"]]
     if sync.empty:
         return None
-    w = _step_windows(trace)
-    if w.empty:
-        lo, hi = trace.span_ns
-        window_ns, n_windows = float(hi - lo), 1
-        in_steps = sync
-    else:
-        in_steps = sync[sync["step"] >= 0]
-        window_ns = float((w["end_ns"] - w["start_ns"]).median())
-        n_windows = len(w)
+    traced = not step_windows(trace).empty
+    w = windows_or_span(trace)
+    in_steps = sync[step_index(sync["call_ts_ns"].to_numpy(np.int64), w["start_ns"], w["end_ns"]) >= 0]
+    window_ns = float((w["end_ns"] - w["start_ns"]).median())
+    n_windows = len(w)
     if in_steps.empty or window_ns <= 0:
         return None
     blocked_per_step = float(in_steps["host_blocked_ns"].sum()) / n_windows
@@ -441,9 +433,9 @@ def _sync_h2d_finding(trace: Trace, copies: pd.DataFrame, min_share: float) -> F
     if blocking:
         why.append(f"{blocking} issued with blocking cudaMemcpy")
     gain = min(share, 1.0)
-    per = "step" if not w.empty else "profiled window"
+    per = "step" if traced else "profiled window"
     return Finding(
-        id="synchronous-h2d-copies", analyzer="memory",
+        id=SYNCHRONOUS_H2D_COPIES, analyzer="memory",
         severity="critical" if share >= max(SYNC_H2D_CRITICAL_SHARE, min_share) else "warning",
         title=f"Synchronous host-to-device copies block the CPU for {100 * share:.1f}% of each {per}",
         evidence={"copies": int(len(in_steps)), "copies_per_step": len(in_steps) / n_windows,
@@ -463,7 +455,7 @@ def _sync_h2d_finding(trace: Trace, copies: pd.DataFrame, min_share: float) -> F
 
 
 @register("memory", description="Device memory peaks and timeline, allocations by phase/op, host RSS, sync H2D copies",
-          scope="rank", page="memory")
+          scope="rank", page="memory", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, near_capacity_share: float = MEMORY_NEAR_CAPACITY_SHARE,
             sync_h2d_min_share: float = SYNC_H2D_MIN_SHARE) -> Result:
     """Memory peaks (bytes, when), timeline, allocations by category, host RSS and H2D copy findings."""

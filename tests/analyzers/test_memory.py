@@ -39,7 +39,8 @@ def _write(tmp_path: Path, events: list[dict], name: str = "t.json", **top) -> P
 
 def _training_trace(tmp_path: Path, *, weights: int, activations: int, reserved_extra: int = 0,
                     name: str = "t.json") -> Path:
-    """Two 10 ms steps on an 80 GiB GPU: ``weights`` resident, ``activations`` allocated in forward, freed in backward."""
+    """Two 10 ms steps on an 80 GiB GPU: ``weights`` resident, ``activations`` allocated in forward, freed in
+    backward."""
     events = []
     for step in range(2):
         t0 = T0_US + step * 10_000
@@ -74,7 +75,8 @@ def _copy_trace(tmp_path: Path, *, pageable: bool, call: str = "cudaMemcpyAsync"
             _x(call, "cuda_runtime", t0 + 100, blocked_us, correlation=corr),
             _x(f"Memcpy HtoD ({src} -> Device)", "gpu_memcpy", t0 + 150, 800, pid=0, tid=7, device=0, stream=7,
                correlation=corr, bytes=4_000_000),
-            _x("void gemm<float>", "kernel", t0 + 1_200, 7_000, pid=0, tid=7, device=0, stream=7, correlation=900 + step),
+            _x("void gemm<float>", "kernel", t0 + 1_200, 7_000, pid=0, tid=7, device=0, stream=7,
+               correlation=900 + step),
         ]
     return _write(tmp_path, events, name=name)
 
@@ -131,10 +133,22 @@ def test_allocations_by_phase_and_op(tmp_path: Path) -> None:
     assert op.loc["(none)", "allocated_bytes"] == GIB  # the weights, before any op
 
 
+def test_allocations_go_to_the_innermost_phase_and_top_level_op_around_them(tmp_path: Path) -> None:
+    events = [_x("forward", "torchscope.phase", T0_US, 1_000), _x("attention", "torchscope.phase", T0_US + 100, 100),
+              _x("aten::linear", "cpu_op", T0_US + 500, 100), _x("aten::addmm", "cpu_op", T0_US + 510, 20),
+              _x("aten::linear", "cpu_op", T0_US + 500, 400),  # same start, longer: the outer op
+              _mem(T0_US + 150, 10, 10, 20), _mem(T0_US + 300, 20, 30, 40), _mem(T0_US + 520, 40, 70, 80)]
+    table = memory.allocations_by_category(analyzers.load(_write(tmp_path, events)))
+    phase = table[table["by"] == "phase"].set_index("category")["allocated_bytes"].to_dict()
+    assert phase == {"attention": 10, "forward": 60}  # 300 µs: after "attention" ended, still in "forward"
+    op = table[table["by"] == "op"].set_index("category")["allocated_bytes"].to_dict()
+    assert op == {"aten::linear": 40, "(none)": 30}
+
+
 def test_near_capacity_triggers(tmp_path: Path) -> None:
     result = memory.analyze(analyzers.load(_training_trace(tmp_path, weights=30 * GIB, activations=44 * GIB)))
     (finding,) = result.findings
-    assert finding.id == "memory-near-capacity"
+    assert finding.id == memory.MEMORY_NEAR_CAPACITY
     assert finding.evidence["peak_pct_of_capacity"] == pytest.approx(100 * 74 / 80)
     assert finding.evidence["median_transient_per_step_gib"] == pytest.approx(44)
     assert "checkpoint" in finding.recommendation and "micro-batch" in finding.recommendation
@@ -152,7 +166,7 @@ def test_near_capacity_from_reserved_with_fragmentation(tmp_path: Path) -> None:
 def test_near_capacity_threshold_is_an_option(tmp_path: Path) -> None:
     trace = analyzers.load(_training_trace(tmp_path, weights=30 * GIB, activations=10 * GIB))
     assert not memory.analyze(trace).findings
-    assert [f.id for f in memory.analyze(trace, near_capacity_share=0.4).findings] == ["memory-near-capacity"]
+    assert [f.id for f in memory.analyze(trace, near_capacity_share=0.4).findings] == [memory.MEMORY_NEAR_CAPACITY]
 
 
 # --- run bundles: samples stream, manifest capacity, counters -----------------------------------------------
@@ -226,7 +240,7 @@ def test_pageable_copies_in_the_step_trigger(tmp_path: Path) -> None:
     assert copies["synchronous"].all() and copies["step"].tolist() == [1, 2, 3]
     assert copies["host_blocked_ns"].tolist() == [1_000_000] * 3
     (finding,) = result.findings
-    assert finding.id == "synchronous-h2d-copies"
+    assert finding.id == memory.SYNCHRONOUS_H2D_COPIES
     assert finding.gain_fraction == pytest.approx(0.1)  # 1 ms blocked per 10 ms step
     assert "pin_memory=True" in finding.recommendation and "non_blocking=True" in finding.recommendation
     assert finding.evidence["bytes_per_step"] == 4_000_000
