@@ -28,6 +28,12 @@ _GPU_PARTS = (("compute_pct", "compute", "#2ca02c"), ("communication_pct", "comm
               ("idle_other_pct", "idle: other", "#c7c7c7"))
 
 
+#: Columns of training_loop's ``steps`` table that end in _ns but are not a phase.
+_STEP_NOT_PHASES = ("start_ns", "step_ns")
+#: Columns of roofline's ``ops`` table the roofline plot draws.
+_ROOFLINE_X, _ROOFLINE_Y, _ROOFLINE_SIZE = "intensity_flop_per_byte", "achieved_flops_per_s", "time_ns"
+
+
 def _has(df: pd.DataFrame | None, *cols: str) -> bool:
     return df is not None and not df.empty and all(c in df.columns for c in cols)
 
@@ -50,19 +56,14 @@ def gpu_time_figure(results: Sequence[Result]) -> go.Figure | None:
 
 
 def step_phase_figure(table: pd.DataFrame | None, step_col: str = "step") -> go.Figure | None:
-    """Stacked bars per step of phase durations (a long table step × phase × ns, or wide *_ns columns)."""
+    """Stacked bars per step of phase durations, from training_loop's ``steps`` table (``<phase>_ns`` columns)."""
     if table is None or table.empty or step_col not in table.columns:
         return None
-    if _has(table, "phase") and any(c in table.columns for c in ("dur_ns", "duration_ns", "time_ns")):
-        dur = next(c for c in ("dur_ns", "duration_ns", "time_ns") if c in table.columns)
-        wide = table.pivot_table(index=step_col, columns="phase", values=dur, aggfunc="sum", observed=True).fillna(0)
-    else:
-        cols = [c for c in table.columns if c.endswith("_ns") and c not in ("start_ns", "end_ns", "ts_ns", "step_ns",
-                                                                           "wall_ns", "duration_ns", "dur_ns")]
-        if not cols:
-            return None
-        wide = table.set_index(step_col)[cols]
-        wide.columns = [c[:-3] for c in cols]
+    cols = [c for c in table.columns if c.endswith("_ns") and c not in _STEP_NOT_PHASES]
+    if not cols:
+        return None
+    wide = table.set_index(step_col)[cols]
+    wide.columns = [c[:-3] for c in cols]
     fig = go.Figure()
     for phase in wide.columns:
         fig.add_trace(go.Bar(x=wide.index.astype(str), y=wide[phase].to_numpy() / 1e6, name=str(phase),
@@ -144,17 +145,14 @@ def heatmap_figure(table: pd.DataFrame | None, row: str, col: str, value: str, t
 
 def roofline_figure(points: pd.DataFrame | None, roofs: pd.DataFrame | None = None,
                     peak_flops: float | None = None, peak_bw: float | None = None) -> go.Figure | None:
-    """Log-log roofline: ops at (intensity, achieved FLOP/s) sized by time, coloured by bound, with roofs."""
-    if points is None or points.empty:
+    """Log-log roofline of roofline's ``ops`` table: ops at (intensity, achieved FLOP/s), sized by time,
+    coloured by bound, with the roof of ``peak_flops``/``peak_bw`` (FLOP/s, bytes/s)."""
+    if not _has(points, _ROOFLINE_X, _ROOFLINE_Y):
         return None
-    xcol = next((c for c in points.columns if "intensity" in c), None)
-    ycol = next((c for c in points.columns if c.startswith("achieved") or c.endswith("flops_per_s")
-                 or c.endswith("tflops")), None)
-    if xcol is None or ycol is None:
-        return None
-    size_col = next((c for c in ("dur_ns", "time_ns", "total_ns", "total_dur_ns") if c in points.columns), None)
+    xcol, ycol = _ROOFLINE_X, _ROOFLINE_Y
+    size_col = _ROOFLINE_SIZE if _ROOFLINE_SIZE in points.columns else None
     bound_col = "bound" if "bound" in points.columns else None
-    name_col = next((c for c in ("name", "op", "kernel") if c in points.columns), None)
+    name_col = "name" if "name" in points.columns else None
     fig = go.Figure()
     pts = points[(points[xcol] > 0) & (points[ycol] > 0)]
     size = None

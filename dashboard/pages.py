@@ -15,12 +15,13 @@ from urllib.parse import urlencode
 import pandas as pd
 from dash import dcc, html
 
+from torchscope.analyzers.core.findings import SEVERITIES
 from torchscope.analyzers.core.registry import REGISTRY
 from torchscope.analyzers.core.report import Report
-from torchscope.analyzers.core.findings import SEVERITIES
+from torchscope.analyzers.report.units import format_bytes, format_for_key, format_quantity
 
 from torchscope.dashboard import figures
-from torchscope.dashboard.result_view import analyzer_section, findings_list, format_value, not_available, table_view
+from torchscope.dashboard.result_view import analyzer_section, findings_list, not_available, table_view
 from torchscope.dashboard.run_cache import LoadedRun, RunCache
 from torchscope.dashboard.timeline import DEFAULT_WIDTH_PX, build_lanes, counter_series, timeline_figure
 
@@ -335,7 +336,7 @@ def _summary_tables(run: LoadedRun) -> html.Div:
     for res in run.report.results:
         for k, v in res.summary.items():
             if not isinstance(v, (dict, list, tuple)):
-                rows.append({"analyzer": res.analyzer, "rank": res.rank, "metric": k, "value": format_value(v)})
+                rows.append({"analyzer": res.analyzer, "rank": res.rank, "metric": k, "value": format_for_key(k, v)})
     df = pd.DataFrame(rows, columns=["analyzer", "rank", "metric", "value"])
     return table_view("summary", df, f"summary-{run.entry.run_id}")
 
@@ -376,14 +377,14 @@ def runs_page(cache: RunCache) -> html.Div:
         status = "loaded" if s else (state.describe() if state.status != "idle" else "not loaded")
         rows.append(html.Tr([
             html.Td(dcc.Link(e.label, href=f"/overview?{q}", className="run-link")),
-            html.Td(e.kind), html.Td(date), html.Td(f"{e.size_bytes / 1e6:.1f} MB"),
-            html.Td(s.get("devices", "")), html.Td(format_value(s.get("ranks"))),
-            html.Td(format_value(s.get("steps"))), html.Td(format_value(s.get("median_step_ms"))),
+            html.Td(e.kind), html.Td(date), html.Td(format_bytes(e.size_bytes)),
+            html.Td(s.get("devices", "")), html.Td(format_quantity(s.get("ranks"), "count")),
+            html.Td(format_quantity(s.get("steps"), "count")), html.Td(format_quantity(s.get("median_step_ns"), "ns")),
             html.Td(s.get("top_finding", "")), html.Td(status, className="muted"),
             html.Td(dcc.Link("compare…", href=f"/compare?{q}")),
         ], **{"data-run": e.run_id}))
     head = html.Tr([html.Th(h) for h in ("run", "kind", "date (UTC)", "size", "devices", "ranks", "steps",
-                                         "median step (ms)", "top finding", "status", "")])
+                                         "median step", "top finding", "status", "")])
     if not rows:
         return html.Div("No runs (trace files or run bundles) found under this folder.", className="muted")
     return html.Div([html.H2("Runs"), html.Table([html.Thead(head), html.Tbody(rows)], className="runs-table",

@@ -10,16 +10,16 @@ from __future__ import annotations
 from html import escape
 from typing import Iterable, Mapping
 
-import numpy as np
 import pandas as pd
 from dash import dcc, html
 
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.core.report import Report
+from torchscope.analyzers.report.units import format_for_key, format_plain
 
 __all__ = ["findings_list", "table_view", "result_view", "analyzer_section", "not_available",
-           "summary_view", "table_html", "MAX_TABLE_ROWS", "TABLE_PREVIEW_ROWS", "format_value"]
+           "summary_view", "table_html", "MAX_TABLE_ROWS", "TABLE_PREVIEW_ROWS"]
 
 #: Rows of one table sent to the browser.
 MAX_TABLE_ROWS = 200
@@ -28,36 +28,24 @@ TABLE_PREVIEW_ROWS = 12
 _SEVERITY_COLOURS = {"critical": "#c0392b", "warning": "#d68910", "info": "#2874a6"}
 
 
-def format_value(value: object) -> str:
-    """A number or value as short display text (4 significant digits for floats)."""
-    if value is None:
-        return "—"
-    if isinstance(value, (float, np.floating)):
-        if not np.isfinite(value):
-            return str(value)
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
-    return str(value)
-
-
 def not_available(name: str, reason: str) -> html.Div:
     """The notice shown in place of an analyzer that did not run for this run."""
     return html.Div(f"{name}: not available for this run: {reason}", className="not-available")
 
 
 def summary_view(summary: Mapping[str, object]) -> html.Div:
-    """Headline numbers as a compact key/value grid."""
+    """Headline numbers as a compact key/value grid, each value in its key's unit (``*_ns`` as ms, ...)."""
     if not summary:
         return html.Div()
-    items = [html.Div([html.Span(k, className="kv-key"), html.Span(format_value(v), className="kv-val")],
+    items = [html.Div([html.Span(k, className="kv-key"), html.Span(format_for_key(k, v), className="kv-val")],
                       className="kv") for k, v in summary.items() if not isinstance(v, (dict, list, tuple))]
     return html.Div(items, className="summary")
 
 
 def _finding_card(f: Finding, run_query: str) -> html.Div:
     link = f"/{f.page}?{run_query}" if run_query else f"/{f.page}"
-    evidence = html.Table([html.Tr([html.Td(str(k)), html.Td(format_value(v))]) for k, v in f.evidence.items()],
+    evidence = html.Table([html.Tr([html.Td(str(k)), html.Td(format_for_key(str(k), v))])
+                           for k, v in f.evidence.items()],
                           className="evidence")
     return html.Div([
         html.Div([
@@ -86,13 +74,13 @@ _MARKUP_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "{}[]()*_`#\\|~!$<>
 
 def _text(value: object) -> str:
     """Display text safe to place inside the table markup (HTML-escaped, markup characters as entities)."""
-    return escape(value if isinstance(value, str) else format_value(value), quote=True).translate(_MARKUP_ENTITIES)
+    return escape(value if isinstance(value, str) else format_plain(value), quote=True).translate(_MARKUP_ENTITIES)
 
 
 def table_html(df: pd.DataFrame, columns: list[str]) -> str:
     """Rows of ``df`` as an HTML table string; every header and cell is escaped."""
     head = "".join(f"<th>{_text(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_text(format_value(v))}</td>" for v in row) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_text(v)}</td>" for v in row) + "</tr>"
                    for row in df.itertuples(index=False, name=None))
     return f'<table class="data-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 

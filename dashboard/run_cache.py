@@ -299,7 +299,7 @@ def _summarise(run: LoadedRun) -> dict:
     """Runs-page facts taken from the loaded data and the analyzers' results (never recomputed)."""
     traces = run.traces
     devices = sorted({t.meta.device_name for t in traces if t.meta.device_name})
-    loop = run.report.result("training_loop")
+    loop = run.report.result("training_loop")  # its SUMMARY_KEYS: "steps" and "step_median_ns"
     summary = dict(loop.summary) if loop is not None else {}
     findings = run.report.findings
     started = None
@@ -309,16 +309,10 @@ def _summarise(run: LoadedRun) -> dict:
     return {
         "ranks": len(traces),
         "devices": ", ".join(devices) or "—",
-        "steps": summary.get("steps", summary.get("num_steps")),
-        "median_step_ms": _ns_to_ms(summary.get("step_median_ns", summary.get("median_step_ns"))),
+        "steps": summary.get("steps"),
+        "median_step_ns": summary.get("step_median_ns"),
         "top_finding": f"[{findings[0].severity}] {findings[0].title}" if findings else "—",
         "n_findings": len(findings),
         "started_at_ns": started,
     }
 
-
-def _ns_to_ms(value: object) -> float | None:
-    try:
-        return None if value is None else float(value) / 1e6
-    except (TypeError, ValueError):
-        return None

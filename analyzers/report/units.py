@@ -23,7 +23,7 @@ import numpy as np
 __all__ = [
     "format_quantity", "format_for_key", "key_label", "unit_of_key", "format_duration_ns", "format_bytes",
     "format_energy_mj", "format_flops", "format_rate", "format_pct", "format_share", "format_count",
-    "format_number", "KEY_UNITS", "BARE_KEY_UNITS", "MISSING", "LIST_ITEMS_SHOWN", "UNITS",
+    "format_number", "format_plain", "KEY_UNITS", "BARE_KEY_UNITS", "MISSING", "LIST_ITEMS_SHOWN", "UNITS",
 ]
 
 #: Text shown for a missing value (None, NaN, pandas NA/NaT).
@@ -194,6 +194,11 @@ def format_quantity(value: object, unit: str, *, signed: bool = False) -> str:
     if unit in ("W", "MHz", "°C"):
         return f"{_sign(v, signed)}{v:.4g} {unit}"
     return format_number(v, signed=signed)  # "count", and values without a unit
+
+
+def format_plain(value: object) -> str:
+    """A value in the unit it is stored in (a table cell, whose column name carries the unit)."""
+    return format_quantity(value, "")
 
 
 def unit_of_key(key: str) -> str | None:

@@ -25,7 +25,7 @@ def test_roofline_page_draws_the_roof_of_the_runs_dominant_dtype() -> None:
     roofs = pd.DataFrame({"dtype": ["bf16", "fp8"], "peak_flops_per_s": [989e12, 1979e12],
                           "mem_bw_bytes_per_s": [3.35e12, 3.35e12]})
     ops = pd.DataFrame({"name": ["aten::mm"], "intensity_flop_per_byte": [100.0],
-                        "achieved_flops_per_s": [300e12], "bound": ["compute"], "dur_ns": [1000]})
+                        "achieved_flops_per_s": [300e12], "bound": ["compute"], "time_ns": [1000]})
     result = Result("roofline", tables={"roofs": roofs, "ops": ops},
                     summary={"peak_flops_per_s": 989e12, "mem_bw_bytes_per_s": 3.35e12})
     out = dict(pages._dedicated_figures("roofline", Report(source="x", results=(result,)), None))
