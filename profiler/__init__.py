@@ -7,6 +7,7 @@
             prof.step(tokens=batch.numel())
 """
 
+from torchscope.profiler.options import ProfileOptions
 from torchscope.profiler.session import DEFAULT_SCHEDULE, profile, schedule
 
-__all__ = ["profile", "schedule", "DEFAULT_SCHEDULE"]
+__all__ = ["profile", "schedule", "ProfileOptions", "DEFAULT_SCHEDULE"]

@@ -7,21 +7,15 @@ Usable as a context manager, a decorator, or with ``start()`` / ``stop()``::
             ...
             prof.step(tokens=batch.numel())
 
-Options (keyword-only; those shared with torch.profiler mean the same there):
-  schedule            torch.profiler-style callable or dict(wait, warmup, active, repeat, skip_first);
-                      default wait=1, warmup=1, active=3, repeat=1
-  record_shapes       True by default (gloo collectives need it for their byte counts)
-  profile_memory      allocator events; default on where CUDA is available
-  with_stack, with_flops   as in torch.profiler (off)
-  kineto=True         False: samplers and annotations only
-  power=True          NVML sampler (reason recorded when unavailable); nvml_module= replaces pynvml
-  host=True           process CPU %, RSS, RAPL energy
-  sample_interval_ms  100 (10 Hz); expensive NVML fields about once a second
-  annotate=True, modules=True   loop phases / per-module ranges; model= skips root discovery
-  moe=True, moe_sample_tokens=0   MoE router counts (profiler/moe.py)
-  host_roofline=True  measured CPU peak FLOP/s and bandwidth into the manifest (cached per host)
-  handle_sigterm=True flush on SIGTERM, then the previous handler
-  on_trace_ready      called with the merged trace's path
+Options are keyword-only, as in torch.profiler.profile, and mean the same where the two share a name
+(``schedule``, ``record_shapes``, ``profile_memory``, ``with_stack``, ``with_flops``). Each is a field
+of `ProfileOptions` (profiler/options.py), which documents it and checks it when profile() is built:
+a wrong name, type or range fails there, before the job runs.
+
+One deliberate difference: torch.profiler's ``on_trace_ready(prof)`` receives the profiler after
+each recording cycle; ours is called ``on_run_ready(path)`` and receives a ``pathlib.Path``, the run
+folder, once, after this rank's merged trace and final manifest are written (``torchscope.load(path)``
+reads it). Passing ``on_trace_ready=`` raises a TypeError that says so.
 
 Recorders: Kineto (torch.profiler, on a wait/warmup/active/repeat schedule), the sampler thread
 (NVML, host, CUDA memory), the annotation hooks and the MoE router recorder. Each runs under its
@@ -32,7 +26,9 @@ through unchanged after everything is flushed; SIGTERM flushes and then chains t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import inspect
 import os
 import signal
 import statistics
@@ -40,18 +36,16 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from torchscope.profiler import bundle
 from torchscope.profiler.annotations import Annotator
 from torchscope.profiler.distributed import rank_info
 from torchscope.profiler.guard import Guard, logger
 from torchscope.profiler.manifest import build_manifest, describe_devices
+from torchscope.profiler.options import DEFAULT_SAMPLE_INTERVAL_MS, DEFAULT_SCHEDULE, ProfileOptions
 
-__all__ = ["profile", "schedule", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS"]
-
-DEFAULT_SAMPLE_INTERVAL_MS = 100.0  # 10 Hz: the low end of NVML-worthy rates, half the wake-ups of 20 Hz
-DEFAULT_SCHEDULE = {"skip_first": 0, "wait": 1, "warmup": 1, "active": 3, "repeat": 1}
+__all__ = ["profile", "schedule", "ProfileOptions", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS"]
 
 
 def _cuda_available() -> bool:
@@ -75,59 +69,28 @@ def schedule(*, wait: int = 1, warmup: int = 1, active: int = 3, repeat: int = 1
 
 
 class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
-    """Record a run bundle for the code inside (see the module docstring)."""
+    """Record a run bundle for the code inside (see the module docstring; options: `ProfileOptions`)."""
 
-    def __init__(
-        self,
-        out_dir: str | os.PathLike = "runs/run",
-        *,
-        schedule: Callable[[int], Any] | dict | None = None,
-        record_shapes: bool = True,
-        profile_memory: bool | None = None,
-        with_stack: bool = False,
-        with_flops: bool = False,
-        kineto: bool = True,
-        power: bool = True,
-        host: bool = True,
-        sample_interval_ms: float = DEFAULT_SAMPLE_INTERVAL_MS,
-        moe: bool = True,
-        moe_sample_tokens: int = 0,
-        annotate: bool = True,
-        modules: bool = True,
-        model: Any = None,
-        host_roofline: bool = True,
-        handle_sigterm: bool = True,
-        nvml_module: Any = None,
-        on_trace_ready: Callable[[Path], None] | None = None,
-    ) -> None:
-        self._init_args = (out_dir,)
-        self._init_kwargs = dict(
-            schedule=schedule, record_shapes=record_shapes, profile_memory=profile_memory, with_stack=with_stack,
-            with_flops=with_flops, kineto=kineto, power=power, host=host, sample_interval_ms=sample_interval_ms,
-            moe=moe, moe_sample_tokens=moe_sample_tokens, annotate=annotate, modules=modules, model=model,
-            host_roofline=host_roofline, handle_sigterm=handle_sigterm, nvml_module=nvml_module,
-            on_trace_ready=on_trace_ready)
+    def __init__(self, out_dir: str | os.PathLike = "runs/run", **options: Any) -> None:
+        # the keyword-only options are those of ProfileOptions (see __signature__ below the class)
+        self._setup(out_dir, ProfileOptions.from_kwargs(options))
+
+    @classmethod
+    def with_options(cls, out_dir: str | os.PathLike, config: ProfileOptions) -> "profile":
+        """A profile of already-validated options (the decorator builds one per call this way)."""
+        self = cls.__new__(cls)
+        self._setup(out_dir, config)
+        return self
+
+    def _setup(self, out_dir: str | os.PathLike, config: ProfileOptions) -> None:
+        if config.profile_memory is None:  # allocator events by default where there is a device allocator to watch
+            config = dataclasses.replace(config, profile_memory=_cuda_available())
+        #: every option of this run, validated (profile_memory resolved)
+        self.config: ProfileOptions = config
         self.run_dir = Path(out_dir)
-        if isinstance(schedule, dict):
-            schedule = globals()["schedule"](**schedule)
-        self._schedule = schedule if schedule is not None else globals()["schedule"](**DEFAULT_SCHEDULE)
-        if profile_memory is None:  # allocator events by default where there is a device allocator to watch
-            profile_memory = _cuda_available()
-        self._opts = dict(record_shapes=record_shapes, profile_memory=profile_memory, with_stack=with_stack,
-                          with_flops=with_flops)
-        self._kineto_on = kineto
-        self._power_on = power
-        self._host_on = host
-        self._interval_s = max(1.0, float(sample_interval_ms)) / 1000.0
-        self._moe_on = moe
-        self._moe_sample_tokens = moe_sample_tokens
-        self._annotate_on = annotate
-        self._modules_on = modules
-        self._model = model
-        self._roofline_on = host_roofline
-        self._sigterm_on = handle_sigterm
-        self._nvml_module = nvml_module
-        self._user_on_trace_ready = on_trace_ready
+        sched = config.schedule
+        self._schedule = schedule(**sched) if isinstance(sched, Mapping) else sched
+        self._interval_s = config.sample_interval_ms / 1000.0
         self.step_num = 0
         self.rank = 0
         self.world_size = 1
@@ -167,7 +130,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with profile(*self._init_args, **self._init_kwargs):
+            with profile.with_options(self.run_dir, self.config):
                 return fn(*args, **kwargs)
 
         return wrapper
@@ -175,12 +138,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
     @property
     def options(self) -> dict[str, Any]:
         """The options of this run, as written into the manifest."""
-        sched = getattr(self._schedule, "torchscope_params", None) or repr(self._schedule)
-        return {**self._opts, "schedule": sched, "kineto": self._kineto_on, "power": self._power_on,
-                "host": self._host_on, "sample_interval_ms": self._interval_s * 1000, "moe": self._moe_on,
-                "moe_sample_tokens": self._moe_sample_tokens, "annotate": self._annotate_on,
-                "modules": self._modules_on, "model": type(self._model).__name__ if self._model is not None else None,
-                "host_roofline": self._roofline_on}
+        return self.config.manifest_entry()
 
     def _guard(self, name: str) -> Guard:
         g = self._guards.get(name)
@@ -228,19 +186,19 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
                 bundle.stream_path(self.run_dir, self.rank, stream).unlink()
         self._steps_writer = bundle.JsonlWriter(bundle.stream_path(self.run_dir, self.rank, "steps"))
         self._samples_writer = bundle.JsonlWriter(bundle.stream_path(self.run_dir, self.rank, "samples"))
-        if self._roofline_on and self.rank == 0:
+        if self.config.host_roofline and self.rank == 0:
             self._guard("host_roofline").call(self._measure_roofline)
         self._guard("samplers").call(self._start_samplers)
-        if self._annotate_on:
-            self._annotator = Annotator(model=self._model, modules=self._modules_on,
+        if self.config.annotate:
+            self._annotator = Annotator(model=self.config.model, modules=self.config.modules,
                                         on_root=self._on_root_found)
             self._annotator.guard.call(self._annotator.install)
-        if self._moe_on and self._model is not None:
-            self._guard("moe").call(self._ensure_moe_attached, self._model)
-        if self._kineto_on:
+        if self.config.moe and self.config.model is not None:
+            self._guard("moe").call(self._ensure_moe_attached, self.config.model)
+        if self.config.kineto:
             self._guard("kineto").call(self._start_kineto)
             self._guard("kineto").call(self._update_keep)
-        if self._sigterm_on:
+        if self.config.handle_sigterm:
             self._install_sigterm()
         self._write_manifest(ended=False)  # a killed job keeps this one
 
@@ -332,11 +290,11 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
 
         samplers: list[Any] = []
         gpus = []
-        if self._power_on:
+        if self.config.power:
             from torchscope.profiler.nvml import get_nvml  # noqa: PLC0415
             from torchscope.profiler.nvml_sampler import NvmlSampler  # noqa: PLC0415
 
-            backend = get_nvml(self._nvml_module)
+            backend = get_nvml(self.config.nvml_module)
             if backend.available:
                 gpus = backend.devices()
                 samplers.append(NvmlSampler(backend, interval_s=self._interval_s))
@@ -352,7 +310,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             self._recorded["power"] = False
             self._unavailable["power"] = "disabled (power=False)"
         self._devices = describe_devices(gpus)
-        if self._host_on:
+        if self.config.host:
             from torchscope.profiler.host_sampler import HostSampler  # noqa: PLC0415
 
             samplers.append(HostSampler())
@@ -385,7 +343,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             self._moe_writer = bundle.JsonlWriter(bundle.stream_path(self.run_dir, self.rank, "moe"))
             if self._sampler is not None:
                 self._sampler.flush_writers.append(self._moe_writer)
-            self._moe = RouterRecorder(self._moe_writer, sample_tokens=self._moe_sample_tokens)
+            self._moe = RouterRecorder(self._moe_writer, sample_tokens=self.config.moe_sample_tokens)
         return self._moe
 
     def _ensure_moe_attached(self, root: Any) -> None:
@@ -394,7 +352,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             rec.attach(root)
 
     def _on_root_found(self, root: Any) -> None:
-        if self._moe_on and (self._model is None or root is not self._model):
+        if self.config.moe and (self.config.model is None or root is not self.config.model):
             self._guard("moe").call(self._ensure_moe_attached, root)
 
     def _start_kineto(self) -> None:
@@ -407,7 +365,8 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         if torch.cuda.is_available():
             activities.append(ProfilerActivity.CUDA)
         self._kineto = torch.profiler.profile(activities=activities, schedule=self._schedule,
-                                              on_trace_ready=self._kineto_ready, **self._opts)
+                                              on_trace_ready=self._kineto_ready,
+                                              **self.config.kineto_options())
         self._kineto.start()
         self._recorded["kineto"] = True
 
@@ -437,6 +396,12 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             with contextlib.suppress(OSError):
                 self._moe_writer.path.unlink()
         self._write_manifest(ended=True, ended_at_ns=ended)
+        if self.config.on_run_ready is not None:
+            try:
+                self.config.on_run_ready(self.run_dir)
+            except Exception as exc:  # noqa: BLE001 - the run is written; the job goes on
+                logger.warning("torchscope: on_run_ready(%s) raised %s: %s", self.run_dir, type(exc).__name__, exc,
+                               exc_info=exc)
 
     def _load_kineto(self) -> list[dict]:
         import orjson  # noqa: PLC0415
@@ -456,7 +421,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         from torchscope.profiler.trace_merge import merge_traces  # noqa: PLC0415
 
         kineto = self._load_kineto()
-        if self._kineto_on and not kineto:
+        if self.config.kineto and not kineto:
             self._unavailable.setdefault("kineto", "no active profiling step completed (see the schedule)")
         distributed = None
         if self.world_size > 1:
@@ -467,13 +432,11 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
                              extra={"rank": self.rank, "run_dir": str(self.run_dir),
                                     "dropped_annotations": self._annotator.dropped if self._annotator else 0})
         self.trace_file = bundle.write_trace_atomic(bundle.trace_path(self.run_dir, self.rank), trace)
-        if self._user_on_trace_ready is not None:
-            self._user_on_trace_ready(self.trace_file)
 
     def _write_manifest(self, *, ended: bool, ended_at_ns: int | None = None) -> None:
         recorded = dict(self._recorded)
         recorded.setdefault("kineto", False)
-        recorded["annotations"] = bool(self._annotator is not None and self._annotate_on)
+        recorded["annotations"] = bool(self._annotator is not None and self.config.annotate)
         recorded["moe"] = bool(self._moe_writer is not None and self._moe_writer.lines_written > 0)
         recorded["host_roofline"] = self._roofline is not None
         unavailable = dict(self._unavailable)
@@ -503,13 +466,14 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
 
     def _model_info(self) -> dict | None:
         """Class and parameter count of the model given as model= (for model FLOPs utilization)."""
-        if self._model is None:
+        model = self.config.model
+        if model is None:
             return None
         try:
-            params = sum(p.numel() for p in self._model.parameters())
+            params = sum(p.numel() for p in model.parameters())
         except Exception:  # a model without parameters() is still a model we can profile
             params = None
-        return {"class": type(self._model).__name__, "parameters": params}
+        return {"class": type(model).__name__, "parameters": params}
 
     # ---- SIGTERM ------------------------------------------------------------------------------
     def _install_sigterm(self) -> None:
@@ -541,3 +505,16 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         else:  # default action: terminate, as the signal would have without us
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _keyword_signature() -> inspect.Signature:
+    """profile()'s signature as help() and IDEs show it: out_dir, then every ProfileOptions field, keyword-only."""
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("out_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="runs/run",
+                                annotation="str | os.PathLike")]
+    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+               for f in dataclasses.fields(ProfileOptions)]
+    return inspect.Signature(params, return_annotation="None")
+
+
+profile.__init__.__signature__ = _keyword_signature()  # type: ignore[attr-defined]

@@ -194,6 +194,28 @@ def test_profile_twice_in_one_process_and_decorator_and_start_stop(tmp_path):
     assert _global_state() == before
 
 
+def test_on_run_ready_receives_the_run_folder_after_the_rank_is_written(tmp_path, caplog):
+    seen = []
+
+    def ready(path: Path) -> None:
+        manifest = json.loads((path / "manifest.json").read_text())
+        seen.append((path, manifest["complete"], (path / "rank0.trace.json.gz").is_file()))
+
+    with profiler.profile(tmp_path / "run", on_run_ready=ready, **FAST) as prof:
+        train(TinyNet(), prof, n_batches=2)
+    assert seen == [(tmp_path / "run", True, True)]
+
+    def broken(path: Path) -> None:
+        raise OSError("upload failed")
+
+    with profiler.profile(tmp_path / "other", on_run_ready=broken, **FAST) as prof:  # logged, the job goes on
+        train(TinyNet(), prof, n_batches=2)
+    assert "on_run_ready" in caplog.text and "upload failed" in caplog.text
+    assert json.loads((tmp_path / "other" / "manifest.json").read_text())["complete"]
+    with pytest.raises(TypeError, match="on_run_ready"):
+        profiler.profile(tmp_path / "x", on_trace_ready=ready)  # torch's name: its callback gets the profiler
+
+
 def test_inference_forward_prefill_and_decode(tmp_path):
     run = tmp_path / "run"
     model = TinyLM().eval()
