@@ -1,8 +1,9 @@
 """What `torchscope diff` compares: the metrics of one run, per step, taken from a loaded Trace.
 
-A *run* is one rank of one trace or run bundle. Its steps are the ``ProfilerStep#N`` windows
-(``Trace.steps()``), after the selection of ``StepSelection`` (explicit step numbers, or all but
-the first ``warmup`` steps). Every metric is one of
+A *run* is one rank of one trace or run bundle. Its steps are the project's one step-window
+definition (``timeline.steps.step_windows``: each ``ProfilerStep#N`` from its start to the next
+step's start, the last to its own end), after the selection of ``StepSelection`` (explicit step
+numbers, or all but the first ``warmup`` steps); a trace without steps is one window, step -1. Every metric is one of
 
 * **sampled** — one number per selected step (step time, phase time, GPU time per category,
   communication time, energy per step, MoE imbalance, per-kernel and per-operator time), or one
@@ -50,6 +51,8 @@ from torchscope.analyzers.roofline import analysis as roofline_analyzer
 from torchscope.analyzers import training_loop as training_loop_analyzer
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.trace import GPU_WORK_KINDS, Trace
+from torchscope.analyzers.timeline.intervals import union_ns
+from torchscope.analyzers.timeline.steps import step_index, step_windows, windows_or_span
 
 __all__ = [
     "Metric",
@@ -151,19 +154,13 @@ def parse_steps(text: str) -> tuple[int, ...]:
 
 
 def select_steps(trace: Trace, selection: StepSelection) -> tuple[pd.DataFrame, list[str]]:
-    """The selected ``ProfilerStep`` windows (step, start_ns, end_ns) of a trace, with notes."""
-    steps = trace.steps()
+    """The selected step windows (step, start_ns, end_ns; ``timeline.steps.step_windows``), with notes."""
+    frame = step_windows(trace)
     notes: list[str] = []
-    if steps.empty:
+    if frame.empty:
         if selection.steps is not None:
             raise TraceError(trace.meta.path, "has no ProfilerStep annotations, so --steps cannot apply")
-        return pd.DataFrame({"step": [], "start_ns": [], "end_ns": []}, dtype=np.int64), [
-            "no ProfilerStep annotations: the whole trace counts as one sample"]
-    frame = pd.DataFrame({
-        "step": steps["step"].to_numpy(np.int64),
-        "start_ns": steps["ts_ns"].to_numpy(np.int64),
-        "end_ns": (steps["ts_ns"] + steps["dur_ns"]).to_numpy(np.int64),
-    })
+        return frame, ["no ProfilerStep annotations: the whole trace counts as one sample"]
     if selection.steps is not None:
         chosen = frame[frame["step"].isin(selection.steps)]
         if chosen.empty:
@@ -187,9 +184,8 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
     """Every metric `torchscope diff` compares, for one rank's trace."""
     windows, notes = select_steps(trace, selection)
     has_steps = not windows.empty
-    if not has_steps:
-        start, end = trace.span_ns
-        windows = pd.DataFrame({"step": [-1], "start_ns": [start], "end_ns": [end]}, dtype=np.int64)
+    if not has_steps:  # the whole trace as one window, step -1
+        windows = windows_or_span(trace)
     n = len(windows)
     starts = windows["start_ns"].to_numpy(np.int64)
     ends = windows["end_ns"].to_numpy(np.int64)
@@ -218,7 +214,7 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
     gpu = ev[kind.isin(GPU_WORK_KINDS)]
     if not gpu.empty:
         host_ts = _launch_ts(ev, gpu)
-        step_of = _step_index(host_ts, starts, ends)
+        step_of = step_index(host_ts, starts, ends)
         inside = step_of >= 0
         gpu, step_of, host_ts = gpu[inside], step_of[inside], host_ts[inside]
         dur = gpu["dur_ns"].to_numpy(np.float64)
@@ -251,14 +247,14 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
         # CPU-only run: collectives are CPU annotations (gloo).
         comm = ev[(kind == "annotation") & ev["name"].astype(str).str.match(_COMM_CPU)]
         if not comm.empty:
-            idx = _step_index(comm["ts_ns"].to_numpy(np.int64), starts, ends)
+            idx = step_index(comm["ts_ns"].to_numpy(np.int64), starts, ends)
             ok = idx >= 0
             sampled("comm/time", "communication", "ns",
                     np.bincount(idx[ok], comm["dur_ns"].to_numpy(np.float64)[ok], minlength=n), headline=True)
     # --- CPU operators: counts, FLOPs, time ----------------------------------------------------
     ops = ev[kind == "cpu_op"]
     if not ops.empty:
-        op_step = _step_index(ops["ts_ns"].to_numpy(np.int64), starts, ends)
+        op_step = step_index(ops["ts_ns"].to_numpy(np.int64), starts, ends)
         ops, op_step = ops[op_step >= 0], op_step[op_step >= 0]
     if not ops.empty:
         exact("work/ops_per_step", "work", "count", float(len(ops)) / n, headline=True)
@@ -269,7 +265,7 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
     # --- FLOPs and bytes of the operators (the roofline's cost model: profiler FLOPs, else shapes) ----
     points = roofline_analyzer.op_points(trace) if not ops.empty else None
     if points is not None and not points.empty:
-        in_step = _step_index(points["ts_ns"].to_numpy(np.int64), starts, ends) >= 0
+        in_step = step_index(points["ts_ns"].to_numpy(np.int64), starts, ends) >= 0
         flops = float(np.nansum(points["flops"].to_numpy(np.float64)[in_step]))
         nbytes = float(np.nansum(points["bytes"].to_numpy(np.float64)[in_step]))
         if flops > 0:
@@ -326,14 +322,6 @@ def merge_runs(runs: Sequence[RunMetrics]) -> dict[str, Metric]:
 
 # --- extractors ------------------------------------------------------------------------------------
 
-def _step_index(ts_ns: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Index of the step window holding each timestamp, -1 when outside every window."""
-    idx = np.searchsorted(starts, ts_ns, side="right") - 1
-    ok = idx >= 0
-    ok[ok] = ts_ns[ok] < ends[idx[ok]]
-    return np.where(ok, idx, -1)
-
-
 def _launch_ts(events: pd.DataFrame, gpu: pd.DataFrame) -> np.ndarray:
     """Start of the runtime call that launched each GPU event (its own start when none matches)."""
     own = gpu["ts_ns"].to_numpy(np.int64)
@@ -364,7 +352,7 @@ def _per_name_per_step(frame: pd.DataFrame, ts_ns: np.ndarray | None, starts: np
     """(normalized name, total duration per step) for each name present in the selected steps."""
     n = len(starts)
     if step_of is None:
-        step_of = _step_index(ts_ns, starts, ends)
+        step_of = step_index(ts_ns, starts, ends)
     ok = step_of >= 0
     codes, names = _names_normalized(frame)
     codes, steps, dur = codes[ok], step_of[ok], frame["dur_ns"].to_numpy(np.float64)[ok]
@@ -385,15 +373,9 @@ def _per_name_counts(frame: pd.DataFrame, n_steps: int) -> Iterable[tuple[str, f
 def _busy_per_step(start_ns: np.ndarray, end_ns: np.ndarray, step_of: np.ndarray, n: int) -> np.ndarray:
     """Time at least one GPU stream is busy, per step (union of the step's GPU work), ns."""
     busy = np.zeros(n)
-    order = np.lexsort((start_ns, step_of))
-    s, e, k = start_ns[order], end_ns[order], step_of[order]
-    for step in np.unique(k):
-        m = k == step
-        ss, ee = s[m], e[m]
-        # A merged interval starts where an event begins after every earlier one of the step ended.
-        new = np.r_[True, ss[1:] > np.maximum.accumulate(ee)[:-1]]
-        first = np.flatnonzero(new)
-        busy[step] = float((np.maximum.reduceat(ee, first) - ss[first]).sum())
+    for step in np.unique(step_of):
+        mine = step_of == step
+        busy[step] = float(union_ns(start_ns[mine], end_ns[mine]))
     return busy
 
 

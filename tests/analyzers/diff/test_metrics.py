@@ -12,6 +12,17 @@ from torchscope.analyzers.diff.metrics import (
 )
 from tests.analyzers.diff_traces import KERNEL, write_bundle, write_trace
 
+#: diff_traces.py leaves 50 µs between steps; a step's window runs to the next step's start
+#: (timeline.steps.step_windows), so every step but the last is that much longer than its annotation.
+GAP_NS = 50_000
+
+
+def with_gaps(step_ns) -> np.ndarray:
+    """Window lengths of steps annotated ``step_ns`` long: the gap added to all but the last."""
+    out = np.asarray(step_ns, dtype=np.float64).copy()
+    out[:-1] += GAP_NS
+    return out
+
 
 @pytest.mark.parametrize("raw, expected", [
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>, "
@@ -54,7 +65,7 @@ def test_warm_up_step_is_skipped_and_step_times_are_measured(synthetic):
     run = extract_run_metrics(trace)
     assert run.steps == (41, 42, 43, 44)
     assert any("warm-up" in n for n in run.notes)
-    np.testing.assert_allclose(run.metrics["step/time"].samples, np.array(steps[1:]) * 1e6)
+    np.testing.assert_allclose(run.metrics["step/time"].samples, with_gaps(np.array(steps[1:]) * 1e6))
     assert run.metrics["step/time"].headline and not run.metrics["step/time"].exact
 
 
@@ -108,8 +119,9 @@ def test_energy_and_moe_from_a_run_bundle(tmp_path):
     counts = [[[4, 4, 4, 4], [8, 0, 4, 4]]] * 5
     bundle = write_bundle(tmp_path / "run", [10.0, 20.0, 10.0, 10.0, 10.0], power_w=100.0, moe_counts=counts)
     m = extract_run_metrics(analyzers.load(bundle)).metrics
-    # 100 W over 20 ms and 10 ms steps (after the warm-up step) = 2000 mJ, 1000 mJ
-    np.testing.assert_allclose(m["energy/per_step"].samples, [2000.0, 1000.0, 1000.0, 1000.0], rtol=1e-3)
+    # 100 W over 20 ms and 10 ms steps (after the warm-up step) = 2000 mJ, 1000 mJ, plus 100 W × the
+    # 50 µs gap to the next step (5 mJ) for all but the last step
+    np.testing.assert_allclose(m["energy/per_step"].samples, [2005.0, 1005.0, 1005.0, 1000.0], rtol=1e-3)
     assert m["moe_expert_tokens/layers.1.router"].value == [8.0, 0.0, 4.0, 4.0]
     assert m["moe_expert_tokens/layers.1.router"].exact
     # layer 0 even (1.0), layer 1 busiest expert at 2× the mean: averaged over layers 1.5
@@ -130,7 +142,7 @@ def test_merging_repeated_runs_pools_samples_and_fills_missing_names_with_zero(t
     b = extract_run_metrics(analyzers.load(write_trace(tmp_path / "b.json.gz", [12.0] * 4,
                                                        ops=("aten::mm", "aten::add", "aten::relu"))))
     merged = merge_runs([a, b])
-    np.testing.assert_allclose(merged["step/time"].samples, [10e6] * 3 + [12e6] * 3)
+    np.testing.assert_allclose(merged["step/time"].samples, np.r_[with_gaps([10e6] * 3), with_gaps([12e6] * 3)])
     assert merged["op_count/aten::relu"].value == 0.5  # 0 in run a, 1 per step in run b
     assert merged["op_time/aten::relu"].samples.size == 6
     assert merged["work/ops_per_step"].value == 2.5
