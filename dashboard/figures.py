@@ -85,7 +85,8 @@ def category_figure(table: pd.DataFrame | None, label_col: str, value_col: str, 
     return fig
 
 
-def bar_figure(table: pd.DataFrame | None, x: str, y: str, title: str, colour_col: str | None = None) -> go.Figure | None:
+def bar_figure(table: pd.DataFrame | None, x: str, y: str, title: str,
+               colour_col: str | None = None) -> go.Figure | None:
     """Vertical bars of column ``y`` over ``x`` (optionally one series per value of ``colour_col``)."""
     if not _has(table, x, y):
         return None
@@ -110,7 +111,8 @@ def collectives_figure(table: pd.DataFrame | None) -> go.Figure | None:
     return fig
 
 
-def series_figure(table: pd.DataFrame | None, x: str, ys: Sequence[str], title: str, x_is_ns: bool = True) -> go.Figure | None:
+def series_figure(table: pd.DataFrame | None, x: str, ys: Sequence[str], title: str,
+                  x_is_ns: bool = True) -> go.Figure | None:
     """Line chart of columns ``ys`` over ``x`` (ns columns shown in ms / relative seconds)."""
     if table is None or table.empty or x not in table.columns:
         return None
