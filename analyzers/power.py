@@ -18,10 +18,11 @@ Energy over a time window, per device:
 When a rank's sampler saw several GPUs but the rank's GPU work ran on a subset (the ``device`` of
 its kernels), only that subset counts, so ranks sharing a host do not each count every GPU.
 
-Steps come from the ``steps`` stream, which covers every step of the run (the samples do too,
-while Kineto records only the scheduled steps): its line ``{"step": s, "t_ns"}`` is written when
-step *s* ends, so step *s* runs from the previous line's ``t_ns`` (step 0: the manifest's
-``started_at_ns``) to its own. Without the stream, the ``ProfilerStep#N`` annotations are used. Tokens/samples per step come from the
+Steps are ``timeline.steps.run_step_windows``: from the ``steps`` stream, which covers every step
+of the run (the samples do too, while Kineto records only the scheduled steps): its line
+``{"step": s, "t_ns"}`` is written when step *s* ends, so step *s* runs from the previous line's
+``t_ns`` (step 0: the manifest's ``started_at_ns``) to its own. Without the stream, the traced step
+windows (each ``ProfilerStep#N`` until the next one starts). Tokens/samples per step come from the
 ``steps`` stream or the manifest's ``user_counts``. Phases are our ``torchscope.phase`` annotations;
 a phase's energy is the integral over its intervals. Idle: GPU idle time is the part of the trace
 window with no GPU work (or, without GPU events, the sampled time at 0 % utilisation); idle power
@@ -49,6 +50,7 @@ name, plus "(outside phases)"), ``timeline`` (``t_ns``, ``power_w``, ``sm_clock_
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -58,13 +60,17 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.roofline.rules import MIXED_PRECISION as ROOFLINE_MIXED_PRECISION
 from torchscope.analyzers.timeline.intervals import merge_intervals
+from torchscope.analyzers.timeline.steps import run_step_windows
 
 __all__ = [
     "analyze", "nvml_samples", "energy_curve", "unwrap_energy_counter", "decode_throttle_reasons",
     "power_cap_whatif", "THROTTLE_REASONS", "THERMAL_REASONS", "POWER_REASONS",
     "IDLE_ENERGY_MIN_SHARE", "THROTTLE_MIN_SHARE", "POWER_CAP_MAX_SLOWDOWN", "POWER_CAP_MIN_SAVING",
     "POWER_CAP_COMPUTE_BOUND_MAX", "POWER_CLOCK_EXPONENT", "MIXED_PRECISION_MIN_ENERGY_SHARE",
+    "IDLE_ENERGY_WARNING_SHARE", "POWER_CAP_ROUND_W", "SUMMARY_KEYS",
+    "THERMAL_THROTTLING", "POWER_THROTTLING", "IDLE_ENERGY", "POWER_CAP", "MIXED_PRECISION",
 ]
 
 ANALYZER = "power"
@@ -79,22 +85,12 @@ THERMAL_REASONS = ("sw_thermal_slowdown", "hw_thermal_slowdown")
 POWER_REASONS = ("sw_power_cap", "hw_slowdown", "hw_power_brake_slowdown")
 _IDLE_BIT = 0x1
 
-#: Raise the idle-gap finding when idle energy is at least this share of the sampled energy.
-IDLE_ENERGY_MIN_SHARE = 0.10
-#: Raise a throttling finding when a thermal/power reason is active this share of the busy sampled time.
-THROTTLE_MIN_SHARE = 0.05
-#: The power-cap recommendation accepts at most this slowdown ...
+#: The power-cap what-if (and recommendation) accepts at most this slowdown of the step, 0..1.
 POWER_CAP_MAX_SLOWDOWN = 0.05
-#: ... and is raised only when it saves at least this share of energy ...
-POWER_CAP_MIN_SAVING = 0.05
-#: ... and compute-bound work is at most this share of the window (memory/communication-bound runs).
-POWER_CAP_COMPUTE_BOUND_MAX = 0.5
 #: Dynamic power ∝ clock ** this exponent in the power-cap model.
 POWER_CLOCK_EXPONENT = 2.0
 #: Clock fractions the power-cap what-if tries.
 POWER_CAP_CLOCK_STEPS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
-#: Raise the mixed-precision energy finding when the roofline's FP32 GEMM saving is this share of time.
-MIXED_PRECISION_MIN_ENERGY_SHARE = 0.05
 #: Idle gaps of the kernel timeline shorter than this do not count for the idle-power estimate.
 IDLE_GAP_MIN_NS = 5_000_000
 
@@ -219,6 +215,10 @@ class _Device:
                                            energy_mj=df["energy_mj"].to_numpy(float))
         self.t0, self.t1 = int(self.t[0]), int(self.t[-1])
 
+    def total_energy_mj(self) -> float:
+        """Energy (mJ) over the whole sampled span."""
+        return float(self.energy_mj(np.array([self.t0]), np.array([self.t1]))[0])
+
     def energy_mj(self, start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
         """Energy (mJ) in each window [start, end], clipped to the sampled span."""
         return self.E(np.asarray(end_ns)) - self.E(np.asarray(start_ns))
@@ -246,27 +246,7 @@ def decode_throttle_reasons(mask: int | float | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-# ---------------------------------------------------------------------------------------- windows
-def _step_windows(trace: Trace) -> pd.DataFrame:
-    """Step windows: from the ``steps`` stream (every step of the run), else ProfilerStep annotations."""
-    stream = trace.streams.get("steps") if trace.streams else None
-    if stream is not None and not stream.empty and {"step", "t_ns"} <= set(stream.columns):
-        s = stream.dropna(subset=["step", "t_ns"]).sort_values("t_ns")
-        t = s["t_ns"].to_numpy(np.int64)
-        steps = s["step"].to_numpy(np.int64)
-        started = (trace.meta.manifest or {}).get("started_at_ns")
-        if isinstance(started, (int, float)) and t.size and started < t[0]:
-            t = np.concatenate([[int(started)], t])  # step 0 runs from the start of profiling
-            steps = np.concatenate([[-1], steps])
-        if t.size >= 2:
-            return pd.DataFrame({"step": steps[1:], "start_ns": t[:-1], "end_ns": t[1:]})
-    steps = trace.steps()
-    if not steps.empty:
-        return pd.DataFrame({"step": steps["step"].astype(np.int64), "start_ns": steps["ts_ns"].astype(np.int64),
-                             "end_ns": (steps["ts_ns"] + steps["dur_ns"]).astype(np.int64)})
-    return pd.DataFrame(columns=["step", "start_ns", "end_ns"])
-
-
+# ---------------------------------------------------------------------------------------- steps
 def _counts_per_step(trace: Trace, steps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     n = len(steps)
     tokens = np.full(n, np.nan)
@@ -329,101 +309,98 @@ def power_cap_whatif(compute_bound_share: float, avg_power_w: float, idle_power_
     return best
 
 
-# ---------------------------------------------------------------------------------------- analyze
-@register(ANALYZER, description="Energy per step/token/phase, power vs limit, throttling, idle energy, power-cap what-if",
-          page="power")
-def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_result: Result | None = None) -> Result:
-    """Power and energy of a run from its NVML samples (tables in J, W, MHz; times in ns)."""
-    samples = nvml_samples(trace)
-    usable = samples[samples["power_mw"].notna() | samples["energy_mj"].notna()]
-    if usable.empty:
-        reason = _unavailable_reason(trace)
-        raise NotApplicable(f"no GPU power samples{': ' + reason if reason else ''}")
-    usable, own = _own_devices(trace, usable)
-    devices = []
-    for idx, df in usable.groupby("device", sort=True):
-        if len(df) >= 2:
-            devices.append(_Device(int(idx), df.reset_index(drop=True)))
-    if not devices:
-        raise NotApplicable("fewer than two power samples per device")
+# ---------------------------------------------------------------------------------------- devices
+@dataclass(frozen=True)
+class _Idle:
+    """One device's idle figures: time (ns), power (mW), energy at idle power and inside the idle gaps (mJ)."""
 
-    total_span = max(d.t1 for d in devices) - min(d.t0 for d in devices)
-    busy = _gpu_busy(trace)
-    device_rows, timeline, throttle_rows = [], [], []
-    total_energy_mj = 0.0
-    idle_time_ns_all = 0
-    idle_energy_mj = 0.0
-    idle_gap_energy_mj = 0.0
-    idle_power_by_dev: dict[int, float] = {}
-    for d in devices:
-        df = d.df
-        e_mj = float(d.energy_mj(np.array([d.t0]), np.array([d.t1]))[0])
-        total_energy_mj += e_mj
-        span = d.t1 - d.t0
-        p = df["power_mw"].to_numpy(float)
-        limit = float(np.nanmedian(df["power_limit_mw"])) if df["power_limit_mw"].notna().any() else math.nan
-        idle_s, idle_e = _idle_intervals(busy, d.t0, d.t1) if busy[0].size else (np.empty(0), np.empty(0))
-        idle_power_mw = _idle_power_mw(df, idle_s, idle_e)
-        idle_power_by_dev[d.index] = idle_power_mw / 1e3
-        if busy[0].size:
-            idle_ns = int((idle_e - idle_s).sum())
-            gap_mj = float(d.energy_mj(idle_s, idle_e).sum())
-        else:
-            util = df["gpu_util_pct"].to_numpy(float)
-            idle_ns = int(_weighted_time(d.t, util == 0)) if not np.isnan(util).all() else 0
-            gap_mj = math.nan
-        idle_time_ns_all += idle_ns
-        idle_e_mj = idle_ns * idle_power_mw * _MJ_PER_MW_NS if not math.isnan(idle_power_mw) else math.nan
-        idle_energy_mj += 0.0 if math.isnan(idle_e_mj) else idle_e_mj
-        idle_gap_energy_mj += 0.0 if math.isnan(gap_mj) else gap_mj
-        avg_w = e_mj / span / _MJ_PER_MW_NS / 1e3 if span > 0 else math.nan
-        peak_w = float(np.nanmax(p)) / 1e3 if not np.isnan(p).all() else math.nan
-        reasons = df["throttle_reasons"].to_numpy(float)
-        shares = _reason_shares(d.t, reasons, busy_only=True)
-        for name, share in shares.items():
-            throttle_rows.append({"device": d.index, "reason": name, "time_share": share})
-        clocks = df["sm_clock_mhz"].to_numpy(float)
-        device_rows.append({
-            "device": d.index, "samples": len(df), "span_ns": span, "method": d.method,
-            "energy_j": e_mj / 1e3, "avg_power_w": avg_w, "peak_power_w": peak_w,
-            "power_limit_w": limit / 1e3, "avg_power_of_limit": avg_w / (limit / 1e3) if limit > 0 else math.nan,
-            "peak_power_of_limit": peak_w / (limit / 1e3) if limit > 0 else math.nan,
-            "idle_power_w": idle_power_mw / 1e3, "idle_time_ns": idle_ns,
-            "idle_energy_j": idle_e_mj / 1e3, "energy_in_idle_gaps_j": gap_mj / 1e3,
-            "sm_clock_mean_mhz": float(np.nanmean(clocks)) if not np.isnan(clocks).all() else math.nan,
-            "sm_clock_max_mhz": float(np.nanmax(clocks)) if not np.isnan(clocks).all() else math.nan,
-            "temp_max_c": float(np.nanmax(df["temp_c"])) if df["temp_c"].notna().any() else math.nan,
-        })
-        timeline.append(pd.DataFrame({
-            "t_ns": d.t, "device": d.index, "power_w": p / 1e3, "sm_clock_mhz": clocks,
-            "power_limit_w": df["power_limit_mw"].to_numpy(float) / 1e3, "temp_c": df["temp_c"].to_numpy(float),
-            "throttle_reasons": reasons,
-            "reasons": [",".join(decode_throttle_reasons(r)) for r in reasons],
-        }))
-    devices_df = pd.DataFrame(device_rows)
-    timeline_df = pd.concat(timeline, ignore_index=True)
-    throttle_df = pd.DataFrame(throttle_rows, columns=["device", "reason", "time_share"])
+    time_ns: int
+    power_mw: float
+    energy_mj: float  # time × idle power; NaN without an idle power
+    gap_energy_mj: float  # measured inside the kernel timeline's idle gaps; NaN without GPU events
 
-    if roofline_result is None and not trace.events.empty:
-        from torchscope.analyzers.roofline import analysis as roofline
 
-        try:
-            roofline_result = roofline.analyze(trace)
-        except NotApplicable:
-            roofline_result = None
-    steps_df = _steps_table(trace, devices)
-    phases_df = _phases_table(trace, devices, total_energy_mj)
-    perf = _perf_per_watt(trace, steps_df, devices, roofline_result)
+def _devices(usable: pd.DataFrame) -> list[_Device]:
+    """One ``_Device`` per device with at least two usable samples, by device index."""
+    return [_Device(int(idx), df.reset_index(drop=True)) for idx, df in usable.groupby("device", sort=True)
+            if len(df) >= 2]
 
+
+def _idle(d: _Device, busy: tuple[np.ndarray, np.ndarray]) -> _Idle:
+    """Idle time, power and energy of one device: gaps of the kernel timeline, else samples at 0 % utilisation."""
+    df = d.df
+    idle_s, idle_e = _idle_intervals(busy, d.t0, d.t1) if busy[0].size else (np.empty(0), np.empty(0))
+    power_mw = _idle_power_mw(df, idle_s, idle_e)
+    if busy[0].size:
+        idle_ns = int((idle_e - idle_s).sum())
+        gap_mj = float(d.energy_mj(idle_s, idle_e).sum())
+    else:
+        util = df["gpu_util_pct"].to_numpy(float)
+        idle_ns = int(_weighted_time(d.t, util == 0)) if not np.isnan(util).all() else 0
+        gap_mj = math.nan
+    energy_mj = idle_ns * power_mw * _MJ_PER_MW_NS if not math.isnan(power_mw) else math.nan
+    return _Idle(idle_ns, power_mw, energy_mj, gap_mj)
+
+
+def _nanmax(values: np.ndarray) -> float:
+    return float(np.nanmax(values)) if not np.isnan(values).all() else math.nan
+
+
+def _device_row(d: _Device, idle: _Idle) -> dict:
+    """One row of the ``devices`` table: energy (J), power (W) and its ratio to the limit, idle figures, clocks."""
+    df = d.df
+    e_mj = d.total_energy_mj()
+    span = d.t1 - d.t0
+    limit = float(np.nanmedian(df["power_limit_mw"])) if df["power_limit_mw"].notna().any() else math.nan
+    avg_w = e_mj / span / _MJ_PER_MW_NS / 1e3 if span > 0 else math.nan
+    peak_w = _nanmax(df["power_mw"].to_numpy(float)) / 1e3
+    clocks = df["sm_clock_mhz"].to_numpy(float)
+    return {
+        "device": d.index, "samples": len(df), "span_ns": span, "method": d.method,
+        "energy_j": e_mj / 1e3, "avg_power_w": avg_w, "peak_power_w": peak_w,
+        "power_limit_w": limit / 1e3, "avg_power_of_limit": avg_w / (limit / 1e3) if limit > 0 else math.nan,
+        "peak_power_of_limit": peak_w / (limit / 1e3) if limit > 0 else math.nan,
+        "idle_power_w": idle.power_mw / 1e3, "idle_time_ns": idle.time_ns,
+        "idle_energy_j": idle.energy_mj / 1e3, "energy_in_idle_gaps_j": idle.gap_energy_mj / 1e3,
+        "sm_clock_mean_mhz": float(np.nanmean(clocks)) if not np.isnan(clocks).all() else math.nan,
+        "sm_clock_max_mhz": _nanmax(clocks),
+        "temp_max_c": float(np.nanmax(df["temp_c"])) if df["temp_c"].notna().any() else math.nan,
+    }
+
+
+def _device_timeline(d: _Device) -> pd.DataFrame:
+    """One device's readings for the ``timeline`` table (W, MHz, °C, throttle mask and its decoded names)."""
+    df = d.df
+    reasons = df["throttle_reasons"].to_numpy(float)
+    return pd.DataFrame({
+        "t_ns": d.t, "device": d.index, "power_w": df["power_mw"].to_numpy(float) / 1e3,
+        "sm_clock_mhz": df["sm_clock_mhz"].to_numpy(float),
+        "power_limit_w": df["power_limit_mw"].to_numpy(float) / 1e3, "temp_c": df["temp_c"].to_numpy(float),
+        "throttle_reasons": reasons, "reasons": [",".join(decode_throttle_reasons(r)) for r in reasons],
+    })
+
+
+def _throttle_rows(d: _Device) -> list[dict]:
+    """Rows of the ``throttle`` table for one device: each reason's share of its busy sampled time."""
+    shares = _reason_shares(d.t, d.df["throttle_reasons"].to_numpy(float), busy_only=True)
+    return [{"device": d.index, "reason": name, "time_share": share} for name, share in shares.items()]
+
+
+def _summary(devices: list[_Device], own: str, devices_df: pd.DataFrame, idle: list[_Idle], steps_df: pd.DataFrame,
+             perf: dict) -> dict:
+    """The summary (keys: ``SUMMARY_KEYS``)."""
+    total_mj = sum(d.total_energy_mj() for d in devices)
+    idle_mj = sum(0.0 if math.isnan(i.energy_mj) else i.energy_mj for i in idle)
     summary = {
         "devices": len(devices), "device_indices": [d.index for d in devices], "devices_from": own,
         "method": ",".join(sorted({d.method for d in devices})),
-        "sampled_ns": int(total_span), "energy_j": total_energy_mj / 1e3,
+        "sampled_ns": int(max(d.t1 for d in devices) - min(d.t0 for d in devices)), "energy_j": total_mj / 1e3,
         "avg_power_w": float(devices_df["avg_power_w"].sum()),
         "peak_power_w": float(devices_df["peak_power_w"].max()),
-        "power_limit_w": float(devices_df["power_limit_w"].sum()) if devices_df["power_limit_w"].notna().any() else math.nan,
-        "idle_time_ns": int(idle_time_ns_all), "idle_energy_j": idle_energy_mj / 1e3,
-        "idle_energy_share": idle_energy_mj / total_energy_mj if total_energy_mj > 0 else math.nan,
+        "power_limit_w": float(devices_df["power_limit_w"].sum()) if devices_df["power_limit_w"].notna().any()
+        else math.nan,
+        "idle_time_ns": int(sum(i.time_ns for i in idle)), "idle_energy_j": idle_mj / 1e3,
+        "idle_energy_share": idle_mj / total_mj if total_mj > 0 else math.nan,
         **perf,
     }
     if not steps_df.empty:
@@ -432,8 +409,63 @@ def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_res
             summary["energy_per_token_j"] = float(steps_df["energy_per_token_j"].mean())
         if steps_df["energy_per_sample_j"].notna().any():
             summary["energy_per_sample_j"] = float(steps_df["energy_per_sample_j"].mean())
+    return summary
 
-    findings = _findings(trace, devices_df, throttle_df, summary, idle_power_by_dev, roofline_result, gpu_time_result)
+
+# ---------------------------------------------------------------------------------------- analyze
+#: Every key the power Result's summary can hold: what it is, with its unit.
+SUMMARY_KEYS: dict[str, str] = {
+    "devices": "number of GPUs counted for this rank",
+    "device_indices": "their NVML indices, list of int",
+    "devices_from": "which GPUs count: 'all sampled devices' or 'devices the rank's GPU work ran on'",
+    "method": "how energy was measured: 'energy counter' and/or 'power integration' (comma-joined)",
+    "sampled_ns": "span from the first to the last sample over the counted GPUs, ns",
+    "energy_j": "energy of the counted GPUs over their sampled spans, J",
+    "avg_power_w": "sum over GPUs of their average power, W",
+    "peak_power_w": "highest single reading of any GPU, W",
+    "power_limit_w": "sum over GPUs of their median power limit, W (NaN when not read)",
+    "idle_time_ns": "GPU idle time summed over GPUs, ns",
+    "idle_energy_j": "idle time × idle power summed over GPUs, J",
+    "idle_energy_share": "idle energy ÷ energy, 0..1 (NaN without energy)",
+    "tokens_per_j": "only with token counts: tokens per joule over the steps",
+    "samples_per_j": "only with sample counts: samples per joule over the steps",
+    "flops_per_j": "only with a roofline result with counted FLOPs: FLOPs per joule over its steps",
+    "energy_per_step_j": "only with steps: mean energy per step, J",
+    "energy_per_token_j": "only with steps and token counts: mean energy per token, J",
+    "energy_per_sample_j": "only with steps and sample counts: mean energy per sample, J",
+}
+
+
+@register(ANALYZER, page="power",
+          description="Energy per step/token/phase, power vs limit, throttling, idle energy, power-cap what-if",
+          needs=("roofline", "gpu_time"), summary_keys=SUMMARY_KEYS)
+def analyze(trace: Trace, *, roofline_result: Result | None = None, gpu_time_result: Result | None = None) -> Result:
+    """Power and energy of a run from its NVML samples (tables in J, W, MHz; times in ns).
+
+    ``roofline_result`` and ``gpu_time_result`` (passed by ``run_all``; None when those were skipped)
+    give FLOPs per joule and the power-cap and mixed-precision findings.
+    """
+    samples = nvml_samples(trace)
+    usable = samples[samples["power_mw"].notna() | samples["energy_mj"].notna()]
+    if usable.empty:
+        reason = _unavailable_reason(trace)
+        raise NotApplicable(f"no GPU power samples{': ' + reason if reason else ''}")
+    usable, own = _own_devices(trace, usable)
+    devices = _devices(usable)
+    if not devices:
+        raise NotApplicable("fewer than two power samples per device")
+    busy = _gpu_busy(trace)
+    idle = [_idle(d, busy) for d in devices]
+    devices_df = pd.DataFrame([_device_row(d, i) for d, i in zip(devices, idle)])
+    timeline_df = pd.concat([_device_timeline(d) for d in devices], ignore_index=True)
+    throttle_df = pd.DataFrame([row for d in devices for row in _throttle_rows(d)],
+                               columns=["device", "reason", "time_share"])
+    steps_df = _steps_table(trace, devices)
+    phases_df = _phases_table(trace, devices, sum(d.total_energy_mj() for d in devices))
+    summary = _summary(devices, own, devices_df, idle, steps_df,
+                       _perf_per_watt(steps_df, devices, roofline_result))
+    idle_power_w = {d.index: i.power_mw / 1e3 for d, i in zip(devices, idle)}
+    findings = _findings(trace, devices_df, throttle_df, summary, idle_power_w, roofline_result, gpu_time_result)
     return Result(analyzer=ANALYZER, rank=trace.rank, summary=summary, findings=tuple(findings), tables={
         "devices": devices_df, "steps": steps_df, "phases": phases_df, "timeline": timeline_df,
         "throttle": throttle_df,
@@ -455,7 +487,8 @@ def _own_devices(trace: Trace, samples: pd.DataFrame) -> tuple[pd.DataFrame, str
 def _unavailable_reason(trace: Trace) -> str:
     stream = trace.streams.get("samples") if trace.streams else None
     if stream is not None and "event" in stream and "field" in stream:
-        rows = stream[(stream["event"].astype(str) == "unavailable") & stream["field"].astype(str).isin(["power_mw", "energy_mj", "power"])]
+        unavailable = stream["event"].astype(str) == "unavailable"
+        rows = stream[unavailable & stream["field"].astype(str).isin(["power_mw", "energy_mj", "power"])]
         if not rows.empty and "reason" in rows:
             return str(rows["reason"].iloc[0])
     manifest = trace.meta.manifest or {}
@@ -509,7 +542,7 @@ def _idle_power_mw(df: pd.DataFrame, idle_s: np.ndarray, idle_e: np.ndarray) -> 
 def _steps_table(trace: Trace, devices: list[_Device]) -> pd.DataFrame:
     cols = ["step", "start_ns", "dur_ns", "energy_j", "avg_power_w", "coverage", "tokens", "samples",
             "energy_per_token_j", "energy_per_sample_j", "tokens_per_j"]
-    w = _step_windows(trace)
+    w = run_step_windows(trace)
     if w.empty:
         return pd.DataFrame(columns=cols)
     s, e = w["start_ns"].to_numpy(np.int64), w["end_ns"].to_numpy(np.int64)
@@ -553,7 +586,8 @@ def _phases_table(trace: Trace, devices: list[_Device], total_mj: float) -> pd.D
     return g.sort_values("energy_j", ascending=False, ignore_index=True)[cols]
 
 
-def _perf_per_watt(trace: Trace, steps: pd.DataFrame, devices: list[_Device], roofline_result: Result | None) -> dict:
+def _perf_per_watt(steps: pd.DataFrame, devices: list[_Device], roofline_result: Result | None) -> dict:
+    """Tokens, samples and FLOPs per joule (FLOPs: the roofline's counted FLOPs over its steps)."""
     out: dict[str, float] = {}
     if not steps.empty:
         e = steps["energy_j"].sum()
@@ -577,17 +611,90 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _bound_mix(trace: Trace, roofline_result: Result | None, gpu_time_result: Result | None) -> dict | None:
-    """Shares of the GPU window: compute-bound kernels (scale with clock) vs the rest (do not)."""
-    if trace.gpu_events().empty:
-        return None
-    if gpu_time_result is None:
-        from torchscope.analyzers import gpu_time
+# ------------------------------------------------------------------------------- throttling
+THERMAL_THROTTLING = "power.thermal_throttling"
+POWER_THROTTLING = "power.power_throttling"
+#: Raise a throttling finding when a thermal/power reason is active this share of the busy sampled time.
+THROTTLE_MIN_SHARE = 0.05
+#: Hardware power reasons: the board protects itself, so power throttling by them is critical.
+_HW_POWER_REASONS = ("hw_slowdown", "hw_power_brake_slowdown")
 
-        try:
-            gpu_time_result = gpu_time.analyze(trace)
-        except NotApplicable:
-            return None
+
+def _throttling(trace: Trace, devices: pd.DataFrame, throttle: pd.DataFrame, kind: str) -> Finding | None:
+    """Thermal (critical) or power (warning; critical for hardware reasons) throttling of a GPU's busy time."""
+    reasons = THERMAL_REASONS if kind == "thermal" else POWER_REASONS
+    rows = throttle[throttle["reason"].isin(reasons)]
+    if rows.empty:
+        return None
+    worst = rows.loc[rows["time_share"].idxmax()]
+    if worst["time_share"] < THROTTLE_MIN_SHARE:
+        return None
+    dev = devices[devices["device"] == worst["device"]].iloc[0]
+    hw = kind == "power" and worst["reason"] in _HW_POWER_REASONS
+    clocked = bool(dev["sm_clock_max_mhz"]) and not math.isnan(dev["sm_clock_max_mhz"])
+    lost = worst["time_share"] * (1 - dev["sm_clock_mean_mhz"] / dev["sm_clock_max_mhz"]) if clocked else 0.0
+    return Finding(
+        id=THERMAL_THROTTLING if kind == "thermal" else POWER_THROTTLING, analyzer=ANALYZER,
+        severity="critical" if (kind == "thermal" or hw) else "warning",
+        title=f"GPU {int(worst['device'])} clocks were held back by {worst['reason']} "
+              f"{_pct(worst['time_share'])} of its busy time",
+        evidence={"device": int(worst["device"]), "reason": str(worst["reason"]),
+                  "time_share": round(float(worst["time_share"]), 4),
+                  "sm_clock_mean_mhz": dev["sm_clock_mean_mhz"], "sm_clock_max_mhz": dev["sm_clock_max_mhz"],
+                  "temp_max_c": dev["temp_max_c"], "avg_power_of_limit": dev["avg_power_of_limit"]},
+        recommendation=("Check cooling and airflow (inlet temperature, fan/thermal solution, neighbouring "
+                        "GPUs); thermal slowdown lowers clocks whatever the workload." if kind == "thermal" else
+                        "The GPU runs into its power limit: confirm the limit (nvidia-smi -q -d POWER) is the "
+                        "board default; if the work is memory-bound this costs little, if compute-bound a higher "
+                        "limit or better cooling restores the clock."),
+        estimated_gain=f"up to {_pct(lost)} of busy time: the share throttled × the clock lost (mean vs max SM clock)"
+        if clocked else "unknown (no clock readings)",
+        gain_fraction=float(min(max(lost, 0), 1)), rank=trace.rank, page="power",
+    )
+
+
+# ------------------------------------------------------------------------------- idle energy
+IDLE_ENERGY = "power.idle_energy"
+#: Raise the idle-gap finding when idle energy is at least this share of the sampled energy.
+IDLE_ENERGY_MIN_SHARE = 0.10
+#: The idle-energy finding is a warning (else info) from this share of the sampled energy.
+IDLE_ENERGY_WARNING_SHARE = 0.25
+
+
+def _idle_energy(trace: Trace, summary: dict, idle_power: dict[int, float]) -> Finding | None:
+    """Idle time × idle power is a large share of the energy: remove the idle gaps."""
+    share = summary.get("idle_energy_share")
+    if share is None or math.isnan(share) or share < IDLE_ENERGY_MIN_SHARE:
+        return None
+    return Finding(
+        id=IDLE_ENERGY, analyzer=ANALYZER, severity="warning" if share >= IDLE_ENERGY_WARNING_SHARE else "info",
+        title=f"The GPU idled for {summary['idle_time_ns'] / 1e9:.2f} s, "
+              f"{_pct(share)} of the sampled energy at idle power",
+        evidence={"idle_time_ns": summary["idle_time_ns"], "idle_energy_j": round(summary["idle_energy_j"], 3),
+                  "idle_power_w": {int(k): round(v, 1) for k, v in idle_power.items()},
+                  "energy_j": round(summary["energy_j"], 3)},
+        recommendation="Remove the idle gaps: overlap data loading with compute (DataLoader num_workers, "
+                       "pin_memory, prefetch), avoid host syncs (.item(), .cpu()) in the loop, use CUDA graphs "
+                       "for launch-bound steps; see the gpu_time analyzer for where the gaps are.",
+        estimated_gain=f"up to {_pct(share)} of the energy: idle time × idle power",
+        gain_fraction=float(min(share, 1.0)), rank=trace.rank, page="power",
+    )
+
+
+# ------------------------------------------------------------------------------- power cap
+POWER_CAP = "power.power_cap"
+#: The power-cap finding is raised only when the what-if saves at least this share of energy ...
+POWER_CAP_MIN_SAVING = 0.05
+#: ... and compute-bound work is at most this share of the window (memory/communication-bound runs).
+POWER_CAP_COMPUTE_BOUND_MAX = 0.5
+#: The recommended cap is rounded to a multiple of this, W.
+POWER_CAP_ROUND_W = 5
+
+
+def _bound_mix(trace: Trace, roofline_result: Result | None, gpu_time_result: Result | None) -> dict | None:
+    """Shares of the GPU window: compute-bound kernels (scale with clock) vs the rest; None without gpu_time."""
+    if trace.gpu_events().empty or gpu_time_result is None:
+        return None
     row = gpu_time_result.table("breakdown").iloc[0]
     window = float(row["window_ns"])
     if window <= 0:
@@ -610,103 +717,74 @@ def _bound_mix(trace: Trace, roofline_result: Result | None, gpu_time_result: Re
         "copy_share": (float(row["memcpy_ns"]) + float(row["memset_ns"])) / window,
         "idle_share": float(row["idle_ns"]) / window,
         "source": source,
-        "roofline": roofline_result,
     }
+
+
+def _power_cap(trace: Trace, devices: pd.DataFrame, idle_power: dict[int, float], mix: dict) -> Finding | None:
+    """Little compute-bound work: a power cap saves energy for at most POWER_CAP_MAX_SLOWDOWN longer steps."""
+    avg_w = float(devices["avg_power_w"].mean())
+    idle_w = float(np.nanmean(list(idle_power.values()))) if idle_power else math.nan
+    if math.isnan(idle_w) or mix["compute_bound_share"] > POWER_CAP_COMPUTE_BOUND_MAX:
+        return None
+    best = power_cap_whatif(mix["compute_bound_share"], avg_w, idle_w)
+    if best is None or best["energy_saving"] < POWER_CAP_MIN_SAVING:
+        return None
+    limit = float(devices["power_limit_w"].mean())
+    cap = POWER_CAP_ROUND_W * round(best["cap_w"] / POWER_CAP_ROUND_W)
+    return Finding(
+        id=POWER_CAP, analyzer=ANALYZER, severity="info",
+        title=f"Only {_pct(mix['compute_bound_share'])} of GPU time is compute-bound: a power cap "
+              f"saves energy at little cost",
+        evidence={k: round(v, 4) for k, v in mix.items() if isinstance(v, float)}
+        | {"bound_source": mix["source"], "avg_power_w": round(avg_w, 1), "idle_power_w": round(idle_w, 1),
+           "power_limit_w": limit, "clock_fraction": best["clock_fraction"]},
+        recommendation=f"Cap the board power near {cap} W (nvidia-smi -pl {cap}, or NVML "
+                       "nvmlDeviceSetPowerManagementLimit), or lock lower SM clocks (nvidia-smi -lgc); "
+                       "re-measure with torchscope to confirm the slowdown.",
+        estimated_gain=f"about {_pct(best['energy_saving'])} less energy for {_pct(best['slowdown'])} "
+                       f"longer steps (model: SM clock × {best['clock_fraction']}, compute-bound time "
+                       f"scales with 1/clock, power above idle with clock^{POWER_CLOCK_EXPONENT:g})",
+        gain_fraction=float(min(best["energy_saving"], 1.0)), rank=trace.rank, page="power",
+    )
+
+
+# ------------------------------------------------------------------------------- mixed precision
+MIXED_PRECISION = "power.mixed_precision"
+#: Raise the mixed-precision energy finding when the roofline's FP32 GEMM saving is this share of time.
+MIXED_PRECISION_MIN_ENERGY_SHARE = 0.05
+
+
+def _mixed_precision(trace: Trace, devices: pd.DataFrame, summary: dict,
+                     roofline_result: Result | None) -> Finding | None:
+    """The roofline's mixed-precision time saving, as energy at the same average power."""
+    if roofline_result is None:
+        return None
+    mp = next((f for f in roofline_result.findings if f.id == ROOFLINE_MIXED_PRECISION), None)
+    if mp is None or mp.gain_fraction < MIXED_PRECISION_MIN_ENERGY_SHARE:
+        return None
+    avg_w = float(devices["avg_power_w"].mean())
+    per_step = summary.get("energy_per_step_j")
+    return Finding(
+        id=MIXED_PRECISION, analyzer=ANALYZER, severity="info",
+        title="FP32 matrix work costs energy that tensor cores would save",
+        evidence={"roofline_time_saving": round(mp.gain_fraction, 4), "avg_power_w": round(avg_w, 1),
+                  **({"energy_per_step_j": round(per_step, 3)} if per_step else {})},
+        recommendation=mp.recommendation,
+        estimated_gain=f"about {_pct(mp.gain_fraction)} of the energy"
+                       + (f" (≈ {mp.gain_fraction * per_step:.2f} J per step)" if per_step else "")
+                       + ": the roofline's time saving at the same average power",
+        gain_fraction=float(min(mp.gain_fraction, 1.0)), rank=trace.rank, page="power",
+    )
 
 
 def _findings(trace: Trace, devices: pd.DataFrame, throttle: pd.DataFrame, summary: dict,
               idle_power: dict[int, float], roofline_result: Result | None,
               gpu_time_result: Result | None) -> list[Finding]:
-    out: list[Finding] = []
-    energy_j = summary["energy_j"]
-
-    # Thermal / power throttling.
-    for kind, reasons, severity in (("thermal", THERMAL_REASONS, "critical"), ("power", POWER_REASONS, "warning")):
-        rows = throttle[throttle["reason"].isin(reasons)]
-        if rows.empty:
-            continue
-        worst = rows.loc[rows["time_share"].idxmax()]
-        if worst["time_share"] < THROTTLE_MIN_SHARE:
-            continue
-        dev = devices[devices["device"] == worst["device"]].iloc[0]
-        hw = kind == "power" and worst["reason"] in ("hw_slowdown", "hw_power_brake_slowdown")
-        out.append(Finding(
-            id=f"power.{kind}_throttling", analyzer=ANALYZER,
-            severity="critical" if (kind == "thermal" or hw) else severity,
-            title=f"GPU {int(worst['device'])} clocks were held back by {worst['reason']} "
-                  f"{_pct(worst['time_share'])} of its busy time",
-            evidence={"device": int(worst["device"]), "reason": str(worst["reason"]),
-                      "time_share": round(float(worst["time_share"]), 4),
-                      "sm_clock_mean_mhz": dev["sm_clock_mean_mhz"], "sm_clock_max_mhz": dev["sm_clock_max_mhz"],
-                      "temp_max_c": dev["temp_max_c"], "avg_power_of_limit": dev["avg_power_of_limit"]},
-            recommendation=("Check cooling and airflow (inlet temperature, fan/thermal solution, neighbouring "
-                            "GPUs); thermal slowdown lowers clocks whatever the workload." if kind == "thermal" else
-                            "The GPU runs into its power limit: confirm the limit (nvidia-smi -q -d POWER) is the "
-                            "board default; if the work is memory-bound this costs little, if compute-bound a higher "
-                            "limit or better cooling restores the clock."),
-            estimated_gain=f"up to {_pct(worst['time_share'] * (1 - dev['sm_clock_mean_mhz'] / dev['sm_clock_max_mhz']))}"
-                           " of busy time: the share throttled × the clock lost (mean vs max SM clock)"
-            if dev["sm_clock_max_mhz"] and not math.isnan(dev["sm_clock_max_mhz"]) else "unknown (no clock readings)",
-            gain_fraction=float(min(max(worst["time_share"] * (1 - dev["sm_clock_mean_mhz"] / dev["sm_clock_max_mhz"]), 0), 1))
-            if dev["sm_clock_max_mhz"] and not math.isnan(dev["sm_clock_max_mhz"]) else 0.0,
-            rank=trace.rank, page="power",
-        ))
-
-    # Idle energy.
-    share = summary.get("idle_energy_share")
-    if share is not None and not math.isnan(share) and share >= IDLE_ENERGY_MIN_SHARE:
-        out.append(Finding(
-            id="power.idle_energy", analyzer=ANALYZER, severity="warning" if share >= 0.25 else "info",
-            title=f"The GPU idled for {summary['idle_time_ns'] / 1e9:.2f} s, "
-                  f"{_pct(share)} of the sampled energy at idle power",
-            evidence={"idle_time_ns": summary["idle_time_ns"], "idle_energy_j": round(summary["idle_energy_j"], 3),
-                      "idle_power_w": {int(k): round(v, 1) for k, v in idle_power.items()},
-                      "energy_j": round(energy_j, 3)},
-            recommendation="Remove the idle gaps: overlap data loading with compute (DataLoader num_workers, "
-                           "pin_memory, prefetch), avoid host syncs (.item(), .cpu()) in the loop, use CUDA graphs "
-                           "for launch-bound steps; see the gpu_time analyzer for where the gaps are.",
-            estimated_gain=f"up to {_pct(share)} of the energy: idle time × idle power",
-            gain_fraction=float(min(share, 1.0)), rank=trace.rank, page="power",
-        ))
-
+    """Every power rule's finding, in report order (the power-cap and mixed-precision rules need gpu_time)."""
+    found = [_throttling(trace, devices, throttle, "thermal"), _throttling(trace, devices, throttle, "power"),
+             _idle_energy(trace, summary, idle_power)]
     mix = _bound_mix(trace, roofline_result, gpu_time_result)
     if mix is not None:
-        avg_w = float(devices["avg_power_w"].mean())
-        idle_w = float(np.nanmean(list(idle_power.values()))) if idle_power else math.nan
-        if not math.isnan(idle_w) and mix["compute_bound_share"] <= POWER_CAP_COMPUTE_BOUND_MAX:
-            best = power_cap_whatif(mix["compute_bound_share"], avg_w, idle_w)
-            if best is not None and best["energy_saving"] >= POWER_CAP_MIN_SAVING:
-                limit = float(devices["power_limit_w"].mean())
-                cap = 5 * round(best["cap_w"] / 5)
-                out.append(Finding(
-                    id="power.power_cap", analyzer=ANALYZER, severity="info",
-                    title=f"Only {_pct(mix['compute_bound_share'])} of GPU time is compute-bound: a power cap "
-                          f"saves energy at little cost",
-                    evidence={k: round(v, 4) for k, v in mix.items() if isinstance(v, float)}
-                    | {"bound_source": mix["source"], "avg_power_w": round(avg_w, 1), "idle_power_w": round(idle_w, 1),
-                       "power_limit_w": limit, "clock_fraction": best["clock_fraction"]},
-                    recommendation=f"Cap the board power near {cap} W (nvidia-smi -pl {cap}, or NVML "
-                                   "nvmlDeviceSetPowerManagementLimit), or lock lower SM clocks (nvidia-smi -lgc); "
-                                   "re-measure with torchscope to confirm the slowdown.",
-                    estimated_gain=f"about {_pct(best['energy_saving'])} less energy for {_pct(best['slowdown'])} "
-                                   f"longer steps (model: SM clock × {best['clock_fraction']}, compute-bound time "
-                                   f"scales with 1/clock, power above idle with clock^{POWER_CLOCK_EXPONENT:g})",
-                    gain_fraction=float(min(best["energy_saving"], 1.0)), rank=trace.rank, page="power",
-                ))
-        rres = mix.get("roofline")
-        if rres is not None:
-            mp = next((f for f in rres.findings if f.id == "roofline.mixed_precision"), None)
-            if mp is not None and mp.gain_fraction >= MIXED_PRECISION_MIN_ENERGY_SHARE:
-                per_step = summary.get("energy_per_step_j")
-                out.append(Finding(
-                    id="power.mixed_precision", analyzer=ANALYZER, severity="info",
-                    title="FP32 matrix work costs energy that tensor cores would save",
-                    evidence={"roofline_time_saving": round(mp.gain_fraction, 4), "avg_power_w": round(avg_w, 1),
-                              **({"energy_per_step_j": round(per_step, 3)} if per_step else {})},
-                    recommendation=mp.recommendation,
-                    estimated_gain=f"about {_pct(mp.gain_fraction)} of the energy"
-                                   + (f" (≈ {mp.gain_fraction * per_step:.2f} J per step)" if per_step else "")
-                                   + ": the roofline's time saving at the same average power",
-                    gain_fraction=float(min(mp.gain_fraction, 1.0)), rank=trace.rank, page="power",
-                ))
-    return out
+        found += [_power_cap(trace, devices, idle_power, mix),
+                  _mixed_precision(trace, devices, summary, roofline_result)]
+    return [f for f in found if f is not None]

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from torchscope.analyzers import load
+from torchscope.analyzers import gpu_time, load, power
+from torchscope.analyzers.core.registry import run_all
 from torchscope.analyzers.core.result import NotApplicable
-from torchscope.analyzers import power
+from torchscope.analyzers.roofline import analysis as roofline
 from tests.conftest import require_module
 
 T0 = 1_700_000_000_000_000_000  # ns, wall clock of the scripted runs
@@ -44,6 +45,13 @@ def _nvml(t_ns, **fields):
 
 def _us(t_ns):
     return (t_ns) / 1000.0
+
+
+def _power_with_needs(trace):
+    """The power result as run_all makes it: given the roofline and gpu_time results of the same trace."""
+    report = run_all(trace, only=("power",))
+    assert "power" not in report.errors, report.errors
+    return report.result("power")
 
 
 # ------------------------------------------------------------------------------------ energy
@@ -182,7 +190,7 @@ def test_idle_energy_from_kernel_gaps(tmp_path):
     assert dev["idle_time_ns"] == S
     assert res.summary["idle_energy_j"] == pytest.approx(60.0)
     assert dev["energy_in_idle_gaps_j"] == pytest.approx(60.0, rel=0.02)
-    f = next(f for f in res.findings if f.id == "power.idle_energy")
+    f = next(f for f in res.findings if f.id == power.IDLE_ENERGY)
     assert f.gain_fraction == pytest.approx(60.0 / res.summary["energy_j"])
 
 
@@ -217,13 +225,19 @@ def test_power_cap_recommended_for_memory_bound_work(tmp_path):
         t = T0 + i * 5 * MS
         in_gap = (i * 5) % 100 >= 90
         samples.append(_nvml(t, power_mw=70_000 if in_gap else 330_000, power_limit_mw=400_000))
-    res = power.analyze(_bundle(tmp_path, samples, events=_kernel_events(busy), props=A100_PROPS))
-    f = next(f for f in res.findings if f.id == "power.power_cap")
+    trace = _bundle(tmp_path, samples, events=_kernel_events(busy), props=A100_PROPS)
+    res = _power_with_needs(trace)
+    f = next(f for f in res.findings if f.id == power.POWER_CAP)
     assert f.evidence["compute_bound_share"] == pytest.approx(0.0, abs=1e-9)
     assert f.gain_fraction > power.POWER_CAP_MIN_SAVING
     assert "nvidia-smi -pl" in f.recommendation
     # FLOP/s per watt from the roofline's counted FLOPs (1 FLOP per element of each 2^26-element add)
     assert res.summary["flops_per_j"] == pytest.approx(10 * (1 << 26) / res.summary["energy_j"], rel=0.05)
+    # Power never runs another analyzer itself: without their results it has no FLOPs and no power-cap advice.
+    alone = power.analyze(trace)
+    assert "flops_per_j" not in alone.summary and power.POWER_CAP not in {f.id for f in alone.findings}
+    given = power.analyze(trace, roofline_result=roofline.analyze(trace), gpu_time_result=gpu_time.analyze(trace))
+    assert given.summary == res.summary and [f.id for f in given.findings] == [f.id for f in res.findings]
 
 
 def test_fp32_gemms_give_a_mixed_precision_energy_finding(tmp_path):
@@ -236,8 +250,8 @@ def test_fp32_gemms_give_a_mixed_precision_energy_finding(tmp_path):
          "dur": 20_000, "args": {"correlation": 1, "stream": 7, "device": 0}},
     ]
     samples = [_nvml(T0 + i * MS, power_mw=350_000) for i in range(0, 80)]
-    res = power.analyze(_bundle(tmp_path, samples, events=ev, props=A100_PROPS))
-    f = next(f for f in res.findings if f.id == "power.mixed_precision")
+    res = _power_with_needs(_bundle(tmp_path, samples, events=ev, props=A100_PROPS))
+    f = next(f for f in res.findings if f.id == power.MIXED_PRECISION)
     assert f.evidence["roofline_time_saving"] > 0.5
     assert "autocast" in f.recommendation
 
@@ -292,7 +306,7 @@ def test_profiler_bundle_through_fake_nvml_gives_the_scripted_energy(tmp_path):
     assert inside["energy_j"].to_numpy() == pytest.approx(300.0 * inside["dur_ns"].to_numpy() / 1e9)
     assert (inside["tokens"] == 32).all()  # prof.step(tokens=4×8)
     assert res.table("throttle").set_index("reason").loc["sw_power_cap", "time_share"] == pytest.approx(1.0)
-    assert "power.power_throttling" in {f.id for f in res.findings}
+    assert power.POWER_THROTTLING in {f.id for f in res.findings}
     phases = res.table("phases")
     assert {"forward", "backward"} <= set(phases["phase"])
     assert phases["energy_share"].sum() == pytest.approx(1.0)
