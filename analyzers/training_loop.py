@@ -1,7 +1,9 @@
 """Steps and phases of a training (or inference) loop: where each step's wall time goes.
 
-Steps are the ``ProfilerStep#N`` annotations; without them the whole trace is one step
-(``step = -1``; its time is "other" unless backward or optimizer ops show where forward ends). Inside a step, the time is split into exclusive phases, painted in the order
+Steps are the step windows of ``timeline.steps`` (a ``ProfilerStep#N`` runs until the next one
+starts, the last to its own end); without them the whole trace is one step (``step = -1``; its
+time is "other" unless backward or optimizer ops show where forward ends). Inside a step, the
+time is split into exclusive phases, painted in the order
 data_loading, loss, optimizer, backward, forward (a later phase only gets time no earlier one
 claimed), and ``other`` is what is left:
 
@@ -17,8 +19,8 @@ claimed), and ``other`` is what is left:
 
 Per-module forward/backward time comes from our ``torchscope.module`` annotations (top-level
 modules: those none of whose dotted name prefixes is annotated too, e.g. ``tok``, ``blocks.0``,
-``head`` when ``blocks`` is a ModuleList; the root model is skipped), or else from Kineto's ``nn.Module: X`` python events
-(the children of the outermost module, forward only).
+``head`` when ``blocks`` is a ModuleList; the root model is skipped), or else from Kineto's
+``nn.Module: X`` python events (the children of the outermost module of each thread, forward only).
 """
 
 from __future__ import annotations
@@ -30,30 +32,60 @@ import pandas as pd
 
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
-from torchscope.analyzers.timeline.intervals import merge_intervals
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.timeline.intervals import clip, merge_intervals, union_ns
+from torchscope.analyzers.timeline.nesting import outermost
+from torchscope.analyzers.timeline.steps import step_index, step_windows
 
 __all__ = [
     "analyze", "PHASES", "DATA_LOADING_FINDING_FRACTION", "OPTIMIZER_FINDING_FRACTION",
-    "SYNC_FINDING_FRACTION", "OUTLIER_FACTOR", "WARMUP_STEPS",
+    "SYNC_FINDING_FRACTION", "OUTLIER_FACTOR", "WARMUP_STEPS", "DATA_LOADING_CRITICAL_FRACTION",
+    "SYNC_CRITICAL_FRACTION", "DATA_LOADER_BOUND", "SLOW_OPTIMIZER_STEP", "DEVICE_SYNC_IN_STEP", "SUMMARY_KEYS",
 ]
 
 PHASES = ("data_loading", "forward", "loss", "backward", "optimizer", "other")
 #: Paint order: a phase only gets time that no phase before it in this order claimed.
 _PAINT_ORDER = ("data_loading", "loss", "optimizer", "backward", "forward")
+#: Finding: the loop waits for the next batch.
+DATA_LOADER_BOUND = "training_loop.data_loader_bound"
 #: Data loading at least this share of step time → "data-loader bound" finding.
 DATA_LOADING_FINDING_FRACTION = 0.10
+#: ... and critical from this share of step time on.
+DATA_LOADING_CRITICAL_FRACTION = 0.30
+#: Finding: a slow (unfused, per-parameter) optimizer step.
+SLOW_OPTIMIZER_STEP = "training_loop.slow_optimizer_step"
 #: Optimizer at least this share of step time → fused/foreach optimizer finding.
 OPTIMIZER_FINDING_FRACTION = 0.15
 #: Speed-up assumed for a fused (or foreach) optimizer over a per-parameter loop, for the gain.
 FUSED_OPTIMIZER_SPEEDUP = 3.0
+#: Finding: the host blocks on device synchronizations inside the step.
+DEVICE_SYNC_IN_STEP = "training_loop.device_sync_in_step"
 #: Host blocked in device synchronizations at least this share of step time → "remove syncs" finding.
 SYNC_FINDING_FRACTION = 0.02
+#: ... and critical from this share of step time on.
+SYNC_CRITICAL_FRACTION = 0.20
 #: A step whose duration is off the median by more than this factor (either way) is an outlier.
 OUTLIER_FACTOR = 1.5
 #: Outliers among the first this many steps are labelled warm-up.
 WARMUP_STEPS = 3
+
+#: Keys of the ``training_loop`` summary -> what each is, with its unit. Steps are the windows of
+#: ``timeline.steps`` (a step runs until the next one starts), or the whole trace as one step.
+SUMMARY_KEYS: dict[str, str] = {
+    "steps": "number of steps (1 when the trace has no ProfilerStep: the whole trace)",
+    "phase_source": "where the phases come from: 'torchscope.phase annotations' or 'inferred from op names'",
+    "step_median_ns": "median step time, ns",
+    "step_p90_ns": "90th percentile of step time, ns",
+    "step_mean_ns": "mean step time, ns",
+    "step_min_ns": "shortest step, ns",
+    "step_max_ns": "longest step, ns",
+    "warmup_steps": "step numbers of outliers among the first WARMUP_STEPS steps, list of int",
+    "outlier_steps": "step numbers off the median by more than OUTLIER_FACTOR, list of int",
+    "steady_median_ns": "median step time without the warm-up steps, ns (None when every step is warm-up)",
+    **{f"{p}_pct": f"{p.replace('_', ' ')} time (exclusive) over all steps' time, %" for p in PHASES},
+    "<user phase>_pct": "for each user phase name (prefill, decode, ...): its exclusive time over all steps' time, %",
+}
 
 _DATA_RE = re.compile(r"^enumerate\(DataLoader\)#")
 _OPT_RE = re.compile(r"^Optimizer\.(?:step|zero_grad)#")
@@ -68,11 +100,13 @@ _FUSED_OPT_RE = re.compile(r"fused|foreach|apex|multi_tensor", re.I)
 
 # --------------------------------------------------------------------------- helpers
 def _steps(trace: Trace) -> pd.DataFrame:
-    steps = trace.steps()
-    if not steps.empty:
-        out = steps[["step", "ts_ns", "dur_ns", "tid"]].copy()
-        out["end_ns"] = out["ts_ns"] + out["dur_ns"]
-        return out.reset_index(drop=True)
+    """Step windows (``timeline.steps``) with the step's thread, or the whole trace as step -1 on its busiest thread."""
+    windows = step_windows(trace)
+    if not windows.empty:
+        out = windows.rename(columns={"start_ns": "ts_ns"})
+        out["dur_ns"] = out["end_ns"] - out["ts_ns"]
+        out["tid"] = trace.steps()["tid"].to_numpy()
+        return out[["step", "ts_ns", "dur_ns", "tid", "end_ns"]]
     ev = trace.events
     if ev.empty:
         raise NotApplicable("no events")
@@ -85,11 +119,7 @@ def _steps(trace: Trace) -> pd.DataFrame:
 
 def _assign_step(ts: np.ndarray, steps: pd.DataFrame) -> np.ndarray:
     """Index of the step containing each start time (-1 when none)."""
-    starts = steps["ts_ns"].to_numpy()
-    ends = steps["end_ns"].to_numpy()
-    idx = np.searchsorted(starts, ts, side="right") - 1
-    ok = (idx >= 0) & (ts < ends[np.clip(idx, 0, None)])
-    return np.where(ok, idx, -1)
+    return step_index(ts, steps["ts_ns"].to_numpy(), steps["end_ns"].to_numpy())
 
 
 def _per_step_union(step_idx: np.ndarray, s: np.ndarray, e: np.ndarray, steps: pd.DataFrame) -> list:
@@ -101,19 +131,8 @@ def _per_step_union(step_idx: np.ndarray, s: np.ndarray, e: np.ndarray, steps: p
     bounds = np.searchsorted(si, np.arange(len(steps) + 1), side="left")
     for i in range(len(steps)):  # one iteration per step, not per event
         a, b = bounds[i], bounds[i + 1]
-        cs = np.clip(ss[a:b], starts[i], ends[i])
-        ce = np.clip(ee[a:b], starts[i], ends[i])
-        keep = ce > cs
-        out.append(merge_intervals(cs[keep], ce[keep]))
+        out.append(merge_intervals(*clip(ss[a:b], ee[a:b], starts[i], ends[i])))
     return out
-
-
-def _length(iv) -> int:
-    return int((iv[1] - iv[0]).sum())
-
-
-def _union(*ivs) -> tuple[np.ndarray, np.ndarray]:
-    return merge_intervals(np.concatenate([iv[0] for iv in ivs]), np.concatenate([iv[1] for iv in ivs]))
 
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
@@ -205,8 +224,8 @@ def _paint(layers: dict, n_steps: int) -> dict[str, np.ndarray]:
         before = 0
         for phase in order:
             iv = layers.get(phase, [_EMPTY] * n_steps)[i]
-            claimed = _union(claimed, iv)
-            now = _length(claimed)
+            claimed = merge_intervals(np.concatenate([claimed[0], iv[0]]), np.concatenate([claimed[1], iv[1]]))
+            now = int((claimed[1] - claimed[0]).sum())
             out[phase][i] = now - before
             before = now
     return out
@@ -231,8 +250,8 @@ def _modules(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
         py = py[is_mod.to_numpy()]
         if py.empty:
             return pd.DataFrame(columns=cols)
-        roots = _outermost(py)
-        children = _outermost(py[~roots])
+        roots = outermost(py)
+        children = outermost(py[~roots])
         sel = py[~roots][children]
         frame = pd.DataFrame({"module": sel["name"].astype(str).str.slice(len("nn.Module: ")).to_numpy(),
                               "direction": "forward", "dur_ns": sel["dur_ns"].to_numpy()})
@@ -256,20 +275,6 @@ def _top_level_names(names: set[str]) -> set[str]:
     return top
 
 
-def _outermost(frame: pd.DataFrame) -> np.ndarray:
-    """True for events not nested inside an earlier event of the same thread."""
-    order = np.lexsort((-frame["dur_ns"].to_numpy(), frame["ts_ns"].to_numpy(), frame["tid"].to_numpy()))
-    tid = frame["tid"].to_numpy()[order]
-    s = frame["ts_ns"].to_numpy()[order]
-    e = s + frame["dur_ns"].to_numpy()[order]
-    reach = pd.Series(e).groupby(tid).cummax().shift(1).to_numpy()
-    same = np.concatenate(([False], tid[1:] == tid[:-1]))
-    nested = same & (e <= np.nan_to_num(reach, nan=-1))
-    out = np.empty(len(order), dtype=bool)
-    out[order] = ~nested
-    return out
-
-
 # --------------------------------------------------------------------------- syncs
 def _syncs(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
     """Per step: host-side synchronizations (count) and the time the host was blocked in them (ns)."""
@@ -282,7 +287,7 @@ def _syncs(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
     n = len(steps)
     s, e = _intervals(host)
     idx = _assign_step(s, steps)
-    blocked = np.array([_length(iv) for iv in _per_step_union(idx[idx >= 0], s[idx >= 0], e[idx >= 0], steps)],
+    blocked = np.array([union_ns(*iv) for iv in _per_step_union(idx[idx >= 0], s[idx >= 0], e[idx >= 0], steps)],
                        dtype=np.int64) if n else np.zeros(0, np.int64)
     calls = host[idx >= 0]
     hname = calls["name"].astype(str).to_numpy()
@@ -300,7 +305,7 @@ def _syncs(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- analyzer
 @register("training_loop", description="Step times and the phases of each step (data, fwd, loss, bwd, optimizer)",
-          page="overview")
+          page="overview", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace) -> Result:
     """Per-step phase times (ns), per-module time, step-time statistics and loop findings."""
     steps = _steps(trace)
@@ -352,8 +357,8 @@ def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: d
     data_share = table["data_loading_ns"].sum() / step_total
     if data_share >= DATA_LOADING_FINDING_FRACTION:
         found.append(Finding(
-            id="data_loader_bound", analyzer="training_loop",
-            severity="critical" if data_share >= 0.3 else "warning",
+            id=DATA_LOADER_BOUND, analyzer="training_loop",
+            severity="critical" if data_share >= DATA_LOADING_CRITICAL_FRACTION else "warning",
             title=f"Data loading takes {100 * data_share:.1f}% of step time",
             evidence={"data_loading_ns": int(table["data_loading_ns"].sum()), "step_total_ns": step_total,
                       "data_loading_pct": round(100 * data_share, 3), "steps": len(table),
@@ -371,7 +376,7 @@ def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: d
     if opt_share >= OPTIMIZER_FINDING_FRACTION and not already_fused:
         gain = opt_share * (1 - 1 / FUSED_OPTIMIZER_SPEEDUP)
         found.append(Finding(
-            id="slow_optimizer_step", analyzer="training_loop", severity="warning",
+            id=SLOW_OPTIMIZER_STEP, analyzer="training_loop", severity="warning",
             title=f"The optimizer step takes {100 * opt_share:.1f}% of step time",
             evidence={"optimizer_ns": int(table["optimizer_ns"].sum()), "step_total_ns": step_total,
                       "optimizer_pct": round(100 * opt_share, 3), "optimizers": sorted(opt_names),
@@ -387,8 +392,8 @@ def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: d
     calls = int(syncs[["item_calls", "synchronize_calls"]].sum().sum())
     if sync_share >= SYNC_FINDING_FRACTION and calls:
         found.append(Finding(
-            id="device_sync_in_step", analyzer="training_loop",
-            severity="critical" if sync_share >= 0.2 else "warning",
+            id=DEVICE_SYNC_IN_STEP, analyzer="training_loop",
+            severity="critical" if sync_share >= SYNC_CRITICAL_FRACTION else "warning",
             title=f"The host blocks on device synchronizations for {100 * sync_share:.1f}% of step time",
             evidence={"blocked_ns": blocked, "step_total_ns": step_total, "blocked_pct": round(100 * sync_share, 3),
                       "item_calls": int(syncs["item_calls"].sum()),
