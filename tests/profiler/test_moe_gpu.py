@@ -1,6 +1,6 @@
 """RouterRecorder on a real CUDA device: the router hooks must not synchronise with the host.
 
-Needs an NVIDIA GPU; skips elsewhere (like tests/profiler/test_gpu.py)."""
+Needs an NVIDIA GPU; skips elsewhere (like tests/profiler/test_nvml_gpu.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The committed sample runs (a) cnn_train, (b) gpt_train, (d) ddp_gloo_2rank are complete bundles."""
+"""profiler/workloads.py's loops as the committed sample runs (a) cnn_train, (b) gpt_train,
+(d) ddp_gloo_2rank: complete, loadable bundles, recorded by sample_traces/record.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fault injection: a failing recorder is logged once, stops, and never changes or breaks the job."""
+"""guard.py through profile(): fault injection shows a failing recorder is logged once, stops alone,
+and never changes or breaks the job."""
 
 from __future__ import annotations
 

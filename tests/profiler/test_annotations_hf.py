@@ -1,4 +1,5 @@
-"""A Hugging Face model's ``generate`` is annotated as prefill then decode, with block-level ranges."""
+"""annotations.py on Hugging Face models: ``generate`` is annotated as prefill then decode, with
+block-level module ranges, and HF training steps get their phases."""
 
 from __future__ import annotations
 

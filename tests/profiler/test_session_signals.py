@@ -1,4 +1,5 @@
-"""SIGTERM flushes the bundle and chains the previous handler; SIGKILL loses at most ~1 s of samples."""
+"""session.py's signal handling: SIGTERM flushes the bundle and chains the previous handler; SIGKILL
+loses at most ~1 s of samples."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
+
 
 SCRIPT = textwrap.dedent("""
     import signal, sys, time
     sys.path.insert(0, {repo!r})
-    import torch, profiler
+    import torch, torchscope
     from tests.profiler.workloads_for_tests import TinyNet, train
     mode = sys.argv[2]
     if mode == "chain":
@@ -27,8 +29,8 @@ SCRIPT = textwrap.dedent("""
             print("previous handler ran", flush=True)
             sys.exit(7)
         signal.signal(signal.SIGTERM, previous)
-    with profiler.profile(sys.argv[1], host_roofline=False, sample_interval_ms=50,
-                          schedule=dict(wait=0, warmup=1, active=2)) as prof:
+    with torchscope.profile(sys.argv[1], host_roofline=False, sample_interval_ms=50,
+                            schedule=dict(wait=0, warmup=1, active=2)) as prof:
         model = TinyNet()
         train(model, prof, n_batches=4)
         print("ready", flush=True)
@@ -41,7 +43,7 @@ SCRIPT = textwrap.dedent("""
 def _start(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, Path]:
     run = tmp_path / "run"
     script = tmp_path / "job.py"
-    script.write_text(SCRIPT.format(repo=str(REPO)))
+    script.write_text(SCRIPT.format(repo=str(REPO_ROOT)))
     proc = subprocess.Popen([sys.executable, str(script), str(run), mode], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
     line = proc.stdout.readline()

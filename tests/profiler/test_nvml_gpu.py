@@ -1,5 +1,6 @@
-"""Real NVML and CUDA paths. They need an NVIDIA GPU with a driver; CI and this project's dev
-machines have none, so these skip there (the only skips allowed in the profiler tests)."""
+"""nvml.py / nvml_sampler.py and the CUDA paths of session.py on real hardware. They need an NVIDIA
+GPU with a driver; CI and this project's dev machines have none, so these skip there (the only skips
+allowed in the profiler tests)."""
 
 from __future__ import annotations
 
