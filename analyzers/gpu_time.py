@@ -14,7 +14,8 @@ Definitions (default mode; all times int64 ns, per rank):
   compute kernel does (the *exposed* communication; ``comm_overlapped_ns`` is the rest);
   ``memory`` — only memcpy/memset run (``memset_ns``: only memsets run; ``memcpy_ns``: the rest);
   ``idle`` — nothing runs on any stream.
-  The ``steps`` table applies the same split to each ``ProfilerStep`` window (its CPU start to end).
+  The ``steps`` table applies the same split to each step window of ``timeline.steps`` (from a
+  ``ProfilerStep``'s CPU start until the next one starts).
 * **Idle** is split by looking at the GPU work that ends each idle gap (the earliest event to
   start after it) and at the runtime call that launched it (matched by correlation id):
   ``host_wait`` — the part of the gap before that launch call started: the GPU had nothing to do
@@ -56,18 +57,44 @@ from torchscope.analyzers.kernels import COMMUNICATION, MEMORY, category_of
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.timeline.intervals import clip as _clip
-from torchscope.analyzers.timeline.intervals import merge_intervals, overlap_ns, union_ns
+from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, overlap_ns, union_ns
 from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.steps import step_windows
 
 __all__ = [
     "analyze",
-    "KERNEL_WAIT_MAX_NS", "HOST_WAIT_FINDING_FRACTION", "HTA_CONSECUTIVE_KERNEL_DELAY_US",
+    "KERNEL_WAIT_MAX_NS", "HOST_WAIT_FINDING_FRACTION", "HOST_WAIT_CRITICAL_FRACTION",
+    "HTA_CONSECUTIVE_KERNEL_DELAY_US", "GPU_IDLE_HOST_LAUNCH", "SUMMARY_KEYS",
 ]
+
+#: Keys of the ``gpu_time`` summary -> what each is, with its unit. The default mode fills the first
+#: group (shares of the profiled window), ``hta_compatible=True`` the second (``mode`` says which).
+SUMMARY_KEYS: dict[str, str] = {
+    "window_ns": "profiled window the shares are taken over, ns",
+    "compute_pct": "window time with a compute kernel running (hta mode: union of compute kernels), %",
+    "communication_pct": "window time with only communication kernels running (exposed communication), %",
+    "memcpy_pct": "window time with only memcpy (or memcpy and memset) running, %",
+    "memset_pct": "window time with only memsets running, %",
+    "idle_pct": "window time with nothing running on any stream (hta mode: of kernel_ns), %",
+    "idle_host_wait_pct": "idle time before the host issued the next work, %",
+    "idle_kernel_wait_pct": "idle remainder shorter than KERNEL_WAIT_MAX_NS (launch latency), %",
+    "idle_other_pct": "the rest of the idle time, %",
+    "comm_overlap_pct": "communication time overlapped by compute over all communication time, % (NaN if none)",
+    "mode": "'hta_compatible' when computed as Holistic Trace Analysis does (absent in the default mode)",
+    "idle_ns": "hta mode: kernel_ns minus the union of all GPU events, ns",
+    "compute_ns": "hta mode: union of compute kernels, ns",
+    "non_compute_ns": "hta mode: kernel_ns minus compute and idle, ns",
+    "kernel_ns": "hta mode: end of the last GPU event minus start of the first, ns",
+    "non_compute_pct": "hta mode: non_compute_ns over kernel_ns, %",
+    "comm_comp_overlap_pct": "hta mode: merged communication overlapped by merged compute over communication, %",
+}
 
 #: Remainder of an idle gap (after the launch was issued) shorter than this is launch latency (ns).
 KERNEL_WAIT_MAX_NS = 30_000
 #: HTA's default ``consecutive_kernel_delay``; HTA compares it with µs gaps.
 HTA_CONSECUTIVE_KERNEL_DELAY_US = 30
+#: Finding: the GPU idles waiting for the host to launch work.
+GPU_IDLE_HOST_LAUNCH = "gpu_time.gpu_idle_host_launch"
 #: Raise the launch-overhead finding when host wait is at least this share of the window.
 HOST_WAIT_FINDING_FRACTION = 0.10
 #: ... and critical from this share on.
@@ -79,45 +106,33 @@ _HTA_NOT_COMPUTE_RE = re.compile(r"(^nccl.*Kernel)|(.*(Memcpy)|(Memset))|(.*Sync
 _HTA_SYNC_NAMES = ("Event Sync", "Context Sync")
 
 
-
-
-
-
 # --------------------------------------------------------------------------- default mode
 def _window(trace: Trace, gpu: pd.DataFrame) -> tuple[int, int, str]:
-    steps = trace.steps()
+    """The profiled window (start ns, end ns, what it comes from)."""
+    steps = step_windows(trace)
     g_s = gpu["ts_ns"].to_numpy()
     g_e = g_s + gpu["dur_ns"].to_numpy()
     if steps.empty:
         return int(g_s.min()), int(g_e.max()), "gpu span"
-    start = int(steps["ts_ns"].iloc[0])
-    step_end = int((steps["ts_ns"] + steps["dur_ns"]).max())
+    start = int(steps["start_ns"].iloc[0])
+    step_end = int(steps["end_ns"].iloc[-1])
     launched = gpu["launch_ts_ns"].to_numpy()
     inside = (launched >= start) & (launched <= step_end)
     end = max(step_end, int(g_e[inside].max())) if inside.any() else step_end
     return start, end, "ProfilerStep"
 
 
-def _coverage(merged: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
-    """Length of the merged intervals before each time ``t`` (ns), vectorised over ``t``."""
-    s, e = merged
-    prefix = np.concatenate(([0], np.cumsum(e - s)))
-    idx = np.searchsorted(s, t, side="right")
-    last_end = np.where(idx > 0, e[np.maximum(idx - 1, 0)] if e.size else 0, 0)
-    return prefix[idx] - np.clip(last_end - t, 0, None)
-
-
 def _per_step(trace: Trace, comp, comp_or_comm, busy) -> pd.DataFrame:
-    """Per ProfilerStep (CPU step window), GPU compute / exposed communication / memory / idle, ns."""
-    steps = trace.steps()
+    """Per step window (``timeline.steps``), GPU compute / exposed communication / memory / idle, ns."""
+    steps = step_windows(trace)
     cols = ["step", "start_ns", "step_ns", "compute_ns", "communication_ns", "memory_ns", "idle_ns", "busy_pct"]
     if steps.empty:
         return pd.DataFrame(columns=cols)
-    t0 = steps["ts_ns"].to_numpy()
-    t1 = t0 + steps["dur_ns"].to_numpy()
+    t0 = steps["start_ns"].to_numpy()
+    t1 = steps["end_ns"].to_numpy()
 
     def within(merged) -> np.ndarray:
-        return _coverage(merged, t1) - _coverage(merged, t0)
+        return covered_ns(t0, t1, merged)
 
     c, cc, b = within(comp), within(comp_or_comm), within(busy)
     dur = t1 - t0
@@ -284,7 +299,8 @@ def _hta_temporal(gpu: pd.DataFrame) -> dict:
         raise NotApplicable("no GPU events in HTA's window")
     kernel_time = int(e[-1] - s[0])
     idle = kernel_time - int((e - s).sum())
-    is_compute = ~names.str.match(_HTA_COMM_RE) & ~names.str.match(_HTA_MEMORY_RE) & ~names.str.match(_HTA_NOT_COMPUTE_RE)
+    is_compute = (~names.str.match(_HTA_COMM_RE) & ~names.str.match(_HTA_MEMORY_RE)
+                  & ~names.str.match(_HTA_NOT_COMPUTE_RE))
     comp = merge_intervals(k["ts"].to_numpy()[is_compute.to_numpy()], k["end"].to_numpy()[is_compute.to_numpy()])
     compute = int((comp[1] - comp[0]).sum())
     is_comm = names.str.match(_HTA_COMM_RE).to_numpy()
@@ -320,7 +336,7 @@ def _hta_idle_by_stream(gpu: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- analyzer
 @register("gpu_time", description="GPU time split into compute, communication, memcpy/memset and idle",
-          page="overview")
+          page="overview", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, hta_compatible: bool = False) -> Result:
     """Per-rank GPU time breakdown over the profiled window (ns and % of the window)."""
     gpu = trace.gpu_events()
@@ -355,7 +371,7 @@ def _findings(trace: Trace, row: dict) -> list[Finding]:
         return []
     severity = "critical" if host_share >= HOST_WAIT_CRITICAL_FRACTION else "warning"
     return [Finding(
-        id="gpu_idle_host_launch",
+        id=GPU_IDLE_HOST_LAUNCH,
         analyzer="gpu_time",
         severity=severity,
         title=f"GPU idle {100 * host_share:.1f}% of the time waiting for the host to launch work",

@@ -102,7 +102,7 @@ def test_breakdown_matches_hand_computed_values(tmp_path):
 
 def test_host_wait_finding_triggers_when_the_host_is_late(tmp_path):
     res = gpu_time.analyze(_known_trace(tmp_path, slow_host=True))
-    (finding,) = [f for f in res.findings if f.id == "gpu_idle_host_launch"]
+    (finding,) = [f for f in res.findings if f.id == gpu_time.GPU_IDLE_HOST_LAUNCH]
     assert finding.evidence["host_wait_pct"] == pytest.approx(18.0)
     assert finding.gain_fraction == pytest.approx(0.18)
     assert "CUDA graphs" in finding.recommendation
@@ -113,7 +113,7 @@ def test_host_wait_finding_silent_when_work_was_queued_early(tmp_path):
     res = gpu_time.analyze(_known_trace(tmp_path, slow_host=False))
     row = res.table("breakdown").iloc[0]
     assert row["idle_host_wait_ns"] == 60_000     # 10 before the first kernel + 50 at the end
-    assert not [f for f in res.findings if f.id == "gpu_idle_host_launch"]
+    assert not [f for f in res.findings if f.id == gpu_time.GPU_IDLE_HOST_LAUNCH]
 
 
 def test_without_steps_the_window_is_the_gpu_span(tmp_path):
