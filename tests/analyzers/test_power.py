@@ -335,3 +335,14 @@ def test_energy_curve_properties():
             250.0 * (min(c, t[-1]) - min(max(a, t[0]), t[-1])) / 1e9 * 1e3, rel=1e-9, abs=1e-6)
 
     check()
+
+
+def test_ids_follow_the_scheme_and_power_needs_its_inputs():
+    from torchscope.analyzers.core.findings import FINDING_ID_RE
+    from torchscope.analyzers.core.registry import load_analyzers
+
+    for finding_id in (power.THERMAL_THROTTLING, power.POWER_THROTTLING, power.IDLE_ENERGY, power.POWER_CAP,
+                       power.MIXED_PRECISION):
+        assert FINDING_ID_RE.fullmatch(finding_id) and finding_id.startswith("power.")
+    spec = load_analyzers()["power"]
+    assert spec.needs == ("roofline", "gpu_time") and set(spec.summary_keys) >= {"energy_j", "idle_energy_share"}
