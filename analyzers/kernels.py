@@ -29,6 +29,7 @@ __all__ = [
     "analyze", "category_of", "is_tensor_core", "is_fp32_gemm", "compute_capability",
     "CATEGORIES", "COMMUNICATION", "MEMORY", "GEMM", "ATTENTION", "ELEMENTWISE", "REDUCTION", "OTHER",
     "TINY_KERNEL_NS", "TINY_KERNEL_FINDING_FRACTION", "FP32_GEMM_FINDING_FRACTION", "TOP_KERNELS",
+    "MANY_TINY_KERNELS", "FP32_GEMM_WITHOUT_TENSOR_CORES", "SUMMARY_KEYS",
 ]
 
 COMMUNICATION = "communication"
@@ -40,6 +41,23 @@ ELEMENTWISE = "elementwise"
 OTHER = "other"
 CATEGORIES = (GEMM, ATTENTION, ELEMENTWISE, REDUCTION, COMMUNICATION, MEMORY, OTHER)
 
+#: Keys of the ``kernels`` summary -> what each is, with its unit.
+SUMMARY_KEYS: dict[str, str] = {
+    "kernels": "number of kernels (memcpy/memset not counted)",
+    "kernel_time_ns": "kernel time summed over kernels (not a union), ns",
+    "gpu_work_ns": "kernel, memcpy and memset time summed, ns",
+    "tiny_kernel_count_pct": "kernels shorter than TINY_KERNEL_NS over all kernels, %",
+    "tiny_kernel_time_pct": "time of kernels shorter than TINY_KERNEL_NS over kernel time, %",
+    "tensor_core_time_pct": "time of tensor-core kernels over kernel time, %",
+    "fp32_gemm_time_pct": "time of fp32 GEMM/conv kernels without tensor cores over kernel time, %",
+    "gemm_time_pct": "time of GEMM/conv kernels over kernel time, %",
+    "launch_delay_p50_ns": "median kernel start minus the end of its launch call, ns (None without launches)",
+    "launch_delay_p95_ns": "95th percentile of the launch delay, ns (None without launches)",
+    "compute_capability": "CUDA compute capability of the first NVIDIA GPU (e.g. 8.0), None when unknown",
+}
+
+#: Finding: many tiny kernels, launch overhead comparable to their run time.
+MANY_TINY_KERNELS = "kernels.many_tiny_kernels"
 #: A kernel shorter than this is "tiny": its launch overhead is comparable to its run time (ns).
 TINY_KERNEL_NS = 10_000
 #: Raise the fusion finding when tiny kernels are at least this share of the kernel count ...
@@ -48,6 +66,12 @@ TINY_KERNEL_FINDING_COUNT_FRACTION = 0.5
 TINY_KERNEL_FINDING_FRACTION = 0.10
 #: Fraction of a tiny kernel's time that fusion is assumed to save (launch/gap overhead), for the gain.
 TINY_KERNEL_FUSION_SAVING = 0.5
+#: Finding: fp32 GEMMs/convolutions that could run on tensor cores.
+FP32_GEMM_WITHOUT_TENSOR_CORES = "kernels.fp32_gemm_without_tensor_cores"
+#: The fp32-GEMM finding needs tensor cores: compute capability at least this (Volta).
+TENSOR_CORE_MIN_COMPUTE_CAPABILITY = 7.0
+#: From this compute capability on (Ampere) the advice is bf16/TF32, below it fp16 with a GradScaler.
+BF16_TF32_MIN_COMPUTE_CAPABILITY = 8.0
 #: Raise the fp32-GEMM finding when fp32 non-tensor-core GEMMs take this share of kernel time.
 FP32_GEMM_FINDING_FRACTION = 0.10
 #: Speed-up assumed for a GEMM moved onto tensor cores (conservative vs. the 8-16x peak ratio).
@@ -162,7 +186,6 @@ def _per_name_stats(names: pd.Series, dur: np.ndarray, cat: pd.Series) -> pd.Dat
 
 def _launch_delays(trace: Trace, kernels: pd.DataFrame) -> np.ndarray:
     """Kernel start − end of its launching runtime call, ns, for kernels with a matching launch."""
-
     joined = launches(trace, kernels)
     has = joined["launch_end_ns"].to_numpy() >= 0
     return (joined["ts_ns"].to_numpy() - joined["launch_end_ns"].to_numpy())[has]
@@ -176,7 +199,7 @@ def _quantiles_ns(values: np.ndarray, qs=(0.5, 0.9, 0.95, 0.99)) -> dict:
 
 
 @register("kernels", description="Top GPU kernels, categories, launch delay, tiny kernels, tensor cores",
-          page="kernels")
+          page="kernels", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, top: int = TOP_KERNELS) -> Result:
     """Kernel statistics per name and per category (times in ns)."""
     gpu = trace.gpu_events()
@@ -246,7 +269,7 @@ def _tiny_kernel_finding(trace: Trace, tiny: np.ndarray, k_dur: np.ndarray, k_to
         return None
     gain = TINY_KERNEL_FUSION_SAVING * time_share
     return Finding(
-        id="many_tiny_kernels", analyzer="kernels", severity="warning",
+        id=MANY_TINY_KERNELS, analyzer="kernels", severity="warning",
         title=f"{100 * count_share:.0f}% of kernels run under {TINY_KERNEL_NS // 1000} µs",
         evidence={"tiny_kernels": int(tiny.sum()), "kernels": int(tiny.size),
                   "tiny_count_pct": round(100 * count_share, 3), "tiny_time_pct": round(100 * time_share, 3),
@@ -263,13 +286,13 @@ def _tiny_kernel_finding(trace: Trace, tiny: np.ndarray, k_dur: np.ndarray, k_to
 
 def _fp32_gemm_finding(trace: Trace, fp32_total: int, k_total: int, fp32_names: pd.Series) -> Finding | None:
     cc = compute_capability(trace)
-    if cc is None or cc < 7.0 or not k_total:
+    if cc is None or cc < TENSOR_CORE_MIN_COMPUTE_CAPABILITY or not k_total:
         return None
     share = fp32_total / k_total
     if share < FP32_GEMM_FINDING_FRACTION:
         return None
     gain = share * (1 - 1 / TENSOR_CORE_SPEEDUP)
-    if cc >= 8.0:
+    if cc >= BF16_TF32_MIN_COMPUTE_CAPABILITY:
         change = ("Run the model under torch.autocast(device_type=\"cuda\", dtype=torch.bfloat16), or at "
                   "least allow TF32 for fp32 matmuls and convolutions: torch.set_float32_matmul_precision(\"high\") "
                   "and torch.backends.cudnn.allow_tf32 = True.")
@@ -278,7 +301,7 @@ def _fp32_gemm_finding(trace: Trace, fp32_total: int, k_total: int, fp32_names: 
                   "torch.cuda.amp.GradScaler: this GPU has fp16 tensor cores but no bf16/TF32.")
     examples = list(fp32_names.value_counts().index[:3])
     return Finding(
-        id="fp32_gemm_without_tensor_cores", analyzer="kernels", severity="warning",
+        id=FP32_GEMM_WITHOUT_TENSOR_CORES, analyzer="kernels", severity="warning",
         title=f"{100 * share:.1f}% of kernel time is fp32 GEMM/conv without tensor cores (compute capability {cc})",
         evidence={"fp32_gemm_ns": fp32_total, "kernel_time_ns": k_total, "fp32_gemm_pct": round(100 * share, 3),
                   "compute_capability": cc, "examples": examples},

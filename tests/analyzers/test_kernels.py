@@ -90,33 +90,33 @@ def test_per_kernel_statistics_and_launch_delay(tmp_path):
 
 def test_tiny_kernel_finding(tmp_path):
     res = kernels.analyze(_stats_trace(tmp_path, tiny=200))  # 200 × 3 µs next to 510 µs
-    (f,) = [f for f in res.findings if f.id == "many_tiny_kernels"]
+    (f,) = [f for f in res.findings if f.id == kernels.MANY_TINY_KERNELS]
     share = (600 + 10) / 1110
     assert f.evidence["tiny_time_pct"] == pytest.approx(100 * share, abs=0.01)
     assert f.gain_fraction == pytest.approx(kernels.TINY_KERNEL_FUSION_SAVING * share)
     assert "torch.compile" in f.recommendation
     quiet = kernels.analyze(_stats_trace(tmp_path, tiny=0))
-    assert not [f for f in quiet.findings if f.id == "many_tiny_kernels"]
+    assert not [f for f in quiet.findings if f.id == kernels.MANY_TINY_KERNELS]
 
 
 def test_fp32_gemm_finding_needs_a_tensor_core_gpu(tmp_path):
     res = kernels.analyze(_stats_trace(tmp_path, sgemm=True, compute_major=8))
-    (f,) = [f for f in res.findings if f.id == "fp32_gemm_without_tensor_cores"]
+    (f,) = [f for f in res.findings if f.id == kernels.FP32_GEMM_WITHOUT_TENSOR_CORES]
     assert f.evidence["fp32_gemm_pct"] == pytest.approx(100 * 400 / 510, abs=0.01)
     assert "bfloat16" in f.recommendation and "TF32" in f.recommendation
     # Pascal (6.0) has no tensor cores: nothing to recommend.
     old = kernels.analyze(_stats_trace(tmp_path, sgemm=True, compute_major=6))
-    assert not [f for f in old.findings if f.id == "fp32_gemm_without_tensor_cores"]
+    assert not [f for f in old.findings if f.id == kernels.FP32_GEMM_WITHOUT_TENSOR_CORES]
 
 
 def test_fp32_gemm_finding_on_real_v100_and_not_on_a100(shared_traces):
     v100 = kernels.analyze(_load(str(shared_traces), "v100_train_1rank.json.gz"))
-    (f,) = [f for f in v100.findings if f.id == "fp32_gemm_without_tensor_cores"]
+    (f,) = [f for f in v100.findings if f.id == kernels.FP32_GEMM_WITHOUT_TENSOR_CORES]
     assert f.evidence["compute_capability"] == 7.0
     assert "float16" in f.recommendation  # Volta: fp16 autocast, no bf16/TF32
     assert f.evidence["fp32_gemm_pct"] > 30
     a100 = kernels.analyze(_load(str(shared_traces), "a100_train_2rank_rank0_nccl.json.gz"))
-    assert not [f for f in a100.findings if f.id == "fp32_gemm_without_tensor_cores"]
+    assert not [f for f in a100.findings if f.id == kernels.FP32_GEMM_WITHOUT_TENSOR_CORES]
     assert a100.summary["tensor_core_time_pct"] > 20  # cutlass tensorop / xmma tf32 kernels
 
 
