@@ -351,63 +351,80 @@ def analyze(trace: Trace) -> Result:
 
 
 def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: dict, step_total: int) -> list:
-    found: list[Finding] = []
+    """The loop's findings, one rule each: data loading, optimizer step, device syncs."""
     if not step_total:
-        return found
+        return []
+    found = (_data_loader_finding(trace, table, step_total), _optimizer_finding(trace, table, step_total),
+             _sync_finding(trace, syncs, step_total))
+    return [f for f in found if f is not None]
+
+
+def _data_loader_finding(trace: Trace, table: pd.DataFrame, step_total: int) -> Finding | None:
+    """Data loading takes a large share of step time → more DataLoader workers, pinned memory, prefetching."""
     data_share = table["data_loading_ns"].sum() / step_total
-    if data_share >= DATA_LOADING_FINDING_FRACTION:
-        found.append(Finding(
-            id=DATA_LOADER_BOUND, analyzer="training_loop",
-            severity="critical" if data_share >= DATA_LOADING_CRITICAL_FRACTION else "warning",
-            title=f"Data loading takes {100 * data_share:.1f}% of step time",
-            evidence={"data_loading_ns": int(table["data_loading_ns"].sum()), "step_total_ns": step_total,
-                      "data_loading_pct": round(100 * data_share, 3), "steps": len(table),
-                      "threshold_pct": 100 * DATA_LOADING_FINDING_FRACTION},
-            recommendation=("The training loop waits for the next batch. Raise DataLoader(num_workers=...) "
-                            "(e.g. to the CPU cores per GPU), set pin_memory=True, persistent_workers=True and "
-                            "prefetch_factor (2-4), and move expensive decoding/augmentation off the main process "
-                            "or onto the GPU."),
-            estimated_gain=(f"up to {100 * data_share:.1f}% of step time: the measured data-loading time, "
-                            "hidden entirely if loading overlaps with compute"),
-            gain_fraction=float(min(data_share, 1.0)), rank=trace.rank, page="overview"))
+    if data_share < DATA_LOADING_FINDING_FRACTION:
+        return None
+    return Finding(
+        id=DATA_LOADER_BOUND, analyzer="training_loop",
+        severity="critical" if data_share >= DATA_LOADING_CRITICAL_FRACTION else "warning",
+        title=f"Data loading takes {100 * data_share:.1f}% of step time",
+        evidence={"data_loading_ns": int(table["data_loading_ns"].sum()), "step_total_ns": step_total,
+                  "data_loading_pct": round(100 * data_share, 3), "steps": len(table),
+                  "threshold_pct": 100 * DATA_LOADING_FINDING_FRACTION},
+        recommendation=("The training loop waits for the next batch. Raise DataLoader(num_workers=...) "
+                        "(e.g. to the CPU cores per GPU), set pin_memory=True, persistent_workers=True and "
+                        "prefetch_factor (2-4), and move expensive decoding/augmentation off the main process "
+                        "or onto the GPU."),
+        estimated_gain=(f"up to {100 * data_share:.1f}% of step time: the measured data-loading time, "
+                        "hidden entirely if loading overlaps with compute"),
+        gain_fraction=float(min(data_share, 1.0)), rank=trace.rank, page="overview")
+
+
+def _optimizer_finding(trace: Trace, table: pd.DataFrame, step_total: int) -> Finding | None:
+    """An unfused optimizer step takes a large share of step time → fused/foreach optimizer."""
     opt_share = table["optimizer_ns"].sum() / step_total
     opt_names = _optimizer_names(trace)
     already_fused = bool(opt_names) and all(_FUSED_OPT_RE.search(n) for n in opt_names)
-    if opt_share >= OPTIMIZER_FINDING_FRACTION and not already_fused:
-        gain = opt_share * (1 - 1 / FUSED_OPTIMIZER_SPEEDUP)
-        found.append(Finding(
-            id=SLOW_OPTIMIZER_STEP, analyzer="training_loop", severity="warning",
-            title=f"The optimizer step takes {100 * opt_share:.1f}% of step time",
-            evidence={"optimizer_ns": int(table["optimizer_ns"].sum()), "step_total_ns": step_total,
-                      "optimizer_pct": round(100 * opt_share, 3), "optimizers": sorted(opt_names),
-                      "threshold_pct": 100 * OPTIMIZER_FINDING_FRACTION},
-            recommendation=("Use a fused or multi-tensor optimizer: torch.optim.AdamW(..., fused=True) (or "
-                            "foreach=True), likewise for SGD/Adam; this replaces a per-parameter loop of small "
-                            "kernels by a few large ones. Zero gradients with zero_grad(set_to_none=True)."),
-            estimated_gain=(f"about {100 * gain:.1f}% of step time: the optimizer share assumed "
-                            f"{FUSED_OPTIMIZER_SPEEDUP:g}x faster when fused"),
-            gain_fraction=float(min(gain, 1.0)), rank=trace.rank, page="overview"))
+    if opt_share < OPTIMIZER_FINDING_FRACTION or already_fused:
+        return None
+    gain = opt_share * (1 - 1 / FUSED_OPTIMIZER_SPEEDUP)
+    return Finding(
+        id=SLOW_OPTIMIZER_STEP, analyzer="training_loop", severity="warning",
+        title=f"The optimizer step takes {100 * opt_share:.1f}% of step time",
+        evidence={"optimizer_ns": int(table["optimizer_ns"].sum()), "step_total_ns": step_total,
+                  "optimizer_pct": round(100 * opt_share, 3), "optimizers": sorted(opt_names),
+                  "threshold_pct": 100 * OPTIMIZER_FINDING_FRACTION},
+        recommendation=("Use a fused or multi-tensor optimizer: torch.optim.AdamW(..., fused=True) (or "
+                        "foreach=True), likewise for SGD/Adam; this replaces a per-parameter loop of small "
+                        "kernels by a few large ones. Zero gradients with zero_grad(set_to_none=True)."),
+        estimated_gain=(f"about {100 * gain:.1f}% of step time: the optimizer share assumed "
+                        f"{FUSED_OPTIMIZER_SPEEDUP:g}x faster when fused"),
+        gain_fraction=float(min(gain, 1.0)), rank=trace.rank, page="overview")
+
+
+def _sync_finding(trace: Trace, syncs: pd.DataFrame, step_total: int) -> Finding | None:
+    """The host blocks in device synchronizations inside the step → remove .item()/synchronize calls."""
     blocked = int(syncs["blocked_ns"].sum())
     sync_share = blocked / step_total
     calls = int(syncs[["item_calls", "synchronize_calls"]].sum().sum())
-    if sync_share >= SYNC_FINDING_FRACTION and calls:
-        found.append(Finding(
-            id=DEVICE_SYNC_IN_STEP, analyzer="training_loop",
-            severity="critical" if sync_share >= SYNC_CRITICAL_FRACTION else "warning",
-            title=f"The host blocks on device synchronizations for {100 * sync_share:.1f}% of step time",
-            evidence={"blocked_ns": blocked, "step_total_ns": step_total, "blocked_pct": round(100 * sync_share, 3),
-                      "item_calls": int(syncs["item_calls"].sum()),
-                      "synchronize_calls": int(syncs["synchronize_calls"].sum()),
-                      "cuda_sync_events": int(syncs["cuda_sync_events"].sum()), "steps": len(syncs),
-                      "threshold_pct": 100 * SYNC_FINDING_FRACTION},
-            recommendation=("Remove synchronizations from the step: avoid tensor.item(), .cpu(), .tolist(), "
-                            "printing or logging tensors every step (accumulate on the GPU and read them every N "
-                            "steps), avoid torch.cuda.synchronize() outside benchmarking, and use "
-                            "non_blocking=True copies from pinned memory."),
-            estimated_gain=(f"up to {100 * sync_share:.1f}% of step time: the measured time the host spent "
-                            "blocked in them, during which it could have queued more work"),
-            gain_fraction=float(min(sync_share, 1.0)), rank=trace.rank, page="timeline"))
-    return found
+    if sync_share < SYNC_FINDING_FRACTION or not calls:
+        return None
+    return Finding(
+        id=DEVICE_SYNC_IN_STEP, analyzer="training_loop",
+        severity="critical" if sync_share >= SYNC_CRITICAL_FRACTION else "warning",
+        title=f"The host blocks on device synchronizations for {100 * sync_share:.1f}% of step time",
+        evidence={"blocked_ns": blocked, "step_total_ns": step_total, "blocked_pct": round(100 * sync_share, 3),
+                  "item_calls": int(syncs["item_calls"].sum()),
+                  "synchronize_calls": int(syncs["synchronize_calls"].sum()),
+                  "cuda_sync_events": int(syncs["cuda_sync_events"].sum()), "steps": len(syncs),
+                  "threshold_pct": 100 * SYNC_FINDING_FRACTION},
+        recommendation=("Remove synchronizations from the step: avoid tensor.item(), .cpu(), .tolist(), "
+                        "printing or logging tensors every step (accumulate on the GPU and read them every N "
+                        "steps), avoid torch.cuda.synchronize() outside benchmarking, and use "
+                        "non_blocking=True copies from pinned memory."),
+        estimated_gain=(f"up to {100 * sync_share:.1f}% of step time: the measured time the host spent "
+                        "blocked in them, during which it could have queued more work"),
+        gain_fraction=float(min(sync_share, 1.0)), rank=trace.rank, page="timeline")
 
 
 def _optimizer_names(trace: Trace) -> set[str]:
