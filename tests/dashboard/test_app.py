@@ -316,20 +316,6 @@ def test_bad_trace_shows_the_loader_error(tmp_path):
     cache.shutdown()
 
 
-def test_cache_evicts_least_recently_used_but_keeps_summaries(root):
-    loader = Loader()
-    cache = RunCache(root, loader=loader, max_runs=1)
-    try:
-        cache.load("mi250_minitoy_train.json.gz")
-        cache.load("cpu_only_rank34.json.gz")
-        assert cache.get("mi250_minitoy_train.json.gz") is None  # evicted; reload queued
-        assert cache.summary("mi250_minitoy_train.json.gz") is not None
-        cache.load("mi250_minitoy_train.json.gz")
-        assert len(loader.calls) == 3
-    finally:
-        cache.shutdown()
-
-
 def test_cli_defaults_are_safe_and_bad_input_exits_2(tmp_path, capsys, root, monkeypatch):
     args = build_parser().parse_args(["dashboard", str(root)])
     assert args.host == "127.0.0.1" and args.port == 8050 and args.debug is False

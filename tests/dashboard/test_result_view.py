@@ -1,0 +1,92 @@
+"""Generic rendering of any Result: summary values in their keys' units, finding cards, folded escaped tables."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly
+import pytest
+
+from torchscope.analyzers.analyze import analyze_path
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.report import Report
+from torchscope.analyzers.core.result import Result
+from torchscope.dashboard.result_view import (
+    MAX_TABLE_ROWS, TABLE_PREVIEW_ROWS, analyzer_section, findings_list, result_view, summary_view, table_view,
+)
+from tests.conftest import SAMPLE_TRACES
+
+
+def tree(component) -> dict:
+    """A Dash component as plain JSON (what the browser receives)."""
+    return json.loads(json.dumps(component, cls=plotly.utils.PlotlyJSONEncoder))
+
+
+def text_of(node) -> str:
+    """All strings inside a serialised Dash component tree."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, list):
+        return " ".join(text_of(n) for n in node)
+    if isinstance(node, dict):
+        return text_of(node["props"].get("children")) if "props" in node else ""
+    return ""
+
+
+@pytest.fixture(scope="module")
+def gpt_report() -> Report:
+    return analyze_path(str(SAMPLE_TRACES / "gpt_train"))[1]
+
+
+def test_summary_values_read_in_their_keys_units_and_containers_are_left_out():
+    out = text_of(tree(summary_view({"step_median_ns": 12_345_678, "idle_pct": 40.0, "kernels": 123_456,
+                                     "peak_rss_bytes": 3 * 2**30, "warmup_steps": [0], "roofs": {"a": 1}})))
+    assert "step_median_ns 12.35 ms" in out and "idle_pct 40.0%" in out and "kernels 123,456" in out
+    assert "peak_rss_bytes 3 GiB" in out and "warmup_steps" not in out and "roofs" not in out
+    assert tree(summary_view({}))["props"].get("children") is None
+
+
+def test_finding_card_links_to_its_page_and_formats_its_evidence():
+    f = Finding(id="gpu_time.gpu_idle_host_launch", analyzer="gpu_time", severity="warning", title="GPU waits",
+                evidence={"host_wait_ns": 2_500_000, "idle_pct": 30.0}, recommendation="use CUDA graphs",
+                estimated_gain="about 20%", gain_fraction=0.2, rank=1, page="timeline")
+    card = tree(findings_list([f], "run=a.json"))
+    blob = json.dumps(card)
+    assert '"href": "/timeline?run=a.json"' in blob
+    text = text_of(card)
+    assert "GPU waits" in text and "rank 1" in text and "use CUDA graphs" in text and "about 20%" in text
+    assert "2.5 ms" in text and "30.0%" in text
+    assert text_of(tree(findings_list([], empty="nothing here"))) == "nothing here"
+
+
+def test_tables_fold_after_the_preview_and_stop_at_the_limit():
+    df = pd.DataFrame({"step": range(MAX_TABLE_ROWS + 10), "total_ns": 1_000_000})
+    view = tree(table_view("steps", df))
+    markup = view["props"]["children"][1]["props"]["children"]
+    assert markup.count("<tr>") == MAX_TABLE_ROWS + 2  # two header rows: preview and folded part
+    assert f"{MAX_TABLE_ROWS - TABLE_PREVIEW_ROWS} more rows" in markup
+    assert "<td>1,000,000</td>" in markup  # cells stay in the column's unit (the header says _ns)
+    assert f"first {MAX_TABLE_ROWS} kept" in text_of(view)
+
+
+def test_a_real_result_shows_summary_findings_and_every_table(gpt_report):
+    loop = gpt_report.result("training_loop")
+    view = tree(result_view(loop, "run=gpt_train"))
+    blob = json.dumps(view)
+    assert view["props"]["children"][0]["props"]["children"] == "training_loop (rank 0)"
+    for name in loop.tables:
+        assert f'"table-training_loop-{name}-0"' in blob
+    assert "steps" in text_of(view)
+    only = json.dumps(tree(result_view(loop, tables=["steps", "nope"])))
+    assert '"table-training_loop-steps-0"' in only and "table-training_loop-phases-0" not in only
+
+
+def test_analyzer_section_says_why_an_analyzer_did_not_run(gpt_report):
+    assert "not available for this run: no GPU events" in text_of(tree(analyzer_section(gpt_report, "kernels")))
+    failed = Report("x", (), errors={"power": "ValueError: boom"})
+    assert "the analyzer failed (ValueError: boom)" in text_of(tree(analyzer_section(failed, "power")))
+    assert "not installed" in text_of(tree(analyzer_section(gpt_report, "no_such_analyzer")))
+    rank0 = Result("stragglers", rank=None)
+    both = Report("x", (rank0,))
+    assert json.dumps(tree(analyzer_section(both, "stragglers", rank=3))).count('"data-analyzer": "stragglers"') == 1

@@ -1,0 +1,123 @@
+"""RunCache: loads each run once in the background, publishes results as analyzers finish, evicts LRU,
+and summarises each run for the Runs page from the analyzers' own summary keys."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from torchscope import analyzers
+from torchscope.analyzers.core.errors import TraceError
+from torchscope.dashboard.run_cache import LoadState, RunCache
+from torchscope.dashboard.runs import UnsafeRunId
+from tests.conftest import SAMPLE_TRACES
+
+SHARED = ("mi250_minitoy_train.json.gz", "cpu_only_rank34.json.gz")
+BUNDLES = ("gpt_train", "ddp_gloo_2rank")
+
+
+class Loader:
+    """Counts parses, so tests can prove a run is parsed once."""
+
+    def __init__(self) -> None:
+        self.calls: list[Path] = []
+
+    def __call__(self, path: Path):
+        self.calls.append(path)
+        return analyzers.load(path)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, shared_traces) -> Path:
+    root = tmp_path_factory.mktemp("cache") / "runs"
+    root.mkdir()
+    for name in SHARED:
+        shutil.copy(shared_traces / name, root / name)
+    for name in BUNDLES:
+        shutil.copytree(SAMPLE_TRACES / name, root / name)
+    return root
+
+
+@pytest.fixture()
+def cache(root):
+    loader = Loader()
+    cache = RunCache(root, loader=loader)
+    cache.loader_calls = loader.calls  # type: ignore[attr-defined]
+    yield cache
+    cache.shutdown()
+
+
+def test_catalog_lists_traces_and_bundles(cache):
+    ids = [e.run_id for e in cache.catalog()]
+    assert ids == sorted([*SHARED, *BUNDLES])
+    assert {e.run_id: e.kind for e in cache.catalog()}["gpt_train"] == "bundle"
+
+
+@pytest.mark.parametrize("run_id", BUNDLES)
+def test_runs_page_facts_are_the_training_loops_own_summary_keys(cache, run_id):
+    run = cache.load(run_id)
+    loop = run.report.result("training_loop")
+    facts = cache.summary(run_id)
+    assert facts["steps"] == loop.summary["steps"] and facts["steps"] > 0
+    assert facts["median_step_ns"] == loop.summary["step_median_ns"] > 0
+    assert facts["ranks"] == len(run.ranks) and facts["n_findings"] == len(run.report.findings)
+    assert facts["started_at_ns"] is None or facts["started_at_ns"] > 0
+
+
+def test_a_run_is_parsed_once_and_every_analyzer_ran(cache):
+    run = cache.load("gpt_train")
+    again = cache.load("gpt_train")
+    assert run is again and run.complete and run.pending == ()
+    assert len(cache.loader_calls) == 1
+    assert cache.state("gpt_train").status == "ready" and cache.state("gpt_train").fraction == 1.0
+    ran = {r.analyzer for r in run.report.results} | set(run.report.skipped) | set(run.report.errors)
+    assert "training_loop" in ran and not run.report.errors
+
+
+def test_memoised_computes_once_per_run(cache):
+    run = cache.load("mi250_minitoy_train.json.gz")
+    calls = []
+    assert run.memoised("k", lambda: calls.append(1) or 42) == 42
+    assert run.memoised("k", lambda: calls.append(1) or 43) == 42 and calls == [1]
+
+
+def test_cache_evicts_least_recently_used_but_keeps_summaries(root):
+    loader = Loader()
+    cache = RunCache(root, loader=loader, max_runs=1)
+    try:
+        cache.load("mi250_minitoy_train.json.gz")
+        cache.load("cpu_only_rank34.json.gz")
+        assert cache.get("mi250_minitoy_train.json.gz") is None  # evicted; reload queued
+        assert cache.summary("mi250_minitoy_train.json.gz") is not None
+        cache.load("mi250_minitoy_train.json.gz")
+        assert len(loader.calls) == 3
+    finally:
+        cache.shutdown()
+
+
+def test_a_bad_file_is_an_error_state_not_a_dead_worker(tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    cache = RunCache(tmp_path)
+    try:
+        with pytest.raises(TraceError):
+            cache.load("broken.json")
+        state = cache.state("broken.json")
+        assert state.status == "error" and "could not load" in state.describe()
+        assert cache.summary("broken.json") is None
+    finally:
+        cache.shutdown()
+
+
+@pytest.mark.parametrize("bad", ["../outside.json.gz", "/etc/passwd", "", "nope.json"])
+def test_run_ids_outside_the_catalog_are_refused(cache, bad):
+    with pytest.raises(UnsafeRunId):
+        cache.request(bad)
+
+
+def test_load_state_progress_text():
+    state = LoadState(status="analyzing", stage="running analyzer kernels (2/8)", done=3, total=9)
+    assert state.fraction == pytest.approx(3 / 9)
+    assert state.describe().startswith("running analyzer kernels (2/8) (3/9 steps")
+    assert LoadState().fraction == 0.0 and LoadState(status="ready").fraction == 1.0
