@@ -37,6 +37,7 @@ from torchscope.analyzers.diff.stats import (
     compare_samples_many,
 )
 from torchscope.analyzers.core.trace import Trace, TraceSet
+from torchscope.analyzers.report.json import to_jsonable
 
 __all__ = [
     "DiffOptions", "DiffRow", "DiffReport", "SideInfo", "diff_paths", "diff_runs", "load_runs",
@@ -186,9 +187,9 @@ class DiffReport:
         return None
 
     def to_dict(self) -> dict:
-        """The JSON report (``schema_version`` first)."""
+        """The JSON report (``schema_version`` first), plain JSON by ``report.json.to_jsonable``."""
         opts = self.options
-        return {
+        return to_jsonable({
             "schema_version": SCHEMA_VERSION,
             "tool": "torchscope diff",
             "verdict": self.verdict,
@@ -202,14 +203,15 @@ class DiffReport:
             "base": self.base.to_dict(),
             "new": self.new.to_dict(),
             "rows": [r.to_dict() for r in self.rows],
-        }
+        })
 
 
 # --- the diff ------------------------------------------------------------------------------------
 
 def load_runs(paths: Sequence[str | os.PathLike], options: DiffOptions) -> SideInfo:
     """Load every run of one side and take its metrics (TraceError on unusable input)."""
-    from torchscope.analyzers.io.loader import load  # deferred: keeps `import torchscope.analyzers.diff.model` light for the CLI parser
+    # deferred: keeps `import torchscope.analyzers.diff.model` light for the CLI parser
+    from torchscope.analyzers.io.loader import load
 
     runs: list[RunMetrics] = []
     sources: list[str] = []

@@ -1,8 +1,9 @@
 """How a `torchscope diff` report is shown: terminal table, markdown, JSON and JUnit XML.
 
-Units are converted here and only here (ns → ms, bytes → MiB, mJ → J). Markdown puts the verdict
-first and folds the details; JSON has one row per metric key with base, new, delta, ratio,
-interval, p_value and verdict; JUnit has one test case per gated metric.
+Every number reaches people through ``report/units.py`` (ns → ms, bytes → MiB, mJ → J, shares as
+percentages); the JSON is ``DiffReport.to_dict`` (``report/json.to_jsonable``: NaN/inf → null).
+Markdown puts the verdict first and folds the details; JSON has one row per metric key with base,
+new, delta, ratio, interval, p_value and verdict; JUnit has one test case per gated metric.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import orjson
 
 from torchscope.analyzers.diff.model import DiffReport, DiffRow
 from torchscope.analyzers.diff.stats import CHANGE_VERDICTS
-from torchscope.analyzers.report.units import format_quantity
+from torchscope.analyzers.report.units import MISSING, format_number, format_quantity, format_share
 
 __all__ = ["FORMATS", "render", "format_for_path", "write_github_summary"]
 
@@ -67,19 +68,19 @@ def write_github_summary(report: DiffReport, *, top: int = 15) -> bool:
 def _change(row: DiffRow) -> str:
     c = row.comparison
     if c.ratio is None or c.delta is None:
-        return "—"
+        return MISSING
     if not math.isfinite(c.ratio):
         return "new"
-    return f"{(c.ratio - 1.0) * 100:+.1f}%"
+    return format_share(c.ratio - 1.0, signed=True)
 
 
 def _evidence(row: DiffRow) -> str:
     c = row.comparison
     if c.method == "mann-whitney":
-        return f"p={c.p_value:.3g} (U test, n={c.n_base}/{c.n_new})"
+        return f"p={format_number(c.p_value)} (U test, n={c.n_base}/{c.n_new})"
     if c.method == "bootstrap" and c.interval is not None:
-        lo, hi = c.interval
-        return f"Δ∈[{format_quantity(lo, row.unit)}, {format_quantity(hi, row.unit)}] (bootstrap, n={c.n_base}/{c.n_new})"
+        lo, hi = (format_quantity(x, row.unit) for x in c.interval)
+        return f"Δ∈[{lo}, {hi}] (bootstrap, n={c.n_base}/{c.n_new})"
     if c.method == "bootstrap":
         return f"bootstrap, n={c.n_base}/{c.n_new}"
     if c.method == "single":
@@ -149,7 +150,8 @@ def _text(report: DiffReport, *, top: int) -> str:
     base, new = _sides(report)
     opts = report.options
     out = [f"trace-diff: {_headline(report)}", f"  base: {base}", f"  new:  {new}",
-           f"  gate: {opts.gate} metrics, fail on {opts.fail_on}; threshold {opts.threshold:.1%}, alpha {opts.alpha}",
+           f"  gate: {opts.gate} metrics, fail on {opts.fail_on}; threshold {format_share(opts.threshold)}, "
+           f"alpha {format_number(opts.alpha)}",
            ""]
     gated = report.gated_rows
     if gated:
@@ -190,7 +192,8 @@ def _markdown(report: DiffReport, *, top: int) -> str:
     opts = report.options
     out = [f"### {icon} trace-diff — {_headline(report)}", "",
            f"**base:** {_md_escape(base)}  ", f"**new:** {_md_escape(new)}  ",
-           f"gate: {opts.gate} metrics, fail on {opts.fail_on}, threshold {opts.threshold:.1%}, alpha {opts.alpha}", ""]
+           f"gate: {opts.gate} metrics, fail on {opts.fail_on}, threshold {format_share(opts.threshold)}, "
+           f"alpha {format_number(opts.alpha)}", ""]
     failing = report.failing_rows
     if failing:
         out += [*_md_table(failing), ""]
@@ -210,7 +213,7 @@ def _markdown(report: DiffReport, *, top: int) -> str:
 # --- JSON -----------------------------------------------------------------------------------------
 
 def _json(report: DiffReport, *, top: int) -> str:
-    return orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n"
+    return orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 # --- JUnit ----------------------------------------------------------------------------------------

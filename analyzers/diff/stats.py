@@ -28,6 +28,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+from torchscope.analyzers.report.json import to_jsonable
+
 __all__ = [
     "Comparison",
     "compare_samples",
@@ -77,19 +79,19 @@ class Comparison:
     n_new: int
 
     def to_dict(self) -> dict:
-        """Plain-JSON form (numbers, lists and None only)."""
-        return {
-            "base": _plain(self.base),
-            "new": _plain(self.new),
-            "delta": _plain(self.delta),
-            "ratio": _plain(self.ratio),
-            "interval": None if self.interval is None else [_plain(self.interval[0]), _plain(self.interval[1])],
-            "p_value": _plain(self.p_value),
+        """Plain-JSON form (numbers, lists and None only; ``report.json.to_jsonable``: NaN/inf -> None)."""
+        return to_jsonable({
+            "base": self.base,
+            "new": self.new,
+            "delta": self.delta,
+            "ratio": self.ratio,
+            "interval": self.interval,
+            "p_value": self.p_value,
             "method": self.method,
             "n_base": self.n_base,
             "n_new": self.n_new,
             "verdict": self.verdict,
-        }
+        })
 
 
 def compare_samples(
@@ -172,11 +174,12 @@ def compare_exact(base: float | list | None, new: float | list | None, *, direct
         b = np.asarray(base, dtype=np.float64).ravel()
         n = np.asarray(new, dtype=np.float64).ravel()
         if b.shape != n.shape:
-            return Comparison(list(b), list(n), None, None, None, None, "exact", "changed", 1, 1)
+            return Comparison([float(x) for x in b], [float(x) for x in n], None, None, None, None, "exact",
+                              "changed", 1, 1)
         # Delta of a distribution: the total absolute difference (for expert counts: tokens moved × 2).
         delta = float(np.abs(n - b).sum())
         same = bool(np.allclose(b, n, rtol=EXACT_RTOL, atol=0.0))
-        return Comparison([_plain(x) for x in b], [_plain(x) for x in n], delta, None, None, None, "exact",
+        return Comparison([float(x) for x in b], [float(x) for x in n], delta, None, None, None, "exact",
                           "unchanged" if same else "changed", 1, 1)
     b, n = float(base), float(new)
     delta = n - b
@@ -194,7 +197,7 @@ def compare_presence(in_base: bool, in_new: bool, *, base=None, new=None, n_base
                      n_new: int = 0) -> Comparison:
     """A metric found on one side only: ``added`` or ``removed`` (``unchanged`` when on neither)."""
     verdict = "added" if in_new and not in_base else "removed" if in_base and not in_new else "unchanged"
-    return Comparison(_plain(base), _plain(new), None, None, None, None, "presence", verdict, n_base, n_new)
+    return Comparison(_value(base), _value(new), None, None, None, None, "presence", verdict, n_base, n_new)
 
 
 def adjust_p_values(p_values: Sequence[float | None]) -> list[float | None]:
@@ -258,16 +261,11 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(values)) if values.size else None
 
 
-def _plain(value: object) -> object:
-    """JSON-friendly scalar: numpy numbers become Python numbers, non-finite floats become None."""
+def _value(value: object) -> float | list | None:
+    """A side's value as Python numbers: a float, a list of floats, or None (missing or not finite)."""
     if value is None:
         return None
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [float(v) for v in value]
+    v = float(value)
+    return v if math.isfinite(v) else None
