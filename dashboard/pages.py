@@ -212,8 +212,7 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
             "Tokens routed per layer × expert", row_order="layer_index")))
         imbalance = _first_table(rep, "moe", "step_imbalance", rank)
         out.append(("moe-imbalance", figures.lines_by_group(
-            imbalance, "step", "max_over_mean",
-            ["layer", "phase"] if imbalance is not None and "phase" in imbalance.columns else "layer",
+            imbalance, "step", "max_over_mean", ["layer", "phase"],
             "Imbalance over steps (max / mean expert load)")))
         out.append(("moe-buffering", figures.lines_by_group(
             _first_table(rep, "moe", "cache_curves", rank), "resident_experts", "hit_rate", ["layer", "policy"],

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.registry import load_analyzers, run_all
+from torchscope.analyzers.report.units import format_bytes
 
 from torchscope.dashboard.runs import RunEntry, UnsafeRunId, discover_runs, resolve_run
 
@@ -241,7 +242,7 @@ class RunCache:
         t0 = time.monotonic()
         state.started_at = t0
         state.total = total
-        state.status, state.stage = "parsing", f"parsing {entry.label} ({entry.size_bytes / 1e6:.1f} MB)"
+        state.status, state.stage = "parsing", f"parsing {entry.label} ({format_bytes(entry.size_bytes)})"
         try:
             data = self._loader(entry.path)
         except TraceError as exc:
