@@ -23,7 +23,7 @@ from torchscope.analyzers.moe.load import (
     DEAD_EXPERT_LOAD_FRACTION, DEAD_EXPERT_MIN_ASSIGNMENTS, finite_stat, imbalance_metrics, imbalance_trend,
 )
 from torchscope.analyzers.moe.routing import LayerRouting, Routing
-from torchscope.analyzers.report.units import format_quantity
+from torchscope.analyzers.report.units import format_bytes, format_share
 
 __all__ = [
     "token_drops", "capacity_padding", "dead_experts", "load_imbalance", "imbalance_growing", "expert_buffering",
@@ -80,17 +80,17 @@ def token_drops(routing: Routing, configured: float, known: bool) -> Finding | N
     severity = "critical" if pooled["drop_rate"] > DROP_RATE_CRITICAL and known else "warning" if known else "info"
     return Finding(
         id=TOKEN_DROPS, analyzer=_ANALYZER, severity=severity, page=_PAGE,
-        title=(f"{100 * pooled['drop_rate']:.1f}% of expert assignments would be dropped at capacity factor "
-               f"{configured:g} (worst layer {worst.layer}: {100 * worst_rate:.1f}%)"),
+        title=(f"{format_share(pooled['drop_rate'])} of expert assignments would be dropped at capacity factor "
+               f"{configured:g} (worst layer {worst.layer}: {format_share(worst_rate)})"),
         evidence={"capacity_factor": configured, "drop_rate": round(pooled["drop_rate"], 4),
                   "worst_layer": worst.layer, "worst_layer_drop_rate": round(worst_rate, 4),
                   "cf_for_1pct_drops": needed, "padding_waste_at_that_cf": round(at_needed["padding_waste"], 4),
                   "drop_rate_target": DROP_RATE_TARGET},
         recommendation=(f"{_condition(configured, known)}raise the capacity factor from {configured:g} to {needed:g} "
-                        f"(drops ≤ {100 * DROP_RATE_TARGET:.0f}%, padding then "
-                        f"{100 * at_needed['padding_waste']:.0f}% of expert slots), or switch to dynamic (dropless) "
+                        f"(drops ≤ {format_share(DROP_RATE_TARGET)}, padding then "
+                        f"{format_share(at_needed['padding_waste'])} of expert slots), or switch to dynamic (dropless) "
                         "gating with grouped GEMMs so that no token is dropped and no slot is padded."),
-        estimated_gain=(f"{100 * pooled['drop_rate']:.1f}% of token-expert assignments stop being dropped "
+        estimated_gain=(f"{format_share(pooled['drop_rate'])} of token-expert assignments stop being dropped "
                         "(model quality, not speed; measured from the recorded per-step routing counts)"),
     )
 
@@ -106,16 +106,16 @@ def capacity_padding(routing: Routing, configured: float, known: bool) -> Findin
     at_needed = pooled_capacity(routing, needed)
     return Finding(
         id=CAPACITY_PADDING, analyzer=_ANALYZER, severity="info", page=_PAGE,
-        title=(f"{100 * pooled['padding_waste']:.0f}% of expert buffer slots are padding at capacity factor "
+        title=(f"{format_share(pooled['padding_waste'])} of expert buffer slots are padding at capacity factor "
                f"{configured:g}"),
         evidence={"capacity_factor": configured, "padding_waste": round(pooled["padding_waste"], 4),
                   "drop_rate": round(pooled["drop_rate"], 4), "cf_for_1pct_drops": needed,
                   "padding_waste_at_that_cf": round(at_needed["padding_waste"], 4)},
         recommendation=(f"{_condition(configured, known)}lower the capacity factor from {configured:g} to "
-                        f"{needed:g}: drops stay ≤ {100 * DROP_RATE_TARGET:.0f}% and padding falls to "
-                        f"{100 * at_needed['padding_waste']:.0f}%; or use dynamic gating (no padding at all)."),
-        estimated_gain=(f"expert FFN work on padding falls from {100 * pooled['padding_waste']:.0f}% to "
-                        f"{100 * at_needed['padding_waste']:.0f}% of slots (compute ∝ slots)"),
+                        f"{needed:g}: drops stay ≤ {format_share(DROP_RATE_TARGET)} and padding falls to "
+                        f"{format_share(at_needed['padding_waste'])}; or use dynamic gating (no padding at all)."),
+        estimated_gain=(f"expert FFN work on padding falls from {format_share(pooled['padding_waste'])} to "
+                        f"{format_share(at_needed['padding_waste'])} of slots (compute ∝ slots)"),
     )
 
 
@@ -143,7 +143,7 @@ def dead_experts(imbalance: pd.DataFrame) -> Finding | None:
         recommendation=("Dead experts hold parameters that never train or serve: raise the auxiliary "
                         "load-balancing loss (or add a router z-loss), or re-initialise / prune these experts."),
         estimated_gain=(f"{total_dead} experts' parameters put back to use (measured: under "
-                        f"{100 * DEAD_EXPERT_LOAD_FRACTION:g}% of the mean expert load over the run)"),
+                        f"{format_share(DEAD_EXPERT_LOAD_FRACTION)} of the mean expert load over the run)"),
     )
 
 
@@ -196,7 +196,7 @@ def load_imbalance(imbalance: pd.DataFrame, placement_summary: pd.DataFrame, *, 
                               f"{worst['layer']} and place replicas largest-first on the least-loaded rank "
                               f"({int(p['redundant'])} redundant slots; see the placement table): the busiest rank "
                               f"goes from {before:.2f}× to {after:.2f}× the mean load." + (" " + aux if aux else ""))
-            gain = (f"expert-parallel critical path of {worst['layer']} −{100 * (1 - after / before):.0f}% "
+            gain = (f"expert-parallel critical path of {worst['layer']} −{format_share(1 - after / before)} "
                     f"(busiest rank {before:.2f}× → {after:.2f}× mean, per step, from the recorded counts)")
     return Finding(
         id=LOAD_IMBALANCE, analyzer=_ANALYZER, severity=severity, page=_PAGE,
@@ -274,11 +274,11 @@ def expert_buffering(routing: Routing, sizing: pd.DataFrame, target: float, phas
     policy_counts = best["policy"].value_counts()
     policy = str(policy_counts.index[0])
     example = best.iloc[0]
-    memory = f", freeing {format_quantity(freed, 'bytes')} of GPU memory" if np.isfinite(freed) else ""
+    memory = f", freeing {format_bytes(freed)} of GPU memory" if np.isfinite(freed) else ""
     where = f" in {phase}" if phase else ""
     return Finding(
         id=EXPERT_BUFFERING, analyzer=_ANALYZER, severity="info", page=_PAGE,
-        title=(f"{resident} of {total} experts resident on the GPU would serve {100 * target:.0f}% of expert uses"
+        title=(f"{resident} of {total} experts resident on the GPU would serve {format_share(target)} of expert uses"
                f"{where} ({len(best)} layers)"),
         evidence={"layers": int(len(best)), "resident_experts": resident, "experts": total,
                   "target_hit_rate": target, "policy": policy, "memory_freed_bytes": freed,
@@ -287,6 +287,6 @@ def expert_buffering(routing: Routing, sizing: pd.DataFrame, target: float, phas
         recommendation=(f"Keep the {int(example['experts_needed'])} hottest of {int(example['num_experts'])} experts "
                         f"of {example['layer']} (and per layer as in the cache_sizing table) on the GPU with an "
                         f"{policy.upper()} expert cache and offload the rest to host memory{memory}."),
-        estimated_gain=(f"{total - resident} experts' weights off the GPU at a {100 * target:.0f}% hit rate "
+        estimated_gain=(f"{total - resident} experts' weights off the GPU at a {format_share(target)} hit rate "
                         "(replayed from the recorded routing; misses cost a host→GPU copy each)"),
     )
