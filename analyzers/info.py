@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from torchscope.analyzers.core.trace import Trace
 
 __all__ = ["describe"]

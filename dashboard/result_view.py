@@ -14,6 +14,7 @@ import pandas as pd
 from dash import dcc, html
 
 from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.registry import REGISTRY
 from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.report.units import format_for_key, format_plain
@@ -33,12 +34,17 @@ def not_available(name: str, reason: str) -> html.Div:
     return html.Div(f"{name}: not available for this run: {reason}", className="not-available")
 
 
-def summary_view(summary: Mapping[str, object]) -> html.Div:
-    """Headline numbers as a compact key/value grid, each value in its key's unit (``*_ns`` as ms, ...)."""
+def summary_view(summary: Mapping[str, object], docs: Mapping[str, str] | None = None) -> html.Div:
+    """Headline numbers as a compact key/value grid, each value in its key's unit (``*_ns`` as ms, ...).
+
+    ``docs`` (an analyzer's ``SUMMARY_KEYS``) gives each key its description as a tooltip.
+    """
     if not summary:
         return html.Div()
-    items = [html.Div([html.Span(k, className="kv-key"), html.Span(format_for_key(k, v), className="kv-val")],
-                      className="kv") for k, v in summary.items() if not isinstance(v, (dict, list, tuple))]
+    docs = docs or {}
+    items = [html.Div([html.Span(k, className="kv-key", title=docs.get(k)),
+                       html.Span(format_for_key(k, v), className="kv-val")], className="kv")
+             for k, v in summary.items() if not isinstance(v, (dict, list, tuple))]
     return html.Div(items, className="summary")
 
 
@@ -111,10 +117,15 @@ def result_view(result: Result, run_query: str = "", tables: Iterable[str] | Non
     suffix = f" (rank {result.rank})" if result.rank is not None else ""
     return html.Div([
         html.H3(result.analyzer + suffix),
-        summary_view(result.summary),
+        summary_view(result.summary, _summary_docs(result.analyzer)),
         findings_list(result.findings, run_query, empty="No findings from this analyzer."),
         *[table_view(n, result.tables[n], f"table-{result.analyzer}-{n}-{result.rank}") for n in names],
     ], className="result", **{"data-analyzer": result.analyzer})
+
+
+def _summary_docs(analyzer: str) -> Mapping[str, str] | None:
+    spec = REGISTRY.get(analyzer)
+    return spec.summary_keys if spec is not None else None
 
 
 def analyzer_section(report: Report, name: str, rank: int | None = None, run_query: str = "",

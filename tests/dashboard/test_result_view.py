@@ -45,6 +45,8 @@ def test_summary_values_read_in_their_keys_units_and_containers_are_left_out():
     assert "step_median_ns 12.35 ms" in out and "idle_pct 40.0%" in out and "kernels 123,456" in out
     assert "peak_rss_bytes 3 GiB" in out and "warmup_steps" not in out and "roofs" not in out
     assert tree(summary_view({}))["props"].get("children") is None
+    documented = tree(summary_view({"steps": 3}, {"steps": "number of steps"}))
+    assert '"title": "number of steps"' in json.dumps(documented)
 
 
 def test_finding_card_links_to_its_page_and_formats_its_evidence():
