@@ -8,9 +8,10 @@ Where a collective comes from
   (``Collective name``, ``In msg nelems``, ``Out msg nelems``, ``dtype``, ``Group size``), from the
   ``record_param_comms`` op that encloses the kernel's launch, and from the enclosing ``nccl:<op>``
   annotation (``Input Dims`` × ``Input type``). The launch is found through the kernel's
-  correlation id (the runtime ``cudaLaunchKernel`` event), and "enclosing" means the innermost CPU
-  event on the launching thread whose interval contains the launch (``timeline.nesting``). The type from an annotation wins over
-  the kernel name: NCCL may run an all-reduce as ``SendRecv`` kernels.
+  correlation id (the runtime ``cudaLaunchKernel`` event, ``timeline.launches``), and "enclosing"
+  means the innermost CPU event on the launching thread whose interval contains the launch
+  (``timeline.nesting``). The type from an annotation wins over the kernel name: NCCL may run an
+  all-reduce as ``SendRecv`` kernels.
 * **CPU (gloo, mpi, ucc) jobs**: every ``gloo:<op>`` (``mpi:``/``ucc:``) annotation is one
   collective, timed by its CPU duration (torch records it on the backend's worker thread around
   the actual transfer). ``nccl:<op>`` annotations without a kernel are *not* collectives: their
@@ -59,6 +60,7 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, TraceSet
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, subtract
+from torchscope.analyzers.timeline.launches import launches
 from torchscope.analyzers.timeline.nesting import enclosing
 from torchscope.analyzers.timeline.steps import step_of, step_windows, windows_or_span
 
@@ -284,14 +286,11 @@ def _finish(trace: Trace, frame: pd.DataFrame, fields: list[dict], names: list[s
 def _gpu_collectives(trace: Trace, kernels: pd.DataFrame) -> pd.DataFrame:
     """Collectives timed by NCCL/RCCL kernels, described by their args or their CPU-side context."""
     ev = trace.events
-    runtime = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)]
-    runtime = runtime.drop_duplicates("correlation")[["correlation", "pid", "tid", "ts_ns"]]
-    launches = kernels[["correlation"]].merge(runtime, on="correlation", how="left")
-    has_launch = launches["ts_ns"].notna().to_numpy()
-    points = pd.DataFrame({
-        "pid": launches["pid"].fillna(-1).to_numpy(np.int64), "tid": launches["tid"].fillna(-1).to_numpy(np.int64),
-        "ts_ns": launches["ts_ns"].fillna(-1).to_numpy(np.int64),
-    })
+    joined = launches(trace, kernels)
+    has_launch = joined["launch_ts_ns"].to_numpy() >= 0
+    points = pd.DataFrame({"pid": joined["launch_pid"].to_numpy(np.int64),
+                           "tid": joined["launch_tid"].to_numpy(np.int64),
+                           "ts_ns": joined["launch_ts_ns"].to_numpy(np.int64)})
     cpu = ev["kind"].isin(("cpu_op", "annotation")).to_numpy()
     param_spans = ev[cpu & _name_mask(ev, lambda n: n == "record_param_comms")]
     annot_spans = ev[cpu & _name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n.lower()) is not None)]
@@ -473,8 +472,8 @@ def analyze(trace: Trace, *, exposed_min_share: float = EXPOSED_COMM_MIN_SHARE) 
     comm = collectives(trace)
     if comm.empty:
         ev = trace.events
-        launches = int(_name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n) is not None).sum())
-        extra = f" ({launches} nccl:* calls without GPU kernels in the trace)" if launches else ""
+        calls = int(_name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n) is not None).sum())
+        extra = f" ({calls} nccl:* calls without GPU kernels in the trace)" if calls else ""
         raise NotApplicable(f"no collectives: no NCCL/RCCL kernels and no gloo:* annotations{extra}")
     per_type = _per_type(comm)
     steps = exposed_per_step(trace, comm)

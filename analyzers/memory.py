@@ -33,6 +33,7 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.timeline.launches import launches
 from torchscope.analyzers.timeline.nesting import enclosing, outermost
 from torchscope.analyzers.timeline.steps import step_index, step_of, step_windows, windows_or_span
 
@@ -295,20 +296,18 @@ def h2d_copies(trace: Trace) -> pd.DataFrame:
     if copies.empty:
         return pd.DataFrame(columns=["ts_ns", "dur_ns", "name", "bytes", "call", "call_ts_ns", "host_blocked_ns",
                                      "pageable", "synchronous", "step"])
-    runtime = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)].drop_duplicates("correlation")
-    calls = copies[["correlation"]].merge(
-        runtime[["correlation", "name", "ts_ns", "dur_ns"]].rename(
-            columns={"name": "call", "ts_ns": "call_ts_ns", "dur_ns": "call_dur_ns"}), on="correlation", how="left")
+    joined = launches(trace, copies)
     names = copies["name"].astype(str).to_numpy()
-    call = calls["call"].astype(object).where(calls["call"].notna(), "").astype(str).to_numpy()
+    call = joined["launch_name"].to_numpy(str)
     pageable = np.char.find(names.astype(str), "Pageable") >= 0
     blocking_call = np.isin(call, _SYNC_COPY_CALLS)
     synchronous = pageable | blocking_call
-    has_call = calls["call_ts_ns"].notna().to_numpy()
+    launch_ts, launch_end = joined["launch_ts_ns"].to_numpy(np.int64), joined["launch_end_ns"].to_numpy(np.int64)
+    has_call = launch_ts >= 0
     ts = copies["ts_ns"].to_numpy(np.int64)
     dur = copies["dur_ns"].to_numpy(np.int64)
-    call_ts = np.where(has_call, calls["call_ts_ns"].fillna(0).to_numpy(np.int64), ts)
-    blocked = np.where(has_call, calls["call_dur_ns"].fillna(0).to_numpy(np.int64), dur)
+    call_ts = np.where(has_call, launch_ts, ts)
+    blocked = np.where(has_call, launch_end - launch_ts, dur)
     return pd.DataFrame({
         "ts_ns": ts, "dur_ns": dur, "name": pd.array(names, dtype="str"),
         "bytes": _arg_column(copies["args"].to_numpy(), "bytes"), "call": pd.array(call, dtype="str"),

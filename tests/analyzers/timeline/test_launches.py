@@ -19,9 +19,12 @@ def test_kernels_join_the_first_runtime_call_of_their_correlation():
         "name": pd.Categorical([r[0] for r in rows]), "kind": pd.Categorical([r[1] for r in rows]),
         "ts_ns": np.array([r[2] for r in rows], np.int64), "dur_ns": np.array([r[3] for r in rows], np.int64),
         "correlation": np.array([r[4] for r in rows], np.int64),
+        "pid": np.zeros(len(rows), np.int64), "tid": np.zeros(len(rows), np.int64),
     })
     trace = Trace(events=events, counters=pd.DataFrame(), flows=pd.DataFrame(), meta=TraceMeta(path="t"))
     out = launches(trace, events[events["kind"].isin(("kernel", "memcpy"))])
     assert out["name"].astype(str).tolist() == ["k1", "k2", "k3", "m"]
     assert out["launch_ts_ns"].tolist() == [100, 200, -1, -1]
     assert out["launch_end_ns"].tolist() == [105, 207, -1, -1]
+    assert out["launch_name"].tolist() == ["cudaLaunchKernel", "cudaLaunchKernel", "", ""]
+    assert out["launch_tid"].tolist() == [0, 0, -1, -1]
