@@ -19,6 +19,35 @@ external_id    int64       op↔kernel external id, -1 if none
 rank           int32       rank of the trace
 args           object      the event's args dict (or None)
 =============  ==========  =====================================================
+
+``Trace.counters`` (one row per series of a ``"ph": "C"`` event, e.g. our power and host samples):
+
+=============  ==========  =====================================================
+column         dtype       meaning
+=============  ==========  =====================================================
+ts_ns          int64       sample time, absolute ns
+pid            int64       process of the counter event, -1 if not numeric
+name           category    counter name (e.g. ``power_w``)
+series         category    series inside the counter (e.g. ``gpu0``)
+value          float64     the sample
+rank           int32       rank of the trace
+=============  ==========  =====================================================
+
+``Trace.flows`` (one row per flow event, e.g. launch→kernel ``ac2g`` arrows):
+
+=============  ==========  =====================================================
+column         dtype       meaning
+=============  ==========  =====================================================
+id             int64       flow id shared by the start and its finish
+ph             category    "s" (start), "t" (step) or "f" (finish)
+cat            category    flow category as spelled in the file
+ts_ns          int64       time, absolute ns
+pid, tid       int64       process / thread, -1 if not numeric
+rank           int32       rank of the trace
+=============  ==========  =====================================================
+
+``Trace.streams`` maps a bundle's JSONL stream name (samples, steps, moe, ...) to its lines as a
+DataFrame, columns as written by the profiler; empty for a plain trace file.
 """
 
 from __future__ import annotations

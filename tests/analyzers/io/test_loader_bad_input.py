@@ -17,7 +17,8 @@ from torchscope.analyzers import TraceError
 from torchscope.analyzers.io import chrome_trace
 
 GOOD_EVENTS = [
-    {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 100.5, "dur": 10, "args": {"External id": 3}},
+    {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 100.5, "dur": 10,
+     "args": {"External id": 3}},
     {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 104, "dur": 5.25,
      "args": {"stream": 7, "device": 0, "correlation": 9}},
     {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 101, "dur": 2,
@@ -47,8 +48,10 @@ BROKEN = {
     "events_not_list.json": lambda: json.dumps({"traceEvents": {"ph": "X"}}).encode(),
     "empty_events.json": lambda: json.dumps({"traceEvents": []}).encode(),
     "all_missing_ts.json": lambda: json.dumps({"traceEvents": [{"ph": "X", "name": "a", "dur": 1}] * 3}).encode(),
-    "all_negative_dur.json": lambda: json.dumps({"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": -5}]}).encode(),
-    "all_wrong_types.json": lambda: json.dumps({"traceEvents": [{"ph": "X", "ts": "soon", "dur": [1]}, 7, "x"]}).encode(),
+    "all_negative_dur.json": lambda: json.dumps({"traceEvents": [{"ph": "X", "name": "a", "ts": 1,
+                                                                   "dur": -5}]}).encode(),
+    "all_wrong_types.json": lambda: json.dumps({"traceEvents": [{"ph": "X", "ts": "soon", "dur": [1]},
+                                                                7, "x"]}).encode(),
     "only_nan.json": lambda: b'{"traceEvents": [{"ph": "X", "ts": NaN, "dur": 1}]}',
     "huge_numbers.json": lambda: json.dumps({"traceEvents": [{"ph": "X", "ts": 10**30, "dur": 1}]}).encode(),
     "empty.json": lambda: b"",
@@ -185,7 +188,8 @@ def test_bare_event_array_is_accepted(tmp_path: Path) -> None:
 
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
-                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+                    st.lists(st.integers(), max_size=3),
+                    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 _KEYS = st.sampled_from(["ph", "ts", "dur", "name", "cat", "pid", "tid", "args", "id"])
 
 
@@ -225,21 +229,3 @@ def test_integer_columns_treat_every_odd_value_the_same_way() -> None:
     assert _ints([1, True, "Spans", 0, False]).tolist() == [1, -1, -1, 0, -1]
     assert _ints([1, None, 2**60]).tolist() == [1, -1, 2**60]
     assert _ints([2**70, 5]).tolist() == [-1, 5]
-
-
-def test_bundle_of_a_killed_job_keeps_its_streams(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "manifest.json").write_text(json.dumps({"schema_version": 1, "tool": "torchscope", "world_size": 2}))
-    (run / "rank0.trace.json.gz").write_bytes(gzip.compress(json.dumps({"traceEvents": GOOD_EVENTS}).encode()))
-    # rank 0 wrote its trace; its samples stream ends in a line torn by the kill
-    (run / "rank0.samples.jsonl").write_text('{"t_ns": 1, "source": "host", "rss_bytes": 10}\n{"t_ns": 2, "sour')
-    # rank 1 was killed before writing its trace: only the flushed stream is left
-    (run / "rank1.samples.jsonl").write_text('{"t_ns": 1, "source": "host", "rss_bytes": 20}\n')
-    ts = analyzers.load(run)
-    assert sorted(ts.ranks) == [0, 1]
-    assert ts[0].streams["samples"]["rss_bytes"].tolist() == [10]
-    assert any("skipped 1 unreadable lines" in w for w in ts[0].meta.warnings)
-    assert len(ts[0].events) == 3 and ts[0].meta.manifest["world_size"] == 2
-    assert ts[1].events.empty and ts[1].streams["samples"]["rss_bytes"].tolist() == [20]
-    assert any("no trace file" in w for w in ts[1].meta.warnings) and ts[1].meta.world_size == 2
