@@ -67,8 +67,7 @@ from torchscope.analyzers.moe.routing import Routing, routing_from_stream
 
 __all__ = ["analyze", "SUMMARY_KEYS"]
 
-#: Every key the moe summary may hold -> what it is, with its unit. ``<cf>`` is the configured
-#: capacity factor as ``f"{cf:g}"`` (``drop_rate_at_cf1.25``).
+#: Every key the moe summary may hold -> what it is, with its unit.
 SUMMARY_KEYS: dict[str, str] = {
     "moe_layers": "MoE layers (routers) with usable routing, count",
     "num_experts": "distinct expert counts of the layers, sorted list of counts",
@@ -80,8 +79,9 @@ SUMMARY_KEYS: dict[str, str] = {
     "worst_max_over_mean": "that layer's busiest expert load over the mean expert load, ratio (1 = even)",
     "mean_entropy_norm": "mean over layers of the load entropy over log E, 0..1 (1 = even)",
     "dead_experts": "experts under DEAD_EXPERT_LOAD_FRACTION of their layer's mean load, count over layers",
-    "drop_rate_at_cf<cf>": "share of assignments dropped at the configured capacity factor, all layers, 0..1",
-    "padding_waste_at_cf<cf>": "share of expert slots that are padding at the configured capacity factor, 0..1",
+    "capacity_factor": "capacity factor the drop and padding numbers assume (option, else DEFAULT_CAPACITY_FACTOR)",
+    "drop_fraction_at_cf": "share of assignments dropped at capacity_factor, all layers pooled, 0..1",
+    "padding_fraction_at_cf": "share of expert slots that are padding at capacity_factor, all layers pooled, 0..1",
     "cf_for_1pct_drops": "largest over layers of the capacity factor that drops <= 1% of assignments, factor",
     "cache_phase": "phase whose routing the buffering what-if replayed (all = every phase), name",
     "access_source": "where the replayed access sequences came from (tokens, counts), sorted list of names",
@@ -200,8 +200,9 @@ def _summary(routing: Routing, imbalance: pd.DataFrame, capacity: pd.DataFrame, 
         out["dead_experts"] = int(imbalance["dead_experts"].sum())
     if len(capacity):
         pooled = pooled_capacity(routing, configured)
-        out[f"drop_rate_at_cf{configured:g}"] = pooled["drop_rate"]
-        out[f"padding_waste_at_cf{configured:g}"] = pooled["padding_waste"]
+        out["capacity_factor"] = float(configured)
+        out["drop_fraction_at_cf"] = pooled["drop_rate"]
+        out["padding_fraction_at_cf"] = pooled["padding_waste"]
         out["cf_for_1pct_drops"] = float(capacity["cf_for_1pct_drops"].max())
     if len(sizing):
         online = sizing[sizing["policy"].isin(("lru", "lfu"))]
