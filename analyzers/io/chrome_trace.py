@@ -26,12 +26,12 @@ import pandas as pd
 from pandas.api.types import infer_dtype
 
 from torchscope.analyzers.core.errors import TraceError
+from torchscope.analyzers.core.trace import KINDS, Trace, TraceMeta
 
 try:  # pandas' C routine that pulls keys out of many dicts at once: 3× faster than dict.get passes
     from pandas._libs.lib import dicts_to_array as _dicts_to_array
 except ImportError:  # pragma: no cover - depends on the pandas version
     _dicts_to_array = None
-from torchscope.analyzers.core.trace import KINDS, Trace, TraceMeta
 
 __all__ = ["parse_trace_file", "read_json_document", "kind_of_category", "empty_trace", "MAX_TRACE_BYTES"]
 
@@ -279,7 +279,9 @@ def empty_trace(path: str | Path, rank: int, *, manifest: dict | None, streams: 
     world = (manifest or {}).get("world_size")
     meta = TraceMeta(path=str(path), rank=rank, manifest=manifest, warnings=warnings,
                      world_size=world if isinstance(world, int) and world > 0 else 1)
-    return Trace(events, _counters_frame([], drops, 0, rank), _flows_frame(empty.columns("flow"), drops, 0, rank), meta, streams)
+    counters = _counters_frame([], drops, 0, rank)
+    flows = _flows_frame(empty.columns("flow"), drops, 0, rank)
+    return Trace(events, counters, flows, meta, streams)
 
 
 class _Drops:

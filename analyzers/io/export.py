@@ -24,6 +24,8 @@ from torchscope.analyzers.core.trace import Trace, TraceSet
 
 __all__ = ["annotated_trace", "annotated_trace_json", "write_annotated_trace"]
 
+#: orjson applies report/json.py's rule here at C speed (numpy -> numbers, NaN/inf -> null, keys -> strings,
+#: other objects -> str via default=str), without a Python call per value as to_jsonable would make.
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
