@@ -71,19 +71,23 @@ def parents(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
     start = spans["ts_ns"].to_numpy(np.int64)
     end = start + spans["dur_ns"].to_numpy(np.int64)
     order = _nesting_order(group, start, end - start)
+    g_, s_, e_ = group.tolist(), start.tolist(), end.tolist()  # plain ints: this loop runs once per span
+    parent = [-1] * len(g_)
     stack: list[int] = []
     current = None
     for j in order.tolist():
-        if group[j] != current:
-            stack, current = [], group[j]
-        while stack and end[stack[-1]] <= start[j] and not (end[stack[-1]] == start[j] == end[j]):
+        if g_[j] != current:
+            stack, current = [], g_[j]
+        sj, ej = s_[j], e_[j]
+        while stack and e_[stack[-1]] <= sj and not (e_[stack[-1]] == sj == ej):
             stack.pop()
         # On a properly nested thread the top of the stack is the parent; past a partial overlap, go deeper.
-        for k in range(len(stack) - 1, -1, -1):
-            if end[stack[k]] >= end[j]:
-                out[j] = stack[k]
+        for k in reversed(stack):
+            if e_[k] >= ej:
+                parent[j] = k
                 break
         stack.append(j)
+    out[:] = parent
     return out
 
 
