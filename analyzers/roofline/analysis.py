@@ -101,7 +101,8 @@ def _summary(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, steps:
         summary["roofs_lifted_to_observed"] = lifted
     if spec is not None:
         dom = dominant_dtype(points, spec)
-        summary.update({"dominant_dtype": dom, "peak_flops_per_s": spec.peak(dom), "ridge_flop_per_byte": spec.ridge(dom)})
+        summary.update({"dominant_dtype": dom, "peak_flops_per_s": spec.peak(dom),
+                        "ridge_flop_per_byte": spec.ridge(dom)})
     return summary
 
 

@@ -208,7 +208,8 @@ def gemm_efficiency(ev: Evidence) -> Finding | None:
     misaligned = low[~low["detail"].map(aligned)]
     shapes = misaligned.groupby("detail")["time_ns"].sum().nlargest(5)
     return Finding(
-        id=GEMM_EFFICIENCY, analyzer=ANALYZER, severity="warning" if low_ns / total_ns >= GEMM_WARNING_SHARE else "info",
+        id=GEMM_EFFICIENCY, analyzer=ANALYZER,
+        severity="warning" if low_ns / total_ns >= GEMM_WARNING_SHARE else "info",
         title=f"Compute-bound GEMMs reach under {_pct(GEMM_LOW_EFFICIENCY)} of peak for {_pct(low_ns / total_ns)} "
               f"of {where}",
         evidence={"low_efficiency_time_ns": low_ns, "median_efficiency": float(low["efficiency"].median()),
