@@ -49,7 +49,7 @@ A rank whose compute per step (union of compute kernels) exceeds the median of t
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,7 @@ import pandas as pd
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
-from torchscope.analyzers.core.trace import Trace, TraceSet
+from torchscope.analyzers.core.trace import Trace, TraceSet, name_mask
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, subtract
 from torchscope.analyzers.timeline.launches import launches
@@ -217,15 +217,9 @@ def _default_group_size(trace: Trace) -> int:
     return max(int(trace.meta.world_size or 1), 1)
 
 
-def _name_mask(events: pd.DataFrame, predicate) -> np.ndarray:
-    """``predicate(name)`` for every event, evaluated once per distinct (categorical) name."""
-    col = events["name"]
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        cats = col.cat.categories
-        hit = np.fromiter((bool(predicate(str(c))) for c in cats), dtype=bool, count=len(cats))
-        codes = col.cat.codes.to_numpy()
-        return (codes >= 0) & hit[np.maximum(codes, 0)] if len(cats) else np.zeros(len(col), dtype=bool)
-    return np.fromiter((bool(predicate(str(n))) for n in col), dtype=bool, count=len(col))
+def _name_mask(events: pd.DataFrame, predicate: Callable[[str], bool]) -> np.ndarray:
+    """``predicate(name)`` for every event, evaluated once per distinct name."""
+    return name_mask(events["name"], lambda names: names.map(lambda n: bool(predicate(n))))
 
 
 def _is_comm_kernel_name(name: str) -> bool:

@@ -22,7 +22,7 @@ import pandas as pd
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
-from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.core.trace import Trace, name_mask
 from torchscope.analyzers.timeline.launches import launches
 
 __all__ = [
@@ -131,11 +131,9 @@ def is_fp32_gemm(names: pd.Series) -> pd.Series:
 
 
 def _by_distinct_name(names: pd.Series, rule) -> pd.Series:
-    """Evaluate a boolean name rule once per distinct name and spread it over the events."""
+    """A boolean name rule over the distinct names, as a Series aligned with ``names``."""
     names = pd.Series(names)
-    codes, uniq = pd.factorize(names.astype(str))
-    hits = np.asarray(rule(pd.Index(uniq, dtype=object)), dtype=bool) if len(uniq) else np.zeros(0, bool)
-    return pd.Series(hits[codes] if len(codes) else np.zeros(0, bool), index=names.index)
+    return pd.Series(name_mask(names, rule), index=names.index)
 
 
 def compute_capability(trace: Trace) -> float | None:

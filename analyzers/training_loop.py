@@ -33,7 +33,7 @@ import pandas as pd
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
-from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
 from torchscope.analyzers.timeline.intervals import clip, merge_intervals, union_ns
 from torchscope.analyzers.timeline.nesting import outermost
 from torchscope.analyzers.timeline.steps import step_index, step_windows
@@ -138,13 +138,6 @@ def _per_step_union(step_idx: np.ndarray, s: np.ndarray, e: np.ndarray, steps: p
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-def _distinct_names(names: pd.Series) -> pd.Series:
-    """Distinct event names as strings (a categorical's categories; rules then run per name, not per event)."""
-    if isinstance(names.dtype, pd.CategoricalDtype):
-        return pd.Series(names.cat.categories.astype(str))
-    return pd.Series(pd.unique(names.astype(str)))
-
-
 def _intervals(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     s = frame["ts_ns"].to_numpy()
     return s, s + frame["dur_ns"].to_numpy()
@@ -173,12 +166,9 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str]:
     kind = ev["kind"]
     host = ev[kind.isin(("annotation", "python", "cpu_op", "runtime"))]
     hname = host["name"]
-    # Match on the categories' distinct names, then spread to events (no per-event regex).
-    cats = _distinct_names(hname)
-
+    # Match on the distinct names, then spread to events (no per-event regex).
     def mask(rule) -> np.ndarray:
-        hit = set(cats[rule(cats)].tolist())
-        return hname.isin(hit).to_numpy()
+        return name_mask(hname, rule)
 
     data_m = mask(lambda c: c.str.match(_DATA_RE))
     opt_m = mask(lambda c: c.str.match(_OPT_RE))
@@ -280,9 +270,8 @@ def _syncs(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
     """Per step: host-side synchronizations (count) and the time the host was blocked in them (ns)."""
     ev = trace.events
     names = ev["name"]
-    cats = _distinct_names(names)
-    sync_names = set(cats[cats.str.match(_SYNC_RUNTIME_RE) | cats.isin(_SYNC_OP_NAMES)].tolist())
-    host = ev[names.isin(sync_names).to_numpy() & ev["kind"].isin(("runtime", "cpu_op")).to_numpy()]
+    is_sync = name_mask(names, lambda c: c.str.match(_SYNC_RUNTIME_RE) | c.isin(_SYNC_OP_NAMES))
+    host = ev[is_sync & ev["kind"].isin(("runtime", "cpu_op")).to_numpy()]
     gpu_sync = ev[ev["kind"] == "cuda_sync"]
     n = len(steps)
     s, e = _intervals(host)
@@ -428,6 +417,6 @@ def _sync_finding(trace: Trace, syncs: pd.DataFrame, step_total: int) -> Finding
 
 
 def _optimizer_names(trace: Trace) -> set[str]:
-    cats = _distinct_names(trace.events["name"])
+    cats = distinct_names(trace.events["name"])
     names = cats[cats.str.startswith("Optimizer.step#")]
     return {n.split("#", 1)[1] for n in names}

@@ -53,12 +53,12 @@ DataFrame, columns as written by the profiler; empty for a plain trace file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["Trace", "TraceMeta", "TraceSet", "KINDS", "GPU_WORK_KINDS"]
+__all__ = ["Trace", "TraceMeta", "TraceSet", "KINDS", "GPU_WORK_KINDS", "distinct_names", "name_mask"]
 
 #: Normalised event kinds, independent of the Kineto version or GPU vendor that wrote the file.
 KINDS = (
@@ -166,3 +166,28 @@ class TraceSet:
     def world_size(self) -> int:
         """World size stated by the traces, or the number of ranks loaded."""
         return max([t.meta.world_size for t in self.ranks.values()] + [len(self.ranks)])
+
+
+def distinct_names(names: pd.Series) -> pd.Series:
+    """The distinct values of a name column as strings (a categorical's categories, in their order)."""
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        return pd.Series(names.cat.categories.astype(str), dtype=object)
+    return pd.Series(pd.unique(names.astype(str)), dtype=object)
+
+
+def name_mask(names: pd.Series, rule: Callable[[pd.Series], object]) -> np.ndarray:
+    """Per event, ``rule`` of its name: ``rule`` maps the distinct names (a str Series) to booleans.
+
+    Traces hold a few thousand distinct names for hundreds of thousands of events, so a name rule
+    (a regex, a prefix test) runs once per distinct name and is spread back over the events.
+    """
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        codes = names.cat.codes.to_numpy()
+        uniq = pd.Series(names.cat.categories.astype(str), dtype=object)
+    else:
+        codes, values = pd.factorize(names.astype(str))
+        uniq = pd.Series(values, dtype=object)
+    if len(uniq) == 0:
+        return np.zeros(len(names), dtype=bool)
+    hit = np.asarray(rule(uniq), dtype=bool)
+    return (codes >= 0) & hit[np.maximum(codes, 0)]

@@ -52,6 +52,7 @@ from torchscope.analyzers import training_loop as training_loop_analyzer
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.trace import GPU_WORK_KINDS, Trace
 from torchscope.analyzers.timeline.intervals import union_ns
+from torchscope.analyzers.timeline.launches import launches
 from torchscope.analyzers.timeline.steps import step_index, step_windows, windows_or_span
 
 __all__ = [
@@ -213,7 +214,7 @@ def extract_run_metrics(trace: Trace, selection: StepSelection = StepSelection()
     # --- GPU work: categories, kernels, bytes ------------------------------------------------
     gpu = ev[kind.isin(GPU_WORK_KINDS)]
     if not gpu.empty:
-        host_ts = _launch_ts(ev, gpu)
+        host_ts = _launch_ts(trace, gpu)
         step_of = step_index(host_ts, starts, ends)
         inside = step_of >= 0
         gpu, step_of, host_ts = gpu[inside], step_of[inside], host_ts[inside]
@@ -322,17 +323,10 @@ def merge_runs(runs: Sequence[RunMetrics]) -> dict[str, Metric]:
 
 # --- extractors ------------------------------------------------------------------------------------
 
-def _launch_ts(events: pd.DataFrame, gpu: pd.DataFrame) -> np.ndarray:
-    """Start of the runtime call that launched each GPU event (its own start when none matches)."""
-    own = gpu["ts_ns"].to_numpy(np.int64)
-    runtime = events[events["kind"].isin(("runtime", "driver")) & (events["correlation"] >= 0)]
-    if runtime.empty:
-        return own
-    runtime = runtime.drop_duplicates("correlation")
-    index = pd.Index(runtime["correlation"].to_numpy(np.int64))
-    pos = index.get_indexer(gpu["correlation"].to_numpy(np.int64))
-    launch = runtime["ts_ns"].to_numpy(np.int64)
-    return np.where(pos >= 0, launch[np.maximum(pos, 0)], own)
+def _launch_ts(trace: Trace, gpu: pd.DataFrame) -> np.ndarray:
+    """Start of the runtime or driver call that launched each GPU event (its own start when none matches), ns."""
+    launch = launches(trace, gpu, calls=("runtime", "driver"))["launch_ts_ns"].to_numpy(np.int64)
+    return np.where(launch >= 0, launch, gpu["ts_ns"].to_numpy(np.int64))
 
 
 def _names_normalized(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:

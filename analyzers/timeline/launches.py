@@ -3,6 +3,10 @@
 A GPU event and the runtime call that issued it share a correlation id. When several runtime events
 carry the same id the first in the trace is the launch. GPU events without a matching call (a
 correlation of -1, or a call outside the trace) get -1 times, pid and tid and an empty name.
+
+By default only runtime calls count as launches (what HTA joins, so the HTA-compatible numbers
+stay HTA's); ``calls=("runtime", "driver")`` also takes driver-API launches (``cuLaunchKernel``,
+as CUDA graphs and some libraries issue them).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ __all__ = ["launches", "LAUNCH_COLUMNS"]
 LAUNCH_COLUMNS = ("launch_ts_ns", "launch_end_ns", "launch_pid", "launch_tid", "launch_name")
 
 
-def launches(trace: Trace, gpu: pd.DataFrame | None = None) -> pd.DataFrame:
-    """GPU work joined with its launching runtime call: ``launch_ts_ns``/``launch_end_ns`` (ns), pid, tid, name."""
+def launches(trace: Trace, gpu: pd.DataFrame | None = None, *,
+             calls: tuple[str, ...] = ("runtime",)) -> pd.DataFrame:
+    """GPU work joined with its launching call: ``launch_ts_ns``/``launch_end_ns`` (ns), pid, tid, name."""
     gpu = trace.gpu_events() if gpu is None else gpu
     ev = trace.events
-    rt = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)]
+    rt = ev[ev["kind"].isin(calls) & (ev["correlation"] >= 0)]
     rt = rt.drop_duplicates("correlation", keep="first")
     corr = gpu["correlation"].to_numpy()
     pos = pd.Index(rt["correlation"].to_numpy()).get_indexer(corr)

@@ -115,3 +115,25 @@ def test_trace_set_orders_by_rank_and_states_the_world_size(built: Trace) -> Non
     assert TraceSet(ranks={0: with_rank(0, world_size=8)}).world_size == 8
     with pytest.raises(KeyError):
         ts[1]
+
+
+@pytest.mark.parametrize("categorical", [True, False])
+def test_name_rules_run_once_per_distinct_name_and_spread_to_every_event(categorical: bool) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from torchscope.analyzers.core.trace import distinct_names, name_mask
+
+    values = ["aten::mm", "ncclKernel_AllReduce", "aten::mm", "cudaLaunchKernel", "ncclKernel_AllReduce"]
+    names = pd.Series(pd.Categorical(values, categories=["unused", *dict.fromkeys(values)])) if categorical \
+        else pd.Series(values, dtype=object)
+    seen: list[int] = []
+
+    def rule(uniq: pd.Series):
+        seen.append(len(uniq))
+        return uniq.str.startswith("nccl")
+
+    assert name_mask(names, rule).tolist() == [False, True, False, False, True]
+    assert seen == [4 if categorical else 3]  # the rule saw each distinct name once, not each event
+    assert set(distinct_names(names)) >= {"aten::mm", "ncclKernel_AllReduce", "cudaLaunchKernel"}
+    assert name_mask(names.iloc[:0], rule).dtype == np.bool_ and len(name_mask(names.iloc[:0], rule)) == 0

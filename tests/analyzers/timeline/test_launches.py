@@ -28,3 +28,18 @@ def test_kernels_join_the_first_runtime_call_of_their_correlation():
     assert out["launch_end_ns"].tolist() == [105, 207, -1, -1]
     assert out["launch_name"].tolist() == ["cudaLaunchKernel", "cudaLaunchKernel", "", ""]
     assert out["launch_tid"].tolist() == [0, 0, -1, -1]
+
+
+def test_driver_launches_join_only_when_asked_for():
+    rows = [("cuLaunchKernel", "driver", 100, 4, 5), ("graph_kernel", "kernel", 120, 30, 5)]
+    events = pd.DataFrame({
+        "name": pd.Categorical([r[0] for r in rows]), "kind": pd.Categorical([r[1] for r in rows]),
+        "ts_ns": np.array([r[2] for r in rows], np.int64), "dur_ns": np.array([r[3] for r in rows], np.int64),
+        "correlation": np.array([r[4] for r in rows], np.int64),
+        "pid": np.zeros(2, np.int64), "tid": np.zeros(2, np.int64),
+    })
+    trace = Trace(events=events, counters=pd.DataFrame(), flows=pd.DataFrame(), meta=TraceMeta(path="t"))
+    gpu = events[events["kind"] == "kernel"]
+    assert launches(trace, gpu)["launch_ts_ns"].tolist() == [-1]  # HTA's join: runtime calls only
+    both = launches(trace, gpu, calls=("runtime", "driver"))
+    assert both["launch_ts_ns"].tolist() == [100] and both["launch_name"].tolist() == ["cuLaunchKernel"]
