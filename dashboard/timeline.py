@@ -19,7 +19,8 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "LaneIndex", "Detail", "build_lanes", "level_of_detail", "downsample_counter",
-    "timeline_figure", "window_from_relayout", "counter_series", "MAX_VISIBLE_EVENTS", "COUNTER_POINTS_PER_PX", "DEFAULT_WIDTH_PX",
+    "timeline_figure", "window_from_relayout", "counter_series", "MAX_VISIBLE_EVENTS", "COUNTER_POINTS_PER_PX",
+    "DEFAULT_WIDTH_PX",
 ]
 
 #: Above this many visible (≥ 1 px) events, the shortest ones are folded into busy bins too.
@@ -203,7 +204,8 @@ def counter_series(counters: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.nda
         return out
     for (rank, name, series), grp in counters.groupby(["rank", "name", "series"], observed=True, sort=True):
         grp = grp.sort_values("ts_ns", kind="stable")
-        label = f"rank {rank} · {name}" if str(series) in ("", str(name), "value") else f"rank {rank} · {name}.{series}"
+        plain = str(series) in ("", str(name), "value")
+        label = f"rank {rank} · {name}" if plain else f"rank {rank} · {name}.{series}"
         out[label] = (grp["ts_ns"].to_numpy().astype(np.int64), grp["value"].to_numpy().astype(np.float64))
     return out
 
@@ -290,7 +292,8 @@ def window_from_relayout(relayout: dict | None, origin_ns: int) -> tuple[int, in
         if relayout.get(f"{axis}.autorange"):
             return "full"
         lo, hi = relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")
-        if lo is None and isinstance(relayout.get(f"{axis}.range"), (list, tuple)) and len(relayout[f"{axis}.range"]) == 2:
+        whole = relayout.get(f"{axis}.range")
+        if lo is None and isinstance(whole, (list, tuple)) and len(whole) == 2:
             lo, hi = relayout[f"{axis}.range"]
         if lo is None or hi is None:
             continue

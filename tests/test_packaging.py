@@ -80,8 +80,8 @@ def test_editable_install_and_repository_resolve_the_same_modules() -> None:
 def test_public_api() -> None:
     import torchscope
 
-    for name in ("profile", "schedule", "load", "run_all", "Trace", "TraceSet", "Report", "Result", "Finding",
-                 "TraceError"):
+    for name in ("profile", "schedule", "ProfileOptions", "load", "run_all", "Trace", "TraceSet", "Report", "Result",
+                 "Finding", "TraceError"):
         assert name in torchscope.__all__ and getattr(torchscope, name) is not None
     from torchscope.analyzers.core.report import Report
     from torchscope.profiler.session import profile

@@ -27,25 +27,26 @@ from torchscope.analyzers.core.trace import Trace, TraceMeta, TraceSet
 from torchscope.analyzers.io.loader import load, load_set
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__ below
+    from torchscope.profiler.options import ProfileOptions
     from torchscope.profiler.session import DEFAULT_SCHEDULE, profile, schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_SCHEDULE", "Finding", "NotApplicable", "Report", "Result", "Trace", "TraceError", "TraceMeta",
-    "TraceSet", "load", "load_set", "profile", "run_all", "schedule",
+    "DEFAULT_SCHEDULE", "Finding", "NotApplicable", "ProfileOptions", "Report", "Result", "Trace", "TraceError",
+    "TraceMeta", "TraceSet", "load", "load_set", "profile", "run_all", "schedule",
 ]
 
 #: The recording API imports torch; the analysis side must not. So these names are resolved on
 #: first use (PEP 562), and `import torchscope` works on a machine without torch.
-_RECORDING_NAMES = ("profile", "schedule", "DEFAULT_SCHEDULE")
+_RECORDING_NAMES = ("profile", "schedule", "DEFAULT_SCHEDULE", "ProfileOptions")
 
 
 def __getattr__(name: str) -> Any:
     if name in _RECORDING_NAMES:
-        from torchscope.profiler import session
+        from torchscope import profiler
 
-        return getattr(session, name)
+        return getattr(profiler, name)
     raise AttributeError(f"module 'torchscope' has no attribute {name!r}")
 
 

@@ -1,0 +1,1 @@
+"""The model every analysis shares: the loaded trace, findings, results, reports, the registry, errors."""

@@ -1,0 +1,1 @@
+"""trace-diff: per-step metrics of two runs, the regression statistics, the report model and its renderers."""

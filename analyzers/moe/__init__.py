@@ -1,0 +1,1 @@
+"""MoE expert activation: routing, load and imbalance, capacity, locality, buffering and placement what-ifs."""

@@ -23,7 +23,7 @@ from torchscope.analyzers.moe.load import (
     DEAD_EXPERT_LOAD_FRACTION, DEAD_EXPERT_MIN_ASSIGNMENTS, finite_stat, imbalance_metrics, imbalance_trend,
 )
 from torchscope.analyzers.moe.routing import LayerRouting, Routing
-from torchscope.analyzers.report.units import format_bytes, format_share
+from torchscope.analyzers.report.units import format_bytes, format_ratio, format_share
 
 __all__ = [
     "token_drops", "capacity_padding", "dead_experts", "load_imbalance", "imbalance_growing", "expert_buffering",
@@ -183,7 +183,7 @@ def load_imbalance(imbalance: pd.DataFrame, placement_summary: pd.DataFrame, *, 
     recommendation = aux or ("The placement planner found no placement that helps with the redundant slots given; "
                              "allow more redundant expert slots (option redundant_experts) to replicate the hot "
                              "experts.")
-    gain = f"busiest expert {value:.2f}× the mean load over the run; even load = 1.0×"
+    gain = f"busiest expert {format_ratio(value)} the mean load over the run; even load = {format_ratio(1.0)}"
     if len(plan):
         p = plan.iloc[0]
         before, after = float(p["step_max_over_mean_before"]), float(p["step_max_over_mean_after"])
@@ -195,12 +195,14 @@ def load_imbalance(imbalance: pd.DataFrame, placement_summary: pd.DataFrame, *, 
             recommendation = (f"With {int(p['ranks'])}-way expert parallelism, replicate experts {reps} of "
                               f"{worst['layer']} and place replicas largest-first on the least-loaded rank "
                               f"({int(p['redundant'])} redundant slots; see the placement table): the busiest rank "
-                              f"goes from {before:.2f}× to {after:.2f}× the mean load." + (" " + aux if aux else ""))
+                              f"goes from {format_ratio(before)} to {format_ratio(after)} the mean load."
+                              + (" " + aux if aux else ""))
             gain = (f"expert-parallel critical path of {worst['layer']} −{format_share(1 - after / before)} "
-                    f"(busiest rank {before:.2f}× → {after:.2f}× mean, per step, from the recorded counts)")
+                    f"(busiest rank {format_ratio(before)} → {format_ratio(after)} mean, per step, "
+                    "from the recorded counts)")
     return Finding(
         id=LOAD_IMBALANCE, analyzer=_ANALYZER, severity=severity, page=_PAGE,
-        title=f"MoE layer {worst['layer']}: busiest expert gets {value:.2f}× the mean load",
+        title=f"MoE layer {worst['layer']}: busiest expert gets {format_ratio(value)} the mean load",
         evidence=evidence, recommendation=recommendation, estimated_gain=gain,
     )
 
@@ -234,7 +236,8 @@ def imbalance_growing(routing: Routing) -> Finding | None:
     ratio, slope, lr, n, final = worst
     return Finding(
         id=IMBALANCE_GROWING, analyzer=_ANALYZER, severity="warning", page=_PAGE,
-        title=f"Expert imbalance grows during training: {lr.layer} ×{ratio:.2f} from the first to the last third",
+        title=(f"Expert imbalance grows during training: {lr.layer} {format_ratio(ratio)} "
+               "from the first to the last third"),
         evidence={"layer": lr.layer, "trend_ratio": round(ratio, 3), "slope_per_step": round(slope, 5),
                   "last_third_max_over_mean": round(final, 3), "steps": n, "threshold": TREND_RATIO_WARN},
         recommendation=("Increase the auxiliary load-balancing loss coefficient (e.g. ×10: 0.001 → 0.01; Hugging "

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "format_quantity", "format_for_key", "key_label", "unit_of_key", "format_duration_ns", "format_bytes",
-    "format_energy_mj", "format_flops", "format_rate", "format_pct", "format_share", "format_count",
+    "format_energy_mj", "format_flops", "format_rate", "format_pct", "format_share", "format_ratio", "format_count",
     "format_number", "format_plain", "KEY_UNITS", "BARE_KEY_UNITS", "MISSING", "LIST_ITEMS_SHOWN", "UNITS",
 ]
 
@@ -59,8 +59,8 @@ BARE_KEY_UNITS: dict[str, str] = {"bytes": "bytes", "flops": "flop"}
 UNITS: tuple[str, ...] = ("ns", "bytes", "mJ", "J", "flop", "flop/s", "bytes/s", "GB/s", "flop/byte",
                           "W", "mW", "MHz", "°C", "%", "share", "count")
 
-_BINARY = ((1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB"))
-_FLOP = ((1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"))
+_BINARY = ((1024.0**3, "Gi"), (1024.0**2, "Mi"), (1024.0, "Ki"))
+_FLOP = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"))
 _DECIMAL = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
@@ -77,6 +77,15 @@ def _sign(v: float, signed: bool) -> str:
     return "+" if signed and v > 0 else ""
 
 
+def _scaled(value: float, scales: Sequence[tuple[float, str]], unit: str, signed: bool) -> str:
+    """``value`` divided by the largest scale it reaches, 4 significant digits, that scale's name + ``unit``."""
+    s = _sign(value, signed)
+    for scale, prefix in scales:
+        if abs(value) >= scale:
+            return f"{s}{value / scale:.4g} {prefix}{unit}"
+    return f"{s}{value:.4g} {unit}"
+
+
 def format_duration_ns(ns: float, *, signed: bool = False) -> str:
     """A duration given in ns, as ns, µs, ms or s (4 significant digits, 3 for seconds)."""
     a, s = abs(ns), _sign(ns, signed)
@@ -91,11 +100,7 @@ def format_duration_ns(ns: float, *, signed: bool = False) -> str:
 
 def format_bytes(n: float, *, signed: bool = False) -> str:
     """A size given in bytes, as B, KiB, MiB or GiB (binary units, 4 significant digits)."""
-    s = _sign(n, signed)
-    for scale, name in _BINARY:
-        if abs(n) >= scale:
-            return f"{s}{n / scale:.4g} {name}"
-    return f"{s}{n:.4g} B"
+    return _scaled(n, _BINARY, "B", signed)
 
 
 def format_energy_mj(mj: float, *, signed: bool = False) -> str:
@@ -106,20 +111,12 @@ def format_energy_mj(mj: float, *, signed: bool = False) -> str:
 
 def format_flops(flop: float, *, signed: bool = False) -> str:
     """A count of floating-point operations, as FLOP, MFLOP, GFLOP, TFLOP or PFLOP."""
-    s = _sign(flop, signed)
-    for scale, name in _FLOP:
-        if abs(flop) >= scale:
-            return f"{s}{flop / scale:.4g} {name}"
-    return f"{s}{flop:.4g} FLOP"
+    return _scaled(flop, _FLOP, "FLOP", signed)
 
 
 def format_rate(per_s: float, unit: str, *, signed: bool = False) -> str:
     """A rate per second with a decimal prefix: ``format_rate(3.35e12, "B")`` is "3.35 TB/s"."""
-    s = _sign(per_s, signed)
-    for scale, prefix in _DECIMAL:
-        if abs(per_s) >= scale:
-            return f"{s}{per_s / scale:.4g} {prefix}{unit}/s"
-    return f"{s}{per_s:.4g} {unit}/s"
+    return _scaled(per_s, _DECIMAL, f"{unit}/s", signed)
 
 
 def format_pct(pct: float, *, signed: bool = False) -> str:
@@ -130,6 +127,11 @@ def format_pct(pct: float, *, signed: bool = False) -> str:
 def format_share(fraction: float, *, signed: bool = False) -> str:
     """A fraction given as 0..1, as a percentage: 0.125 -> "12.5%"."""
     return format_pct(100.0 * fraction, signed=signed)
+
+
+def format_ratio(ratio: float, *, signed: bool = False) -> str:
+    """A ratio of two like quantities, two decimals and a times sign: 1.74 -> "1.74×"."""
+    return f"{_sign(ratio, signed)}{ratio:.2f}×"
 
 
 def format_count(n: int, *, signed: bool = False) -> str:

@@ -1,0 +1,1 @@
+"""Shared timeline primitives: interval arithmetic, the one step-window definition, nesting, launch joins."""

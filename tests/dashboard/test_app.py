@@ -18,6 +18,7 @@ from torchscope.cli import build_parser, main
 from torchscope.dashboard.app import create_app
 from torchscope.dashboard.pages import PAGES, findings_count
 from torchscope.dashboard.run_cache import RunCache
+from tests.dashboard.components import CountingLoader, text_of
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:\s*The dash_table.DataTable will be removed:DeprecationWarning")
 
@@ -36,20 +37,9 @@ def root(tmp_path_factory, shared_traces) -> Path:
     return root
 
 
-class Loader:
-    """Counts parses, so tests can prove callbacks never re-parse."""
-
-    def __init__(self) -> None:
-        self.calls: list[Path] = []
-
-    def __call__(self, path: Path):
-        self.calls.append(path)
-        return analyzers.load(path)
-
-
 @pytest.fixture(scope="module")
 def env(root):
-    loader = Loader()
+    loader = CountingLoader()
     cache = RunCache(root, loader=loader)
     app = create_app(root, cache=cache)
     for name in TRACES:
@@ -90,21 +80,6 @@ def route(app, client, path: str, search: str = ""):
         {"id": "rendered", "property": "data", "value": None}], ["url.pathname"])
     assert status == 200
     return out
-
-
-def text_of(node) -> str:
-    """All strings inside a serialised Dash component tree."""
-    if isinstance(node, str):
-        return node
-    if isinstance(node, (int, float)) or node is None:
-        return ""
-    if isinstance(node, list):
-        return " ".join(text_of(n) for n in node)
-    if isinstance(node, dict):
-        if "props" in node:
-            return text_of(node["props"].get("children"))
-        return " ".join(text_of(v) for v in node.values())
-    return ""
 
 
 def test_layout_has_routing_skeleton_and_every_page_in_the_nav(env):

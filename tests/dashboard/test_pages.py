@@ -14,6 +14,7 @@ from torchscope.dashboard import pages
 from torchscope.dashboard.pages import PAGES, PageContext, filter_findings, findings_count, render_page, runs_page
 from torchscope.dashboard.run_cache import RunCache
 from tests.conftest import SAMPLE_TRACES
+from tests.dashboard.components import text_of
 
 BUNDLES = ("moe_train", "ddp_gloo_2rank", "gpt_train")
 NCCL = "a100_train_2rank_rank0_nccl.json.gz"
@@ -21,16 +22,6 @@ NCCL = "a100_train_2rank_rank0_nccl.json.gz"
 
 def blob_of(components) -> str:
     return json.dumps(components, cls=plotly.utils.PlotlyJSONEncoder)
-
-
-def text_of(node) -> str:
-    if isinstance(node, str):
-        return node
-    if isinstance(node, list):
-        return " ".join(text_of(n) for n in node)
-    if isinstance(node, dict):
-        return text_of(node["props"].get("children")) if "props" in node else ""
-    return ""
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import plotly
 import pytest
 
 from torchscope.analyzers.analyze import analyze_path
@@ -16,22 +15,7 @@ from torchscope.dashboard.result_view import (
     MAX_TABLE_ROWS, TABLE_PREVIEW_ROWS, analyzer_section, findings_list, result_view, summary_view, table_view,
 )
 from tests.conftest import SAMPLE_TRACES
-
-
-def tree(component) -> dict:
-    """A Dash component as plain JSON (what the browser receives)."""
-    return json.loads(json.dumps(component, cls=plotly.utils.PlotlyJSONEncoder))
-
-
-def text_of(node) -> str:
-    """All strings inside a serialised Dash component tree."""
-    if isinstance(node, str):
-        return node
-    if isinstance(node, list):
-        return " ".join(text_of(n) for n in node)
-    if isinstance(node, dict):
-        return text_of(node["props"].get("children")) if "props" in node else ""
-    return ""
+from tests.dashboard.components import text_of, tree
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from torchscope import analyzers
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.dashboard.run_cache import LoadState, RunCache
 from torchscope.dashboard.runs import UnsafeRunId
 from tests.conftest import SAMPLE_TRACES
+from tests.dashboard.components import CountingLoader
 
 SHARED = ("mi250_minitoy_train.json.gz", "cpu_only_rank34.json.gz")
 BUNDLES = ("gpt_train", "ddp_gloo_2rank")
-
-
-class Loader:
-    """Counts parses, so tests can prove a run is parsed once."""
-
-    def __init__(self) -> None:
-        self.calls: list[Path] = []
-
-    def __call__(self, path: Path):
-        self.calls.append(path)
-        return analyzers.load(path)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +31,7 @@ def root(tmp_path_factory, shared_traces) -> Path:
 
 @pytest.fixture()
 def cache(root):
-    loader = Loader()
+    loader = CountingLoader()
     cache = RunCache(root, loader=loader)
     cache.loader_calls = loader.calls  # type: ignore[attr-defined]
     yield cache
@@ -84,7 +73,7 @@ def test_memoised_computes_once_per_run(cache):
 
 
 def test_cache_evicts_least_recently_used_but_keeps_summaries(root):
-    loader = Loader()
+    loader = CountingLoader()
     cache = RunCache(root, loader=loader, max_runs=1)
     try:
         cache.load("mi250_minitoy_train.json.gz")

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `dashboard` subcommand."""
     p = subparsers.add_parser("dashboard", help="browse runs, timelines and findings in a local web app")
     p.add_argument("path", help="a run bundle, a trace file, or a folder of runs")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared network)")
     p.add_argument("--no-preload", action="store_true", help="load runs only when opened, not all in the background")
