@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from torchscope import analyzers  # noqa: E402
-from torchscope.analyzers.core.result import NotApplicable
+from torchscope.analyzers.core.result import NotApplicable  # noqa: E402
 from torchscope.analyzers.core.registry import load_analyzers  # noqa: E402
 from torchscope.analyzers.core.trace import TraceSet  # noqa: E402
 
@@ -33,15 +33,18 @@ def _largest_trace() -> Path:
 
 
 def _analyze_each(data, specs) -> dict[str, float]:
-    """Run every analyzer once (as run_all would) and return seconds per analyzer."""
+    """Run every analyzer once, as run_all does (needs first, their results passed in); seconds per analyzer."""
     per: dict[str, float] = {}
     traces = list(data) if isinstance(data, TraceSet) else [data]
+    results: dict[tuple[str, int | None], object] = {}
     for name, spec in specs.items():
         t0 = time.perf_counter()
         targets = ([data] if isinstance(data, TraceSet) and len(data) > 1 else []) if spec.scope == "set" else traces
         for target in targets:
+            rank = getattr(target, "rank", None)
+            given = {f"{need}_result": results.get((need, rank)) for need in spec.needs}
             try:
-                spec.func(target)
+                results[(name, rank)] = spec.func(target, **given)
             except NotApplicable:
                 pass
         per[name] = time.perf_counter() - t0
