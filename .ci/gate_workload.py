@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import the repos
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from torchscope import profiler  # noqa: E402
+import torchscope  # noqa: E402
 
 SEED = 1234
 DIM, HIDDEN, BATCH = 64, 128, 32
@@ -56,7 +56,7 @@ def record_dense(out_dir: Path, variant: str = "baseline") -> Path:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = BATCH * 2 if variant == "double_work" else BATCH
     gen = torch.Generator().manual_seed(SEED)
-    with profiler.profile(_fresh(out_dir), model=model, with_flops=True, record_shapes=True, power=False,
+    with torchscope.profile(_fresh(out_dir), model=model, with_flops=True, record_shapes=True, power=False,
                           host_roofline=False, schedule={"wait": 1, "warmup": 1, "active": ACTIVE_STEPS}) as prof:
         for _ in range(ACTIVE_STEPS + 2):
             x = torch.randn(batch, DIM, generator=gen)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from torchscope import profiler  # noqa: E402
+import torchscope  # noqa: E402
 from torchscope.profiler import workloads  # noqa: E402
 
 TARGET_LIGHT_VS_BARE = 1.03
@@ -72,10 +72,10 @@ def run_mode(mode: str, steps: int, out: Path, seed: int = 0,
     if mode == "bare":
         d = _loop(steps, None, seed, clock)
     elif mode == "light":
-        with profiler.profile(out / "light", kineto=False, host_roofline=False, handle_sigterm=False) as prof:
+        with torchscope.profile(out / "light", kineto=False, host_roofline=False, handle_sigterm=False) as prof:
             d = _loop(steps, prof, seed, clock)
     elif mode == "full":
-        with profiler.profile(out / "full", schedule=_schedule_kwargs(steps), host_roofline=False,
+        with torchscope.profile(out / "full", schedule=_schedule_kwargs(steps), host_roofline=False,
                               handle_sigterm=False) as prof:
             d = _loop(steps, prof, seed, clock)
     elif mode == "torch":
@@ -84,7 +84,7 @@ def run_mode(mode: str, steps: int, out: Path, seed: int = 0,
         def ready(p: Any) -> None:
             p.export_chrome_trace(str(out / "torch.json"))
 
-        with torch.profiler.profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+        with torch.torchscope.profile(activities=[ProfilerActivity.CPU], record_shapes=True,
                                     schedule=schedule(**_schedule_kwargs(steps)), on_trace_ready=ready) as prof:
             d = _loop(steps, prof, seed, clock)
     else:

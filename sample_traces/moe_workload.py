@@ -260,10 +260,10 @@ def _fresh(out_dir: Path | str) -> Path:
 def record_moe_train(out_dir: Path | str, model: TinyMoeLM, opt: torch.optim.Optimizer, data: torch.Tensor,
                      gen: torch.Generator, *, steps: int = 5, sample_tokens: int = 32) -> Path:
     """Record `steps` further training steps of `model` into the run bundle `out_dir`."""
-    from torchscope import profiler  # noqa: PLC0415 - the sample scripts import the package lazily
+    import torchscope  # noqa: PLC0415 - the sample scripts import the package lazily
 
     model.train()
-    with profiler.profile(_fresh(out_dir), model=model, schedule={"wait": 0, "warmup": 1, "active": steps - 1},
+    with torchscope.profile(_fresh(out_dir), model=model, schedule={"wait": 0, "warmup": 1, "active": steps - 1},
                           moe_sample_tokens=sample_tokens, record_shapes=False, host_roofline=False) as prof:
         for _ in range(steps):
             x, y = _batch(data, gen)
@@ -275,12 +275,12 @@ def record_moe_train(out_dir: Path | str, model: TinyMoeLM, opt: torch.optim.Opt
 def record_moe_generate(out_dir: Path | str, model: TinyMoeLM, *, new_tokens: int = 48, seed: int = SEED,
                         sample_tokens: int = 32) -> tuple[Path, list[str]]:
     """Record generation (one step per prompt: prefill + decode) into `out_dir`; returns the bundle and the texts."""
-    from torchscope import profiler  # noqa: PLC0415
+    import torchscope  # noqa: PLC0415
 
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     texts = []
-    with profiler.profile(_fresh(out_dir), model=model, schedule={"wait": 0, "warmup": 1, "active": len(PROMPTS) - 1},
+    with torchscope.profile(_fresh(out_dir), model=model, schedule={"wait": 0, "warmup": 1, "active": len(PROMPTS) - 1},
                           moe_sample_tokens=sample_tokens, record_shapes=False, host_roofline=False) as prof:
         for prompt in PROMPTS:
             ids = torch.tensor([list(prompt.encode())])

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))  # run as a script from anywhere: import th
 
 import torch  # noqa: E402
 
-from torchscope import profiler  # noqa: E402
+import torchscope  # noqa: E402
 from torchscope.profiler import workloads  # noqa: E402
 
 WORKLOADS: dict[str, Callable[[Path], Path | list[Path]]] = {}
@@ -50,7 +50,7 @@ def _fresh(out_root: Path, name: str) -> Path:
 def cnn_train(out_root: Path) -> Path:
     """(a) SmallCNN on synthetic quadrant images: 12 steps, steps 8-10 profiled."""
     run = _fresh(out_root, "cnn_train")
-    with profiler.profile(run, schedule=dict(wait=7, warmup=1, active=3)) as prof:
+    with torchscope.profile(run, schedule=dict(wait=7, warmup=1, active=3)) as prof:
         workloads.cnn_train_loop(12, prof)
     return run
 
@@ -60,7 +60,7 @@ def cnn_train(out_root: Path) -> Path:
 def gpt_train(out_root: Path) -> Path:
     """(b) GPT-style decoder trained on stdlib source text: 60 steps, steps 55-58 profiled."""
     run = _fresh(out_root, "gpt_train")
-    with profiler.profile(run, schedule=dict(wait=54, warmup=1, active=4)) as prof:
+    with torchscope.profile(run, schedule=dict(wait=54, warmup=1, active=4)) as prof:
         workloads.gpt_train_loop(60, prof)
     return run
 
@@ -79,7 +79,7 @@ def _ddp_worker(rank: int, world: int, port: int, run: str) -> None:
         model = torch.nn.parallel.DistributedDataParallel(workloads.GPT(cfg))
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         batches = workloads.text_batches(8, cfg.seq, seed=rank)  # each rank reads its own shard
-        with profiler.profile(run, schedule=dict(wait=16, warmup=1, active=3),
+        with torchscope.profile(run, schedule=dict(wait=16, warmup=1, active=3),
                               host_roofline=(rank == 0)) as prof:
             for _ in range(20):
                 x, y = next(batches)
