@@ -13,15 +13,7 @@ import pytest
 from torchscope import analyzers
 from torchscope.analyzers import Trace, TraceError, TraceSet
 from torchscope.analyzers.io import loader
-
-GOOD_EVENTS = [
-    {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": 100.5, "dur": 10,
-     "args": {"External id": 3}},
-    {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 104, "dur": 5.25,
-     "args": {"stream": 7, "device": 0, "correlation": 9}},
-    {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 101, "dur": 2,
-     "args": {"correlation": 9}},
-]
+from tests.analyzers.io.kineto_events import GOOD_EVENTS
 
 
 def _trace_doc(rank: int | None = None, world_size: int = 2) -> dict:
