@@ -1,9 +1,9 @@
 """`torchscope diff BASE NEW` / `trace-diff BASE NEW`: a performance and energy regression gate.
 
 Each side is one or more runs (trace files, folders of per-rank traces, run bundles, or a folder
-holding several run bundles = repeated runs). For every run the metrics of `diff_metrics` are
+holding several run bundles = repeated runs). For every run the metrics of `diff.metrics` are
 taken over the selected steps (warm-up skipped by default); repeated runs pool their samples.
-Each metric is then compared with `diff_stats` (thresholds plus a significance test for noisy
+Each metric is then compared with `diff.stats` (thresholds plus a significance test for noisy
 metrics, exact comparison for deterministic ones).
 
 What gates (``--gate``):
