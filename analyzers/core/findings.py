@@ -42,6 +42,8 @@ class Finding:
     page: Page = "overview"
 
     def __post_init__(self) -> None:
+        if not FINDING_ID_RE.match(self.id) or self.id.split(".", 1)[0] != self.analyzer:
+            raise ValueError(f"finding id must read '{self.analyzer}.<rule>' (snake_case), got {self.id!r}")
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
         if self.page not in PAGES:

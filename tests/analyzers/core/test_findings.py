@@ -57,3 +57,11 @@ def test_to_dict_is_plain_json_with_non_finite_evidence_as_null():
 def test_findings_are_frozen():
     with pytest.raises(AttributeError):
         _finding().severity = "critical"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("id_,analyzer", [("data_loader_bound", "training_loop"),
+                                          ("memory.near_capacity", "training_loop"),
+                                          ("stragglers.straggler_rank_3", "communication")])
+def test_an_id_off_the_scheme_or_of_another_analyzer_is_refused_at_construction(id_, analyzer):
+    with pytest.raises(ValueError, match="finding id must read"):
+        _finding(id=id_, analyzer=analyzer)
