@@ -3,15 +3,17 @@
 Each side is one or more runs (trace files, folders of per-rank traces, run bundles, or a folder
 holding several run bundles = repeated runs). For every run the metrics of `diff.metrics` are
 taken over the selected steps (warm-up skipped by default); repeated runs pool their samples.
-Each metric is then compared with `diff.stats` (thresholds plus a significance test for noisy
-metrics, exact comparison for deterministic ones).
+Each metric is then compared with `diff.stats`: every row, sampled or deterministic, changes
+only beyond ``--threshold`` (relative) and ``--min-delta`` (absolute, per unit); noisy metrics must
+also pass a one-sided significance test. ``--threshold 0`` compares the deterministic rows exactly.
 
 What gates (``--gate``):
   ``headline``       (default) the headline metrics: step time, communication time, energy per step,
                      peak memory (device; host RSS on CPU-only runs), MoE imbalance/drop rate, and
                      the deterministic work counts;
   ``deterministic``  only the deterministic headline metrics (ops, kernels, FLOPs, bytes per step,
-                     MoE tokens per expert): what our own CI gates on a shared CPU machine;
+                     MoE tokens per expert): what our own CI gates on a shared CPU machine
+                     (with ``--threshold 0``, so that one extra op per step trips it);
   ``all``            every row, per-kernel and per-operator ones too, with the p-values adjusted
                      for multiple comparisons (Benjamini-Hochberg; Bonferroni for bootstrap rows).
 
@@ -256,7 +258,9 @@ def diff_runs(base: SideInfo, new: SideInfo, options: DiffOptions = DiffOptions(
                                                     base=b.value if b else None, new=n.value if n else None,
                                                     n_base=int(b is not None), n_new=int(n is not None))
             else:
-                comparisons[key] = compare_exact(b.value, n.value, direction=proto.direction)
+                comparisons[key] = compare_exact(b.value, n.value, direction=proto.direction,
+                                                 threshold=options.threshold,
+                                                 min_delta=_min_delta(options, proto.unit))
         else:
             sampled_keys.append(key)
     gated = {k: _is_gated(b_metrics.get(k) or n_metrics[k], options.gate) for k in keys}

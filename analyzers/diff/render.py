@@ -2,6 +2,7 @@
 
 Every number reaches people through ``report/units.py`` (ns → ms, bytes → MiB, mJ → J, shares as
 percentages); the JSON is ``DiffReport.to_dict`` (``report/json.to_jsonable``: NaN/inf → null).
+A p-value is that of the one-sided test in the direction the medians moved, and says so.
 Markdown puts the verdict first and folds the details; JSON has one row per metric key with base,
 new, delta, ratio, interval, p_value and verdict; JUnit has one test case per gated metric.
 """
@@ -77,10 +78,10 @@ def _change(row: DiffRow) -> str:
 def _evidence(row: DiffRow) -> str:
     c = row.comparison
     if c.method == "mann-whitney":
-        return f"p={format_number(c.p_value)} (U test, n={c.n_base}/{c.n_new})"
+        return f"p={format_number(c.p_value)} (one-sided U test, n={c.n_base}/{c.n_new})"
     if c.method == "bootstrap" and c.interval is not None:
         lo, hi = (format_quantity(x, row.unit) for x in c.interval)
-        return f"Δ∈[{lo}, {hi}] (bootstrap, n={c.n_base}/{c.n_new})"
+        return f"Δ∈[{lo}, {hi}] (one-sided bootstrap, n={c.n_base}/{c.n_new})"
     if c.method == "bootstrap":
         return f"bootstrap, n={c.n_base}/{c.n_new}"
     if c.method == "single":
@@ -89,8 +90,12 @@ def _evidence(row: DiffRow) -> str:
 
 
 def _label(row: DiffRow) -> str:
-    """Verdict as shown: kernel and operator timings read "slower"/"faster"."""
+    """Verdict as shown: kernel and operator timings read "slower"/"faster"; a change the thresholds let
+    pass reads "within threshold" (the JSON verdict stays "unchanged")."""
     v = row.verdict
+    delta = row.comparison.delta
+    if v == "unchanged" and isinstance(delta, (int, float)) and delta != 0 and math.isfinite(delta):
+        return "within threshold"
     if row.group in ("kernel", "operator") and row.unit == "ns":
         v = {"regression": "slower", "improvement": "faster"}.get(v, v)
     return v.replace("_", " ")

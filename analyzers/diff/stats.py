@@ -12,7 +12,12 @@ A sampled metric (per-step times, per-step energy, ...) regresses only when all 
    once per run, such as peak memory.
 
 Deterministic metrics (op and kernel counts, FLOPs, bytes, MoE expert counts) are compared
-exactly: any difference is a change; with a direction it is a regression or an improvement.
+exactly, without a test: a difference is a change (with a direction, a regression or an
+improvement) once it passes the same two thresholds, ``threshold`` and ``min_delta``, that a
+sampled metric must pass. A list (tokens per expert) changes by its total absolute difference,
+relative to the base's total. ``threshold=0`` and ``min_delta=0`` make any difference a change.
+
+The p-value shown is that of the one-sided test in the direction the medians moved.
 
 Verdicts: ``regression``, ``improvement``, ``changed`` (a deterministic change without a
 direction), ``unchanged``, ``not_significant`` (over both thresholds but within noise), ``added``
@@ -165,8 +170,10 @@ def compare_samples_many(
     return out
 
 
-def compare_exact(base: float | list | None, new: float | list | None, *, direction: int = 0) -> Comparison:
-    """Compare a deterministic value (a number, or a list such as per-expert counts) exactly."""
+def compare_exact(base: float | list | None, new: float | list | None, *, direction: int = 0,
+                  threshold: float = 0.0, min_delta: float = 0.0) -> Comparison:
+    """Compare a deterministic value (a number, or a list such as per-expert counts); a change must pass both
+    ``threshold`` (relative, a fraction) and ``min_delta`` (absolute, in the value's unit)."""
     if base is None or new is None:
         return compare_presence(base is not None, new is not None, base=base, new=new,
                                 n_base=int(base is not None), n_new=int(new is not None))
@@ -179,17 +186,17 @@ def compare_exact(base: float | list | None, new: float | list | None, *, direct
         # Delta of a distribution: the total absolute difference (for expert counts: tokens moved × 2).
         delta = float(np.abs(n - b).sum())
         same = bool(np.allclose(b, n, rtol=EXACT_RTOL, atol=0.0))
+        total = float(np.abs(b).sum())
+        verdict = "unchanged" if same else _verdict(total, total + delta, delta, 0, threshold, min_delta, True)
         return Comparison([float(x) for x in b], [float(x) for x in n], delta, None, None, None, "exact",
-                          "unchanged" if same else "changed", 1, 1)
+                          verdict, 1, 1)
     b, n = float(base), float(new)
     delta = n - b
     ratio = n / b if b != 0 else (None if n == 0 else math.inf)
     if math.isclose(b, n, rel_tol=EXACT_RTOL, abs_tol=0.0):
         verdict = "unchanged"
-    elif direction == 0:
-        verdict = "changed"
-    else:
-        verdict = "regression" if delta * direction > 0 else "improvement"
+    else:  # the thresholds a sampled metric passes, with nothing to test: a deterministic value has no noise
+        verdict = _verdict(b, n, delta, direction, threshold, min_delta, True)
     return Comparison(b, n, delta, ratio, None, None, "exact", verdict, 1, 1)
 
 

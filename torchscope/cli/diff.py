@@ -13,15 +13,25 @@ from torchscope.analyzers.diff.metrics import DEFAULT_WARMUP_STEPS, StepSelectio
 from torchscope.analyzers.diff.model import DEFAULT_MIN_DELTA, FAIL_ON, GATES, DiffOptions, diff_paths, parse_min_delta
 from torchscope.analyzers.diff.stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 
-__all__ = ["register", "run_command"]
+__all__ = ["register", "run_command", "invoked_prog", "TRACE_DIFF_PROG"]
+
+#: The alias's program name (`trace-diff BASE NEW`, the console script that runs `torchscope diff`).
+TRACE_DIFF_PROG = "trace-diff"
+
+
+def invoked_prog(argv0: str | None = None) -> str | None:
+    """``TRACE_DIFF_PROG`` when the process runs as the `trace-diff` script (``sys.argv[0]``), else None."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).name
+    return TRACE_DIFF_PROG if name in (TRACE_DIFF_PROG, f"{TRACE_DIFF_PROG}.exe") else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `diff` subcommand (also reached as `trace-diff`)."""
+    """Add the `diff` subcommand; run as `trace-diff`, its usage, help and errors say `trace-diff`."""
     from torchscope.analyzers.diff.render import FORMATS
 
+    prog = invoked_prog()
     p = subparsers.add_parser(
-        "diff", help="compare two runs and exit 1 when NEW regressed",
+        "diff", help="compare two runs and exit 1 when NEW regressed", **({"prog": prog} if prog else {}),
         description="Compare BASE and NEW (trace files, run bundles, folders of repeated runs) and exit 1 "
                     "when NEW regressed. Exit codes: 0 ok, 1 regression, 2 bad input or usage.")
     p.add_argument("base", metavar="BASE", help="baseline: a trace, a run bundle, or a folder of run bundles")
@@ -49,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", action="append", default=[], metavar="PATH",
                    help="write a report; its format follows the suffix (.json .md .xml .txt) (repeatable)")
     p.add_argument("--top", type=int, default=15, help="diagnostic rows shown in the text reports (default 15)")
-    p.set_defaults(func=run_command)
+    p.set_defaults(func=run_command, diff_prog=p.prog)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -61,7 +71,7 @@ def run_command(args: argparse.Namespace) -> int:
         targets = [_format_target(spec, FORMATS) for spec in args.format]
         targets += [(format_for_path(path), path) for path in args.output]
     except ValueError as exc:
-        sys.stderr.write(f"torchscope diff: error: {exc}\n")
+        sys.stderr.write(f"{getattr(args, 'diff_prog', 'torchscope diff')}: error: {exc}\n")
         return 2
     if not any(path is None for _, path in targets):
         targets.insert(0, ("text", None))

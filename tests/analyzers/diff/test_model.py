@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import pytest
 
@@ -77,6 +79,26 @@ def test_threshold_and_min_delta_options(capsys, pair):
     assert _diff(capsys, str(pair["base"]), str(pair["slow"]), "--threshold", "20%")[0] == 0
     assert _diff(capsys, str(pair["base"]), str(pair["slow"]), "--min-delta", "5ms")[0] == 0
     assert _diff(capsys, str(pair["base"]), str(pair["slow"]), "--min-delta", "0.5ms")[0] == 1
+
+
+def test_deterministic_rows_respect_threshold_and_min_delta(capsys, tmp_path):
+    # 60 vs 61 ops (and kernels) per step: +1.7 %, under the default 5 % threshold
+    ops = ("aten::mm", *("aten::add",) * 59)
+    base = write_trace(tmp_path / "base.json.gz", [10.0] * 6, ops=ops)
+    more = write_trace(tmp_path / "more.json.gz", [10.0] * 6, ops=(*ops, "aten::add"))
+    args = ("--gate", "deterministic", "--fail-on", "change")
+    code, out, _ = _diff(capsys, str(base), str(more), *args)
+    assert code == 0 and out.startswith("trace-diff: OK"), out
+    line = next(x for x in out.splitlines() if "work/kernels_per_step" in x)
+    assert "+1.7%" in line and "within threshold" in line, line
+    code, out, _ = _diff(capsys, str(base), str(more), *args, "--threshold", "1%")
+    assert code == 1 and "work/ops_per_step" in out
+    exact = DiffOptions(threshold=0.0, gate="deterministic", fail_on="change")
+    assert diff_paths([base], [more], exact).exit_code == 1
+    # one op more per step is at most the absolute change allowed in counts: no change
+    loose = replace(exact, min_delta={**exact.min_delta, "count": 1.0})
+    report = diff_paths([base], [more], loose)
+    assert report.row("work/ops_per_step").verdict == "unchanged" and report.exit_code == 0
 
 
 def test_gate_all_adjusts_for_multiple_comparisons(pair):
@@ -185,6 +207,22 @@ def test_bad_input_is_one_line_and_exit_2(capsys, pair, tmp_path, argv, needle):
 def test_trace_diff_alias(capsys, pair):
     assert trace_diff_main([str(pair["base"]), str(pair["slow"]), "--fail-on", "never"]) == 0
     assert "step/time" in capsys.readouterr().out
+
+
+def test_trace_diff_help_and_errors_say_trace_diff(capsys, monkeypatch, pair):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/trace-diff"])  # as the console script runs
+    with pytest.raises(SystemExit) as exc:
+        trace_diff_main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: trace-diff ") and "torchscope diff" not in out
+    assert trace_diff_main([str(pair["base"]), str(pair["base"]), "--format", "yaml"]) == 2
+    assert capsys.readouterr().err.startswith("trace-diff: error: unknown format 'yaml'")
+    # the subcommand keeps its own name
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/torchscope"])
+    with pytest.raises(SystemExit):
+        main(["diff", "--help"])
+    assert capsys.readouterr().out.startswith("usage: torchscope diff ")
 
 
 def test_parse_min_delta():

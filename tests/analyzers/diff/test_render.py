@@ -63,10 +63,11 @@ def test_text_shows_units_changes_and_verdicts(report):
     assert out.startswith("trace-diff: REGRESSION: 1 of 5 gated metrics regressed")
     assert "threshold 5.0%" in out
     step = next(line for line in out.splitlines() if "step/time" in line)
-    assert "10 ms" in step and "11.5 ms" in step and "+15.0%" in step and "U test, n=8/8" in step
+    assert "10 ms" in step and "11.5 ms" in step and "+15.0%" in step
+    assert "one-sided U test, n=8/8" in step  # the sidedness is said where the p-value is
     assert "1 GiB" in next(line for line in out.splitlines() if "peak_allocated" in line)
     energy = next(line for line in out.splitlines() if "energy/per_step" in line)
-    assert "2 J" in energy and "not significant" in energy and "Δ∈[-50 mJ, 250 mJ]" in energy
+    assert "2 J" in energy and "not significant" in energy and "Δ∈[-50 mJ, 250 mJ] (one-sided bootstrap" in energy
     # a kernel timing reads slower/faster; a row missing on one side shows the missing marker
     assert "slower" in next(line for line in out.splitlines() if "kernel_time/" in line)
     added = next(line for line in out.splitlines() if "op_count/aten::relu" in line)

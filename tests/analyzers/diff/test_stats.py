@@ -113,6 +113,25 @@ def test_exact_values():
     assert compare_exact(0.1 + 0.2, 0.3).verdict == "unchanged"  # round-off is not a change
 
 
+def test_exact_values_pass_the_same_thresholds_as_sampled_ones():
+    # +1.1 % kernels per step under a 5 % threshold: not a change (the bug of issue 14)
+    assert compare_exact(1428.0, 1444.0, threshold=0.05).verdict == "unchanged"
+    assert compare_exact(1428.0, 1444.0, threshold=0.01).verdict == "changed"
+    assert compare_exact(1428.0, 1444.0, threshold=0.01, direction=1).verdict == "regression"
+    # an absolute change at or under min_delta is none either, however large relatively
+    assert compare_exact(2.0, 4.0, threshold=0.05, min_delta=2.0).verdict == "unchanged"
+    assert compare_exact(2.0, 4.1, threshold=0.05, min_delta=2.0).verdict == "changed"
+    # a sampled metric of the same values reaches the same verdicts
+    assert compare_samples([1428.0], [1444.0], direction=0, threshold=0.05).verdict == "unchanged"
+    assert compare_samples([1428.0], [1444.0], direction=0, threshold=0.01).verdict == "changed"
+
+
+def test_exact_vectors_change_by_their_total_absolute_difference():
+    # 2 of 400 tokens moved: an absolute difference of 4, 1 % of the base total
+    assert compare_exact([100, 100, 100, 100], [102, 98, 100, 100], threshold=0.01).verdict == "unchanged"
+    assert compare_exact([100, 100, 100, 100], [102, 98, 100, 100], threshold=0.005).verdict == "changed"
+
+
 def test_exact_vectors():
     assert compare_exact([4, 4, 4, 4], [4.0, 4.0, 4.0, 4.0]).verdict == "unchanged"
     c = compare_exact([4, 4, 4, 4], [6, 2, 4, 4])
