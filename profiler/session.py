@@ -21,6 +21,20 @@ Recorders: Kineto (torch.profiler, on a wait/warmup/active/repeat schedule), the
 (NVML, host, CUDA memory), the annotation hooks and the MoE router recorder. Each runs under its
 own Guard: a failure is logged once and stops that recorder only. The user's exceptions pass
 through unchanged after everything is flushed; SIGTERM flushes and then chains the previous handler.
+
+Run status: the final manifest says ``"complete": true`` only when the loop ended normally. When it
+ends by an exception (KeyboardInterrupt included) or SIGTERM, it says ``"complete": false``, with
+``"ended_by"`` ({"kind": "exception" | "KeyboardInterrupt" | "SIGTERM", "type", "message"}) and
+``"incomplete_reason"`` (one line for people). A job killed outright keeps the start-of-run manifest
+(``"complete": false``, ``"ended_at_ns": null``).
+
+One profile() records at a time per process: starting one while another (or torch.profiler) is
+recording raises RuntimeError (Kineto is process-global; nesting would corrupt both recordings).
+
+Quiet recording: Kineto logs ``USDT: ... profiler_start/profiler_stop`` lines to stderr at every
+recording; torch silences them only through the ``KINETO_LOG_LEVEL`` environment variable, read once,
+when the process first starts a profiler. profile() sets it to 6 (above Kineto's ERROR and USDT
+levels) unless the user set it; a process that ran torch.profiler before torchscope keeps its level.
 """
 
 from __future__ import annotations
@@ -45,7 +59,44 @@ from torchscope.profiler.guard import Guard, logger
 from torchscope.profiler.manifest import build_manifest, describe_devices
 from torchscope.profiler.options import DEFAULT_SAMPLE_INTERVAL_MS, DEFAULT_SCHEDULE, ProfileOptions
 
-__all__ = ["profile", "schedule", "ProfileOptions", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS"]
+__all__ = ["profile", "schedule", "ProfileOptions", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS",
+           "KINETO_QUIET_LEVEL"]
+
+#: KINETO_LOG_LEVEL above every Kineto level (VERBOSE 0 ... ERROR 4, USDT 5): no Kineto lines on stderr
+KINETO_QUIET_LEVEL = 6
+
+#: the profile() recording in this process, if any (one at a time: Kineto is process-global)
+_ACTIVE: list["profile"] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _torch_profiler_enabled() -> bool:
+    try:
+        import torch  # noqa: PLC0415
+
+        return bool(torch._C._autograd._profiler_enabled())
+    except Exception:  # noqa: BLE001 - cannot tell: assume not
+        return False
+
+
+def _end_status(exc: BaseException | None, signal_name: str | None = None) -> dict[str, Any] | None:
+    """Manifest ``ended_by`` for a run ended by `exc` or by the signal `signal_name` (None: ended normally)."""
+    if signal_name is not None:
+        return {"kind": signal_name, "type": None, "message": f"the job received {signal_name}"}
+    if exc is None:
+        return None
+    kind = "KeyboardInterrupt" if isinstance(exc, KeyboardInterrupt) else "exception"
+    return {"kind": kind, "type": type(exc).__name__, "message": str(exc)}
+
+
+def _reason_line(ended_by: dict[str, Any]) -> str:
+    """One line for people from a manifest ``ended_by``."""
+    if ended_by["kind"] == "exception":
+        msg = ended_by["message"].splitlines()[0] if ended_by["message"] else ""
+        return f"the loop raised {ended_by['type']}" + (f": {msg}" if msg else "")
+    if ended_by["kind"] == "KeyboardInterrupt":
+        return "the loop was interrupted (KeyboardInterrupt)"
+    return ended_by["message"]
 
 
 def _cuda_available() -> bool:
@@ -113,6 +164,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         self._prev_sigterm: Any = None
         self._sigterm_installed = False
         self._started_at_ns = 0
+        self._ended_by: dict[str, Any] | None = None
         self._guards: dict[str, Guard] = {}
         self.trace_file: Path | None = None
 
@@ -122,7 +174,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        self.stop()
+        self.stop(error=exc if exc is not None else (exc_type() if exc_type is not None else None))
         return False  # the user's exception, if any, propagates unchanged
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -147,10 +199,21 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         return g
 
     def start(self) -> "profile":
-        """Start every recorder; returns self."""
+        """Start every recorder; returns self (RuntimeError if another profile is recording in this process)."""
         with self._lock:
             if self._state != "new":
                 raise RuntimeError("this profile() was already started; create a new one to record again")
+            with _ACTIVE_LOCK:
+                if _ACTIVE:
+                    raise RuntimeError(
+                        f"torchscope.profile({str(self.run_dir)!r}) cannot start: profile({str(_ACTIVE[0].run_dir)!r}) "
+                        "is already recording in this process; nested or concurrent profiles are not supported "
+                        "(stop the first one, or use prof.phase(name) to mark a part of its run)")
+                if self.config.kineto and _torch_profiler_enabled():
+                    raise RuntimeError(
+                        f"torchscope.profile({str(self.run_dir)!r}) cannot start: torch.profiler is already "
+                        "recording in this process; stop it first (torchscope drives torch.profiler itself)")
+                _ACTIVE.append(self)
             self._state = "running"
         try:
             self._start()
@@ -160,7 +223,13 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             with contextlib.suppress(Exception):
                 self._abandon()
             self._state = "failed"
+            self._release()
         return self
+
+    def _release(self) -> None:
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
 
     def _abandon(self) -> None:
         """Undo whatever a failed start() had set up."""
@@ -266,17 +335,26 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             logger.warning("torchscope: watch_router(%s) failed, that module is not recorded: %s: %s",
                            type(module).__name__, type(exc).__name__, exc)
 
-    def stop(self) -> Path:
-        """Stop every recorder, write the trace and the final manifest; returns the run folder."""
+    def stop(self, *, error: BaseException | None = None) -> Path:
+        """Stop every recorder, write the trace and the final manifest; returns the run folder.
+
+        `error`: the exception that ended the loop, if any; the manifest then says ``complete: false``
+        and why (the context manager passes it; callbacks of frameworks pass theirs).
+        """
+        return self._stop(_end_status(error))
+
+    def _stop(self, ended_by: dict[str, Any] | None) -> Path:
         with self._lock:
             if self._state != "running":
                 return self.run_dir
             self._state = "stopping"
+        self._ended_by = ended_by
         try:
             self._finish()
         finally:
             self._state = "stopped"
             self._restore_sigterm()
+            self._release()
         return self.run_dir
 
     # ---- recorders ----------------------------------------------------------------------------
@@ -356,6 +434,8 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             self._guard("moe").call(self._ensure_moe_attached, root)
 
     def _start_kineto(self) -> None:
+        # before torch first starts Kineto, which reads it once (see the module docstring)
+        os.environ.setdefault("KINETO_LOG_LEVEL", str(KINETO_QUIET_LEVEL))
         import torch  # noqa: PLC0415
         from torch.profiler import ProfilerActivity  # noqa: PLC0415
 
@@ -460,7 +540,10 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             started_at_ns=self._started_at_ns, ended_at_ns=ended_at_ns if ended else None,
             devices=self._devices, options=self.options, recorded=recorded, unavailable=unavailable,
             host_roofline=self._roofline, user_counts=user_counts,
-            extra={"steps": self.step_num, "complete": ended, "model": self._model_info()})
+            extra={"steps": self.step_num, "complete": ended and self._ended_by is None,
+                   "ended_by": self._ended_by if ended else None,
+                   "incomplete_reason": _reason_line(self._ended_by) if ended and self._ended_by else None,
+                   "model": self._model_info()})
         with contextlib.suppress(Exception):
             bundle.write_json_atomic(bundle.manifest_path(self.run_dir, self.rank), manifest)
 
@@ -497,7 +580,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         prev = self._prev_sigterm
         with contextlib.suppress(Exception):
-            self.stop()
+            self._stop(_end_status(None, "SIGTERM"))
         if callable(prev):
             prev(signum, frame)
         elif prev == signal.SIG_IGN:

@@ -168,7 +168,10 @@ def test_user_exception_propagates_after_flush_and_hooks_are_removed(tmp_path):
     assert not model._forward_hooks and not model._forward_pre_hooks
     assert not any(t.name == "torchscope-sampler" for t in threading.enumerate())
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["steps"] == 4
+    # flushed, but the loop did not finish: not complete, and the manifest says why
+    assert manifest["complete"] is False and manifest["steps"] == 4 and manifest["ended_at_ns"] is not None
+    assert manifest["ended_by"] == {"kind": "exception", "type": "ValueError", "message": "user failure at step 4"}
+    assert manifest["incomplete_reason"] == "the loop raised ValueError: user failure at step 4"
     assert {"ProfilerStep#2", "ProfilerStep#3"} <= {e.get("name") for e in _trace(run)["traceEvents"]}
 
 

@@ -58,7 +58,9 @@ def test_sigterm_flushes_then_default_action(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == -signal.SIGTERM  # the default action still happens
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["complete"] is True and manifest["steps"] == 4
+    # flushed and final (ended_at_ns), but the loop did not finish: complete is false, and says why
+    assert manifest["complete"] is False and manifest["steps"] == 4 and manifest["ended_at_ns"] is not None
+    assert manifest["ended_by"]["kind"] == "SIGTERM" and "SIGTERM" in manifest["incomplete_reason"]
     with gzip.open(run / "rank0.trace.json.gz") as fh:
         trace = json.load(fh)
     assert any(e.get("name", "").startswith("ProfilerStep#") for e in trace["traceEvents"])
@@ -71,7 +73,8 @@ def test_sigterm_chains_previous_handler(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 7 and "previous handler ran" in out
-    assert json.loads((run / "manifest.json").read_text())["complete"] is True
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["complete"] is False and manifest["ended_by"]["kind"] == "SIGTERM"
 
 
 @pytest.mark.slow
