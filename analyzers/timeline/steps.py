@@ -18,14 +18,22 @@ step annotation that outlasts the next one's start is cut there. ``step_windows`
 
 Two variants exist, each for one reason:
 
-* ``windows_or_span``: the step windows, or the whole trace span as a single window ``step = -1``
-  when the trace has no ``ProfilerStep`` (a trace of a few iterations, or of inference): analyses
-  that report "per step" then report the whole trace.
+* ``windows_or_span``: the step windows, or the whole trace span as a single window
+  ``step = WHOLE_TRACE`` (-1) when the trace has no ``ProfilerStep`` (a trace of a few iterations,
+  or of inference): analyses that report "per step" then report the whole trace. That window is
+  not a step: ``step_count`` is 0 for it, and ``window_label`` names it ``WHOLE_TRACE_LABEL``.
 * ``run_step_windows``: every step of the *run*, traced or not, from the bundle's ``steps`` JSONL
   stream (one ``{"step", "t_ns"}`` line per ``prof.step()``): the window of step N runs from the
   previous line's time (the manifest's ``started_at_ns`` for the first) to its own line's time.
   It exists for the samples streams (power, clocks), which cover untraced steps too; without such a
   stream it falls back to ``step_windows``.
+
+How many steps, and what each one processed
+--------------------------------------------
+``step_count`` is the one count of traced steps (what ``torchscope info`` and ``training_loop``
+report). ``user_counts`` gives, per step number, the ``tokens``/``samples`` the user passed to
+``prof.step(tokens=, samples=)``: the ``steps`` stream line of step N is written by the
+``prof.step()`` that ends ``ProfilerStep#N``; without a stream, the manifest's per-step means.
 
 Which step holds a time
 -----------------------
@@ -41,10 +49,15 @@ import pandas as pd
 
 from torchscope.analyzers.core.trace import Trace
 
-__all__ = ["step_windows", "run_step_windows", "windows_or_span", "step_of", "step_index", "WINDOW_COLUMNS"]
+__all__ = ["step_windows", "run_step_windows", "windows_or_span", "step_of", "step_index", "step_count",
+           "window_label", "user_counts", "WINDOW_COLUMNS", "WHOLE_TRACE", "WHOLE_TRACE_LABEL"]
 
 #: Columns of every step-window frame: step number, window start and end (half-open), int64 ns.
 WINDOW_COLUMNS = ("step", "start_ns", "end_ns")
+#: Step number of the one window ``windows_or_span`` gives a trace without steps (the whole trace; not a step).
+WHOLE_TRACE = -1
+#: How that window is named in summaries and tables.
+WHOLE_TRACE_LABEL = "whole trace"
 
 
 def _frame(step: np.ndarray, start_ns: np.ndarray, end_ns: np.ndarray) -> pd.DataFrame:
@@ -88,8 +101,43 @@ def windows_or_span(trace: Trace) -> pd.DataFrame:
     windows = step_windows(trace)
     if windows.empty:
         lo, hi = trace.span_ns
-        return _frame(np.array([-1]), np.array([lo]), np.array([hi]))
+        return _frame(np.array([WHOLE_TRACE]), np.array([lo]), np.array([hi]))
     return windows
+
+
+def step_count(trace: Trace) -> int:
+    """Number of traced steps (``ProfilerStep#N``); 0 for a trace without them (its whole-trace window is no step)."""
+    return int(len(step_windows(trace)))
+
+
+def window_label(step: int) -> str:
+    """How a window of ``windows_or_span`` is named: ``step N``, or ``WHOLE_TRACE_LABEL`` for the whole trace."""
+    return WHOLE_TRACE_LABEL if int(step) == WHOLE_TRACE else f"step {int(step)}"
+
+
+def user_counts(trace: Trace, steps: np.ndarray) -> pd.DataFrame:
+    """Per step number: the ``tokens`` and ``samples`` given to ``prof.step()`` (float, NaN when not given)."""
+    steps = np.asarray(steps, np.int64)
+    out = pd.DataFrame({"step": steps, "tokens": np.full(steps.size, np.nan), "samples": np.full(steps.size, np.nan)})
+    means = (trace.meta.manifest or {}).get("user_counts") or {}
+    if isinstance(means, dict):
+        for col in ("tokens", "samples"):
+            value = means.get(f"{col}_per_step")
+            if isinstance(value, (int, float)) and value > 0:
+                out[col] = float(value)
+    stream = trace.streams.get("steps") if trace.streams else None
+    if stream is None or stream.empty or "step" not in stream.columns:
+        return out
+    lines = stream.dropna(subset=["step"]).drop_duplicates("step", keep="last")
+    pos = pd.Index(lines["step"].to_numpy(np.int64)).get_indexer(steps)
+    for col in ("tokens", "samples"):
+        if col not in lines.columns:
+            continue
+        values = pd.to_numeric(lines[col], errors="coerce").to_numpy(np.float64)
+        got = np.where(pos >= 0, values[np.maximum(pos, 0)] if values.size else np.nan, np.nan)
+        known = ~np.isnan(got)
+        out.loc[known, col] = got[known]
+    return out
 
 
 def step_index(ts_ns: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

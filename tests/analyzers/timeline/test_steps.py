@@ -1,4 +1,5 @@
-"""Step windows: the one definition (until the next step starts), the run's steps stream, step lookup."""
+"""Step windows: the one definition (until the next step starts), the run's steps stream, step lookup,
+the step count and whole-trace label, and the user's per-step token/sample counts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from torchscope.analyzers.core.trace import Trace, TraceMeta
 from torchscope.analyzers.timeline import steps
+from tests.analyzers.synthetic_kineto import load_shared
 
 
 def _trace(rows: list[tuple[str, str, int, int]], *, streams=None, manifest=None) -> Trace:
@@ -36,7 +38,29 @@ def test_no_steps_gives_empty_windows_or_the_whole_span():
     trace = _trace([("aten::mm", "cpu_op", 10, 40), ("k", "kernel", 30, 70)])
     assert steps.step_windows(trace).empty
     w = steps.windows_or_span(trace)
-    assert w.to_dict("list") == {"step": [-1], "start_ns": [10], "end_ns": [100]}
+    assert w.to_dict("list") == {"step": [steps.WHOLE_TRACE], "start_ns": [10], "end_ns": [100]}
+    assert steps.step_count(trace) == 0  # the whole-trace window is no step
+    assert steps.window_label(int(w["step"].iloc[0])) == steps.WHOLE_TRACE_LABEL == "whole trace"
+
+
+def test_step_count_and_labels_on_real_traces(shared_traces):
+    v100 = load_shared(str(shared_traces), "v100_train_1rank.json.gz")
+    assert steps.step_count(v100) == 5 == len(steps.windows_or_span(v100))
+    assert [steps.window_label(s) for s in steps.step_windows(v100)["step"]] == [f"step {n}" for n in range(101, 106)]
+    alexnet = load_shared(str(shared_traces), "a100_alexnet.json.gz")
+    assert steps.step_count(alexnet) == 0 and len(steps.windows_or_span(alexnet)) == 1
+
+
+def test_user_counts_from_the_steps_stream_else_the_manifest_means():
+    stream = pd.DataFrame({"step": [0, 1, 2], "t_ns": [1000, 2000, 3500], "tokens": [65, 55, np.nan]})
+    trace = _trace([("ProfilerStep#1", "annotation", 1200, 300)], streams={"steps": stream},
+                   manifest={"user_counts": {"tokens_per_step": 60.0, "samples_per_step": 2.0}})
+    counts = steps.user_counts(trace, np.array([1, 2, 7]))
+    assert counts["step"].tolist() == [1, 2, 7]
+    assert counts["tokens"].tolist() == [55.0, 60.0, 60.0]  # a line's own count, else the run's mean
+    assert counts["samples"].tolist() == [2.0, 2.0, 2.0]
+    bare = steps.user_counts(_trace([("ProfilerStep#1", "annotation", 1200, 300)]), np.array([1]))
+    assert bare[["tokens", "samples"]].isna().all().all()
 
 
 def test_run_step_windows_come_from_the_steps_stream_else_fall_back():
