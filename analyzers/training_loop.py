@@ -1,9 +1,10 @@
 """Steps and phases of a training (or inference) loop: where each step's wall time goes.
 
 Steps are the step windows of ``timeline.steps`` (a ``ProfilerStep#N`` runs until the next one
-starts, the last to its own end); without them the whole trace is one step (``step = -1``; its
-time is "other" unless backward or optimizer ops show where forward ends). Inside a step, the
-time is split into exclusive phases, painted in the order
+starts, the last to its own end). Without them the whole trace is one window labelled
+``"whole trace"`` (``step = -1`` in the tables): it is no step, so ``steps`` is 0 and the step
+statistics are None; its time is "other" unless backward or optimizer ops show where forward ends.
+Inside a window, the time is split into exclusive phases, painted in the order
 data_loading, loss, optimizer, backward, forward (a later phase only gets time no earlier one
 claimed), and ``other`` is what is left:
 
@@ -12,10 +13,21 @@ claimed), and ``other`` is what is left:
   (``prefill``, ``decode``, ...) get their own ``<name>_ns`` columns, painted after the standard ones.
 * Otherwise phases are inferred from standard op names: ``enumerate(DataLoader)#...`` is data
   loading; ``Optimizer.step#...`` and ``Optimizer.zero_grad#...`` are optimizer; backward runs from
-  the first to the last ``autograd::engine::evaluate_function: ...`` op (whatever thread — the
-  autograd engine runs them on its own thread for GPU work); top-level ops whose name contains
-  ``loss`` on the step's thread are loss; forward is the rest of the step before backward starts
-  (before the optimizer when there is no backward; the whole rest for inference).
+  the first to the last backward op, whatever its thread: the autograd engine runs backward on its
+  own thread(s) while the step's main thread waits in ``loss.backward()``, so backward ops are
+  recognised by name, not thread: the ``autograd::engine::evaluate_function: ...`` wrappers (every
+  schema since 2021), else, where a trace has none, operators named ``*Backward*``/``*_backward``
+  and ``AccumulateGrad``. Top-level ops whose name contains ``loss`` on the step's thread are loss;
+  forward is the rest of the step before backward starts (before the optimizer when there is no
+  backward; the whole rest for inference).
+
+The run's ``mode``: ``training`` when any window has backward or optimizer time, else ``inference``
+(no loss, backward or optimizer phase is reported then), or ``unknown`` when the guess failed:
+no operator was recorded, or gradient collectives (all-reduce, reduce-scatter) ran with no backward
+nor optimizer op in sight (a training step whose operators were not traced; its time stays "other").
+``phase_confidence`` says how far to trust the split (``PHASE_CONFIDENCE``) and ``phase_note`` why.
+With ``prof.step(tokens=, samples=)`` counts, throughput is reported (tokens/s, samples/s over the
+steps' time).
 
 Per-module forward/backward time comes from our ``torchscope.module`` annotations (top-level
 modules: those none of whose dotted name prefixes is annotated too, e.g. ``tok``, ``blocks.0``,
@@ -26,6 +38,7 @@ modules: those none of whose dotted name prefixes is annotated too, e.g. ``tok``
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -36,15 +49,28 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
 from torchscope.analyzers.timeline.intervals import clip, merge_intervals, union_ns
 from torchscope.analyzers.timeline.nesting import outermost
-from torchscope.analyzers.timeline.steps import step_index, step_windows
+from torchscope.analyzers.timeline.steps import (WHOLE_TRACE_LABEL, step_count, step_index, user_counts,
+                                                 window_label, windows_or_span)
 
 __all__ = [
     "analyze", "PHASES", "DATA_LOADING_FINDING_FRACTION", "OPTIMIZER_FINDING_FRACTION",
     "SYNC_FINDING_FRACTION", "OUTLIER_FACTOR", "WARMUP_STEPS", "DATA_LOADING_CRITICAL_FRACTION",
     "SYNC_CRITICAL_FRACTION", "DATA_LOADER_BOUND", "SLOW_OPTIMIZER_STEP", "DEVICE_SYNC_IN_STEP", "SUMMARY_KEYS",
+    "MODES", "PHASE_CONFIDENCE", "INFERENCE_PHASES",
 ]
 
 PHASES = ("data_loading", "forward", "loss", "backward", "optimizer", "other")
+#: The phases an inference run reports (no loss, backward or optimizer).
+INFERENCE_PHASES = ("data_loading", "forward", "other")
+#: What the run is: backward/optimizer time seen, none seen, or the guess failed.
+MODES = ("training", "inference", "unknown")
+#: How far to trust the phase split, with what each level means.
+PHASE_CONFIDENCE = {
+    "high": "our phase annotations, or steps where every step shows the autograd engine's wrappers and the optimizer",
+    "medium": "inferred from op names with a gap: backward by operator names only, or some steps without "
+              "backward/optimizer, or an inference run's forward taken as the whole step",
+    "low": "no steps (the whole trace is one window) or the guess failed (mode 'unknown'): read the split as a guess",
+}
 #: Paint order: a phase only gets time that no phase before it in this order claimed.
 _PAINT_ORDER = ("data_loading", "loss", "optimizer", "backward", "forward")
 #: Finding: the loop waits for the next batch.
@@ -73,9 +99,20 @@ WARMUP_STEPS = 3
 #: Keys of the ``training_loop`` summary -> what each is, with its unit. Steps are the windows of
 #: ``timeline.steps`` (a step runs until the next one starts), or the whole trace as one step.
 SUMMARY_KEYS: dict[str, str] = {
-    "steps": "number of steps (1 when the trace has no ProfilerStep: the whole trace)",
+    "steps": "number of traced steps (timeline.steps.step_count; 0 when the trace has no ProfilerStep)",
+    "window": "what the rows are: 'steps', or 'whole trace' (one window, no step) when the trace has no ProfilerStep",
+    "window_ns": "time of all windows together (the steps, or the whole trace), ns",
+    "mode": "'training' (backward or optimizer time seen), 'inference' (neither: no loss/backward/optimizer "
+            "phases) or 'unknown' (the guess failed, see phase_note)",
     "phase_source": "where the phases come from: 'torchscope.phase annotations' or 'inferred from op names'",
-    "step_median_ns": "median step time, ns",
+    "phase_confidence": "how far to trust the phase split: 'high', 'medium' or 'low' (PHASE_CONFIDENCE says when)",
+    "phase_note": "why the confidence is not high, or how the guess failed (None when high)",
+    "backward_source": "how backward was recognised: 'torchscope.phase annotations', 'autograd engine wrappers' "
+                       "(autograd::engine::evaluate_function ops), 'backward op names', or None",
+    "autograd_threads": "number of threads other than the step's main thread that ran backward ops",
+    "tokens_per_s": "only with prof.step(tokens=) counts: tokens over the steps' time, 1/s",
+    "samples_per_s": "only with prof.step(samples=) counts: samples over the steps' time, 1/s",
+    "step_median_ns": "median step time, ns (None without steps, as for every step statistic)",
     "step_p90_ns": "90th percentile of step time, ns",
     "step_mean_ns": "mean step time, ns",
     "step_min_ns": "shortest step, ns",
@@ -83,13 +120,19 @@ SUMMARY_KEYS: dict[str, str] = {
     "warmup_steps": "step numbers of outliers among the first WARMUP_STEPS steps, list of int",
     "outlier_steps": "step numbers off the median by more than OUTLIER_FACTOR, list of int",
     "steady_median_ns": "median step time without the warm-up steps, ns (None when every step is warm-up)",
-    **{f"{p}_pct": f"{p.replace('_', ' ')} time (exclusive) over all steps' time, %" for p in PHASES},
+    **{f"{p}_pct": f"{p.replace('_', ' ')} time (exclusive) over all windows' time, % (loss, backward and "
+       "optimizer absent in inference)" if p in ("loss", "backward", "optimizer")
+       else f"{p.replace('_', ' ')} time (exclusive) over all windows' time, %" for p in PHASES},
     "<user phase>_pct": "for each user phase name (prefill, decode, ...): its exclusive time over all steps' time, %",
 }
 
 _DATA_RE = re.compile(r"^enumerate\(DataLoader\)#")
 _OPT_RE = re.compile(r"^Optimizer\.(?:step|zero_grad)#")
 _BWD_PREFIX = "autograd::engine::evaluate_function:"
+#: Backward operators by name, for traces without the engine's wrappers: AddmmBackward0, convolution_backward, ...
+_BWD_OP_RE = re.compile(r"backward|^torch::autograd::AccumulateGrad$", re.I)
+#: Collectives that carry gradients: seen with no backward nor optimizer op, the phase guess has failed.
+_GRAD_COLLECTIVE_RE = re.compile(r"all_?reduce|reduce_?scatter", re.I)
 _LOSS_RE = re.compile(r"loss", re.I)
 _SYNC_RUNTIME_RE = re.compile(r"^(?:cuda|hip)(?:Device|Stream|Event)Synchronize$")
 _SYNC_OP_NAMES = ("aten::item", "aten::_local_scalar_dense")
@@ -100,21 +143,21 @@ _FUSED_OPT_RE = re.compile(r"fused|foreach|apex|multi_tensor", re.I)
 
 # --------------------------------------------------------------------------- helpers
 def _steps(trace: Trace) -> pd.DataFrame:
-    """Step windows (``timeline.steps``) with the step's thread, or the whole trace as step -1 on its busiest thread."""
-    windows = step_windows(trace)
-    if not windows.empty:
-        out = windows.rename(columns={"start_ns": "ts_ns"})
-        out["dur_ns"] = out["end_ns"] - out["ts_ns"]
-        out["tid"] = trace.steps()["tid"].to_numpy()
-        return out[["step", "ts_ns", "dur_ns", "tid", "end_ns"]]
-    ev = trace.events
-    if ev.empty:
-        raise NotApplicable("no events")
-    host = ev[~ev["kind"].isin(("kernel", "memcpy", "memset", "gpu_annotation", "cuda_sync"))]
-    host = host if not host.empty else ev
-    s, e = trace.span_ns
-    tid = int(host["tid"].mode().iloc[0]) if not host.empty else -1
-    return pd.DataFrame({"step": [-1], "ts_ns": [s], "dur_ns": [e - s], "tid": [tid], "end_ns": [e]})
+    """Windows (``timeline.steps.windows_or_span``) with the step's thread; without steps, the busiest host thread."""
+    windows = windows_or_span(trace)
+    out = windows.rename(columns={"start_ns": "ts_ns"})
+    out["dur_ns"] = out["end_ns"] - out["ts_ns"]
+    steps = trace.steps()
+    if not steps.empty:
+        out["tid"] = steps["tid"].to_numpy()
+    else:
+        ev = trace.events
+        if ev.empty:
+            raise NotApplicable("no events")
+        host = ev[~ev["kind"].isin(("kernel", "memcpy", "memset", "gpu_annotation", "cuda_sync"))]
+        host = host if not host.empty else ev
+        out["tid"] = int(host["tid"].mode().iloc[0])
+    return out[["step", "ts_ns", "dur_ns", "tid", "end_ns"]]
 
 
 def _assign_step(ts: np.ndarray, steps: pd.DataFrame) -> np.ndarray:
@@ -144,11 +187,44 @@ def _intervals(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- phases
-def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str]:
-    """Per phase, a list (per step) of merged intervals (standard phases first), and their source."""
+@dataclass(frozen=True)
+class _PhaseEvidence:
+    """What the phase split rests on: where phases came from, how backward was found, per-window markers."""
+
+    source: str
+    backward_source: str | None
+    backward_steps: np.ndarray  # bool per window: backward time found
+    optimizer_steps: np.ndarray  # bool per window: optimizer time found
+    autograd_threads: int
+    host_ops: int  # operator events inside the windows
+    grad_collectives: int  # all-reduce / reduce-scatter events anywhere
+
+
+def _nonempty(layer: list) -> np.ndarray:
+    return np.array([iv[0].size > 0 for iv in layer], dtype=bool)
+
+
+def _autograd_threads(trace: Trace, steps: pd.DataFrame) -> int:
+    """Threads other than the step's main thread that ran autograd-engine wrappers inside the windows."""
+    ev = trace.events
+    ops = ev[(ev["kind"] == "cpu_op").to_numpy() & name_mask(ev["name"], lambda c: c.str.startswith(_BWD_PREFIX))]
+    idx = _assign_step(ops["ts_ns"].to_numpy(), steps)
+    tid = ops["tid"].to_numpy()
+    off_main = (idx >= 0) & (tid != steps["tid"].to_numpy()[np.clip(idx, 0, None)])
+    return int(np.unique(tid[off_main]).size)
+
+
+def _grad_collectives(trace: Trace) -> int:
+    return int(name_mask(trace.events["name"], lambda c: c.str.contains(_GRAD_COLLECTIVE_RE)).sum())
+
+
+def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, _PhaseEvidence]:
+    """Per phase, a list (per step) of merged intervals (standard phases first), and what they rest on."""
     ev = trace.events
     phase_ev = ev[ev["kind"] == "phase"]
     layers: dict[str, list] = {}
+    ops = ev[ev["kind"] == "cpu_op"]
+    host_ops = int((_assign_step(ops["ts_ns"].to_numpy(), steps) >= 0).sum())
     if not phase_ev.empty:
         names = phase_ev["name"].astype(str).str.lower().map(lambda n: _PHASE_ALIASES.get(n, n))
         s, e = _intervals(phase_ev)
@@ -161,7 +237,11 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str]:
             m = (names == phase).to_numpy() & (idx >= 0)
             if m.any():
                 layers[phase] = _per_step_union(idx[m], s[m], e[m], steps)
-        return layers, "torchscope.phase annotations"
+        bwd = _nonempty(layers["backward"])
+        evidence = _PhaseEvidence("torchscope.phase annotations", "torchscope.phase annotations" if bwd.any() else None,
+                                  bwd, _nonempty(layers["optimizer"]), _autograd_threads(trace, steps), host_ops,
+                                  _grad_collectives(trace))
+        return layers, evidence
 
     kind = ev["kind"]
     host = ev[kind.isin(("annotation", "python", "cpu_op", "runtime"))]
@@ -170,11 +250,15 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str]:
     def mask(rule) -> np.ndarray:
         return name_mask(hname, rule)
 
+    is_op = (host["kind"] == "cpu_op").to_numpy()
     data_m = mask(lambda c: c.str.match(_DATA_RE))
     opt_m = mask(lambda c: c.str.match(_OPT_RE))
-    bwd_m = mask(lambda c: c.str.startswith(_BWD_PREFIX)) & (host["kind"] == "cpu_op").to_numpy()
-    loss_m = mask(lambda c: c.str.contains(_LOSS_RE) & ~c.str.contains("backward", case=False)) \
-        & (host["kind"] == "cpu_op").to_numpy()
+    bwd_m = mask(lambda c: c.str.startswith(_BWD_PREFIX)) & is_op
+    backward_source = "autograd engine wrappers"
+    if not bwd_m.any():  # a schema without the engine's wrappers: the backward operators themselves
+        bwd_m = mask(lambda c: c.str.contains(_BWD_OP_RE)) & is_op
+        backward_source = "backward op names"
+    loss_m = mask(lambda c: c.str.contains(_LOSS_RE) & ~c.str.contains("backward", case=False)) & is_op
     s_all, e_all = _intervals(host)
     idx = _assign_step(s_all, steps)
 
@@ -186,23 +270,61 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, str]:
     layers["optimizer"] = per_step(opt_m)
     # Loss: only top-level loss ops on the step's thread (not the ones inside backward).
     tids = steps["tid"].to_numpy()
-    on_main = host["tid"].to_numpy() == tids[np.clip(idx, 0, None)]
+    host_tid = host["tid"].to_numpy()
+    on_main = host_tid == tids[np.clip(idx, 0, None)]
     layers["loss"] = per_step(loss_m & on_main)
     bwd = per_step(bwd_m)
     layers["backward"] = [(iv[0][:1], iv[1][-1:]) if iv[0].size else _EMPTY for iv in bwd]  # first→last span
+    has_bwd, has_opt = _nonempty(layers["backward"]), _nonempty(layers["optimizer"])
+    grad_collectives = _grad_collectives(trace)
+    failed = not has_bwd.any() and not has_opt.any() and (not host_ops or grad_collectives > 0)
     fwd = []
     for i, (s0, s1) in enumerate(zip(steps["ts_ns"].to_numpy(), steps["end_ns"].to_numpy())):
-        if layers["backward"][i][0].size:
+        if has_bwd[i]:
             stop = int(layers["backward"][i][0][0])
-        elif layers["optimizer"][i][0].size:
+        elif has_opt[i]:
             stop = int(layers["optimizer"][i][0][0])
-        elif int(steps["step"].iloc[i]) == -1:
-            stop = int(s0)  # no steps, no backward, no optimizer: nothing says what is forward
+        elif failed or int(steps["step"].iloc[i]) == -1:
+            stop = int(s0)  # nothing says what is forward: the time stays "other"
         else:
             stop = int(s1)
         fwd.append((np.array([s0], np.int64), np.array([max(stop, s0)], np.int64)))
     layers["forward"] = fwd
-    return layers, "inferred from op names"
+    off_main = bwd_m & (idx >= 0) & ~on_main
+    threads = int(np.unique(host_tid[off_main]).size)
+    evidence = _PhaseEvidence("inferred from op names", backward_source if has_bwd.any() else None, has_bwd, has_opt,
+                              threads, host_ops, grad_collectives)
+    return layers, evidence
+
+
+def _phase_guess(evidence: _PhaseEvidence, has_steps: bool) -> tuple[str, str, str | None]:
+    """(mode, confidence, note) of the phase split: what the run is, how far to trust it, and why."""
+    bwd, opt = evidence.backward_steps, evidence.optimizer_steps
+    annotated = evidence.source == "torchscope.phase annotations"
+    if not bwd.any() and not opt.any():
+        if evidence.grad_collectives and not annotated:
+            return "unknown", "low", (f"guess failed: {evidence.grad_collectives} gradient collectives (all-reduce/"
+                                      "reduce-scatter) but no backward or optimizer op: a training step whose "
+                                      "operators were not traced? Its time is left as other")
+        if not evidence.host_ops and not annotated:
+            return "unknown", "low", "guess failed: no operator was recorded, so nothing shows what the time was"
+        mode = "inference"
+    else:
+        mode = "training"
+    if not has_steps:
+        return mode, "low", f"no ProfilerStep: the {WHOLE_TRACE_LABEL} is one window, its phases a guess"
+    if annotated:
+        return mode, "high", None
+    if mode == "inference":
+        return mode, "medium", "no backward or optimizer op in any step: an inference run, forward is the whole step"
+    gaps = []
+    if evidence.backward_source == "backward op names":
+        gaps.append("no autograd::engine::evaluate_function wrappers: backward found by operator names")
+    if not bwd.all():
+        gaps.append(f"{int((~bwd).sum())} of {bwd.size} steps without backward ops")
+    if not opt.all():
+        gaps.append(f"{int((~opt).sum())} of {opt.size} steps without an Optimizer annotation")
+    return mode, ("medium" if gaps else "high"), ("; ".join(gaps) or None)
 
 
 def _paint(layers: dict, n_steps: int) -> dict[str, np.ndarray]:
@@ -299,12 +421,16 @@ def analyze(trace: Trace) -> Result:
     """Per-step phase times (ns), per-module time, step-time statistics and loop findings."""
     steps = _steps(trace)
     n = len(steps)
-    layers, source = _phase_layers(trace, steps)
+    has_steps = step_count(trace) > 0
+    layers, evidence = _phase_layers(trace, steps)
+    mode, confidence, note = _phase_guess(evidence, has_steps)
     painted = _paint(layers, n)
     user_phases = [p for p in painted if p not in PHASES]
-    all_phases = [*PHASES[:-1], *user_phases, "other"]
-    table = pd.DataFrame({"step": steps["step"].to_numpy(), "start_ns": steps["ts_ns"].to_numpy(),
-                          "step_ns": steps["dur_ns"].to_numpy()})
+    standard = INFERENCE_PHASES if mode == "inference" else PHASES
+    all_phases = [*standard[:-1], *user_phases, "other"]
+    table = pd.DataFrame({"step": steps["step"].to_numpy(),
+                          "window": [window_label(s) for s in steps["step"].to_numpy()],
+                          "start_ns": steps["ts_ns"].to_numpy(), "step_ns": steps["dur_ns"].to_numpy()})
     for phase in all_phases[:-1]:
         table[f"{phase}_ns"] = painted[phase]
     table["other_ns"] = table["step_ns"] - table[[f"{p}_ns" for p in all_phases[:-1]]].sum(axis=1)
@@ -312,22 +438,30 @@ def analyze(trace: Trace) -> Result:
     median = float(np.median(dur))
     ratio = dur / median if median else np.ones_like(dur)
     outlier = (ratio > OUTLIER_FACTOR) | (ratio < 1 / OUTLIER_FACTOR)
-    table["outlier"] = outlier
-    table["warmup"] = outlier & (np.arange(n) < WARMUP_STEPS)
+    table["outlier"] = outlier & has_steps
+    table["warmup"] = table["outlier"] & (np.arange(n) < WARMUP_STEPS)
     steady = table[~table["warmup"]]
     totals = {p: int(table[f"{p}_ns"].sum()) for p in all_phases}
     step_total = int(table["step_ns"].sum())
+    throughput = _throughput(trace, table) if has_steps else {}
     syncs = _syncs(trace, steps)
     modules = _modules(trace, steps)
+
+    def stat(value: float) -> int | None:
+        return int(round(value)) if has_steps else None
+
     summary = {
-        "steps": n, "phase_source": source,
-        "step_median_ns": int(round(median)),
-        "step_p90_ns": int(round(float(np.quantile(dur, 0.9)))),
-        "step_mean_ns": int(round(float(dur.mean()))),
-        "step_min_ns": int(dur.min()), "step_max_ns": int(dur.max()),
+        "steps": step_count(trace), "window": "steps" if has_steps else WHOLE_TRACE_LABEL, "window_ns": step_total,
+        "mode": mode, "phase_source": evidence.source, "phase_confidence": confidence, "phase_note": note,
+        "backward_source": evidence.backward_source, "autograd_threads": evidence.autograd_threads,
+        **throughput,
+        "step_median_ns": stat(median),
+        "step_p90_ns": stat(float(np.quantile(dur, 0.9))),
+        "step_mean_ns": stat(float(dur.mean())),
+        "step_min_ns": stat(dur.min()), "step_max_ns": stat(dur.max()),
         "warmup_steps": [int(s) for s in table.loc[table["warmup"], "step"]],
         "outlier_steps": [int(s) for s in table.loc[table["outlier"], "step"]],
-        "steady_median_ns": int(round(float(np.median(steady["step_ns"])))) if len(steady) else None,
+        "steady_median_ns": stat(float(np.median(steady["step_ns"]))) if len(steady) else None,
         **{f"{p}_pct": (100.0 * totals[p] / step_total if step_total else 0.0) for p in all_phases},
     }
     phase_totals = pd.DataFrame({"phase": all_phases, "total_ns": [totals[p] for p in all_phases],
@@ -337,6 +471,19 @@ def analyze(trace: Trace) -> Result:
     tables = {"steps": table, "phases": phase_totals, "modules": modules, "syncs": syncs}
     return Result(analyzer="training_loop", rank=trace.rank, tables=tables, summary=summary,
                   findings=tuple(findings))
+
+
+def _throughput(trace: Trace, table: pd.DataFrame) -> dict:
+    """Tokens/s and samples/s over the steps' time, from ``prof.step(tokens=, samples=)``; adds the per-step counts."""
+    counts = user_counts(trace, table["step"].to_numpy())
+    seconds = table["step_ns"].sum() / 1e9
+    out = {}
+    for col in ("tokens", "samples"):
+        values = counts[col].to_numpy(np.float64)
+        if seconds > 0 and not np.isnan(values).all():
+            table[col] = values
+            out[f"{col}_per_s"] = float(np.nansum(values) / seconds)
+    return out
 
 
 def _findings(trace: Trace, table: pd.DataFrame, syncs: pd.DataFrame, summary: dict, step_total: int) -> list:
@@ -371,6 +518,8 @@ def _data_loader_finding(trace: Trace, table: pd.DataFrame, step_total: int) -> 
 
 def _optimizer_finding(trace: Trace, table: pd.DataFrame, step_total: int) -> Finding | None:
     """An unfused optimizer step takes a large share of step time → fused/foreach optimizer."""
+    if "optimizer_ns" not in table:  # an inference run
+        return None
     opt_share = table["optimizer_ns"].sum() / step_total
     opt_names = _optimizer_names(trace)
     already_fused = bool(opt_names) and all(_FUSED_OPT_RE.search(n) for n in opt_names)

@@ -1,5 +1,7 @@
 """training_loop: phases inferred on the shared traces (checked against a direct reading of the events),
-our phase/module annotations, step statistics and the data-loader, optimizer and sync findings."""
+backward on the autograd engine's threads, training/inference/unknown modes with their confidence,
+throughput from prof.step counts, the whole-trace window of a trace without steps, our phase/module
+annotations, step statistics and the data-loader, optimizer and sync findings."""
 
 from __future__ import annotations
 
@@ -180,16 +182,88 @@ def test_sync_finding_on_item_calls_and_not_without(shared_traces):
     assert not [f for f in quiet.findings if f.id == training_loop.DEVICE_SYNC_IN_STEP]
 
 
-def test_without_steps_the_trace_is_one_step(shared_traces):
-    res = training_loop.analyze(_load(str(shared_traces), "a100_alexnet.json.gz"))
-    row = res.table("steps").iloc[0]
-    assert row["step"] == -1 and row["other_ns"] == row["step_ns"]
+def test_without_steps_the_trace_is_one_labelled_window_not_a_step(shared_traces):
+    trace = _load(str(shared_traces), "a100_alexnet.json.gz")
+    res = training_loop.analyze(trace)
+    (row,) = [r for _, r in res.table("steps").iterrows()]
+    assert row["step"] == -1 and row["window"] == "whole trace" and row["other_ns"] == row["step_ns"]
+    lo, hi = trace.span_ns
+    assert row["step_ns"] == hi - lo == res.summary["window_ns"]
+    assert res.summary["steps"] == 0 and res.summary["window"] == "whole trace"
+    # No step statistics for a window that is no step, no warm-up or outlier either.
+    assert all(res.summary[k] is None for k in ("step_median_ns", "step_p90_ns", "step_mean_ns", "step_min_ns",
+                                                "step_max_ns", "steady_median_ns"))
+    assert res.summary["warmup_steps"] == res.summary["outlier_steps"] == []
+    assert res.summary["phase_confidence"] == "low" and "whole trace" in res.summary["phase_note"]
     assert res.table("syncs")["cuda_sync_events"].iloc[0] == 41
 
 
-def test_cpu_only_trace_has_a_step(shared_traces):
+def test_cpu_only_trace_has_a_step_and_says_its_phase_guess_failed(shared_traces):
     res = training_loop.analyze(_load(str(shared_traces), "cpu_only_rank34.json.gz"))
-    assert list(res.table("steps")["step"]) == [551]
+    assert list(res.table("steps")["step"]) == [551] and res.summary["steps"] == 1
+    assert list(res.table("steps")["window"]) == ["step 551"]
+    # 10 gloo all-reduces and 4 aten::empty: a training step whose operators were not traced, not an inference run.
+    assert res.summary["mode"] == "unknown" and res.summary["phase_confidence"] == "low"
+    assert res.summary["phase_note"].startswith("guess failed: 10 gradient collectives")
+    assert res.summary["forward_pct"] == 0.0 and res.summary["other_pct"] == 100.0  # no invented forward
+
+
+@pytest.mark.parametrize("name, backward_pct", [("v100_train_1rank.json.gz", 58.0),  # 2021 schema
+                                                ("a100_train_2rank_rank0_nccl.json.gz", 38.1)])
+def test_backward_on_the_autograd_thread_counts_as_backward(shared_traces, name, backward_pct):
+    trace = _load(str(shared_traces), name)
+    res = training_loop.analyze(trace)
+    s = res.summary
+    assert (s["mode"], s["phase_confidence"], s["phase_note"]) == ("training", "high", None)
+    assert s["backward_source"] == "autograd engine wrappers" and s["autograd_threads"] == 1
+    assert s["backward_pct"] == pytest.approx(backward_pct, abs=0.1) and s["other_pct"] < 10
+    ev = trace.events
+    main_tid = int(trace.steps()["tid"].iloc[0])
+    wrappers = ev[ev["name"].astype(str).str.startswith("autograd::engine::evaluate_function:")]
+    assert set(wrappers["tid"]) - {main_tid}, "the backward ops run on a thread of their own"
+    for _, row in res.table("steps").iterrows():
+        s0, s1 = int(row["start_ns"]), int(row["start_ns"] + row["step_ns"])
+        off_main = _in_step(wrappers[wrappers["tid"] != main_tid], s0, s1)
+        # The autograd thread's whole backward span is the step's backward phase.
+        first, last = int(off_main["ts_ns"].min()), min(int((off_main["ts_ns"] + off_main["dur_ns"]).max()), s1)
+        assert row["backward_ns"] >= _union_len(off_main, s0, s1) > 0
+        assert row["backward_ns"] == last - first
+
+
+def test_old_schema_without_engine_wrappers_finds_backward_by_op_names(tmp_path):
+    b = KinetoBuilder()  # edge case: no shared trace lacks the wrappers
+    for i in range(3):
+        base = i * 1000
+        b.step(i, base, 1000)
+        b.op("aten::conv2d", base + 10, 300)
+        b.op("aten::nll_loss", base + 320, 30)
+        b.op("ConvolutionBackward0", base + 400, 200, tid=BWD_TID)
+        b.op("aten::convolution_backward", base + 410, 180, tid=BWD_TID)
+        b.op("torch::autograd::AccumulateGrad", base + 650, 50, tid=BWD_TID)
+        b.annotation("Optimizer.step#SGD.step", base + 800, 100)
+    res = training_loop.analyze(b.load(tmp_path / "old_schema.json"))
+    s = res.summary
+    assert s["backward_source"] == "backward op names" and s["autograd_threads"] == 1
+    assert s["mode"] == "training" and s["phase_confidence"] == "medium" and "operator names" in s["phase_note"]
+    row = res.table("steps").iloc[0]
+    assert (row["forward_ns"], row["loss_ns"], row["backward_ns"], row["optimizer_ns"]) == \
+        (370_000, 30_000, 300_000, 100_000)  # backward: 400 µs to 700 µs, first to last backward op
+
+
+def test_inference_run_from_op_names_has_no_training_phases(tmp_path):
+    b = KinetoBuilder()
+    for i in range(3):
+        b.step(i, i * 1000, 1000)
+        b.annotation("enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__", i * 1000, 100)
+        b.op("aten::linear", i * 1000 + 100, 700)
+    res = training_loop.analyze(b.load(tmp_path / "inference.json"))
+    s = res.summary
+    assert s["mode"] == "inference" and s["phase_confidence"] == "medium"
+    assert not {"loss_pct", "backward_pct", "optimizer_pct"} & set(s)
+    assert not {"loss_ns", "backward_ns", "optimizer_ns"} & set(res.table("steps").columns)
+    assert list(res.table("phases")["phase"]) == ["data_loading", "forward", "other"]
+    assert (s["data_loading_pct"], s["forward_pct"], s["other_pct"]) == pytest.approx((10.0, 90.0, 0.0))
+    assert "tokens_per_s" not in s and "samples_per_s" not in s  # no prof.step counts in a plain Kineto trace
 
 
 def _phase_union(trace, step_row, names: tuple[str, ...]) -> int:
@@ -206,8 +280,15 @@ def test_our_cpu_bundle_phases_and_modules(sample_traces):
     trace = analyzers.load(bundle)
     res = training_loop.analyze(trace)
     assert res.summary["phase_source"] == "torchscope.phase annotations"
+    assert (res.summary["mode"], res.summary["phase_confidence"]) == ("training", "high")
     steps = res.table("steps")
     assert list(steps["step"]) == list(trace.steps()["step"]) and len(steps) >= 2
+    # Throughput from prof.step(tokens=, samples=): the steps stream's line N is the count of ProfilerStep#N.
+    lines = trace.streams["steps"].set_index("step").loc[steps["step"]]
+    assert list(steps["tokens"]) == list(lines["tokens"].astype(float))
+    seconds = steps["step_ns"].sum() / 1e9
+    assert res.summary["tokens_per_s"] == pytest.approx(lines["tokens"].sum() / seconds)
+    assert res.summary["samples_per_s"] == pytest.approx(lines["samples"].sum() / seconds)
     for _, row in steps.iterrows():  # our annotations do not overlap: each phase is its own union
         assert row["data_loading_ns"] == _phase_union(trace, row, ("data_loading",))
         assert row["loss_ns"] == _phase_union(trace, row, ("loss",))
@@ -235,3 +316,11 @@ def test_user_phases_get_their_own_columns(sample_traces):
         assert row["forward_ns"] == 0 and row["other_ns"] >= 0
     phases = res.table("phases").set_index("phase")
     assert phases.loc["decode", "user_phase"] and phases.loc["decode", "share_pct"] > 50
+    # A generation run: inference, no loss/backward/optimizer phases, prefill/decode, tokens/s from prof.step.
+    s = res.summary
+    assert (s["mode"], s["phase_confidence"], s["backward_source"]) == ("inference", "high", None)
+    assert not {"loss_pct", "backward_pct", "optimizer_pct"} & set(s) and {"prefill_pct", "decode_pct"} <= set(s)
+    assert set(phases.index) == {"data_loading", "forward", "prefill", "decode", "other"}
+    lines = trace.streams["steps"].set_index("step").loc[steps["step"]]
+    assert s["tokens_per_s"] == pytest.approx(lines["tokens"].sum() / (steps["step_ns"].sum() / 1e9))
+    assert s["samples_per_s"] == pytest.approx(len(steps) / (steps["step_ns"].sum() / 1e9))  # one prompt a step
