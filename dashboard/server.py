@@ -1,24 +1,93 @@
-"""`torchscope dashboard PATH [--host 127.0.0.1] [--port 8050] [--debug]`: serve the dashboard.
+"""Serve the dashboard over a folder of runs: quietly, through waitress, on 127.0.0.1 unless told otherwise.
 
-Binds to 127.0.0.1 unless told otherwise and runs with Dash's debug mode off unless ``--debug``
-is given. Only runs under PATH are ever read or served.
+`serve` binds first and only then prints its one start-up line (the URL), so a port already in use
+fails before anything claims to be listening. It prints nothing per request unless ``verbose``
+(one line per request on stderr: method, path, status, time) and stops cleanly on Ctrl-C.
+Only runs under PATH are ever read or served.
+
+``debug`` is Dash's debug mode (dev tools, error pop-ups, hot reload): that needs Flask's development
+server, so with it the app runs there, with Flask's own request log and warning. Never on a shared network.
 """
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Callable, Iterable, TextIO
 
-
-__all__ = ["serve", "DEFAULT_HOST", "DEFAULT_PORT"]
+__all__ = ["serve", "listen_url", "RequestLog", "DEFAULT_HOST", "DEFAULT_PORT", "SERVER_THREADS"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
+#: Worker threads of the WSGI server: a page load is a handful of concurrent callbacks.
+SERVER_THREADS = 8
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL a browser opens for ``host``:``port`` (IPv6 addresses bracketed)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+class RequestLog:
+    """WSGI middleware writing one line per request to ``out``: method, path and query, status, duration in ms."""
+
+    def __init__(self, app: Callable, out: TextIO | None = None) -> None:
+        self.app = app
+        self.out = out
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Serve one request through the wrapped app and log it once the status is known."""
+        started = time.perf_counter()
+        status: list[str] = []
+
+        def record(code: str, headers: list, exc_info=None):
+            status.append(code)
+            return start_response(code, headers, exc_info) if exc_info else start_response(code, headers)
+
+        body = self.app(environ, record)
+        query = environ.get("QUERY_STRING")
+        path = environ.get("PATH_INFO", "/") + (f"?{query}" if query else "")
+        ms = (time.perf_counter() - started) * 1000.0
+        code = status[0].split(" ", 1)[0] if status else "-"
+        out = self.out or sys.stderr
+        out.write(f"{environ.get('REQUEST_METHOD', '-')} {path} {code} {ms:.1f} ms\n")
+        out.flush()
+        return body
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def serve(path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, debug: bool = False,
-          preload: bool = True) -> None:
-    """Run the dashboard server over ``path`` until interrupted."""
+          preload: bool = True, verbose: bool = False, title: str = "torchscope dashboard") -> None:
+    """Serve the dashboard over ``path`` on ``host``:``port`` until Ctrl-C; prints ``title: open URL`` once bound."""
     from torchscope.dashboard.app import create_app
 
     app = create_app(path, preload=preload)
-    app.run(host=host, port=port, debug=debug, use_reloader=False)
+    line = f"{title}: open {listen_url(host, port)}  (Ctrl-C stops it)"
+    if debug:
+        print(line, flush=True)
+        app.run(host=host, port=port, debug=True, use_reloader=False)
+        return
+    from waitress import create_server
+
+    # waitress reports through logging ("Serving on ...", queue depth): only errors unless asked for more.
+    logging.getLogger("waitress").setLevel(logging.INFO if verbose else logging.ERROR)
+    wsgi = RequestLog(app.server) if verbose else app.server
+    server = create_server(wsgi, host=host, port=port, threads=SERVER_THREADS, ident="torchscope")
+    print(line, flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)  # `kill` stops it as cleanly as Ctrl-C does
+    try:
+        server.run()  # returns on Ctrl-C (waitress catches KeyboardInterrupt and stops its workers)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        app.torchscope_cache.shutdown()  # type: ignore[attr-defined]

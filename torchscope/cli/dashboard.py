@@ -1,4 +1,7 @@
-"""`torchscope dashboard PATH [--host 127.0.0.1] [--port 8050]`: serve the dashboard over PATH."""
+"""`torchscope dashboard PATH [--host 127.0.0.1] [--port 8050] [--verbose]`: serve the dashboard over PATH.
+
+Prints one line (how many runs, the URL) once the port is bound; request lines only with ``--verbose``.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared network)")
+    p.add_argument("--debug", action="store_true",
+                   help="Dash debug mode on Flask's development server (never on a shared network)")
+    p.add_argument("--verbose", action="store_true", help="log every HTTP request (method, path, status, time)")
     p.add_argument("--no-preload", action="store_true", help="load runs only when opened, not all in the background")
     p.set_defaults(func=_main)
 
@@ -38,9 +43,12 @@ def _main(args: argparse.Namespace) -> int:
         raise TraceError(root, "no trace files or run bundles found")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"torchscope: warning: serving on {args.host}: anyone who can reach it can read these runs\n")
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"torchscope dashboard: {len(runs)} run(s) under {root.resolve()}")
-    print(f"open http://{shown}:{args.port}/", flush=True)
-    server.serve(root, host=args.host, port=args.port, debug=args.debug, preload=not args.no_preload)
+    title = f"torchscope dashboard: {len(runs)} run(s) under {root.resolve()}"
+    try:
+        server.serve(root, host=args.host, port=args.port, debug=args.debug, preload=not args.no_preload,
+                     verbose=args.verbose, title=title)
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        sys.stderr.write(f"torchscope: error: --host {args.host} --port {args.port}: "
+                         f"cannot listen there ({exc.strerror or exc})\n")
+        return 2
     return 0
-

@@ -20,6 +20,9 @@ DEFAULT_RUNS_DIR = "runs"
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.no_serve and not (0 < args.port < 65536):  # before minutes of recording, not after
+        sys.stderr.write(f"torchscope: error: --port must be within 1..65535, got {args.port}\n")
+        return 2
     try:
         from torchscope.profiler.demo import record_demo
     except ImportError as exc:
@@ -38,9 +41,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from torchscope.dashboard.server import serve
 
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"torchscope dashboard over {root}: open http://{shown}:{args.port}/  (Ctrl-C stops it)", flush=True)
-    serve(root, host=args.host, port=args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(f"torchscope: warning: serving on {args.host}: anyone who can reach it can read these runs\n")
+    try:
+        serve(root, host=args.host, port=args.port, verbose=args.verbose, title=f"torchscope dashboard over {root}")
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        sys.stderr.write(f"torchscope: error: --host {args.host} --port {args.port}: "
+                         f"cannot listen there ({exc.strerror or exc})\n")
+        return 2
     return 0
 
 
@@ -51,4 +59,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address the dashboard binds to (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--no-serve", action="store_true", help="record and analyze, but do not start the dashboard")
+    p.add_argument("--verbose", action="store_true", help="log every HTTP request the dashboard serves")
     p.set_defaults(func=_run)
