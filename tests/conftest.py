@@ -5,6 +5,9 @@ never inside it; ``TORCHSCOPE_SHARED_TRACES`` points elsewhere. A clone without 
 ``python -m pytest`` with those tests skipped (the reason says where it looked); in CI (``CI=true``)
 the same tests fail instead. Every test that reads the corpus goes through `shared_traces` or
 `shared_trace`, never through the path directly.
+
+The whole session loads through a columnar cache in a temporary folder (`_isolated_trace_cache`), so
+tests never read or write the user's real cache; subprocesses inherit it through the environment.
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ def shared_trace(name: str) -> Path:
     path = require_shared_traces() / name
     require_or_skip(path.is_file(), f"shared trace {name} not found in {SHARED_TRACES}")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_trace_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Point TORCHSCOPE_CACHE_DIR at a session-wide temporary folder, restored afterwards."""
+    before = os.environ.get("TORCHSCOPE_CACHE_DIR")
+    os.environ["TORCHSCOPE_CACHE_DIR"] = str(tmp_path_factory.mktemp("torchscope-cache"))
+    yield Path(os.environ["TORCHSCOPE_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("TORCHSCOPE_CACHE_DIR", None)
+    else:
+        os.environ["TORCHSCOPE_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

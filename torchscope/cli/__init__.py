@@ -7,11 +7,15 @@ Bad input is reported as one line naming the file and the problem, never a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
-from typing import Sequence
+import warnings
+from typing import Iterator, Sequence
 
 from torchscope.analyzers.core.errors import TraceError
+from torchscope.analyzers.io.cache import ENV_NO_CACHE, CacheWarning
 
 __all__ = ["main", "trace_diff_main", "EXIT_OK", "EXIT_GATE", "EXIT_BAD_INPUT"]
 
@@ -64,7 +68,8 @@ def trace_diff_main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        return int(args.func(args) or EXIT_OK)
+        with _cache_turned_off(bool(getattr(args, "no_cache", False))), _one_line_cache_warnings():
+            return int(args.func(args) or EXIT_OK)
     except TraceError as exc:
         sys.stderr.write(f"torchscope: error: {exc}\n")
         return EXIT_BAD_INPUT
@@ -73,6 +78,39 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:  # e.g. `torchscope analyze x | head`
         return EXIT_OK
+
+
+@contextlib.contextmanager
+def _cache_turned_off(off: bool) -> Iterator[None]:
+    """`--no-cache`: every load of this command skips the columnar cache (the environment is restored)."""
+    if not off:
+        yield
+        return
+    before = os.environ.get(ENV_NO_CACHE)
+    os.environ[ENV_NO_CACHE] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_NO_CACHE, None)
+        else:
+            os.environ[ENV_NO_CACHE] = before
+
+
+@contextlib.contextmanager
+def _one_line_cache_warnings() -> Iterator[None]:
+    """Cache warnings as one stderr line each (no source location); other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' API
+            if issubclass(category, CacheWarning):
+                sys.stderr.write(f"torchscope: warning: {message}\n")
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 if __name__ == "__main__":  # pragma: no cover

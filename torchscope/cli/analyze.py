@@ -59,5 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, default=None, help="analyze only this rank")
     p.add_argument("--hta-compatible", action="store_true",
                    help="GPU time by Holistic Trace Analysis's definitions (temporal breakdown, idle per stream)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="parse the trace files again; neither read nor write the columnar cache")
     p.set_defaults(func=_run)
 

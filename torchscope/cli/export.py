@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="trace file, folder of per-rank traces, or run bundle")
     p.add_argument("-o", "--output", required=True, help="output file (.json or .json.gz)")
     p.add_argument("--no-findings", action="store_true", help="do not run the analyzers; export events only")
+    p.add_argument("--no-cache", action="store_true",
+                   help="parse the trace files again; neither read nor write the columnar cache")
     p.set_defaults(func=_main)
 
 
@@ -30,7 +32,7 @@ def _main(args: argparse.Namespace) -> int:
         raise TraceError(out, "output would overwrite the input")
     if not out.parent.is_dir():
         raise TraceError(out, "output folder does not exist")
-    data = load(src)
+    data = load(src, cache=not args.no_cache)
     report = None if args.no_findings else run_all(data)
     write_annotated_trace(data, report, out)
     n = len(report.findings) if report is not None else 0

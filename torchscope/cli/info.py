@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    traces = load_set(args.path)
+    traces = load_set(args.path, cache=not args.no_cache)
     summaries = [describe(t) for t in traces]
     if args.format == "json":
         sys.stdout.write(orjson.dumps({"schema_version": 1, "ranks": summaries}, option=orjson.OPT_INDENT_2).decode())
@@ -37,5 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="summarise what a trace, folder of traces or run bundle contains")
     p.add_argument("path", help="trace file (.json/.json.gz), folder of per-rank traces, or run bundle")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--no-cache", action="store_true",
+                   help="parse the trace files again; neither read nor write the columnar cache")
     p.set_defaults(func=_run)
 

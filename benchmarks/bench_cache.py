@@ -1,0 +1,113 @@
+"""The columnar cache: cold load vs cached load vs Holistic Trace Analysis 0.5's load, side by side.
+
+Each load runs in a fresh process; repetitions are interleaved (cold, cached, HTA, cold, ...) so machine
+noise hits all three alike; the script prints medians and the ratios. "cold" loads with an empty cache
+folder (parse and write the entry), "cached" loads the same file again from that entry.
+
+    pip install -e '.[bench]'            # HTA, only for this benchmark
+    python benchmarks/bench_cache.py [TRACE] [--reps 5] [--hta-python PATH]
+
+Target (issue 13): cached load >= 20x faster than HTA's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "traces" / "public"
+#: Target of issue 13: the cached load at least this many times faster than HTA's.
+TARGET_CACHED_VS_HTA = 20.0
+
+_CHILD_PRELUDE = """
+import json, resource, sys, time
+
+def peak_rss_kb():
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+_CHILD_OURS = _CHILD_PRELUDE + """
+import torchscope
+t0 = time.perf_counter()
+trace = torchscope.load({path!r})
+seconds = time.perf_counter() - t0
+print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(trace.events)}}))
+"""
+_CHILD_HTA = _CHILD_PRELUDE + """
+import logging
+logging.disable(logging.CRITICAL)
+from hta.trace_analysis import TraceAnalysis
+t0 = time.perf_counter()
+analysis = TraceAnalysis(trace_dir={folder!r})
+seconds = time.perf_counter() - t0
+df = analysis.t.get_trace(next(iter(analysis.t.traces)))
+print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(df)}}))
+"""
+
+
+def largest_shared_trace() -> Path:
+    """The largest file of the shared corpus (by size on disk)."""
+    files = sorted(SHARED.glob("*.json*"), key=lambda p: p.stat().st_size)
+    if not files:
+        raise SystemExit(f"bench_cache: no traces in {SHARED}")
+    return files[-1]
+
+
+def _run(python: str, code: str, env: dict[str, str]) -> dict:
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise SystemExit(f"bench_cache: child failed: {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print the comparison; returns 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trace", nargs="?", default=None, help="trace file (default: the largest shared trace)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--hta-python", default=sys.executable,
+                        help="interpreter that has HolisticTraceAnalysis installed (default: this one)")
+    args = parser.parse_args(argv)
+    path = str(Path(args.trace).resolve()) if args.trace else str(largest_shared_trace())
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work) / "hta"  # HTA loads a folder of traces
+        folder.mkdir()
+        (folder / Path(path).name).symlink_to(path)
+        cache_dir = Path(work) / "cache"
+        env = {**os.environ, "TORCHSCOPE_CACHE_DIR": str(cache_dir)}
+        env.pop("TORCHSCOPE_NO_CACHE", None)
+        runs: dict[str, list[dict]] = {"cold": [], "cached": [], "hta": []}
+        for rep in range(args.reps):
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            runs["cold"].append(_run(sys.executable, _CHILD_OURS.format(path=path), env))
+            runs["cached"].append(_run(sys.executable, _CHILD_OURS.format(path=path), env))
+            runs["hta"].append(_run(args.hta_python, _CHILD_HTA.format(folder=str(folder)), env))
+            print(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
+                f"{k} {v[-1]['seconds']:.3f}s" for k, v in runs.items()), file=sys.stderr)
+        entry_bytes = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    rss = {k: statistics.median(r["maxrss_kb"] for r in v) / 1024 for k, v in runs.items()}
+    print(f"trace: {path}  ({Path(path).stat().st_size / 1e6:.2f} MB on disk; cache entry "
+          f"{entry_bytes / 1e6:.2f} MB)")
+    print(f"events: torchscope {runs['cold'][0]['events']}, HTA {runs['hta'][0]['events']}")
+    print("times are the load call alone, after the import, in a fresh process each")
+    print(f"{'':8s} {'median s':>9s} {'peak RSS MiB':>13s}")
+    for k in runs:
+        print(f"{k:8s} {med[k]:9.3f} {rss[k]:13.0f}")
+    print(f"cached vs cold:  {med['cold'] / med['cached']:.2f}x faster")
+    print(f"cold vs HTA:     {med['hta'] / med['cold']:.2f}x faster")
+    print(f"cached vs HTA:   {med['hta'] / med['cached']:.2f}x faster   (target >= {TARGET_CACHED_VS_HTA:.0f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
