@@ -165,8 +165,10 @@ class TraceCache:
             return self._discard(entry, path, f"unreadable {_ENTRY_FILE} ({exc})")
         try:
             trace = _decode(entry, layout, str(path))
-        except FileNotFoundError:  # evicted by another process while we read it
-            return None
+        except FileNotFoundError as exc:
+            if not (entry / _ENTRY_FILE).exists():  # evicted by another process while we read it
+                return None
+            return self._discard(entry, path, f"missing {Path(exc.filename or '?').name}")
         except Exception as exc:  # noqa: BLE001 - any damage to an entry means: parse the file again
             return self._discard(entry, path, f"{type(exc).__name__}: {exc}")
         try:
