@@ -6,7 +6,7 @@ it and calls ``prof.step(tokens=..., samples=...)``. Tokens and samples are coun
 on the model the framework trains: every call of its ``forward`` inside an optimizer step adds the
 ``input_ids`` tensor's element count (padding included) and its first dimension; a model called without
 ``input_ids`` adds nothing, and the step is then recorded without counts (unless the framework's batch
-gave them: ``add_counts``). Counts are this rank's.
+gave them: ``add_counts``, with ``count_forward = False``). Counts are this rank's.
 
 The run ends normally at ``finish()``; ``finish(error=exc)`` records ``complete: false`` and the reason.
 A process that exits with the profile still running (the framework raised before its end hook) stops
@@ -59,6 +59,13 @@ class CallbackDriver:
         self._counted = False
         self._hook: Any = None
         self._atexit = False
+        #: count tokens with a forward pre-hook on the model (False: the callback passes counts itself)
+        self.count_forward = True
+
+    @property
+    def in_step(self) -> bool:
+        """True between an optimizer step's first micro-batch and its end."""
+        return self._in_step
 
     @property
     def running(self) -> bool:
@@ -77,7 +84,7 @@ class CallbackDriver:
         if not self.running:
             return
         root = config.model if config.model is not None else model
-        if root is not None and hasattr(root, "register_forward_pre_hook"):
+        if self.count_forward and root is not None and hasattr(root, "register_forward_pre_hook"):
             try:
                 self._hook = root.register_forward_pre_hook(self._on_forward, with_kwargs=True)
             except Exception as exc:  # noqa: BLE001 - counts are optional; the recording goes on
