@@ -101,7 +101,7 @@ WARMUP_STEPS = 3
 SUMMARY_KEYS: dict[str, str] = {
     "steps": "number of traced steps (timeline.steps.step_count; 0 when the trace has no ProfilerStep)",
     "window": "what the rows are: 'steps', or 'whole trace' (one window, no step) when the trace has no ProfilerStep",
-    "window_ns": "time of all windows together (the steps, or the whole trace), ns",
+    "total_window_ns": "time of all windows together (the steps, or the whole trace), ns",
     "mode": "'training' (backward or optimizer time seen), 'inference' (neither: no loss/backward/optimizer "
             "phases) or 'unknown' (the guess failed, see phase_note)",
     "phase_source": "where the phases come from: 'torchscope.phase annotations' or 'inferred from op names'",
@@ -451,7 +451,8 @@ def analyze(trace: Trace) -> Result:
         return int(round(value)) if has_steps else None
 
     summary = {
-        "steps": step_count(trace), "window": "steps" if has_steps else WHOLE_TRACE_LABEL, "window_ns": step_total,
+        "steps": step_count(trace), "window": "steps" if has_steps else WHOLE_TRACE_LABEL,
+        "total_window_ns": step_total,
         "mode": mode, "phase_source": evidence.source, "phase_confidence": confidence, "phase_note": note,
         "backward_source": evidence.backward_source, "autograd_threads": evidence.autograd_threads,
         **throughput,

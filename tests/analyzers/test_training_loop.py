@@ -188,7 +188,7 @@ def test_without_steps_the_trace_is_one_labelled_window_not_a_step(shared_traces
     (row,) = [r for _, r in res.table("steps").iterrows()]
     assert row["step"] == -1 and row["window"] == "whole trace" and row["other_ns"] == row["step_ns"]
     lo, hi = trace.span_ns
-    assert row["step_ns"] == hi - lo == res.summary["window_ns"]
+    assert row["step_ns"] == hi - lo == res.summary["total_window_ns"]
     assert res.summary["steps"] == 0 and res.summary["window"] == "whole trace"
     # No step statistics for a window that is no step, no warm-up or outlier either.
     assert all(res.summary[k] is None for k in ("step_median_ns", "step_p90_ns", "step_mean_ns", "step_min_ns",
