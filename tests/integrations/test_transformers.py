@@ -99,3 +99,45 @@ def test_importing_the_integrations_imports_no_framework():
             "print(sorted(m for m in ('transformers', 'lightning', 'pytorch_lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+DDP_JOB = """
+import sys
+sys.path.insert(0, {repo!r})
+import torch, transformers
+from tests.integrations.test_transformers import _Tokens, SEQ
+from torchscope.integrations.transformers import ProfilerCallback
+torch.manual_seed(0)
+model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=SEQ,
+                                                             vocab_size=64))
+args = transformers.TrainingArguments(output_dir=sys.argv[2], max_steps=4, per_device_train_batch_size=2,
+                                      use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
+                                      disable_tqdm=True, ddp_backend="gloo")
+cb = ProfilerCallback(sys.argv[1], host_roofline=False, sample_interval_ms=50,
+                      schedule=dict(wait=0, warmup=1, active=2))
+transformers.Trainer(model=model, args=args, train_dataset=_Tokens(32, 64), callbacks=[cb]).train()
+"""
+
+
+@pytest.mark.slow
+def test_each_rank_of_a_torchrun_job_writes_into_one_bundle(tmp_path):
+    import socket
+
+    from tests.conftest import REPO_ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "job.py"
+    script.write_text(DDP_JOB.format(repo=str(REPO_ROOT)))
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(port), str(script), str(run), str(tmp_path / "hf")],
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for rank, name in ((0, "manifest.json"), (1, "manifest.rank1.json")):
+        manifest = json.loads((run / name).read_text())
+        assert manifest["rank"] == rank and manifest["world_size"] == 2 and manifest["complete"] is True
+        assert manifest["steps"] == 4 and (run / f"rank{rank}.trace.json.gz").exists()
+    traces = torchscope.load_set(run)
+    assert sorted(t.meta.rank for t in traces) == [0, 1]
