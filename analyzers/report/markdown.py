@@ -1,10 +1,16 @@
-"""The report as GitHub-flavoured markdown (a PR comment or a wiki page): findings first, then summaries."""
+"""The report as GitHub-flavoured markdown (a PR comment or a wiki page): findings first, then summaries.
+
+Values read as in the text report (``report.text``): labelled, in units, names folded, timestamps
+relative to the trace start, empty values left out.
+"""
 
 from __future__ import annotations
 
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.trace import TraceSet
-from torchscope.analyzers.report.text import SHOWN_FINDINGS, evidence_text, header_lines, rank_tag, summary_items
+from torchscope.analyzers.report.text import (
+    SHOWN_FINDINGS, evidence_text, header_lines, origin_ns, rank_tag, summary_items,
+)
 
 __all__ = ["render_markdown"]
 
@@ -24,12 +30,12 @@ def render_markdown(traces: TraceSet, report: Report) -> str:
             out.append(f"| {i} | {f.severity} | {_md(f.title)} | {_md(rank_tag(f.rank))} | {_md(f.estimated_gain)} |")
         for i, f in enumerate(findings[:SHOWN_FINDINGS], 1):
             out += ["", f"### {i}. {_md(f.title)}", "",
-                    f"- **evidence**: {_md(evidence_text(f))}",
+                    f"- **evidence**: {_md(evidence_text(f, origin=origin_ns(traces, f.rank)))}",
                     f"- **change**: {_md(f.recommendation)}",
                     f"- **estimated gain**: {_md(f.estimated_gain)}"]
     out += ["", "## Summary", ""]
     for res in report.results:
-        items = summary_items(res)
+        items = summary_items(res, origin=origin_ns(traces, res.rank))
         if not items:
             continue
         out += [f"### {res.analyzer} ({rank_tag(res.rank)})", "", "| metric | value |", "|---|---|"]

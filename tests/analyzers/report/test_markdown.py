@@ -25,5 +25,5 @@ def test_pipes_in_text_are_escaped(shared_traces):
     out = render_markdown(traces, Report(source="x", results=(Result("toy", summary={"wait_ns": 1500},
                                                                        findings=(f,)),)))
     assert "| 1 | warning | a \\| b | all ranks | 1 \\| 2 |" in out
-    assert "- **change**: x y" in out and "- **evidence**: window_ns=1 µs" in out
+    assert "- **change**: x y" in out and "- **evidence**: window: 1 µs" in out
     assert "| wait | 1.5 µs |" in out

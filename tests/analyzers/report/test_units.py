@@ -8,8 +8,8 @@ import pytest
 
 from torchscope.analyzers.report.units import (
     LIST_ITEMS_SHOWN, MISSING, format_bytes, format_count, format_duration_ns, format_energy_mj, format_flops,
-    format_for_key, format_number, format_pct, format_plain, format_quantity, format_rate, format_share, key_label,
-    unit_of_key,
+    format_for_key, format_number, format_pct, format_plain, format_quantity, format_rate, format_share,
+    is_empty_value, key_label, plural, unit_of_key,
 )
 
 
@@ -77,8 +77,39 @@ def test_values_for_keys():
     assert format_for_key("step_median_ns", 12_345_678) == "12.35 ms"
     assert format_for_key("compute_bound_time_share", 0.45) == "45.0%"
     assert format_for_key("kernels", 123_456) == "123,456"
-    assert format_for_key("misaligned_shapes", {"wait_ns": 1_000, "n": 2}) == "{wait_ns: 1 µs, n: 2}"
-    assert format_for_key("warmup_steps", [0, 1]) == "[0, 1]"
+    assert format_for_key("median_step_ms", 20.5) == "20.5 ms" and format_for_key("idle_us", 1500) == "1.5 ms"
+
+
+def test_mappings_and_lists_read_as_text_not_python_reprs():
+    # a mapping: "name value, ..." in the key's unit (top_ops holds ns without saying so: VALUE_UNITS)
+    ops = {"aten::mul": 61_939_000, "aten::add": 2_000}
+    assert format_for_key("top_ops", ops) == "aten::mul 61.94 ms, aten::add 2 µs"
+    assert format_for_key("by_layer", {"wait_ns": 1_000, "n": 2}) == "wait_ns 1 µs, n 2"
+    assert format_for_key("warmup_steps", [0, 1]) == "0, 1"
+    assert format_for_key("steps", list(range(10))) == "0, 1, 2, 3, 4, 5, 6, 7, … (2 more)"
+    # names folded only when asked, prose never
+    kernel = "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>(int, float*)"
+    assert format_for_key("examples", [kernel, "ampere_sgemm"], name_width=40) == \
+        "vectorized_elementwise_kernel<…>(…), ampere_sgemm"
+    assert format_for_key("examples", [kernel]) == kernel
+    note = "measured on the host by the torchscope profiler (manifest host_roofline); roofs raised"
+    assert format_for_key("spec_source", note, name_width=20) == note
+
+
+def test_timestamps_read_relative_to_the_trace_start():
+    assert key_label("peak_rss_ts_ns") == "peak rss at" and unit_of_key("peak_rss_ts_ns") == "ts"
+    epoch = 1_764_000_000_000_000_000
+    assert format_for_key("peak_rss_ts_ns", epoch + 1_250_000_000, origin_ns=epoch) == "+1.25 s"
+    assert format_for_key("peak_rss_ts_ns", epoch - 2_000_000, origin_ns=epoch) == "-2 ms"
+    assert "trace clock" in format_for_key("peak_rss_ts_ns", epoch)  # no origin: never "1.76e+09 s"
+
+
+def test_plural_and_empty_values():
+    assert plural(1, "finding") == "1 finding" and plural(0, "finding") == "0 findings"
+    assert plural(12_345, "step") == "12,345 steps" and plural(2, "more finding") == "2 more findings"
+    assert all(is_empty_value(v) for v in ([], {}, (), "", np.array([])))
+    assert not any(is_empty_value(v) for v in ([0], 0, None, "x"))
+    assert format_number(40_211.4) == "40,211"  # not 4.021e+04
 
 
 def test_unknown_unit_is_a_plain_number():
