@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 #: Folders of the repository that install beneath `torchscope` (folder -> package name).
-ROOMS = {"torchscope": "torchscope", "profiler": "torchscope.profiler", "analyzers": "torchscope.analyzers",
-         "dashboard": "torchscope.dashboard"}
+ROOMS = {"torchscope": "torchscope", "profiler": "torchscope.profiler", "integrations": "torchscope.integrations",
+         "analyzers": "torchscope.analyzers", "dashboard": "torchscope.dashboard"}
 
 
 def _packages_on_disk() -> set[str]:

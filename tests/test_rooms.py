@@ -7,14 +7,17 @@ from pathlib import Path
 
 from tests.conftest import REPO_ROOT
 
-_FOLDERS = {"torchscope": "torchscope", "profiler": "torchscope.profiler", "analyzers": "torchscope.analyzers",
-            "dashboard": "torchscope.dashboard"}
+_FOLDERS = {"torchscope": "torchscope", "profiler": "torchscope.profiler", "integrations": "torchscope.integrations",
+            "analyzers": "torchscope.analyzers", "dashboard": "torchscope.dashboard"}
 
 #: What each room may import of the others (and of torch). The CLI may use every room.
 _FORBIDDEN = {
-    "torchscope.analyzers": ("torch", "torchscope.profiler", "torchscope.dashboard", "torchscope.cli"),
-    "torchscope.dashboard": ("torch", "torchscope.profiler", "torchscope.cli"),
-    "torchscope.profiler": ("torchscope.analyzers", "torchscope.dashboard", "torchscope.cli"),
+    "torchscope.analyzers": ("torch", "torchscope.profiler", "torchscope.integrations", "torchscope.dashboard",
+                             "torchscope.cli"),
+    "torchscope.dashboard": ("torch", "torchscope.profiler", "torchscope.integrations", "torchscope.cli"),
+    "torchscope.profiler": ("torchscope.analyzers", "torchscope.integrations", "torchscope.dashboard", "torchscope.cli"),
+    # a framework callback drives the profiler; it analyzes nothing and serves nothing
+    "torchscope.integrations": ("torchscope.analyzers", "torchscope.dashboard", "torchscope.cli"),
 }
 
 
