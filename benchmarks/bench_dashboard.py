@@ -19,6 +19,7 @@ Targets: overview ≤ 2 s, zoom ≤ 0.5 s.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import statistics
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Cold figures: every load parses (the columnar cache has its own benchmark, bench_cache.py).
+os.environ.setdefault("TORCHSCOPE_NO_CACHE", "1")
 sys.path.insert(0, str(REPO))
 
 from torchscope.dashboard.app import create_app  # noqa: E402

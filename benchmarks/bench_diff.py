@@ -11,12 +11,15 @@ the ratio and where the diff's extra time goes. Target (issue 7): diff ≤ 2 × 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Cold figures: every load parses (the columnar cache has its own benchmark, bench_cache.py).
+os.environ.setdefault("TORCHSCOPE_NO_CACHE", "1")
 sys.path.insert(0, str(REPO))
 
 from torchscope import analyzers  # noqa: E402
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = ""
     for _ in range(args.reps):
         t0 = time.perf_counter()
-        traces = [analyzers.load(base), analyzers.load(new)]
+        traces = [analyzers.load(base, cache=False), analyzers.load(new, cache=False)]
         load_s.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()

@@ -33,9 +33,9 @@ def peak_rss_kb():
 """
 _CHILD_OURS = _CHILD_PRELUDE + """
 sys.path.insert(0, {repo!r})
-import analyzers
+import torchscope
 t0 = time.perf_counter()
-trace = analyzers.load({path!r})
+trace = torchscope.load({path!r}, cache=False)  # the cold load: parse, never a cache hit
 seconds = time.perf_counter() - t0
 n = len(trace.events)
 print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": n}}))
