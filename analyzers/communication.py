@@ -454,7 +454,10 @@ def _exposed_finding(trace: Trace, comm: pd.DataFrame, per_type: pd.DataFrame, s
         estimated_gain=(f"up to {100 * gain:.0f}% of step time: the exposed communication per step "
                         f"({exposed_ns / 1e6:.2f} ms) capped by the compute time not yet overlapped with "
                         f"communication ({spare_compute_ns / 1e6:.2f} ms), over the median step "
-                        f"({step_ns / 1e6:.2f} ms)"),
+                        f"({step_ns / 1e6:.2f} ms)") if spare_compute_ns > 0 else
+                       ("unknown: the trace shows no compute in the step for the communication to hide "
+                        "under, so overlap cannot be estimated from it (fewer, larger collectives may "
+                        "still help)"),
         gain_fraction=gain, rank=trace.rank, page="communication",
     )
 

@@ -373,3 +373,11 @@ def test_real_gloo_job(tmp_path: Path) -> None:
         assert set(table["step"]) <= {1, 2} and len(table) == 4
     result = comm.analyze_stragglers(traces)
     assert result.summary["matched_collectives"] == 4
+
+
+def test_a_gain_with_nothing_to_overlap_is_unknown_not_zero(shared_traces: Path) -> None:
+    # CPU-only gloo job: collectives are exposed, but the trace has no compute to hide them under.
+    res = comm.analyze(analyzers.load(shared_traces / "cpu_only_rank34.json.gz"))
+    (finding,) = [f for f in res.findings if f.id == comm.EXPOSED_COMMUNICATION]
+    assert finding.estimated_gain.startswith("unknown")
+    assert "0%" not in finding.estimated_gain and finding.gain_fraction == 0.0
