@@ -13,43 +13,27 @@ Target (issue 13): cached load >= 20x faster than HTA's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fresh_process import CHILD_HTA, CHILD_PRELUDE, run_child  # noqa: E402
 SHARED = REPO.parent / "shared" / "traces" / "public"
 #: Target of issue 13: the cached load at least this many times faster than HTA's.
 TARGET_CACHED_VS_HTA = 20.0
 
-_CHILD_PRELUDE = """
-import json, resource, sys, time
-
-def peak_rss_kb():
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
-_CHILD_OURS = _CHILD_PRELUDE + """
+_CHILD_OURS = CHILD_PRELUDE + """
 import torchscope
 t0 = time.perf_counter()
 trace = torchscope.load({path!r})
 seconds = time.perf_counter() - t0
 print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(trace.events)}}))
-"""
-_CHILD_HTA = _CHILD_PRELUDE + """
-import logging
-logging.disable(logging.CRITICAL)
-from hta.trace_analysis import TraceAnalysis
-t0 = time.perf_counter()
-analysis = TraceAnalysis(trace_dir={folder!r})
-seconds = time.perf_counter() - t0
-df = analysis.t.get_trace(next(iter(analysis.t.traces)))
-print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(df)}}))
 """
 
 
@@ -59,14 +43,6 @@ def largest_shared_trace() -> Path:
     if not files:
         raise SystemExit(f"bench_cache: no traces in {SHARED}")
     return files[-1]
-
-
-def _run(python: str, code: str, env: dict[str, str]) -> dict:
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-        raise SystemExit(f"bench_cache: child failed: {tail[0]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict]] = {"cold": [], "cached": [], "hta": []}
         for rep in range(args.reps):
             shutil.rmtree(cache_dir, ignore_errors=True)
-            runs["cold"].append(_run(sys.executable, _CHILD_OURS.format(path=path), env))
-            runs["cached"].append(_run(sys.executable, _CHILD_OURS.format(path=path), env))
-            runs["hta"].append(_run(args.hta_python, _CHILD_HTA.format(folder=str(folder)), env))
+            runs["cold"].append(run_child(sys.executable, _CHILD_OURS.format(path=path), env=env, who="bench_cache"))
+            runs["cached"].append(run_child(sys.executable, _CHILD_OURS.format(path=path), env=env, who="bench_cache"))
+            runs["hta"].append(run_child(args.hta_python, CHILD_HTA.format(folder=str(folder)), env=env,
+                                         who="bench_cache"))
             print(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
                 f"{k} {v[-1]['seconds']:.3f}s" for k, v in runs.items()), file=sys.stderr)
         entry_bytes = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())

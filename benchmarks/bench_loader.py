@@ -13,25 +13,18 @@ Targets (issue 2): ours ≥ 4× faster than HTA, ≤ 1.5× the floor, peak RSS �
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fresh_process import CHILD_HTA, CHILD_PRELUDE, run_child  # noqa: E402
 DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "public" / "diff_control_a100.json.gz"
 
-_CHILD_PRELUDE = """
-import json, resource, sys, time
-
-def peak_rss_kb():
-    # HTA parses in a forked pool worker: count the peak of any child too, not only this process.
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
-_CHILD_OURS = _CHILD_PRELUDE + """
+_CHILD_OURS = CHILD_PRELUDE + """
 sys.path.insert(0, {repo!r})
 import torchscope
 t0 = time.perf_counter()
@@ -40,7 +33,7 @@ seconds = time.perf_counter() - t0
 n = len(trace.events)
 print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": n}}))
 """
-_CHILD_FLOOR = _CHILD_PRELUDE + """
+_CHILD_FLOOR = CHILD_PRELUDE + """
 import gzip, orjson
 t0 = time.perf_counter()
 with open({path!r}, "rb") as fh:
@@ -49,24 +42,6 @@ doc = orjson.loads(gzip.decompress(raw) if raw[:2] == b"\\x1f\\x8b" else raw)
 seconds = time.perf_counter() - t0
 print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(doc["traceEvents"])}}))
 """
-_CHILD_HTA = _CHILD_PRELUDE + """
-import logging
-logging.disable(logging.CRITICAL)
-from hta.trace_analysis import TraceAnalysis
-t0 = time.perf_counter()
-analysis = TraceAnalysis(trace_dir={folder!r})
-seconds = time.perf_counter() - t0
-df = analysis.t.get_trace(next(iter(analysis.t.traces)))
-print(json.dumps({{"seconds": seconds, "maxrss_kb": peak_rss_kb(), "events": len(df)}}))
-"""
-
-
-def _run(python: str, code: str) -> dict:
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-        raise SystemExit(f"bench_loader: child failed: {tail[0]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         (Path(folder) / Path(path).name).symlink_to(path)
         runs: dict[str, list[dict]] = {"torchscope": [], "hta": [], "floor": []}
         for rep in range(args.reps):
-            runs["torchscope"].append(_run(sys.executable, _CHILD_OURS.format(repo=str(REPO), path=path)))
-            runs["hta"].append(_run(args.hta_python, _CHILD_HTA.format(folder=folder)))
-            runs["floor"].append(_run(sys.executable, _CHILD_FLOOR.format(path=path)))
+            runs["torchscope"].append(run_child(sys.executable, _CHILD_OURS.format(repo=str(REPO), path=path),
+                                                who="bench_loader"))
+            runs["hta"].append(run_child(args.hta_python, CHILD_HTA.format(folder=folder), who="bench_loader"))
+            runs["floor"].append(run_child(sys.executable, _CHILD_FLOOR.format(path=path), who="bench_loader"))
             print(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
                 f"{k} {v[-1]['seconds']:.3f}s" for k, v in runs.items()), file=sys.stderr)
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
