@@ -84,7 +84,7 @@ def run_mode(mode: str, steps: int, out: Path, seed: int = 0,
         def ready(p: Any) -> None:
             p.export_chrome_trace(str(out / "torch.json"))
 
-        with torch.torchscope.profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU], record_shapes=True,
                                     schedule=schedule(**_schedule_kwargs(steps)), on_trace_ready=ready) as prof:
             d = _loop(steps, prof, seed, clock)
     else:
