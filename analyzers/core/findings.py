@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Mapping, get_args
 
+from torchscope.analyzers.report.html import finding_html
 from torchscope.analyzers.report.json import to_jsonable
 
 __all__ = ["Finding", "Severity", "Page", "SEVERITIES", "PAGES", "FINDING_ID_RE"]
@@ -50,6 +51,10 @@ class Finding:
             raise ValueError(f"page must be one of {PAGES}, got {self.page!r}")
         if not 0.0 <= self.gain_fraction <= 1.0:
             raise ValueError(f"gain_fraction must be within [0, 1], got {self.gain_fraction!r}")
+
+    def _repr_html_(self) -> str:
+        """The finding as HTML, for Jupyter."""
+        return finding_html(self)
 
     def to_dict(self) -> dict:
         """Plain-JSON form of the finding."""

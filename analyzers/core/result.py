@@ -13,6 +13,7 @@ from typing import Mapping
 import pandas as pd
 
 from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.report.html import result_html
 
 __all__ = ["Result", "NotApplicable"]
 
@@ -26,6 +27,10 @@ class Result:
     summary: Mapping[str, object] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
     rank: int | None = None
+
+    def _repr_html_(self) -> str:
+        """The result as HTML, for Jupyter: summary, findings, tables folded."""
+        return result_html(self)
 
     def table(self, name: str) -> pd.DataFrame:
         """The table called ``name`` (KeyError naming the available ones otherwise)."""
