@@ -27,7 +27,7 @@ from torchscope.profiler.guard import logger
 from torchscope.profiler.options import ProfileOptions
 from torchscope.profiler.session import profile
 
-__all__ = ["CallbackDriver", "MICRO_STEP_PHASE"]
+__all__ = ["CallbackDriver", "DrivenCallback", "MICRO_STEP_PHASE"]
 
 #: phase name prefix of each gradient-accumulation micro-batch: micro_step_0, micro_step_1, ...
 MICRO_STEP_PHASE = "micro_step"
@@ -178,3 +178,23 @@ class CallbackDriver:
             err = getattr(sys, "last_value", None)
             self.finish(error=err if isinstance(err, BaseException) else
                         RuntimeError("the process exited before the training run's end hook"))
+
+
+class DrivenCallback:
+    """What every framework callback shows its user, over its ``CallbackDriver`` (``self._driver``)."""
+
+    _driver: CallbackDriver
+
+    @property
+    def prof(self) -> Any:
+        """The current (or last) run's ``torchscope.profile``, None before training."""
+        return self._driver.prof
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder this callback writes."""
+        return self._driver.out_dir
+
+    def stop(self, error: BaseException | None = None) -> Path | None:
+        """Stop recording now (error: what ended training, if it failed); returns the run folder."""
+        return self._driver.finish(error=error)

@@ -29,10 +29,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
 from typing import Any, Mapping
 
-from torchscope.integrations._driver import MICRO_STEP_PHASE, CallbackDriver
+from torchscope.integrations._driver import MICRO_STEP_PHASE, CallbackDriver, DrivenCallback
 
 __all__ = ["ProfilerCallback", "FRAMEWORKS", "MICRO_STEP_PHASE"]
 
@@ -78,7 +77,7 @@ def _batch_counts(batch: Any) -> tuple[int | None, int | None]:
     return tokens, samples
 
 
-class ProfilerCallback:
+class ProfilerCallback(DrivenCallback):
     """Record a torchscope run bundle of a Lightning ``Trainer.fit`` (see the module docstring)."""
 
     def __new__(cls, out_dir: str | os.PathLike = "runs/run", *, framework: str | None = None,
@@ -106,20 +105,6 @@ class ProfilerCallback:
     def __reduce__(self) -> tuple:
         # a dynamic class pickles by its recipe (ddp_spawn sends callbacks to the workers)
         return (_rebuild, (self.frameworks, str(self._driver.out_dir), self._options))
-
-    @property
-    def prof(self) -> Any:
-        """The current (or last) run's ``torchscope.profile``, None before training."""
-        return self._driver.prof
-
-    @property
-    def run_dir(self) -> Path:
-        """The run folder this callback writes."""
-        return self._driver.out_dir
-
-    def stop(self, error: BaseException | None = None) -> Path | None:
-        """Stop recording now (error: what ended training, if it failed); returns the run folder."""
-        return self._driver.finish(error=error)
 
     # ---- Callback hooks --------------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:

@@ -24,31 +24,20 @@ is handled by the profile itself. ``transformers`` is imported by this module on
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from torchscope.integrations._driver import MICRO_STEP_PHASE, CallbackDriver
+from torchscope.integrations._driver import MICRO_STEP_PHASE, CallbackDriver, DrivenCallback
 
 __all__ = ["ProfilerCallback", "MICRO_STEP_PHASE"]
 
 
-class ProfilerCallback(TrainerCallback):
+class ProfilerCallback(DrivenCallback, TrainerCallback):
     """Record a torchscope run bundle of a ``transformers.Trainer`` training run (see the module docstring)."""
 
     def __init__(self, out_dir: str | os.PathLike = "runs/run", **profile_options: Any) -> None:
         self._driver = CallbackDriver(out_dir, profile_options)
-
-    @property
-    def prof(self) -> Any:
-        """The current (or last) run's ``torchscope.profile``, None before training."""
-        return self._driver.prof
-
-    @property
-    def run_dir(self) -> Path:
-        """The run folder this callback writes."""
-        return self._driver.out_dir
 
     def __enter__(self) -> "ProfilerCallback":
         return self
@@ -56,10 +45,6 @@ class ProfilerCallback(TrainerCallback):
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         self.stop(error=exc)
         return False
-
-    def stop(self, error: BaseException | None = None) -> Path | None:
-        """Stop recording now (error: what ended training, if it failed); returns the run folder."""
-        return self._driver.finish(error=error)
 
     # ---- TrainerCallback events -----------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
