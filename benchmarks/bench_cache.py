@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fresh_process import CHILD_HTA, CHILD_PRELUDE, run_child  # noqa: E402
+from fresh_process import CHILD_HTA, CHILD_PRELUDE, print_medians, report_rep, run_child  # noqa: E402
 SHARED = REPO.parent / "shared" / "traces" / "public"
 #: Target of issue 13: the cached load at least this many times faster than HTA's.
 TARGET_CACHED_VS_HTA = 20.0
@@ -68,18 +67,13 @@ def main(argv: list[str] | None = None) -> int:
             runs["cached"].append(run_child(sys.executable, _CHILD_OURS.format(path=path), env=env, who="bench_cache"))
             runs["hta"].append(run_child(args.hta_python, CHILD_HTA.format(folder=str(folder)), env=env,
                                          who="bench_cache"))
-            print(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
-                f"{k} {v[-1]['seconds']:.3f}s" for k, v in runs.items()), file=sys.stderr)
+            report_rep(rep, args.reps, runs)
         entry_bytes = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
-    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-    rss = {k: statistics.median(r["maxrss_kb"] for r in v) / 1024 for k, v in runs.items()}
     print(f"trace: {path}  ({Path(path).stat().st_size / 1e6:.2f} MB on disk; cache entry "
           f"{entry_bytes / 1e6:.2f} MB)")
     print(f"events: torchscope {runs['cold'][0]['events']}, HTA {runs['hta'][0]['events']}")
     print("times are the load call alone, after the import, in a fresh process each")
-    print(f"{'':8s} {'median s':>9s} {'peak RSS MiB':>13s}")
-    for k in runs:
-        print(f"{k:8s} {med[k]:9.3f} {rss[k]:13.0f}")
+    med, _ = print_medians(runs)
     print(f"cached vs cold:  {med['cold'] / med['cached']:.2f}x faster")
     print(f"cold vs HTA:     {med['hta'] / med['cold']:.2f}x faster")
     print(f"cached vs HTA:   {med['hta'] / med['cached']:.2f}x faster   (target >= {TARGET_CACHED_VS_HTA:.0f}x)")

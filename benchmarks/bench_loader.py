@@ -13,7 +13,6 @@ Targets (issue 2): ours ≥ 4× faster than HTA, ≤ 1.5× the floor, peak RSS �
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fresh_process import CHILD_HTA, CHILD_PRELUDE, run_child  # noqa: E402
+from fresh_process import CHILD_HTA, CHILD_PRELUDE, print_medians, report_rep, run_child  # noqa: E402
 DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "public" / "diff_control_a100.json.gz"
 
 _CHILD_OURS = CHILD_PRELUDE + """
@@ -61,16 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 who="bench_loader"))
             runs["hta"].append(run_child(args.hta_python, CHILD_HTA.format(folder=folder), who="bench_loader"))
             runs["floor"].append(run_child(sys.executable, _CHILD_FLOOR.format(path=path), who="bench_loader"))
-            print(f"  rep {rep + 1}/{args.reps}: " + "  ".join(
-                f"{k} {v[-1]['seconds']:.3f}s" for k, v in runs.items()), file=sys.stderr)
-    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-    rss = {k: statistics.median(r["maxrss_kb"] for r in v) / 1024 for k, v in runs.items()}
+            report_rep(rep, args.reps, runs)
     print(f"trace: {path}  ({Path(path).stat().st_size / 1e6:.2f} MB on disk)")
     print(f"events: torchscope {runs['torchscope'][0]['events']}, HTA {runs['hta'][0]['events']}, "
           f"file {runs['floor'][0]['events']}")
-    print(f"{'':12s} {'median s':>9s} {'peak RSS MiB':>13s}")
-    for k in runs:
-        print(f"{k:12s} {med[k]:9.3f} {rss[k]:13.0f}")
+    med, rss = print_medians(runs)
     print(f"speed-up vs HTA:      {med['hta'] / med['torchscope']:.2f}x   (target >= 4x)")
     print(f"time vs parse floor:  {med['torchscope'] / med['floor']:.2f}x   (target <= 1.5x)")
     print(f"peak RSS vs HTA:      {rss['torchscope'] / rss['hta']:.2f}x   (target <= 0.75x)")
