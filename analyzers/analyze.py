@@ -14,9 +14,9 @@ __all__ = ["analyze_path"]
 
 
 def analyze_path(path: str, *, rank: int | None = None, hta_compatible: bool = False,
-                 progress: Callable[[str], None] | None = None) -> tuple[TraceSet, Report]:
-    """Load ``path`` (optionally one rank of it) and run every analyzer on it."""
-    traces = load_set(path)
+                 progress: Callable[[str], None] | None = None, cache: bool | None = None) -> tuple[TraceSet, Report]:
+    """Load ``path`` (optionally one rank of it; ``cache`` as for `load`) and run every analyzer on it."""
+    traces = load_set(path, cache=cache)
     if rank is not None:
         if rank not in traces.ranks:
             raise TraceError(path, f"no rank {rank}; ranks are {sorted(traces.ranks)}")

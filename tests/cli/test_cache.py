@@ -73,3 +73,13 @@ def test_a_damaged_entry_is_one_warning_line_and_the_command_succeeds(shared_tra
     assert proc.returncode == 0 and "rank 1 of 128" in proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("torchscope: warning:") and "damaged cache entry" in lines[0]
+
+
+def test_the_environment_switch_turns_the_cache_off_for_every_command(shared_traces: Path, tmp_path: Path,
+                                                                     cache_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv(cache_mod.ENV_NO_CACHE, "1")
+    path = str(shared_traces / "mi250_minitoy_train.json.gz")
+    assert main(["info", path]) == 0
+    assert main(["analyze", path, "--format", "json"]) == 0
+    assert main(["export", path, "-o", str(tmp_path / "out.json.gz"), "--no-findings"]) == 0
+    assert _entries(cache_dir) == []

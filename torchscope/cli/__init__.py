@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import sys
 import warnings
 from typing import Iterator, Sequence
 
 from torchscope.analyzers.core.errors import TraceError
-from torchscope.analyzers.io.cache import ENV_NO_CACHE, CacheWarning
+from torchscope.analyzers.io.cache import CacheWarning
 
 __all__ = ["main", "trace_diff_main", "EXIT_OK", "EXIT_GATE", "EXIT_BAD_INPUT"]
 
@@ -68,7 +67,7 @@ def trace_diff_main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        with _cache_turned_off(bool(getattr(args, "no_cache", False))), _one_line_cache_warnings():
+        with _one_line_cache_warnings():
             return int(args.func(args) or EXIT_OK)
     except TraceError as exc:
         sys.stderr.write(f"torchscope: error: {exc}\n")
@@ -78,23 +77,6 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:  # e.g. `torchscope analyze x | head`
         return EXIT_OK
-
-
-@contextlib.contextmanager
-def _cache_turned_off(off: bool) -> Iterator[None]:
-    """`--no-cache`: every load of this command skips the columnar cache (the environment is restored)."""
-    if not off:
-        yield
-        return
-    before = os.environ.get(ENV_NO_CACHE)
-    os.environ[ENV_NO_CACHE] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ENV_NO_CACHE, None)
-        else:
-            os.environ[ENV_NO_CACHE] = before
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     progress("loading")
     try:
         traces, report = analyze_path(args.path, rank=args.rank, hta_compatible=args.hta_compatible,
-                                      progress=progress)
+                                      progress=progress, cache=False if args.no_cache else None)
     finally:
         progress.done()
     render = {"text": render_text, "markdown": render_markdown, "json": render_json}[args.format]

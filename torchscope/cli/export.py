@@ -32,7 +32,7 @@ def _main(args: argparse.Namespace) -> int:
         raise TraceError(out, "output would overwrite the input")
     if not out.parent.is_dir():
         raise TraceError(out, "output folder does not exist")
-    data = load(src, cache=not args.no_cache)
+    data = load(src, cache=False if args.no_cache else None)  # None: on unless $TORCHSCOPE_NO_CACHE
     report = None if args.no_findings else run_all(data)
     write_annotated_trace(data, report, out)
     n = len(report.findings) if report is not None else 0

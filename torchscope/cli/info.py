@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    traces = load_set(args.path, cache=not args.no_cache)
+    traces = load_set(args.path, cache=False if args.no_cache else None)  # None: on unless $TORCHSCOPE_NO_CACHE
     summaries = [describe(t) for t in traces]
     if args.format == "json":
         sys.stdout.write(orjson.dumps({"schema_version": 1, "ranks": summaries}, option=orjson.OPT_INDENT_2).decode())
