@@ -35,8 +35,11 @@ collective intervals) overlapped by compute, as Holistic Trace Analysis defines 
 over the step windows of ``timeline.steps`` (a step runs until the next one starts); without steps
 the whole trace is one window.
 
-Stragglers (across the ranks of a TraceSet)
--------------------------------------------
+Stragglers (across the ranks of a job)
+--------------------------------------
+Each rank is reduced on its own to `StragglerInputs` (its collectives' type, size, step and start,
+and its compute per step); the matching below runs on those parts only, never on the ranks' full
+traces, so a job of many ranks is analyzed one rank at a time (``torchscope.analyzers.jobs``).
 The n-th collective of a type (and, for types whose message is the same on every rank, of a size)
 within a step is matched across ranks. A rank's *lateness* for a matched collective is its start
 minus the earliest rank's start; the others wait that long inside the collective, so a rank whose
@@ -49,6 +52,7 @@ A rank whose compute per step (union of compute kernels) exceeds the median of t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -66,7 +70,8 @@ from torchscope.analyzers.timeline.steps import step_of, step_windows, windows_o
 
 __all__ = [
     "collectives", "busbw_factor", "exposed_per_step", "compute_per_step", "analyze",
-    "analyze_stragglers", "EXPOSED_COMM_MIN_SHARE", "EXPOSED_COMM_CRITICAL_SHARE",
+    "analyze_stragglers", "stragglers_from_inputs", "straggler_inputs", "StragglerInputs", "match_collectives",
+    "matched_collectives", "MATCH_COLUMNS", "EXPOSED_COMM_MIN_SHARE", "EXPOSED_COMM_CRITICAL_SHARE",
     "SMALL_MESSAGE_BYTES", "STRAGGLER_MIN_LATENESS_NS", "STRAGGLER_MIN_SHARE", "SLOW_COMPUTE_MIN_EXCESS",
     "EXPOSED_COMMUNICATION", "STRAGGLER_RANK", "SLOW_COMPUTE_RANK", "SUMMARY_KEYS", "STRAGGLERS_SUMMARY_KEYS",
 ]
@@ -495,7 +500,37 @@ def analyze(trace: Trace, *, exposed_min_share: float = EXPOSED_COMM_MIN_SHARE) 
 
 # --- stragglers across ranks ---------------------------------------------------------------------
 
-def matched_collectives(traces: TraceSet, comm_by_rank: Mapping[int, pd.DataFrame] | None = None) -> pd.DataFrame:
+#: Columns of a collective table that matching across ranks uses (``StragglerInputs.collectives``).
+MATCH_COLUMNS = ["rank", "step", "type", "ts_ns", "dur_ns", "bytes"]
+
+
+@dataclass(frozen=True)
+class StragglerInputs:
+    """What one rank contributes to the straggler analysis: its collectives' starts and its compute per step.
+
+    ``collectives``: ``MATCH_COLUMNS`` of `collectives` (times ns, bytes); ``compute_per_step``: the
+    columns of `compute_per_step` (``step``, ``step_ns``, ``compute_ns``). Small and picklable: a job's
+    ranks are reduced to these one at a time and matched afterwards.
+    """
+
+    rank: int
+    collectives: pd.DataFrame
+    compute_per_step: pd.DataFrame
+
+
+def straggler_inputs(trace: Trace, communication_result: Result | None = None) -> StragglerInputs:
+    """One rank's part of the straggler analysis, from its communication result when there is one."""
+    if communication_result is not None:
+        comm = communication_result.table("collectives")
+        steps = communication_result.table("per_step")[["step", "step_ns", "compute_ns"]]
+    else:  # no collectives (or the analyzer failed): compute per step still compares the ranks
+        comm = collectives(trace)
+        steps = compute_per_step(trace, comm)
+    return StragglerInputs(rank=trace.rank, collectives=comm[MATCH_COLUMNS].reset_index(drop=True),
+                           compute_per_step=steps.reset_index(drop=True))
+
+
+def match_collectives(comm_by_rank: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """Collectives matched across ranks by (step, type, size, n-th such in the step); start lateness and skew, ns.
 
     The size is part of the key only for types whose message is the same on every rank (all but
@@ -503,11 +538,11 @@ def matched_collectives(traces: TraceSet, comm_by_rank: Mapping[int, pd.DataFram
     not shift every later match. ``lateness_ns`` is the start after the earliest rank's start.
     """
     frames = []
-    for trace in traces:
-        comm = comm_by_rank[trace.rank] if comm_by_rank is not None else collectives(trace)
+    for rank in sorted(comm_by_rank):
+        comm = comm_by_rank[rank]
         if comm.empty:
             continue
-        comm = comm[["rank", "step", "type", "ts_ns", "dur_ns", "bytes"]].copy()
+        comm = comm[MATCH_COLUMNS].copy()
         same_size = ~comm["type"].isin(_PER_RANK_SIZE_TYPES) & comm["bytes"].notna()
         comm["size_key"] = np.where(same_size, comm["bytes"].fillna(-1), -1.0)
         comm["occurrence"] = comm.groupby(["step", "type", "size_key"], sort=False).cumcount()
@@ -524,23 +559,34 @@ def matched_collectives(traces: TraceSet, comm_by_rank: Mapping[int, pd.DataFram
     return allc.sort_values(["ts_ns", "rank"], kind="stable").reset_index(drop=True)
 
 
-@register("stragglers", description="Ranks whose collectives start late or whose compute per step is slow",
-          scope="set", page="communication", summary_keys=STRAGGLERS_SUMMARY_KEYS)
+def matched_collectives(traces: TraceSet, comm_by_rank: Mapping[int, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """`match_collectives` over the ranks of a TraceSet (their `collectives` unless given)."""
+    return match_collectives({trace.rank: comm_by_rank[trace.rank] if comm_by_rank is not None
+                              else collectives(trace) for trace in traces})
+
+
 def analyze_stragglers(traces: TraceSet) -> Result:
     """Start skew of matched collectives, per-rank lateness and compute per step, straggler findings."""
-    if len(traces) < 2:
+    return stragglers_from_inputs({trace.rank: straggler_inputs(trace) for trace in traces})
+
+
+@register("stragglers", description="Ranks whose collectives start late or whose compute per step is slow",
+          scope="set", page="communication", summary_keys=STRAGGLERS_SUMMARY_KEYS, needs=("communication",),
+          reduce=straggler_inputs)
+def stragglers_from_inputs(parts: Mapping[int, StragglerInputs]) -> Result:
+    """The straggler analysis over every rank's `StragglerInputs` (never the ranks' full traces)."""
+    if len(parts) < 2:
         raise NotApplicable("single rank")
-    comm_by_rank = {trace.rank: collectives(trace) for trace in traces}
-    matched = matched_collectives(traces, comm_by_rank)
+    ranks = sorted(parts)
+    matched = match_collectives({rank: parts[rank].collectives for rank in ranks})
     compute = []
-    for trace in traces:
-        per_step = compute_per_step(trace, comm_by_rank[trace.rank])
-        per_step["rank"] = trace.rank
+    for rank in ranks:
+        per_step = parts[rank].compute_per_step.copy()
+        per_step["rank"] = rank
         compute.append(per_step)
     compute_df = pd.concat(compute, ignore_index=True)
     if matched.empty and compute_df["compute_ns"].sum() == 0:
         raise NotApplicable("no collectives matched across ranks and no compute to compare")
-    ranks = sorted(traces.ranks)
     per_rank = pd.DataFrame({"rank": ranks})
     if not matched.empty:
         lat = matched.groupby("rank").agg(matched_collectives=("lateness_ns", "size"),

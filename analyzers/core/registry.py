@@ -4,20 +4,29 @@ An analyzer registers ``analyze(trace, **needs) -> Result`` with the names of th
 results it needs (``needs=("roofline", "gpu_time")``). ``run_all`` runs each analyzer once per rank
 in dependency order and passes those results in as ``<name>_result`` keyword arguments (None when
 the needed analyzer was skipped or failed on that rank). No analyzer calls another's ``analyze``.
+
+A job-level analyzer (``scope="set"``) that registers a ``reduce(trace, **needs)`` sees the ranks
+only through what ``reduce`` keeps of each (a small picklable part: a few reduced tables); its
+``analyze(parts: {rank: part})`` runs on those parts. This is what lets a job of many ranks be
+analyzed one rank at a time (``torchscope.analyzers.jobs``): `run_rank` is the whole per-rank pass
+(rank analyzers, then the reductions), `run_job_level` the pass over the parts, and `run_all` is
+both, in one process. A set analyzer without ``reduce`` is given the whole TraceSet and cannot run
+on a job analyzed rank by rank.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Callable, Literal, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
 
 from torchscope.analyzers.core.findings import Page
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.trace import Trace, TraceSet
 
-__all__ = ["AnalyzerSpec", "Report", "Scope", "register", "run_all", "load_analyzers", "REGISTRY", "ANALYZER_MODULES"]
+__all__ = ["AnalyzerSpec", "Report", "Scope", "RankRun", "JobLevelRun", "register", "run_all", "run_rank",
+           "run_job_level", "select", "load_analyzers", "REGISTRY", "ANALYZER_MODULES", "NO_REDUCE_REASON"]
 
 Scope = Literal["rank", "set"]
 
@@ -31,7 +40,10 @@ ANALYZER_MODULES: tuple[str, ...] = (
     "torchscope.analyzers.roofline.analysis",
     "torchscope.analyzers.power",
     "torchscope.analyzers.moe.analysis",
+    "torchscope.analyzers.jobs.overview",
 )
+#: Why a set analyzer without ``reduce`` is skipped on a job analyzed rank by rank.
+NO_REDUCE_REASON = "needs every rank's full trace at once (no per-rank reduce)"
 
 
 @dataclass(frozen=True)
@@ -47,20 +59,26 @@ class AnalyzerSpec:
     needs: tuple[str, ...] = ()
     #: Every key the summary may hold -> what it is, with its unit (the documented contract).
     summary_keys: Mapping[str, str] | None = None
+    #: Set scope only: ``reduce(trace, **needs) -> part``, what one rank contributes; ``func`` then
+    #: receives ``{rank: part}`` instead of the TraceSet.
+    reduce: Callable[..., Any] | None = None
 
 
 REGISTRY: dict[str, AnalyzerSpec] = {}
 
 
 def register(name: str, *, description: str, scope: Scope = "rank", page: Page = "overview",
-             needs: tuple[str, ...] = (), summary_keys: Mapping[str, str] | None = None) -> Callable:
+             needs: tuple[str, ...] = (), summary_keys: Mapping[str, str] | None = None,
+             reduce: Callable[..., Any] | None = None) -> Callable:
     """Decorator that adds ``analyze(trace, **needs) -> Result`` to the registry under ``name``."""
     if scope not in ("rank", "set"):
         raise ValueError(f"scope must be 'rank' or 'set', got {scope!r}")
+    if reduce is not None and scope != "set":
+        raise ValueError(f"{name}: only a set-scope analyzer has a reduce")
 
     def deco(func: Callable[..., Result]) -> Callable[..., Result]:
         REGISTRY[name] = AnalyzerSpec(name, func, description, scope, page, tuple(needs),
-                                      dict(summary_keys) if summary_keys is not None else None)
+                                      dict(summary_keys) if summary_keys is not None else None, reduce)
         return func
 
     return deco
@@ -98,6 +116,128 @@ def _dependency_order(specs: Mapping[str, AnalyzerSpec]) -> dict[str, AnalyzerSp
     return done
 
 
+def select(only: tuple[str, ...] | None = None) -> tuple[dict[str, AnalyzerSpec], frozenset[str]]:
+    """The analyzers to run, in run order (``only`` and, silently, what they need), and the silent ones."""
+    specs = load_analyzers()
+    if only is None:
+        return dict(specs), frozenset()
+    wanted = set(only)
+    for name in reversed(list(specs)):
+        if name in wanted:
+            wanted.update(specs[name].needs)
+    return {n: s for n, s in specs.items() if n in wanted}, frozenset(wanted - set(only))
+
+
+@dataclass(frozen=True)
+class RankRun:
+    """One rank's pass: its analyzers' results, why the others did not apply, errors, and its set parts."""
+
+    rank: int
+    results: Mapping[str, Result] = field(default_factory=dict)
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
+    #: Set analyzer name -> what ``reduce`` kept of this rank.
+    parts: Mapping[str, Any] = field(default_factory=dict)
+
+
+def run_rank(trace: Trace, specs: Mapping[str, AnalyzerSpec], *, options: Mapping[str, Mapping] | None = None,
+             progress: Callable[[str], None] | None = None) -> RankRun:
+    """Run the rank analyzers of ``specs`` on one trace, then the reduce of each set analyzer."""
+    options = options or {}
+    results: dict[str, Result] = {}
+    not_applicable: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    parts: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if spec.scope == "set" and spec.reduce is None:
+            continue
+        if progress is not None:
+            progress(name)
+        given = {f"{need}_result": results.get(need) for need in spec.needs}
+        try:
+            if spec.scope == "set":
+                parts[name] = spec.reduce(trace, **given)
+            else:
+                results[name] = spec.func(trace, **dict(options.get(name, {})), **given)
+        except NotApplicable as exc:
+            not_applicable[name] = str(exc)
+        except Exception as exc:  # an analyzer bug must not hide the other analyzers' results
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    return RankRun(trace.rank, results, not_applicable, errors, parts)
+
+
+@dataclass(frozen=True)
+class JobLevelRun:
+    """The set analyzers' pass: their results (rank None), skip reasons and errors."""
+
+    results: Mapping[str, Result] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+
+def run_job_level(specs: Mapping[str, AnalyzerSpec], parts_by_rank: Mapping[int, Mapping[str, Any]], *,
+                  traces: TraceSet | None = None, options: Mapping[str, Mapping] | None = None,
+                  progress: Callable[[str], None] | None = None) -> JobLevelRun:
+    """Run each set analyzer of ``specs`` on the ranks' parts (or, without reduce, on ``traces``)."""
+    options = options or {}
+    results: dict[str, Result] = {}
+    skipped: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    ranks = sorted(parts_by_rank)
+    for name, spec in specs.items():
+        if spec.scope != "set":
+            continue
+        if len(ranks) < 2:
+            skipped[name] = "single rank"
+            continue
+        if spec.reduce is None and traces is None:
+            skipped[name] = NO_REDUCE_REASON
+            continue
+        if progress is not None:
+            progress(name)
+        try:
+            if spec.reduce is None:
+                result = spec.func(traces, **dict(options.get(name, {})))
+            else:
+                parts = {rank: parts_by_rank[rank][name] for rank in ranks if name in parts_by_rank[rank]}
+                result = spec.func(parts, **dict(options.get(name, {})))
+        except NotApplicable as exc:
+            skipped[name] = str(exc)
+            continue
+        except Exception as exc:  # an analyzer bug must not hide the other analyzers' results
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        results[name] = result
+    return JobLevelRun(results, skipped, errors)
+
+
+def combine(specs: Mapping[str, AnalyzerSpec], hidden: frozenset[str], rank_runs: list[RankRun],
+            job: JobLevelRun, *, source: str) -> Report:
+    """One Report from the ranks' passes and the job-level pass, in run order (analyzer, then rank)."""
+    results: list[Result] = []
+    skipped: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    runs = sorted(rank_runs, key=lambda run: run.rank)
+    for name, spec in specs.items():
+        if spec.scope == "set":
+            if name in job.results and name not in hidden:
+                results.append(job.results[name])
+            if name in job.skipped and name not in hidden:
+                skipped[name] = job.skipped[name]
+            if name in job.errors:
+                errors[name] = job.errors[name]
+        else:
+            if name not in hidden:
+                results.extend(run.results[name] for run in runs if name in run.results)
+            reasons = [run.not_applicable[name] for run in runs if name in run.not_applicable]
+            if runs and reasons and len(reasons) == len(runs) and name not in hidden:
+                skipped[name] = reasons[0]
+        for run in runs:  # a reduce or rank analyzer that failed on some rank: the last rank's message
+            if name in run.errors:
+                errors[name] = run.errors[name]
+    return Report(source=source, results=tuple(results), skipped=skipped, errors=errors)
+
+
 def run_all(
     data: Trace | TraceSet,
     *,
@@ -110,55 +250,17 @@ def run_all(
     ``only`` limits the run to those analyzers (and, silently, what they need); ``options`` passes
     keyword options per analyzer name.
     """
-    specs = load_analyzers()
-    if only is not None:
-        wanted = set(only)
-        for name in reversed(list(specs)):
-            if name in wanted:
-                wanted.update(specs[name].needs)
-        hidden = wanted - set(only)
-    else:
-        wanted, hidden = set(specs), set()
-    options = options or {}
+    specs, hidden = select(only)
     traces = list(data) if isinstance(data, TraceSet) else [data]
-    results: list[Result] = []
-    skipped: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    # (analyzer, rank) -> result, for the analyzers that need it
-    by_rank: dict[tuple[str, int | None], Result] = {}
-    for name, spec in specs.items():
-        if name not in wanted:
-            continue
-        if progress is not None:
-            progress(name)
-        kwargs = dict(options.get(name, {}))
-        targets: list[Trace | TraceSet]
-        if spec.scope == "set":
-            if not isinstance(data, TraceSet) or len(data) < 2:
-                skipped[name] = "single rank"
-                continue
-            targets = [data]
-        else:
-            targets = traces
-        reasons = []
-        for target in targets:
-            rank = target.rank if isinstance(target, Trace) else None
-            given = {f"{need}_result": by_rank.get((need, rank)) for need in spec.needs}
-            try:
-                result = spec.func(target, **kwargs, **given)
-            except NotApplicable as exc:
-                reasons.append(str(exc))
-                continue
-            except Exception as exc:  # an analyzer bug must not hide the other analyzers' results
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                continue
-            by_rank[(name, rank)] = result
-            if name not in hidden:
-                results.append(result)
-        if reasons and len(reasons) == len(targets) and name not in hidden:
-            skipped[name] = reasons[0]
-    return Report(source=getattr(data, "path", "") or data_path(data), results=tuple(results),
-                  skipped=skipped, errors=errors)
+    several = isinstance(data, TraceSet) and len(data) >= 2
+    # A single trace has no job level: its set analyzers' reductions would be thrown away.
+    rank_specs = specs if several else {n: s for n, s in specs.items() if s.scope == "rank"}
+    runs = [run_rank(trace, rank_specs, options=options, progress=progress) for trace in traces]
+    parts = {run.rank: run.parts for run in runs}
+    if not several:
+        parts = {run.rank: {} for run in runs[:1]}
+    job = run_job_level(specs, parts, traces=data if several else None, options=options, progress=progress)
+    return combine(specs, hidden, runs, job, source=getattr(data, "path", "") or data_path(data))
 
 
 def data_path(data: Trace | TraceSet) -> str:

@@ -4,6 +4,18 @@ A run bundle is a folder with ``manifest.json`` and per-rank files ``rank<N>.tra
 append-only JSONL streams ``rank<N>.<stream>.jsonl`` (samples, moe, steps, ...). A job killed
 mid-run may leave only the streams: such a rank loads with empty event frames and its streams.
 
+Run status: the profiler writes the manifest at start (``"ended_at_ns": null``, ``"complete": false``)
+and rewrites it when the profiler stops (``ended_at_ns`` set; ``complete`` false with an
+``incomplete_reason`` when the loop ended by an exception or SIGTERM). A rank whose own manifest
+(``manifest.rank<N>.json``, rank 0's is ``manifest.json``) is still the start one, or a folder of our
+JSONL streams with no manifest at all, is a job killed before it stopped: each such rank loads with
+the warning `KILLED_RUN_WARNING` in ``Trace.meta.warnings``; a run ended by an exception gets
+``"incomplete: <reason>"``.
+
+A job can also be loaded one rank at a time: `job_sources` finds where each rank lives without
+parsing anything (`RankSource`, picklable), and `load_rank` loads one of them; this is what the
+per-rank tasks of ``torchscope.analyzers.jobs`` do, in whatever process or cluster worker runs them.
+
 Each trace file's parsed frames are kept in the columnar cache (`torchscope.analyzers.io.cache`),
 keyed by the file's path, size, mtime and `LOADER_VERSION`; a bundle's JSONL streams and manifest
 are read afresh on every load and attached to the cached frames.
@@ -15,10 +27,10 @@ import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import orjson
 import pandas as pd
@@ -28,7 +40,8 @@ from torchscope.analyzers.io.chrome_trace import empty_trace, parse_trace_file, 
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.trace import Trace, TraceSet
 
-__all__ = ["load", "load_set", "find_trace_files", "read_jsonl", "is_run_bundle"]
+__all__ = ["load", "load_set", "find_trace_files", "read_jsonl", "is_run_bundle", "RankSource", "JobSources",
+           "job_sources", "load_rank", "run_status_warning", "KILLED_RUN_WARNING"]
 
 MANIFEST_NAME = "manifest.json"
 _TRACE_SUFFIXES = (".json", ".json.gz")
@@ -38,6 +51,9 @@ _BUNDLE_STREAM = re.compile(r"^rank(\d+)\.([A-Za-z0-9_\-]+)\.jsonl$")
 #: module that changes a loaded Trace (a column, a dtype, a value, a warning, TraceMeta): cached entries
 #: of other versions are then never read again (and age out of the cache).
 LOADER_VERSION = "1"
+#: Warning of a rank whose job was killed before the profiler stopped (no final manifest).
+KILLED_RUN_WARNING = "incomplete: the job ended without stopping the profiler"
+_RANK_MANIFEST = re.compile(r"^manifest\.rank(\d+)\.json$")
 #: Load ranks in worker processes when the files add up to more than this (below, start-up costs more).
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 
@@ -56,21 +72,106 @@ def load(path: str | os.PathLike, *, progress: bool | None = None, cache: bool |
 def load_set(path: str | os.PathLike, *, progress: bool | None = None, cache: bool | None = None) -> TraceSet:
     """Like `load`, but always returns a TraceSet (of one rank for a single file)."""
     path = Path(path)
+    job = job_sources(path)
+    store = open_cache(LOADER_VERSION, cache)
+    manifest = _read_manifest(job.manifest_file) if job.manifest_file is not None else None
+    with_trace = [src for src in job.sources if src.trace_file is not None]
+    traces = _parse_many([(src.trace_file, src.rank) for src in with_trace], progress, manifest=manifest,
+                         streams_by_rank={}, store=store)
+    ranks = _by_rank(traces)
+    if not job.bundle:
+        return TraceSet(ranks=ranks, path=str(path))
+    for src in job.sources:
+        if src.trace_file is None:  # killed before the trace was written: keep what was flushed
+            ranks[src.rank] = empty_trace(job.folder, src.rank, manifest=manifest, streams={}, warnings=(
+                f"rank {src.rank} has no trace file (the job ended before writing it); "
+                "only its JSONL streams are available",))
+        ranks[src.rank] = _attach_bundle_parts(ranks[src.rank], src, manifest)
+    return TraceSet(ranks=ranks, path=str(path))
+
+
+@dataclass(frozen=True)
+class RankSource:
+    """Where one rank of a job lives (no file read yet): its trace file, JSONL streams and manifests.
+
+    ``rank`` is None for a file of a plain folder whose rank the file itself states (parsing tells);
+    ``label`` names the rank in messages before that: the file name.
+    """
+
+    label: str
+    rank: int | None
+    trace_file: Path | None
+    stream_files: tuple[tuple[str, Path], ...] = ()
+    #: The bundle's manifest.json (None: not a bundle, or a bundle folder without one).
+    manifest_file: Path | None = None
+    #: This rank's own manifest (manifest.rank<N>.json; manifest.json for rank 0), None when absent.
+    rank_manifest_file: Path | None = None
+    bundle: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes on disk of the rank's trace file and streams."""
+        files = ([self.trace_file] if self.trace_file is not None else []) + [f for _, f in self.stream_files]
+        return sum(_size(f) for f in files)
+
+
+@dataclass(frozen=True)
+class JobSources:
+    """The ranks of a job as found on disk: one `RankSource` each, and ranks the manifest lists but lacks."""
+
+    path: Path
+    folder: Path
+    sources: tuple[RankSource, ...]
+    bundle: bool = False
+    manifest_file: Path | None = None
+    #: Rank -> why it cannot be loaded at all (listed by the manifest, no file of it in the folder).
+    missing: Mapping[int, str] = field(default_factory=dict)
+
+
+def job_sources(path: str | os.PathLike) -> JobSources:
+    """Where each rank of ``path`` (a trace file, a folder of traces, a run bundle) lives; reads no trace."""
+    path = Path(path)
     if not path.exists():
         raise TraceError(path, "no such file or folder")
-    store = open_cache(LOADER_VERSION, cache)
     if path.is_file():
-        (trace,) = _parse_many([(path, None)], progress, manifest=None, streams_by_rank={}, store=store)
-        return TraceSet(ranks={trace.rank: trace}, path=str(path))
+        return JobSources(path, path.parent, (RankSource(path.name, None, path),))
     if not path.is_dir():
         raise TraceError(path, "not a file or folder")
-    if is_run_bundle(path):
-        return _load_bundle(path, progress, store)
+    if is_run_bundle(path) or _has_bundle_streams(path):
+        return _bundle_sources(path)
     files = find_trace_files(path)
     if not files:
         raise TraceError(path, "folder has no trace files (*.json, *.json.gz) and no manifest.json")
-    traces = _parse_many([(f, None) for f in files], progress, manifest=None, streams_by_rank={}, store=store)
-    return TraceSet(ranks=_by_rank(traces), path=str(path))
+    return JobSources(path, path, tuple(RankSource(f.name, None, f) for f in files))
+
+
+def load_rank(source: RankSource, *, cache: bool | None = None) -> Trace:
+    """Load one rank of a job (as `load_set` would load it), parsing in this process."""
+    store = open_cache(LOADER_VERSION, cache)
+    manifest = _read_manifest(source.manifest_file) if source.manifest_file is not None else None
+    if source.trace_file is None:
+        folder = source.stream_files[0][1].parent if source.stream_files else Path(source.label)
+        trace = empty_trace(folder, source.rank, manifest=manifest, streams={},
+                            warnings=(f"rank {source.rank} has no trace file (the job ended before writing it); "
+                                      "only its JSONL streams are available",))
+    else:
+        (trace,) = _parse_many([(source.trace_file, source.rank)], False, manifest=manifest, streams_by_rank={},
+                               store=store)
+    return _attach_bundle_parts(trace, source, manifest) if source.bundle else trace
+
+
+def run_status_warning(manifest: dict | None) -> str | None:
+    """The warning a rank's manifest calls for: a killed run, a run ended by an error, or None (complete)."""
+    if manifest is None:
+        return KILLED_RUN_WARNING
+    if manifest.get("complete") is True:
+        return None
+    if "ended_at_ns" in manifest and manifest.get("ended_at_ns") is None:
+        return KILLED_RUN_WARNING  # the start-of-run manifest: the profiler never stopped
+    reason = manifest.get("incomplete_reason")
+    if manifest.get("complete") is False:
+        return f"incomplete: {reason}" if reason else "incomplete: the run did not end normally"
+    return None  # an older manifest that does not say
 
 
 def is_run_bundle(path: Path) -> bool:
@@ -111,14 +212,32 @@ def read_jsonl(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame.from_records(records) if records else pd.DataFrame(), warnings
 
 
-def _load_bundle(folder: Path, progress: bool | None, store: TraceCache | NoCache) -> TraceSet:
-    manifest = read_json_document(folder / MANIFEST_NAME)
+def _has_bundle_streams(folder: Path) -> bool:
+    """True when ``folder`` holds our JSONL streams (rank<N>.<stream>.jsonl): a bundle, even without manifest."""
+    try:
+        return any(_BUNDLE_STREAM.match(entry.name) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _read_manifest(path: Path) -> dict:
+    manifest = read_json_document(path)
     if not isinstance(manifest, dict):
-        raise TraceError(folder / MANIFEST_NAME, f"manifest is a {type(manifest).__name__}, expected an object")
+        raise TraceError(path, f"manifest is a {type(manifest).__name__}, expected an object")
+    return manifest
+
+
+def _bundle_sources(folder: Path) -> JobSources:
+    manifest_file = folder / MANIFEST_NAME if is_run_bundle(folder) else None
+    manifest = _read_manifest(manifest_file) if manifest_file is not None else None
     trace_files: dict[int, Path] = {}
-    streams_by_rank: dict[int, dict[str, pd.DataFrame]] = {}
-    stream_warnings: dict[int, list[str]] = {}
-    for entry in sorted(folder.iterdir()):
+    streams: dict[int, list[tuple[str, Path]]] = {}
+    rank_manifests: dict[int, Path] = {0: manifest_file} if manifest_file is not None else {}
+    try:
+        entries = sorted(folder.iterdir())
+    except PermissionError:
+        raise TraceError(folder, "permission denied") from None
+    for entry in entries:
         m = _BUNDLE_TRACE.match(entry.name)
         if m:
             rank = int(m.group(1))
@@ -128,25 +247,52 @@ def _load_bundle(folder: Path, progress: bool | None, store: TraceCache | NoCach
             continue
         m = _BUNDLE_STREAM.match(entry.name)
         if m:
-            rank, stream = int(m.group(1)), m.group(2)
-            frame, warns = read_jsonl(entry)
-            streams_by_rank.setdefault(rank, {})[stream] = frame
-            stream_warnings.setdefault(rank, []).extend(warns)
-    if not trace_files and not streams_by_rank:
+            streams.setdefault(int(m.group(1)), []).append((m.group(2), entry))
+            continue
+        m = _RANK_MANIFEST.match(entry.name)
+        if m:
+            rank_manifests[int(m.group(1))] = entry
+    if not trace_files and not streams:
         raise TraceError(folder, "run bundle has no rank<N>.trace.json.gz and no rank<N>.*.jsonl files")
-    traces = _parse_many(sorted((f, r) for r, f in trace_files.items()), progress, manifest=manifest,
-                         streams_by_rank=streams_by_rank, store=store)
-    ranks = _by_rank(traces)
-    for rank, streams in streams_by_rank.items():
-        if rank not in ranks:  # killed before the trace was written: keep what was flushed
-            ranks[rank] = empty_trace(folder, rank, manifest=manifest, streams=streams, warnings=(
-                f"rank {rank} has no trace file (the job ended before writing it); "
-                "only its JSONL streams are available",))
-    for rank, warns in stream_warnings.items():
-        if warns:
-            t = ranks[rank]
-            ranks[rank] = replace(t, meta=replace(t.meta, warnings=t.meta.warnings + tuple(warns)))
-    return TraceSet(ranks=ranks, path=str(folder))
+    ranks = sorted(set(trace_files) | set(streams))
+    sources = tuple(RankSource(
+        label=trace_files[r].name if r in trace_files else f"rank {r}", rank=r, trace_file=trace_files.get(r),
+        stream_files=tuple(streams.get(r, ())), manifest_file=manifest_file,
+        rank_manifest_file=rank_manifests.get(r), bundle=True) for r in ranks)
+    missing = {}
+    if manifest is not None:
+        listed = _listed_ranks(manifest)
+        missing = {r: f"no file of rank {r} in {folder.name} (the manifest lists ranks 0-{max(listed)})"
+                   for r in listed if r not in set(ranks)}
+    return JobSources(folder, folder, sources, bundle=True, manifest_file=manifest_file, missing=missing)
+
+
+def _listed_ranks(manifest: dict) -> list[int]:
+    """Ranks the manifest says the job had (its ``ranks``, else range(world_size)); [] when it does not say."""
+    listed = manifest.get("ranks")
+    if isinstance(listed, list) and all(isinstance(r, int) and not isinstance(r, bool) for r in listed):
+        return sorted(set(listed))
+    world = manifest.get("world_size")
+    return list(range(world)) if isinstance(world, int) and not isinstance(world, bool) and world > 0 else []
+
+
+def _attach_bundle_parts(trace: Trace, source: RankSource, manifest: dict | None) -> Trace:
+    """``trace`` with the bundle's manifest, this rank's JSONL streams and their and the run status's warnings."""
+    streams: dict[str, pd.DataFrame] = {}
+    warns: list[str] = []
+    for name, file in source.stream_files:
+        frame, stream_warns = read_jsonl(file)
+        streams[name] = frame
+        warns.extend(stream_warns)
+    if source.rank_manifest_file is None or source.rank_manifest_file == source.manifest_file:
+        own = manifest
+    else:
+        own = _read_manifest(source.rank_manifest_file)
+    status = run_status_warning(own)
+    if status is not None:
+        warns.append(status)
+    meta = replace(trace.meta, manifest=manifest, warnings=trace.meta.warnings + tuple(warns))
+    return replace(trace, meta=meta, streams=streams)
 
 
 def _by_rank(traces: Iterable[Trace]) -> dict[int, Trace]:
