@@ -1,0 +1,54 @@
+"""The pairs: one module each, a before and an after that applies one recommendation.
+
+Every pair module declares
+
+- ``NAME`` (its module name), ``EXPECTED`` (the finding id that must fire before and not after),
+  ``DEVICE`` ("cpu" or "cuda"), ``WORLD_SIZE`` (1 or 2; 2-rank pairs also name their ``BACKEND``),
+  ``CHANGE`` (one line: what the after changes);
+- ``build(variant) -> state`` for variant "before" or "after" (2-rank pairs: inside an initialised
+  process group), ``step(state)`` running one step, and ``close(state)`` releasing what build took.
+
+The runner drives the steps itself, so it can profile, warm up and time them as it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["PAIR_NAMES", "VARIANTS", "DEVICES", "REQUIRED_ATTRS", "load_pair", "load_pairs"]
+
+#: every pair, in the order the runner runs and prints them: the CPU pairs first
+PAIR_NAMES: tuple[str, ...] = (
+    "adam_foreach",
+    "sgd_momentum_foreach",
+    "adamw_many_small_params",
+    "dataloader_workers_2",
+    "dataloader_workers_4",
+    "compile_gelu_mlp",
+    "compile_layernorm_softmax",
+    "vectorised_loss",
+    "gloo_coalesced_allreduce",
+    "gloo_ddp",
+    "cuda_pinned_copy",
+    "cuda_item_sync",
+    "cuda_graphs_tiny_kernels",
+    "cuda_bf16_autocast",
+    "nccl_ddp",
+)
+VARIANTS: tuple[str, ...] = ("before", "after")
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+#: what every pair module must define
+REQUIRED_ATTRS: tuple[str, ...] = ("NAME", "EXPECTED", "DEVICE", "WORLD_SIZE", "CHANGE", "build", "step", "close")
+
+
+def load_pair(name: str) -> ModuleType:
+    """The pair module called `name` (KeyError naming the known pairs when there is none)."""
+    if name not in PAIR_NAMES:
+        raise KeyError(f"unknown pair {name!r} (known: {', '.join(PAIR_NAMES)})")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def load_pairs() -> list[ModuleType]:
+    """Every pair module, in PAIR_NAMES order."""
+    return [load_pair(name) for name in PAIR_NAMES]

@@ -1,0 +1,34 @@
+"""SGD with momentum stepping each of 128 parameters in a Python loop -> one foreach step."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from benchmarks.advice.training import SEED, TrainStep, run_train_step, seeded_mlp
+
+NAME = "sgd_momentum_foreach"
+EXPECTED = "bottleneck.optimizer_dispatch"
+DEVICE = "cpu"
+WORLD_SIZE = 1
+CHANGE = "torch.optim.SGD(momentum=0.9, foreach=False) -> SGD(momentum=0.9, foreach=True)"
+
+WIDTH, DEPTH, BATCH = 32, 64, 8
+
+
+def build(variant: str) -> TrainStep:
+    """The training step of a 64-layer MLP with SGD + momentum, foreach off (before) or on (after)."""
+    model = seeded_mlp(WIDTH, DEPTH)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=(variant == "after"))
+    gen = torch.Generator().manual_seed(SEED)
+    return TrainStep(model, opt, torch.randn(BATCH, WIDTH, generator=gen),
+                     torch.randn(BATCH, WIDTH, generator=gen), nn.functional.mse_loss)
+
+
+def step(state: TrainStep) -> None:
+    """One training step."""
+    run_train_step(state)
+
+
+def close(state: TrainStep) -> None:
+    """Nothing to release."""

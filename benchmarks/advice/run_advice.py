@@ -1,0 +1,305 @@
+"""Run the before/after advice corpus: does each finding fire before and not after, and is its gain right?
+
+    python benchmarks/advice/run_advice.py                       # every pair (CUDA pairs need a GPU)
+    python benchmarks/advice/run_advice.py --pair adam_foreach   # one pair (repeat --pair for more)
+    python benchmarks/advice/run_advice.py --markdown --json runs.json
+    python benchmarks/advice/run_advice.py --analyze-only        # re-analyze the last recordings
+
+Per pair, one process per rank records the before and the after with plain torch.profiler and with
+torchscope.profile, then times both without a profiler, interleaved (benchmarks/advice/record.py).
+This process then loads each recording with torchscope.load, runs every analyzer (run_all), and
+prints per pair and path: fires before, fires after, estimated gain (the expected finding's
+gain_fraction), realized = 1 - median(after step) / median(before step), and |est - real| / real;
+then pairs right / total and the median and worst error (benchmarks/advice/scoring.py).
+Recordings go to benchmarks/advice/runs/<pair>/ (gitignored). One progress line per pair on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Sequence
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script from anywhere: the repository's packages
+
+from benchmarks.advice.pairs import PAIR_NAMES, VARIANTS, load_pair  # noqa: E402
+from benchmarks.advice.scoring import (PATHS, TOLERANCE, Detection, PairFigures, PathFigures,  # noqa: E402
+                                       Summary, summarize)
+from torchscope.analyzers.report.units import format_duration_ns, format_share  # noqa: E402
+
+__all__ = ["main", "run_pair", "detect", "render_table", "render_markdown", "figures_json", "MIN_REPS"]
+
+DEFAULT_OUT = HERE / "runs"
+#: the realized change needs at least this many interleaved repetitions of each variant
+MIN_REPS = 7
+DEFAULT_REP_SECONDS = 0.4
+#: a pair's ranks that run longer than this are stopped and the pair reported as failed
+PAIR_TIMEOUT_S = 1200
+#: torch threads per rank: the cores shared by the ranks (2-rank pairs: one each)
+CORES = 2
+PATH_LABELS = {"torch_profiler": "plain", "torchscope": "bundle"}
+BOTTLENECK = "bottleneck"
+MISSING = "-"
+
+
+def _cuda_devices() -> int:
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def skip_reason(pair: ModuleType) -> str | None:
+    """Why `pair` cannot run on this machine ("skipped: no CUDA"), None when it can."""
+    if pair.DEVICE != "cuda":
+        return None
+    devices = _cuda_devices()
+    if devices == 0:
+        return "skipped: no CUDA"
+    if devices < pair.WORLD_SIZE:
+        return f"skipped: needs {pair.WORLD_SIZE} CUDA devices, has {devices}"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:160]
+
+
+def _record(pair: ModuleType, run_dir: Path, reps: int, rep_seconds: float) -> None:
+    """Spawn the pair's ranks (benchmarks.advice.record.run_rank) and wait for them."""
+    import torch.multiprocessing as mp  # noqa: PLC0415
+
+    from benchmarks.advice.record import RankJob, run_rank  # noqa: PLC0415
+    from benchmarks.advice.training import free_port  # noqa: PLC0415
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    world = int(pair.WORLD_SIZE)
+    job = RankJob(pair=pair.NAME, run_dir=str(run_dir), world_size=world, backend=getattr(pair, "BACKEND", None),
+                  master_port=free_port(), reps=reps, rep_seconds=rep_seconds, threads=max(1, CORES // world))
+    ctx = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + PAIR_TIMEOUT_S
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+            raise TimeoutError(f"ranks still running after {PAIR_TIMEOUT_S} s")
+
+
+def detect(path: Path, expected: str) -> Detection:
+    """Load one recording, run every analyzer and say whether `expected` fired, with its gain."""
+    import torchscope  # noqa: PLC0415
+
+    try:
+        report = torchscope.run_all(torchscope.load(path))
+    except Exception as exc:  # noqa: BLE001 - a recording that cannot be analyzed is a figure, not a crash
+        return Detection(fired=False, error=_one_line(exc))
+    ranked = tuple((f.id, float(f.gain_fraction)) for f in report.findings)
+    hits = [f for f in report.findings if f.id == expected]
+    if not hits:
+        return Detection(fired=False, findings=ranked)
+    best = max(hits, key=lambda f: f.gain_fraction)
+    unknown = best.gain_fraction == 0 and "unknown" in best.estimated_gain.lower()
+    return Detection(fired=True, gain_fraction=None if unknown else float(best.gain_fraction),
+                     estimated_gain=best.estimated_gain, findings=ranked)
+
+
+def _recording_dir(run_dir: Path, variant: str, path: str) -> Path:
+    from benchmarks.advice.record import TORCH_PROFILER_DIR, TORCHSCOPE_DIR  # noqa: PLC0415
+
+    return run_dir / variant / {"torch_profiler": TORCH_PROFILER_DIR, "torchscope": TORCHSCOPE_DIR}[path]
+
+
+def run_pair(pair: ModuleType, out: Path, *, reps: int = MIN_REPS, rep_seconds: float = DEFAULT_REP_SECONDS,
+             analyze_only: bool = False) -> PairFigures:
+    """Record (unless analyze_only), time and analyze one pair; failures become the figures' status."""
+    from benchmarks.advice.record import TIMING_FILE  # noqa: PLC0415
+
+    figures = PairFigures(name=pair.NAME, expected=pair.EXPECTED, change=pair.CHANGE)
+    reason = skip_reason(pair)
+    if reason is not None:
+        return replace(figures, status=reason)
+    run_dir = out / pair.NAME
+    try:
+        if not analyze_only:
+            _record(pair, run_dir, reps, rep_seconds)
+        timing = json.loads((run_dir / TIMING_FILE).read_text())
+    except Exception as exc:  # noqa: BLE001 - one failed pair must not stop the corpus
+        return replace(figures, status=f"error: {_one_line(exc)}")
+    paths = tuple(PathFigures(path, *(detect(_recording_dir(run_dir, v, path), pair.EXPECTED) for v in VARIANTS))
+                  for path in PATHS)
+    return replace(figures, before_step_s=tuple(timing["before_step_s"]), after_step_s=tuple(timing["after_step_s"]),
+                   paths=paths)
+
+
+# ---- output --------------------------------------------------------------------------------------
+COLUMNS = ("pair", "path", "before", "after", "estimated", "realized", "|err|", "median step before -> after")
+WIDTHS = (25, 6, 6, 5, 9, 8, 6, 0)
+
+
+def _yes_no(d: Detection) -> str:
+    return "error" if d.error else ("yes" if d.fired else "no")
+
+
+def _share(value: float | None) -> str:
+    return MISSING if value is None else format_share(value)
+
+
+def _estimate_text(f: PathFigures) -> str:
+    if not f.before.fired:
+        return MISSING
+    return "unknown" if f.estimated is None else format_share(f.estimated)
+
+
+def _rows(pairs: Sequence[PairFigures]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for p in pairs:
+        if p.status != "ok":
+            rows.append((p.name, p.status))
+            continue
+        steps = f"{format_duration_ns(p.before_ns)} -> {format_duration_ns(p.after_ns)}"
+        for i, f in enumerate(p.paths):
+            err = p.error_of(f)
+            rows.append((p.name if i == 0 else "", PATH_LABELS[f.path], _yes_no(f.before), _yes_no(f.after),
+                         _estimate_text(f), _share(p.realized) if i == 0 else "", _share(err),
+                         steps if i == 0 else ""))
+    return rows
+
+
+def _summary_lines(s: Summary) -> list[str]:
+    per_path = ", ".join(f"{PATH_LABELS[k]} {v}/{s.total}" for k, v in s.right_by_path.items())
+    lines = [f"pairs right: {s.right}/{s.total} (both paths; {per_path})"
+             + (f"; {s.skipped} skipped" if s.skipped else ""),
+             f"|est - real| / real over {len(s.errors)} estimates: median {_share(s.median_error)}, "
+             f"worst {_share(s.worst_error)}"]
+    return lines
+
+
+def _notes(pairs: Sequence[PairFigures]) -> list[str]:
+    notes = [f"right = fires before, not after, and |est - real| / real <= {format_share(TOLERANCE)}",
+             "plain = recorded with torch.profiler, bundle = recorded with torchscope.profile"]
+    errors = {f"{p.name} {PATH_LABELS[f.path]} {v}: {d.error}" for p in pairs for f in p.paths
+              for v, d in (("before", f.before), ("after", f.after)) if d.error}
+    notes += sorted(errors)
+    return notes
+
+
+def render_table(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = True) -> str:
+    """The corpus as fixed-width text, at most 100 columns, then the summary."""
+    def line(cells: Sequence[str]) -> str:
+        if len(cells) == 2:  # a skipped or failed pair: its status fills the rest of the line
+            return f"{cells[0]:<{WIDTHS[0]}s} {cells[1]}"[:100]
+        return " ".join(f"{c:<{w}s}" if w else c for c, w in zip(cells, WIDTHS)).rstrip()[:100]
+
+    out = [line(COLUMNS), line(["-" * (w or 27) for w in WIDTHS])]
+    out += [line(r) for r in _rows(pairs)]
+    out += [""] + _summary_lines(summarize(pairs)) + _notes(pairs)
+    if not bottleneck_registered:
+        out.append("note: no 'bottleneck' analyzer is registered yet, so no bottleneck.* finding can fire")
+    return "\n".join(out)
+
+
+def render_markdown(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = True) -> str:
+    """The corpus as a Markdown table, then the summary, for the README."""
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in _rows(pairs):
+        cells = list(r) + [""] * (len(COLUMNS) - len(r))
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    out += [""] + [f"- {ln}" for ln in _summary_lines(summarize(pairs)) + _notes(pairs)]
+    if not bottleneck_registered:
+        out.append("- note: no 'bottleneck' analyzer is registered yet, so no bottleneck.* finding can fire")
+    return "\n".join(out)
+
+
+def _detection_json(d: Detection) -> dict:
+    return {"fired": d.fired, "gain_fraction": d.gain_fraction, "estimated_gain": d.estimated_gain,
+            "error": d.error, "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
+
+
+def figures_json(pairs: Sequence[PairFigures]) -> dict:
+    """Every figure of the run as plain JSON (per pair, per path, and the summary)."""
+    s = summarize(pairs)
+    return {
+        "tolerance": TOLERANCE,
+        "pairs": [{
+            "name": p.name, "expected": p.expected, "change": p.change, "status": p.status,
+            "before_step_s": list(p.before_step_s), "after_step_s": list(p.after_step_s),
+            "before_median_ns": p.before_ns, "after_median_ns": p.after_ns, "realized": p.realized,
+            "right": p.right,
+            "paths": {f.path: {"before": _detection_json(f.before), "after": _detection_json(f.after),
+                               "estimated": f.estimated, "relative_error": p.error_of(f), "right": p.right_on(f)}
+                      for f in p.paths},
+        } for p in pairs],
+        "summary": {"right": s.right, "total": s.total, "right_by_path": s.right_by_path, "skipped": s.skipped,
+                    "median_error": s.median_error, "worst_error": s.worst_error, "errors": list(s.errors)},
+    }
+
+
+def _bottleneck_registered() -> bool:
+    from torchscope.analyzers.core.registry import load_analyzers  # noqa: PLC0415
+
+    return BOTTLENECK in load_analyzers()
+
+
+def _progress(i: int, n: int, name: str) -> Callable[[PairFigures, float], None]:
+    print(f"[{i}/{n}] {name} ...", file=sys.stderr, flush=True)
+
+    def done(figures: PairFigures, seconds: float) -> None:
+        what = (figures.status if figures.status != "ok"
+                else f"realized {_share(figures.realized)}, fires before "
+                     + "/".join(_yes_no(f.before) for f in figures.paths))
+        print(f"[{i}/{n}] {name}: {what} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the corpus (or the named pairs) and print the table; 0 when it ran, 2 on bad usage."""
+    parser = argparse.ArgumentParser(prog="run_advice.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", action="append", default=None, metavar="NAME", help="run only this pair (repeatable)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
+    parser.add_argument("--reps", type=int, default=MIN_REPS, help=f"timed repetitions of each variant (>= {MIN_REPS})")
+    parser.add_argument("--rep-seconds", type=float, default=DEFAULT_REP_SECONDS, help="length of one repetition")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the recordings go")
+    parser.add_argument("--analyze-only", action="store_true", help="analyze the recordings already in --out")
+    args = parser.parse_args(argv)
+    names = args.pair or list(PAIR_NAMES)
+    unknown = [n for n in names if n not in PAIR_NAMES]
+    if unknown:
+        print(f"run_advice.py: unknown pair {unknown[0]!r} (known: {', '.join(PAIR_NAMES)})", file=sys.stderr)
+        return 2
+    if args.reps < MIN_REPS:
+        print(f"run_advice.py: --reps must be at least {MIN_REPS}, got {args.reps}", file=sys.stderr)
+        return 2
+    if not args.rep_seconds > 0:
+        print(f"run_advice.py: --rep-seconds must be positive, got {args.rep_seconds}", file=sys.stderr)
+        return 2
+    figures = []
+    for i, name in enumerate(names, 1):
+        done = _progress(i, len(names), name)
+        t0 = time.monotonic()
+        figures.append(run_pair(load_pair(name), args.out, reps=args.reps, rep_seconds=args.rep_seconds,
+                                analyze_only=args.analyze_only))
+        done(figures[-1], time.monotonic() - t0)
+    registered = _bottleneck_registered()
+    render = render_markdown if args.markdown else render_table
+    print(render(figures, bottleneck_registered=registered))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures_json(figures), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
