@@ -49,8 +49,8 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
 from torchscope.analyzers.timeline.intervals import clip, merge_intervals, union_ns
 from torchscope.analyzers.timeline.nesting import outermost
-from torchscope.analyzers.timeline.steps import (WHOLE_TRACE_LABEL, step_count, step_index, user_counts,
-                                                 window_label, windows_or_span)
+from torchscope.analyzers.timeline.steps import (WHOLE_TRACE_LABEL, schedule_words, step_count, step_index,
+                                                 steps_run, user_counts, window_label, windows_or_span)
 
 __all__ = [
     "analyze", "PHASES", "DATA_LOADING_FINDING_FRACTION", "OPTIMIZER_FINDING_FRACTION",
@@ -100,6 +100,10 @@ WARMUP_STEPS = 3
 #: ``timeline.steps`` (a step runs until the next one starts), or the whole trace as one step.
 SUMMARY_KEYS: dict[str, str] = {
     "steps": "number of traced steps (timeline.steps.step_count; 0 when the trace has no ProfilerStep)",
+    "steps_run": "number of prof.step() calls of the run, traced or not (timeline.steps.steps_run: the bundle's "
+                 "steps stream); None for a plain Kineto trace, which cannot know",
+    "schedule": "which steps Kineto traced, in words (timeline.steps.schedule_words): 'wait 1, warmup 1, active 3', "
+                "'a custom schedule' or 'Kineto off'; None for a plain Kineto trace",
     "window": "what the rows are: 'steps', or 'whole trace' (one window, no step) when the trace has no ProfilerStep",
     "total_window_ns": "time of all windows together (the steps, or the whole trace), ns",
     "mode": "'training' (backward or optimizer time seen), 'inference' (neither: no loss/backward/optimizer "
@@ -451,7 +455,8 @@ def analyze(trace: Trace) -> Result:
         return int(round(value)) if has_steps else None
 
     summary = {
-        "steps": step_count(trace), "window": "steps" if has_steps else WHOLE_TRACE_LABEL,
+        "steps": step_count(trace), "steps_run": steps_run(trace), "schedule": schedule_words(trace),
+        "window": "steps" if has_steps else WHOLE_TRACE_LABEL,
         "total_window_ns": step_total,
         "mode": mode, "phase_source": evidence.source, "phase_confidence": confidence, "phase_note": note,
         "backward_source": evidence.backward_source, "autograd_threads": evidence.autograd_threads,

@@ -1,7 +1,8 @@
 """The report as GitHub-flavoured markdown (a PR comment or a wiki page): findings first, then summaries.
 
 Values read as in the text report (``report.text``): labelled, in units, names folded, timestamps
-relative to the trace start, empty values left out.
+relative to the trace start, empty values left out. At the top, as there: how the run ended when not
+normally ("incomplete: <reason>", in bold) and the loader's warnings, the source, and what was traced.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.trace import TraceSet
 from torchscope.analyzers.report.text import (
-    SHOWN_FINDINGS, evidence_text, header_lines, origin_ns, rank_tag, summary_items,
+    SHOWN_FINDINGS, evidence_text, header_lines, origin_ns, rank_tag, status_lines, summary_items,
 )
 
 __all__ = ["render_markdown"]
@@ -18,7 +19,8 @@ __all__ = ["render_markdown"]
 def render_markdown(traces: TraceSet, report: Report) -> str:
     """The report as GitHub-flavoured markdown."""
     out = ["# torchscope analysis", ""]
-    out.extend(f"- {line}" for line in header_lines(traces, report))
+    out.extend(f"- **{_md(line)}**" for line in status_lines(traces))
+    out.extend(f"- {_md(line)}" for line in header_lines(traces, report))
     out += ["", "## Findings", ""]
     findings = report.findings
     if not findings:

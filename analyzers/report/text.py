@@ -4,8 +4,11 @@ Lines are wrapped to the terminal (``output_width``: its width when stdout is on
 ``DEFAULT_WIDTH``); values are labelled and in readable units (``units``), mappings and lists read
 as text, long kernel/operator names are folded (``names.short_name``; the JSON keeps them whole),
 absolute timestamps (``*_ts_ns``) read relative to the trace's first event, empty values are left
-out. Also holds the pieces the markdown report shares (header lines, rank tag, evidence, summary
-items).
+out. At the top: how the run ended when not normally ("incomplete: <reason>") and the loader's
+warnings (``info.run_status``), then the source, and what was traced ("3 of 20 steps traced (wait 1,
+warmup 1, active 3)", ``traced_steps_line``); a line every rank shares is said once, others name
+their ranks. Also holds the pieces the markdown report shares (header and status lines, rank tag,
+evidence, summary items).
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.core.trace import TraceSet
+from torchscope.analyzers.info import run_status
 from torchscope.analyzers.report.names import short_name
 from torchscope.analyzers.report.units import (
     MISSING, format_duration_ns, format_for_key, format_pct, is_empty_value, is_timestamp_key, key_label, plural,
 )
+from torchscope.analyzers.timeline.steps import schedule_words, step_count, steps_run
 
-__all__ = ["render_text", "header_lines", "rank_tag", "evidence_text", "evidence_items", "summary_items",
+__all__ = ["render_text", "header_lines", "status_lines", "traced_steps_line", "rank_tag", "evidence_text",
+           "evidence_items", "summary_items",
            "output_width", "origin_ns", "TEXT_TOP_KERNELS", "SHOWN_FINDINGS", "DEFAULT_WIDTH", "MIN_WIDTH",
            "VALUE_NAME_WIDTH"]
 
@@ -98,13 +104,48 @@ def rank_tag(rank: int | None) -> str:
     return f"rank {rank}" if rank is not None else "all ranks"
 
 
+def traced_steps_line(steps: int, steps_run: int | None, schedule: str | None) -> str:
+    """ "3 of 20 steps traced (wait 1, warmup 1, active 3)"; "5 steps traced" when the run's steps are unknown.
+
+    The arguments are training_loop's summary ``steps``, ``steps_run`` and ``schedule`` (or
+    ``timeline.steps.step_count``, ``steps_run`` and ``schedule_words`` of a trace).
+    """
+    if steps_run is None:
+        line = f"{plural(steps, 'step')} traced"
+    else:
+        line = f"{steps} of {plural(steps_run, 'step')} traced"
+    return f"{line} ({schedule})" if schedule else line
+
+
+def _once_per_line(lines_by_rank: dict[int, list[str]]) -> list[str]:
+    """Each distinct line once, in order: bare when every rank has it, else after the ranks that do."""
+    holders: dict[str, list[int]] = {}
+    for rank in sorted(lines_by_rank):
+        for line in lines_by_rank[rank]:
+            holders.setdefault(line, []).append(rank)
+    out = []
+    for line, ranks in holders.items():
+        if len(ranks) == len(lines_by_rank):
+            out.append(line)
+        else:
+            out.append(f"{'rank' if len(ranks) == 1 else 'ranks'} {', '.join(map(str, ranks))}: {line}")
+    return out
+
+
+def status_lines(traces: TraceSet) -> list[str]:
+    """How the run ended when not normally ("incomplete: <reason>") and the loader's warnings (``info.run_status``)."""
+    return _once_per_line({rank: run_status(t) for rank, t in traces.ranks.items()})
+
+
 def header_lines(traces: TraceSet, report: Report) -> list[str]:
-    """Source, ranks, world size and device of the analyzed traces."""
+    """Source, ranks, world size and device of the analyzed traces, and how many of the run's steps were traced."""
     first = next(iter(traces))
     device = first.meta.device_name or "no device recorded"
     ranks = sorted(traces.ranks)
+    traced = _once_per_line({rank: [traced_steps_line(step_count(t), steps_run(t), schedule_words(t))]
+                             for rank, t in traces.ranks.items()})
     return [f"source: {report.source or traces.path}",
-            f"ranks: {', '.join(map(str, ranks))} (world size {traces.world_size})   device: {device}"]
+            f"ranks: {', '.join(map(str, ranks))} (world size {traces.world_size})   device: {device}", *traced]
 
 
 def _wrap(text: str, width: int, indent: str, hang: str | None = None) -> list[str]:
@@ -138,7 +179,7 @@ def render_text(traces: TraceSet, report: Report, *, width: int | None = None) -
     """The report for a terminal, wrapped to ``width`` columns (default: ``output_width()``)."""
     width = max(MIN_WIDTH, output_width() if width is None else int(width))
     out = ["torchscope analysis"]
-    for line in header_lines(traces, report):
+    for line in [*status_lines(traces), *header_lines(traces, report)]:
         out.extend(_wrap(line, width, "  ", "    "))
     out += ["", "Summary"]
     origins = {rank: origin_ns(traces, rank) for rank in {res.rank for res in report.results}}

@@ -35,6 +35,14 @@ report). ``user_counts`` gives, per step number, the ``tokens``/``samples`` the 
 ``prof.step(tokens=, samples=)``: the ``steps`` stream line of step N is written by the
 ``prof.step()`` that ends ``ProfilerStep#N``; without a stream, the manifest's per-step means.
 
+How many steps ran, and which were traced
+-----------------------------------------
+``steps_run`` counts the run's ``prof.step()`` calls, traced or not: the bundle's ``steps`` stream
+(one line per call), else a final manifest's ``steps``; None for a plain Kineto trace, which cannot
+know. ``schedule_words`` says which steps Kineto traced, from the manifest's ``options.schedule``
+("wait 1, warmup 1, active 3"), None without a manifest. With ``step_count`` they make the sentence
+the reports print (``report.text.traced_steps_line``): "3 of 20 steps traced (wait 1, warmup 1, active 3)".
+
 Which step holds a time
 -----------------------
 ``step_of`` gives the step number of the window holding each timestamp (``start <= t < end``), -1
@@ -50,7 +58,8 @@ import pandas as pd
 from torchscope.analyzers.core.trace import Trace
 
 __all__ = ["step_windows", "run_step_windows", "windows_or_span", "step_of", "step_index", "step_count",
-           "window_label", "user_counts", "WINDOW_COLUMNS", "WHOLE_TRACE", "WHOLE_TRACE_LABEL"]
+           "window_label", "user_counts", "steps_run", "schedule_words", "WINDOW_COLUMNS",
+           "WHOLE_TRACE", "WHOLE_TRACE_LABEL", "CUSTOM_SCHEDULE", "KINETO_OFF"]
 
 #: Columns of every step-window frame: step number, window start and end (half-open), int64 ns.
 WINDOW_COLUMNS = ("step", "start_ns", "end_ns")
@@ -58,6 +67,10 @@ WINDOW_COLUMNS = ("step", "start_ns", "end_ns")
 WHOLE_TRACE = -1
 #: How that window is named in summaries and tables.
 WHOLE_TRACE_LABEL = "whole trace"
+#: ``schedule_words`` of a run whose schedule was a callable of the user's (its steps are not known).
+CUSTOM_SCHEDULE = "a custom schedule"
+#: ``schedule_words`` of a run recorded with ``kineto=False`` (samplers and annotations only).
+KINETO_OFF = "Kineto off"
 
 
 def _frame(step: np.ndarray, start_ns: np.ndarray, end_ns: np.ndarray) -> pd.DataFrame:
@@ -138,6 +151,48 @@ def user_counts(trace: Trace, steps: np.ndarray) -> pd.DataFrame:
         known = ~np.isnan(got)
         out.loc[known, col] = got[known]
     return out
+
+
+def steps_run(trace: Trace) -> int | None:
+    """Number of ``prof.step()`` calls of the run, traced or not (steps stream, else final manifest); None: unknown."""
+    stream = trace.streams.get("steps") if trace.streams else None
+    if stream is not None and "step" in stream.columns and not stream["step"].dropna().empty:
+        return int(stream["step"].dropna().nunique())
+    manifest = trace.meta.manifest or {}
+    steps = manifest.get("steps")
+    final = manifest.get("ended_at_ns") is not None  # the start-of-run manifest of a killed job says 0
+    if final and isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0:
+        return steps
+    return None
+
+
+def _schedule_int(schedule: dict, key: str, default: int) -> int:
+    value = schedule.get(key, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def schedule_words(trace: Trace) -> str | None:
+    """The run's Kineto schedule in words ("wait 1, warmup 1, active 3"), from the manifest; None without one."""
+    manifest = trace.meta.manifest
+    if not manifest:
+        return None
+    options = manifest.get("options") or {}
+    if options.get("kineto") is False:
+        return KINETO_OFF
+    schedule = options.get("schedule")
+    if not isinstance(schedule, dict):
+        return CUSTOM_SCHEDULE if schedule is not None else None
+    parts = []
+    skip = _schedule_int(schedule, "skip_first", 0)
+    if skip:
+        parts.append(f"skip first {skip}")
+    parts += [f"{key} {_schedule_int(schedule, key, 0)}" for key in ("wait", "warmup", "active")]
+    repeat = _schedule_int(schedule, "repeat", 1)
+    if repeat == 0:
+        parts.append("repeated until the end")
+    elif repeat > 1:
+        parts.append(f"repeat {repeat}")
+    return ", ".join(parts)
 
 
 def step_index(ts_ns: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -1,4 +1,7 @@
-"""`torchscope info PATH`: what a trace or run bundle contains (ranks, devices, events, steps)."""
+"""`torchscope info PATH`: what a trace or run bundle contains (ranks, devices, events, steps traced of the run).
+
+A run that did not end normally says so first ("incomplete: <reason>"), with the loader's warnings.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import orjson
 
 from torchscope.analyzers.info import describe
 from torchscope.analyzers.io.loader import load_set
+from torchscope.analyzers.report.text import status_lines, traced_steps_line
 
 __all__ = ["register"]
 
@@ -20,15 +24,16 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps({"schema_version": 1, "ranks": summaries}, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
         return 0
+    for line in status_lines(traces):  # first: a run that did not end normally, and the loader's warnings
+        print(line)
     for s in summaries:
         print(f"rank {s['rank']} of {s['world_size']}  {s['path']}")
-        print(f"  device: {s['device'] or 'none recorded'}   span: {s['span_ms']:.1f} ms   steps: {s['steps']}")
+        print(f"  device: {s['device'] or 'none recorded'}   span: {s['span_ms']:.1f} ms")
+        print(f"  {traced_steps_line(s['steps'], s['steps_run'], s['schedule'])}")
         kinds = ", ".join(f"{k} {v}" for k, v in s["events_by_kind"].items())
         print(f"  events: {s['events']} ({kinds})")
         print(f"  counters: {s['counters']}   flows: {s['flows']}"
               + (f"   streams: {s['streams']}" if s["streams"] else ""))
-        for w in s["warnings"]:
-            print(f"  warning: {w}")
     return 0
 
 

@@ -27,3 +27,19 @@ def test_pipes_in_text_are_escaped(shared_traces):
     assert "| 1 | warning | a \\| b | all ranks | 1 \\| 2 |" in out
     assert "- **change**: x y" in out and "- **evidence**: window: 1 µs" in out
     assert "| wait | 1.5 µs |" in out
+
+
+def test_markdown_says_what_was_traced_and_an_incomplete_run_first(sample_traces):
+    import dataclasses
+
+    from torchscope.analyzers.core.trace import TraceSet
+
+    traces, report = analyze_path(str(sample_traces / "gpt_train"))
+    out = render_markdown(traces, report)
+    assert "- 4 of 60 steps traced (wait 54, warmup 1, active 4)\n" in out
+    assert "| steps run | 60 |" in out and "| schedule | wait 54, warmup 1, active 4 |" in out
+    (one,) = traces
+    manifest = {**one.meta.manifest, "complete": False, "incomplete_reason": "the loop raised OSError: disk full"}
+    killed = dataclasses.replace(one, meta=dataclasses.replace(one.meta, manifest=manifest))
+    lines = render_markdown(TraceSet(ranks={0: killed}, path=traces.path), report).splitlines()
+    assert lines[:3] == ["# torchscope analysis", "", "- **incomplete: the loop raised OSError: disk full**"]

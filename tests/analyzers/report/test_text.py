@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -13,9 +14,11 @@ from torchscope.analyzers.analyze import analyze_path
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.result import Result
+from torchscope.analyzers.core.trace import TraceSet
 from torchscope.analyzers.report.json_report import render_json
 from torchscope.analyzers.report.text import (
-    DEFAULT_WIDTH, MIN_WIDTH, SHOWN_FINDINGS, evidence_text, output_width, render_text, summary_items,
+    DEFAULT_WIDTH, MIN_WIDTH, SHOWN_FINDINGS, evidence_text, output_width, render_text, status_lines, summary_items,
+    traced_steps_line,
 )
 from torchscope.cli import main
 
@@ -139,3 +142,44 @@ def test_summary_leaves_out_empty_lists_and_places_timestamps(sample_traces):
     assert re.search(r"peak rss at: \+\d", out)
     memory = next(r for r in report.results if r.analyzer == "memory")
     assert memory.summary["peak_rss_ts_ns"] > 1e15  # an epoch in the summary (and the JSON) ...
+
+
+# --- what was traced, and how the run ended, at the top (issue 14, items 4 and 5) ------------------------
+
+@pytest.mark.parametrize("steps, run, schedule, line", [
+    (3, 20, "wait 1, warmup 1, active 3", "3 of 20 steps traced (wait 1, warmup 1, active 3)"),
+    (1, 1, "wait 0, warmup 0, active 1", "1 of 1 step traced (wait 0, warmup 0, active 1)"),
+    (5, None, None, "5 steps traced"),
+    (1, None, None, "1 step traced"),
+    (0, 7, "Kineto off", "0 of 7 steps traced (Kineto off)"),
+])
+def test_traced_steps_line(steps, run, schedule, line):
+    assert traced_steps_line(steps, run, schedule) == line
+
+
+def test_the_header_says_how_many_of_the_runs_steps_were_traced_once_for_ranks_that_agree(sample_traces):
+    traces, report = analyze_path(str(sample_traces / "ddp_gloo_2rank"))
+    head = render_text(traces, report).split("\nSummary\n")[0]
+    assert head.count("3 of 20 steps traced (wait 16, warmup 1, active 3)") == 1
+    loop = report.result("training_loop", rank=1)
+    assert (loop.summary["steps"], loop.summary["steps_run"], loop.summary["schedule"]) == \
+        (3, 20, "wait 16, warmup 1, active 3")
+
+
+def test_ranks_that_differ_are_named_and_a_plain_trace_says_only_its_steps(sample_traces, shared_traces):
+    traces, report = analyze_path(str(sample_traces / "ddp_gloo_2rank"))
+    one = traces.ranks[1]
+    manifest = {**one.meta.manifest, "complete": False, "incomplete_reason": "the job received SIGTERM",
+                "steps": 19}
+    changed = dataclasses.replace(one, meta=dataclasses.replace(one.meta, manifest=manifest),
+                                  streams={k: v for k, v in one.streams.items() if k != "steps"})
+    mixed = TraceSet(ranks={0: traces.ranks[0], 1: changed}, path=traces.path)
+    assert status_lines(mixed) == ["rank 1: incomplete: the job received SIGTERM"]
+    out = render_text(mixed, report)
+    assert out.splitlines()[1] == "  rank 1: incomplete: the job received SIGTERM"
+    # rank 1 lost its steps stream: its final manifest counts the run's steps
+    assert "  rank 0: 3 of 20 steps traced (wait 16, warmup 1, active 3)\n" in out
+    assert "  rank 1: 3 of 19 steps traced (wait 16, warmup 1, active 3)\n" in out
+    plain, plain_report = analyze_path(str(shared_traces / "v100_train_1rank.json.gz"))
+    head = render_text(plain, plain_report).split("\nSummary\n")[0]
+    assert head.splitlines()[-1] == "  5 steps traced" and "incomplete" not in head

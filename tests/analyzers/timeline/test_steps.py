@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +92,41 @@ def test_step_of_matches_brute_force(gaps_and_lengths, times):
     assert steps.step_of(ts, windows).tolist() == expected
     idx = steps.step_index(ts, windows["start_ns"], windows["end_ns"])
     assert [i + 10 if i >= 0 else -1 for i in idx.tolist()] == expected
+
+
+# --- how many steps ran, and which were traced (issue 14, item 5) ----------------------------------------
+
+def test_steps_run_counts_the_steps_stream_else_a_final_manifest_else_unknown():
+    stream = pd.DataFrame({"step": [0, 1, 2, 3], "t_ns": [10, 20, 30, 40]})
+    step2 = [("ProfilerStep#2", "annotation", 25, 5)]
+    assert steps.steps_run(_trace(step2, streams={"steps": stream}, manifest={"steps": 0})) == 4
+    final = {"steps": 20, "ended_at_ns": 99}
+    assert steps.steps_run(_trace(step2, manifest=final)) == 20
+    killed = {"steps": 0, "ended_at_ns": None}  # the start-of-run manifest: its 0 is not the run's count
+    assert steps.steps_run(_trace(step2, manifest=killed)) is None
+    assert steps.steps_run(_trace(step2)) is None  # a plain Kineto trace cannot know
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"schedule": {"skip_first": 0, "wait": 1, "warmup": 1, "active": 3, "repeat": 1}},
+     "wait 1, warmup 1, active 3"),
+    ({"schedule": {"skip_first": 2, "wait": 0, "warmup": 1, "active": 4, "repeat": 0}},
+     "skip first 2, wait 0, warmup 1, active 4, repeated until the end"),
+    ({"schedule": {"wait": 5, "warmup": 1, "active": 2, "repeat": 3}}, "wait 5, warmup 1, active 2, repeat 3"),
+    ({"schedule": "<function my_schedule at 0x7f>"}, steps.CUSTOM_SCHEDULE),
+    ({"kineto": False, "schedule": {"wait": 1, "warmup": 1, "active": 3}}, steps.KINETO_OFF),
+])
+def test_schedule_words_say_which_steps_kineto_traced(options, words):
+    assert steps.schedule_words(_trace([], manifest={"options": options})) == words
+
+
+def test_schedule_words_are_none_without_a_manifest(shared_traces):
+    assert steps.schedule_words(load_shared(str(shared_traces), "v100_train_1rank.json.gz")) is None
+
+
+def test_sample_bundles_know_their_run_and_schedule(sample_traces):
+    from torchscope.analyzers.io.loader import load
+
+    trace = load(sample_traces / "gpt_train", cache=False)
+    assert (steps.step_count(trace), steps.steps_run(trace), steps.schedule_words(trace)) == \
+        (4, 60, "wait 54, warmup 1, active 4")
