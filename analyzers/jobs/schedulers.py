@@ -1,0 +1,135 @@
+"""Where the rank tasks run: in this process, in local worker processes, or on a Dask cluster.
+
+Every scheduler has one job: ``run(task, items)`` yields ``(index, outcome)`` for each item as its
+task finishes (in any order), where ``outcome`` is what ``task(item)`` returned, or a `RankFailure`
+when the machinery lost the task for good. The task and the items are the same whichever runs them.
+
+- ``"inline"``: one after another in this process.
+- ``"processes"``: a `ProcessPoolExecutor` of ``min(ranks, cpu count)`` spawned workers, at most
+  ``IN_FLIGHT_PER_WORKER`` tasks per worker submitted at a time, so memory is bounded by the ranks in
+  flight. A worker that dies (killed, out of memory) breaks the pool: a new pool takes over and each
+  unfinished task is tried again, up to ``LOCAL_RETRIES`` times.
+- ``"tcp://HOST:PORT"`` (any ``scheme://`` address): a ``dask.distributed`` cluster; its workers read
+  the ranks' files from the paths in the tasks. The scheduler re-runs a task whose worker died (up to
+  its ``distributed.scheduler.allowed-failures``); past that the rank is a failure.
+
+`resolve_scheduler` picks one: the argument, else ``$TORCHSCOPE_SCHEDULER``, else processes when there
+are several ranks worth the start-up (``PARALLEL_MIN_BYTES`` of files), else inline.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from typing import Any, Callable, Iterator, Sequence
+
+from torchscope.analyzers.core.errors import TraceError
+from torchscope.analyzers.jobs.rank_task import RankFailure
+
+__all__ = ["resolve_scheduler", "run_tasks", "ENV_SCHEDULER", "INLINE", "PROCESSES", "PARALLEL_MIN_BYTES",
+           "IN_FLIGHT_PER_WORKER", "LOCAL_RETRIES", "DASK_CONNECT_TIMEOUT_S"]
+
+#: Environment variable naming the scheduler when the caller does not.
+ENV_SCHEDULER = "TORCHSCOPE_SCHEDULER"
+INLINE = "inline"
+PROCESSES = "processes"
+#: Below this many bytes of rank files in all, starting worker processes costs more than it saves.
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024
+#: Tasks submitted per local worker at a time (one running, one queued so no worker waits).
+IN_FLIGHT_PER_WORKER = 2
+#: Times an unfinished task is tried again after its local worker process died.
+LOCAL_RETRIES = 1
+#: Seconds to wait for a Dask scheduler to answer.
+DASK_CONNECT_TIMEOUT_S = 10
+
+
+def resolve_scheduler(scheduler: str | None, *, ranks: int, total_bytes: int) -> str:
+    """The scheduler to use: ``scheduler``, else $TORCHSCOPE_SCHEDULER, else processes or inline by job size."""
+    chosen = scheduler if scheduler is not None else (os.environ.get(ENV_SCHEDULER) or None)
+    if chosen is None:
+        workers = min(ranks, os.cpu_count() or 1)
+        return PROCESSES if workers > 1 and total_bytes >= PARALLEL_MIN_BYTES else INLINE
+    chosen = str(chosen).strip()
+    if chosen in (INLINE, PROCESSES) or "://" in chosen:
+        return chosen
+    raise ValueError(f"scheduler must be 'inline', 'processes' or a Dask address such as tcp://HOST:8786, "
+                     f"got {chosen!r}")
+
+
+def run_tasks(scheduler: str, task: Callable[[Any], Any], items: Sequence[Any],
+              labels: Sequence[tuple[str, int | None]]) -> Iterator[tuple[int, Any]]:
+    """Run ``task`` on every item with ``scheduler``; yields (index, outcome) as tasks finish."""
+    if scheduler == INLINE:
+        for i, item in enumerate(items):
+            yield i, task(item)
+    elif scheduler == PROCESSES:
+        yield from _run_local_processes(task, items, labels)
+    else:
+        yield from _run_dask(scheduler, task, items, labels)
+
+
+def _run_local_processes(task: Callable[[Any], Any], items: Sequence[Any],
+                         labels: Sequence[tuple[str, int | None]]) -> Iterator[tuple[int, Any]]:
+    workers = max(1, min(len(items), os.cpu_count() or 1))
+    pending = list(reversed(range(len(items))))  # pop() takes them in order
+    tries = [0] * len(items)
+    while pending:
+        # spawn: a forked child of a threaded parent (dash, samplers, a Dask client) can deadlock.
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        running: dict = {}
+        broken = False
+        try:
+            while pending or running:
+                while pending and not broken and len(running) < workers * IN_FLIGHT_PER_WORKER:
+                    i = pending.pop()
+                    running[pool.submit(task, items[i])] = i
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = running.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except BrokenProcessPool:  # its worker died, and with it the pool: every task on it
+                        broken = True
+                        tries[i] += 1
+                        if tries[i] <= LOCAL_RETRIES:
+                            pending.append(i)
+                            continue
+                        label, rank = labels[i]
+                        outcome = RankFailure(label, rank, f"{label}: the worker process analyzing it died "
+                                                           f"{tries[i]} times (killed, or out of memory)")
+                    yield i, outcome
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+def _run_dask(address: str, task: Callable[[Any], Any], items: Sequence[Any],
+              labels: Sequence[tuple[str, int | None]]) -> Iterator[tuple[int, Any]]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise TraceError(address, "a Dask scheduler needs dask.distributed (pip install 'torchscope[dask]')") from None
+    try:
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise TraceError(address, f"cannot reach the Dask scheduler ({type(exc).__name__}: {exc})") from None
+    tag = uuid.uuid4().hex[:8]
+    try:
+        futures = {client.submit(task, item, key=f"torchscope-rank-task-{tag}-{i}", pure=False): i
+                   for i, item in enumerate(items)}
+        for fut in as_completed(list(futures), loop=client.loop):
+            i = futures.pop(fut)
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # the cluster gave up on the task (e.g. KilledWorker)
+                label, rank = labels[i]
+                outcome = RankFailure(label, rank, f"{label}: the Dask cluster lost the task "
+                                                   f"({type(exc).__name__}: {exc})")
+            fut.release()
+            yield i, outcome
+    finally:
+        client.close()
