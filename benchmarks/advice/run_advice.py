@@ -44,8 +44,9 @@ MIN_REPS = 7
 DEFAULT_REP_SECONDS = 0.4
 #: a pair's ranks that run longer than this are stopped and the pair reported as failed
 PAIR_TIMEOUT_S = 1200
-#: torch threads per rank: the cores shared by the ranks (2-rank pairs: one each)
-CORES = 2
+#: torch threads per rank. One: this machine's 2 cores are shared, and intra-op threads spinning for a
+#: busy core made the small ops of these pairs up to 10x slower (and noisy) when calibrating them
+THREADS_PER_RANK = 1
 PATH_LABELS = {"torch_profiler": "plain", "torchscope": "bundle"}
 BOTTLENECK = "bottleneck"
 MISSING = "-"
@@ -86,7 +87,7 @@ def _record(pair: ModuleType, run_dir: Path, reps: int, rep_seconds: float) -> N
     run_dir.mkdir(parents=True)
     world = int(pair.WORLD_SIZE)
     job = RankJob(pair=pair.NAME, run_dir=str(run_dir), world_size=world, backend=getattr(pair, "BACKEND", None),
-                  master_port=free_port(), reps=reps, rep_seconds=rep_seconds, threads=max(1, CORES // world))
+                  master_port=free_port(), reps=reps, rep_seconds=rep_seconds, threads=THREADS_PER_RANK)
     ctx = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
     deadline = time.monotonic() + PAIR_TIMEOUT_S
     while not ctx.join(timeout=5):

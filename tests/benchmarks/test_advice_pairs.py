@@ -1,0 +1,165 @@
+"""The advice corpus (benchmarks/advice): every pair's interface, one pair's steps, the runner's arithmetic and usage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.advice import run_advice
+from benchmarks.advice.pairs import DEVICES, PAIR_NAMES, REQUIRED_ATTRS, VARIANTS, load_pair, load_pairs
+from benchmarks.advice.scoring import (PATHS, TOLERANCE, Detection, PairFigures, PathFigures, realized_change,
+                                       relative_error, summarize)
+from torchscope.analyzers.core.findings import FINDING_ID_RE
+
+REPO = Path(__file__).resolve().parents[2]
+RUNNER = REPO / "benchmarks" / "advice" / "run_advice.py"
+#: the finding ids of the bottleneck analyzer's contract (issue 11)
+CONTRACT_FINDING_IDS = frozenset({
+    "bottleneck.data_loading", "bottleneck.blocking_copy", "bottleneck.device_sync", "bottleneck.dispatch_bound",
+    "bottleneck.exposed_communication", "bottleneck.unfused_elementwise", "bottleneck.optimizer_dispatch",
+    "bottleneck.fp32_matmul",
+})
+MIN_CPU_PAIRS = 10
+#: what the GPU half of the corpus must cover (issue 11, item 7)
+GPU_EXPECTED = {"bottleneck.blocking_copy", "bottleneck.device_sync", "bottleneck.dispatch_bound",
+                "bottleneck.fp32_matmul", "bottleneck.exposed_communication"}
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_every_pair_module_has_the_interface(name: str) -> None:
+    pair = load_pair(name)
+    missing = [a for a in REQUIRED_ATTRS if not hasattr(pair, a)]
+    assert not missing, f"{name} lacks {missing}"
+    assert pair.NAME == name
+    assert pair.DEVICE in DEVICES
+    assert pair.WORLD_SIZE in (1, 2)
+    assert isinstance(pair.CHANGE, str) and pair.CHANGE.strip() and "\n" not in pair.CHANGE
+    assert all(callable(getattr(pair, f)) for f in ("build", "step", "close"))
+    if pair.WORLD_SIZE == 2:
+        assert pair.BACKEND == ("nccl" if pair.DEVICE == "cuda" else "gloo")
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_expected_ids_are_finding_ids_of_the_contract(name: str) -> None:
+    expected = load_pair(name).EXPECTED
+    assert FINDING_ID_RE.match(expected)
+    assert expected in CONTRACT_FINDING_IDS
+
+
+def test_the_corpus_has_ten_cpu_pairs_and_the_gpu_causes() -> None:
+    pairs = load_pairs()
+    cpu = [p for p in pairs if p.DEVICE == "cpu"]
+    assert len(cpu) >= MIN_CPU_PAIRS
+    assert {p.WORLD_SIZE for p in cpu} == {1, 2}
+    assert {p.EXPECTED for p in pairs if p.DEVICE == "cuda"} == GPU_EXPECTED
+    assert len({p.CHANGE for p in pairs}) >= len(pairs) - 2  # each pair says what its own after changes
+
+
+def test_a_cpu_pair_runs_two_steps_before_and_after_and_the_change_keeps_the_loss() -> None:
+    import torch
+
+    pair = load_pair("vectorised_loss")
+    losses = {}
+    for variant in VARIANTS:
+        state = pair.build(variant)
+        weight = state.model[0].weight.detach().clone()
+        for _ in range(2):
+            pair.step(state)
+        assert not torch.equal(weight, state.model[0].weight)  # the steps trained
+        losses[variant] = state.loss_fn(state.model(state.inputs), state.target).item()
+        pair.close(state)
+    # the same seed, the same math: the after changes how the loss is computed, not what it is
+    assert losses["before"] == pytest.approx(losses["after"], rel=1e-4)
+
+
+def _figures(name: str, realized: float, *, est: float | None, fires=(True, False), status: str = "ok") -> PairFigures:
+    before = Detection(fired=fires[0], gain_fraction=est if fires[0] else None)
+    after = Detection(fired=fires[1], gain_fraction=0.01 if fires[1] else None)
+    paths = tuple(PathFigures(p, before, after) for p in PATHS) if status == "ok" else ()
+    # every before rep 100 ms; after reps chosen so that the median realizes `realized`
+    return PairFigures(name, "bottleneck.data_loading", "a change", status=status,
+                       before_step_s=(0.1,) * 7 if status == "ok" else (),
+                       after_step_s=(0.1 * (1 - realized),) * 7 if status == "ok" else (), paths=paths)
+
+
+def test_realized_is_one_minus_the_ratio_of_medians() -> None:
+    assert realized_change([0.10, 0.30, 0.20], [0.05, 0.15, 0.10, 0.90, 0.12]) == pytest.approx(1 - 0.12 / 0.20)
+    assert realized_change([0.1], [0.2]) == pytest.approx(-1.0)  # slower after: negative
+    assert realized_change([], [0.1]) is None
+    assert relative_error(0.25, 0.20) == pytest.approx(0.25)
+    assert relative_error(None, 0.2) is None and relative_error(0.1, 0.0) is None
+    assert relative_error(0.1, -0.2) == pytest.approx(1.5)
+
+
+def test_summary_counts_right_pairs_and_the_median_and_worst_error() -> None:
+    pairs = [
+        _figures("exact", 0.50, est=0.50),                      # right, error 0
+        _figures("edge", 0.50, est=0.50 * (1 + TOLERANCE)),     # right, error at the tolerance
+        _figures("over", 0.20, est=0.30),                       # fires right, error 50%: wrong
+        _figures("fires_after", 0.40, est=0.40, fires=(True, True)),   # error 0 but fires after: wrong
+        _figures("silent", 0.30, est=None, fires=(False, False)),      # no estimate: wrong, no error
+        _figures("broken", 0.0, est=None, status="error: ranks died"),  # counted, wrong
+        _figures("gpu", 0.0, est=None, status="skipped: no CUDA"),      # left out
+    ]
+    s = summarize(pairs)
+    assert (s.right, s.total, s.skipped) == (2, 6, 1)
+    assert s.right_by_path == {p: 2 for p in PATHS}
+    assert sorted(s.errors) == pytest.approx([0.0, 0.0, 0.0, 0.0, TOLERANCE, TOLERANCE, 0.5, 0.5])
+    assert s.median_error == pytest.approx(TOLERANCE / 2)  # the middle two of eight: 0 and 20%
+    assert s.worst_error == pytest.approx(0.5)
+    assert summarize([]).median_error is None and summarize([]).worst_error is None
+
+
+def test_a_pair_right_on_one_path_only_is_not_right() -> None:
+    good = Detection(fired=True, gain_fraction=0.3)
+    figures = PairFigures("p", "bottleneck.data_loading", "c", before_step_s=(0.1,), after_step_s=(0.07,),
+                          paths=(PathFigures(PATHS[0], good, Detection(False)),
+                                 PathFigures(PATHS[1], Detection(False), Detection(False))))
+    assert figures.right_on(figures.paths[0]) and not figures.right
+    assert summarize([figures]).right_by_path == {PATHS[0]: 1, PATHS[1]: 0}
+
+
+def test_table_fits_100_columns_and_markdown_has_every_pair() -> None:
+    pairs = [_figures("compile_layernorm_softmax", 0.5, est=0.45), _figures("gpu", 0.0, est=None,
+             status="skipped: no CUDA"), _figures("broken", 0.0, est=None, status="error: " + "x" * 200)]
+    text = run_advice.render_table(pairs, bottleneck_registered=False)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "pairs right: 1/2" in text and "skipped: no CUDA" in text and "no 'bottleneck' analyzer" in text
+    md = run_advice.render_markdown(pairs)
+    assert md.splitlines()[0].startswith("| pair |")
+    assert all(f"| {p.name} |" in md for p in pairs)
+    assert run_advice.figures_json(pairs)["summary"]["right"] == 1
+
+
+def test_a_cuda_pair_without_cuda_is_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_advice, "_cuda_devices", lambda: 0)
+    figures = run_advice.run_pair(load_pair("cuda_item_sync"), REPO / "unused")
+    assert figures.status == "skipped: no CUDA" and not figures.paths
+    assert run_advice.skip_reason(load_pair("adam_foreach")) is None
+
+
+def test_detect_reports_a_recording_it_cannot_read_instead_of_crashing(tmp_path: Path,
+                                                                       sample_traces: Path) -> None:
+    missing = run_advice.detect(tmp_path / "nothing", "bottleneck.data_loading")
+    assert not missing.fired and missing.error and "\n" not in missing.error
+    found = run_advice.detect(sample_traces / "cnn_train", "bottleneck.data_loading")
+    assert found.error is None and found.findings  # the analyzers ran and said something
+    ids = [i for i, _ in found.findings]
+    assert found.fired == ("bottleneck.data_loading" in ids)
+
+
+def test_an_unknown_pair_exits_2_with_one_line() -> None:
+    proc = subprocess.run([sys.executable, str(RUNNER), "--pair", "no_such_pair"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "unknown pair 'no_such_pair'" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_too_few_repetitions_exit_2_with_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert run_advice.main(["--reps", str(run_advice.MIN_REPS - 1)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"--reps must be at least {run_advice.MIN_REPS}" in err
