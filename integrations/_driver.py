@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from torchscope.profiler.guard import logger
-from torchscope.profiler.options import ProfileOptions
+from torchscope.profiler.options import ProfileOptions, checked_run_dir
 from torchscope.profiler.session import profile
 
 __all__ = ["CallbackDriver", "DrivenCallback", "MICRO_STEP_PHASE"]
@@ -49,7 +49,8 @@ class CallbackDriver:
     def __init__(self, out_dir: str | os.PathLike, options: Mapping[str, Any]) -> None:
         #: options validated now, before the framework starts (a wrong name or value fails here)
         self.config = ProfileOptions.from_kwargs(dict(options))
-        self.out_dir = Path(out_dir)
+        #: the run folder, created and checked writable now (an unusable one fails here, naming why)
+        self.out_dir = checked_run_dir(out_dir)
         self.prof: profile | None = None
         self._phase: contextlib.ExitStack | None = None
         self._micro = 0

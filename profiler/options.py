@@ -3,25 +3,33 @@
 ``profile(out_dir, **options)`` builds one of these; a wrong name, type or range raises there, before
 the job runs (``TypeError`` for a wrong name or type, ``ValueError`` for a value out of range), and
 the message names the option and what it accepts. Options shared with ``torch.profiler.profile``
-mean the same there.
+mean the same there. The output folder is checked then too (``checked_run_dir``): created, and a
+file written and removed in it, else a ``ValueError`` naming the path and the reason.
+
+The default schedule (``DEFAULT_SCHEDULE``) traces 3 steps with Kineto: wait 1, warmup 1, active 3,
+so of the run's steps (numbered from 0, as ``ProfilerStep#N``) steps 2, 3 and 4 are traced and every
+other one is not; the samplers and the steps stream cover every step. Pass
+``schedule=dict(wait=..., warmup=..., active=..., repeat=...)`` to trace others.
 """
 
 from __future__ import annotations
 
-import operator
 import math
+import operator
+import os
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 __all__ = ["ProfileOptions", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS", "MIN_SAMPLE_INTERVAL_MS",
-           "SCHEDULE_KEYS"]
+           "SCHEDULE_KEYS", "checked_run_dir"]
 
 #: Sampling period of the sampler thread, ms: 10 Hz, the low end of NVML-worthy rates, half the wake-ups of 20 Hz.
 DEFAULT_SAMPLE_INTERVAL_MS = 100.0
 #: Shortest sampling period, ms: shorter requests are raised to this (the sampler costs more than it measures).
 MIN_SAMPLE_INTERVAL_MS = 1.0
-#: Kineto schedule when none is given, in steps: one wait step, one warm-up, three recorded.
+#: Kineto schedule when none is given, in steps: one wait step, one warm-up, three recorded (steps 2, 3, 4), once.
 DEFAULT_SCHEDULE = {"skip_first": 0, "wait": 1, "warmup": 1, "active": 3, "repeat": 1}
 #: Keys a schedule dict may hold (those of torch.profiler.schedule).
 SCHEDULE_KEYS = tuple(DEFAULT_SCHEDULE)
@@ -38,7 +46,8 @@ def _flag(default: bool) -> Any:
 class ProfileOptions:
     """What ``profile()`` records and how; see each field's comment (units in the names)."""
 
-    #: torch.profiler-style callable (step -> ProfilerAction), or a dict of SCHEDULE_KEYS; None: DEFAULT_SCHEDULE
+    #: torch.profiler-style callable (step -> ProfilerAction), or a dict of SCHEDULE_KEYS (missing keys from
+    #: DEFAULT_SCHEDULE); None: DEFAULT_SCHEDULE, which traces only 3 steps (wait 1, warmup 1, active 3: steps 2-4)
     schedule: Callable[[int], Any] | Mapping[str, int] | None = None
     #: operator input shapes in the trace (gloo collectives need them for their byte counts)
     record_shapes: bool = _flag(True)
@@ -127,6 +136,27 @@ class ProfileOptions:
         """The keyword arguments passed on to torch.profiler.profile (profile_memory resolved first)."""
         return {"record_shapes": self.record_shapes, "profile_memory": bool(self.profile_memory),
                 "with_stack": self.with_stack, "with_flops": self.with_flops}
+
+
+def checked_run_dir(out_dir: Any) -> Path:
+    """The run folder ``out_dir``, created now and proven writable; else ValueError naming the path and the reason."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(_wrong("out_dir", out_dir, "a folder path (str or os.PathLike)"))
+    path = Path(out_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".torchscope-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, FileExistsError):
+            reason = "it exists and is not a folder"
+        elif exc.filename is not None and Path(exc.filename) != path and not str(exc.filename).startswith(str(path)):
+            reason = f"{reason}: {exc.filename}"
+        raise ValueError(f"profile(out_dir=...) must be a folder this process can create and write; "
+                         f"{str(path)!r} is not ({reason})") from None
+    return path
 
 
 def _checked_schedule(schedule: Any) -> Any:

@@ -17,6 +17,17 @@ each recording cycle; ours is called ``on_run_ready(path)`` and receives a ``pat
 folder, once, after this rank's merged trace and final manifest are written (``torchscope.load(path)``
 reads it). Passing ``on_trace_ready=`` raises a TypeError that says so.
 
+What is traced: by default Kineto traces only 3 steps. The default schedule is wait 1, warmup 1,
+active 3, once (``DEFAULT_SCHEDULE``): of the steps ``prof.step()`` marks, numbered from 0 as Kineto's
+``ProfilerStep#N``, steps 2, 3 and 4 are traced, every other one is not. The samplers and the
+``steps`` stream cover every step. Pass ``schedule=dict(wait=..., warmup=..., active=..., repeat=...)``
+to trace others (``repeat=0``: repeat the cycle until the end). The analysis says what was traced:
+"3 of 20 steps traced (wait 1, warmup 1, active 3)". A ``ProfilerStep`` that no ``prof.step()``
+ended (torch.profiler opens the next one at each step) is not written: it is not a step.
+
+Output folder: created when profile() is built, and checked writable there; a folder that cannot be
+created or written raises ValueError naming the path and the reason, before the job runs.
+
 Recorders: Kineto (torch.profiler, on a wait/warmup/active/repeat schedule), the sampler thread
 (NVML, host, CUDA memory), the annotation hooks and the MoE router recorder. Each runs under its
 own Guard: a failure is logged once and stops that recorder only. The user's exceptions pass
@@ -57,7 +68,7 @@ from torchscope.profiler.annotations import Annotator
 from torchscope.profiler.distributed import rank_info
 from torchscope.profiler.guard import Guard, logger
 from torchscope.profiler.manifest import build_manifest, describe_devices
-from torchscope.profiler.options import DEFAULT_SAMPLE_INTERVAL_MS, DEFAULT_SCHEDULE, ProfileOptions
+from torchscope.profiler.options import DEFAULT_SAMPLE_INTERVAL_MS, DEFAULT_SCHEDULE, ProfileOptions, checked_run_dir
 
 __all__ = ["profile", "schedule", "ProfileOptions", "DEFAULT_SCHEDULE", "DEFAULT_SAMPLE_INTERVAL_MS",
            "KINETO_QUIET_LEVEL"]
@@ -99,6 +110,23 @@ def _reason_line(ended_by: dict[str, Any]) -> str:
     return ended_by["message"]
 
 
+def _without_unended_steps(kineto_trace: dict, steps_run: int) -> dict:
+    """Kineto's trace without the ``ProfilerStep#<steps_run>`` that no prof.step() ended.
+
+    torch.profiler opens the next ProfilerStep at every step(), so a run that stops inside a
+    recording window leaves one open from the last prof.step() to stop(): the loop's epilogue, not a
+    step. Its events stay in the trace; only the step annotation (host and GPU side) goes.
+    """
+    events = kineto_trace.get("traceEvents")
+    if not isinstance(events, list):
+        return kineto_trace
+    unended = f"ProfilerStep#{steps_run}"  # torch.profiler opens only the next step
+    kept = [e for e in events if not (isinstance(e, dict) and e.get("name") == unended)]
+    if len(kept) == len(events):
+        return kineto_trace
+    return {**kineto_trace, "traceEvents": kept}
+
+
 def _cuda_available() -> bool:
     try:
         import torch  # noqa: PLC0415
@@ -120,7 +148,10 @@ def schedule(*, wait: int = 1, warmup: int = 1, active: int = 3, repeat: int = 1
 
 
 class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
-    """Record a run bundle for the code inside (see the module docstring; options: `ProfileOptions`)."""
+    """Record a run bundle for the code inside; by default Kineto traces steps 2-4 only (see the module docstring).
+
+    Options: `ProfileOptions`; ``schedule=dict(wait=..., warmup=..., active=...)`` traces other steps.
+    """
 
     def __init__(self, out_dir: str | os.PathLike = "runs/run", **options: Any) -> None:
         # the keyword-only options are those of ProfileOptions (see __signature__ below the class)
@@ -138,7 +169,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
             config = dataclasses.replace(config, profile_memory=_cuda_available())
         #: every option of this run, validated (profile_memory resolved)
         self.config: ProfileOptions = config
-        self.run_dir = Path(out_dir)
+        self.run_dir = checked_run_dir(out_dir)
         sched = config.schedule
         self._schedule = schedule(**sched) if isinstance(sched, Mapping) else sched
         self._interval_s = config.sample_interval_ms / 1000.0
@@ -165,6 +196,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         self._sigterm_installed = False
         self._started_at_ns = 0
         self._ended_by: dict[str, Any] | None = None
+        self._stopped_in_window = False
         self._guards: dict[str, Guard] = {}
         self.trace_file: Path | None = None
 
@@ -293,6 +325,12 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         if self._kineto is not None:
             self._guard("kineto").call(self._kineto.step)
             self._guard("kineto").call(self._update_keep)
+
+    def _in_window(self) -> bool:
+        """Whether Kineto is warming up or recording the current step (so stop() ends a cycle mid-step)."""
+        from torch.profiler import ProfilerAction  # noqa: PLC0415
+
+        return self._schedule(self.step_num) != ProfilerAction.NONE
 
     def _update_keep(self) -> None:
         """Keep annotations and samples in memory only around Kineto's warm-up and recording steps."""
@@ -458,6 +496,7 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
     # ---- shutdown -----------------------------------------------------------------------------
     def _finish(self) -> None:
         ended = time.time_ns()
+        self._stopped_in_window = self._kineto is not None and self._guard("kineto").call(self._in_window) is True
         if self._kineto is not None:
             self._guard("kineto").call(self._kineto.stop)
         if self._annotator is not None:
@@ -501,6 +540,8 @@ class profile:  # noqa: N801 - named like torch.profiler.profile on purpose
         from torchscope.profiler.trace_merge import merge_traces  # noqa: PLC0415
 
         kineto = self._load_kineto()
+        if kineto and self._stopped_in_window:  # only then did torch.profiler leave a step open, in its last cycle
+            kineto[-1] = _without_unended_steps(kineto[-1], self.step_num)
         if self.config.kineto and not kineto:
             self._unavailable.setdefault("kineto", "no active profiling step completed (see the schedule)")
         distributed = None

@@ -122,11 +122,13 @@ def test_moe_recorder_fault(tmp_path, caplog, monkeypatch):
 
 
 def test_profile_that_cannot_start_records_nothing_and_the_job_runs(tmp_path, caplog):
-    blocker = tmp_path / "not_a_folder"
-    blocker.write_text("a file where the run folder should go")
+    run = tmp_path / "run"
+    prof = profiler.profile(run, **FAST)  # the folder is fine when profile() is built ...
+    run.rmdir()
+    run.write_text("a file where the run folder should go")  # ... and gone by the time it starts
     before = torch.autograd.backward
     with caplog.at_level(logging.WARNING, logger="torchscope"):
-        with profiler.profile(blocker / "run", **FAST) as prof:
+        with prof:
             losses = train(TinyNet(), prof, n_batches=3)
     assert len(losses) == 3 and torch.autograd.backward is before
     assert any("could not start" in r.getMessage() for r in caplog.records)

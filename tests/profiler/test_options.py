@@ -99,3 +99,42 @@ def test_profile_signature_is_keyword_only_and_lists_every_option():
     assert all(keyword_only[f.name].default == f.default for f in dataclasses.fields(ProfileOptions))
     with pytest.raises(TypeError):
         profile("runs/x", {"wait": 1})  # options are never positional
+
+
+# --- the output folder, checked when profile() is built (issue 14, item 3) --------------------------------
+
+def test_the_output_folder_is_created_and_proven_writable_at_construction(tmp_path):
+    from torchscope import profiler
+
+    run = tmp_path / "a" / "b" / "run"
+    prof = profiler.profile(run, host_roofline=False)
+    assert run.is_dir() and list(run.iterdir()) == []  # created, the write check left nothing behind
+    assert prof.run_dir == run and prof._state == "new"
+
+
+@pytest.mark.parametrize("where, reason", [
+    (lambda tmp: "/proc/torchscope-nonexistent/run", "No such file or directory: /proc/torchscope-nonexistent"),
+    (lambda tmp: tmp / "a_file", "it exists and is not a folder"),
+    (lambda tmp: tmp / "a_file" / "run", "Not a directory"),
+])
+def test_an_unusable_output_folder_fails_at_construction_naming_the_path_and_why(tmp_path, where, reason):
+    from torchscope import profiler
+    from torchscope.profiler.options import checked_run_dir
+
+    (tmp_path / "a_file").write_text("x")
+    path = where(tmp_path)
+    with pytest.raises(ValueError) as info:
+        profiler.profile(path)
+    message = str(info.value)
+    assert message.startswith("profile(out_dir=...) must be a folder this process can create and write; ")
+    assert repr(str(path)) in message and reason in message and "\n" not in message
+    with pytest.raises(TypeError, match="out_dir=.*folder path"):
+        checked_run_dir(3)
+
+
+def test_the_default_schedule_is_said_where_the_options_are_documented():
+    from torchscope.profiler import options, session
+
+    for doc in (options.__doc__, session.__doc__):
+        assert "wait 1, warmup 1, active 3" in " ".join(doc.split()) and "2, 3 and 4" in doc
+    assert "steps 2-4" in session.profile.__doc__
