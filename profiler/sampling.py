@@ -42,6 +42,8 @@ class SamplerThread:
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: CPU time the sampler thread used, ns (set when it ends; what sampling costs the job)
+        self.thread_cpu_ns = 0
         self.flush_guard = Guard("stream flush")
 
     def tick(self, *, keep: bool | None = None) -> None:
@@ -62,6 +64,12 @@ class SamplerThread:
             w.flush()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.thread_cpu_ns = time.thread_time_ns()
+
+    def _loop(self) -> None:
         next_t = time.monotonic()
         while not self._stop.is_set():
             self.tick()
