@@ -7,8 +7,9 @@ when the machinery lost the task for good. The task and the items are the same w
 - ``"inline"``: one after another in this process.
 - ``"processes"``: a `ProcessPoolExecutor` of ``min(ranks, cpu count)`` spawned workers, at most
   ``IN_FLIGHT_PER_WORKER`` tasks per worker submitted at a time, so memory is bounded by the ranks in
-  flight. A worker that dies (killed, out of memory) breaks the pool: a new pool takes over and each
-  unfinished task is tried again, up to ``LOCAL_RETRIES`` times.
+  flight. A worker that dies (killed, out of memory) breaks the pool and loses every task on it: a new
+  pool takes over the tasks not started, and each lost task runs again alone on a pool of one worker,
+  so that only the task that kills its worker there too becomes a failure.
 - ``"tcp://HOST:PORT"`` (any ``scheme://`` address): a ``dask.distributed`` cluster; its workers read
   the ranks' files from the paths in the tasks. The scheduler re-runs a task whose worker died (up to
   its ``distributed.scheduler.allowed-failures``); past that the rank is a failure.
@@ -21,16 +22,17 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.jobs.rank_task import RankFailure
 
 __all__ = ["resolve_scheduler", "run_tasks", "ENV_SCHEDULER", "INLINE", "PROCESSES", "PARALLEL_MIN_BYTES",
-           "IN_FLIGHT_PER_WORKER", "LOCAL_RETRIES", "DASK_CONNECT_TIMEOUT_S"]
+           "IN_FLIGHT_PER_WORKER", "DASK_CONNECT_TIMEOUT_S"]
 
 #: Environment variable naming the scheduler when the caller does not.
 ENV_SCHEDULER = "TORCHSCOPE_SCHEDULER"
@@ -40,8 +42,6 @@ PROCESSES = "processes"
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 #: Tasks submitted per local worker at a time (one running, one queued so no worker waits).
 IN_FLIGHT_PER_WORKER = 2
-#: Times an unfinished task is tried again after its local worker process died.
-LOCAL_RETRIES = 1
 #: Seconds to wait for a Dask scheduler to answer.
 DASK_CONNECT_TIMEOUT_S = 10
 
@@ -74,37 +74,47 @@ def run_tasks(scheduler: str, task: Callable[[Any], Any], items: Sequence[Any],
 def _run_local_processes(task: Callable[[Any], Any], items: Sequence[Any],
                          labels: Sequence[tuple[str, int | None]]) -> Iterator[tuple[int, Any]]:
     workers = max(1, min(len(items), os.cpu_count() or 1))
-    pending = list(reversed(range(len(items))))  # pop() takes them in order
-    tries = [0] * len(items)
-    while pending:
-        # spawn: a forked child of a threaded parent (dash, samplers, a Dask client) can deadlock.
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-        running: dict = {}
-        broken = False
-        try:
-            while pending or running:
-                while pending and not broken and len(running) < workers * IN_FLIGHT_PER_WORKER:
-                    i = pending.pop()
-                    running[pool.submit(task, items[i])] = i
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i = running.pop(fut)
-                    try:
-                        outcome = fut.result()
-                    except BrokenProcessPool:  # its worker died, and with it the pool: every task on it
-                        broken = True
-                        tries[i] += 1
-                        if tries[i] <= LOCAL_RETRIES:
-                            pending.append(i)
-                            continue
-                        label, rank = labels[i]
-                        outcome = RankFailure(label, rank, f"{label}: the worker process analyzing it died "
-                                                           f"{tries[i]} times (killed, or out of memory)")
-                    yield i, outcome
-        finally:
-            pool.shutdown(wait=not broken, cancel_futures=True)
+    pending = deque(range(len(items)))
+    suspects: deque[int] = deque()
+    while pending or suspects:
+        if pending:
+            suspects.extend((yield from _pool_round(task, items, pending, workers)))
+            continue
+        # A task in flight when a worker died may be the one that killed it, or its neighbour: alone
+        # on a pool of its own, a death is its own.
+        i = suspects.popleft()
+        if (yield from _pool_round(task, items, deque([i]), 1)):
+            label, rank = labels[i]
+            yield i, RankFailure(label, rank, f"{label}: the worker process analyzing it died "
+                                              "(killed, or out of memory)")
+
+
+def _pool_round(task: Callable[[Any], Any], items: Sequence[Any], pending: deque,
+                workers: int) -> Generator[tuple[int, Any], None, list[int]]:
+    """Run ``pending`` on one pool until done or the pool breaks; yields outcomes, returns the tasks it lost."""
+    # spawn: a forked child of a threaded parent (dash, samplers, a Dask client) can deadlock.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    running: dict = {}
+    lost: list[int] = []
+    try:
+        while pending or running:
+            while pending and not lost and len(running) < workers * IN_FLIGHT_PER_WORKER:
+                i = pending.popleft()
+                running[pool.submit(task, items[i])] = i
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:  # a worker died, and with it the pool and every task on it
+                    lost.append(i)
+                    continue
+                yield i, outcome
+    finally:
+        pool.shutdown(wait=not lost, cancel_futures=True)
+    return lost
 
 
 def _run_dask(address: str, task: Callable[[Any], Any], items: Sequence[Any],

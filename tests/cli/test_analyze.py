@@ -80,3 +80,79 @@ def test_progress_line_only_on_a_terminal():
     assert "analyzing: kernels" in tty.getvalue() and tty.getvalue().endswith("\r\033[K")
     assert pipe.getvalue() == ""
 
+
+
+# --- jobs of several ranks (analyze_job) -------------------------------------------------------------
+
+def _ddp_copy(sample_traces, tmp_path):
+    import shutil
+
+    from tests.conftest import require_or_skip
+
+    src = sample_traces / "ddp_gloo_2rank"
+    require_or_skip(src.is_dir(), f"sample run {src} not recorded")
+    dst = tmp_path / "ddp"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_multi_rank_job_goes_through_analyze_job_with_the_same_report(sample_traces, capsys, monkeypatch):
+    from torchscope.analyzers.analyze import analyze_path
+    from torchscope.analyzers.jobs import job as job_module
+    from torchscope.analyzers.report.json_report import render_json
+    from torchscope.analyzers.report.text import render_text
+
+    calls = []
+    real = job_module.analyze_job
+    monkeypatch.setattr("torchscope.cli.analyze.analyze_job", lambda *a, **k: calls.append(k) or real(*a, **k))
+    bundle = str(sample_traces / "ddp_gloo_2rank")
+    traces, report = analyze_path(bundle)
+    code, out, err = _run(capsys, bundle, "--format", "json", "--scheduler", "inline")
+    assert code == 0 and err == "" and calls and calls[0]["scheduler"] == "inline"
+    assert json.loads(out) == json.loads(render_json(traces, report))  # rows_total too, though tables are cut
+    code, out, _ = _run(capsys, bundle)
+    assert code == 0 and out == render_text(traces, report)
+
+
+def test_a_corrupt_rank_exits_2_naming_it_unless_partial_ok(sample_traces, tmp_path, capsys):
+    bundle = _ddp_copy(sample_traces, tmp_path)
+    trace = bundle / "rank1.trace.json.gz"
+    trace.write_bytes(trace.read_bytes()[:1000])
+    code, out, err = _run(capsys, str(bundle), "--scheduler", "inline")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("torchscope: error: rank 1 failed:") and "rank1.trace" in err
+    assert "training_loop (rank 0)" in out and "rank 1: " in out.split("failed ranks (not analyzed):")[1]
+    code, out, err = _run(capsys, str(bundle), "--scheduler", "inline", "--partial-ok", "--format", "json")
+    assert code == 0 and "rank 1 failed" in err
+    doc = json.loads(out)
+    assert doc["ranks"] == [0] and list(doc["failed_ranks"]) == ["1"]
+    code, out, _ = _run(capsys, str(bundle), "--scheduler", "inline", "--partial-ok", "--format", "markdown")
+    assert code == 0 and "## Failed ranks" in out
+
+
+def test_a_bad_scheduler_is_one_line_exit_2(sample_traces, capsys, monkeypatch):
+    monkeypatch.setattr("torchscope.analyzers.jobs.schedulers.DASK_CONNECT_TIMEOUT_S", 1)
+    code, out, err = _run(capsys, str(sample_traces / "ddp_gloo_2rank"), "--scheduler", "threads")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "scheduler must be" in err
+    code, out, err = _run(capsys, str(sample_traces / "ddp_gloo_2rank"), "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "cannot reach the Dask scheduler" in err
+
+
+def test_the_scheduler_comes_from_the_environment(sample_traces, capsys, monkeypatch):
+    monkeypatch.setattr("torchscope.analyzers.jobs.schedulers.DASK_CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setenv("TORCHSCOPE_SCHEDULER", "tcp://127.0.0.1:1")
+    code, _, err = _run(capsys, str(sample_traces / "ddp_gloo_2rank"))
+    assert code == 2 and "tcp://127.0.0.1:1: cannot reach the Dask scheduler" in err
+
+
+def test_a_killed_run_says_so(sample_traces, tmp_path, capsys):
+    bundle = _ddp_copy(sample_traces, tmp_path)
+    manifest = bundle / "manifest.rank1.json"
+    doc = json.loads(manifest.read_text())
+    doc.update(ended_at_ns=None, complete=False)
+    manifest.write_text(json.dumps(doc))
+    code, out, err = _run(capsys, str(bundle), "--scheduler", "inline", "--format", "json")
+    assert code == 0
+    assert err == "torchscope: warning: rank 1: incomplete: the job ended without stopping the profiler\n"
+    code, out, err = _run(capsys, str(bundle), "--scheduler", "inline")
+    assert code == 0 and err == "" and "incomplete: the job ended without stopping the profiler" in out

@@ -9,7 +9,7 @@ tcp://HOST:PORT`` or ``$TORCHSCOPE_SCHEDULER`` for a Dask cluster, ``--scheduler
 progress bar across ranks on stderr when it is a terminal. A rank that fails is named with its reason
 on stderr and in the report ("failed ranks"; ``failed_ranks`` in JSON), the others are analyzed, and
 the exit code is 2 unless ``--partial-ok``. A rank whose run did not end normally (killed, or ended
-by an error) is one warning line on stderr.
+by an error) is said at the top of the text and markdown reports, and on stderr with ``--format json``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
                                       progress=progress, cache=cache)
     finally:
         progress.done()
-    _warn_run_status({t.rank: tuple(t.meta.warnings) for t in traces})
+    if args.format == "json":
+        _warn_run_status({t.rank: tuple(t.meta.warnings) for t in traces})
     sys.stdout.write(_render(args.format, traces, report, {}))
     return 0
 
@@ -89,7 +90,8 @@ def _run_job(args: argparse.Namespace, cache: bool | None) -> int:
         return EXIT_PARTIAL
     for key, reason in job.failed.items():
         sys.stderr.write(f"torchscope: error: {_rank_name(key)} failed: {reason}\n")
-    _warn_run_status(job.warnings)
+    if args.format == "json":
+        _warn_run_status(job.warnings)
     sys.stdout.write(_render(args.format, job.header_traces(), job.report, job.failed))
     return code
 
@@ -99,7 +101,7 @@ def _rank_name(key: int | str) -> str:
 
 
 def _warn_run_status(warnings: Mapping[int, tuple[str, ...]]) -> None:
-    """One stderr line per distinct run-status warning, naming the ranks it applies to."""
+    """One stderr line per distinct run-status warning, naming its ranks (text and markdown say it at the top)."""
     ranks: dict[str, list[int]] = {}
     for rank in sorted(warnings):
         for text in warnings[rank]:

@@ -211,8 +211,9 @@ def test_scheduler_choice(monkeypatch) -> None:
         resolve_scheduler("threads", ranks=2, total_bytes=big)
 
 
-def test_an_unreachable_dask_scheduler_is_one_line(job128: Path) -> None:
+def test_an_unreachable_dask_scheduler_is_one_line(job128: Path, monkeypatch) -> None:
     require_module("distributed")
+    monkeypatch.setattr("torchscope.analyzers.jobs.schedulers.DASK_CONNECT_TIMEOUT_S", 1)
     with pytest.raises(analyzers.TraceError, match="cannot reach the Dask scheduler"):
         analyze_job(job128, scheduler="tcp://127.0.0.1:1")
 
