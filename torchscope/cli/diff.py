@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from torchscope.analyzers.core.errors import TraceError
+from torchscope.analyzers.io.cache import ENV_NO_CACHE
 from torchscope.analyzers.diff.metrics import DEFAULT_WARMUP_STEPS, StepSelection, parse_steps
 from torchscope.analyzers.diff.model import DEFAULT_MIN_DELTA, FAIL_ON, GATES, DiffOptions, diff_paths, parse_min_delta
 from torchscope.analyzers.diff.stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD
@@ -59,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", action="append", default=[], metavar="PATH",
                    help="write a report; its format follows the suffix (.json .md .xml .txt) (repeatable)")
     p.add_argument("--top", type=int, default=15, help="diagnostic rows shown in the text reports (default 15)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="parse the trace files again; neither read nor write the columnar cache")
     p.set_defaults(func=run_command, diff_prog=p.prog)
 
 
@@ -75,7 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     if not any(path is None for _, path in targets):
         targets.insert(0, ("text", None))
-    report = diff_paths([args.base, *args.more_base], [args.new, *args.more_new], options)
+    with _cache_off(getattr(args, "no_cache", False)):
+        report = diff_paths([args.base, *args.more_base], [args.new, *args.more_new], options)
     for fmt, path in targets:
         text = render(report, fmt, top=args.top)
         if path is None or path == "-":
@@ -88,6 +94,23 @@ def run_command(args: argparse.Namespace) -> int:
                 raise TraceError(path, f"cannot write the report: {exc.strerror or exc}") from None
     write_github_summary(report, top=args.top)
     return report.exit_code
+
+
+@contextlib.contextmanager
+def _cache_off(off: bool) -> Iterator[None]:
+    """With ``off``, $TORCHSCOPE_NO_CACHE set while the diff loads its runs (its loads take no cache= argument)."""
+    if not off:
+        yield
+        return
+    before = os.environ.get(ENV_NO_CACHE)
+    os.environ[ENV_NO_CACHE] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_NO_CACHE, None)
+        else:
+            os.environ[ENV_NO_CACHE] = before
 
 
 def _options_from_args(args: argparse.Namespace) -> DiffOptions:
