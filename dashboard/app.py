@@ -15,14 +15,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
 import dash
-from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, MATCH, Input, Output, State, ctx, dcc, html, no_update
 from flask import Response, abort, request
 
 from torchscope.analyzers.core.errors import TraceError
 
 from torchscope.dashboard.pages import (
-    PAGE_ANALYZERS, PAGES, PageContext, filter_findings, findings_count, progress_view, render_page,
-    required_analyzers, runs_page, timeline_for,
+    PAGE_ANALYZERS, PAGES, PageContext, filter_findings, findings_count, page_availability, progress_view,
+    render_page, required_analyzers, runs_page, timeline_for,
 )
 from torchscope.dashboard.result_view import findings_list
 from torchscope.dashboard.run_cache import RunCache
@@ -62,10 +62,15 @@ def _rank_of(params: dict, ranks: list[int]) -> int | None:
     return rank
 
 
-def _nav(page: str, params: dict) -> list:
+def _nav(page: str, params: dict, unavailable: dict | None = None) -> list:
+    """The navigation bar; pages the run cannot fill are shown disabled, the reason on hover."""
     keep = {k: params[k] for k in ("run", "rank") if k in params}
     q = ("?" + urlencode(keep)) if keep else ""
-    return [dcc.Link(label, href=f"/{pid}{q}", id=f"nav-{pid}",
+    unavailable = unavailable or {}
+    return [html.Span(label, id=f"nav-{pid}", className="nav-link disabled",
+                      title=f"not available for this run: {unavailable[pid]}")
+            if unavailable.get(pid) and pid != page else
+            dcc.Link(label, href=f"/{pid}{q}", id=f"nav-{pid}",
                      className="nav-link active" if pid == page else "nav-link") for pid, label in PAGES]
 
 
@@ -190,6 +195,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                     return progress_view(params["b"], state), False, nav, None
         except UnsafeRunId as exc:
             return _error(f"rejected: {exc}"), True, nav, None
+        nav = _nav(page, params, page_availability(run, len(catalog)))
         key = f"{page}|{search}|{len(run.pending)}"
         if key == skip_key:
             return no_update, run.complete, nav, key
@@ -265,6 +271,19 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         fig = timeline_for(run, rank, t0, t1, width_px)
         meta = fig.layout.meta or {}
         return fig, f"{meta.get('drawn', 0)} events drawn, {meta.get('folded', 0)} folded into busy bins"
+
+    # The column chooser of a grid shows the hidden columns it names (client-side: no round trip).
+    app.clientside_callback(
+        """function(chosen, options, defs) {
+            if (!defs) { return window.dash_clientside.no_update; }
+            const hideable = new Set((options || []).map(o => o.value));
+            const shown = new Set(chosen || []);
+            return defs.map(d => hideable.has(d.field) ? Object.assign({}, d, {hide: !shown.has(d.field)}) : d);
+        }""",
+        Output({"type": "grid", "grid": MATCH}, "columnDefs"),
+        Input({"type": "grid-columns", "grid": MATCH}, "value"),
+        State({"type": "grid-columns", "grid": MATCH}, "options"),
+        State({"type": "grid", "grid": MATCH}, "columnDefs"), prevent_initial_call=True)
 
     @app.callback(Output("rec-list", "children"), Output("rec-count", "children"),
                   Input("rec-analyzer", "value"), Input("rec-severity", "value"), State("url", "search"),

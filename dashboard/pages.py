@@ -1,13 +1,19 @@
-"""Page layouts: each page is a layout over analyzer Results of the chosen run (never an analysis).
+"""Page layouts: each page answers one question about the chosen run, from analyzer Results (never an analysis).
 
-`PAGES` lists the pages in navigation order. `render_page` builds the page body for a loaded
-run; pages a run cannot fill say "not available for this run: <reason>" with the reason from
-`Report.skipped` (or the analyzer's error).
+Top to bottom a page shows its question, a verdict row (the few numbers that answer it, in human
+units), the plot that shows the answer, what to change (the findings that point at this page, the
+largest predicted gain first), and then the details folded: every table and number of its
+analyzers. `PAGES` lists the pages in navigation order; `page_availability` says which of them the
+run can fill (the others are offered disabled, with the reason on hover). The Overview leads with
+the ``bottleneck`` analyzer's attribution and what-if gains when the run has them, and with the
+training loop's phases and the best-ranked finding when it does not.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import statistics
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlencode
@@ -16,27 +22,45 @@ import pandas as pd
 from dash import dcc, html
 
 from torchscope.analyzers.core.findings import SEVERITIES
-from torchscope.analyzers.core.registry import REGISTRY
+from torchscope.analyzers.core.registry import load_analyzers
 from torchscope.analyzers.core.report import Report
-from torchscope.analyzers.report.units import format_bytes, format_for_key, format_quantity
+from torchscope.analyzers.report.units import (
+    format_bytes, format_for_key, format_quantity, format_ratio, format_share, key_label, plural,
+)
 
 from torchscope.dashboard import figures
-from torchscope.dashboard.result_view import analyzer_section, findings_list, not_available, table_view
+from torchscope.dashboard.ranking import ranked_findings
+from torchscope.dashboard.result_view import (
+    analyzer_section, findings_list, is_shown_value, not_available, table_view,
+)
 from torchscope.dashboard.run_cache import LoadedRun, RunCache
 from torchscope.dashboard.timeline import DEFAULT_WIDTH_PX, build_lanes, counter_series, timeline_figure
 
-__all__ = ["PAGES", "PAGE_ANALYZERS", "PageContext", "render_page", "runs_page", "progress_view",
-           "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings",
-           "required_analyzers", "findings_count"]
+__all__ = ["PAGES", "PAGE_ANALYZERS", "PAGE_QUESTIONS", "PageContext", "render_page", "runs_page", "progress_view",
+           "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings", "required_analyzers",
+           "findings_count", "page_availability", "VerdictItem", "verdict_row", "overview_verdict", "page_verdict"]
 
 PAGES: tuple[tuple[str, str], ...] = (
     ("runs", "Runs"), ("overview", "Overview"), ("timeline", "Timeline"), ("kernels", "Kernels"),
     ("communication", "Communication"), ("memory", "Memory"), ("power", "Power/energy"),
     ("roofline", "Roofline"), ("moe", "MoE"), ("compare", "Compare"), ("recommendations", "Recommendations"),
 )
+#: The question each page answers (its heading).
+PAGE_QUESTIONS: dict[str, str] = {
+    "overview": "What is this run's bottleneck, and what do I change?",
+    "timeline": "What runs when, on which thread and stream?",
+    "kernels": "Where do the GPU kernels spend their time?",
+    "communication": "Is communication exposed, and is a rank late?",
+    "memory": "Is memory close to capacity?",
+    "power": "Am I power-limited, and what does a step cost in energy?",
+    "roofline": "Is the work limited by compute or by memory bandwidth?",
+    "moe": "Are my experts balanced?",
+    "compare": "What changed between two runs?",
+    "recommendations": "What should I change, and what will it gain?",
+}
 #: Analyzers each page shows (besides any registered analyzer whose spec names that page).
 PAGE_ANALYZERS: dict[str, tuple[str, ...]] = {
-    "overview": ("training_loop", "gpu_time"),
+    "overview": ("bottleneck", "training_loop", "gpu_time"),
     "kernels": ("kernels",),
     "communication": ("communication", "stragglers"),
     "memory": ("memory",),
@@ -44,8 +68,16 @@ PAGE_ANALYZERS: dict[str, tuple[str, ...]] = {
     "roofline": ("roofline",),
     "moe": ("moe",),
 }
-#: Findings shown on the Overview.
-TOP_FINDINGS = 5
+#: Analyzers whose headline numbers the Overview's verdict row also shows once they are done.
+OVERVIEW_EXTRA = ("roofline", "power")
+#: Findings shown on the Overview (the rest are on Recommendations).
+TOP_FINDINGS = 3
+#: Causes or phases named in the Overview's "where the time goes".
+WHERE_TIME_GOES = 3
+#: Kernels drawn on the Kernels page's top-kernels chart (the grid below lists all of them).
+TOP_KERNELS_DRAWN = 20
+#: Pages every run can show.
+_ALWAYS = ("runs", "overview", "timeline", "recommendations")
 
 
 @dataclass(frozen=True)
@@ -68,22 +100,55 @@ class PageContext:
         return urlencode(q)
 
 
+@dataclass(frozen=True)
+class VerdictItem:
+    """One number of a verdict row: what it is, its value as text, and a line of context."""
+
+    label: str
+    value: str
+    detail: str = ""
+    key: str = ""  # the summary key (or what) it came from, for tests and tooltips
+
+
 def required_analyzers(page: str) -> set[str] | None:
     """Analyzers ``page`` waits for before it renders (None: all of them; empty: none)."""
     if page == "timeline":
         return set()
     if page in ("recommendations", "compare"):
         return None
-    return set(page_analyzers(page))
+    # The page's own analyzers; others that point at it (job_overview on the Overview) fill in as they finish.
+    own = [n for n in PAGE_ANALYZERS.get(page, ()) if n in load_analyzers()]
+    return set(own or page_analyzers(page))
 
 
 def page_analyzers(page: str) -> list[str]:
-    """Analyzer names shown on ``page``: the fixed list plus any registered analyzer pointing at it."""
-    names = list(PAGE_ANALYZERS.get(page, ()))
-    for name, spec in REGISTRY.items():
+    """Registered analyzers shown on ``page``: the fixed list plus any registered analyzer pointing at it."""
+    registry = load_analyzers()
+    names = [n for n in PAGE_ANALYZERS.get(page, ()) if n in registry]
+    for name, spec in registry.items():
         if spec.page == page and name not in names:
             names.append(name)
     return names
+
+
+def page_availability(run: LoadedRun, runs_in_catalog: int = 1) -> dict[str, str | None]:
+    """For every page, None when the run can fill it, else the reason it cannot (shown on hover)."""
+    rep = run.report
+    have = {r.analyzer for r in rep.results}
+    out: dict[str, str | None] = {}
+    for page, _ in PAGES:
+        if page in _ALWAYS:
+            out[page] = None
+        elif page == "compare":
+            out[page] = None if runs_in_catalog > 1 else "only one run under this folder: nothing to compare with"
+        else:
+            names = page_analyzers(page)
+            if not names or any(n in have or n in run.pending for n in names):
+                out[page] = None
+            else:
+                out[page] = "; ".join(f"{n}: {rep.skipped.get(n) or rep.errors.get(n) or 'did not run'}"
+                                      for n in names)
+    return out
 
 
 def param_dropdown(name: str, options: list[dict], value: object, label: str, clearable: bool = False) -> html.Div:
@@ -110,6 +175,183 @@ def _first_table(report: Report, name: str, table: str, rank: int | None) -> pd.
     return None
 
 
+def _summary_values(report: Report, name: str, key: str, rank: int | None) -> list:
+    return [r.summary.get(key) for r in _results(report, name, rank) if is_shown_value(r.summary.get(key))]
+
+
+def _number(values: list) -> object:
+    """One value for a verdict: the value itself for one rank, the median over ranks for numbers."""
+    if len(values) == 1:
+        return values[0]
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return statistics.median(nums) if len(nums) == len(values) and nums else values[0]
+
+
+def _over_ranks(values: list) -> str:
+    return f"median over {len(values)} ranks" if len(values) > 1 else ""
+
+
+def verdict_row(items: list[VerdictItem], row_id: str = "verdict") -> html.Div:
+    """The numbers that answer a page's question, as a row of cards (nothing for values the run lacks)."""
+    cards = [html.Div([html.Div(i.label, className="verdict-label"),
+                       html.Div(i.value, className="verdict-value"),
+                       html.Div(i.detail, className="verdict-detail") if i.detail else None],
+                      className="verdict-card", title=i.key or None, **{"data-key": i.key})
+             for i in items]
+    return html.Div(cards or [html.Div("No headline numbers for this run.", className="muted")],
+                    className="verdict", id=row_id)
+
+
+def _join(*parts: str) -> str:
+    return " · ".join(p for p in parts if p)
+
+
+def overview_verdict(report: Report, rank: int | None) -> list[VerdictItem]:
+    """Step time, where the time goes, GPU busy, MFU, energy per step and the top bottleneck with its gain."""
+    items: list[VerdictItem] = []
+    bottleneck = _results(report, "bottleneck", rank)
+    step = _summary_values(report, "bottleneck", "step_ns", rank) or \
+        _summary_values(report, "training_loop", "step_median_ns", rank)
+    steps = _summary_values(report, "bottleneck", "steps", rank) or _summary_values(report, "training_loop", "steps", rank)
+    if step:
+        n = _number(steps) if steps else None
+        items.append(VerdictItem("Step time", format_quantity(_number(step), "ns"),
+                                 _join(f"median of {plural(int(n), 'step')}" if n else "", _over_ranks(step)),
+                                 "step_median_ns"))
+    causes = _first_table(report, "bottleneck", "causes", rank)
+    if causes is not None and not causes.empty and {"share", "cause"} <= set(causes.columns):
+        top = causes.sort_values("share", ascending=False).head(WHERE_TIME_GOES)
+        label_col = "label" if "label" in top.columns else "cause"
+        text = ", ".join(f"{lbl} {format_share(sh)}" for lbl, sh in zip(top[label_col], top["share"]))
+        items.append(VerdictItem("Where the time goes", text, "share of step time, by cause", "causes"))
+    else:
+        phases = _first_table(report, "training_loop", "phases", rank)
+        if phases is not None and not phases.empty and {"phase", "share_pct"} <= set(phases.columns):
+            top = phases[phases["share_pct"] > 0].sort_values("share_pct", ascending=False).head(WHERE_TIME_GOES)
+            text = ", ".join(f"{str(p).replace('_', ' ')} {format_quantity(v, '%')}"
+                             for p, v in zip(top["phase"], top["share_pct"]))
+            if text:
+                items.append(VerdictItem("Where the time goes", text, "share of step time, by phase", "phases"))
+    idle = _summary_values(report, "gpu_time", "idle_pct", rank)
+    if idle:
+        host = _summary_values(report, "gpu_time", "idle_host_wait_pct", rank)
+        items.append(VerdictItem("GPU busy", format_quantity(100.0 - float(_number(idle)), "%"),
+                                 _join(f"idle waiting for the host {format_quantity(_number(host), '%')}" if host else "",
+                                       _over_ranks(idle)), "idle_pct"))
+    mfu = [v for v in _summary_values(report, "roofline", "mfu_mean", rank) if isinstance(v, (int, float))]
+    if mfu:
+        model = _summary_values(report, "roofline", "model_mfu_mean", rank)
+        items.append(VerdictItem("MFU", format_share(float(_number(mfu))),
+                                 _join(f"model FLOPs: {format_share(float(_number(model)))}" if model else
+                                       "counted FLOPs over the dtype's peak", _over_ranks(mfu)), "mfu_mean"))
+    energy = _summary_values(report, "power", "energy_per_step_j", rank)
+    if energy:
+        power = _summary_values(report, "power", "avg_power_w", rank)
+        items.append(VerdictItem("Energy per step", format_quantity(_number(energy), "J"),
+                                 _join(f"at {format_quantity(_number(power), 'W')} on average" if power else "",
+                                       _over_ranks(energy)), "energy_per_step_j"))
+    items.append(_top_bottleneck(report, rank, bottleneck))
+    return [i for i in items if i is not None]
+
+
+def _top_bottleneck(report: Report, rank: int | None, bottleneck: list) -> VerdictItem | None:
+    """The bottleneck analyzer's top cause and its best replayed gain; else the best-ranked finding."""
+    for res in bottleneck:
+        cause, share = res.summary.get("top_cause"), res.summary.get("top_cause_share")
+        if not is_shown_value(cause):
+            continue
+        causes = res.tables.get("causes")
+        label = str(cause)
+        if causes is not None and {"cause", "label"} <= set(causes.columns):
+            match = causes.loc[causes["cause"].astype(str) == str(cause), "label"]
+            label = str(match.iloc[0]) if len(match) else label
+        value = f"{label} ({format_share(share)})" if is_shown_value(share) else label
+        whatif = res.tables.get("whatif")
+        detail = "no replayed change for it"
+        if whatif is not None and not whatif.empty and "gain_fraction" in whatif.columns:
+            best = whatif.sort_values("gain_fraction", ascending=False).iloc[0]
+            if best["gain_fraction"] > 0:
+                detail = f"{best.get('change', 'fix')}: saves {format_share(best['gain_fraction'])} of step time " \
+                         f"(replayed)"
+        return VerdictItem("Top bottleneck", value, detail, "top_cause")
+    found = [f for f in ranked_findings(report.findings) if rank is None or f.rank in (rank, None)]
+    if not found:
+        return VerdictItem("Top bottleneck", "none found", "no analyzer raised a finding", "findings")
+    top = found[0]
+    gain = f"saves about {format_share(top.gain_fraction)} of step time (predicted)" if top.gain_fraction \
+        else "gain unknown"
+    return VerdictItem("Top bottleneck", top.title, gain, "findings")
+
+
+#: Headline numbers of the other pages: (analyzer, summary key, label, unit override or None).
+PAGE_VERDICTS: dict[str, tuple[tuple[str, str, str, str | None], ...]] = {
+    "kernels": (("kernels", "kernel_time_ns", "Kernel time", None),
+                ("kernels", "gemm_time_pct", "GEMM/conv share", None),
+                ("kernels", "tensor_core_time_pct", "On tensor cores", None),
+                ("kernels", "fp32_gemm_time_pct", "FP32 GEMM without tensor cores", None),
+                ("kernels", "tiny_kernel_time_pct", "Time in tiny kernels", None),
+                ("kernels", "launch_delay_p50_ns", "Launch to start (median)", None)),
+    "communication": (("communication", "comm_ns", "Communication time", None),
+                      ("communication", "exposed_ns", "Exposed (not hidden by compute)", None),
+                      ("communication", "overlap_pct", "Hidden under compute", None),
+                      ("communication", "median_exposed_pct_per_step", "Exposed share of a step (median)", None),
+                      ("stragglers", "median_skew_ns", "Arrival skew across ranks (median)", None),
+                      ("stragglers", "straggler_ranks", "Late ranks", "count")),
+    "memory": (("memory", "peak_allocated_bytes", "Peak allocated", None),
+               ("memory", "peak_reserved_bytes", "Peak reserved", None),
+               ("memory", "peak_pct_of_capacity", "Peak of device capacity", None),
+               ("memory", "peak_rss_bytes", "Peak host memory (RSS)", None),
+               ("memory", "h2d_synchronous", "Blocking host-to-device copies", "count"),
+               ("memory", "h2d_host_blocked_ns", "Host blocked by copies", None)),
+    "power": (("power", "avg_power_w", "Average power", None),
+              ("power", "peak_power_w", "Peak power", None),
+              ("power", "power_limit_w", "Power limit", None),
+              ("power", "energy_per_step_j", "Energy per step", None),
+              ("power", "idle_energy_share", "Energy spent idle", None),
+              ("power", "energy_j", "Energy in the window", None)),
+    "roofline": (("roofline", "mfu_mean", "MFU (mean over steps)", "share"),
+                 ("roofline", "model_mfu_mean", "MFU from model FLOPs", "share"),
+                 ("roofline", "memory_bound_time_share", "Time memory-bound", None),
+                 ("roofline", "compute_bound_time_share", "Time compute-bound", None),
+                 ("roofline", "dominant_dtype", "Dominant dtype", None),
+                 ("roofline", "peak_flops_per_s", "Peak of that dtype", None)),
+    "moe": (("moe", "worst_max_over_mean", "Worst load imbalance (max / mean)", "ratio"),
+            ("moe", "worst_layer", "Worst layer", None),
+            ("moe", "dead_experts", "Experts that got no tokens", "count"),
+            ("moe", "drop_fraction_at_cf", "Tokens dropped at the capacity factor", "share"),
+            ("moe", "mean_entropy_norm", "Routing entropy (1 = uniform)", None)),
+}
+
+
+def page_verdict(page: str, report: Report, rank: int | None) -> list[VerdictItem]:
+    """The verdict row of a page other than the Overview, from its analyzers' summaries."""
+    items = []
+    for analyzer, key, label, unit in PAGE_VERDICTS.get(page, ()):
+        values = _summary_values(report, analyzer, key, rank)
+        if not values:
+            continue
+        value = _number(values)
+        if unit == "ratio":
+            text = format_ratio(float(value))
+        elif unit == "count" and isinstance(value, (list, tuple)):
+            text = ", ".join(str(v) for v in value) if value else ""
+        elif unit is not None:
+            text = format_quantity(value, unit)
+        else:
+            text = format_for_key(key, value)
+        if text:
+            items.append(VerdictItem(label, text, _over_ranks(values), key))
+    if page == "power":
+        lim, peak = _summary_values(report, "power", "power_limit_w", rank), _summary_values(report, "power",
+                                                                                          "peak_power_w", rank)
+        if lim and peak and float(_number(lim)) > 0:
+            items.insert(0, VerdictItem("Peak power of the limit", format_share(float(_number(peak)) / float(_number(lim))),
+                                        "at or near 100%: power-limited", "peak_power_w/power_limit_w"))
+    return items
+
+
+# -- timeline ------------------------------------------------------------------------------------
+
 def timeline_for(run: LoadedRun, rank: int | None, t0_ns: int | None, t1_ns: int | None, width_px: int):
     """The timeline figure of ``run`` (one rank or all) for a window, from the run's memoised lanes."""
     def lanes():
@@ -132,20 +374,48 @@ def timeline_for(run: LoadedRun, rank: int | None, t0_ns: int | None, t1_ns: int
 
 # -- pages ---------------------------------------------------------------------------------------
 
+def _question(page: str) -> html.H2:
+    return html.H2(PAGE_QUESTIONS.get(page, ""), className="question")
+
+
+def _details(rep: Report, names: list[str], ctx: PageContext) -> html.Details | None:
+    if not names:
+        return None
+    return html.Details([
+        html.Summary(f"Details: every table and number of {', '.join(names)}"),
+        *[analyzer_section(rep, n, ctx.rank, ctx.run_query, origin_ns=ctx.run.origin_ns) for n in names],
+    ], className="details", id="details")
+
+
+def _page_findings(rep: Report, page: str, rank: int | None, names: list[str]) -> list:
+    found = [f for f in ranked_findings(rep.findings)
+             if (f.page == page or (page != "overview" and f.analyzer in names))
+             and (rank is None or f.rank in (rank, None))]
+    return found
+
+
 def overview_page(ctx: PageContext) -> list:
-    """Step time by phase, GPU time per rank, top findings."""
+    """Verdict (step time, where it goes, GPU busy, MFU, energy, top bottleneck), the step plot, top findings."""
     rep = ctx.run.report
-    blocks: list = []
-    fig = figures.step_phase_figure(_first_table(rep, "training_loop", "steps", ctx.rank))
-    blocks.append(_graph(fig, "overview-steps"))
-    gfig = figures.gpu_time_figure(_results(rep, "gpu_time", ctx.rank))
-    blocks.append(_graph(gfig, "overview-gpu"))
-    top = [f for f in rep.findings if ctx.rank is None or f.rank in (ctx.rank, None)][:TOP_FINDINGS]
-    blocks += [html.H3("Top findings"), findings_list(top, ctx.run_query)]
+    blocks: list = [_question("overview"), verdict_row(overview_verdict(rep, ctx.rank))]
+    attribution = _first_table(rep, "bottleneck", "attribution", ctx.rank)
+    if attribution is not None:
+        blocks.append(_graph(figures.attribution_figure(attribution, _first_table(rep, "bottleneck", "causes", ctx.rank)),
+                             "overview-attribution"))
+    else:
+        blocks.append(_graph(figures.step_phase_figure(_first_table(rep, "training_loop", "steps", ctx.rank)),
+                             "overview-steps"))
+    found = [f for f in ranked_findings(rep.findings) if ctx.rank is None or f.rank in (ctx.rank, None)]
+    more = dcc.Link(f"all {findings_count(len(found))} on Recommendations →",
+                    href=f"/recommendations?{ctx.run_query}", className="finding-link") \
+        if len(found) > TOP_FINDINGS else None
+    blocks += [html.H3("Top findings: what to change, largest predicted gain first"),
+               findings_list(found[:TOP_FINDINGS], ctx.run_query, empty="No findings for this run."), more]
+    blocks.append(_graph(figures.gpu_time_figure(_results(rep, "gpu_time", ctx.rank)), "overview-gpu"))
     if ctx.run.pending:
         blocks.append(html.Div(f"still analyzing: {', '.join(ctx.run.pending)} (this page updates when done)",
                                className="muted", id="still-analyzing"))
-    blocks += [analyzer_section(rep, n, ctx.rank, ctx.run_query) for n in page_analyzers("overview")]
+    blocks.append(_details(rep, page_analyzers("overview"), ctx))
     return blocks
 
 
@@ -169,32 +439,41 @@ def timeline_page(ctx: PageContext) -> list:
 
 
 def generic_page(page: str) -> Callable[[PageContext], list]:
-    """A page that shows its analyzers' Results (with the dedicated figures that exist for them)."""
+    """A page that answers its question: verdict row, its figures, what to change, its analyzers' details."""
 
     def render(ctx: PageContext) -> list:
         rep = ctx.run.report
-        blocks: list = []
-        for fig_id, fig in _dedicated_figures(page, rep, ctx.rank):
+        names = page_analyzers(page)
+        reason = page_availability(ctx.run).get(page)
+        if reason:
+            return [_question(page), not_available(page, reason)]
+        blocks: list = [_question(page), verdict_row(page_verdict(page, rep, ctx.rank))]
+        for fig_id, fig in _dedicated_figures(page, rep, ctx.rank, ctx.run.origin_ns):
             blocks.append(_graph(fig, fig_id))
-        blocks += [analyzer_section(rep, n, ctx.rank, ctx.run_query) for n in page_analyzers(page)]
+        found = _page_findings(rep, page, ctx.rank, names)
+        if found:
+            blocks += [html.H3("What to change"), findings_list(found, ctx.run_query)]
+        blocks.append(_details(rep, names, ctx))
         return blocks
 
     return render
 
 
-def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
+def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int | None = None) -> list:
     out = []
     if page == "kernels":
         out.append(("kernels-categories", figures.category_figure(
-            _first_table(rep, "kernels", "categories", rank), "category", "total_ns", "Kernel time by category (ms)")))
+            _first_table(rep, "kernels", "categories", rank), "category", "total_ns", "Kernel time by category")))
         out.append(("kernels-top", figures.category_figure(
-            _first_table(rep, "kernels", "top_kernels", rank), "name", "total_ns", "Top kernels by time (ms)")))
+            _first_table(rep, "kernels", "by_name", rank), "name", "total_ns",
+            f"Top {TOP_KERNELS_DRAWN} kernels by total time (hover for the full name)", colour_col="category",
+            top=TOP_KERNELS_DRAWN)))
     elif page == "communication":
-        out.append(("communication-collectives", figures.collectives_figure(
-            _first_table(rep, "communication", "collectives", rank))))
         out.append(("communication-exposed", figures.bar_figure(
             _first_table(rep, "communication", "per_step", rank), "step", "exposed_pct",
-            "Exposed communication per step (% of step)")))
+            "Exposed communication per step", y_title="Exposed communication, share of the step")))
+        out.append(("communication-collectives", figures.collectives_figure(
+            _first_table(rep, "communication", "collectives", rank), origin_ns)))
     elif page == "roofline":
         roofs = _first_table(rep, "roofline", "roofs", rank)
         # The roof of the dtype that carries most of this run's FLOPs (as the analyzer chose it), not
@@ -205,7 +484,8 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
         out.append(("roofline-plot", figures.roofline_figure(
             _first_table(rep, "roofline", "ops", rank), roofs, peak_flops, peak_bw)))
         out.append(("roofline-mfu", figures.bar_figure(
-            _first_table(rep, "roofline", "steps", rank), "step", "mfu", "MFU per step")))
+            _first_table(rep, "roofline", "steps", rank), "step", "mfu", "MFU per step",
+            y_title="MFU, share of the dtype's peak")))
     elif page == "moe":
         out.append(("moe-heatmap", figures.heatmap_figure(
             _first_table(rep, "moe", "expert_load", rank), "layer", "expert", "assignments",
@@ -213,38 +493,41 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None) -> list:
         imbalance = _first_table(rep, "moe", "step_imbalance", rank)
         out.append(("moe-imbalance", figures.lines_by_group(
             imbalance, "step", "max_over_mean", ["layer", "phase"],
-            "Imbalance over steps (max / mean expert load)")))
+            "Imbalance over steps (max / mean expert load)", y_title="Max / mean expert load")))
         out.append(("moe-buffering", figures.lines_by_group(
             _first_table(rep, "moe", "cache_curves", rank), "resident_experts", "hit_rate", ["layer", "policy"],
-            "Expert buffering hit rate per policy")))
+            "Expert buffering hit rate per policy", y_title="Hit rate (0..1)", x_title="Resident experts")))
         out.append(("moe-placement", figures.before_after_figure(
             _first_table(rep, "moe", "placement", rank), "rank", "tokens_before", "tokens_after",
-            "Tokens per rank: placement before / after", facet="layer")))
+            "Tokens per rank: placement before / after", facet="layer", y_title="Tokens")))
     elif page == "power":
         timeline = _first_table(rep, "power", "timeline", rank)
         if timeline is not None and not timeline.empty and "t_ns" in timeline.columns:
-            timeline = timeline.assign(t_s=(timeline["t_ns"] - timeline["t_ns"].min()) / 1e9)  # display unit
+            t0 = origin_ns if origin_ns is not None else int(timeline["t_ns"].min())
+            timeline = timeline.assign(t_s=(timeline["t_ns"] - t0) / 1e9)  # display unit
         out.append(("power-timeline", figures.lines_by_group(timeline, "t_s", "power_w", "device",
-                                                             "Power per GPU (W) over time (s)")))
+                                                             "Power per GPU over time", y_title="Power (W)",
+                                                             x_title="Time since trace start (s)")))
         out.append(("power-clocks", figures.lines_by_group(timeline, "t_s", "sm_clock_mhz", "device",
-                                                           "SM clock per GPU (MHz) over time (s)")))
+                                                           "SM clock per GPU over time", y_title="SM clock (MHz)",
+                                                           x_title="Time since trace start (s)")))
         out.append(("power-steps", figures.bar_figure(_first_table(rep, "power", "steps", rank), "step", "energy_j",
-                                                      "Energy per step (J)")))
+                                                      "Energy per step", y_title="Energy (J)")))
         out.append(("power-phases", figures.category_figure(_first_table(rep, "power", "phases", rank), "phase",
-                                                            "energy_mj", "Energy by phase (mJ)")))
+                                                            "energy_mj", "Energy by phase",
+                                                            value_title="Energy (mJ)")))
         out.append(("power-throttle", figures.bar_figure(_first_table(rep, "power", "throttle", rank), "reason",
                                                          "time_share", "Throttling: share of time per reason",
-                                                         colour_col="device")))
+                                                         colour_col="device", y_title="Time throttled")))
     elif page == "memory":
-        out.append(("memory-series", figures.series_figure(
-            _first_table(rep, "memory", "timeline", rank), "ts_ns", ["allocated_bytes", "reserved_bytes", "used_bytes"],
-            "Memory over time (bytes)")))
+        out.append(("memory-series", figures.memory_figure(_first_table(rep, "memory", "timeline", rank), origin_ns)))
         out.append(("memory-rss", figures.series_figure(
-            _first_table(rep, "memory", "host_rss", rank), "ts_ns", ["rss_bytes"], "Host RSS (bytes)")))
+            _first_table(rep, "memory", "host_rss", rank), "ts_ns", ["rss_bytes"], "Host memory (RSS) over time",
+            origin_ns)))
     if page == "communication":
         out.append(("stragglers-lateness", figures.bar_figure(
             _first_table(rep, "stragglers", "per_rank", None), "rank", "median_lateness_ns",
-            "Median collective lateness per rank (ns)")))
+            "Median collective lateness per rank", y_title="Median lateness")))
     return [(i, f) for i, f in out if f is not None]
 
 
@@ -264,7 +547,7 @@ def recommendations_page(ctx: PageContext) -> list:
         html.Div(findings_count(len(findings)), id="rec-count", className="muted"),
         html.Div(findings_list(findings, ctx.run_query, empty="No findings for this run."), id="rec-list"),
         html.H3("Analyzers that did not run"),
-        html.Ul([html.Li(f"{n}: not available for this run: {why}") for n, why in ctx.run.report.skipped.items()]
+        html.Ul([html.Li(f"{n}: {why}") for n, why in ctx.run.report.skipped.items()]
                 + [html.Li(f"{n}: failed: {why}") for n, why in ctx.run.report.errors.items()]
                 or [html.Li("none", className="muted")]),
     ]
@@ -315,11 +598,15 @@ def _diff_tables(diff_mod, a: LoadedRun, b: LoadedRun) -> list:
     rows = []
     for r in report.rows:
         d = r.to_dict()
-        rows.append({"metric": d["key"], "group": d["group"], "unit": d["unit"], "base (A)": d["base"],
-                     "new (B)": d["new"], "delta": d["delta"], "ratio": d["ratio"], "p_value": d["p_value"],
-                     "verdict": r.verdict, "gated": r.gated})
-    df = pd.DataFrame(rows, columns=["metric", "group", "unit", "base (A)", "new (B)", "delta", "ratio",
-                                     "p_value", "verdict", "gated"])
+        unit = _DIFF_UNITS.get(str(d["unit"]), "")
+        rows.append({"metric": d["key"], "group": d["group"], "base (A)": format_quantity(d["base"], unit),
+                     "new (B)": format_quantity(d["new"], unit),
+                     "change": format_quantity(d["delta"], unit, signed=True) if d["delta"] is not None else "",
+                     "ratio": format_ratio(d["ratio"]) if is_shown_value(d["ratio"]) else "",
+                     "p value": format_quantity(d["p_value"], "") if is_shown_value(d["p_value"]) else "",
+                     "verdict": r.verdict.replace("_", " "), "gated": "yes" if r.gated else "no"})
+    df = pd.DataFrame(rows, columns=["metric", "group", "base (A)", "new (B)", "change", "ratio",
+                                     "p value", "verdict", "gated"])
     # Headline metrics first (as trace-diff prints them), then regressions, improvements, the rest.
     order = {"regression": 0, "improvement": 1}
     rank_of = [(0 if r.headline else 1, order.get(r.verdict, 2), i) for i, r in enumerate(report.rows)]
@@ -327,17 +614,25 @@ def _diff_tables(diff_mod, a: LoadedRun, b: LoadedRun) -> list:
     return [html.H3(["trace-diff: ", html.Span(report.verdict, id="compare-verdict")]),
             html.Div(f"{len(report.failing_rows)} gated regressions of {len(report.gated_rows)} gated metrics "
                      f"(same logic as `torchscope diff A B`)", className="muted"),
-            table_view("diff", df, "diff-rows")]
+            table_view("diff", df, "diff-rows", first=("metric", "base (A)", "new (B)", "change", "ratio", "verdict",
+                                                      "p value"))]
+
+
+#: trace-diff row units -> the unit format_quantity reads them in.
+_DIFF_UNITS = {"ns": "ns", "bytes": "bytes", "%": "%", "pct": "%", "count": "count", "share": "share",
+               "fraction": "share", "J": "J", "mJ": "mJ", "W": "W", "flop": "flop", "flop/s": "flop/s",
+               "GB/s": "GB/s", "tokens": "count"}
 
 
 def _summary_tables(run: LoadedRun) -> html.Div:
     rows = []
     for res in run.report.results:
         for k, v in res.summary.items():
-            if not isinstance(v, (dict, list, tuple)):
-                rows.append({"analyzer": res.analyzer, "rank": res.rank, "metric": k, "value": format_for_key(k, v)})
+            if is_shown_value(v):
+                rows.append({"analyzer": res.analyzer, "rank": res.rank, "metric": key_label(k),
+                             "value": format_for_key(k, v, origin_ns=run.origin_ns)})
     df = pd.DataFrame(rows, columns=["analyzer", "rank", "metric", "value"])
-    return table_view("summary", df, f"summary-{run.entry.run_id}")
+    return table_view("summary", df, f"summary-{run.entry.run_id}", first=("analyzer", "metric", "value", "rank"))
 
 
 RENDERERS: dict[str, Callable[[PageContext], list]] = {
@@ -362,6 +657,11 @@ def render_page(page: str, ctx: PageContext) -> list:
     return [html.Div(pickers, className="toolbar"), *[b for b in body if b is not None]]
 
 
+#: How the Runs page says where a recording time came from.
+_RECORDED_FROM = {"manifest": "from the run's manifest", "first event": "from the trace's first event",
+                  "trace base time": "from the trace's base time"}
+
+
 # -- Runs page and progress ----------------------------------------------------------------------
 
 def runs_page(cache: RunCache) -> html.Div:
@@ -370,24 +670,31 @@ def runs_page(cache: RunCache) -> html.Div:
     for e in cache.catalog():
         s = cache.summary(e.run_id) or {}
         state = cache.state(e.run_id)
-        started = s.get("started_at_ns") or e.mtime_ns
-        date = _dt.datetime.fromtimestamp(started / 1e9, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        started = s.get("started_at_ns")
+        date = _dt.datetime.fromtimestamp(started / 1e9, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M") \
+            if started else ("not in the trace" if s else "")
+        date_cell = html.Td(date, title=_RECORDED_FROM.get(s.get("started_from", ""), ""))
         q = urlencode({"run": e.run_id})
         status = "loaded" if s else (state.describe() if state.status != "idle" else "not loaded")
         rows.append(html.Tr([
             html.Td(dcc.Link(e.label, href=f"/overview?{q}", className="run-link")),
-            html.Td(e.kind), html.Td(date), html.Td(format_bytes(e.size_bytes)),
-            html.Td(s.get("devices", "")), html.Td(format_quantity(s.get("ranks"), "count")),
-            html.Td(format_quantity(s.get("steps"), "count")), html.Td(format_quantity(s.get("median_step_ns"), "ns")),
+            html.Td(e.kind), date_cell, html.Td(format_bytes(e.size_bytes)),
+            html.Td(s.get("devices", "")), html.Td(_cell(s.get("ranks"), "count")),
+            html.Td(_cell(s.get("steps"), "count")), html.Td(_cell(s.get("median_step_ns"), "ns")),
             html.Td(s.get("top_finding", "")), html.Td(status, className="muted"),
             html.Td(dcc.Link("compare…", href=f"/compare?{q}")),
         ], **{"data-run": e.run_id}))
-    head = html.Tr([html.Th(h) for h in ("run", "kind", "date (UTC)", "size", "devices", "ranks", "steps",
+    head = html.Tr([html.Th(h) for h in ("run", "kind", "recorded (UTC)", "size", "devices", "ranks", "steps",
                                          "median step", "top finding", "status", "")])
     if not rows:
         return html.Div("No runs (trace files or run bundles) found under this folder.", className="muted")
     return html.Div([html.H2("Runs"), html.Table([html.Thead(head), html.Tbody(rows)], className="runs-table",
                                                  id="runs-table")])
+
+
+def _cell(value: object, unit: str) -> str:
+    """A Runs-page cell: the value in its unit, blank while the run is not loaded."""
+    return format_quantity(value, unit) if is_shown_value(value) else ""
 
 
 def progress_view(run_id: str, state) -> html.Div:

@@ -2,13 +2,13 @@
 
 This works for every analyzer, including ones the dashboard has no dedicated figure for: a page
 shows each of its analyzers' Results through `analyzer_section`, and says why when an analyzer
-was skipped or failed for the run.
+was skipped or failed for the run. Summary and evidence keys read as words (``key_label``) with
+values in their units; missing values are left out; tables are grids (`grid.grid_table`), folded.
 """
 
 from __future__ import annotations
 
-from html import escape
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 from dash import dcc, html
@@ -17,15 +17,13 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.registry import REGISTRY
 from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.core.report import Report
-from torchscope.analyzers.report.units import format_for_key, format_plain
+from torchscope.analyzers.report.units import format_for_key, is_empty_value, key_label
+
+from torchscope.dashboard.grid import grid_table
 
 __all__ = ["findings_list", "table_view", "result_view", "analyzer_section", "not_available",
-           "summary_view", "table_html", "MAX_TABLE_ROWS", "TABLE_PREVIEW_ROWS"]
+           "summary_view", "duplicate_tables", "is_shown_value"]
 
-#: Rows of one table sent to the browser.
-MAX_TABLE_ROWS = 200
-#: Rows shown before "more rows" (the rest are folded in a <details>).
-TABLE_PREVIEW_ROWS = 12
 _SEVERITY_COLOURS = {"critical": "#c0392b", "warning": "#d68910", "info": "#2874a6"}
 
 
@@ -34,24 +32,41 @@ def not_available(name: str, reason: str) -> html.Div:
     return html.Div(f"{name}: not available for this run: {reason}", className="not-available")
 
 
-def summary_view(summary: Mapping[str, object], docs: Mapping[str, str] | None = None) -> html.Div:
-    """Headline numbers as a compact key/value grid, each value in its key's unit (``*_ns`` as ms, ...).
+def is_shown_value(value: object) -> bool:
+    """Whether a summary/evidence value is worth a line (not None, NaN, an empty container or a mapping)."""
+    if value is None or isinstance(value, (dict, list, tuple, set)) or is_empty_value(value):
+        return False
+    try:
+        return not bool(value != value)
+    except (TypeError, ValueError):
+        return False
 
-    ``docs`` (an analyzer's ``SUMMARY_KEYS``) gives each key its description as a tooltip.
+
+def summary_view(summary: Mapping[str, object], docs: Mapping[str, str] | None = None,
+                 origin_ns: int | None = None) -> html.Div:
+    """Headline numbers as a compact grid of "label value", each value in its key's unit (``*_ns`` as ms, ...).
+
+    ``docs`` (an analyzer's ``SUMMARY_KEYS``) gives each key its description as a tooltip; missing
+    values and containers are left out.
     """
-    if not summary:
-        return html.Div()
     docs = docs or {}
-    items = [html.Div([html.Span(k, className="kv-key", title=docs.get(k)),
-                       html.Span(format_for_key(k, v), className="kv-val")], className="kv")
-             for k, v in summary.items() if not isinstance(v, (dict, list, tuple))]
-    return html.Div(items, className="summary")
+    items = [html.Div([html.Span(key_label(k), className="kv-key", title=docs.get(k) or k),
+                       html.Span(format_for_key(k, v, origin_ns=origin_ns), className="kv-val")], className="kv")
+             for k, v in summary.items() if is_shown_value(v)]
+    return html.Div(items or None, className="summary")
+
+
+def _gain_text(f: Finding) -> str:
+    """The finding's estimated gain, led by its predicted share of step time when there is one."""
+    if f.gain_fraction and f.gain_fraction > 0:
+        return f"{format_for_key('gain_fraction', f.gain_fraction)} of step time · {f.estimated_gain}"
+    return f.estimated_gain
 
 
 def _finding_card(f: Finding, run_query: str) -> html.Div:
     link = f"/{f.page}?{run_query}" if run_query else f"/{f.page}"
-    evidence = html.Table([html.Tr([html.Td(str(k)), html.Td(format_for_key(str(k), v))])
-                           for k, v in f.evidence.items()],
+    evidence = html.Table([html.Tr([html.Td(key_label(str(k))), html.Td(format_for_key(str(k), v, name_width=80))])
+                           for k, v in f.evidence.items() if not is_empty_value(v) and v is not None],
                           className="evidence")
     return html.Div([
         html.Div([
@@ -62,7 +77,7 @@ def _finding_card(f: Finding, run_query: str) -> html.Div:
                       className="finding-meta"),
         ]),
         html.Div([html.B("Recommendation: "), f.recommendation], className="finding-rec"),
-        html.Div([html.B("Estimated gain: "), f.estimated_gain], className="finding-gain"),
+        html.Div([html.B("Estimated gain: "), _gain_text(f)], className="finding-gain"),
         html.Details([html.Summary("evidence"), evidence]),
         dcc.Link(f"show evidence on the {f.page} page →", href=link, className="finding-link"),
     ], className=f"finding finding-{f.severity}", **{"data-analyzer": f.analyzer, "data-severity": f.severity})
@@ -74,52 +89,70 @@ def findings_list(findings: Iterable[Finding], run_query: str = "", empty: str =
     return html.Div(cards or [html.Div(empty, className="muted")], className="findings")
 
 
-# Characters the Markdown renderer would interpret even inside HTML ({} starts an expression).
-_MARKUP_ENTITIES = str.maketrans({c: f"&#{ord(c)};" for c in "{}[]()*_`#\\|~!$<>\r\n"})
+def duplicate_tables(tables: Mapping[str, pd.DataFrame]) -> set[str]:
+    """Names of tables that repeat another table's first rows (e.g. ``top_kernels`` of ``by_name``)."""
+    out: set[str] = set()
+    items = [(n, t) for n, t in tables.items() if isinstance(t, pd.DataFrame)]
+    for name, t in items:
+        for other, u in items:
+            if other == name or other in out or list(t.columns) != list(u.columns) or len(t) > len(u) \
+                    or (len(t) == len(u) and name > other):
+                continue
+            if t.reset_index(drop=True).equals(u.head(len(t)).reset_index(drop=True)):
+                out.add(name)
+                break
+    return out
 
 
-def _text(value: object) -> str:
-    """Display text safe to place inside the table markup (HTML-escaped, markup characters as entities)."""
-    return escape(value if isinstance(value, str) else format_plain(value), quote=True).translate(_MARKUP_ENTITIES)
+def table_view(name: str, df: pd.DataFrame, table_id: str | None = None, *, origin_ns: int | None = None,
+               first: Sequence[str] = ()) -> html.Div:
+    """One named table as a grid: words and units in the headers, human units in the cells."""
+    return grid_table(name, df, table_id or f"table-{name}", origin_ns=origin_ns, first=first)
 
 
-def table_html(df: pd.DataFrame, columns: list[str]) -> str:
-    """Rows of ``df`` as an HTML table string; every header and cell is escaped."""
-    head = "".join(f"<th>{_text(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_text(v)}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False, name=None))
-    return f'<table class="data-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+#: Columns a table leads with, by (analyzer, table): what a person reads first. Others keep their order.
+FIRST_COLUMNS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("kernels", "by_name"): ("name", "category", "total_ns", "share_pct", "count", "mean_ns", "p95_ns"),
+    ("kernels", "top_kernels"): ("name", "category", "total_ns", "share_pct", "count", "mean_ns", "p95_ns"),
+    ("kernels", "categories"): ("category", "total_ns", "share_pct", "count"),
+    ("training_loop", "steps"): ("step", "step_ns", "data_loading_ns", "forward_ns", "backward_ns", "optimizer_ns",
+                                 "other_ns"),
+    ("training_loop", "phases"): ("phase", "total_ns", "share_pct"),
+    ("gpu_time", "steps"): ("step", "step_ns", "busy_pct", "compute_ns", "communication_ns", "idle_ns"),
+    ("gpu_time", "breakdown"): ("rank", "window_ns", "compute_pct", "communication_pct", "memcpy_pct", "idle_pct"),
+    ("communication", "collectives"): ("name", "type", "dur_ns", "bytes", "busbw_gbps", "exposed_ns"),
+    ("communication", "per_step"): ("step", "comm_ns", "exposed_ns", "exposed_pct"),
+    ("roofline", "ops"): ("name", "category", "time_ns", "time_share", "bound", "efficiency",
+                          "intensity_flop_per_byte", "achieved_flops_per_s"),
+    ("roofline", "steps"): ("step", "dur_ns", "mfu", "achieved_flops_per_s"),
+    ("memory", "h2d_copies"): ("ts_ns", "name", "bytes", "dur_ns", "host_blocked_ns", "pageable", "synchronous"),
+    ("power", "steps"): ("step", "energy_j", "avg_power_w"),
+    ("bottleneck", "causes"): ("label", "time_ns", "share", "evidence"),
+    ("bottleneck", "whatif"): ("change", "gain_fraction", "step_ns_before", "step_ns_after", "model"),
+}
 
 
-def table_view(name: str, df: pd.DataFrame, table_id: str | None = None) -> html.Div:
-    """One named table: the first TABLE_PREVIEW_ROWS rows, the rest (to MAX_TABLE_ROWS) folded.
-
-    Each table is one Markdown component holding escaped HTML rather than a tree of Td
-    components: Dash renders thousands of small components very slowly.
-    """
-    shown = df.head(MAX_TABLE_ROWS)
-    if not isinstance(shown.index, pd.RangeIndex):
-        shown = shown.reset_index()
-    cols = [str(c) for c in shown.columns]
-    note = f" ({len(df)} rows" + (f", first {MAX_TABLE_ROWS} kept" if len(df) > MAX_TABLE_ROWS else "") + ")"
-    markup = table_html(shown.head(TABLE_PREVIEW_ROWS), cols)
-    if len(shown) > TABLE_PREVIEW_ROWS:
-        markup += (f"<details><summary>{len(shown) - TABLE_PREVIEW_ROWS} more rows</summary>"
-                   f"{table_html(shown.iloc[TABLE_PREVIEW_ROWS:], cols)}</details>")
-    return html.Div([html.H4([name, html.Span(note, className="muted")]),
-                     dcc.Markdown(markup, dangerously_allow_html=True)],
-                    id=table_id or f"table-{name}", className="table-block")
-
-
-def result_view(result: Result, run_query: str = "", tables: Iterable[str] | None = None) -> html.Div:
-    """A Result's summary, findings and (selected, default all) tables."""
+def result_view(result: Result, run_query: str = "", tables: Iterable[str] | None = None,
+                origin_ns: int | None = None) -> html.Div:
+    """A Result's summary, findings and (selected, default all) tables; empty or repeated tables are named only."""
     names = list(result.tables) if tables is None else [t for t in tables if t in result.tables]
+    repeated = duplicate_tables({n: result.tables[n] for n in names})
+    empty = [n for n in names if n not in repeated and len(result.tables[n]) == 0]
+    shown = [n for n in names if n not in repeated and n not in empty]
     suffix = f" (rank {result.rank})" if result.rank is not None else ""
+    notes = []
+    if empty:
+        notes.append(html.Div(f"no rows: {', '.join(empty)}", className="muted"))
+    if repeated:
+        notes.append(html.Div(f"left out as the first rows of another table: {', '.join(sorted(repeated))}",
+                              className="muted"))
     return html.Div([
         html.H3(result.analyzer + suffix),
-        summary_view(result.summary, _summary_docs(result.analyzer)),
+        summary_view(result.summary, _summary_docs(result.analyzer), origin_ns),
         findings_list(result.findings, run_query, empty="No findings from this analyzer."),
-        *[table_view(n, result.tables[n], f"table-{result.analyzer}-{n}-{result.rank}") for n in names],
+        *[table_view(n, result.tables[n], f"table-{result.analyzer}-{n}-{result.rank}", origin_ns=origin_ns,
+                     first=FIRST_COLUMNS.get((result.analyzer, n), ())) for n in shown],
+        *notes,
     ], className="result", **{"data-analyzer": result.analyzer})
 
 
@@ -129,11 +162,11 @@ def _summary_docs(analyzer: str) -> Mapping[str, str] | None:
 
 
 def analyzer_section(report: Report, name: str, rank: int | None = None, run_query: str = "",
-                     tables: Iterable[str] | None = None) -> html.Div:
+                     tables: Iterable[str] | None = None, origin_ns: int | None = None) -> html.Div:
     """The Result of analyzer ``name`` for ``rank`` (all ranks if None), or why there is none."""
     results = [r for r in report.results if r.analyzer == name and (rank is None or r.rank in (rank, None))]
     if results:
-        return html.Div([result_view(r, run_query, tables) for r in results])
+        return html.Div([result_view(r, run_query, tables, origin_ns) for r in results])
     if name in report.skipped:
         return not_available(name, report.skipped[name])
     if name in report.errors:

@@ -20,9 +20,10 @@ from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.registry import load_analyzers, run_all
 from torchscope.analyzers.report.units import format_bytes
 
+from torchscope.dashboard.ranking import ranked_findings
 from torchscope.dashboard.runs import RunEntry, UnsafeRunId, discover_runs, resolve_run
 
-__all__ = ["LoadState", "LoadedRun", "RunCache", "DEFAULT_MAX_RUNS", "CATALOG_TTL_S"]
+__all__ = ["LoadState", "LoadedRun", "RunCache", "DEFAULT_MAX_RUNS", "CATALOG_TTL_S", "recorded_at_ns"]
 
 #: Parsed runs kept in memory at once.
 DEFAULT_MAX_RUNS = 4
@@ -86,6 +87,15 @@ class LoadedRun:
     def ranks(self) -> list[int]:
         """Rank ids present in the run."""
         return [t.meta.rank for t in self.traces]
+
+    @property
+    def origin_ns(self) -> int | None:
+        """Start of the run's first event on the trace clock, ns (timestamps read relative to it)."""
+        def first() -> int | None:
+            starts = [int(t.events["ts_ns"].min()) for t in self.traces if t.events is not None and len(t.events)]
+            return min(starts) if starts else None
+
+        return self.memoised("origin-ns", first)
 
     def memoised(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per key for this run (e.g. the timeline's lane index)."""
@@ -302,11 +312,8 @@ def _summarise(run: LoadedRun) -> dict:
     devices = sorted({t.meta.device_name for t in traces if t.meta.device_name})
     loop = run.report.result("training_loop")  # its SUMMARY_KEYS: "steps" and "step_median_ns"
     summary = dict(loop.summary) if loop is not None else {}
-    findings = run.report.findings
-    started = None
-    manifest = traces[0].meta.manifest if traces else None
-    if manifest and manifest.get("started_at_ns"):
-        started = int(manifest["started_at_ns"])
+    findings = ranked_findings(run.report.findings)
+    started, started_from = recorded_at_ns(traces[0]) if traces else (None, "")
     return {
         "ranks": len(traces),
         "devices": ", ".join(devices) or "—",
@@ -315,5 +322,33 @@ def _summarise(run: LoadedRun) -> dict:
         "top_finding": f"[{findings[0].severity}] {findings[0].title}" if findings else "—",
         "n_findings": len(findings),
         "started_at_ns": started,
+        "started_from": started_from,
     }
+
+
+#: Wall-clock times before this (2015-01-01, ns since the epoch) are not taken for a recording time:
+#: a trace clock that starts at boot or at zero has small values, not a date.
+EPOCH_FLOOR_NS = 1_420_070_400 * 10**9
+#: ... nor after this (2100-01-01).
+EPOCH_CEILING_NS = 4_102_444_800 * 10**9
+
+
+def recorded_at_ns(trace: Any) -> tuple[int | None, str]:
+    """When a trace was recorded (ns since the epoch) and from what: the manifest, Kineto's base time, or the
+    first event when the trace clock is the wall clock; (None, "") when the trace does not say."""
+    meta = trace.meta
+    manifest = meta.manifest or {}
+    events = trace.events
+    first = int(events["ts_ns"].min()) if events is not None and len(events) else None
+    # The manifest's start, else the first event when the trace clock is the wall clock (Kineto on
+    # recent PyTorch), else Kineto's base time (which can predate the profiled window by weeks).
+    for value, source in ((manifest.get("started_at_ns"), "manifest"), (first, "first event"),
+                          (getattr(meta, "base_time_ns", 0), "trace base time")):
+        try:
+            v = int(value or 0)
+        except (TypeError, ValueError):
+            continue
+        if EPOCH_FLOOR_NS <= v <= EPOCH_CEILING_NS:
+            return v, source
+    return None, ""
 

@@ -17,6 +17,7 @@ from torchscope import analyzers
 from torchscope.cli import build_parser, main
 from torchscope.dashboard.app import create_app
 from torchscope.dashboard.pages import PAGES, findings_count
+from torchscope.dashboard.ranking import ranked_findings
 from torchscope.dashboard.run_cache import RunCache
 from tests.dashboard.components import CountingLoader, text_of
 
@@ -119,10 +120,10 @@ def test_overview_shows_top_findings_and_step_breakdown(env):
     out = route(app, client, "/overview", f"?run={NCCL}")
     blob = json.dumps(out["page"]["children"])
     assert "Top findings" in blob
-    top = cache.get(NCCL).report.findings[0]
+    top = ranked_findings(cache.get(NCCL).report.findings)[0]  # the largest predicted gain leads
     assert top.title in blob
-    if cache.get(NCCL).report.result("training_loop") is not None:
-        assert "overview-steps" in blob
+    step_plot = "overview-attribution" if cache.get(NCCL).report.result("bottleneck") else "overview-steps"
+    assert step_plot in blob and '"id": "verdict"' in blob
 
 
 def test_skipped_analyzer_says_why(env):
@@ -315,17 +316,19 @@ def test_no_pickle_anywhere_in_the_dashboard():
         assert not re.search(r"\b(pickle|cPickle|dill|joblib|shelve)\b", src), path
 
 
-def test_tables_escape_trace_content():
+def test_tables_pass_trace_content_as_text_never_as_markup():
     import pandas as pd
     from torchscope.dashboard.result_view import table_view
+    from tests.dashboard.components import tree
 
     evil = pd.DataFrame({"name": ["<script>alert(1)</script>", "a|b & c", "f()::{lambda(int)#1}"],
                          "dur_ns": [1, 2, 3]})
-    markup = table_view("t", evil).children[1].children
-    assert "<script>" not in markup and "&lt;script&gt;alert&#40;1&#41;&lt;/script&gt;" in markup
-    assert "a&#124;b &amp; c" in markup and markup.count("<tr>") == 4
-    # Braces would start an expression in the Markdown renderer and blank the whole table.
-    assert "{" not in markup and "&#123;lambda&#40;int&#41;&#35;1&#125;" in markup
+    view = tree(table_view("t", evil))
+    grid = view["props"]["children"][2]["props"]
+    # The grid shows cell values as text (React escapes them); no column renders HTML or Markdown.
+    assert [r["name"] for r in grid["rowData"]] == list(evil["name"])
+    assert not any("cellRenderer" in c for c in grid["columnDefs"])
+    assert "dangerously_allow_html" not in json.dumps(view)
 
 
 def test_pages_render_as_their_analyzers_finish(root):

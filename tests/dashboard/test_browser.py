@@ -210,32 +210,119 @@ def choose(drv, dropdown_id: str | dict, label: str) -> None:
 
 # -- tests ---------------------------------------------------------------------------------------
 
+def nav_state(drv) -> dict:
+    """{page id: None when offered, else the reason shown on hover} from the navigation bar."""
+    return drv.execute_script("""
+        const out = {};
+        for (const el of document.querySelectorAll('#nav .nav-link')) {
+            out[el.id.slice(4)] = el.classList.contains('disabled') ? (el.title || 'disabled') : null; }
+        return out;""")
+
+
 @pytest.mark.parametrize("run_id", [BUNDLE, SHARED])
 def test_every_page_opens_without_console_errors(driver, server, run_id):
     drv = driver
     drv.get_log("browser")
     texts, sources = {}, {}
     texts["overview"] = open_page(drv, server, f"/overview?run={run_id}")
+    offered = nav_state(drv)
     for page, label in sorted(PAGES, key=lambda p: p[0] != "overview"):  # overview is already open
+        if offered[page] is not None:
+            continue  # not offered for this run (checked below)
         if page != "overview":
             texts[page] = goto(drv, page, label)
         sources[page] = drv.page_source
         shot(drv, f"{run_id.split('.')[0]}-{page}")
         assert "could not be drawn" not in texts[page] and "rejected" not in texts[page], (page, texts[page][:300])
+        assert "not available for this run" not in texts[page], page  # no banner pages among the tabs
         if page != "runs":
             assert f"run={run_id}" in drv.current_url  # the nav keeps the chosen run
     assert BUNDLE in texts["runs"] and SHARED in texts["runs"]
-    assert "Top findings" in texts["overview"]
+    assert "Top findings" in texts["overview"] and "STEP TIME" in texts["overview"].upper()
     assert "events drawn" in texts["timeline"]
     assert "Analyzers that did not run" in texts["recommendations"]
     if run_id == SHARED:
-        assert "top_kernels" in texts["kernels"] and "Kernel time by category" in sources["kernels"]
-        assert "collectives" in texts["communication"]
-        assert "moe: not available for this run" in texts["moe"]
+        assert "kernels-top" in sources["kernels"] and "Kernel time by category" in sources["kernels"]
+        assert "communication-exposed" in sources["communication"]
+        assert "no MoE routing" in offered["moe"]
     else:
-        assert "stragglers" in texts["communication"]
-        assert "kernels: not available for this run: no GPU events" in texts["kernels"]
+        assert "stragglers-lateness" in sources["communication"]
+        assert "no GPU events" in offered["kernels"]
     assert severe_logs(drv) == []
+
+
+_RAW_HEADER = r"(^|[^A-Za-z])[a-z]+(_[a-z0-9]+)*_(ns|bytes|pct|gbps|mj|ts)($|[^A-Za-z])"
+
+
+def screen_text(drv) -> dict:
+    """What a person can read: the page text with every details folder opened, grid headers and cells."""
+    drv.execute_script("document.querySelectorAll('#page details').forEach(d => d.open = true);")
+    time.sleep(0.8)  # grids in the opened folders lay out their rows
+    return drv.execute_script("""
+        const grab = sel => Array.from(document.querySelectorAll(sel)).map(e => e.textContent.trim());
+        return {text: document.getElementById('page').innerText,
+                headers: grab('#page .ag-header-cell-text'), cells: grab('#page .ag-cell')};""")
+
+
+def axis_fits(drv) -> list[str]:
+    """Plotly axes (outside the timeline) whose range runs far past the data drawn on them."""
+    return drv.execute_script("""
+        const bad = [];
+        for (const gd of document.querySelectorAll('#page .js-plotly-plot')) {
+            if (gd.closest('#timeline-graph')) continue;
+            const fl = gd._fullLayout;
+            for (const ax of ['xaxis', 'yaxis']) {
+                const a = fl[ax];
+                if (!a || a.type === 'category' || !a.range) continue;
+                const vals = [], stacks = {};
+                for (const t of gd._fullData) {
+                    const key = ax[0];
+                    let arr = Array.from(t[key] || []);
+                    if (t.type === 'bar' && t.orientation === 'h' && key === 'x' && t.base) continue;
+                    const valueAxis = t.type === 'bar' && ((t.orientation === 'h') === (key === 'x'));
+                    if (valueAxis) arr = arr.concat([0]);
+                    if (valueAxis && fl.barmode === 'stack') {  // a stack reaches the sum of its bars
+                        const cats = Array.from(t[key === 'x' ? 'y' : 'x'] || []);
+                        arr.forEach((v, i) => { if (i < cats.length && typeof v === 'number')
+                            stacks[cats[i]] = (stacks[cats[i]] || 0) + v; });
+                    }
+                    for (const v of arr) { if (typeof v === 'number' && isFinite(v)) vals.push(v); }
+                }
+                for (const v of Object.values(stacks)) vals.push(v);
+                if (!vals.length) continue;
+                let lo = Math.min(...vals), hi = Math.max(...vals);
+                let r0 = a.range[0], r1 = a.range[1];
+                if (a.type === 'log') {
+                    const pos = vals.filter(v => v > 0); if (!pos.length) continue;
+                    lo = Math.log10(Math.min(...pos)); hi = Math.log10(Math.max(...pos));
+                    if (r0 < lo - 1 || r1 > hi + 1) bad.push(gd.parentElement.id + ' ' + ax + ' ' + [r0, r1, lo, hi]);
+                } else {
+                    const span = Math.max(hi - lo, Math.abs(hi), 1e-12);
+                    if (r0 < lo - 0.5 * span || r1 > hi + 0.5 * span) bad.push(gd.parentElement.id + ' ' + ax + ' ' + [r0, r1, lo, hi]);
+                }
+            }
+        }
+        return bad;""")
+
+
+@pytest.mark.parametrize("run_id", [BUNDLE, SHARED])
+def test_pages_read_in_words_and_units_with_axes_fitted_to_the_data(driver, server, run_id):
+    import re
+
+    open_page(driver, server, f"/overview?run={run_id}")
+    offered = [p for p, reason in nav_state(driver).items() if reason is None and p not in ("runs", "compare")]
+    for page in offered:
+        open_page(driver, server, f"/{page}?run={run_id}")
+        seen = screen_text(driver)
+        raw = [h for h in seen["headers"] if re.search(_RAW_HEADER, h)]
+        assert not raw, (page, raw)
+        junk = [c for c in seen["cells"] if c.lower() in ("nan", "none", "-1", "null", "undefined")]
+        assert not junk, (page, junk[:5])
+        epoch = re.findall(r"\b\d{1,3}(?:,\d{3}){5,}\b|\b\d{16,}\b", seen["text"] + " ".join(seen["cells"]))
+        assert not epoch, (page, epoch[:3])
+        assert not re.search(r"(?<![\w.])(nan|None)(?![\w.])", seen["text"]), page
+        assert axis_fits(driver) == [], page
+    assert severe_logs(driver) == []
 
 
 def test_runs_page_link_opens_the_run(driver, server):

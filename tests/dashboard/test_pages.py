@@ -9,10 +9,14 @@ from pathlib import Path
 import plotly
 import pytest
 
+import pandas as pd
+
+from torchscope.analyzers.core.report import Report
+from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.report.units import format_quantity
 from torchscope.dashboard import pages
 from torchscope.dashboard.pages import PAGES, PageContext, filter_findings, findings_count, render_page, runs_page
-from torchscope.dashboard.run_cache import RunCache
+from torchscope.dashboard.run_cache import LoadedRun, RunCache
 from tests.conftest import SAMPLE_TRACES
 from tests.dashboard.components import text_of
 
@@ -70,11 +74,58 @@ def test_every_page_renders_for_every_run(cache, page, run_id):
     assert tree and "Traceback" not in text_of(tree)
 
 
-def test_overview_draws_the_step_phases_and_names_skipped_analyzers(cache):
+def _without(run, analyzer: str):
+    """The loaded run as if ``analyzer`` had not run (its results and findings gone, it is 'skipped')."""
+    rep = run.report
+    report = Report(rep.source, tuple(r for r in rep.results if r.analyzer != analyzer),
+                    skipped={**rep.skipped, analyzer: "not run"}, errors=dict(rep.errors))
+    return LoadedRun(run.entry, run.data, report, run.load_s)
+
+
+def test_overview_leads_with_the_bottleneck_attribution_when_the_run_has_it(cache):
+    run = cache.load(NCCL)
     tree = render(cache, "overview", NCCL)
-    assert "overview-steps" in graph_ids(tree) and "overview-gpu" in graph_ids(tree)
+    assert {"overview-attribution", "overview-gpu"} <= graph_ids(tree)
+    res = run.report.result("bottleneck")
+    causes = res.tables["causes"]
+    top_label = causes.loc[causes["cause"] == res.summary["top_cause"], "label"].iloc[0]
+    text = text_of(tree)
+    assert "Top bottleneck" in text and top_label in text and "Step time" in text
+    assert format_quantity(res.summary["step_ns"], "ns") in text
+
+
+def test_overview_without_the_bottleneck_analyzer_uses_phases_and_the_best_finding(cache):
+    run = _without(cache.load(NCCL), "bottleneck")
+    tree = json.loads(blob_of(render_page("overview", PageContext(run, None, {}, cache))))
+    assert "overview-steps" in graph_ids(tree) and "overview-attribution" not in graph_ids(tree)
+    text = text_of(tree)
+    assert "by phase" in text and "Top bottleneck" in text and "GPU busy" in text
     cpu = render(cache, "overview", "gpt_train")
-    assert "overview-steps" in graph_ids(cpu) and "gpu_time: not available for this run: no GPU events" in text_of(cpu)
+    assert "gpu_time: not available for this run: no GPU events" in text_of(cpu) and "GPU busy" not in text_of(cpu)
+
+
+def test_overview_verdict_from_a_fabricated_bottleneck_result():
+    causes = pd.DataFrame({"cause": ["data_loading", "gpu_compute:gemm/conv"], "label": ["Data loading", "GEMM"],
+                           "time_ns": [60, 40], "share": [0.6, 0.4], "evidence": ["", ""]})
+    whatif = pd.DataFrame({"finding_id": ["bottleneck.data_loading"], "change": ["more workers"],
+                           "step_ns_before": [100], "step_ns_after": [55], "gain_fraction": [0.45], "model": ["replay"]})
+    res = Result("bottleneck", tables={"causes": causes, "whatif": whatif, "attribution": causes.assign(step=-1)},
+                 summary={"step_ns": 25_000_000, "steps": 7, "top_cause": "data_loading", "top_cause_share": 0.6},
+                 rank=0)
+    items = {i.label: i for i in pages.overview_verdict(Report("x", (res,)), None)}
+    assert items["Step time"].value == "25 ms" and "7 steps" in items["Step time"].detail
+    assert items["Where the time goes"].value == "Data loading 60.0%, GEMM 40.0%"
+    assert items["Top bottleneck"].value == "Data loading (60.0%)"
+    assert "more workers" in items["Top bottleneck"].detail and "45.0%" in items["Top bottleneck"].detail
+    assert "MFU" not in items and "Energy per step" not in items  # values the run lacks are left out
+
+
+def test_pages_the_run_cannot_fill_are_not_offered(cache):
+    avail = pages.page_availability(cache.load("gpt_train"), runs_in_catalog=4)
+    assert avail["overview"] is None and avail["timeline"] is None and avail["compare"] is None
+    assert avail["kernels"] and "no GPU events" in avail["kernels"]
+    assert pages.page_availability(cache.load(NCCL), 1)["compare"].startswith("only one run")
+    assert pages.page_availability(cache.load(NCCL), 2)["kernels"] is None
 
 
 def test_moe_page_draws_its_figures_from_the_moe_tables(cache):

@@ -1,4 +1,4 @@
-"""Generic rendering of any Result: summary values in their keys' units, finding cards, folded escaped tables."""
+"""Generic rendering of any Result: summary values in words and their keys' units, finding cards, grids."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.result import Result
 from torchscope.dashboard.result_view import (
-    MAX_TABLE_ROWS, TABLE_PREVIEW_ROWS, analyzer_section, findings_list, result_view, summary_view, table_view,
+    analyzer_section, duplicate_tables, findings_list, result_view, summary_view, table_view,
 )
 from tests.conftest import SAMPLE_TRACES
 from tests.dashboard.components import text_of, tree
@@ -23,11 +23,13 @@ def gpt_report() -> Report:
     return analyze_path(str(SAMPLE_TRACES / "gpt_train"))[1]
 
 
-def test_summary_values_read_in_their_keys_units_and_containers_are_left_out():
+def test_summary_values_read_in_words_and_units_and_missing_or_containers_are_left_out():
     out = text_of(tree(summary_view({"step_median_ns": 12_345_678, "idle_pct": 40.0, "kernels": 123_456,
-                                     "peak_rss_bytes": 3 * 2**30, "warmup_steps": [0], "roofs": {"a": 1}})))
-    assert "step_median_ns 12.35 ms" in out and "idle_pct 40.0%" in out and "kernels 123,456" in out
-    assert "peak_rss_bytes 3 GiB" in out and "warmup_steps" not in out and "roofs" not in out
+                                     "peak_rss_bytes": 3 * 2**30, "warmup_steps": [0], "roofs": {"a": 1},
+                                     "phase_note": None, "mfu_mean": float("nan")})))
+    assert "step median 12.35 ms" in out and "idle 40.0%" in out and "kernels 123,456" in out
+    assert "peak rss 3 GiB" in out and "warmup" not in out and "roofs" not in out
+    assert "phase note" not in out and "mfu" not in out and "nan" not in out.lower() and "None" not in out
     assert tree(summary_view({}))["props"].get("children") is None
     documented = tree(summary_view({"steps": 3}, {"steps": "number of steps"}))
     assert '"title": "number of steps"' in json.dumps(documented)
@@ -46,14 +48,25 @@ def test_finding_card_links_to_its_page_and_formats_its_evidence():
     assert text_of(tree(findings_list([], empty="nothing here"))) == "nothing here"
 
 
-def test_tables_fold_after_the_preview_and_stop_at_the_limit():
-    df = pd.DataFrame({"step": range(MAX_TABLE_ROWS + 10), "total_ns": 1_000_000})
-    view = tree(table_view("steps", df))
-    markup = view["props"]["children"][1]["props"]["children"]
-    assert markup.count("<tr>") == MAX_TABLE_ROWS + 2  # two header rows: preview and folded part
-    assert f"{MAX_TABLE_ROWS - TABLE_PREVIEW_ROWS} more rows" in markup
-    assert "<td>1,000,000</td>" in markup  # cells stay in the column's unit (the header says _ns)
-    assert f"first {MAX_TABLE_ROWS} kept" in text_of(view)
+def test_a_table_is_a_grid_with_words_in_headers_and_units_in_cells():
+    df = pd.DataFrame({"step": [-1, 3], "total_ns": [1_000_000, 2_500], "name": ["a", "b"]})
+    view = tree(table_view("steps", df, "t1"))
+    grid = view["props"]["children"][2]["props"]
+    assert grid["id"] == {"type": "grid", "grid": "t1"}
+    assert [c["headerName"] for c in grid["columnDefs"]] == ["Step", "Total (time)", "Name"]
+    assert [r["total_ns__text"] for r in grid["rowData"]] == ["1 ms", "2.5 µs"]
+    assert grid["rowData"][0]["total_ns"] == 1_000_000  # sorting works on the raw value
+    assert grid["rowData"][0]["step__text"] == "whole trace"
+    assert "2 rows" in text_of(view)
+
+
+def test_a_table_that_repeats_another_tables_first_rows_is_left_out():
+    full = pd.DataFrame({"name": list("abcd"), "total_ns": [4, 3, 2, 1]})
+    tables = {"top": full.head(2), "all": full, "other": full.assign(total_ns=0)}
+    assert duplicate_tables(tables) == {"top"}
+    view = json.dumps(tree(result_view(Result("kernels", tables=tables, rank=0))))
+    assert '"table-kernels-all-0"' in view and '"table-kernels-top-0"' not in view
+    assert "left out as the first rows of another table: top" in view
 
 
 def test_a_real_result_shows_summary_findings_and_every_table(gpt_report):
