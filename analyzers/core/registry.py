@@ -36,6 +36,7 @@ ANALYZER_MODULES: tuple[str, ...] = (
     "torchscope.analyzers.gpu_time",
     "torchscope.analyzers.kernels",
     "torchscope.analyzers.communication",
+    "torchscope.analyzers.bottleneck.analysis",
     "torchscope.analyzers.memory",
     "torchscope.analyzers.roofline.analysis",
     "torchscope.analyzers.power",

@@ -1,0 +1,118 @@
+"""The ``bottleneck`` analyzer: where each step's time goes, and what each change would gain.
+
+It builds the step model (``model``), attributes every ns of every step to one cause
+(``attribution``), and replays each what-if change (``whatif``) through the simulator (``replay``).
+A finding is made per cause whose change is predicted to save at least ``MIN_GAIN_FRACTION`` of
+step time; its ``gain_fraction`` is that prediction: ``1 - sum(replayed steps after the change) /
+sum(replayed steps unmodified)``. Every time finding is in that one unit, so they rank together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from torchscope.analyzers.bottleneck import whatif
+from torchscope.analyzers.bottleneck.attribution import attribute, cause_label
+from torchscope.analyzers.bottleneck.model import build
+from torchscope.analyzers.bottleneck.replay import _Plan, replay
+from torchscope.analyzers.core.findings import Finding
+from torchscope.analyzers.core.registry import register
+from torchscope.analyzers.core.result import NotApplicable, Result
+from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.report.units import format_duration_ns, format_share
+
+__all__ = ["CRITICAL_GAIN_FRACTION", "MIN_GAIN_FRACTION", "SUMMARY_KEYS", "WARNING_GAIN_FRACTION", "analyze"]
+
+#: A change predicted to save less than this share of step time is not worth a finding.
+MIN_GAIN_FRACTION = 0.05
+#: Severity by predicted gain.
+CRITICAL_GAIN_FRACTION = 0.30
+WARNING_GAIN_FRACTION = 0.10
+
+SUMMARY_KEYS: dict[str, str] = {
+    "steps": "number of windows analysed (traced steps, or 1 for a trace without steps)",
+    "step_ns": "median measured step time, ns",
+    "top_cause": "the cause with the most time over all steps (see attribution.CAUSES)",
+    "top_cause_share": "that cause's share of total step time, 0..1",
+    "replay_error": "|median replayed unmodified step - median measured step| / median measured step, 0..1",
+    "gpu_idle_share": "share of step time the GPU ran nothing (0 on a CPU-only trace), 0..1",
+}
+
+
+@register("bottleneck", description="root causes of step time: attribution and what-if gains",
+          page="overview", needs=("communication",), summary_keys=SUMMARY_KEYS)
+def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
+    """Attribute every ns of each step to a cause and predict each recommendation's gain by replay."""
+    if trace.events.empty:
+        raise NotApplicable("the trace has no events")
+    coll = None
+    if communication_result is not None and "collectives" in communication_result.tables:
+        coll = communication_result.table("collectives")
+    model = build(trace, coll)
+    if model.ops.empty and model.gpu.empty:
+        raise NotApplicable("no host operators or GPU work inside the steps")
+    attr = attribute(model)
+    plan = _Plan(model)
+    base = replay(model, plan=plan).step_ns
+    measured = model.step_ns
+    rows, findings = [], []
+    best: dict[str, tuple[float, whatif.Estimate]] = {}
+    for transform in whatif.TRANSFORMS:
+        est = transform(model, attr)
+        if est is None:
+            continue
+        after = replay(model, est.change, plan=plan).step_ns if est.change is not None else None
+        gain = float(max(0.0, 1.0 - after.sum() / max(base.sum(), 1))) if after is not None else float("nan")
+        rows.append({"finding_id": est.finding_id, "change": est.recommendation,
+                     "step_ns_before": int(np.median(base)),
+                     "step_ns_after": int(np.median(after)) if after is not None else -1,
+                     "gain_fraction": gain, "model": est.model})
+        key = est.finding_id
+        if key not in best or (np.nan_to_num(gain) > np.nan_to_num(best[key][0])):
+            best[key] = (gain, est)
+    for gain, est in best.values():
+        finding = _finding(trace, est, gain, attr, measured)
+        if finding is not None:
+            findings.append(finding)
+    findings.sort(key=lambda f: -f.gain_fraction)
+    causes = attr.per_cause()
+    idle = causes[~causes["cause"].str.startswith("gpu_compute:")]["share"].sum() if model.has_gpu else 0.0
+    summary = {
+        "steps": len(model.windows),
+        "step_ns": int(np.median(measured)),
+        "top_cause": str(causes["cause"].iloc[0]) if not causes.empty else "",
+        "top_cause_share": float(causes["share"].iloc[0]) if not causes.empty else 0.0,
+        "replay_error": float(abs(np.median(base) - np.median(measured)) / max(np.median(measured), 1)),
+        "gpu_idle_share": float(idle),
+    }
+    whatif_table = pd.DataFrame(rows, columns=["finding_id", "change", "step_ns_before", "step_ns_after",
+                                               "gain_fraction", "model"])
+    return Result(analyzer="bottleneck", summary=summary, findings=tuple(findings), rank=trace.rank,
+                  tables={"attribution": attr.table.drop(columns=["window"]), "causes": causes,
+                          "whatif": whatif_table})
+
+
+def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np.ndarray) -> Finding | None:
+    """The finding of one estimate, or None when its predicted gain is too small to act on."""
+    causes = attr.per_cause().set_index("cause")
+    share = float(causes["share"].get(est.cause, 0.0)) if not causes.empty else 0.0
+    known = np.isfinite(gain)
+    if known and gain < MIN_GAIN_FRACTION:
+        return None
+    if not known and share < WARNING_GAIN_FRACTION:
+        return None
+    severity = ("critical" if known and gain >= CRITICAL_GAIN_FRACTION else
+                "warning" if (not known or gain >= WARNING_GAIN_FRACTION) else "info")
+    step = float(np.median(measured))
+    text = (f"{format_share(gain)} of step time (about {format_duration_ns(gain * step)} per step), "
+            f"predicted by replaying the steps with the change: {est.model}") if known else \
+        f"unknown: {est.model}"
+    evidence = dict(est.evidence)
+    evidence["cause_share"] = round(share, 4)
+    evidence["cause"] = cause_label(est.cause)
+    if est.cause in attr.evidence:
+        evidence["cause_evidence"] = attr.evidence[est.cause]
+    return Finding(id=est.finding_id, analyzer="bottleneck", severity=severity, title=est.title,
+                   evidence=evidence, recommendation=est.recommendation, estimated_gain=text,
+                   gain_fraction=float(gain) if known else 0.0, rank=trace.rank, page="overview")
+

@@ -1,0 +1,239 @@
+"""Attribution: every ns of every step goes to exactly one cause.
+
+The causes (``CAUSES``), and how a ns is given one
+--------------------------------------------------
+The windows are cut at every start and end of host ops, GPU work and regions into elementary
+segments; each segment gets one cause, so the causes of a step sum exactly to its length.
+
+1. **The GPU is busy** (any kernel, copy or set on any stream): the work that runs decides, in this
+   order: compute kernels by category (``gpu_compute:gemm/conv``, ``:attention``, ``:elementwise``,
+   ``:reduction/norm``, ``:other``), then copies and sets (``gpu_compute:memcpy/memset``), then
+   collectives alone (``exposed_communication``: communication no compute hides).
+2. **The GPU is idle, or the run has no GPU**: what the host was doing meanwhile, in this order:
+   ``data_loading`` (inside ``enumerate(DataLoader)#...``: the step waits for its batch),
+   ``device_sync`` (inside a device/stream/event synchronize), ``blocking_copy`` (inside a runtime
+   memcpy that waits: pageable or synchronous copies), ``exposed_communication`` (inside a host
+   collective: gloo ops, ``c10d::`` calls and their waits), ``optimizer_dispatch`` (inside
+   ``Optimizer.step``/``zero_grad``), then the innermost host op: on a GPU run ``launch_bound`` (the
+   host is busy issuing work while the GPU waits for it), on a CPU run ``cpu_compute:<category>``
+   (``categories.cpu_category``). Host time inside no op is ``other_host`` (Python, untraced work).
+
+The host is the main thread and the autograd engine's threads (``model.StepModel``): when the main
+thread is inside no op, the innermost op of an autograd thread counts.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from torchscope.analyzers.bottleneck.categories import cpu_category
+from torchscope.analyzers.bottleneck.model import StepModel
+from torchscope.analyzers.core.trace import name_mask
+from torchscope.analyzers.kernels import (
+    ATTENTION,
+    COMMUNICATION,
+    ELEMENTWISE,
+    GEMM,
+    MEMORY,
+    OTHER,
+    REDUCTION,
+)
+from torchscope.analyzers.report.names import short_name
+from torchscope.analyzers.timeline.intervals import merge_intervals
+
+__all__ = ["CAUSES", "CAUSE_LABELS", "GPU_COMPUTE_ORDER", "Attribution", "attribute", "cause_label"]
+
+#: GPU categories in the order a busy ns is given to them.
+GPU_COMPUTE_ORDER = (GEMM, ATTENTION, ELEMENTWISE, REDUCTION, OTHER, MEMORY)
+#: Fixed causes and what each means (``gpu_compute:<category>`` and ``cpu_compute:<category>`` add to these).
+CAUSE_LABELS: dict[str, str] = {
+    "data_loading": "waiting for data",
+    "blocking_copy": "blocking host<->device copy",
+    "device_sync": "device synchronization",
+    "launch_bound": "launch-bound host (GPU waits for the host to issue work)",
+    "exposed_communication": "exposed communication",
+    "optimizer_dispatch": "optimizer dispatch",
+    "other_host": "other host work (Python, untraced)",
+}
+CAUSES = tuple(CAUSE_LABELS)
+_HOST_COMM_RE = re.compile(r"^(?:c10d::|gloo:|mpi:|ucc:|record_param_comms$|ProcessGroup|nccl:)", re.IGNORECASE)
+
+
+def cause_label(cause: str) -> str:
+    """Words for a cause id."""
+    if cause.startswith("gpu_compute:"):
+        return f"GPU compute: {cause.split(':', 1)[1]}"
+    if cause.startswith("cpu_compute:"):
+        return f"CPU compute: {cause.split(':', 1)[1]}"
+    return CAUSE_LABELS.get(cause, cause)
+
+
+class Attribution:
+    """Per step and cause the time (ns); per cause the evidence."""
+
+    def __init__(self, table: pd.DataFrame, evidence: dict[str, str], segments: pd.DataFrame) -> None:
+        self.table = table
+        self.evidence = evidence
+        self.segments = segments
+
+    def per_cause(self) -> pd.DataFrame:
+        """One row per cause over all steps: cause, label, time_ns, share, evidence (largest first)."""
+        if self.table.empty:
+            return pd.DataFrame(columns=["cause", "label", "time_ns", "share", "evidence"])
+        by = self.table.groupby("cause", sort=False)["time_ns"].sum()
+        total = max(int(by.sum()), 1)
+        out = pd.DataFrame({"cause": by.index.astype(str), "time_ns": by.to_numpy(np.int64)})
+        out["label"] = [cause_label(c) for c in out["cause"]]
+        out["share"] = out["time_ns"] / total
+        out["evidence"] = [self.evidence.get(c, "") for c in out["cause"]]
+        return out.sort_values("time_ns", ascending=False, kind="stable").reset_index(drop=True)[
+            ["cause", "label", "time_ns", "share", "evidence"]]
+
+
+def _innermost(ops: pd.DataFrame, points: np.ndarray) -> np.ndarray:
+    """Row (in ``ops``, one thread's properly nested spans) of the innermost op covering each point, -1 if none."""
+    out = np.full(points.size, -1, np.int64)
+    keep = ops["dur_ns"].to_numpy(np.int64) > 0
+    if not keep.any() or points.size == 0:
+        return out
+    rows = np.flatnonzero(keep)
+    s = ops["ts_ns"].to_numpy(np.int64)[rows]
+    e = ops["end_ns"].to_numpy(np.int64)[rows]
+    order = np.lexsort((-(e - s), s))
+    rows, s, e = rows[order], s[order], e[order]
+    # Depth of a span: spans opened before it (in start order) minus those that closed by its start.
+    depth = np.arange(s.size) - np.searchsorted(np.sort(e), s, side="right")
+    depth = np.maximum(depth, 0)
+    for d in range(int(depth.max()), -1, -1):
+        at = depth == d
+        ls, lr = s[at], rows[at]
+        pos = np.searchsorted(ls, points, side="right") - 1
+        hit = (out < 0) & (pos >= 0)
+        idx = np.maximum(pos, 0)
+        hit &= points < e[at][idx]
+        out[hit] = lr[idx[hit]]
+    return out
+
+
+def _covered(intervals: tuple[np.ndarray, np.ndarray], points: np.ndarray) -> np.ndarray:
+    """True for points inside a merged interval set."""
+    s, e = intervals
+    if s.size == 0:
+        return np.zeros(points.size, dtype=bool)
+    pos = np.searchsorted(s, points, side="right") - 1
+    return (pos >= 0) & (points < e[np.maximum(pos, 0)])
+
+
+def _merged(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return merge_intervals(frame["ts_ns"].to_numpy(np.int64), frame["end_ns"].to_numpy(np.int64))
+
+
+def attribute(model: StepModel) -> Attribution:
+    """Give every ns of every window one cause (see the module docstring)."""
+    win = model.windows
+    ops, gpu = model.ops, model.gpu
+    edges = [win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64),
+             ops["ts_ns"].to_numpy(np.int64), ops["end_ns"].to_numpy(np.int64)]
+    if not gpu.empty:
+        edges += [gpu["ts_ns"].to_numpy(np.int64), gpu["end_ns"].to_numpy(np.int64)]
+    points = np.unique(np.concatenate(edges))
+    lo, hi = int(win["start_ns"].min()), int(win["end_ns"].max())
+    points = points[(points >= lo) & (points <= hi)]
+    seg_s, seg_e = points[:-1], points[1:]
+    mid = seg_s + (seg_e - seg_s) // 2
+    from torchscope.analyzers.timeline.steps import step_index
+    window = step_index(mid, win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64))
+    keep = (window >= 0) & (seg_e > seg_s)
+    seg_s, seg_e, mid, window = seg_s[keep], seg_e[keep], mid[keep], window[keep]
+
+    cause = np.full(mid.size, "", dtype=object)
+    if not gpu.empty:
+        comm = gpu["category"].to_numpy(object) == COMMUNICATION
+        for category in GPU_COMPUTE_ORDER:
+            pick = gpu[(gpu["category"].to_numpy(object) == category) & ~comm]
+            hit = (cause == "") & _covered(_merged(pick), mid)
+            cause[hit] = f"gpu_compute:{category}"
+        hit = (cause == "") & _covered(_merged(gpu[comm]), mid)
+        cause[hit] = "exposed_communication"
+
+    inner_name = np.full(mid.size, "", dtype=object)
+    inner_work = np.zeros(mid.size, dtype=bool)
+    for pid, tid in model.host_threads:
+        thread = ops[(ops["pid"] == pid).to_numpy() & (ops["tid"] == tid).to_numpy()].reset_index(drop=True)
+        # A thread inside only an annotation (main waiting in "## backward ##") yields to one doing work.
+        fill = np.flatnonzero(~inner_work)
+        if fill.size == 0 or thread.empty:
+            continue
+        got = _innermost(thread, mid[fill])
+        at = np.maximum(got, 0)
+        work = (got >= 0) & thread["issues_work"].to_numpy(bool)[at]
+        name = np.where(got >= 0, thread["name"].to_numpy(object)[at], "")
+        take = work | ((inner_name[fill] == "") & (name != ""))
+        inner_name[fill[take]] = name[take]
+        inner_work[fill[take]] = work[take]
+
+    syncs = model.syncs
+    host_comm = ops[name_mask(ops["name"], lambda n: n.str.match(_HOST_COMM_RE))]
+    idle = cause == ""
+    rules = (
+        ("data_loading", _covered(model.regions["data_loading"], mid)),
+        ("device_sync", _covered(_merged(syncs[syncs["kind"] == "device_sync"]), mid)),
+        ("blocking_copy", _covered(_merged(syncs[syncs["kind"] == "blocking_copy"]), mid)),
+        ("exposed_communication", _covered(_merged(host_comm), mid)),
+        ("optimizer_dispatch", _covered(model.regions["optimizer"], mid)),
+    )
+    for name, hit in rules:
+        hit = idle & (cause == "") & hit
+        cause[hit] = name
+    in_op = (cause == "") & (inner_name != "")
+    if model.has_gpu:
+        # Only operators and launch calls issue GPU work; an annotation with nothing inside is Python.
+        cause[in_op & inner_work] = "launch_bound"
+    else:
+        cats = cpu_category(pd.Series(inner_name[in_op]))
+        cause[in_op] = np.char.add("cpu_compute:", cats.astype(str)).astype(object)
+    cause[cause == ""] = "other_host"
+
+    seg = pd.DataFrame({"window": window, "cause": cause, "time_ns": seg_e - seg_s, "op": inner_name,
+                        "start_ns": seg_s, "end_ns": seg_e})
+    table = seg.groupby(["window", "cause"], sort=False)["time_ns"].sum().reset_index()
+    table["step"] = win["step"].to_numpy(np.int64)[table["window"].to_numpy(np.int64)]
+    step_len = model.step_ns[table["window"].to_numpy(np.int64)]
+    table["share"] = table["time_ns"] / np.maximum(step_len, 1)
+    table = table.sort_values(["window", "time_ns"], ascending=[True, False], kind="stable")
+    table = table[["step", "cause", "time_ns", "share", "window"]].reset_index(drop=True)
+    return Attribution(table, _evidence(model, seg), seg)
+
+
+def _evidence(model: StepModel, seg: pd.DataFrame) -> dict[str, str]:
+    """Per cause, the ops (or kernels, or call sites) that took its time, largest first."""
+    out: dict[str, str] = {}
+    gpu = model.gpu
+    for cause, group in seg.groupby("cause", sort=False):
+        cause = str(cause)
+        if cause.startswith("gpu_compute:") and not gpu.empty:
+            cat = cause.split(":", 1)[1]
+            k = gpu[gpu["category"].to_numpy(object) == cat]
+            top = k.groupby("name", sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
+            out[cause] = "; ".join(f"{short_name(str(n), 60)} x{int(c)}" for n, (_, c) in zip(top.index, top.to_numpy()))
+            continue
+        if cause == "exposed_communication" and not model.collectives.empty:
+            c = model.collectives
+            top = c.groupby("type", sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
+            out[cause] = "; ".join(f"{kind} x{int(n)}" for kind, (_, n) in zip(top.index, top.to_numpy()))
+            continue
+        if cause in ("device_sync", "blocking_copy"):
+            s = model.syncs[model.syncs["kind"] == cause]
+            top = s.groupby(["site", "name"], sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
+            out[cause] = "; ".join(f"{name} in {site or 'Python'} x{int(c)}"
+                                   for (site, name), (_, c) in zip(top.index, top.to_numpy()))
+            continue
+        named = group[group["op"] != ""]
+        if named.empty:
+            out[cause] = "no op recorded (Python or untraced host work)"
+            continue
+        top = named.groupby("op", sort=False)["time_ns"].sum().nlargest(3)
+        out[cause] = "; ".join(short_name(str(n), 60) for n in top.index)
+    return out

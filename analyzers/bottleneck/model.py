@@ -1,0 +1,237 @@
+"""The step model: what ran where during each step, and what waited on what.
+
+One `StepModel` per trace holds, for every step window of ``timeline.steps.windows_or_span``:
+
+* **host work**: the ops (``cpu_op``, user annotations, runtime and driver calls) of the *host
+  threads*: the step's main thread (the one that holds ``ProfilerStep``; without steps, the
+  thread with the most op time) and the threads of its process that ran the autograd engine
+  (``autograd::engine::evaluate_function: ...``; on GPU jobs backward runs there, in the old schema
+  and the new). Time on a host thread covered by no op is Python (or other untraced) work.
+* **regions**: the host intervals that belong to one part of a training loop: waiting for the
+  next batch (``enumerate(DataLoader)#...``), the optimizer (``Optimizer.step#``/``zero_grad#``).
+* **GPU work**: every kernel, memcpy and memset with its stream, category (``kernels.category_of``)
+  and the runtime call that launched it (correlation ids, ``timeline.launches``). Each stream runs
+  its work in order.
+* **synchronizations**: host calls that wait for the device: ``cuda/hipDeviceSynchronize``,
+  ``StreamSynchronize``, ``EventSynchronize``, and *blocking copies*: a runtime memcpy whose host
+  call returns only after its own GPU copy has finished and lasts longer than that copy by
+  ``BLOCKING_COPY_MIN_WAIT_NS`` (a pageable copy, or a ``cudaMemcpy`` that waits for the stream).
+* **collectives**: the job's collectives (``communication.collectives``: NCCL kernels, gloo ops).
+
+Everything is held as flat numpy/pandas columns over all steps at once, so attribution and replay
+are vectorised over events; loops run over streams and synchronizations only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from torchscope.analyzers.core.trace import Trace, name_mask
+from torchscope.analyzers.kernels import category_of
+from torchscope.analyzers.timeline.intervals import merge_intervals
+from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.steps import step_index, windows_or_span
+
+__all__ = ["BLOCKING_COPY_MIN_WAIT_NS", "HOST_KINDS", "REGION_PATTERNS", "StepModel", "build"]
+
+#: A runtime memcpy is a blocking copy when its host call returns after its GPU copy ends and outlasts it by this much.
+BLOCKING_COPY_MIN_WAIT_NS = 20_000
+#: Event kinds that are host work.
+HOST_KINDS = ("cpu_op", "annotation", "runtime", "driver")
+#: Host regions recognised by name (the names torch itself records).
+REGION_PATTERNS: dict[str, re.Pattern] = {
+    "data_loading": re.compile(r"^enumerate\(DataLoader\)#"),
+    "optimizer": re.compile(r"^Optimizer\.(?:step|zero_grad)#"),
+}
+_STEP_RE = re.compile(r"^ProfilerStep#")
+_AUTOGRAD_RE = re.compile(r"^autograd::engine::evaluate_function: ")
+_SYNC_RE = re.compile(r"^(?:cuda|hip)(?:Device|Stream|Event)Synchronize$")
+_MEMCPY_CALL_RE = re.compile(r"^(?:cuda|hip)Memcpy", re.IGNORECASE)
+_LAUNCH_RE = re.compile(r"^(?:cuda|hip)(?:LaunchKernel|LaunchCooperativeKernel|ExtModuleLaunchKernel|"
+                        r"ModuleLaunchKernel|GraphLaunch|MemsetAsync|Memset)|^cuLaunchKernel", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """Host work, regions, GPU work and synchronizations of each step window (all times int ns)."""
+
+    trace: Trace
+    #: step, start_ns, end_ns (half-open windows, sorted, disjoint).
+    windows: pd.DataFrame
+    #: (pid, tid) of the main thread, and of every host thread considered (main first).
+    main: tuple[int, int]
+    host_threads: tuple[tuple[int, int], ...]
+    #: Host ops on the host threads inside the windows: ts_ns, end_ns, dur_ns, name (str), kind, pid, tid,
+    #: window (index into windows), main (bool), launches (bool: a runtime call that issued GPU work),
+    #: issues_work (bool: an operator or a launch call, the host work that feeds the device).
+    ops: pd.DataFrame
+    #: region name -> merged (starts, ends) on the main thread.
+    regions: dict[str, tuple[np.ndarray, np.ndarray]]
+    #: GPU work inside or launched inside the windows: ts_ns, end_ns, dur_ns, stream, category, name,
+    #: launch_ts_ns (-1 unknown), launch_tid, window, correlation. Sorted by stream, then start.
+    gpu: pd.DataFrame
+    #: Host calls that wait for the device: ts_ns, end_ns, name, kind ("device_sync" | "blocking_copy"),
+    #: window, and site (outermost op on the thread around the call).
+    syncs: pd.DataFrame
+    #: Collectives of the trace (``communication.collectives`` columns) inside the windows, with ``window``.
+    collectives: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def has_gpu(self) -> bool:
+        """True when the trace holds GPU work inside its windows."""
+        return not self.gpu.empty
+
+    @property
+    def step_ns(self) -> np.ndarray:
+        """Measured length of each window, ns."""
+        return (self.windows["end_ns"] - self.windows["start_ns"]).to_numpy(np.int64)
+
+
+def _main_thread(trace: Trace, host: pd.DataFrame, windows: pd.DataFrame) -> tuple[int, int]:
+    """The thread that holds ProfilerStep, else the one with the most op time."""
+    names = host["name"]
+    steps = host[name_mask(names, lambda n: n.str.match(_STEP_RE))]
+    pick = steps if not steps.empty else host
+    if pick.empty:
+        return (-1, -1)
+    time = pick.groupby(["pid", "tid"], observed=True)["dur_ns"].sum()
+    pid, tid = time.idxmax()
+    return int(pid), int(tid)
+
+
+def _window_of(ts: np.ndarray, windows: pd.DataFrame) -> np.ndarray:
+    return step_index(np.asarray(ts, np.int64), windows["start_ns"].to_numpy(np.int64),
+                      windows["end_ns"].to_numpy(np.int64))
+
+
+def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
+    """The step model of a trace (see the module docstring)."""
+    windows = windows_or_span(trace).reset_index(drop=True)
+    ev = trace.events
+    w0, w1 = int(windows["start_ns"].min()), int(windows["end_ns"].max())
+    host_all = ev[ev["kind"].isin(HOST_KINDS).to_numpy() & (ev["ph"].astype(str) == "X").to_numpy()]
+    host_all = host_all[(host_all["ts_ns"] < w1) & (host_all["ts_ns"] + host_all["dur_ns"] > w0)]
+    main = _main_thread(trace, host_all, windows)
+    auto = host_all[name_mask(host_all["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
+    auto = auto[auto["pid"] == main[0]]
+    others = sorted({(int(p), int(t)) for p, t in zip(auto["pid"], auto["tid"])} - {main})
+    threads = (main, *others)
+    on = np.zeros(len(host_all), dtype=bool)
+    pid, tid = host_all["pid"].to_numpy(np.int64), host_all["tid"].to_numpy(np.int64)
+    for p, t in threads:
+        on |= (pid == p) & (tid == t)
+    host = host_all[on & ~name_mask(host_all["name"], lambda n: n.str.match(_STEP_RE))]
+    ops = pd.DataFrame({
+        "ts_ns": host["ts_ns"].to_numpy(np.int64),
+        "dur_ns": host["dur_ns"].to_numpy(np.int64),
+        "name": host["name"].astype(str).to_numpy(object),
+        "kind": host["kind"].astype(str).to_numpy(object),
+        "pid": host["pid"].to_numpy(np.int64), "tid": host["tid"].to_numpy(np.int64),
+        "correlation": host["correlation"].to_numpy(np.int64),
+        "args": host["args"].to_numpy(object),
+    })
+    ops["end_ns"] = ops["ts_ns"] + ops["dur_ns"]
+    ops["main"] = (ops["pid"] == main[0]) & (ops["tid"] == main[1])
+    ops["window"] = _window_of(ops["ts_ns"].to_numpy(), windows)
+    ops = ops.sort_values(["ts_ns", "dur_ns"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+    regions = {}
+    for region, pattern in REGION_PATTERNS.items():
+        hit = ops[ops["main"].to_numpy() & name_mask(ops["name"], lambda n, p=pattern: n.str.match(p))]
+        regions[region] = merge_intervals(hit["ts_ns"].to_numpy(np.int64), hit["end_ns"].to_numpy(np.int64))
+
+    gpu = _gpu_work(trace, windows)
+    launched = set(gpu.loc[gpu["correlation"] >= 0, "correlation"].tolist())
+    ops["launches"] = (ops["kind"].isin(("runtime", "driver")) & ops["correlation"].isin(launched)).to_numpy()
+    # Operators and launch calls issue device work; annotations and other runtime calls (cudaFree,
+    # cudaGetDevice, context creation) do not.
+    ops["issues_work"] = ((ops["kind"] == "cpu_op").to_numpy()
+                          | (ops["kind"].isin(("runtime", "driver")).to_numpy()
+                             & name_mask(ops["name"], lambda n: n.str.match(_LAUNCH_RE))))
+    syncs = _syncs(ops, gpu)
+    coll = pd.DataFrame() if collectives is None else collectives.copy()
+    if not coll.empty:
+        coll["window"] = _window_of(coll["ts_ns"].to_numpy(np.int64), windows)
+        coll = coll[coll["window"] >= 0].reset_index(drop=True)
+    return StepModel(trace=trace, windows=windows, main=main, host_threads=threads, ops=ops, regions=regions,
+                     gpu=gpu, syncs=syncs, collectives=coll)
+
+
+def _gpu_work(trace: Trace, windows: pd.DataFrame) -> pd.DataFrame:
+    """GPU work joined with its launch, with category, stream and window (by launch time, else start)."""
+    gpu = trace.gpu_events()
+    cols = ["ts_ns", "end_ns", "dur_ns", "stream", "category", "name", "launch_ts_ns", "launch_end_ns",
+            "launch_tid", "window", "correlation", "kind", "args"]
+    if gpu.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    joined = launches(trace, gpu, calls=("runtime", "driver"))
+    out = pd.DataFrame({
+        "ts_ns": joined["ts_ns"].to_numpy(np.int64),
+        "dur_ns": joined["dur_ns"].to_numpy(np.int64),
+        "stream": np.where(joined["stream"].to_numpy(np.int64) >= 0, joined["stream"].to_numpy(np.int64),
+                           joined["tid"].to_numpy(np.int64)),
+        "category": category_of(joined["name"], joined["kind"]).to_numpy(object),
+        "name": joined["name"].astype(str).to_numpy(object),
+        "launch_ts_ns": joined["launch_ts_ns"].to_numpy(np.int64),
+        "launch_end_ns": joined["launch_end_ns"].to_numpy(np.int64),
+        "launch_tid": joined["launch_tid"].to_numpy(np.int64),
+        "correlation": joined["correlation"].to_numpy(np.int64),
+        "kind": joined["kind"].astype(str).to_numpy(object),
+        "args": joined["args"].to_numpy(object),
+    })
+    out["end_ns"] = out["ts_ns"] + out["dur_ns"]
+    at = np.where(out["launch_ts_ns"] >= 0, out["launch_ts_ns"], out["ts_ns"]).astype(np.int64)
+    out["window"] = _window_of(at, windows)
+    out = out[out["window"] >= 0]
+    return out.sort_values(["stream", "ts_ns"], kind="stable").reset_index(drop=True)[cols]
+
+
+def _syncs(ops: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
+    """Host calls that wait for the device, with the outermost op around each (its call site)."""
+    names = ops["name"]
+    runtime = ops["kind"].isin(("runtime", "driver")).to_numpy()
+    is_sync = runtime & name_mask(names, lambda n: n.str.match(_SYNC_RE))
+    is_copy = runtime & name_mask(names, lambda n: n.str.match(_MEMCPY_CALL_RE))
+    kind = np.where(is_sync, "device_sync", "")
+    if is_copy.any() and not gpu.empty:
+        by_corr = gpu.drop_duplicates("correlation").set_index("correlation")
+        corr = ops["correlation"].to_numpy(np.int64)
+        own = np.nan_to_num(by_corr["dur_ns"].reindex(corr).to_numpy(np.float64), nan=0.0)
+        copy_end = by_corr["end_ns"].reindex(corr).to_numpy(np.float64)
+        # Blocking: the call returned only once its copy had finished, and waited well beyond the copy.
+        returned_after = np.nan_to_num(ops["end_ns"].to_numpy(np.float64) - copy_end, nan=-1.0) >= 0
+        blocking = is_copy & returned_after & (ops["dur_ns"].to_numpy(np.int64) - own > BLOCKING_COPY_MIN_WAIT_NS)
+        kind = np.where(blocking, "blocking_copy", kind)
+    pick = kind != ""
+    out = ops.loc[pick, ["ts_ns", "end_ns", "dur_ns", "name", "pid", "tid", "window", "correlation"]].copy()
+    out["kind"] = kind[pick]
+    out["site"] = _outermost_names(ops, out)
+    return out[out["window"] >= 0].sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+def _outermost_names(ops: pd.DataFrame, calls: pd.DataFrame) -> np.ndarray:
+    """Name of the outermost cpu_op of the same thread enclosing each call ('' when none)."""
+    if calls.empty:
+        return np.zeros(0, dtype=object)
+    cpu = ops[(ops["kind"] == "cpu_op").to_numpy()]
+    out = np.full(len(calls), "", dtype=object)
+    for (pid, tid), group in calls.groupby(["pid", "tid"], sort=False):
+        spans = cpu[(cpu["pid"] == pid).to_numpy() & (cpu["tid"] == tid).to_numpy()]
+        if spans.empty:
+            continue
+        start = spans["ts_ns"].to_numpy(np.int64)
+        reach = np.maximum.accumulate(spans["end_ns"].to_numpy(np.int64))
+        # Outermost spans start where the running reach of earlier spans has passed.
+        prev = np.concatenate([[np.iinfo(np.int64).min], reach[:-1]])
+        top = start >= prev
+        top_start, top_end = start[top], spans["end_ns"].to_numpy(np.int64)[top]
+        top_name = spans["name"].to_numpy(object)[top]
+        t = group["ts_ns"].to_numpy(np.int64)
+        pos = np.searchsorted(top_start, t, side="right") - 1
+        inside = (pos >= 0) & (t < top_end[np.maximum(pos, 0)])
+        rows = calls.index.get_indexer(group.index)
+        out[rows[inside]] = top_name[pos[inside]]
+    return out

@@ -1,0 +1,229 @@
+"""Replay: re-simulate a step model after a change, to predict the new step times (Daydream's idea).
+
+The simulation
+--------------
+* **Host.** The host threads follow one timeline. A change shortens host intervals (``Change.cuts``:
+  start, end, new length); every later host time moves earlier by what was cut before it (inside a
+  cut, proportionally). That is the warp ``W(t)``.
+* **Synchronizations.** A sync (``StepModel.syncs``) returns once the GPU work it waited for is done.
+  It waited for the work launched before it started that had finished by the time it returned. In
+  the replay it returns at ``max(host arrival, that work's new end) + base``, where ``base`` is what
+  the call cost after the work was done (the copy itself for a blocking copy, the call's overhead
+  for a synchronize). Every host time after it moves by the difference (``D_k``). A change may
+  *free* a sync: it no longer waits, it only costs its base.
+* **GPU.** Each stream runs its work in order; an op starts when it is ready and its stream is free:
+  ``end_i = max(ready_i, end_(i-1)) + dur_i``, solved per stream with a running maximum over the
+  prefix sums (``end_i = D_i + max(carry, cummax(ready_j - D_(j-1)))``), in chunks between syncs.
+  ``ready_i`` is its launch's new host time plus its launch latency: for work that found its stream
+  idle the latency it had in the trace (which keeps waits on other streams, e.g. NCCL on compute, as
+  they were), for queued work the trace's median idle-stream latency.
+* **Steps.** A step's new length runs from its new start to the next step's new start; the last
+  runs to its own new end or to the end of all GPU work, whichever is later (a GPU-bound run's
+  backlog is paid there, so host savings the GPU cannot use gain nothing), and is at least any
+  floor the change sets (``Change.step_floor_ns``). Gains compare sums over all steps.
+
+The unmodified replay reproduces the trace closely (``replay_error`` in the summary); gains are
+taken against it, so the replay's own error cancels.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from torchscope.analyzers.bottleneck.model import StepModel
+
+__all__ = ["DEFAULT_LAUNCH_LATENCY_NS", "IDENTITY", "IDLE_STREAM_EPS_NS", "Change", "replay"]
+
+#: An op whose start is this much after its stream's previous end found the stream idle.
+IDLE_STREAM_EPS_NS = 1_000
+#: Launch latency used when a trace shows no op starting on an idle stream.
+DEFAULT_LAUNCH_LATENCY_NS = 5_000
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A transformation of the step model: host cuts, new GPU durations, freed syncs, step floors (ns)."""
+
+    #: Host intervals whose length changes: starts, ends, new lengths (ns; disjoint).
+    cuts: tuple[np.ndarray, np.ndarray, np.ndarray] = (_EMPTY, _EMPTY, _EMPTY)
+    #: New duration of each ``model.gpu`` row (ns), or None to keep them.
+    gpu_dur: np.ndarray | None = None
+    #: Per ``model.syncs`` row: True when the sync no longer waits for the device.
+    free_syncs: np.ndarray | None = None
+    #: Per window: a lower bound of the new step length (ns), or None.
+    step_floor_ns: np.ndarray | None = None
+
+
+IDENTITY = Change()
+
+
+def _warp(cuts: tuple[np.ndarray, np.ndarray, np.ndarray]):
+    """The host warp W(t) of a set of cuts, as a vectorised function of int64 times."""
+    cs, ce, cl = (np.asarray(a, np.int64) for a in cuts)
+    if cs.size == 0:
+        return lambda t: np.asarray(t, np.int64)
+    order = np.argsort(cs, kind="stable")
+    cs, ce, cl = cs[order], ce[order], np.minimum(cl[order], (ce - cs)[order])
+    removed = (ce - cs) - cl
+    before = np.concatenate([[0], np.cumsum(removed)])
+
+    def warp(t):
+        t = np.asarray(t, np.int64)
+        pos = np.searchsorted(cs, t, side="right") - 1
+        at = np.maximum(pos, 0)
+        inside = (pos >= 0) & (t < ce[at])
+        length = np.maximum(ce[at] - cs[at], 1)
+        partial = np.where(inside, ((t - cs[at]) * (removed[at] / length)).astype(np.int64), 0)
+        full = np.where(pos >= 0, before[at] + np.where(inside, 0, removed[at]), 0)
+        return t - full - partial
+
+    return warp
+
+
+def _latency(model: StepModel) -> np.ndarray:
+    """Per GPU op, its launch latency (ns) as the replay uses it (see the module docstring)."""
+    gpu = model.gpu
+    ts = gpu["ts_ns"].to_numpy(np.int64)
+    end = gpu["end_ns"].to_numpy(np.int64)
+    stream = gpu["stream"].to_numpy(np.int64)
+    launch = gpu["launch_ts_ns"].to_numpy(np.int64)
+    # The previous op's furthest end on the same stream (ops are sorted by stream, then start).
+    run = pd.Series(end).groupby(stream).cummax().to_numpy(np.int64)
+    prev_end = np.concatenate([[np.iinfo(np.int64).min], run[:-1]])
+    first = np.concatenate([[True], stream[1:] != stream[:-1]])
+    prev_end[first] = np.iinfo(np.int64).min
+    known = launch >= 0
+    idle = ts > prev_end + IDLE_STREAM_EPS_NS
+    own = np.maximum(ts - launch, 0)
+    idle_lat = own[known & idle]
+    median = int(np.median(idle_lat)) if idle_lat.size else DEFAULT_LAUNCH_LATENCY_NS
+    lat = np.where(idle, own, np.minimum(own, median))
+    return np.where(known, lat, 0).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Replayed step lengths (ns) per window, and the GPU work's new starts and ends."""
+
+    step_ns: np.ndarray
+    gpu_start_ns: np.ndarray
+    gpu_end_ns: np.ndarray
+
+
+class _Plan:
+    """What does not depend on the change: chunk and sync assignment of every GPU op, sync bases."""
+
+    def __init__(self, model: StepModel) -> None:
+        gpu, syncs = model.gpu, model.syncs
+        self.sync_s = syncs["ts_ns"].to_numpy(np.int64)
+        self.sync_e = np.maximum.accumulate(syncs["end_ns"].to_numpy(np.int64)) if len(syncs) else _EMPTY
+        n = len(gpu)
+        self.ts = gpu["ts_ns"].to_numpy(np.int64) if n else _EMPTY
+        self.end = gpu["end_ns"].to_numpy(np.int64) if n else _EMPTY
+        self.stream = gpu["stream"].to_numpy(np.int64) if n else _EMPTY
+        self.window = gpu["window"].to_numpy(np.int64) if n else _EMPTY
+        launch = gpu["launch_ts_ns"].to_numpy(np.int64) if n else _EMPTY
+        self.known = launch >= 0
+        self.host_t = np.where(self.known, launch, self.ts)
+        self.lat = _latency(model) if n else _EMPTY
+        k = len(self.sync_s)
+        # Chunk c: launched after sync c-1 started and before sync c started.
+        chunk = np.searchsorted(self.sync_s, self.host_t, side="right")
+        # A stream runs in order: an op is simulated no earlier than the chunk of any op before it on its stream.
+        self.chunk = pd.Series(chunk).groupby(self.stream).cummax().to_numpy(np.int64) if n else chunk
+        # The sync that waited for an op: the first at or after its chunk that returned after it ended.
+        waited = np.maximum(self.chunk, np.searchsorted(self.sync_e, self.end, side="left"))
+        self.waited = np.where(waited < k, waited, -1)
+        done = np.full(k, np.iinfo(np.int64).min, np.int64)
+        if k and n:
+            w = self.waited >= 0
+            np.maximum.at(done, self.waited[w], self.end[w])
+        arrive = np.maximum(self.sync_s, done)
+        self.base = np.clip(syncs["end_ns"].to_numpy(np.int64) - arrive, 0, None) if k else _EMPTY
+        self.order = np.lexsort((self.ts, self.stream, self.chunk)) if n else _EMPTY
+        self.k = k
+
+
+def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = None) -> Replay:
+    """New step lengths (ns) of every window after ``change`` (see the module docstring)."""
+    plan = plan or _Plan(model)
+    warp = _warp(change.cuts)
+    dur = (model.gpu["dur_ns"].to_numpy(np.int64) if change.gpu_dur is None
+           else np.asarray(change.gpu_dur, np.int64)) if len(model.gpu) else _EMPTY
+    free = (np.zeros(plan.k, bool) if change.free_syncs is None else np.asarray(change.free_syncs, bool))
+    ready_w = warp(plan.host_t) + plan.lat
+    start_new = np.zeros(len(dur), np.int64)
+    end_new = np.zeros(len(dur), np.int64)
+    shift = np.zeros(plan.k + 1, np.int64)  # D: host shift after sync k-1 (index k)
+    carry: dict[int, int] = {}
+    order = plan.order
+    chunks = plan.chunk[order] if order.size else _EMPTY
+    bounds = np.searchsorted(chunks, np.arange(plan.k + 2), side="left") if order.size else np.zeros(plan.k + 2, int)
+    waited_groups = _groups(plan.waited, plan.k)
+    sync_e_w = warp(plan.sync_e) if plan.k else _EMPTY
+    sync_s_w = warp(plan.sync_s) if plan.k else _EMPTY
+    for c in range(plan.k + 1):
+        rows = order[bounds[c]:bounds[c + 1]]
+        if rows.size:
+            _run_chunk(rows, ready_w + shift[c], dur, plan.stream, carry, start_new, end_new)
+        if c < plan.k:
+            arrive = sync_s_w[c] + shift[c]
+            if not free[c]:
+                members = waited_groups[c]
+                if members.size:
+                    arrive = max(arrive, int(end_new[members].max()))
+            shift[c + 1] = arrive + plan.base[c] - sync_e_w[c]
+    return Replay(_steps(model, warp, plan, shift, end_new, start_new, change), start_new, end_new)
+
+
+def _groups(key: np.ndarray, k: int) -> list[np.ndarray]:
+    """Positions of each key value 0..k-1 (ops grouped by the sync that waited for them)."""
+    if k == 0:
+        return []
+    valid = np.flatnonzero(key >= 0)
+    order = valid[np.argsort(key[valid], kind="stable")]
+    cuts = np.searchsorted(key[order], np.arange(k + 1), side="left")
+    return [order[cuts[i]:cuts[i + 1]] for i in range(k)]
+
+
+def _run_chunk(rows, ready, dur, stream, carry, start_new, end_new) -> None:
+    """Simulate one chunk's ops, stream by stream, continuing each stream from its carry."""
+    s = stream[rows]
+    edges = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1], [True]]))
+    for a, b in itertools.pairwise(edges):
+        r = rows[a:b]
+        d = dur[r]
+        total = np.cumsum(d)
+        lead = np.maximum.accumulate(ready[r] - (total - d))
+        c0 = carry.get(int(s[a]))
+        end = total + (lead if c0 is None else np.maximum(lead, c0))
+        end_new[r] = end
+        start_new[r] = end - d
+        carry[int(s[a])] = int(end[-1])
+
+
+def _steps(model, warp, plan, shift, end_new, start_new, change) -> np.ndarray:
+    """New length of each window: host start to host start, the last to the end of all work."""
+    win = model.windows
+    starts = win["start_ns"].to_numpy(np.int64)
+    last_end = int(win["end_ns"].iloc[-1])
+
+    def host(t):
+        t = np.asarray(t, np.int64)
+        k = np.searchsorted(plan.sync_e, t, side="right") if plan.k else np.zeros(t.size, np.int64)
+        return warp(t) + shift[k]
+    new_starts = host(starts)
+    new_last = int(host(np.array([last_end]))[0])
+    if end_new.size:
+        # The run ends when the host and the GPU are both done: the GPU's backlog lands in the last step.
+        new_last = max(new_last, int(end_new.max()))
+    step = np.diff(np.concatenate([new_starts, [new_last]])).astype(np.int64)
+    if change.step_floor_ns is not None:
+        step = np.maximum(step, np.asarray(change.step_floor_ns, np.int64))
+    return step
+

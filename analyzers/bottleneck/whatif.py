@@ -1,0 +1,579 @@
+"""What-if changes: each recommendation as a transformation of the step model, with its written model.
+
+Each function below looks for one cause in the model, and when it finds it returns an `Estimate`:
+the `replay.Change` that applying the recommendation makes to the steps, the evidence, and the
+model in words. `analysis` replays every change against the unmodified replay; the gain is the
+predicted reduction of step time. Costs that a change keeps (a per-call overhead, a bandwidth) are
+measured in the same trace, never assumed; the few constants are named here with their reason.
+A change the trace shows already applied (foreach/fused optimizer, DataLoader workers enough to
+keep up, DDP buckets) is not proposed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from torchscope.analyzers.bottleneck.attribution import Attribution
+from torchscope.analyzers.bottleneck.categories import cpu_category
+from torchscope.analyzers.bottleneck.model import StepModel
+from torchscope.analyzers.bottleneck.replay import Change
+from torchscope.analyzers.core.trace import name_mask
+from torchscope.analyzers.hardware.device_specs import spec_for_trace
+from torchscope.analyzers.hardware.dtypes import dtype_bytes
+from torchscope.analyzers.kernels import COMMUNICATION, ELEMENTWISE, GEMM, is_fp32_gemm
+from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
+from torchscope.analyzers.timeline.nesting import outermost
+
+__all__ = [
+    "DATA_QUEUE_FETCH_NS",
+    "DDP_BUCKET_BYTES",
+    "GRAPH_LAUNCH_PER_KERNEL_NS",
+    "MAX_DATA_WORKERS",
+    "MIN_CHAIN_OPS",
+    "MIN_TINY_RUN_OPS",
+    "TRANSFORMS",
+    "Estimate",
+]
+
+#: What fetching a ready batch from the DataLoader's worker queue costs the main thread (unpickling
+#: tensor handles from shared memory), ns; measured with torch 2.x on small batches.
+DATA_QUEUE_FETCH_NS = 300_000
+#: Most DataLoader workers we recommend.
+MAX_DATA_WORKERS = 8
+#: Shortest run of elementwise ops that counts as a fusable chain.
+MIN_CHAIN_OPS = 3
+#: DistributedDataParallel's default bucket size (``bucket_cap_mb=25``), bytes.
+DDP_BUCKET_BYTES = 25 * 2**20
+#: Shortest run of tiny host ops that counts as a per-element Python loop.
+MIN_TINY_RUN_OPS = 32
+#: An op is tiny when it lasts at most this many times the trace's per-op dispatch floor.
+TINY_OP_FACTOR = 3.0
+#: What a CUDA graph costs per captured kernel at replay, ns (graph launch amortised over its nodes).
+GRAPH_LAUNCH_PER_KERNEL_NS = 1_000
+
+_FOREACH_RE = re.compile(r"_foreach_|_fused_|fused|multi_tensor|apex", re.IGNORECASE)
+_AUTOGRAD_RE = re.compile(r"^autograd::engine::evaluate_function: ")
+_DDP_RE = re.compile(r"DistributedDataParallel|ddp\.reducer|Reducer::", re.IGNORECASE)
+_ITEM_SITES = ("aten::item", "aten::_local_scalar_dense")
+_EMPTY = np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One recommendation: the change it makes to the steps, its model in words, its evidence."""
+
+    finding_id: str
+    cause: str
+    title: str
+    recommendation: str
+    model: str
+    change: Change | None
+    evidence: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- shared measurements
+def _per_window(model: StepModel, intervals: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Length of a merged interval set inside each window, ns."""
+    w = model.windows
+    return covered_ns(w["start_ns"].to_numpy(np.int64), w["end_ns"].to_numpy(np.int64), intervals)
+
+
+def _leaf_ops(model: StepModel) -> pd.DataFrame:
+    """Host operators (cpu_op) with no operator inside, in time order per thread, with their sizes."""
+    ops = model.ops
+    cpu = ops[(ops["kind"] == "cpu_op").to_numpy() & (ops["dur_ns"] > 0).to_numpy()]
+    cpu = cpu.sort_values(["pid", "tid", "ts_ns", "dur_ns"], ascending=[True, True, True, False], kind="stable")
+    same = (cpu["tid"].to_numpy()[1:] == cpu["tid"].to_numpy()[:-1])
+    nxt = np.concatenate([cpu["ts_ns"].to_numpy(np.int64)[1:], [np.iinfo(np.int64).max]])
+    leaf = ~np.concatenate([same & (nxt[:-1] < cpu["end_ns"].to_numpy(np.int64)[:-1]), [False]])
+    out = cpu[leaf].copy()
+    numel, inputs, esize = _shapes(out["args"].to_numpy(object))
+    out["numel"], out["tensor_inputs"], out["elem_bytes"] = numel, inputs, esize
+    out["category"] = cpu_category(out["name"])
+    return out.reset_index(drop=True)
+
+
+def _shapes(args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per op: largest input numel, number of tensor inputs, bytes per element (0 when no shapes)."""
+    n = len(args)
+    numel, inputs, esize = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for i, a in enumerate(args):  # args dicts are per event; only leaf operators get here
+        if not isinstance(a, dict):
+            continue
+        dims, types = a.get("Input Dims"), a.get("Input type") or ()
+        if not isinstance(dims, list):
+            continue
+        best, count, size = 0, 0, 0
+        for j, d in enumerate(dims):
+            if isinstance(d, list) and d and all(isinstance(x, int) for x in d):
+                count += 1
+                m = math.prod(d)
+                if m >= best:
+                    best = m
+                    t = types[j] if j < len(types) else None
+                    size = dtype_bytes(t) or 4
+        numel[i], inputs[i], esize[i] = best, count, size
+    return numel, inputs, esize
+
+
+def _dispatch_floor(leaf: pd.DataFrame) -> int:
+    """Per-op dispatch cost on the host, ns: the 10th percentile of leaf operator durations."""
+    if leaf.empty:
+        return 0
+    return int(np.percentile(leaf["dur_ns"].to_numpy(np.int64), 10))
+
+
+def _outside(model: StepModel, frame: pd.DataFrame, *regions: str) -> np.ndarray:
+    """True for rows whose start lies outside the named regions."""
+    keep = np.ones(len(frame), dtype=bool)
+    t = frame["ts_ns"].to_numpy(np.int64)
+    for region in regions:
+        s, e = model.regions[region]
+        if s.size:
+            pos = np.searchsorted(s, t, side="right") - 1
+            keep &= ~((pos >= 0) & (t < e[np.maximum(pos, 0)]))
+    return keep
+
+
+# --------------------------------------------------------------------------- data loading
+def hide_data_loading(model: StepModel, attr: Attribution) -> Estimate | None:
+    """The step waits for its batch: load it in DataLoader workers while the step computes."""
+    s, e = model.regions["data_loading"]
+    if s.size == 0:
+        return None
+    load = _per_window(model, (s, e))
+    step = model.step_ns
+    rest = np.maximum(step - load, 1)
+    names = model.ops.loc[model.ops["main"] & model.ops["name"].str.startswith("enumerate(DataLoader)#"), "name"]
+    workers_already = bool(names.str.contains("MultiProcessing").any())
+    med_load, med_rest = float(np.median(load)), float(np.median(rest))
+    if workers_already:
+        # Workers exist and still fall behind: their count is not in the trace; doubling is the advice,
+        # and the gain is bounded by hiding the wait entirely.
+        workers = None
+        floor = None
+        how = ("the wait for each batch (median {w}) is cut to the queue fetch; the workers' count is not "
+               "in the trace, so this is the gain of hiding the wait entirely (an upper bound)")
+    else:
+        workers = int(min(MAX_DATA_WORKERS, max(2, math.ceil(med_load / med_rest) + 1)))
+        floor = (load / workers + np.minimum(DATA_QUEUE_FETCH_NS, load)).astype(np.int64)
+        how = (f"with {workers} workers each batch (median {{w}}) is loaded while the step computes; the main "
+               f"thread keeps only the queue fetch, and a step cannot be shorter than the loading time / {workers}")
+    cuts = (s, e, np.minimum(e - s, DATA_QUEUE_FETCH_NS))
+    from torchscope.analyzers.report.units import format_duration_ns
+    rec = (f"Load batches in background workers: DataLoader(num_workers={workers}, persistent_workers=True"
+           f"{', pin_memory=True' if model.has_gpu else ''})" if workers else
+           "Raise DataLoader num_workers (e.g. double it) or make each sample cheaper to load; prefetch_factor "
+           "helps only when loading time varies")
+    return Estimate(
+        "bottleneck.data_loading", "data_loading",
+        f"Steps wait for data: median {format_duration_ns(int(med_load))} per step in the DataLoader",
+        rec, how.format(w=format_duration_ns(int(med_load))),
+        Change(cuts=cuts, step_floor_ns=floor),
+        {"data_wait_ns_per_step": int(med_load), "loader": str(names.iloc[0]) if len(names) else "",
+         "recommended_workers": workers})
+
+
+# --------------------------------------------------------------------------- optimizer
+def foreach_optimizer(model: StepModel, attr: Attribution) -> Estimate | None:
+    """A per-parameter optimizer loop: one foreach (or fused) call per update op instead of one per tensor."""
+    ops = model.ops
+    main = ops[ops["main"].to_numpy()]
+    regions = main[main["name"].str.startswith("Optimizer.step#").to_numpy()]
+    if regions.empty:
+        return None
+    s, e = regions["ts_ns"].to_numpy(np.int64), regions["end_ns"].to_numpy(np.int64)
+    inside_pos = np.searchsorted(s, main["ts_ns"].to_numpy(np.int64), side="right") - 1
+    inside = (inside_pos >= 0) & (main["end_ns"].to_numpy(np.int64) <= e[np.maximum(inside_pos, 0)])
+    inside &= ~main["name"].str.startswith("Optimizer.step#").to_numpy()
+    body = main[inside].copy()
+    body["region"] = inside_pos[inside]
+    if body.empty or name_mask(body["name"], lambda n: n.str.contains(_FOREACH_RE)).any():
+        return None
+    top = body[outermost(body)]
+    per_region = top.groupby("region")
+    n_top = per_region.size().reindex(range(len(regions)), fill_value=0).to_numpy()
+    covered = per_region["dur_ns"].sum().reindex(range(len(regions)), fill_value=0).to_numpy(np.int64)
+    kinds = int(top["name"].nunique())
+    if kinds == 0 or np.median(n_top) < 4 * kinds:
+        return None  # not a loop over many tensors
+    # Python time between the per-tensor calls: the loop that foreach removes.
+    gaps = np.maximum((e - s) - covered, 0)
+    gap_per_call = np.where(n_top > 0, gaps / np.maximum(n_top, 1), 0)
+    launches_gpu = model.has_gpu and bool(model.ops.loc[top.index.intersection(model.ops.index), "kind"].size) \
+        and _launches_inside(model, s, e)
+    if launches_gpu:
+        # The host issues one multi-tensor kernel per update op; the GPU work stays, its per-kernel
+        # fixed cost is paid once per call.
+        med_op = int(np.median(top["dur_ns"]))
+        new_len = kinds * (med_op + gap_per_call.astype(np.int64))
+        gpu_dur = _fold_kernels(model, s, e, kinds)
+        how = (f"{int(np.median(n_top))} per-tensor calls of {kinds} kinds per step become {kinds} multi-tensor "
+               "calls: the host keeps one call per kind (median call + Python gap), each kernel's fixed cost "
+               "(the shortest optimizer kernel) is paid once per call")
+    else:
+        # On the CPU, torch's foreach runs the same per-tensor kernels from C++: the ops' own time stays,
+        # the Python loop around them goes.
+        new_len = covered + kinds * gap_per_call.astype(np.int64)
+        gpu_dur = None
+        how = (f"{int(np.median(n_top))} per-tensor calls of {kinds} kinds per step: the per-tensor kernels "
+               f"(their measured time) stay, the Python loop between them (median "
+               f"{int(np.median(gap_per_call)) / 1e3:.1f} µs per call) is paid once per kind")
+    name = str(regions["name"].iloc[0]).split("#", 1)[-1].split(".", 1)[0]
+    return Estimate(
+        "bottleneck.optimizer_dispatch", "optimizer_dispatch",
+        f"{name} updates parameters one tensor at a time ({int(np.median(n_top))} calls per step)",
+        f"Use the multi-tensor optimizer: {name}(..., foreach=True), or fused=True where supported",
+        how, Change(cuts=(s, e, np.minimum(new_len, e - s).astype(np.int64)), gpu_dur=gpu_dur),
+        {"optimizer": name, "calls_per_step": int(np.median(n_top)), "op_kinds": kinds,
+         "python_gap_ns_per_call": int(np.median(gap_per_call))})
+
+
+def _launches_inside(model: StepModel, s: np.ndarray, e: np.ndarray) -> bool:
+    gpu = model.gpu
+    if gpu.empty:
+        return False
+    t = gpu["launch_ts_ns"].to_numpy(np.int64)
+    pos = np.searchsorted(s, t, side="right") - 1
+    return bool(((pos >= 0) & (t < e[np.maximum(pos, 0)])).any())
+
+
+def _fold_kernels(model: StepModel, s: np.ndarray, e: np.ndarray, calls: int) -> np.ndarray:
+    """GPU durations with the kernels launched inside [s, e) folded into ``calls`` kernels per interval."""
+    gpu = model.gpu
+    dur = gpu["dur_ns"].to_numpy(np.int64).copy()
+    t = gpu["launch_ts_ns"].to_numpy(np.int64)
+    pos = np.searchsorted(s, t, side="right") - 1
+    inside = (pos >= 0) & (t < e[np.maximum(pos, 0)])
+    if not inside.any():
+        return dur
+    fixed = int(dur[inside].min())
+    n = pd.Series(inside[inside]).groupby(pos[inside]).transform("size").to_numpy()
+    dur[inside] = np.maximum(dur[inside] - fixed, 0) + (fixed * calls // np.maximum(n, 1))
+    return dur
+
+
+# --------------------------------------------------------------------------- elementwise fusion
+def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
+    """Chains of elementwise ops on the same tensor: one fused kernel reads the inputs and writes once."""
+    leaf = _leaf_ops(model)
+    if leaf.empty:
+        return None
+    leaf = leaf[_outside(model, leaf, "optimizer", "data_loading")].reset_index(drop=True)
+    if leaf["numel"].max() <= 0:
+        return None  # no shapes recorded: no bytes model
+    a = _dispatch_floor(leaf)
+    elem = (leaf["category"].to_numpy(object) == ELEMENTWISE) & (leaf["numel"].to_numpy() > 0)
+    elem &= ~name_mask(leaf["name"], lambda n: n.str.contains(_FOREACH_RE))
+    numel = leaf["numel"].to_numpy(np.int64)
+    tid = leaf["tid"].to_numpy(np.int64)
+    link = elem[1:] & elem[:-1] & (numel[1:] == numel[:-1]) & (tid[1:] == tid[:-1])
+    chain_id = np.cumsum(np.concatenate([[True], ~link]))
+    bytes_ = (leaf["tensor_inputs"].to_numpy(np.int64) + 1) * numel * leaf["elem_bytes"].to_numpy(np.int64)
+    dur = leaf["dur_ns"].to_numpy(np.int64)
+    big = elem & (bytes_ >= 1 << 20)
+    if not big.any():
+        return None
+    bw = float(np.percentile(bytes_[big] / np.maximum(dur[big] - a, 1), 90))  # bytes per ns, achieved
+    frame = pd.DataFrame({"chain": chain_id, "elem": elem, "ts": leaf["ts_ns"].to_numpy(np.int64),
+                          "end": leaf["end_ns"].to_numpy(np.int64), "dur": dur, "bytes": bytes_,
+                          "first_bytes": bytes_, "name": leaf["name"].to_numpy(object)})
+    frame = frame[frame["elem"]]
+    frame["excess"] = np.maximum(frame["dur"] - a - frame["bytes"] / bw, 0)
+    g = frame.groupby("chain", sort=False)
+    chains = pd.DataFrame({"n": g.size(), "ts": g["ts"].min(), "end": g["end"].max(),
+                           "excess": g["excess"].sum(), "first_bytes": g["first_bytes"].first(),
+                           "names": g["name"].agg(lambda x: " -> ".join(dict.fromkeys(str(v).split("::")[-1] for v in x)))})
+    chains = chains[chains["n"] >= MIN_CHAIN_OPS]
+    if chains.empty:
+        return None
+    fused = (a + chains["first_bytes"] / bw + chains["excess"]).astype(np.int64).to_numpy()
+    s, e = chains["ts"].to_numpy(np.int64), chains["end"].to_numpy(np.int64)
+    order = np.argsort(s)
+    s, e, fused = s[order], e[order], np.minimum(fused[order], (e - s)[order])
+    gpu_dur = None
+    if model.has_gpu:
+        gpu_dur = _fold_kernels(model, s, e, 1)
+    top = chains.sort_values("n", ascending=False)["names"].head(2).tolist()
+    return Estimate(
+        "bottleneck.unfused_elementwise", "cpu_compute:elementwise" if not model.has_gpu else "gpu_compute:elementwise",
+        f"{len(chains)} chains of elementwise ops run one op at a time ({int(chains['n'].sum())} ops)",
+        "Fuse them: torch.compile the module (or write the chain as one op, e.g. F.gelu, F.layer_norm)",
+        f"a fused chain reads its first op's inputs and writes one output at the bandwidth the trace's "
+        f"elementwise ops reach ({bw:.1f} GB/s), keeps each op's compute beyond its memory time, and pays one "
+        f"dispatch ({a / 1e3:.1f} µs) instead of one per op; the Python between the ops goes",
+        Change(cuts=(s, e, fused), gpu_dur=gpu_dur),
+        {"chains": len(chains), "ops": int(chains["n"].sum()), "bandwidth_gbps": round(bw, 2),
+         "dispatch_ns": a, "examples": top})
+
+
+# --------------------------------------------------------------------------- dispatch-bound loops
+def vectorise_tiny_ops(model: StepModel, attr: Attribution) -> Estimate | None:
+    """Long runs of tiny host ops on a CPU run: a Python loop over elements (on a GPU run see cuda_graphs)."""
+    if model.has_gpu:
+        return None
+    leaf = _leaf_ops(model)
+    if leaf.empty:
+        return None
+    leaf = leaf[leaf["main"].to_numpy() & _outside(model, leaf, "optimizer", "data_loading")].reset_index(drop=True)
+    if leaf.empty:
+        return None
+    a = _dispatch_floor(leaf)
+    dur = leaf["dur_ns"].to_numpy(np.int64)
+    tiny = dur <= TINY_OP_FACTOR * max(a, 1)
+    run = np.cumsum(np.concatenate([[True], ~(tiny[1:] & tiny[:-1])]))
+    frame = pd.DataFrame({"run": run, "tiny": tiny, "ts": leaf["ts_ns"].to_numpy(np.int64),
+                          "end": leaf["end_ns"].to_numpy(np.int64), "dur": dur, "name": leaf["name"].to_numpy(object)})
+    frame = frame[frame["tiny"]]
+    g = frame.groupby("run", sort=False)
+    runs = pd.DataFrame({"n": g.size(), "ts": g["ts"].min(), "end": g["end"].max(), "kinds": g["name"].nunique(),
+                         "compute": (g["dur"].sum() - g.size() * a).clip(lower=0)})
+    runs = runs[(runs["n"] >= MIN_TINY_RUN_OPS) & (runs["n"] >= 8 * runs["kinds"])]
+    if runs.empty:
+        return None
+    s, e = runs["ts"].to_numpy(np.int64), runs["end"].to_numpy(np.int64)
+    new = np.minimum((runs["kinds"] * a + runs["compute"]).to_numpy(np.int64), e - s)
+    order = np.argsort(s)
+    return Estimate(
+        "bottleneck.dispatch_bound", "other_host",
+        f"{int(runs['n'].sum())} tiny ops in {len(runs)} loops: the host spends the time dispatching them",
+        "Vectorise the loop (one op over the whole batch instead of one per element), or capture it with "
+        "torch.compile / CUDA graphs",
+        f"each run of tiny ops (at most {TINY_OP_FACTOR:g}x the {a / 1e3:.1f} µs dispatch floor) becomes one op "
+        f"per distinct kind, paying the dispatch once and keeping the work beyond it; the Python loop goes",
+        Change(cuts=(s[order], e[order], new[order])),
+        {"runs": len(runs), "tiny_ops": int(runs["n"].sum()), "dispatch_ns": a})
+
+
+def cuda_graphs(model: StepModel, attr: Attribution) -> Estimate | None:
+    """The GPU waits while the host issues work: capture the step's launches in a CUDA graph."""
+    if not model.has_gpu:
+        return None
+    ops = model.ops
+    launch = ops[ops["launches"].to_numpy()]
+    seg = attr.segments
+    bound = seg[(seg["cause"] == "launch_bound").to_numpy()]
+    if launch.empty or bound.empty:
+        return None
+    # The host time the GPU waited on while operators were being issued: what a graph replaces.
+    s, e = merge_intervals(bound["start_ns"].to_numpy(np.int64), bound["end_ns"].to_numpy(np.int64))
+    t = launch["ts_ns"].to_numpy(np.int64)
+    pos = np.searchsorted(s, t, side="right") - 1
+    inside = (pos >= 0) & (t < e[np.maximum(pos, 0)])
+    count = np.bincount(pos[inside], minlength=s.size)
+    new = np.minimum(count * GRAPH_LAUNCH_PER_KERNEL_NS, e - s)
+    syncs_inside = len(model.syncs) > 0
+    return Estimate(
+        "bottleneck.dispatch_bound", "launch_bound",
+        "The GPU waits for the host to launch kernels",
+        "Capture the forward/backward in a CUDA graph (torch.compile(mode='reduce-overhead') or "
+        "torch.cuda.graphs); it needs static shapes" + (" and no host syncs inside" if syncs_inside else ""),
+        f"the host time the GPU waited on while operators were issued becomes graph replay, costing "
+        f"{GRAPH_LAUNCH_PER_KERNEL_NS / 1e3:.1f} µs per kernel launched in it",
+        Change(cuts=(s, e, new.astype(np.int64))),
+        {"launches": int(inside.sum())})
+
+
+# --------------------------------------------------------------------------- syncs and copies
+def remove_syncs(model: StepModel, attr: Attribution) -> Estimate | None:
+    """Host waits for the device (synchronize, .item()): read values less often, keep them on the device."""
+    syncs = model.syncs
+    if syncs.empty:
+        return None
+    is_sync = (syncs["kind"] == "device_sync").to_numpy() | syncs["site"].isin(_ITEM_SITES).to_numpy()
+    if not is_sync.any():
+        return None
+    sites = syncs[is_sync].groupby("site", sort=False).size().sort_values(ascending=False)
+    where = ", ".join(f"{s or 'Python'} x{int(n)}" for s, n in sites.head(3).items())
+    return Estimate(
+        "bottleneck.device_sync", "device_sync",
+        f"The host waits for the GPU {int(is_sync.sum())} times ({where})",
+        "Remove the synchronizations from the step: keep values on the device (loss.detach() into a running "
+        "tensor) and read them every N steps; avoid .item(), .cpu(), print(tensor) and torch.cuda.synchronize()",
+        "every device synchronization in the steps stops waiting (each keeps its own call cost); the host "
+        "then runs ahead and the replay says what the GPU does with it",
+        Change(free_syncs=is_sync), {"syncs": int(is_sync.sum()), "sites": where})
+
+
+def pinned_copies(model: StepModel, attr: Attribution) -> Estimate | None:
+    """Copies that block the host: pinned memory and non_blocking=True let the host carry on."""
+    syncs = model.syncs
+    if syncs.empty:
+        return None
+    is_copy = (syncs["kind"] == "blocking_copy").to_numpy() & ~syncs["site"].isin(_ITEM_SITES).to_numpy()
+    if not is_copy.any():
+        return None
+    sites = syncs[is_copy].groupby("site", sort=False)["dur_ns"].sum().sort_values(ascending=False)
+    where = ", ".join(f"{s or 'Python'}" for s in sites.head(3).index)
+    return Estimate(
+        "bottleneck.blocking_copy", "blocking_copy",
+        f"{int(is_copy.sum())} host<->device copies block the host ({where})",
+        "Copy from/to pinned memory with non_blocking=True (DataLoader(pin_memory=True); "
+        "tensor.pin_memory(); x.to(device, non_blocking=True)) and synchronize only where the data is used",
+        "each blocking copy stops waiting for the work queued before it (the copy itself is kept); the "
+        "replay assumes the data is next needed at a later synchronization of the step",
+        Change(free_syncs=is_copy), {"copies": int(is_copy.sum()), "sites": where})
+
+
+# --------------------------------------------------------------------------- communication
+def bucket_collectives(model: StepModel, attr: Attribution) -> Estimate | None:
+    """Exposed communication: fewer, larger collectives (buckets), overlapped with backward."""
+    coll = model.collectives
+    if coll.empty or "bytes" not in coll.columns:
+        return None
+    coll = coll[coll["type"].astype(str).str.contains("allreduce|reduce_scatter|all_reduce", regex=True)]
+    coll = coll[np.isfinite(coll["bytes"].to_numpy(float))]
+    if len(coll) < 2:
+        return None
+    b = coll["bytes"].to_numpy(float)
+    t = coll["dur_ns"].to_numpy(float)
+    alpha, beta = _latency_bandwidth(b, t)
+    n_win = len(model.windows)
+    per_step = coll.groupby("window")
+    calls = float(per_step.size().median())
+    total = float(per_step["bytes"].sum().median())
+    buckets = max(1, math.ceil(total / DDP_BUCKET_BYTES))
+    comm_now = float(per_step["dur_ns"].sum().median())
+    comm_new = buckets * alpha + total / beta
+    ddp = bool(name_mask(model.ops["name"], lambda n: n.str.contains(_DDP_RE)).any())
+    backward = _backward_per_window(model)
+    overlapped_now = _overlaps_backward(model, coll)
+    exposed_now = _exposed_per_window(model, coll)
+    if overlapped_now or ddp:
+        exposed_new = exposed_now * min(1.0, comm_new / max(comm_now, 1.0))
+        how_overlap = "the collectives already overlap backward; the exposed part shrinks with the total time"
+    else:
+        last = comm_new / buckets
+        exposed_new = np.maximum(comm_new - backward, last)
+        how_overlap = ("buckets are reduced while backward runs (as DDP does): exposed is what does not fit "
+                       "behind backward, at least the last bucket")
+    exposed_new = np.minimum(exposed_new, exposed_now)
+    if not (exposed_now > 0).any():
+        return None
+    latency_bound = calls * alpha > total / beta
+    change = _scale_comm(model, coll, exposed_now, exposed_new)
+    kind = "latency-bound (many small calls)" if latency_bound else "bandwidth-bound"
+    return Estimate(
+        "bottleneck.exposed_communication", "exposed_communication",
+        f"Communication is exposed and {kind}: {calls:.0f} collectives per step, {total / 2**20:.1f} MiB",
+        ("Let DistributedDataParallel bucket the gradients and overlap their all-reduce with backward "
+         "(or coalesce them yourself into ~25 MiB flat buffers)") if not ddp else
+        "Raise DDP's bucket_cap_mb / use gradient_as_bucket_view, or reduce what is communicated",
+        f"per-call latency {alpha / 1e3:.0f} µs and bandwidth {beta:.2f} GB/s fitted on this trace's own "
+        f"{len(coll)} collectives; {calls:.0f} calls per step become {buckets} bucket(s) of at most 25 MiB; "
+        + how_overlap,
+        change,
+        {"collectives_per_step": int(calls), "bytes_per_step": int(total), "latency_ns": int(alpha),
+         "bandwidth_gbps": round(beta, 3), "buckets": buckets, "windows": n_win})
+
+
+def _latency_bandwidth(b: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """Per-call latency (ns) and bandwidth (bytes/ns) of t = alpha + b / beta, fitted by least squares."""
+    if np.ptp(b) > 0:
+        slope, alpha = np.polyfit(b, t, 1)
+        if slope > 0 and alpha >= 0:
+            return float(alpha), float(1.0 / slope)
+        if slope > 0:
+            return 0.0, float(b.sum() / t.sum())
+    alpha = float(np.median(t))
+    return alpha, math.inf
+
+
+def _backward_per_window(model: StepModel) -> np.ndarray:
+    ops = model.ops
+    bwd = ops[name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
+    return _per_window(model, merge_intervals(bwd["ts_ns"].to_numpy(np.int64), bwd["end_ns"].to_numpy(np.int64)))
+
+
+def _overlaps_backward(model: StepModel, coll: pd.DataFrame) -> bool:
+    ops = model.ops
+    bwd = ops[name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
+    if bwd.empty:
+        return False
+    s, e = merge_intervals(bwd["ts_ns"].to_numpy(np.int64), bwd["end_ns"].to_numpy(np.int64))
+    t = coll["ts_ns"].to_numpy(np.int64)
+    pos = np.searchsorted(s, t, side="right") - 1
+    return bool(((pos >= 0) & (t < e[np.maximum(pos, 0)])).mean() > 0.5)
+
+
+def _host_comm(model: StepModel, coll: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Host intervals of the main thread spent inside collective calls (the host-side exposure)."""
+    ops = model.ops
+    main = ops[ops["main"].to_numpy()]
+    hit = main[name_mask(main["name"], lambda n: n.str.match(r"^(?:c10d::|gloo:|mpi:|ucc:)"))]
+    return merge_intervals(hit["ts_ns"].to_numpy(np.int64), hit["end_ns"].to_numpy(np.int64))
+
+
+def _exposed_per_window(model: StepModel, coll: pd.DataFrame) -> np.ndarray:
+    if model.has_gpu:
+        gpu = model.gpu
+        comm = gpu[gpu["category"].to_numpy(object) == COMMUNICATION]
+        other = gpu[gpu["category"].to_numpy(object) != COMMUNICATION]
+        from torchscope.analyzers.timeline.intervals import subtract
+        c = merge_intervals(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
+        o = merge_intervals(other["ts_ns"].to_numpy(np.int64), other["end_ns"].to_numpy(np.int64))
+        return _per_window(model, subtract(c, o)).astype(float)
+    return _per_window(model, _host_comm(model, coll)).astype(float)
+
+
+def _scale_comm(model: StepModel, coll: pd.DataFrame, now: np.ndarray, new: np.ndarray) -> Change:
+    """The change that shrinks each window's exposed communication from ``now`` to ``new``."""
+    ratio = np.where(now > 0, new / np.maximum(now, 1), 1.0)
+    if model.has_gpu:
+        gpu = model.gpu
+        dur = gpu["dur_ns"].to_numpy(np.int64).copy()
+        comm = gpu["category"].to_numpy(object) == COMMUNICATION
+        w = gpu["window"].to_numpy(np.int64)
+        dur[comm] = (dur[comm] * ratio[w[comm]]).astype(np.int64)
+        return Change(gpu_dur=dur)
+    s, e = _host_comm(model, coll)
+    win = model.windows
+    from torchscope.analyzers.timeline.steps import step_index
+    w = step_index(s, win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64))
+    r = np.where(w >= 0, ratio[np.maximum(w, 0)], 1.0)
+    return Change(cuts=(s, e, ((e - s) * r).astype(np.int64)))
+
+
+# --------------------------------------------------------------------------- precision
+def mixed_precision(model: StepModel, attr: Attribution) -> Estimate | None:
+    """FP32 GEMMs on a GPU with faster low-precision units: autocast to bf16 (or fp16)."""
+    if not model.has_gpu:
+        return None
+    gpu = model.gpu
+    fp32 = (gpu["category"].to_numpy(object) == GEMM) & is_fp32_gemm(gpu["name"]).to_numpy(bool)
+    if not fp32.any():
+        return None
+    spec = spec_for_trace(model.trace)
+    if spec is None:
+        return None
+    peaks = spec.peak_flops_per_s
+    base = peaks.get("fp32") or 0
+    low = "bf16" if peaks.get("bf16") else "fp16" if peaks.get("fp16") else None
+    if not base or low is None or peaks[low] <= base:
+        return None
+    # Compute-bound GEMMs speed up by the peak ratio; memory-bound ones by the halved bytes. Without
+    # each kernel's intensity the smaller of the two is taken: a floor on the gain.
+    speedup = min(peaks[low] / base, 2.0)
+    dur = gpu["dur_ns"].to_numpy(np.int64).copy()
+    dur[fp32] = (dur[fp32] / speedup).astype(np.int64)
+    how = (f"each FP32 GEMM runs {speedup:.1f}x faster in {low} on {spec.name}: bytes halve; compute-bound "
+           f"GEMMs could gain up to the peak ratio {peaks[low] / base:.0f}x, so this is a floor")
+    rec = ("Train under torch.autocast('cuda', dtype=torch.bfloat16)" if low == "bf16" else
+           "Train under torch.autocast('cuda', dtype=torch.float16) with torch.amp.GradScaler "
+           f"({spec.name} has no bf16 or TF32 units)")
+    return Estimate("bottleneck.fp32_matmul", "gpu_compute:gemm/conv",
+                    f"{int(fp32.sum())} GEMM/conv kernels run in FP32 on a GPU with {low} tensor cores",
+                    rec, how, Change(gpu_dur=dur), {"fp32_gemms": int(fp32.sum()), "device": spec.name,
+                                                    "dtype": low})
+
+
+#: Every what-if, in the order findings are made (one finding per cause; the larger gain wins a tie).
+TRANSFORMS: tuple[Callable[[StepModel, Attribution], Estimate | None], ...] = (
+    hide_data_loading, remove_syncs, pinned_copies, bucket_collectives, foreach_optimizer,
+    fuse_elementwise, vectorise_tiny_ops, cuda_graphs, mixed_precision,
+)

@@ -1,0 +1,157 @@
+"""The step model, attribution and what-if replay: sums exact on real traces, predictions on known cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torchscope.analyzers.bottleneck import whatif
+from torchscope.analyzers.bottleneck.analysis import MIN_GAIN_FRACTION, analyze
+from torchscope.analyzers.bottleneck.attribution import CAUSES, attribute, cause_label
+from torchscope.analyzers.bottleneck.model import build
+from torchscope.analyzers.bottleneck.replay import Change, replay
+from torchscope.analyzers.core.registry import run_all
+
+from tests.analyzers.synthetic_kineto import BWD_TID, KinetoBuilder, load_shared
+from tests.conftest import SHARED_TRACES
+
+SHARED = ("a100_alexnet.json.gz", "a100_train_2rank_rank0_nccl.json.gz", "diff_control_a100.json.gz",
+          "diff_test_v100.json.gz", "job128_rank0.json.gz", "job128_rank1.json.gz",
+          "mi250_minitoy_train.json.gz", "v100_train_1rank.json.gz")
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_attribution_sums_to_every_step_on_real_traces(name):
+    trace = load_shared(str(SHARED_TRACES), name)
+    model = build(trace)
+    attr = attribute(model)
+    per_step = attr.table.groupby("window")["time_ns"].sum().reindex(range(len(model.windows)), fill_value=0)
+    assert (per_step.to_numpy() == model.step_ns).all()
+    known = set(CAUSES)
+    for cause in attr.table["cause"].unique():
+        assert cause in known or cause.startswith(("gpu_compute:", "cpu_compute:")), cause
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_unmodified_replay_reproduces_the_trace(name):
+    trace = load_shared(str(SHARED_TRACES), name)
+    model = build(trace)
+    replayed = replay(model).step_ns
+    measured = model.step_ns
+    # Every step but the last matches (to rounding of stream starts); the last also pays the GPU's backlog.
+    assert (np.abs(replayed[:-1] - measured[:-1]) <= 0.005 * measured[:-1]).all()
+    assert replayed[-1] >= 0.999 * measured[-1]
+    assert abs(np.median(replayed) - np.median(measured)) <= 0.01 * np.median(measured)
+
+
+def _sync_step(tmp_path, *, sync: bool = True):
+    """One 1000 µs step: a 500 µs kernel, a synchronize that waits for it, then 480 µs of host work."""
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    b.op("aten::mm", 5, 10)
+    b.launch("ampere_sgemm_128x64_nn", 10, 15, 500)
+    if sync:
+        b.runtime("cudaDeviceSynchronize", 20, 500)
+    b.op("aten::copy_", 520, 480)
+    b.step(2, 1000, 1)
+    return b.load(tmp_path / "sync.json")
+
+
+def test_freeing_a_sync_predicts_the_overlap_it_allows(tmp_path):
+    trace = _sync_step(tmp_path)
+    model = build(trace)
+    assert list(model.syncs["kind"]) == ["device_sync"]
+    attr = attribute(model)
+    est = whatif.remove_syncs(model, attr)
+    before = replay(model).step_ns.sum()
+    after = replay(model, est.change).step_ns.sum()
+    # The sync returns 5 µs after its kernel; freed, the host starts its 480 µs at 25 µs and reaches
+    # the next step at 505 µs; the run ends when the kernel does (515 µs) plus the 1 µs last step.
+    assert before == 1_001_000
+    assert after == pytest.approx(516_000, abs=2_000)
+    result = analyze(trace)
+    ids = {f.id: f for f in result.findings}
+    assert "bottleneck.device_sync" in ids
+    assert ids["bottleneck.device_sync"].gain_fraction == pytest.approx(1 - after / 1_001_000, abs=0.01)
+
+
+def test_host_cut_in_a_gpu_bound_run_gains_nothing(tmp_path):
+    b = KinetoBuilder()
+    b.step(1, 0, 100)
+    b.op("aten::mm", 0, 90)
+    b.launch("ampere_sgemm_128x64_nn", 5, 10, 2000)  # the GPU runs 2 ms past the step
+    b.step(2, 100, 10)
+    model = build(b.load(tmp_path / "gpu_bound.json"))
+    base = replay(model).step_ns.sum()
+    cut = Change(cuts=(np.array([20_000]), np.array([90_000]), np.array([0])))
+    assert replay(model, cut).step_ns.sum() == base
+
+
+def _cpu_optimizer_trace(tmp_path, *, foreach: bool):
+    """CPU steps whose Adam step calls 3 ops per tensor for 20 tensors, with Python between them."""
+    b = KinetoBuilder()
+    t = 0.0
+    for step in range(1, 4):
+        b.step(step, t, 3000)
+        b.op("aten::addmm", t + 10, 800, **{"Input Dims": [[64], [32, 64], [64, 64]],
+                                               "Input type": ["float", "float", "float"]})
+        b.annotation("Optimizer.step#Adam.step", t + 1000, 1900)
+        c = t + 1010
+        if foreach:
+            for kind in ("aten::_foreach_mul_", "aten::_foreach_add_", "aten::_foreach_sqrt"):
+                b.op(kind, c, 200)
+                c += 210
+        else:
+            for _ in range(20):
+                for kind in ("aten::mul_", "aten::add_", "aten::sqrt"):
+                    b.op(kind, c, 10)
+                    c += 30  # 20 µs of Python per call
+        t += 3000
+    b.step(4, t, 1)
+    return b.load(tmp_path / f"opt_{foreach}.json", compute_major=None)
+
+
+def test_foreach_optimizer_keeps_the_kernels_and_drops_the_python_loop(tmp_path):
+    model = build(_cpu_optimizer_trace(tmp_path, foreach=False))
+    est = whatif.foreach_optimizer(model, attribute(model))
+    assert est is not None and est.evidence["calls_per_step"] == 60 and est.evidence["op_kinds"] == 3
+    new = est.change.cuts[2]
+    # Kept: 60 ops x 10 µs; plus one Python gap per kind (the median gap, about 20 µs).
+    assert new[0] == pytest.approx(600_000 + 3 * 20_000, rel=0.1)
+    applied = build(_cpu_optimizer_trace(tmp_path, foreach=True))
+    assert whatif.foreach_optimizer(applied, attribute(applied)) is None
+
+
+def test_cpu_only_trace_without_steps_is_one_window_and_never_critical_at_zero(tmp_path):
+    b = KinetoBuilder()
+    b.op("aten::addmm", 0, 500)
+    b.op("aten::tanh", 600, 100)
+    result = analyze(b.load(tmp_path / "nosteps.json", compute_major=None))
+    assert result.summary["steps"] == 1
+    assert result.table("attribution")["step"].tolist() == [-1] * len(result.table("attribution"))
+    for f in result.findings:
+        assert f.gain_fraction >= MIN_GAIN_FRACTION or f.estimated_gain.startswith("unknown")
+
+
+def test_backward_on_the_autograd_thread_is_host_work_not_python(tmp_path):
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    b.annotation("## backward ##", 0, 900)  # main thread waits inside an annotation
+    b.op("autograd::engine::evaluate_function: MmBackward0", 10, 800, tid=BWD_TID)
+    b.op("aten::mm", 20, 700, tid=BWD_TID)
+    b.launch("ampere_sgemm_128x64_nn", 30, 900, 50)
+    b.step(2, 1000, 1)
+    model = build(b.load(tmp_path / "bwd.json"))
+    causes = attribute(model).per_cause().set_index("cause")["time_ns"]
+    assert causes["launch_bound"] >= 700_000
+
+
+def test_registered_and_in_run_all_on_a_real_trace():
+    trace = load_shared(str(SHARED_TRACES), "v100_train_1rank.json.gz")
+    report = run_all(trace)
+    result = next(r for r in report.results if r.analyzer == "bottleneck")
+    assert {"attribution", "causes", "whatif"} <= set(result.tables)
+    # V100 has fp16 tensor cores but no bf16: the precision advice says fp16 with a GradScaler.
+    prec = [f for f in result.findings if f.id == "bottleneck.fp32_matmul"]
+    for f in prec:
+        assert "float16" in f.recommendation and "bfloat16" not in f.recommendation
+    assert cause_label("gpu_compute:gemm/conv") == "GPU compute: gemm/conv"
