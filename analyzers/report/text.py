@@ -32,7 +32,7 @@ from torchscope.analyzers.report.units import (
 from torchscope.analyzers.timeline.steps import schedule_words, step_count, steps_run
 
 __all__ = ["render_text", "header_lines", "status_lines", "traced_steps_line", "rank_tag", "evidence_text",
-           "evidence_items", "summary_items",
+           "evidence_items", "summary_items", "wrap_line", "pack_items",
            "output_width", "origin_ns", "TEXT_TOP_KERNELS", "SHOWN_FINDINGS", "DEFAULT_WIDTH", "MIN_WIDTH",
            "VALUE_NAME_WIDTH"]
 
@@ -146,6 +146,16 @@ def header_lines(traces: TraceSet, report: Report) -> list[str]:
                              for rank, t in traces.ranks.items()})
     return [f"source: {report.source or traces.path}",
             f"ranks: {', '.join(map(str, ranks))} (world size {traces.world_size})   device: {device}", *traced]
+
+
+def wrap_line(text: str, width: int, indent: str = "", hang: str | None = None) -> list[str]:
+    """``text`` after ``indent``, wrapped to ``width`` columns (continuations after ``hang``, default ``indent``)."""
+    return _wrap(text, width, indent, hang)
+
+
+def pack_items(items: list[tuple[str, str]], width: int, indent: str = "") -> list[str]:
+    """"label: value" pieces side by side after ``indent``, as many to a line as fit in ``width`` columns."""
+    return _pack(items, width, indent)
 
 
 def _wrap(text: str, width: int, indent: str, hang: str | None = None) -> list[str]:

@@ -99,3 +99,16 @@ def test_info_on_a_missing_path_is_one_line_and_exit_2(tmp_path, capsys):
     code = main(["info", str(tmp_path / "nothing.json")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nothing.json" in err
+
+
+@pytest.mark.slow
+def test_info_text_fits_100_columns_with_values_in_units_on_every_shared_trace_and_sample_run(
+        shared_traces, sample_traces, capsys):
+    runs = sorted(shared_traces.glob("*.json.gz")) + sorted(p.parent for p in sample_traces.glob("**/manifest.json"))
+    assert len(runs) >= 15
+    for path in runs:
+        assert main(["info", str(path)]) == 0  # stdout captured: not a terminal, so 100 columns
+        out = capsys.readouterr().out
+        wide = [line for line in out.splitlines() if len(line) > 100]
+        assert not wide, f"{path.name}: {wide[:2]}"
+        assert "{'" not in out and " traced" in out, path.name
