@@ -20,6 +20,7 @@ import argparse
 import json
 import shutil
 import sys
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +50,10 @@ PAIR_TIMEOUT_S = 1200
 THREADS_PER_RANK = 1
 PATH_LABELS = {"torch_profiler": "plain", "torchscope": "bundle"}
 BOTTLENECK = "bottleneck"
+#: findings listed for a before that missed its expected finding
+INSTEAD_SHOWN = 3
+#: the text output's width, columns
+WIDTH = 100
 MISSING = "-"
 
 
@@ -107,13 +112,16 @@ def detect(path: Path, expected: str) -> Detection:
     except Exception as exc:  # noqa: BLE001 - a recording that cannot be analyzed is a figure, not a crash
         return Detection(fired=False, error=_one_line(exc))
     ranked = tuple((f.id, float(f.gain_fraction)) for f in report.findings)
+    analyzer = expected.split(".", 1)[0]
+    note = (f"{analyzer} failed: {report.errors[analyzer]}".splitlines()[0][:160] if analyzer in report.errors
+            else f"{analyzer} skipped: {report.skipped[analyzer]}" if analyzer in report.skipped else None)
     hits = [f for f in report.findings if f.id == expected]
     if not hits:
-        return Detection(fired=False, findings=ranked)
+        return Detection(fired=False, findings=ranked, analyzer_note=note)
     best = max(hits, key=lambda f: f.gain_fraction)
     unknown = best.gain_fraction == 0 and "unknown" in best.estimated_gain.lower()
     return Detection(fired=True, gain_fraction=None if unknown else float(best.gain_fraction),
-                     estimated_gain=best.estimated_gain, findings=ranked)
+                     estimated_gain=best.estimated_gain, findings=ranked, analyzer_note=note)
 
 
 def _recording_dir(run_dir: Path, variant: str, path: str) -> Path:
@@ -193,19 +201,25 @@ def _notes(pairs: Sequence[PairFigures]) -> list[str]:
     errors = {f"{p.name} {PATH_LABELS[f.path]} {v}: {d.error}" for p in pairs for f in p.paths
               for v, d in (("before", f.before), ("after", f.after)) if d.error}
     notes += sorted(errors)
+    for p in pairs:  # what the analyzers said instead, where the before missed the expected finding
+        for f in p.paths:
+            if not f.before.fired and not f.before.error:
+                top = ", ".join(f"{i} {format_share(g)}" for i, g in f.before.findings[:INSTEAD_SHOWN]) or "nothing"
+                why = f" ({f.before.analyzer_note})" if f.before.analyzer_note else ""
+                notes.append(f"{p.name} {PATH_LABELS[f.path]} before found instead: {top}{why}")
     return notes
 
 
 def render_table(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = True) -> str:
-    """The corpus as fixed-width text, at most 100 columns, then the summary."""
+    """The corpus as fixed-width text, at most WIDTH (100) columns, then the summary."""
     def line(cells: Sequence[str]) -> str:
         if len(cells) == 2:  # a skipped or failed pair: its status fills the rest of the line
-            return f"{cells[0]:<{WIDTHS[0]}s} {cells[1]}"[:100]
-        return " ".join(f"{c:<{w}s}" if w else c for c, w in zip(cells, WIDTHS)).rstrip()[:100]
+            return f"{cells[0]:<{WIDTHS[0]}s} {cells[1]}"[:WIDTH]
+        return " ".join(f"{c:<{w}s}" if w else c for c, w in zip(cells, WIDTHS)).rstrip()[:WIDTH]
 
     out = [line(COLUMNS), line(["-" * (w or 27) for w in WIDTHS])]
     out += [line(r) for r in _rows(pairs)]
-    out += [""] + _summary_lines(summarize(pairs)) + _notes(pairs)
+    out += [""] + _summary_lines(summarize(pairs)) + [w for n in _notes(pairs) for w in textwrap.wrap(n, WIDTH, subsequent_indent="    ")]
     if not bottleneck_registered:
         out.append("note: no 'bottleneck' analyzer is registered yet, so no bottleneck.* finding can fire")
     return "\n".join(out)
@@ -225,7 +239,7 @@ def render_markdown(pairs: Sequence[PairFigures], *, bottleneck_registered: bool
 
 def _detection_json(d: Detection) -> dict:
     return {"fired": d.fired, "gain_fraction": d.gain_fraction, "estimated_gain": d.estimated_gain,
-            "error": d.error, "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
+            "error": d.error, "analyzer_note": d.analyzer_note, "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
 
 
 def figures_json(pairs: Sequence[PairFigures]) -> dict:

@@ -31,6 +31,8 @@ class Detection:
     findings: tuple[tuple[str, float], ...] = ()
     #: why the recording could not be analyzed (then fired is False)
     error: str | None = None
+    #: why the expected finding's analyzer skipped or failed on this recording, if it did
+    analyzer_note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -25,6 +26,7 @@ WIDTH, DEPTH, BATCH = 512, 8, 256
 #: items the dataset claims to have: far more than any run takes, so the loader never restarts
 ITEMS = 1_000_000
 CALIBRATION_WARMUP_STEPS, CALIBRATION_STEPS = 3, 9
+_MANY_WORKERS_WARNING = "This DataLoader will create"
 
 
 class SlowDisk(Dataset):
@@ -79,9 +81,12 @@ def _one_thread(_worker_id: int) -> None:
 def build_loader_step(load_share: float, num_workers: int) -> LoaderStep:
     """A training step fed through a DataLoader of `num_workers` whose reads take `load_share` of compute."""
     dataset = SlowDisk(load_share * compute_seconds())
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                        persistent_workers=num_workers > 0, worker_init_fn=_one_thread if num_workers else None)
-    return LoaderStep(_train_step(), loader, iter(loader))
+    with warnings.catch_warnings():
+        # more workers than cores is the point here: they wait on the "disk", they do not compute
+        warnings.filterwarnings("ignore", message=_MANY_WORKERS_WARNING, category=UserWarning)
+        loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                            persistent_workers=num_workers > 0, worker_init_fn=_one_thread if num_workers else None)
+        return LoaderStep(_train_step(), loader, iter(loader))
 
 
 def loader_step(state: LoaderStep) -> None:
