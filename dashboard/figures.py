@@ -56,10 +56,10 @@ def _has(df: pd.DataFrame | None, *cols: str) -> bool:
     return df is not None and not df.empty and all(c in df.columns for c in cols)
 
 
-def _pick(values: object, scales: Sequence[tuple[float, str]]) -> tuple[float, str]:
+def _pick(values: object, scales: Sequence[tuple[float, str]], by: str = "median") -> tuple[float, str]:
     arr = np.abs(np.asarray(values, dtype=np.float64).ravel())
     arr = arr[np.isfinite(arr) & (arr > 0)]
-    top = float(np.median(arr)) if len(arr) else 0.0
+    top = (float(np.median(arr)) if by == "median" else float(arr.max())) if len(arr) else 0.0
     for scale, name in scales:
         if top >= scale:
             return scale, name
@@ -78,7 +78,7 @@ def bytes_axis(values_bytes: object) -> tuple[float, str]:
 
 def rate_axis(values_per_s: object, unit: str) -> tuple[float, str]:
     """(divisor, unit) for a rate axis with a decimal prefix: ``rate_axis(x, "FLOP")`` -> (1e12, "TFLOP/s")."""
-    scale, prefix = _pick(values_per_s, _RATE_SCALES)
+    scale, prefix = _pick(values_per_s, _RATE_SCALES, by="max")
     return scale, f"{prefix}{unit}/s"
 
 
@@ -225,7 +225,7 @@ def _unique_short(names: Sequence[str]) -> list[str]:
 
 
 def bar_figure(table: pd.DataFrame | None, x: str, y: str, title: str, colour_col: str | None = None,
-               x_title: str | None = None, y_title: str | None = None) -> go.Figure | None:
+               x_title: str | None = None, y_title: str | None = None, colour: str | None = None) -> go.Figure | None:
     """Vertical bars of column ``y`` over ``x`` (optionally one series per value of ``colour_col``).
 
     ``*_ns`` columns are drawn in one duration unit, ``*_pct`` as %, fractions (``mfu``, ``*_share``) as %.
@@ -245,6 +245,7 @@ def bar_figure(table: pd.DataFrame | None, x: str, y: str, title: str, colour_co
         xs = _step_labels(grp[x]) if x == "step" else grp[x].astype(str)
         vals = grp[y].to_numpy(dtype=float)
         fig.add_trace(go.Bar(x=xs, y=vals / scale, name=str(key),
+                             marker_color=colour if colour and not colour_col else palette.colour_for(key),
                              customdata=[format_quantity(v, "ns") if y.endswith("_ns") else
                                          format_quantity(v / scale, unit) if unit == "%" else
                                          format_quantity(v, "") for v in vals],
@@ -275,7 +276,7 @@ def collectives_figure(table: pd.DataFrame | None, origin_ns: int | None = None)
                                  hovertemplate="%{y:.3g} GB/s · %{customdata}<extra>" + str(typ) + "</extra>"))
     if not fig.data:
         return None
-    return _finish(fig, "Collective bus bandwidth over time", f"Time since trace start ({unit})",
+    return _finish(fig, "Collective bus bandwidth over time", f"Time from the first traced event ({unit})",
                    "Bus bandwidth (GB/s)")
 
 
@@ -296,7 +297,7 @@ def series_figure(table: pd.DataFrame | None, x: str, ys: Sequence[str], title: 
     for col in ys:
         fig.add_trace(go.Scatter(x=rel / tscale, y=table[col].to_numpy(dtype=float) / scale, mode="lines",
                                  name=key_label(col)))
-    return _finish(fig, title, f"Time since trace start ({tunit})", f"Size ({unit})" if unit else None)
+    return _finish(fig, title, f"Time from the first traced event ({tunit})", f"Size ({unit})" if unit else None)
 
 
 def memory_figure(table: pd.DataFrame | None, origin_ns: int | None = None,
@@ -334,7 +335,7 @@ def memory_figure(table: pd.DataFrame | None, origin_ns: int | None = None,
     if capacity_bytes:
         fig.add_hline(y=float(capacity_bytes) / scale, line_dash="dot", line_color="#c0392b",
                       annotation_text=f"capacity {format_quantity(capacity_bytes, 'bytes')}")
-    return _finish(fig, "Device memory over time", f"Time since trace start ({tunit})", f"Memory ({unit})")
+    return _finish(fig, "Device memory over time", f"Time from the first traced event ({tunit})", f"Memory ({unit})")
 
 
 def heatmap_figure(table: pd.DataFrame | None, row: str, col: str, value: str, title: str,
@@ -369,7 +370,7 @@ def roofline_figure(points: pd.DataFrame | None, roofs: pd.DataFrame | None = No
     size_col = _ROOFLINE_SIZE if _ROOFLINE_SIZE in pts.columns else None
     bound_col = "bound" if "bound" in pts.columns else None
     name_col = "name" if "name" in pts.columns else None
-    yscale, yunit = rate_axis(pts[ycol], "FLOP")
+    yscale, yunit = rate_axis(np.append(pts[ycol].to_numpy(dtype=float), peak_flops or 0.0), "FLOP")
     fig = go.Figure()
     size = None
     if size_col:
@@ -407,7 +408,7 @@ def roofline_figure(points: pd.DataFrame | None, roofs: pd.DataFrame | None = No
     # Log axes where the ops span decades (they usually do); otherwise linear, fitted with a margin.
     for axis, values, rng in ((fig.update_xaxes, xs_data, x_range), (fig.update_yaxes, ys_data, y_range)):
         if _spans_decades(values):
-            axis(type="log", range=rng)
+            axis(type="log", range=rng, dtick=1)  # a tick per decade: no "2 5" minor labels
         else:
             lo, hi = 10 ** rng[0], 10 ** rng[1]
             axis(type="linear", range=[max(0.0, lo - 0.05 * (hi - lo)), hi + 0.05 * (hi - lo)])

@@ -24,11 +24,12 @@ from dash import dcc, html
 from torchscope.analyzers.core.findings import SEVERITIES
 from torchscope.analyzers.core.registry import load_analyzers
 from torchscope.analyzers.core.report import Report
+from torchscope.analyzers.diff.stats import MIN_SAMPLES_MANN_WHITNEY
 from torchscope.analyzers.report.units import (
     format_bytes, format_for_key, format_quantity, format_ratio, format_share, key_label, plural,
 )
 
-from torchscope.dashboard import figures
+from torchscope.dashboard import figures, palette
 from torchscope.dashboard.ranking import ranked_findings
 from torchscope.dashboard.result_view import (
     analyzer_section, findings_list, is_shown_value, not_available, table_view,
@@ -74,6 +75,8 @@ OVERVIEW_EXTRA = ("roofline", "power")
 TOP_FINDINGS = 3
 #: Causes or phases named in the Overview's "where the time goes".
 WHERE_TIME_GOES = 3
+#: Fewer steps than this on either side cannot be tested (trace-diff's Mann-Whitney minimum).
+MIN_SAMPLES_TESTED = MIN_SAMPLES_MANN_WHITNEY
 #: Kernels drawn on the Kernels page's top-kernels chart (the grid below lists all of them).
 TOP_KERNELS_DRAWN = 20
 #: Pages every run can show.
@@ -222,7 +225,8 @@ def overview_verdict(report: Report, rank: int | None) -> list[VerdictItem]:
     if causes is not None and not causes.empty and {"share", "cause"} <= set(causes.columns):
         top = causes.sort_values("share", ascending=False).head(WHERE_TIME_GOES)
         label_col = "label" if "label" in top.columns else "cause"
-        text = ", ".join(f"{lbl} {format_share(sh)}" for lbl, sh in zip(top[label_col], top["share"]))
+        # The label's explanation in brackets stays in the chart's legend; the card names the cause.
+        text = ", ".join(f"{str(lbl).split(' (', 1)[0]} {format_share(sh)}" for lbl, sh in zip(top[label_col], top["share"]))
         items.append(VerdictItem("Where the time goes", text, "share of step time, by cause", "causes"))
     else:
         phases = _first_table(report, "training_loop", "phases", rank)
@@ -271,8 +275,8 @@ def _top_bottleneck(report: Report, rank: int | None, bottleneck: list) -> Verdi
         if whatif is not None and not whatif.empty and "gain_fraction" in whatif.columns:
             best = whatif.sort_values("gain_fraction", ascending=False).iloc[0]
             if best["gain_fraction"] > 0:
-                detail = f"{best.get('change', 'fix')}: saves {format_share(best['gain_fraction'])} of step time " \
-                         f"(replayed)"
+                detail = f"best replayed change: {best.get('change', 'fix')}, saves " \
+                         f"{format_share(best['gain_fraction'])} of step time"
         return VerdictItem("Top bottleneck", value, detail, "top_cause")
     found = [f for f in ranked_findings(report.findings) if rank is None or f.rank in (rank, None)]
     if not found:
@@ -294,7 +298,7 @@ PAGE_VERDICTS: dict[str, tuple[tuple[str, str, str, str | None], ...]] = {
     "communication": (("communication", "comm_ns", "Communication time", None),
                       ("communication", "exposed_ns", "Exposed (not hidden by compute)", None),
                       ("communication", "overlap_pct", "Hidden under compute", None),
-                      ("communication", "median_exposed_pct_per_step", "Exposed share of a step (median)", None),
+                      ("communication", "median_exposed_pct_per_step", "Exposed share of a step (median)", "%"),
                       ("stragglers", "median_skew_ns", "Arrival skew across ranks (median)", None),
                       ("stragglers", "straggler_ranks", "Late ranks", "count")),
     "memory": (("memory", "peak_allocated_bytes", "Peak allocated", None),
@@ -471,7 +475,8 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int 
     elif page == "communication":
         out.append(("communication-exposed", figures.bar_figure(
             _first_table(rep, "communication", "per_step", rank), "step", "exposed_pct",
-            "Exposed communication per step", y_title="Exposed communication, share of the step")))
+            "Exposed communication per step", y_title="Exposed communication, share of the step",
+            colour=palette.cause_colour("exposed_communication"))))
         out.append(("communication-collectives", figures.collectives_figure(
             _first_table(rep, "communication", "collectives", rank), origin_ns)))
     elif page == "roofline":
@@ -512,7 +517,7 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int 
                                                            "SM clock per GPU over time", y_title="SM clock (MHz)",
                                                            x_title="Time since trace start (s)")))
         out.append(("power-steps", figures.bar_figure(_first_table(rep, "power", "steps", rank), "step", "energy_j",
-                                                      "Energy per step", y_title="Energy (J)")))
+                                                      "Energy per step", y_title="Energy (J)", colour="#e6550d")))
         out.append(("power-phases", figures.category_figure(_first_table(rep, "power", "phases", rank), "phase",
                                                             "energy_mj", "Energy by phase",
                                                             value_title="Energy (mJ)")))
@@ -527,7 +532,8 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int 
     if page == "communication":
         out.append(("stragglers-lateness", figures.bar_figure(
             _first_table(rep, "stragglers", "per_rank", None), "rank", "median_lateness_ns",
-            "Median collective lateness per rank", y_title="Median lateness")))
+            "Median collective lateness per rank", y_title="Median lateness",
+            colour=palette.cause_colour("exposed_communication"))))
     return [(i, f) for i, f in out if f is not None]
 
 
@@ -604,18 +610,63 @@ def _diff_tables(diff_mod, a: LoadedRun, b: LoadedRun) -> list:
                      "change": format_quantity(d["delta"], unit, signed=True) if d["delta"] is not None else "",
                      "ratio": format_ratio(d["ratio"]) if is_shown_value(d["ratio"]) else "",
                      "p value": format_quantity(d["p_value"], "") if is_shown_value(d["p_value"]) else "",
-                     "verdict": r.verdict.replace("_", " "), "gated": "yes" if r.gated else "no"})
-    df = pd.DataFrame(rows, columns=["metric", "group", "base (A)", "new (B)", "change", "ratio",
-                                     "p value", "verdict", "gated"])
+                     "verdict": verdict_words(r.comparison), "gated": "yes" if r.gated else "no"})
+    df = pd.DataFrame(rows, columns=["metric", "verdict", "base (A)", "new (B)", "change", "ratio",
+                                     "p value", "group", "gated"])
     # Headline metrics first (as trace-diff prints them), then regressions, improvements, the rest.
     order = {"regression": 0, "improvement": 1}
     rank_of = [(0 if r.headline else 1, order.get(r.verdict, 2), i) for i, r in enumerate(report.rows)]
     df = df.iloc[sorted(range(len(df)), key=lambda i: rank_of[i])].reset_index(drop=True)
-    return [html.H3(["trace-diff: ", html.Span(report.verdict, id="compare-verdict")]),
+    step = report.row("step/time")
+    headline = []
+    if step is not None and is_shown_value(step.comparison.ratio):
+        c = step.comparison
+        headline.append(html.Div(
+            f"Step time {format_quantity(c.base, 'ns')} → {format_quantity(c.new, 'ns')} "
+            f"({format_ratio(c.ratio)}): {verdict_words(c)}", className="compare-headline", id="compare-step"))
+    mismatch = workload_mismatch(report)
+    if mismatch:
+        headline.append(html.Div(mismatch, className="warning-line", id="compare-workload"))
+    return [html.H3(["trace-diff: ", html.Span(report.verdict, id="compare-verdict")]), *headline,
             html.Div(f"{len(report.failing_rows)} gated regressions of {len(report.gated_rows)} gated metrics "
                      f"(same logic as `torchscope diff A B`)", className="muted"),
-            table_view("diff", df, "diff-rows", first=("metric", "base (A)", "new (B)", "change", "ratio", "verdict",
+            table_view("diff", df, "diff-rows", first=("metric", "verdict", "base (A)", "new (B)", "change", "ratio",
                                                       "p value"))]
+
+
+#: Per-step work counts that must match for two runs to be the same workload.
+WORKLOAD_KEYS = ("work/ops_per_step", "work/kernels_per_step", "work/flops_per_step")
+#: Two runs whose work per step differs by more than this ratio (either way) are different workloads.
+WORKLOAD_MISMATCH_RATIO = 1.25
+
+
+def workload_mismatch(report) -> str:
+    """A warning when trace-diff's per-step work counts say A and B ran different workloads, else ""."""
+    worst = None
+    for key in WORKLOAD_KEYS:
+        row = report.row(key)
+        if row is None or not is_shown_value(row.comparison.ratio) or row.comparison.ratio <= 0:
+            continue
+        ratio = float(row.comparison.ratio)
+        spread = max(ratio, 1.0 / ratio)
+        if spread > WORKLOAD_MISMATCH_RATIO and (worst is None or spread > worst[1]):
+            worst = (key, spread)
+    if worst is None:
+        return ""
+    what = worst[0].split("/", 1)[1].replace("_", " ")
+    return (f"These runs are not the same workload: {what} differ {format_ratio(worst[1])}. "
+            "Time differences compare different work, not a faster or slower run.")
+
+
+def verdict_words(comparison) -> str:
+    """A diff verdict in words that match its statistics (2 samples cannot be 'not significant')."""
+    verdict = str(comparison.verdict)
+    if verdict == "not_significant":
+        n = min(int(comparison.n_base or 0), int(comparison.n_new or 0))
+        if n < MIN_SAMPLES_TESTED:
+            return f"too few steps to test ({comparison.n_base} vs {comparison.n_new})"
+        return "within noise (not significant)"
+    return verdict.replace("_", " ")
 
 
 #: trace-diff row units -> the unit format_quantity reads them in.

@@ -77,9 +77,9 @@ def category_colour(category: object) -> str:
 
 
 def cause_colour(cause: object) -> str:
-    """Colour of a bottleneck cause id (``gpu_compute:<category>`` takes its category's colour)."""
+    """Colour of a bottleneck cause id (``gpu_compute:<category>``, ``cpu_compute:<category>``: the category's)."""
     text = str(cause)
     base, _, sub = text.partition(":")
-    if base == "gpu_compute" and sub:
+    if base in ("gpu_compute", "cpu_compute") and sub:
         return category_colour(sub)
     return CAUSE_COLOURS.get(base, colour_for(text))

@@ -17,6 +17,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from torchscope.analyzers.report.names import short_name
+from torchscope.analyzers.report.units import format_duration_ns, format_timestamp_ns, key_label
+from torchscope.analyzers.timeline.nesting import parents
+
+from torchscope.dashboard import palette
+
 __all__ = [
     "LaneIndex", "Detail", "build_lanes", "level_of_detail", "downsample_counter",
     "timeline_figure", "window_from_relayout", "counter_series", "MAX_VISIBLE_EVENTS", "COUNTER_POINTS_PER_PX",
@@ -29,6 +35,15 @@ MAX_VISIBLE_EVENTS = 12_000
 COUNTER_POINTS_PER_PX = 2
 #: Plot width assumed when the browser has not reported one, px.
 DEFAULT_WIDTH_PX = 1400
+#: CPU slices nested deeper than this on a thread share the last depth lane.
+MAX_CPU_DEPTH = 6
+#: Bars at least this many px wide carry their (shortened) name.
+LABEL_MIN_PX = 40
+#: Names on bars are folded to this many characters.
+LABEL_NAME_WIDTH = 40
+#: Counters whose name says too little, with what their values mean.
+COUNTER_TITLES = {"cpu_util_pct": "Process CPU use (% of one core: 200% = two cores busy)",
+                  "rss_bytes": "Host memory of the process (RSS)"}
 #: Counter rows below the lanes (one per counter name; further names are not drawn).
 MAX_COUNTER_ROWS = 6
 #: Height of one counter row, px.
@@ -44,11 +59,7 @@ _KIND_GROUP = {
     "cpu_op": "cpu", "runtime": "cpu", "driver": "cpu", "cuda_sync": "cpu",
     "kernel": "gpu", "memcpy": "gpu", "memset": "gpu",
 }
-KIND_COLOURS = {
-    "step": "#7f7f7f", "phase": "#17becf", "module": "#bcbd22", "annotation": "#9467bd",
-    "cpu_op": "#1f77b4", "runtime": "#aec7e8", "driver": "#c5b0d5", "cuda_sync": "#d62728",
-    "kernel": "#2ca02c", "memcpy": "#ff7f0e", "memset": "#8c564b",
-}
+KIND_COLOURS = palette.KIND_COLOURS
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,9 @@ def build_lanes(events: pd.DataFrame) -> LaneIndex:
     gpu = gorder == _GROUPS["gpu"]
     cpu = gorder == _GROUPS["cpu"]
     dev = np.where(device >= 0, device, pid)
+    depth = _cpu_depth(ev, cpu)
     sub_a = np.where(gpu, dev, np.where(cpu, tid, 0))
-    sub_b = np.where(gpu, np.where(stream >= 0, stream, tid), 0)
+    sub_b = np.where(gpu, np.where(stream >= 0, stream, tid), np.where(cpu, depth, 0))
     keys = pd.DataFrame({"rank": rank, "g": gorder, "a": sub_a, "b": sub_b})
     lane = keys.groupby(["rank", "g", "a", "b"], sort=True).ngroup().to_numpy().astype(np.int32)
     uniq = keys.drop_duplicates().sort_values(["rank", "g", "a", "b"])
@@ -117,10 +129,31 @@ def build_lanes(events: pd.DataFrame) -> LaneIndex:
                      kinds.to_numpy(dtype=object), rank.astype(np.int32), origin, span_end)
 
 
+def _cpu_depth(ev: pd.DataFrame, cpu: np.ndarray) -> np.ndarray:
+    """Nesting depth of each CPU slice on its thread (0 = outermost), capped at MAX_CPU_DEPTH - 1."""
+    depth = np.zeros(len(ev), dtype=np.int64)
+    idx = np.flatnonzero(cpu)
+    if not len(idx):
+        return depth
+    spans = pd.DataFrame({"ts_ns": ev["ts_ns"].to_numpy()[idx], "dur_ns": ev["dur_ns"].to_numpy()[idx],
+                          "pid": ev["pid"].to_numpy()[idx], "tid": ev["tid"].to_numpy()[idx]})
+    parent = parents(spans)
+    d = np.zeros(len(idx), dtype=np.int64)
+    up = parent.copy()
+    while (up >= 0).any():  # one pass per level of the deepest stack
+        has = up >= 0
+        d[has] += 1
+        up = np.where(has, parent[np.maximum(up, 0)], -1)
+    depth[idx] = np.minimum(d, MAX_CPU_DEPTH - 1)
+    return depth
+
+
 def _lane_label(rank: int, g: int, a: int, b: int) -> str:
     group = [k for k, v in _GROUPS.items() if v == g][0]
     if group == "cpu":
-        return f"rank {rank} · CPU thread {a}"
+        if b == MAX_CPU_DEPTH - 1:
+            return f"rank {rank} · CPU thread {a} · depth {b}+"
+        return f"rank {rank} · CPU thread {a}" + (f" · depth {b}" if b else "")
     if group == "gpu":
         return f"rank {rank} · GPU {a} stream {b}"
     return f"rank {rank} · {group}s"
@@ -232,8 +265,11 @@ def timeline_figure(index: LaneIndex, counters: dict[str, tuple[np.ndarray, np.n
     n_rows = 1 + len(groups)
     lane_px = max(240, 26 * len(shown_lanes) + 60)
     heights = [lane_px] + [COUNTER_ROW_PX] * len(groups)
+    counter_scales = {g: _counter_scale(g, [v for k, (_, v) in counters.items() if k.split(" · ", 1)[-1] == g])
+                      for g in groups}
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.04, 0.3 / n_rows),
-                        row_heights=heights, subplot_titles=[""] + groups)
+                        row_heights=heights, subplot_titles=[""] + [counter_title(g, counter_scales[g][1])
+                                                                     for g in groups])
     origin = index.origin_ns
 
     def ms(ns: np.ndarray | int) -> np.ndarray:
@@ -248,38 +284,83 @@ def timeline_figure(index: LaneIndex, counters: dict[str, tuple[np.ndarray, np.n
             hovertemplate="busy %{customdata}% of this pixel<extra>folded</extra>",
         ), row=1, col=1)
     kinds = index.kind[drawn]
+    px_per_ns = width_px / max(t1 - t0, 1)
     for kind in [k for k in KIND_COLOURS if k in set(kinds.tolist())]:
         pick = drawn[kinds == kind]
-        start = ms(index.start_ns[pick])
-        dur = (index.end_ns[pick] - index.start_ns[pick]) / 1e6
+        start_ns, end_ns = index.start_ns[pick], index.end_ns[pick]
+        names = index.name[pick]
+        wide = (np.minimum(end_ns, t1) - np.maximum(start_ns, t0)) * px_per_ns >= LABEL_MIN_PX
+        # Hover: the name, where the slice starts (from the first event) and how long it lasted.
+        hover = np.empty((len(pick), 3), dtype=object)
+        hover[:, 0] = names
+        hover[:, 1] = [format_timestamp_ns(int(a), origin) for a in start_ns]
+        hover[:, 2] = [format_duration_ns(int(b - a)) for a, b in zip(start_ns, end_ns)]
+        colour = [palette.phase_colour(n) for n in names] if kind == "phase" else KIND_COLOURS[kind]
         fig.add_trace(go.Bar(
-            orientation="h", base=start, x=dur, y=[labels[c] for c in index.lane[pick]],
-            name=kind, marker={"color": KIND_COLOURS[kind], "line": {"width": 0}},
-            customdata=np.asarray(index.name[pick], dtype=object),
-            hovertemplate="%{customdata}<br>%{base:.3f} ms + %{x:.4f} ms<extra>" + kind + "</extra>",
+            orientation="h", base=ms(start_ns), x=(end_ns - start_ns) / 1e6, y=[labels[c] for c in index.lane[pick]],
+            name=KIND_LABELS.get(kind, kind), marker={"color": colour, "line": {"width": 0}},
+            text=[short_name(n, LABEL_NAME_WIDTH) if w else "" for n, w in zip(names, wide)],
+            textposition="inside", insidetextanchor="start", textfont={"color": "#ffffff", "size": 10},
+            customdata=hover,
+            hovertemplate="<b>%{customdata[0]}</b><br>start %{customdata[1]} · lasted %{customdata[2]}"
+                          "<extra>" + KIND_LABELS.get(kind, kind) + "</extra>",
         ), row=1, col=1)
     n_out = max(width_px * COUNTER_POINTS_PER_PX, _MIN_DOWNSAMPLE_POINTS)
     for label, (ts, vals) in counters.items():
         group = label.split(" · ", 1)[-1]
         if group not in groups:
             continue
+        scale = counter_scales[group][0]
         pick = downsample_counter(ts, vals, t0, t1, n_out)
-        fig.add_trace(go.Scatter(x=ms(ts[pick]), y=vals[pick], mode="lines", name=label,
-                                 line={"width": 1}), row=2 + groups.index(group), col=1)
+        fig.add_trace(go.Scatter(x=ms(ts[pick]), y=vals[pick] / scale, mode="lines", name=label.split(" · ", 1)[0],
+                                 line={"width": 1}, showlegend=False,
+                                 hovertemplate="%{y:.4g} " + counter_scales[group][1] + "<extra>" + label
+                                               + "</extra>"), row=2 + groups.index(group), col=1)
     x_range = [float(ms(t0)), float(ms(t1))]
     fig.update_layout(
-        barmode="overlay", bargap=0.25, height=sum(heights) + 110,
+        barmode="overlay", bargap=0.25, height=sum(heights) + 110, uniformtext={"minsize": 8, "mode": "hide"},
         margin={"l": 10, "r": 10, "t": 30, "b": 40}, uirevision="timeline",
         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
         meta={"t0_ns": t0, "t1_ns": t1, "origin_ns": origin, "drawn": int(len(drawn)),
               "folded": detail.folded, "lanes": [labels[c] for c in shown_lanes], "counter_rows": groups},
     )
     fig.update_annotations(font_size=11, x=0, xanchor="left")
+    # Every lane of the run stays on the axis at every zoom, in the same place (a fixed range).
     fig.update_yaxes(categoryorder="array", categoryarray=[labels[c] for c in reversed(shown_lanes)],
-                     type="category", row=1, col=1)
+                     type="category", range=[-0.5, max(len(shown_lanes), 1) - 0.5], fixedrange=True, row=1, col=1)
     fig.update_xaxes(range=x_range)
-    fig.update_xaxes(title_text="time since first event (ms)", row=n_rows, col=1)
+    fig.update_xaxes(title_text="Time since the first event (ms)", row=n_rows, col=1)
     return fig
+
+
+#: Event kinds as the legend names them.
+KIND_LABELS = {"step": "step", "phase": "phase", "module": "module", "annotation": "annotation", "cpu_op": "CPU op",
+               "runtime": "CUDA runtime", "driver": "CUDA driver", "cuda_sync": "CUDA sync", "kernel": "kernel",
+               "memcpy": "memcpy", "memset": "memset"}
+
+
+def _counter_scale(name: str, series: list) -> tuple[float, str]:
+    """(divisor, unit) a counter row is drawn in: bytes in one binary unit, % as %, others as recorded."""
+    base = name.split(".", 1)[0]
+    if base.endswith("_bytes"):
+        from torchscope.dashboard.figures import bytes_axis
+
+        return bytes_axis(np.concatenate(series) if series else [])
+    if base.endswith("_pct"):
+        return 1.0, "%"
+    for suffix, unit in (("_w", "W"), ("_mhz", "MHz"), ("_c", "°C")):
+        if base.endswith(suffix):
+            return 1.0, unit
+    return 1.0, ""
+
+
+def counter_title(name: str, unit: str) -> str:
+    """A counter row's title in words with its unit ("Process CPU use (% of one core ...)", "Power (W)")."""
+    base, _, series = name.partition(".")
+    words = COUNTER_TITLES.get(base) or key_label(base).capitalize()
+    if unit and unit not in words:
+        words = f"{words} ({unit})"
+    return f"{words} · {series}" if series else words
 
 
 def window_from_relayout(relayout: dict | None, origin_ns: int) -> tuple[int, int] | str | None:

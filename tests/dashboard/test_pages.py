@@ -165,3 +165,30 @@ def test_recommendations_filter_and_count(cache):
     assert filter_findings(report, None, None) == report.findings
     assert filter_findings(report, None, ["no-such-severity"]) == []
     assert findings_count(1) == "1 finding" and findings_count(3) == "3 findings"
+
+
+def test_compare_wording_matches_the_statistics_and_warns_on_different_workloads():
+    from types import SimpleNamespace as NS
+
+    few = NS(verdict="not_significant", n_base=2, n_new=2)
+    many = NS(verdict="not_significant", n_base=40, n_new=40)
+    assert pages.verdict_words(few) == "too few steps to test (2 vs 2)"
+    assert pages.verdict_words(many) == "within noise (not significant)"
+    assert pages.verdict_words(NS(verdict="regression", n_base=9, n_new=9)) == "regression"
+
+    def report(ratios: dict):
+        rows = {k: NS(comparison=NS(ratio=v)) for k, v in ratios.items()}
+        return NS(row=rows.get)
+
+    warning = pages.workload_mismatch(report({"work/ops_per_step": 2.9, "work/kernels_per_step": 1.1}))
+    assert "not the same workload" in warning and "ops per step differ 2.90×" in warning
+    assert pages.workload_mismatch(report({"work/ops_per_step": 1.02})) == ""
+    assert "2.00×" in pages.workload_mismatch(report({"work/kernels_per_step": 0.5}))
+
+
+def test_compare_page_leads_with_the_step_time_verdict(cache):
+    ctx = PageContext(run=cache.load("gpt_train"), rank=None, query={}, cache=cache, run_b=cache.load(NCCL))
+    text = text_of(json.loads(blob_of(pages.compare_page(ctx))))
+    assert "Step time" in text and "→" in text
+    assert "not the same workload" in text  # a CPU GPT run and an A100 ResNet run
+    assert "not_significant" not in text

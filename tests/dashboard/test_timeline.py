@@ -136,3 +136,25 @@ def test_timeline_figure_on_a_real_trace_folds_at_full_span_and_draws_when_zoome
     for tr in zoom.data:
         if tr.name == "kernel":
             assert np.min(np.asarray(tr.x)) * 1e6 >= 200 - 1e-6 or len(tr.x) == 0
+
+
+def test_timeline_hover_says_start_and_duration_and_cpu_slices_nest_by_depth():
+    from torchscope.analyzers.report.units import format_duration_ns, format_timestamp_ns
+
+    ev = pd.DataFrame({
+        "ts_ns": [0, 10_000, 12_000, 50_000], "dur_ns": [100_000, 30_000, 5_000, 20_000],
+        "name": ["outer", "middle", "inner", "kernel_a"],
+        "kind": ["cpu_op", "cpu_op", "cpu_op", "kernel"], "pid": [1, 1, 1, 2], "tid": [1, 1, 1, 7],
+        "stream": [-1, -1, -1, 7], "device": [-1, -1, -1, 0], "rank": [0, 0, 0, 0]})
+    idx = build_lanes(ev)
+    assert idx.labels == ("rank 0 · CPU thread 1", "rank 0 · CPU thread 1 · depth 1",
+                          "rank 0 · CPU thread 1 · depth 2", "rank 0 · GPU 0 stream 7")
+    fig = timeline_figure(idx, {}, None, None, 1000)
+    cpu = next(t for t in fig.data if t.name == "CPU op")
+    hover = {row[0]: (row[1], row[2]) for row in cpu.customdata}
+    assert hover["middle"] == (format_timestamp_ns(10_000, 0), format_duration_ns(30_000))
+    assert "lasted" in cpu.hovertemplate and "%{x" not in cpu.hovertemplate  # never the bar's end as a duration
+    assert list(fig.layout.yaxis.range) == [-0.5, 3.5]  # every lane stays at every zoom
+    zoomed = timeline_figure(idx, {}, 50_000, 60_000, 1000)
+    assert list(zoomed.layout.yaxis.range) == [-0.5, 3.5]
+    assert "kernel_a" in [t for t in zoomed.data if t.name == "kernel"][0].text  # wide enough: labelled
