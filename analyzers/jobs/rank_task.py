@@ -13,6 +13,7 @@ A rank that cannot be loaded, or whose task fails outright, comes back as a `Ran
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -26,7 +27,7 @@ from torchscope.analyzers.core.trace import Trace, TraceMeta, name_mask
 from torchscope.analyzers.io.loader import RankSource, load_rank
 
 __all__ = ["RankSummary", "RankFailure", "TaskSettings", "analyze_rank", "SUMMARY_TABLE_ROWS", "ROWS_TOTAL_ATTR",
-           "rows_total"]
+           "rows_total", "peak_rss_bytes", "skeleton_of"]
 
 #: Rows kept of each per-rank table in a summary (what the JSON report shows of a table, too).
 SUMMARY_TABLE_ROWS = 200
@@ -54,6 +55,8 @@ class RankSummary:
     #: Events in the rank's full trace.
     events: int
     run: RankRun
+    #: Peak resident memory of the process that ran the task, up to the task's end, bytes (None: unknown).
+    worker_peak_rss_bytes: int | None = None
 
     @property
     def meta(self) -> TraceMeta:
@@ -99,7 +102,18 @@ def analyze_rank(source: RankSource, settings: TaskSettings) -> RankSummary | Ra
     except MemoryError:
         return RankFailure(source.label, trace.rank, f"{source.label}: out of memory while analyzing")
     run = replace(run, results={name: _cut(result) for name, result in run.results.items()})
-    return RankSummary(label=source.label, skeleton=skeleton_of(trace), events=len(trace.events), run=run)
+    return RankSummary(label=source.label, skeleton=skeleton_of(trace), events=len(trace.events), run=run,
+                       worker_peak_rss_bytes=peak_rss_bytes())
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process so far, bytes; None where the platform does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS says bytes, Linux KiB
 
 
 #: Name prefix of the step annotations a skeleton keeps.

@@ -5,7 +5,7 @@ task finishes (in any order), where ``outcome`` is what ``task(item)`` returned,
 when the machinery lost the task for good. The task and the items are the same whichever runs them.
 
 - ``"inline"``: one after another in this process.
-- ``"processes"``: a `ProcessPoolExecutor` of ``min(ranks, cpu count)`` spawned workers, at most
+- ``"processes"``: a `ProcessPoolExecutor` of ``min(ranks, usable CPUs)`` workers, at most
   ``IN_FLIGHT_PER_WORKER`` tasks per worker submitted at a time, so memory is bounded by the ranks in
   flight. A worker that dies (killed, out of memory) breaks the pool and loses every task on it: a new
   pool takes over the tasks not started, and each lost task runs again alone on a pool of one worker,
@@ -25,13 +25,14 @@ import uuid
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from typing import Any, Callable, Generator, Iterator, Sequence
 
 from torchscope.analyzers.core.errors import TraceError
+from torchscope.analyzers.core.registry import ANALYZER_MODULES
 from torchscope.analyzers.jobs.rank_task import RankFailure
 
-__all__ = ["resolve_scheduler", "run_tasks", "ENV_SCHEDULER", "INLINE", "PROCESSES", "PARALLEL_MIN_BYTES",
+__all__ = ["resolve_scheduler", "run_tasks", "usable_cpus", "ENV_SCHEDULER", "INLINE", "PROCESSES", "PARALLEL_MIN_BYTES",
            "IN_FLIGHT_PER_WORKER", "DASK_CONNECT_TIMEOUT_S"]
 
 #: Environment variable naming the scheduler when the caller does not.
@@ -50,13 +51,21 @@ def resolve_scheduler(scheduler: str | None, *, ranks: int, total_bytes: int) ->
     """The scheduler to use: ``scheduler``, else $TORCHSCOPE_SCHEDULER, else processes or inline by job size."""
     chosen = scheduler if scheduler is not None else (os.environ.get(ENV_SCHEDULER) or None)
     if chosen is None:
-        workers = min(ranks, os.cpu_count() or 1)
+        workers = min(ranks, usable_cpus())
         return PROCESSES if workers > 1 and total_bytes >= PARALLEL_MIN_BYTES else INLINE
     chosen = str(chosen).strip()
     if chosen in (INLINE, PROCESSES) or "://" in chosen:
         return chosen
     raise ValueError(f"scheduler must be 'inline', 'processes' or a Dask address such as tcp://HOST:8786, "
                      f"got {chosen!r}")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or taskset's share), else the CPU count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def run_tasks(scheduler: str, task: Callable[[Any], Any], items: Sequence[Any],
@@ -73,7 +82,7 @@ def run_tasks(scheduler: str, task: Callable[[Any], Any], items: Sequence[Any],
 
 def _run_local_processes(task: Callable[[Any], Any], items: Sequence[Any],
                          labels: Sequence[tuple[str, int | None]]) -> Iterator[tuple[int, Any]]:
-    workers = max(1, min(len(items), os.cpu_count() or 1))
+    workers = max(1, min(len(items), usable_cpus()))
     pending = deque(range(len(items)))
     suspects: deque[int] = deque()
     while pending or suspects:
@@ -89,11 +98,28 @@ def _run_local_processes(task: Callable[[Any], Any], items: Sequence[Any],
                                               "(killed, or out of memory)")
 
 
+#: Modules a local worker needs, imported once by the fork server rather than by every worker.
+_WORKER_MODULES = ["torchscope.analyzers.jobs.rank_task", *ANALYZER_MODULES]
+
+
+def _worker_context():
+    """How local workers start: forked from a fork server that has imported the analyzers, else spawned.
+
+    Not a plain fork: a forked child of a threaded parent (dash, samplers, a Dask client) can deadlock;
+    the fork server is a fresh single-threaded process. It lives as long as this process, so a second
+    job here starts its workers at once.
+    """
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    context = get_context("forkserver")
+    context.set_forkserver_preload(_WORKER_MODULES)
+    return context
+
+
 def _pool_round(task: Callable[[Any], Any], items: Sequence[Any], pending: deque,
                 workers: int) -> Generator[tuple[int, Any], None, list[int]]:
     """Run ``pending`` on one pool until done or the pool breaks; yields outcomes, returns the tasks it lost."""
-    # spawn: a forked child of a threaded parent (dash, samplers, a Dask client) can deadlock.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context())
     running: dict = {}
     lost: list[int] = []
     try:
