@@ -19,13 +19,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from torchscope.analyzers.bottleneck.attribution import Attribution
-from torchscope.analyzers.bottleneck.categories import cpu_category
+from torchscope.analyzers.bottleneck.categories import LAYOUT, cpu_category
 from torchscope.analyzers.bottleneck.model import StepModel
 from torchscope.analyzers.bottleneck.replay import Change
 from torchscope.analyzers.core.trace import name_mask
 from torchscope.analyzers.hardware.device_specs import spec_for_trace
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
-from torchscope.analyzers.kernels import COMMUNICATION, ELEMENTWISE, GEMM, is_fp32_gemm
+from torchscope.analyzers.kernels import (
+    COMMUNICATION,
+    ELEMENTWISE,
+    GEMM,
+    REDUCTION,
+    is_fp32_gemm,
+)
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
 from torchscope.analyzers.timeline.nesting import outermost
 
@@ -47,17 +53,24 @@ DATA_QUEUE_FETCH_NS = 300_000
 MAX_DATA_WORKERS = 8
 #: Shortest run of elementwise ops that counts as a fusable chain.
 MIN_CHAIN_OPS = 3
+#: Longest host gap between two ops of one chain: eager ops run back to back with only Python (and
+#: the profiler's bookkeeping) between them, 5-300 µs on a busy host; a longer gap holds other work.
+CHAIN_MAX_GAP_NS = 1_000_000
 #: DistributedDataParallel's default bucket size (``bucket_cap_mb=25``), bytes.
 DDP_BUCKET_BYTES = 25 * 2**20
 #: Shortest run of tiny host ops that counts as a per-element Python loop.
 MIN_TINY_RUN_OPS = 32
-#: An op is tiny when it lasts at most this many times the trace's per-op dispatch floor.
+#: An op is tiny when its largest tensor holds at most this many bytes (its work is far below its
+#: dispatch cost), or, without recorded shapes, when it lasts at most TINY_OP_FACTOR dispatch floors.
+TINY_OP_BYTES = 4096
 TINY_OP_FACTOR = 3.0
 #: What a CUDA graph costs per captured kernel at replay, ns (graph launch amortised over its nodes).
 GRAPH_LAUNCH_PER_KERNEL_NS = 1_000
 
 _FOREACH_RE = re.compile(r"_foreach_|_fused_|fused|multi_tensor|apex", re.IGNORECASE)
 _AUTOGRAD_RE = re.compile(r"^autograd::engine::evaluate_function: ")
+#: Autograd's own records around backward kernels (``AddBackward0``, ``detach``): bookkeeping, not work.
+_AUTOGRAD_NODE_RE = re.compile(r"^(?:\w+Backward\d*|detach_?|aten::detach_?|torch::autograd::\w+)$")
 _DDP_RE = re.compile(r"DistributedDataParallel|ddp\.reducer|Reducer::", re.IGNORECASE)
 _ITEM_SITES = ("aten::item", "aten::_local_scalar_dense")
 _EMPTY = np.zeros(0, np.int64)
@@ -268,34 +281,53 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     if leaf["numel"].max() <= 0:
         return None  # no shapes recorded: no bytes model
     a = _dispatch_floor(leaf)
-    elem = (leaf["category"].to_numpy(object) == ELEMENTWISE) & (leaf["numel"].to_numpy() > 0)
+    # Views, allocations and the wrapping of Python scalars (``x * 0.5`` copies a 0-d tensor) sit
+    # between a chain's ops and move no data: a fused kernel absorbs them, they do not break the chain.
+    cat = leaf["category"].to_numpy(object)
+    transparent = (cat == LAYOUT) | (leaf["numel"].to_numpy() <= 1)
+    transparent |= name_mask(leaf["name"], lambda n: n.str.match(_AUTOGRAD_NODE_RE))
+    leaf = leaf[~transparent].reset_index(drop=True)
+    if leaf.empty:
+        return None
+    # Pointwise ops and the reductions over the same tensor (a hand-written softmax's max/sum, a
+    # layer norm's means): a compiler fuses both into one kernel per chain.
+    elem = np.isin(leaf["category"].to_numpy(object), (ELEMENTWISE, REDUCTION)) & (leaf["numel"].to_numpy() > 0)
     elem &= ~name_mask(leaf["name"], lambda n: n.str.contains(_FOREACH_RE))
     numel = leaf["numel"].to_numpy(np.int64)
     tid = leaf["tid"].to_numpy(np.int64)
-    link = elem[1:] & elem[:-1] & (numel[1:] == numel[:-1]) & (tid[1:] == tid[:-1])
+    ts, end = leaf["ts_ns"].to_numpy(np.int64), leaf["end_ns"].to_numpy(np.int64)
+    # Same tensor family: equal sizes, or one a whole multiple of the other (a reduction's per-row
+    # output, the per-row statistic broadcast back over the rows).
+    lo, hi = np.minimum(numel[1:], numel[:-1]), np.maximum(numel[1:], numel[:-1])
+    family = (lo > 0) & (hi % np.maximum(lo, 1) == 0)
+    link = elem[1:] & elem[:-1] & family & (tid[1:] == tid[:-1])
+    link &= (ts[1:] - end[:-1]) <= CHAIN_MAX_GAP_NS
+    # Other work between two ops (a GEMM's wrapper, a compiled region whose kernels are not recorded
+    # as operators) ends the chain.
+    breaking = _breaking_starts(model)
+    link &= np.searchsorted(breaking, ts[1:], side="left") == np.searchsorted(breaking, end[:-1], side="right")
     chain_id = np.cumsum(np.concatenate([[True], ~link]))
     bytes_ = (leaf["tensor_inputs"].to_numpy(np.int64) + 1) * numel * leaf["elem_bytes"].to_numpy(np.int64)
     dur = leaf["dur_ns"].to_numpy(np.int64)
-    big = elem & (bytes_ >= 1 << 20)
-    if not big.any():
-        return None
-    bw = float(np.percentile(bytes_[big] / np.maximum(dur[big] - a, 1), 90))  # bytes per ns, achieved
-    frame = pd.DataFrame({"chain": chain_id, "elem": elem, "ts": leaf["ts_ns"].to_numpy(np.int64),
-                          "end": leaf["end_ns"].to_numpy(np.int64), "dur": dur, "bytes": bytes_,
-                          "first_bytes": bytes_, "name": leaf["name"].to_numpy(object)})
-    frame = frame[frame["elem"]]
-    frame["excess"] = np.maximum(frame["dur"] - a - frame["bytes"] / bw, 0)
+    frame = pd.DataFrame({"chain": chain_id, "elem": elem, "ts": ts, "end": end, "dur": dur, "bytes": bytes_,
+                          "name": leaf["name"].to_numpy(object)})
+    frame = frame[frame["elem"] & (frame["bytes"] > 0)]
+    # Each op's achieved bandwidth (bytes per ns past its dispatch); a chain's fused kernel streams at
+    # the median of its own ops' (same tensors, same caches; one slow outlier does not move it).
+    frame["bw"] = frame["bytes"] / np.maximum(frame["dur"] - a, 1)
     g = frame.groupby("chain", sort=False)
-    chains = pd.DataFrame({"n": g.size(), "ts": g["ts"].min(), "end": g["end"].max(),
-                           "excess": g["excess"].sum(), "first_bytes": g["first_bytes"].first(),
+    chains = pd.DataFrame({"n": g.size(), "ts": g["ts"].min(), "end": g["end"].max(), "bw": g["bw"].median(),
+                           "first_bytes": g["bytes"].max(),
                            "names": g["name"].agg(lambda x: " -> ".join(dict.fromkeys(str(v).split("::")[-1] for v in x)))})
-    chains = chains[chains["n"] >= MIN_CHAIN_OPS]
+    # A chain over tiny tensors is a per-element loop (vectorise_tiny_ops), not a chain worth fusing.
+    chains = chains[(chains["n"] >= MIN_CHAIN_OPS) & (chains["first_bytes"] > 4 * TINY_OP_BYTES)]
     if chains.empty:
         return None
-    fused = (a + chains["first_bytes"] / bw + chains["excess"]).astype(np.int64).to_numpy()
+    fused = (a + chains["first_bytes"] / chains["bw"]).astype(np.int64).to_numpy()
     s, e = chains["ts"].to_numpy(np.int64), chains["end"].to_numpy(np.int64)
     order = np.argsort(s)
     s, e, fused = s[order], e[order], np.minimum(fused[order], (e - s)[order])
+    bw = float(chains["bw"].median())
     gpu_dur = None
     if model.has_gpu:
         gpu_dur = _fold_kernels(model, s, e, 1)
@@ -304,12 +336,22 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
         "bottleneck.unfused_elementwise", "cpu_compute:elementwise" if not model.has_gpu else "gpu_compute:elementwise",
         f"{len(chains)} chains of elementwise ops run one op at a time ({int(chains['n'].sum())} ops)",
         "Fuse them: torch.compile the module (or write the chain as one op, e.g. F.gelu, F.layer_norm)",
-        f"a fused chain reads its first op's inputs and writes one output at the bandwidth the trace's "
-        f"elementwise ops reach ({bw:.1f} GB/s), keeps each op's compute beyond its memory time, and pays one "
-        f"dispatch ({a / 1e3:.1f} µs) instead of one per op; the Python between the ops goes",
+        f"a fused chain reads its inputs and writes one output (the bytes of its largest op), at the bandwidth its own ops "
+        f"reach (median {bw:.1f} GB/s), and pays one dispatch ({a / 1e3:.1f} µs) instead of one per op; "
+        f"the Python between the ops goes",
         Change(cuts=(s, e, fused), gpu_dur=gpu_dur),
         {"chains": len(chains), "ops": int(chains["n"].sum()), "bandwidth_gbps": round(bw, 2),
          "dispatch_ns": a, "examples": top})
+
+
+def _breaking_starts(model: StepModel) -> np.ndarray:
+    """Sorted starts of host ops that are neither pointwise, reductions, views nor autograd bookkeeping."""
+    ops = model.ops
+    ops = ops[ops["kind"].isin(("cpu_op", "annotation")).to_numpy()]
+    cat = cpu_category(ops["name"])
+    keep = ~np.isin(cat, (ELEMENTWISE, REDUCTION, LAYOUT))
+    keep &= ~name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
+    return np.sort(ops["ts_ns"].to_numpy(np.int64)[keep])
 
 
 # --------------------------------------------------------------------------- dispatch-bound loops
@@ -323,31 +365,47 @@ def vectorise_tiny_ops(model: StepModel, attr: Attribution) -> Estimate | None:
     leaf = leaf[leaf["main"].to_numpy() & _outside(model, leaf, "optimizer", "data_loading")].reset_index(drop=True)
     if leaf.empty:
         return None
-    a = _dispatch_floor(leaf)
     dur = leaf["dur_ns"].to_numpy(np.int64)
-    tiny = dur <= TINY_OP_FACTOR * max(a, 1)
-    run = np.cumsum(np.concatenate([[True], ~(tiny[1:] & tiny[:-1])]))
-    frame = pd.DataFrame({"run": run, "tiny": tiny, "ts": leaf["ts_ns"].to_numpy(np.int64),
-                          "end": leaf["end_ns"].to_numpy(np.int64), "dur": dur, "name": leaf["name"].to_numpy(object)})
-    frame = frame[frame["tiny"]]
-    g = frame.groupby("run", sort=False)
-    runs = pd.DataFrame({"n": g.size(), "ts": g["ts"].min(), "end": g["end"].max(), "kinds": g["name"].nunique(),
-                         "compute": (g["dur"].sum() - g.size() * a).clip(lower=0)})
+    tiny = _tiny(leaf)
+    # A loop over elements: long runs of tiny ops (views and scalar wrapping between them included).
+    cat = leaf["category"].to_numpy(object)
+    filler = (cat == LAYOUT) | (leaf["numel"].to_numpy() <= 1)
+    run_member = tiny | filler
+    run = np.cumsum(np.concatenate([[True], ~(run_member[1:] & run_member[:-1])]))
+    frame = pd.DataFrame({"run": run, "member": run_member, "tiny": tiny & ~filler,
+                          "ts": leaf["ts_ns"].to_numpy(np.int64), "end": leaf["end_ns"].to_numpy(np.int64),
+                          "dur": dur, "name": leaf["name"].to_numpy(object)})
+    frame = frame[frame["member"]]
+    work = frame[frame["tiny"]]
+    g, gw = frame.groupby("run", sort=False), work.groupby("run", sort=False)
+    runs = pd.DataFrame({"ts": g["ts"].min(), "end": g["end"].max(), "n": gw.size(), "kinds": gw["name"].nunique(),
+                         "op_ns": gw["dur"].median()}).dropna()
     runs = runs[(runs["n"] >= MIN_TINY_RUN_OPS) & (runs["n"] >= 8 * runs["kinds"])]
     if runs.empty:
         return None
     s, e = runs["ts"].to_numpy(np.int64), runs["end"].to_numpy(np.int64)
-    new = np.minimum((runs["kinds"] * a + runs["compute"]).to_numpy(np.int64), e - s)
+    # Vectorised, each kind of op runs once over the whole batch: one op's cost per kind; the work on
+    # tiny tensors is within it, and the Python loop goes.
+    new = np.minimum((runs["kinds"] * runs["op_ns"]).to_numpy(np.int64), e - s)
     order = np.argsort(s)
     return Estimate(
         "bottleneck.dispatch_bound", "other_host",
-        f"{int(runs['n'].sum())} tiny ops in {len(runs)} loops: the host spends the time dispatching them",
+        f"{int(runs['n'].sum())} ops on tiny tensors in {len(runs)} loops: the host spends the step dispatching them",
         "Vectorise the loop (one op over the whole batch instead of one per element), or capture it with "
-        "torch.compile / CUDA graphs",
-        f"each run of tiny ops (at most {TINY_OP_FACTOR:g}x the {a / 1e3:.1f} µs dispatch floor) becomes one op "
-        f"per distinct kind, paying the dispatch once and keeping the work beyond it; the Python loop goes",
+        "torch.compile",
+        f"each run of ops on tiny tensors (at most {TINY_OP_BYTES} bytes each) becomes one op per distinct kind, "
+        f"each costing what one of them costs in the trace (median); the Python loop and its views go",
         Change(cuts=(s[order], e[order], new[order])),
-        {"runs": len(runs), "tiny_ops": int(runs["n"].sum()), "dispatch_ns": a})
+        {"runs": len(runs), "tiny_ops": int(runs["n"].sum()), "op_kinds": int(runs["kinds"].max()),
+         "median_op_ns": int(runs["op_ns"].median())})
+
+
+def _tiny(leaf: pd.DataFrame) -> np.ndarray:
+    """Ops whose tensors are tiny (shapes recorded), else ops lasting at most a few dispatch floors."""
+    size = leaf["numel"].to_numpy(np.int64) * leaf["elem_bytes"].to_numpy(np.int64)
+    if (leaf["numel"].to_numpy() > 0).any():
+        return (leaf["numel"].to_numpy() > 1) & (size <= TINY_OP_BYTES)
+    return leaf["dur_ns"].to_numpy(np.int64) <= TINY_OP_FACTOR * max(_dispatch_floor(leaf), 1)
 
 
 def cuda_graphs(model: StepModel, attr: Attribution) -> Estimate | None:
