@@ -1,8 +1,10 @@
 """A training loop fed by a DataLoader whose Dataset waits on a slow disk (time.sleep), for the data pairs.
 
 Each item is one whole batch (``batch_size=None``); reading it sleeps for a set share of the compute
-step, measured once per process (`compute_seconds`) so before and after wait the same time. The
-sleep holds no CPU, as a disk read would not, so worker processes hide it behind compute.
+step, measured once per process (`compute_seconds`) so before and after wait the same time, and then
+returns one of a few batches made up front. The sleep holds no CPU, as a disk read would not, and
+the worker makes no data of its own, so worker processes hide the wait behind compute without
+taking cores from the training step (this machine has two, shared).
 """
 
 from __future__ import annotations
@@ -25,23 +27,27 @@ __all__ = ["SlowDisk", "LoaderStep", "compute_seconds", "build_loader_step", "lo
 WIDTH, DEPTH, BATCH = 512, 8, 256
 #: items the dataset claims to have: far more than any run takes, so the loader never restarts
 ITEMS = 1_000_000
+#: distinct batches the dataset hands out in turn
+DISTINCT_BATCHES = 8
 CALIBRATION_WARMUP_STEPS, CALIBRATION_STEPS = 3, 9
 _MANY_WORKERS_WARNING = "This DataLoader will create"
 
 
 class SlowDisk(Dataset):
-    """Batches that take `wait_s` to read, like a slow disk; the data itself is seeded noise."""
+    """Batches that take `wait_s` to read, like a slow disk; the data itself is seeded noise made up front."""
 
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
+        gen = torch.Generator().manual_seed(SEED)
+        self.batches = [(torch.randn(BATCH, WIDTH, generator=gen), torch.randn(BATCH, WIDTH, generator=gen))
+                        for _ in range(DISTINCT_BATCHES)]
 
     def __len__(self) -> int:
         return ITEMS
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         time.sleep(self.wait_s)
-        gen = torch.Generator().manual_seed(SEED + index % 16)
-        return torch.randn(BATCH, WIDTH, generator=gen), torch.randn(BATCH, WIDTH, generator=gen)
+        return self.batches[index % DISTINCT_BATCHES]
 
 
 @dataclass
