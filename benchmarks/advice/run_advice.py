@@ -50,6 +50,8 @@ PAIR_TIMEOUT_S = 1200
 THREADS_PER_RANK = 1
 PATH_LABELS = {"torch_profiler": "plain", "torchscope": "bundle"}
 BOTTLENECK = "bottleneck"
+#: the summary key of the expected finding's analyzer that holds its median step time, ns (contract)
+STEP_KEY = "step_ns"
 #: findings listed for a before that missed its expected finding
 INSTEAD_SHOWN = 3
 #: the text output's width, columns
@@ -115,13 +117,17 @@ def detect(path: Path, expected: str) -> Detection:
     analyzer = expected.split(".", 1)[0]
     note = (f"{analyzer} failed: {report.errors[analyzer]}".splitlines()[0][:160] if analyzer in report.errors
             else f"{analyzer} skipped: {report.skipped[analyzer]}" if analyzer in report.skipped else None)
+    result = report.result(analyzer)
+    step_ns = result.summary.get(STEP_KEY) if result is not None else None
+    step_ns = int(step_ns) if isinstance(step_ns, (int, float)) and step_ns == step_ns else None
     hits = [f for f in report.findings if f.id == expected]
     if not hits:
-        return Detection(fired=False, findings=ranked, analyzer_note=note)
+        return Detection(fired=False, findings=ranked, analyzer_note=note, recorded_step_ns=step_ns)
     best = max(hits, key=lambda f: f.gain_fraction)
     unknown = best.gain_fraction == 0 and "unknown" in best.estimated_gain.lower()
     return Detection(fired=True, gain_fraction=None if unknown else float(best.gain_fraction),
-                     estimated_gain=best.estimated_gain, findings=ranked, analyzer_note=note)
+                     estimated_gain=best.estimated_gain, findings=ranked, analyzer_note=note,
+                     recorded_step_ns=step_ns)
 
 
 def _recording_dir(run_dir: Path, variant: str, path: str) -> Path:
@@ -227,7 +233,7 @@ def render_table(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = 
 
 def render_markdown(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = True) -> str:
     """The corpus as a Markdown table, then the summary, for the README."""
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out = ["| " + " | ".join(c.replace("|", "\\|") for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in _rows(pairs):
         cells = list(r) + [""] * (len(COLUMNS) - len(r))
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -239,7 +245,7 @@ def render_markdown(pairs: Sequence[PairFigures], *, bottleneck_registered: bool
 
 def _detection_json(d: Detection) -> dict:
     return {"fired": d.fired, "gain_fraction": d.gain_fraction, "estimated_gain": d.estimated_gain,
-            "error": d.error, "analyzer_note": d.analyzer_note, "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
+            "error": d.error, "analyzer_note": d.analyzer_note, "recorded_step_ns": d.recorded_step_ns, "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
 
 
 def figures_json(pairs: Sequence[PairFigures]) -> dict:
@@ -309,10 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                                 analyze_only=args.analyze_only))
         done(figures[-1], time.monotonic() - t0)
     registered = _bottleneck_registered()
+    if args.json is not None:  # first: the figures are kept even when stdout is closed early
+        args.json.write_text(json.dumps(figures_json(figures), indent=1))
     render = render_markdown if args.markdown else render_table
     print(render(figures, bottleneck_registered=registered))
-    if args.json is not None:
-        args.json.write_text(json.dumps(figures_json(figures), indent=1))
     return 0
 
 

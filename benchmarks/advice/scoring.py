@@ -33,6 +33,8 @@ class Detection:
     error: str | None = None
     #: why the expected finding's analyzer skipped or failed on this recording, if it did
     analyzer_note: str | None = None
+    #: the median step of the recording as that analyzer measured it (profiler on), ns; None if it did not
+    recorded_step_ns: int | None = None
 
 
 @dataclass(frozen=True)
