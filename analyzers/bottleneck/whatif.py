@@ -32,6 +32,7 @@ from torchscope.analyzers.kernels import (
     REDUCTION,
     is_fp32_gemm,
 )
+from torchscope.analyzers.report.units import format_duration_ns
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
 from torchscope.analyzers.timeline.nesting import outermost
 
@@ -41,7 +42,7 @@ __all__ = [
     "GRAPH_LAUNCH_PER_KERNEL_NS",
     "MAX_DATA_WORKERS",
     "MIN_CHAIN_OPS",
-    "MIN_TINY_RUN_OPS",
+    "MIN_LOOP_ITERATIONS",
     "TRANSFORMS",
     "Estimate",
 ]
@@ -49,6 +50,8 @@ __all__ = [
 #: What fetching a ready batch from the DataLoader's worker queue costs the main thread (unpickling
 #: tensor handles from shared memory), ns; measured with torch 2.x on small batches.
 DATA_QUEUE_FETCH_NS = 300_000
+#: With workers, a median wait this many times the shortest means batches are not ready in time.
+STARVED_WAIT_FACTOR = 2.0
 #: Most DataLoader workers we recommend.
 MAX_DATA_WORKERS = 8
 #: Shortest run of elementwise ops that counts as a fusable chain.
@@ -58,12 +61,13 @@ MIN_CHAIN_OPS = 3
 CHAIN_MAX_GAP_NS = 1_000_000
 #: DistributedDataParallel's default bucket size (``bucket_cap_mb=25``), bytes.
 DDP_BUCKET_BYTES = 25 * 2**20
-#: Shortest run of tiny host ops that counts as a per-element Python loop.
-MIN_TINY_RUN_OPS = 32
-#: An op is tiny when its largest tensor holds at most this many bytes (its work is far below its
-#: dispatch cost), or, without recorded shapes, when it lasts at most TINY_OP_FACTOR dispatch floors.
+#: Fewest iterations that make a per-element Python loop worth vectorising.
+MIN_LOOP_ITERATIONS = 16
+#: Most ops in one iteration of such a loop, and the longest host gap inside it.
+MAX_LOOP_BODY_OPS = 64
+MAX_LOOP_GAP_NS = 5_000_000
+#: A chain whose largest op moves at most 4x this many bytes is dispatch, not memory traffic, to save.
 TINY_OP_BYTES = 4096
-TINY_OP_FACTOR = 3.0
 #: What a CUDA graph costs per captured kernel at replay, ns (graph launch amortised over its nodes).
 GRAPH_LAUNCH_PER_KERNEL_NS = 1_000
 
@@ -73,6 +77,8 @@ _AUTOGRAD_RE = re.compile(r"^autograd::engine::evaluate_function: ")
 _AUTOGRAD_NODE_RE = re.compile(r"^(?:\w+Backward\d*|detach_?|aten::detach_?|torch::autograd::\w+)$")
 _DDP_RE = re.compile(r"DistributedDataParallel|ddp\.reducer|Reducer::", re.IGNORECASE)
 _ITEM_SITES = ("aten::item", "aten::_local_scalar_dense")
+_LOOP_INDEX_RE = re.compile(r"^(?:aten::(?:select|slice|index|narrow|item|unbind)|autograd::engine::evaluate_function: "
+                            r"(?:Select|Slice|Index|Unbind)Backward\d*)$")
 _EMPTY = np.zeros(0, np.int64)
 
 
@@ -165,20 +171,24 @@ def hide_data_loading(model: StepModel, attr: Attribution) -> Estimate | None:
     names = model.ops.loc[model.ops["main"] & model.ops["name"].str.startswith("enumerate(DataLoader)#"), "name"]
     workers_already = bool(names.str.contains("MultiProcessing").any())
     med_load, med_rest = float(np.median(load)), float(np.median(rest))
+    fetch = DATA_QUEUE_FETCH_NS
     if workers_already:
-        # Workers exist and still fall behind: their count is not in the trace; doubling is the advice,
-        # and the gain is bounded by hiding the wait entirely.
+        # The workers' count is not in the trace. When they keep up, each wait is only the fetch of a
+        # ready batch: about the shortest wait of the run. Waits beyond it are batches not ready yet,
+        # which more workers hide.
+        fetch = int(np.min(e - s))
+        if np.median(load) <= STARVED_WAIT_FACTOR * fetch or np.median(load) - fetch < DATA_QUEUE_FETCH_NS:
+            return None
         workers = None
         floor = None
-        how = ("the wait for each batch (median {w}) is cut to the queue fetch; the workers' count is not "
-               "in the trace, so this is the gain of hiding the wait entirely (an upper bound)")
+        how = ("each wait for a batch (median {w}) beyond the shortest one (" + format_duration_ns(fetch) + ", the "
+               "fetch of a ready batch) is a batch the workers had not finished; with enough workers it is hidden")
     else:
         workers = int(min(MAX_DATA_WORKERS, max(2, math.ceil(med_load / med_rest) + 1)))
         floor = (load / workers + np.minimum(DATA_QUEUE_FETCH_NS, load)).astype(np.int64)
         how = (f"with {workers} workers each batch (median {{w}}) is loaded while the step computes; the main "
                f"thread keeps only the queue fetch, and a step cannot be shorter than the loading time / {workers}")
-    cuts = (s, e, np.minimum(e - s, DATA_QUEUE_FETCH_NS))
-    from torchscope.analyzers.report.units import format_duration_ns
+    cuts = (s, e, np.minimum(e - s, fetch))
     rec = (f"Load batches in background workers: DataLoader(num_workers={workers}, persistent_workers=True"
            f"{', pin_memory=True' if model.has_gpu else ''})" if workers else
            "Raise DataLoader num_workers (e.g. double it) or make each sample cheaper to load; prefetch_factor "
@@ -278,7 +288,13 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     if leaf.empty:
         return None
     leaf = leaf[_outside(model, leaf, "optimizer", "data_loading")].reset_index(drop=True)
-    if leaf["numel"].max() <= 0:
+    loops = _loops(model)[0]
+    if loops:  # a loop over elements is one cause (vectorise_loops), not chains to fuse
+        ls, le = merge_intervals(np.array([c[0] for c in loops], np.int64), np.array([c[1] for c in loops], np.int64))
+        t = leaf["ts_ns"].to_numpy(np.int64)
+        pos = np.searchsorted(ls, t, side="right") - 1
+        leaf = leaf[~((pos >= 0) & (t < le[np.maximum(pos, 0)]))].reset_index(drop=True)
+    if leaf.empty or leaf["numel"].max() <= 0:
         return None  # no shapes recorded: no bytes model
     a = _dispatch_floor(leaf)
     # Views, allocations and the wrapping of Python scalars (``x * 0.5`` copies a 0-d tensor) sit
@@ -319,7 +335,7 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     chains = pd.DataFrame({"n": g.size(), "ts": g["ts"].min(), "end": g["end"].max(), "bw": g["bw"].median(),
                            "first_bytes": g["bytes"].max(),
                            "names": g["name"].agg(lambda x: " -> ".join(dict.fromkeys(str(v).split("::")[-1] for v in x)))})
-    # A chain over tiny tensors is a per-element loop (vectorise_tiny_ops), not a chain worth fusing.
+    # A chain over tiny tensors saves dispatches, not bytes (loops over elements: vectorise_loops).
     chains = chains[(chains["n"] >= MIN_CHAIN_OPS) & (chains["first_bytes"] > 4 * TINY_OP_BYTES)]
     if chains.empty:
         return None
@@ -355,57 +371,64 @@ def _breaking_starts(model: StepModel) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- dispatch-bound loops
-def vectorise_tiny_ops(model: StepModel, attr: Attribution) -> Estimate | None:
-    """Long runs of tiny host ops on a CPU run: a Python loop over elements (on a GPU run see cuda_graphs)."""
-    if model.has_gpu:
+def _loops(model: StepModel) -> tuple[list, list, list]:
+    """The per-element loops of the steps: (start, end, new length) cuts, iteration counts, body op names."""
+    ops = model.ops
+    outer = ops[ops["main"].to_numpy() & ops["kind"].isin(("cpu_op",)).to_numpy()]
+    outer = outer[outermost(outer) & _outside(model, outer, "optimizer", "data_loading")].reset_index(drop=True)
+    if len(outer) < MIN_LOOP_ITERATIONS:
+        return [], [], []
+    names = outer["name"].to_numpy(object)
+    marker = name_mask(outer["name"], lambda n: n.str.match(_LOOP_INDEX_RE)).astype(bool)
+    at = np.flatnonzero(marker)
+    if at.size < MIN_LOOP_ITERATIONS:
+        return [], [], []
+    ts, end = outer["ts_ns"].to_numpy(np.int64), outer["end_ns"].to_numpy(np.int64)
+    new_loop = np.concatenate([[True], (np.diff(at) > MAX_LOOP_BODY_OPS) | (ts[at[1:]] - end[at[:-1]] > MAX_LOOP_GAP_NS)])
+    loop_id = np.cumsum(new_loop)
+    cuts, iterations, bodies = [], [], []
+    for lid in np.unique(loop_id):
+        m = at[loop_id == lid]
+        if m.size < MIN_LOOP_ITERATIONS:
+            continue
+        counts = pd.Series(names[m[0]:m[-1] + 1]).value_counts()
+        body = counts[counts >= MIN_LOOP_ITERATIONS]
+        n_iter = int(body.min()) if not body.empty else 0
+        if n_iter < MIN_LOOP_ITERATIONS:
+            continue
+        per_iter = max(1, (m[-1] - m[0]) // max(n_iter - 1, 1))
+        last = min(len(outer) - 1, m[-1] + per_iter - 1)
+        s0, e0 = int(ts[m[0]]), int(end[m[0]:last + 1].max())
+        cuts.append((s0, e0, (e0 - s0) // n_iter))
+        iterations.append(n_iter)
+        bodies.append(", ".join(str(x).split("::")[-1] for x in body.index[:6]))
+    return cuts, iterations, bodies
+
+
+def vectorise_loops(model: StepModel, attr: Attribution) -> Estimate | None:
+    """A Python loop over a tensor's elements: the same few ops once per row, forward and backward.
+
+    A loop shows as many indexing calls (``aten::select``/``slice``/``index``/``item``, and in backward
+    their ``SelectBackward0``... nodes) among ops on small tensors, one or two per iteration. The
+    ops between the first and the last of them, plus one iteration, are the loop; its iteration count
+    is the least count of the op names that repeat at least ``MIN_LOOP_ITERATIONS`` times in it (each
+    op of the body runs at least once per iteration). Vectorised, the body runs once over the whole
+    batch and, its tensors being small, costs about one iteration: the loop keeps 1/iterations.
+    """
+    cuts, iterations, bodies = _loops(model)
+    if not cuts:
         return None
-    leaf = _leaf_ops(model)
-    if leaf.empty:
-        return None
-    leaf = leaf[leaf["main"].to_numpy() & _outside(model, leaf, "optimizer", "data_loading")].reset_index(drop=True)
-    if leaf.empty:
-        return None
-    dur = leaf["dur_ns"].to_numpy(np.int64)
-    tiny = _tiny(leaf)
-    # A loop over elements: long runs of tiny ops (views and scalar wrapping between them included).
-    cat = leaf["category"].to_numpy(object)
-    filler = (cat == LAYOUT) | (leaf["numel"].to_numpy() <= 1)
-    run_member = tiny | filler
-    run = np.cumsum(np.concatenate([[True], ~(run_member[1:] & run_member[:-1])]))
-    frame = pd.DataFrame({"run": run, "member": run_member, "tiny": tiny & ~filler,
-                          "ts": leaf["ts_ns"].to_numpy(np.int64), "end": leaf["end_ns"].to_numpy(np.int64),
-                          "dur": dur, "name": leaf["name"].to_numpy(object)})
-    frame = frame[frame["member"]]
-    work = frame[frame["tiny"]]
-    g, gw = frame.groupby("run", sort=False), work.groupby("run", sort=False)
-    runs = pd.DataFrame({"ts": g["ts"].min(), "end": g["end"].max(), "n": gw.size(), "kinds": gw["name"].nunique(),
-                         "op_ns": gw["dur"].median()}).dropna()
-    runs = runs[(runs["n"] >= MIN_TINY_RUN_OPS) & (runs["n"] >= 8 * runs["kinds"])]
-    if runs.empty:
-        return None
-    s, e = runs["ts"].to_numpy(np.int64), runs["end"].to_numpy(np.int64)
-    # Vectorised, each kind of op runs once over the whole batch: one op's cost per kind; the work on
-    # tiny tensors is within it, and the Python loop goes.
-    new = np.minimum((runs["kinds"] * runs["op_ns"]).to_numpy(np.int64), e - s)
-    order = np.argsort(s)
+    cs, ce, cl = (np.array(x, np.int64) for x in zip(*cuts))
+    order = np.argsort(cs)
     return Estimate(
         "bottleneck.dispatch_bound", "other_host",
-        f"{int(runs['n'].sum())} ops on tiny tensors in {len(runs)} loops: the host spends the step dispatching them",
-        "Vectorise the loop (one op over the whole batch instead of one per element), or capture it with "
-        "torch.compile",
-        f"each run of ops on tiny tensors (at most {TINY_OP_BYTES} bytes each) becomes one op per distinct kind, "
-        f"each costing what one of them costs in the trace (median); the Python loop and its views go",
-        Change(cuts=(s[order], e[order], new[order])),
-        {"runs": len(runs), "tiny_ops": int(runs["n"].sum()), "op_kinds": int(runs["kinds"].max()),
-         "median_op_ns": int(runs["op_ns"].median())})
-
-
-def _tiny(leaf: pd.DataFrame) -> np.ndarray:
-    """Ops whose tensors are tiny (shapes recorded), else ops lasting at most a few dispatch floors."""
-    size = leaf["numel"].to_numpy(np.int64) * leaf["elem_bytes"].to_numpy(np.int64)
-    if (leaf["numel"].to_numpy() > 0).any():
-        return (leaf["numel"].to_numpy() > 1) & (size <= TINY_OP_BYTES)
-    return leaf["dur_ns"].to_numpy(np.int64) <= TINY_OP_FACTOR * max(_dispatch_floor(leaf), 1)
+        f"{len(cuts)} Python loops over tensor elements ({int(np.median(iterations))} iterations each)",
+        "Vectorise the loop: one op over the whole batch instead of one per row (e.g. F.cross_entropy, "
+        "tensor indexing with an index tensor), or torch.compile it",
+        "each loop's body runs once over the whole batch instead of once per row; its tensors being "
+        "small, one vectorised pass costs about one iteration, so each loop keeps 1/iterations of its time",
+        Change(cuts=(cs[order], ce[order], cl[order])),
+        {"loops": len(cuts), "iterations": int(np.median(iterations)), "body": bodies[0]})
 
 
 def cuda_graphs(model: StepModel, attr: Attribution) -> Estimate | None:
@@ -633,5 +656,5 @@ def mixed_precision(model: StepModel, attr: Attribution) -> Estimate | None:
 #: Every what-if, in the order findings are made (one finding per cause; the larger gain wins a tie).
 TRANSFORMS: tuple[Callable[[StepModel, Attribution], Estimate | None], ...] = (
     hide_data_loading, remove_syncs, pinned_copies, bucket_collectives, foreach_optimizer,
-    fuse_elementwise, vectorise_tiny_ops, cuda_graphs, mixed_precision,
+    fuse_elementwise, vectorise_loops, cuda_graphs, mixed_precision,
 )
