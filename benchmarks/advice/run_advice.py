@@ -42,7 +42,10 @@ __all__ = ["main", "run_pair", "detect", "render_table", "render_markdown", "fig
 DEFAULT_OUT = HERE / "runs"
 #: the realized change needs at least this many interleaved repetitions of each variant
 MIN_REPS = 7
-DEFAULT_REP_SECONDS = 0.4
+#: the default is more, and shorter: on 2 shared cores, other people's bursts then hit before and after
+#: alike (two runs of 7 x 0.4 s reps differed by up to 20 points of realized change on a pair)
+DEFAULT_REPS = 15
+DEFAULT_REP_SECONDS = 0.25
 #: a pair's ranks that run longer than this are stopped and the pair reported as failed
 PAIR_TIMEOUT_S = 1200
 #: torch threads per rank. One: this machine's 2 cores are shared, and intra-op threads spinning for a
@@ -136,7 +139,7 @@ def _recording_dir(run_dir: Path, variant: str, path: str) -> Path:
     return run_dir / variant / {"torch_profiler": TORCH_PROFILER_DIR, "torchscope": TORCHSCOPE_DIR}[path]
 
 
-def run_pair(pair: ModuleType, out: Path, *, reps: int = MIN_REPS, rep_seconds: float = DEFAULT_REP_SECONDS,
+def run_pair(pair: ModuleType, out: Path, *, reps: int = DEFAULT_REPS, rep_seconds: float = DEFAULT_REP_SECONDS,
              analyze_only: bool = False) -> PairFigures:
     """Record (unless analyze_only), time and analyze one pair; failures become the figures' status."""
     from benchmarks.advice.record import TIMING_FILE  # noqa: PLC0415
@@ -257,6 +260,7 @@ def figures_json(pairs: Sequence[PairFigures]) -> dict:
             "name": p.name, "expected": p.expected, "change": p.change, "status": p.status,
             "before_step_s": list(p.before_step_s), "after_step_s": list(p.after_step_s),
             "before_median_ns": p.before_ns, "after_median_ns": p.after_ns, "realized": p.realized,
+            "realized_paired": p.realized_paired,
             "right": p.right,
             "paths": {f.path: {"before": _detection_json(f.before), "after": _detection_json(f.after),
                                "estimated": f.estimated, "relative_error": p.error_of(f), "right": p.right_on(f)}
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair", action="append", default=None, metavar="NAME", help="run only this pair (repeatable)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
-    parser.add_argument("--reps", type=int, default=MIN_REPS, help=f"timed repetitions of each variant (>= {MIN_REPS})")
+    parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"timed repetitions of each variant (>= {MIN_REPS})")
     parser.add_argument("--rep-seconds", type=float, default=DEFAULT_REP_SECONDS, help="length of one repetition")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the recordings go")
     parser.add_argument("--analyze-only", action="store_true", help="analyze the recordings already in --out")

@@ -80,6 +80,12 @@ class PairFigures:
         """1 - median(after) / median(before): the share of step time the change saved (negative: slower)."""
         return realized_change(self.before_step_s, self.after_step_s)
 
+    @property
+    def realized_paired(self) -> float | None:
+        """1 - median of after/before over adjacent repetitions: a check on `realized` less moved by drift."""
+        ratios = [a / b for b, a in zip(self.before_step_s, self.after_step_s) if b > 0]
+        return 1.0 - statistics.median(ratios) if ratios else None
+
     def error_of(self, path: PathFigures) -> float | None:
         """|estimated - realized| / |realized| for one path, None when either is missing."""
         return relative_error(path.estimated, self.realized)

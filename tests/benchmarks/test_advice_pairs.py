@@ -92,6 +92,9 @@ def test_realized_is_one_minus_the_ratio_of_medians() -> None:
     assert relative_error(0.25, 0.20) == pytest.approx(0.25)
     assert relative_error(None, 0.2) is None and relative_error(0.1, 0.0) is None
     assert relative_error(0.1, -0.2) == pytest.approx(1.5)
+    drifting = PairFigures("p", "bottleneck.data_loading", "c", before_step_s=(0.10, 0.20, 0.40),
+                           after_step_s=(0.05, 0.10, 0.20))  # the machine slowed down, the ratio held
+    assert drifting.realized == pytest.approx(0.5) and drifting.realized_paired == pytest.approx(0.5)
 
 
 def test_summary_counts_right_pairs_and_the_median_and_worst_error() -> None:
