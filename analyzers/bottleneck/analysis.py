@@ -39,8 +39,16 @@ SUMMARY_KEYS: dict[str, str] = {
 }
 
 
+#: The threshold findings whose causes the step model replays: where it ran, its findings replace them.
+SUPERSEDES = (
+    "training_loop.data_loader_bound", "training_loop.slow_optimizer_step", "training_loop.device_sync_in_step",
+    "gpu_time.gpu_idle_host_launch", "kernels.many_tiny_kernels", "kernels.fp32_gemm_without_tensor_cores",
+    "communication.exposed_communication", "roofline.fuse_elementwise", "roofline.mixed_precision",
+)
+
+
 @register("bottleneck", description="root causes of step time: attribution and what-if gains",
-          page="overview", needs=("communication",), summary_keys=SUMMARY_KEYS)
+          page="overview", needs=("communication",), summary_keys=SUMMARY_KEYS, supersedes=SUPERSEDES)
 def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
     """Attribute every ns of each step to a cause and predict each recommendation's gain by replay."""
     if trace.events.empty:

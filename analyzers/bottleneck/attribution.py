@@ -13,7 +13,8 @@ segments; each segment gets one cause, so the causes of a step sum exactly to it
    ``data_loading`` (inside ``enumerate(DataLoader)#...``: the step waits for its batch),
    ``device_sync`` (inside a device/stream/event synchronize), ``blocking_copy`` (inside a runtime
    memcpy that waits: pageable or synchronous copies), ``exposed_communication`` (inside a host
-   collective: gloo ops, ``c10d::`` calls and their waits), ``optimizer_dispatch`` (inside
+   collective: gloo ops, ``c10d::`` calls; or inside no op while a collective runs on the backend's
+   thread, as gloo's ``work.wait()`` records nothing), ``optimizer_dispatch`` (inside
    ``Optimizer.step``/``zero_grad``), then the innermost host op: on a GPU run ``launch_bound`` (the
    host is busy issuing work while the GPU waits for it), on a CPU run ``cpu_compute:<category>``
    (``categories.cpu_category``). Host time inside no op is ``other_host`` (Python, untraced work).
@@ -187,6 +188,13 @@ def attribute(model: StepModel) -> Attribution:
     for name, hit in rules:
         hit = idle & (cause == "") & hit
         cause[hit] = name
+    # The host inside no op while a collective it started runs on the backend's thread (gloo's
+    # work.wait() records nothing): it waits for that collective.
+    coll = model.collectives
+    if not coll.empty and "end_ns" in coll.columns:
+        waiting = (cause == "") & (inner_name == "") & _covered(
+            merge_intervals(coll["ts_ns"].to_numpy(np.int64), coll["end_ns"].to_numpy(np.int64)), mid)
+        cause[waiting] = "exposed_communication"
     in_op = (cause == "") & (inner_name != "")
     if model.has_gpu:
         # Only operators and launch calls issue GPU work; an annotation with nothing inside is Python.

@@ -522,9 +522,15 @@ def bucket_collectives(model: StepModel, attr: Attribution) -> Estimate | None:
     comm_now = float(per_step["dur_ns"].sum().median())
     comm_new = buckets * alpha + total / beta
     ddp = bool(name_mask(model.ops["name"], lambda n: n.str.contains(_DDP_RE)).any())
+    if calls <= buckets + (1 if ddp else 0) and (ddp or buckets < 2):
+        # Already as few calls as buckets (DDP keeps a small first bucket on purpose), and nothing
+        # to overlap: a single bucket can only start once backward has finished.
+        return None
     backward = _backward_per_window(model)
     overlapped_now = _overlaps_backward(model, coll)
-    exposed_now = _exposed_per_window(model, coll)
+    table = attr.table
+    exposed_now = (table[table["cause"] == "exposed_communication"].groupby("window")["time_ns"].sum()
+                   .reindex(range(n_win), fill_value=0).to_numpy(float))
     if overlapped_now or ddp:
         exposed_new = exposed_now * min(1.0, comm_new / max(comm_now, 1.0))
         how_overlap = "the collectives already overlap backward; the exposed part shrinks with the total time"
@@ -537,7 +543,7 @@ def bucket_collectives(model: StepModel, attr: Attribution) -> Estimate | None:
     if not (exposed_now > 0).any():
         return None
     latency_bound = calls * alpha > total / beta
-    change = _scale_comm(model, coll, exposed_now, exposed_new)
+    change = _scale_comm(model, attr, exposed_now, exposed_new)
     kind = "latency-bound (many small calls)" if latency_bound else "bandwidth-bound"
     return Estimate(
         "bottleneck.exposed_communication", "exposed_communication",
@@ -582,27 +588,14 @@ def _overlaps_backward(model: StepModel, coll: pd.DataFrame) -> bool:
     return bool(((pos >= 0) & (t < e[np.maximum(pos, 0)])).mean() > 0.5)
 
 
-def _host_comm(model: StepModel, coll: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Host intervals of the main thread spent inside collective calls (the host-side exposure)."""
-    ops = model.ops
-    main = ops[ops["main"].to_numpy()]
-    hit = main[name_mask(main["name"], lambda n: n.str.match(r"^(?:c10d::|gloo:|mpi:|ucc:)"))]
-    return merge_intervals(hit["ts_ns"].to_numpy(np.int64), hit["end_ns"].to_numpy(np.int64))
+def _exposed_intervals(attr: Attribution) -> tuple[np.ndarray, np.ndarray]:
+    """The host-side exposed communication of the steps (attribution segments), merged."""
+    seg = attr.segments
+    exp = seg[(seg["cause"] == "exposed_communication").to_numpy()]
+    return merge_intervals(exp["start_ns"].to_numpy(np.int64), exp["end_ns"].to_numpy(np.int64))
 
 
-def _exposed_per_window(model: StepModel, coll: pd.DataFrame) -> np.ndarray:
-    if model.has_gpu:
-        gpu = model.gpu
-        comm = gpu[gpu["category"].to_numpy(object) == COMMUNICATION]
-        other = gpu[gpu["category"].to_numpy(object) != COMMUNICATION]
-        from torchscope.analyzers.timeline.intervals import subtract
-        c = merge_intervals(comm["ts_ns"].to_numpy(np.int64), comm["end_ns"].to_numpy(np.int64))
-        o = merge_intervals(other["ts_ns"].to_numpy(np.int64), other["end_ns"].to_numpy(np.int64))
-        return _per_window(model, subtract(c, o)).astype(float)
-    return _per_window(model, _host_comm(model, coll)).astype(float)
-
-
-def _scale_comm(model: StepModel, coll: pd.DataFrame, now: np.ndarray, new: np.ndarray) -> Change:
+def _scale_comm(model: StepModel, attr: Attribution, now: np.ndarray, new: np.ndarray) -> Change:
     """The change that shrinks each window's exposed communication from ``now`` to ``new``."""
     ratio = np.where(now > 0, new / np.maximum(now, 1), 1.0)
     if model.has_gpu:
@@ -612,7 +605,7 @@ def _scale_comm(model: StepModel, coll: pd.DataFrame, now: np.ndarray, new: np.n
         w = gpu["window"].to_numpy(np.int64)
         dur[comm] = (dur[comm] * ratio[w[comm]]).astype(np.int64)
         return Change(gpu_dur=dur)
-    s, e = _host_comm(model, coll)
+    s, e = _exposed_intervals(attr)
     win = model.windows
     from torchscope.analyzers.timeline.steps import step_index
     w = step_index(s, win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64))

@@ -17,7 +17,7 @@ on a job analyzed rank by rank.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace, field
 from typing import Any, Callable, Literal, Mapping
 
 from torchscope.analyzers.core.findings import Page
@@ -63,6 +63,9 @@ class AnalyzerSpec:
     #: Set scope only: ``reduce(trace, **needs) -> part``, what one rank contributes; ``func`` then
     #: receives ``{rank: part}`` instead of the TraceSet.
     reduce: Callable[..., Any] | None = None
+    #: Finding ids of other analyzers this one replaces: on a rank where it ran, those are dropped
+    #: (one finding per cause; the older rule still speaks where this analyzer could not run).
+    supersedes: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, AnalyzerSpec] = {}
@@ -70,7 +73,7 @@ REGISTRY: dict[str, AnalyzerSpec] = {}
 
 def register(name: str, *, description: str, scope: Scope = "rank", page: Page = "overview",
              needs: tuple[str, ...] = (), summary_keys: Mapping[str, str] | None = None,
-             reduce: Callable[..., Any] | None = None) -> Callable:
+             reduce: Callable[..., Any] | None = None, supersedes: tuple[str, ...] = ()) -> Callable:
     """Decorator that adds ``analyze(trace, **needs) -> Result`` to the registry under ``name``."""
     if scope not in ("rank", "set"):
         raise ValueError(f"scope must be 'rank' or 'set', got {scope!r}")
@@ -79,7 +82,8 @@ def register(name: str, *, description: str, scope: Scope = "rank", page: Page =
 
     def deco(func: Callable[..., Result]) -> Callable[..., Result]:
         REGISTRY[name] = AnalyzerSpec(name, func, description, scope, page, tuple(needs),
-                                      dict(summary_keys) if summary_keys is not None else None, reduce)
+                                      dict(summary_keys) if summary_keys is not None else None, reduce,
+                                      tuple(supersedes))
         return func
 
     return deco
@@ -219,6 +223,16 @@ def combine(specs: Mapping[str, AnalyzerSpec], hidden: frozenset[str], rank_runs
     skipped: dict[str, str] = {}
     errors: dict[str, str] = {}
     runs = sorted(rank_runs, key=lambda run: run.rank)
+    dropped = {run.rank: {fid for n, s in specs.items() if n in run.results for fid in s.supersedes}
+               for run in runs}
+
+    def kept(run: RankRun, name: str) -> Result:
+        result = run.results[name]
+        gone = dropped.get(run.rank) or set()
+        if not gone or not any(f.id in gone for f in result.findings):
+            return result
+        return replace(result, findings=tuple(f for f in result.findings if f.id not in gone))
+
     for name, spec in specs.items():
         if spec.scope == "set":
             if name in job.results and name not in hidden:
@@ -229,7 +243,7 @@ def combine(specs: Mapping[str, AnalyzerSpec], hidden: frozenset[str], rank_runs
                 errors[name] = job.errors[name]
         else:
             if name not in hidden:
-                results.extend(run.results[name] for run in runs if name in run.results)
+                results.extend(kept(run, name) for run in runs if name in run.results)
             reasons = [run.not_applicable[name] for run in runs if name in run.not_applicable]
             if runs and reasons and len(reasons) == len(runs) and name not in hidden:
                 skipped[name] = reasons[0]

@@ -155,3 +155,15 @@ def test_registered_and_in_run_all_on_a_real_trace():
     for f in prec:
         assert "float16" in f.recommendation and "bfloat16" not in f.recommendation
     assert cause_label("gpu_compute:gemm/conv") == "GPU compute: gemm/conv"
+
+
+def test_superseded_threshold_findings_give_way_where_the_step_model_ran(tmp_path):
+    from torchscope.analyzers.bottleneck.analysis import SUPERSEDES
+    trace = _cpu_optimizer_trace(tmp_path, foreach=False)
+    report = run_all(trace)
+    ids = {f.id for f in report.findings}
+    assert "bottleneck.optimizer_dispatch" in ids
+    assert not ids & set(SUPERSEDES)
+    # Without the step model the older rule still speaks.
+    alone = run_all(trace, only=("training_loop",))
+    assert "training_loop.slow_optimizer_step" in {f.id for f in alone.findings}
