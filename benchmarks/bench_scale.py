@@ -12,6 +12,8 @@ process and its worker processes. Figures, side by side:
   noise of one measurement; inline, it is one rank's own work (load + analyze, start-up excluded);
 - slope / one rank's work: a scheduler's slope over the inline slope; goal (issue 13) <= 1 / 1.6 for
   local processes on 2 cores;
+- task CPU s: CPU time of the rank tasks summed (each task measures its own), and CPU / wall, how many
+  CPUs the job kept busy (up to the CPU count when nothing else runs);
 - peak RSS / 1 rank: peak RSS over that of one rank analyzed inline; goal <= 2 whatever the rank count.
 
 On a machine whose CPUs other work also uses the parallel figures drift toward inline ones (a busy
@@ -65,6 +67,7 @@ assert not job.failed, job.failed
 # Local workers fork from a fork server, not from this process: each task reports its worker's peak.
 workers_kb = max((s.worker_peak_rss_bytes or 0) // 1024 for s in job.ranks.values())
 print(json.dumps({{"seconds": seconds, "maxrss_kb": max(peak_rss_kb(), workers_kb),
+                  "task_cpu_s": sum(s.task_cpu_ns for s in job.ranks.values()) / 1e9,
                   "events": sum(s.events for s in job.ranks.values()), "load": os.getloadavg()[0]}}))
 """
 
@@ -94,7 +97,8 @@ def medians(runs: list[dict]) -> dict:
     """Median seconds, peak RSS (MiB) and load average of repeated runs."""
     return {"seconds": statistics.median(r["seconds"] for r in runs),
             "rss_mib": statistics.median(r["maxrss_kb"] for r in runs) / 1024,
-            "load": statistics.median(r["load"] for r in runs)}
+            "load": statistics.median(r["load"] for r in runs),
+            "cpu_s": statistics.median(r["task_cpu_s"] for r in runs)}
 
 
 def _slope(xs: list[int], ys: list[float]) -> float:
@@ -134,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     one_rss = figures["inline"][1]["rss_mib"]
     slopes = {sch: _slope(counts, [figures[sch][n]["seconds"] for n in counts]) for sch in schedulers}
     own = slopes["inline"]
-    print(f"{'ranks':>5s} {'scheduler':>10s} {'wall s':>8s} {'marginal s':>11s} {'peak RSS MiB':>13s} "
-          f"{'RSS / 1 rank':>13s}")
+    print(f"{'ranks':>5s} {'scheduler':>10s} {'wall s':>8s} {'marginal s':>11s} {'task CPU s':>11s} "
+          f"{'CPU / wall':>11s} {'peak RSS MiB':>13s} {'RSS / 1 rank':>13s}")
     for n in counts:
         for scheduler in schedulers:
             f = figures[scheduler][n]
             marg = f"{(f['seconds'] - figures[scheduler][1]['seconds']) / (n - 1):11.2f}" if n > 1 else f"{'-':>11s}"
-            print(f"{n:5d} {scheduler:>10s} {f['seconds']:8.2f} {marg} {f['rss_mib']:13.0f} "
-                  f"{f['rss_mib'] / one_rss:13.2f}")
+            print(f"{n:5d} {scheduler:>10s} {f['seconds']:8.2f} {marg} {f['cpu_s']:11.2f} "
+                  f"{f['cpu_s'] / f['seconds']:11.2f} {f['rss_mib']:13.0f} {f['rss_mib'] / one_rss:13.2f}")
     if len(counts) > 1:
         print(f"{'scheduler':>10s} {'slope s/rank':>13s} {'slope / one rank s work':>24s} {'max RSS / 1 rank':>17s}")
         for scheduler in schedulers:

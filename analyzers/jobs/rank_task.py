@@ -14,6 +14,7 @@ A rank that cannot be loaded, or whose task fails outright, comes back as a `Ran
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -57,6 +58,8 @@ class RankSummary:
     run: RankRun
     #: Peak resident memory of the process that ran the task, up to the task's end, bytes (None: unknown).
     worker_peak_rss_bytes: int | None = None
+    #: CPU time the task took (load and analyze, this process's user + system), ns.
+    task_cpu_ns: int = 0
 
     @property
     def meta(self) -> TraceMeta:
@@ -90,6 +93,7 @@ class RankFailure:
 
 def analyze_rank(source: RankSource, settings: TaskSettings) -> RankSummary | RankFailure:
     """Load one rank and run its analyzers; a summary, or a failure naming the file and the problem."""
+    cpu_start_ns = time.process_time_ns()
     try:
         trace = load_rank(source, cache=settings.cache)
     except TraceError as exc:
@@ -103,7 +107,7 @@ def analyze_rank(source: RankSource, settings: TaskSettings) -> RankSummary | Ra
         return RankFailure(source.label, trace.rank, f"{source.label}: out of memory while analyzing")
     run = replace(run, results={name: _cut(result) for name, result in run.results.items()})
     return RankSummary(label=source.label, skeleton=skeleton_of(trace), events=len(trace.events), run=run,
-                       worker_peak_rss_bytes=peak_rss_bytes())
+                       worker_peak_rss_bytes=peak_rss_bytes(), task_cpu_ns=time.process_time_ns() - cpu_start_ns)
 
 
 def peak_rss_bytes() -> int | None:

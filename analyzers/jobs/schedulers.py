@@ -39,8 +39,9 @@ __all__ = ["resolve_scheduler", "run_tasks", "usable_cpus", "ENV_SCHEDULER", "IN
 ENV_SCHEDULER = "TORCHSCOPE_SCHEDULER"
 INLINE = "inline"
 PROCESSES = "processes"
-#: Below this many bytes of rank files in all, starting worker processes costs more than it saves.
-PARALLEL_MIN_BYTES = 8 * 1024 * 1024
+#: Below this many bytes of rank files in all, starting worker processes costs more than it saves: the fork
+#: server imports the analyzers once (~1.5 s) and a gzipped MiB of trace takes ~1-2 s of CPU to load and analyze.
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 #: Tasks submitted per local worker at a time (one running, one queued so no worker waits).
 IN_FLIGHT_PER_WORKER = 2
 #: Seconds to wait for a Dask scheduler to answer.
