@@ -36,6 +36,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "top_cause_share": "that cause's share of total step time, 0..1",
     "replay_error": "|median replayed unmodified step - median measured step| / median measured step, 0..1",
     "gpu_idle_share": "share of step time the GPU ran nothing (0 on a CPU-only trace), 0..1",
+    "where_time_goes": "the four largest causes in words with their shares of step time",
 }
 
 
@@ -92,6 +93,8 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         "top_cause_share": float(causes["share"].iloc[0]) if not causes.empty else 0.0,
         "replay_error": float(abs(np.median(base) - np.median(measured)) / max(np.median(measured), 1)),
         "gpu_idle_share": float(idle),
+        "where_time_goes": ", ".join(f"{label} {format_share(share)}" for label, share in
+                                     zip(causes["label"].head(4), causes["share"].head(4))),
     }
     whatif_table = pd.DataFrame(rows, columns=["finding_id", "change", "step_ns_before", "step_ns_after",
                                                "gain_fraction", "model"])

@@ -49,15 +49,18 @@ def cpu_category(names: pd.Series) -> np.ndarray:
     names = pd.Series(names)
     if names.empty:
         return np.zeros(0, dtype=object)
-    codes, uniq = pd.factorize(names.astype(str))
-    uniq = pd.Series(uniq, dtype=object)
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        codes, uniq = names.cat.codes.to_numpy(), names.cat.categories.to_numpy(object)
+    else:
+        codes, uniq = pd.factorize(names.to_numpy(object))
+    uniq = pd.Series(np.asarray(uniq, dtype=object).astype(str), dtype=object)
     cats = np.full(len(uniq), OTHER, dtype=object)
     undecided = np.ones(len(uniq), dtype=bool)
     for category, rule in _RULES:
         hit = undecided & uniq.str.match(rule).to_numpy(dtype=bool)
         cats[hit] = category
         undecided &= ~hit
-    return cats[codes]
+    return np.where(codes >= 0, cats[np.maximum(codes, 0)], OTHER) if len(cats) else np.full(len(codes), OTHER, object)
 
 
 def is_elementwise(names: pd.Series) -> np.ndarray:

@@ -78,6 +78,8 @@ class StepModel:
     syncs: pd.DataFrame
     #: Collectives of the trace (``communication.collectives`` columns) inside the windows, with ``window``.
     collectives: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: What the what-ifs derive from the model and share (leaf ops, loops), computed once.
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def has_gpu(self) -> bool:
@@ -88,6 +90,15 @@ class StepModel:
     def step_ns(self) -> np.ndarray:
         """Measured length of each window, ns."""
         return (self.windows["end_ns"] - self.windows["start_ns"]).to_numpy(np.int64)
+
+
+def _categorical(names: pd.Series) -> pd.Categorical:
+    """A name column as a categorical of plain str categories (rules then run once per distinct name)."""
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        cats = names.cat.remove_unused_categories()
+        return pd.Categorical.from_codes(cats.cat.codes.to_numpy(), categories=pd.Index(
+            cats.cat.categories.to_numpy(object).astype(str), dtype=object))
+    return pd.Categorical(names.to_numpy(object).astype(str))
 
 
 def _main_thread(trace: Trace, host: pd.DataFrame, windows: pd.DataFrame) -> tuple[int, int]:
@@ -112,7 +123,7 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
     windows = windows_or_span(trace).reset_index(drop=True)
     ev = trace.events
     w0, w1 = int(windows["start_ns"].min()), int(windows["end_ns"].max())
-    host_all = ev[ev["kind"].isin(HOST_KINDS).to_numpy() & (ev["ph"].astype(str) == "X").to_numpy()]
+    host_all = ev[ev["kind"].isin(HOST_KINDS).to_numpy() & (ev["ph"] == "X").to_numpy()]
     host_all = host_all[(host_all["ts_ns"] < w1) & (host_all["ts_ns"] + host_all["dur_ns"] > w0)]
     main = _main_thread(trace, host_all, windows)
     auto = host_all[name_mask(host_all["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
@@ -127,8 +138,8 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
     ops = pd.DataFrame({
         "ts_ns": host["ts_ns"].to_numpy(np.int64),
         "dur_ns": host["dur_ns"].to_numpy(np.int64),
-        "name": host["name"].astype(str).to_numpy(object),
-        "kind": host["kind"].astype(str).to_numpy(object),
+        "name": _categorical(host["name"]),
+        "kind": _categorical(host["kind"]),
         "pid": host["pid"].to_numpy(np.int64), "tid": host["tid"].to_numpy(np.int64),
         "correlation": host["correlation"].to_numpy(np.int64),
         "args": host["args"].to_numpy(object),
@@ -174,12 +185,12 @@ def _gpu_work(trace: Trace, windows: pd.DataFrame) -> pd.DataFrame:
         "stream": np.where(joined["stream"].to_numpy(np.int64) >= 0, joined["stream"].to_numpy(np.int64),
                            joined["tid"].to_numpy(np.int64)),
         "category": category_of(joined["name"], joined["kind"]).to_numpy(object),
-        "name": joined["name"].astype(str).to_numpy(object),
+        "name": _categorical(joined["name"]),
         "launch_ts_ns": joined["launch_ts_ns"].to_numpy(np.int64),
         "launch_end_ns": joined["launch_end_ns"].to_numpy(np.int64),
         "launch_tid": joined["launch_tid"].to_numpy(np.int64),
         "correlation": joined["correlation"].to_numpy(np.int64),
-        "kind": joined["kind"].astype(str).to_numpy(object),
+        "kind": _categorical(joined["kind"]),
         "args": joined["args"].to_numpy(object),
     })
     out["end_ns"] = out["ts_ns"] + out["dur_ns"]

@@ -103,7 +103,14 @@ def _per_window(model: StepModel, intervals: tuple[np.ndarray, np.ndarray]) -> n
 
 
 def _leaf_ops(model: StepModel) -> pd.DataFrame:
-    """Host operators (cpu_op) with no operator inside, in time order per thread, with their sizes."""
+    """Host operators (cpu_op) with no operator inside, in time order per thread, with their sizes (cached)."""
+    cached = model.cache.get("leaf_ops")
+    if cached is None:
+        cached = model.cache["leaf_ops"] = _find_leaf_ops(model)
+    return cached
+
+
+def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     ops = model.ops
     cpu = ops[(ops["kind"] == "cpu_op").to_numpy() & (ops["dur_ns"] > 0).to_numpy()]
     cpu = cpu.sort_values(["pid", "tid", "ts_ns", "dur_ns"], ascending=[True, True, True, False], kind="stable")
@@ -111,9 +118,12 @@ def _leaf_ops(model: StepModel) -> pd.DataFrame:
     nxt = np.concatenate([cpu["ts_ns"].to_numpy(np.int64)[1:], [np.iinfo(np.int64).max]])
     leaf = ~np.concatenate([same & (nxt[:-1] < cpu["end_ns"].to_numpy(np.int64)[:-1]), [False]])
     out = cpu[leaf].copy()
-    numel, inputs, esize = _shapes(out["args"].to_numpy(object))
-    out["numel"], out["tensor_inputs"], out["elem_bytes"] = numel, inputs, esize
     out["category"] = cpu_category(out["name"])
+    # Sizes matter to the fusion and loop models only: pointwise and reduction ops.
+    sized = np.isin(out["category"].to_numpy(object), (ELEMENTWISE, REDUCTION))
+    numel, inputs, esize = (np.zeros(len(out), np.int64) for _ in range(3))
+    numel[sized], inputs[sized], esize[sized] = _shapes(out["args"].to_numpy(object)[sized])
+    out["numel"], out["tensor_inputs"], out["elem_bytes"] = numel, inputs, esize
     return out.reset_index(drop=True)
 
 
@@ -300,7 +310,8 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     # Views, allocations and the wrapping of Python scalars (``x * 0.5`` copies a 0-d tensor) sit
     # between a chain's ops and move no data: a fused kernel absorbs them, they do not break the chain.
     cat = leaf["category"].to_numpy(object)
-    transparent = (cat == LAYOUT) | (leaf["numel"].to_numpy() <= 1)
+    sized = np.isin(cat, (ELEMENTWISE, REDUCTION))
+    transparent = (cat == LAYOUT) | (sized & (leaf["numel"].to_numpy() <= 1))
     transparent |= name_mask(leaf["name"], lambda n: n.str.match(_AUTOGRAD_NODE_RE))
     leaf = leaf[~transparent].reset_index(drop=True)
     if leaf.empty:
@@ -316,7 +327,9 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     # output, the per-row statistic broadcast back over the rows).
     lo, hi = np.minimum(numel[1:], numel[:-1]), np.maximum(numel[1:], numel[:-1])
     family = (lo > 0) & (hi % np.maximum(lo, 1) == 0)
-    link = elem[1:] & elem[:-1] & family & (tid[1:] == tid[:-1])
+    # Forward and backward are separate graphs to a compiler: a chain never spans the two.
+    bwd = _covered_by(_autograd_intervals(model), ts)
+    link = elem[1:] & elem[:-1] & family & (tid[1:] == tid[:-1]) & (bwd[1:] == bwd[:-1])
     link &= (ts[1:] - end[:-1]) <= CHAIN_MAX_GAP_NS
     # Other work between two ops (a GEMM's wrapper, a compiled region whose kernels are not recorded
     # as operators) ends the chain.
@@ -333,8 +346,7 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     frame["bw"] = frame["bytes"] / np.maximum(frame["dur"] - a, 1)
     g = frame.groupby("chain", sort=False)
     chains = pd.DataFrame({"n": g.size(), "ts": g["ts"].min(), "end": g["end"].max(), "bw": g["bw"].median(),
-                           "first_bytes": g["bytes"].max(),
-                           "names": g["name"].agg(lambda x: " -> ".join(dict.fromkeys(str(v).split("::")[-1] for v in x)))})
+                           "first_bytes": g["bytes"].max()})
     # A chain over tiny tensors saves dispatches, not bytes (loops over elements: vectorise_loops).
     chains = chains[(chains["n"] >= MIN_CHAIN_OPS) & (chains["first_bytes"] > 4 * TINY_OP_BYTES)]
     if chains.empty:
@@ -347,7 +359,9 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     gpu_dur = None
     if model.has_gpu:
         gpu_dur = _fold_kernels(model, s, e, 1)
-    top = chains.sort_values("n", ascending=False)["names"].head(2).tolist()
+    longest = chains.sort_values("n", ascending=False).index[:2]
+    top = [" -> ".join(dict.fromkeys(str(v).split("::")[-1] for v in frame.loc[frame["chain"] == c, "name"]))
+           for c in longest]
     return Estimate(
         "bottleneck.unfused_elementwise", "cpu_compute:elementwise" if not model.has_gpu else "gpu_compute:elementwise",
         f"{len(chains)} chains of elementwise ops run one op at a time ({int(chains['n'].sum())} ops)",
@@ -358,6 +372,22 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
         Change(cuts=(s, e, fused), gpu_dur=gpu_dur),
         {"chains": len(chains), "ops": int(chains["n"].sum()), "bandwidth_gbps": round(bw, 2),
          "dispatch_ns": a, "examples": top})
+
+
+def _autograd_intervals(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
+    """Merged host intervals inside the autograd engine's node wrappers (backward), any host thread."""
+    ops = model.ops
+    bwd = ops[name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
+    return merge_intervals(bwd["ts_ns"].to_numpy(np.int64), bwd["end_ns"].to_numpy(np.int64))
+
+
+def _covered_by(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
+    """True for times inside a merged interval set."""
+    s, e = intervals
+    if s.size == 0:
+        return np.zeros(len(t), dtype=bool)
+    pos = np.searchsorted(s, t, side="right") - 1
+    return (pos >= 0) & (t < e[np.maximum(pos, 0)])
 
 
 def _breaking_starts(model: StepModel) -> np.ndarray:
@@ -373,6 +403,12 @@ def _breaking_starts(model: StepModel) -> np.ndarray:
 # --------------------------------------------------------------------------- dispatch-bound loops
 def _loops(model: StepModel) -> tuple[list, list, list]:
     """The per-element loops of the steps: (start, end, new length) cuts, iteration counts, body op names."""
+    if "loops" not in model.cache:
+        model.cache["loops"] = _find_loops(model)
+    return model.cache["loops"]
+
+
+def _find_loops(model: StepModel) -> tuple[list, list, list]:
     ops = model.ops
     outer = ops[ops["main"].to_numpy() & ops["kind"].isin(("cpu_op",)).to_numpy()]
     outer = outer[outermost(outer) & _outside(model, outer, "optimizer", "data_loading")].reset_index(drop=True)
@@ -449,9 +485,11 @@ def cuda_graphs(model: StepModel, attr: Attribution) -> Estimate | None:
     count = np.bincount(pos[inside], minlength=s.size)
     new = np.minimum(count * GRAPH_LAUNCH_PER_KERNEL_NS, e - s)
     syncs_inside = len(model.syncs) > 0
+    share = float(bound["time_ns"].sum()) / max(int(model.step_ns.sum()), 1)
     return Estimate(
         "bottleneck.dispatch_bound", "launch_bound",
-        "The GPU waits for the host to launch kernels",
+        f"The GPU is idle {share:.0%} of each step waiting for the host to launch its kernels "
+        f"({int(inside.sum())} launches)",
         "Capture the forward/backward in a CUDA graph (torch.compile(mode='reduce-overhead') or "
         "torch.cuda.graphs); it needs static shapes" + (" and no host syncs inside" if syncs_inside else ""),
         f"the host time the GPU waited on while operators were issued becomes graph replay, costing "
