@@ -24,7 +24,7 @@ from torchscope.analyzers.report.units import format_quantity, key_label
 from torchscope.dashboard import palette
 
 __all__ = [
-    "gpu_time_figure", "step_phase_figure", "attribution_figure", "category_figure", "collectives_figure",
+    "gpu_time_figure", "step_phase_figure", "attribution_figure", "phase_share_by_rank", "category_figure", "collectives_figure",
     "series_figure", "memory_figure", "roofline_figure", "heatmap_figure", "bar_figure", "lines_by_group",
     "before_after_figure", "duration_axis", "bytes_axis", "rate_axis", "log_range", "LOG_SPAN_DECADES",
     "AXIS_NAME_WIDTH",
@@ -154,6 +154,30 @@ def step_phase_figure(table: pd.DataFrame | None, step_col: str = "step") -> go.
                              hovertemplate="step %{x}: %{customdata}<extra>" + phase.replace("_", " ") + "</extra>"))
     fig.update_xaxes(type="category")
     return _finish(fig, "Step time by phase", "Step", f"Time ({unit})", barmode="stack")
+
+
+def phase_share_by_rank(phases: Sequence[tuple[int, pd.DataFrame]]) -> go.Figure | None:
+    """Stacked horizontal bars, one per rank, of each phase's share of step time (training_loop ``phases``)."""
+    rows = [(rank, t) for rank, t in phases if _has(t, "phase", "share_pct")]
+    if len(rows) < 2:
+        return None
+    labels = [f"rank {rank}" for rank, _ in rows]
+    order = list(dict.fromkeys(p for _, t in rows for p in t["phase"].astype(str)))
+    fig = go.Figure()
+    for phase in order:
+        vals = []
+        for _, t in rows:
+            match = t.loc[t["phase"].astype(str) == phase, "share_pct"]
+            vals.append(float(match.iloc[0]) if len(match) and pd.notna(match.iloc[0]) else 0.0)
+        if not any(vals):
+            continue
+        words = phase.replace("_", " ")
+        fig.add_trace(go.Bar(y=labels, x=vals, name=words, orientation="h", marker_color=palette.phase_colour(phase),
+                             hovertemplate="%{y}: %{x:.1f}% of step time<extra>" + words + "</extra>"))
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_xaxes(range=[0, 100])
+    return _finish(fig, "Phases per rank (share of step time)", "% of step time", None, barmode="stack",
+                   height=140 + 34 * len(rows))
 
 
 def attribution_figure(attribution: pd.DataFrame | None, causes: pd.DataFrame | None = None) -> go.Figure | None:

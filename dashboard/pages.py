@@ -358,10 +358,12 @@ def page_verdict(page: str, report: Report, rank: int | None) -> list[VerdictIte
 
 def timeline_for(run: LoadedRun, rank: int | None, t0_ns: int | None, t1_ns: int | None, width_px: int):
     """The timeline figure of ``run`` (one rank or all) for a window, from the run's memoised lanes."""
+    origin = run.origin_ns  # outside the memo below (it is memoised itself)
+
     def lanes():
         events = pd.concat([t.events for t in run.traces], ignore_index=True) if len(run.traces) > 1 \
             else run.traces[0].events
-        return build_lanes(events)
+        return build_lanes(events, origin)
 
     def counters():
         frames = [t.counters for t in run.traces if t.counters is not None and not t.counters.empty]
@@ -409,6 +411,11 @@ def overview_page(ctx: PageContext) -> list:
     else:
         blocks.append(_graph(figures.step_phase_figure(_first_table(rep, "training_loop", "steps", ctx.rank)),
                              "overview-steps"))
+    if ctx.rank is None and len(ctx.run.ranks) > 1 and blocks[-1] is not None:
+        shown = next(iter(_results(rep, "bottleneck" if attribution is not None else "training_loop", None)), None)
+        if shown is not None and shown.rank is not None:  # the step plot is one rank's: say which
+            blocks[-1].figure.update_layout(title_text=f"{blocks[-1].figure.layout.title.text} (rank {shown.rank}; "
+                                                       "pick a rank above, or compare them all below)")
     found = [f for f in ranked_findings(rep.findings) if ctx.rank is None or f.rank in (ctx.rank, None)]
     more = dcc.Link(f"all {findings_count(len(found))} on Recommendations →",
                     href=f"/recommendations?{ctx.run_query}", className="finding-link") \
@@ -416,10 +423,37 @@ def overview_page(ctx: PageContext) -> list:
     blocks += [html.H3("Top findings: what to change, largest predicted gain first"),
                findings_list(found[:TOP_FINDINGS], ctx.run_query, empty="No findings for this run."), more]
     blocks.append(_graph(figures.gpu_time_figure(_results(rep, "gpu_time", ctx.rank)), "overview-gpu"))
+    if ctx.rank is None and len(ctx.run.ranks) > 1:
+        blocks += rank_views(ctx)
     if ctx.run.pending:
         blocks.append(html.Div(f"still analyzing: {', '.join(ctx.run.pending)} (this page updates when done)",
                                className="muted", id="still-analyzing"))
     blocks.append(_details(rep, page_analyzers("overview"), ctx))
+    return blocks
+
+
+def rank_views(ctx: PageContext) -> list:
+    """Every rank side by side: step time, phases, exposed communication and lateness per rank."""
+    rep = ctx.run.report
+    per_rank = _first_table(rep, "job_overview", "per_rank", None)
+    lateness = _first_table(rep, "stragglers", "per_rank", None)
+    phases = [(r.rank, r.tables.get("phases")) for r in _results(rep, "training_loop", None) if r.rank is not None]
+    blocks: list = [html.H3(f"All {len(ctx.run.ranks)} ranks side by side", id="rank-views")]
+    blocks.append(_graph(figures.bar_figure(per_rank, "rank", "step_median_ns", "Median step time per rank",
+                                            x_title="Rank", y_title="Median step time",
+                                            colour=palette.PHASE_COLOURS["forward"]), "ranks-step"))
+    blocks.append(_graph(figures.phase_share_by_rank(phases), "ranks-phases"))
+    blocks.append(_graph(figures.bar_figure(per_rank, "rank", "exposed_comm_pct", "Exposed communication per rank",
+                                            x_title="Rank", y_title="Exposed communication, share of the step",
+                                            colour=palette.cause_colour("exposed_communication")), "ranks-exposed"))
+    blocks.append(_graph(figures.bar_figure(lateness, "rank", "median_lateness_ns",
+                                            "Straggler lateness per rank (median, at collectives)", x_title="Rank",
+                                            y_title="Median lateness", colour=palette.cause_colour("device_sync")),
+                         "ranks-lateness"))
+    if per_rank is not None and not per_rank.empty:
+        blocks.append(table_view("per_rank", per_rank, "ranks-table", origin_ns=ctx.run.origin_ns,
+                                 first=("rank", "step_median_ns", "step_vs_median_pct", "exposed_comm_pct",
+                                        "gpu_idle_pct", "steps")))
     return blocks
 
 
@@ -490,7 +524,7 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int 
             _first_table(rep, "roofline", "ops", rank), roofs, peak_flops, peak_bw)))
         out.append(("roofline-mfu", figures.bar_figure(
             _first_table(rep, "roofline", "steps", rank), "step", "mfu", "MFU per step",
-            y_title="MFU, share of the dtype's peak")))
+            y_title="MFU, share of the dtype's peak", colour=palette.cause_colour("gpu_compute"))))
     elif page == "moe":
         out.append(("moe-heatmap", figures.heatmap_figure(
             _first_table(rep, "moe", "expert_load", rank), "layer", "expert", "assignments",

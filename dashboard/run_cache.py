@@ -69,7 +69,7 @@ class LoadedRun:
     report: Report
     load_s: float
     memo: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # a memoised value may use another
     #: Analyzers not run yet; ``report`` grows as each finishes.
     pending: tuple = ()
 
@@ -316,7 +316,7 @@ def _summarise(run: LoadedRun) -> dict:
     started, started_from = recorded_at_ns(traces[0]) if traces else (None, "")
     return {
         "ranks": len(traces),
-        "devices": ", ".join(devices) or "—",
+        "devices": ", ".join(devices),
         "steps": summary.get("steps"),
         "median_step_ns": summary.get("step_median_ns"),
         "top_finding": f"[{findings[0].severity}] {findings[0].title}" if findings else "—",

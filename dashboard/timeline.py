@@ -92,8 +92,12 @@ class Detail:
     folded: int  # number of events folded into bins
 
 
-def build_lanes(events: pd.DataFrame) -> LaneIndex:
-    """Assign every drawable event (steps, phases, modules, annotations, CPU ops, GPU work) to a lane."""
+def build_lanes(events: pd.DataFrame, origin_ns: int | None = None) -> LaneIndex:
+    """Assign every drawable event (steps, phases, modules, annotations, CPU ops, GPU work) to a lane.
+
+    ``origin_ns`` is x = 0 on the time axis (the run's first event, as every page reads times); by
+    default the first drawable event.
+    """
     kinds = events["kind"].astype(str)
     names = events["name"].astype(str)
     group = kinds.map(_KIND_GROUP)
@@ -123,7 +127,7 @@ def build_lanes(events: pd.DataFrame) -> LaneIndex:
     labels = tuple(_lane_label(r, g, a, b) for r, g, a, b in uniq.itertuples(index=False))
     start = ev["ts_ns"].to_numpy().astype(np.int64)
     end = start + ev["dur_ns"].to_numpy().astype(np.int64)
-    origin = int(start.min()) if len(start) else 0
+    origin = int(origin_ns) if origin_ns is not None else (int(start.min()) if len(start) else 0)
     span_end = int(end.max()) if len(end) else 0
     return LaneIndex(labels, lane, start, end, names[keep].to_numpy(dtype=object),
                      kinds.to_numpy(dtype=object), rank.astype(np.int32), origin, span_end)

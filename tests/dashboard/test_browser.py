@@ -457,3 +457,34 @@ def test_moe_heatmap_shows_the_analyzer_load(driver, server, root):
     assert heat["y"] == [str(i) for i in expected.index]
     shot(driver, "moe")
     assert severe_logs(driver) == []
+
+
+def test_all_ranks_overview_shows_every_rank(driver, server, root):
+    open_page(driver, server, f"/overview?run={BUNDLE}")
+    ranks = {str(t.meta.rank) for t in analyzers.load(root / BUNDLE)}
+    assert len(ranks) == 2
+    for graph_id in ("ranks-step", "ranks-exposed", "ranks-lateness"):
+        drawn = {x for t in full_data(driver, graph_id) for x in map(str, t["x"])}
+        assert drawn == ranks, graph_id
+    phases = {y for t in full_data(driver, "ranks-phases") for y in t["y"]}
+    assert phases == {f"rank {r}" for r in ranks}
+    shot(driver, "overview-all-ranks")
+    assert severe_logs(driver) == []
+
+
+def test_timeline_hover_values_are_the_traces_start_and_duration(driver, server, root):
+    from torchscope.analyzers.report.units import format_duration_ns, format_timestamp_ns
+
+    open_page(driver, server, f"/timeline?run={SHARED}")
+    hover = driver.execute_script("""
+        const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+        const t = gd._fullData.find(t => t.name === 'step');
+        return {template: t.hovertemplate, rows: Array.from(t.customdata).map(r => Array.from(r))};""")
+    assert "lasted" in hover["template"] and "%{x" not in hover["template"]
+    events = analyzers.load(root / SHARED).events
+    origin = int(events["ts_ns"].min())
+    steps = events[events["name"].astype(str).str.startswith("ProfilerStep#")]
+    expected = {str(n): (format_timestamp_ns(int(ts), origin), format_duration_ns(int(d)))
+                for n, ts, d in zip(steps["name"], steps["ts_ns"], steps["dur_ns"])}
+    assert hover["rows"] and all(expected[name] == (start, dur) for name, start, dur in hover["rows"])
+    assert severe_logs(driver) == []

@@ -192,3 +192,18 @@ def test_compare_page_leads_with_the_step_time_verdict(cache):
     assert "Step time" in text and "→" in text
     assert "not the same workload" in text  # a CPU GPT run and an A100 ResNet run
     assert "not_significant" not in text
+
+
+def test_all_ranks_means_every_rank_side_by_side(cache):
+    run = cache.load("ddp_gloo_2rank")
+    tree = render(cache, "overview", "ddp_gloo_2rank")
+    ids = graph_ids(tree)
+    assert {"ranks-step", "ranks-phases", "ranks-exposed", "ranks-lateness"} <= ids
+    figs = {n["props"]["id"]: n["props"]["figure"] for n in _walk(tree) if n.get("type") == "Graph"}
+    for fig_id in ("ranks-step", "ranks-exposed", "ranks-lateness"):
+        drawn = {str(x) for t in figs[fig_id]["data"] for x in t["x"]}
+        assert drawn == {str(r) for r in run.ranks}, fig_id
+    assert {t["y"][i] for t in figs["ranks-phases"]["data"] for i in range(len(t["y"]))} == {"rank 0", "rank 1"}
+    assert "rank 0; pick a rank above" in blob_of(tree)  # the one-rank step plot says whose it is
+    one = render(cache, "overview", "ddp_gloo_2rank", rank=1)
+    assert "ranks-step" not in graph_ids(one)
