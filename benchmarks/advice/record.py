@@ -10,7 +10,8 @@
 3. with no profiler running, time REPS repetitions of each, interleaved (before, after, before, ...):
    a repetition is REP_WARMUP_STEPS untimed steps and then `steps_per_rep` timed ones, with steps_per_rep
    chosen from the before's step time so that a repetition lasts about `rep_seconds`;
-4. rank 0 writes the per-step seconds of every repetition to ``<run>/timing.json``.
+4. rank 0 writes the per-step seconds of every repetition to ``<run>/timing.json``, by the wall clock
+   (``<variant>_step_s``) and by this process's CPU time (``<variant>_cpu_step_s``, all its threads).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def _steps_per_rep(pair: ModuleType, state: Any, job: RankJob) -> int:
 def _time_interleaved(pair: ModuleType, states: dict[str, Any], job: RankJob) -> dict[str, Any]:
     """Per-step seconds of each repetition, before and after interleaved, without any profiler."""
     steps = _steps_per_rep(pair, states["before"], job)
-    per_step: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for _ in range(job.reps):
         for variant in VARIANTS:
             state = states[variant]
@@ -129,13 +131,14 @@ def _time_interleaved(pair: ModuleType, states: dict[str, Any], job: RankJob) ->
             _sync(pair)
             if job.world_size > 1:
                 dist.barrier()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 pair.step(state)
             _sync(pair)
-            per_step[variant].append((time.perf_counter() - t0) / steps)
+            wall[variant].append((time.perf_counter() - t0) / steps)
+            cpu[variant].append((time.process_time() - c0) / steps)
     return {"steps_per_rep": steps, "rep_warmup_steps": REP_WARMUP_STEPS,
-            **{f"{v}_step_s": per_step[v] for v in VARIANTS}}
+            **{f"{v}_step_s": wall[v] for v in VARIANTS}, **{f"{v}_cpu_step_s": cpu[v] for v in VARIANTS}}
 
 
 def _join_process_group(rank: int, job: RankJob) -> None:

@@ -32,7 +32,7 @@ REPO = HERE.parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from anywhere: the repository's packages
 
-from benchmarks.advice.pairs import PAIR_NAMES, VARIANTS, load_pair  # noqa: E402
+from benchmarks.advice.pairs import PAIR_NAMES, VARIANTS, clock_of, load_pair  # noqa: E402
 from benchmarks.advice.scoring import (PATHS, TOLERANCE, Detection, PairFigures, PathFigures,  # noqa: E402
                                        Summary, summarize)
 from torchscope.analyzers.report.units import format_duration_ns, format_share  # noqa: E402
@@ -52,6 +52,8 @@ PAIR_TIMEOUT_S = 1200
 #: busy core made the small ops of these pairs up to 10x slower (and noisy) when calibrating them
 THREADS_PER_RANK = 1
 PATH_LABELS = {"torch_profiler": "plain", "torchscope": "bundle"}
+#: after the step times of a pair timed by CPU time
+CLOCK_MARK = {"wall": "", "cpu": " cpu"}
 BOTTLENECK = "bottleneck"
 #: the summary key of the expected finding's analyzer that holds its median step time, ns (contract)
 STEP_KEY = "step_ns"
@@ -157,8 +159,9 @@ def run_pair(pair: ModuleType, out: Path, *, reps: int = DEFAULT_REPS, rep_secon
         return replace(figures, status=f"error: {_one_line(exc)}")
     paths = tuple(PathFigures(path, *(detect(_recording_dir(run_dir, v, path), pair.EXPECTED) for v in VARIANTS))
                   for path in PATHS)
-    return replace(figures, before_step_s=tuple(timing["before_step_s"]), after_step_s=tuple(timing["after_step_s"]),
-                   paths=paths)
+    key = "_cpu_step_s" if clock_of(pair) == "cpu" else "_step_s"
+    return replace(figures, clock=clock_of(pair), before_step_s=tuple(timing["before" + key]),
+                   after_step_s=tuple(timing["after" + key]), paths=paths)
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -186,7 +189,7 @@ def _rows(pairs: Sequence[PairFigures]) -> list[tuple[str, ...]]:
         if p.status != "ok":
             rows.append((p.name, p.status))
             continue
-        steps = f"{format_duration_ns(p.before_ns)} -> {format_duration_ns(p.after_ns)}"
+        steps = f"{format_duration_ns(p.before_ns)} -> {format_duration_ns(p.after_ns)}" + CLOCK_MARK[p.clock]
         for i, f in enumerate(p.paths):
             err = p.error_of(f)
             rows.append((p.name if i == 0 else "", PATH_LABELS[f.path], _yes_no(f.before), _yes_no(f.after),
@@ -206,7 +209,8 @@ def _summary_lines(s: Summary) -> list[str]:
 
 def _notes(pairs: Sequence[PairFigures]) -> list[str]:
     notes = [f"right = fires before, not after, and |est - real| / real <= {format_share(TOLERANCE)}",
-             "plain = recorded with torch.profiler, bundle = recorded with torchscope.profile"]
+             "plain = recorded with torch.profiler, bundle = recorded with torchscope.profile",
+             "step times by the wall clock; 'cpu': by the process's CPU time (host-compute-only pairs)"]
     errors = {f"{p.name} {PATH_LABELS[f.path]} {v}: {d.error}" for p in pairs for f in p.paths
               for v, d in (("before", f.before), ("after", f.after)) if d.error}
     notes += sorted(errors)
@@ -257,7 +261,7 @@ def figures_json(pairs: Sequence[PairFigures]) -> dict:
     return {
         "tolerance": TOLERANCE,
         "pairs": [{
-            "name": p.name, "expected": p.expected, "change": p.change, "status": p.status,
+            "name": p.name, "expected": p.expected, "change": p.change, "status": p.status, "clock": p.clock,
             "before_step_s": list(p.before_step_s), "after_step_s": list(p.after_step_s),
             "before_median_ns": p.before_ns, "after_median_ns": p.after_ns, "realized": p.realized,
             "realized_paired": p.realized_paired,

@@ -60,6 +60,8 @@ class PairFigures:
     change: str
     #: "ok", "skipped: <why>" or "error: <one line>"
     status: str = "ok"
+    #: what the step times below were measured by: "wall" or "cpu" (the process's CPU time)
+    clock: str = "wall"
     #: per-step seconds of each timed repetition, in the order they ran (before and after interleaved)
     before_step_s: tuple[float, ...] = ()
     after_step_s: tuple[float, ...] = ()

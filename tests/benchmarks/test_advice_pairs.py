@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.advice import run_advice
-from benchmarks.advice.pairs import DEVICES, PAIR_NAMES, REQUIRED_ATTRS, VARIANTS, load_pair, load_pairs
+from benchmarks.advice.pairs import (CLOCKS, DEVICES, PAIR_NAMES, REQUIRED_ATTRS, VARIANTS, clock_of, load_pair,
+                                     load_pairs)
 from benchmarks.advice.scoring import (PATHS, TOLERANCE, Detection, PairFigures, PathFigures, realized_change,
                                        relative_error, summarize)
 from torchscope.analyzers.core.findings import FINDING_ID_RE
@@ -40,6 +41,9 @@ def test_every_pair_module_has_the_interface(name: str) -> None:
     assert all(callable(getattr(pair, f)) for f in ("build", "step", "close"))
     if pair.WORLD_SIZE == 2:
         assert pair.BACKEND == ("nccl" if pair.DEVICE == "cuda" else "gloo")
+    assert clock_of(pair) in CLOCKS
+    if clock_of(pair) == "cpu":  # CPU time sees no waiting: only for one process computing on the host
+        assert pair.DEVICE == "cpu" and pair.WORLD_SIZE == 1 and pair.EXPECTED != "bottleneck.data_loading"
 
 
 @pytest.mark.parametrize("name", PAIR_NAMES)

@@ -6,7 +6,11 @@ Every pair module declares
   ``DEVICE`` ("cpu" or "cuda"), ``WORLD_SIZE`` (1 or 2; 2-rank pairs also name their ``BACKEND``),
   ``CHANGE`` (one line: what the after changes);
 - ``build(variant) -> state`` for variant "before" or "after" (2-rank pairs: inside an initialised
-  process group), ``step(state)`` running one step, and ``close(state)`` releasing what build took.
+  process group), ``step(state)`` running one step, and ``close(state)`` releasing what build took;
+- optionally ``CLOCK`` (`CLOCKS`): what the realized change is timed by. "wall" (the default) for
+  every pair whose step waits (on data, a peer, a device); "cpu" (this process's CPU time) for a
+  single-process pair that only computes on the host in both versions, where the wall clock of this
+  machine's 2 shared cores mostly measures other people's work (two runs differed by 20 points).
 
 The runner drives the steps itself, so it can profile, warm up and time them as it needs.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["PAIR_NAMES", "VARIANTS", "DEVICES", "REQUIRED_ATTRS", "load_pair", "load_pairs"]
+__all__ = ["PAIR_NAMES", "VARIANTS", "DEVICES", "CLOCKS", "REQUIRED_ATTRS", "load_pair", "load_pairs", "clock_of"]
 
 #: every pair, in the order the runner runs and prints them: the CPU pairs first
 PAIR_NAMES: tuple[str, ...] = (
@@ -38,6 +42,7 @@ PAIR_NAMES: tuple[str, ...] = (
 )
 VARIANTS: tuple[str, ...] = ("before", "after")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
+CLOCKS: tuple[str, ...] = ("wall", "cpu")
 #: what every pair module must define
 REQUIRED_ATTRS: tuple[str, ...] = ("NAME", "EXPECTED", "DEVICE", "WORLD_SIZE", "CHANGE", "build", "step", "close")
 
@@ -47,6 +52,11 @@ def load_pair(name: str) -> ModuleType:
     if name not in PAIR_NAMES:
         raise KeyError(f"unknown pair {name!r} (known: {', '.join(PAIR_NAMES)})")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def clock_of(pair: ModuleType) -> str:
+    """The clock the pair's realized change is timed by ("wall" unless the pair says "cpu")."""
+    return getattr(pair, "CLOCK", "wall")
 
 
 def load_pairs() -> list[ModuleType]:

@@ -11,6 +11,7 @@ NAME = "adam_foreach"
 EXPECTED = "bottleneck.optimizer_dispatch"
 DEVICE = "cpu"
 WORLD_SIZE = 1
+CLOCK = "cpu"  # one process, host compute only, before and after
 CHANGE = "torch.optim.Adam(foreach=False) -> Adam(foreach=True)"
 
 WIDTH, DEPTH, BATCH = 64, 32, 8

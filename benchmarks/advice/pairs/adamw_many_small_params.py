@@ -11,6 +11,7 @@ NAME = "adamw_many_small_params"
 EXPECTED = "bottleneck.optimizer_dispatch"
 DEVICE = "cpu"
 WORLD_SIZE = 1
+CLOCK = "cpu"  # one process, host compute only, before and after
 CHANGE = "torch.optim.AdamW(foreach=False) -> AdamW(foreach=True) on 600 tiny parameters"
 
 WIDTH, BLOCKS, BATCH = 16, 150, 8

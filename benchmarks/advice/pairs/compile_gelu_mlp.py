@@ -13,6 +13,7 @@ NAME = "compile_gelu_mlp"
 EXPECTED = "bottleneck.unfused_elementwise"
 DEVICE = "cpu"
 WORLD_SIZE = 1
+CLOCK = "cpu"  # one process, host compute only, before and after
 CHANGE = "model -> torch.compile(model): the GELU chains fuse into one kernel each"
 
 WIDTH, HIDDEN, BLOCKS, BATCH = 256, 1024, 3, 128

@@ -14,6 +14,7 @@ NAME = "compile_layernorm_softmax"
 EXPECTED = "bottleneck.unfused_elementwise"
 DEVICE = "cpu"
 WORLD_SIZE = 1
+CLOCK = "cpu"  # one process, host compute only, before and after
 CHANGE = "model -> torch.compile(model): the layernorm and softmax chains fuse"
 
 DIM, SEQ, BATCH, BLOCKS = 128, 128, 8, 2

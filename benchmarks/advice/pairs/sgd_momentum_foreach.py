@@ -11,6 +11,7 @@ NAME = "sgd_momentum_foreach"
 EXPECTED = "bottleneck.optimizer_dispatch"
 DEVICE = "cpu"
 WORLD_SIZE = 1
+CLOCK = "cpu"  # one process, host compute only, before and after
 CHANGE = "torch.optim.SGD(momentum=0.9, foreach=False) -> SGD(momentum=0.9, foreach=True)"
 
 WIDTH, DEPTH, BATCH = 32, 64, 8
