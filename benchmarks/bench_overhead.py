@@ -17,7 +17,8 @@ the ratio of the modes' medians, and the ratio of their best runs. End-to-end ti
 trace writing is reported too (ours also parses Kineto's trace, merges and gzips it).
 
 ``--breakdown`` then says where our time goes: the CPU time of the sampler thread, the
-main-thread time inside torchscope's hooks per step (cProfile of one light run: its own cost
+main-thread CPU time inside torchscope's hooks per step (cProfile of one light run, timed by the
+thread's CPU clock so that waits for the GIL or for a busy host's cores do not count; its own cost
 inflates every Python call, so read it as an upper bound), and the parts of stop() in a full run.
 
     python benchmarks/bench_overhead.py [--reps 30] [--steps 30] [--threads 1] [--clock wall|cpu|thread] [--breakdown]
@@ -149,7 +150,7 @@ def _breakdown(steps: int, out: Path) -> None:
     print("\nwhere the time goes (--breakdown)")
     run_mode("light", steps, out / "bd_warm")
     prof = _ours("light", out / "bd_light", steps)
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)  # CPU time: waits for the GIL or a busy host's cores do not count
     with prof:
         t0 = time.perf_counter()
         profiler.enable()
@@ -163,22 +164,22 @@ def _breakdown(steps: int, out: Path) -> None:
     step_ms = statistics.median(d[WARMUP_STEPS:]) / 1e6
     print(f"  sampler thread: {sampler_ms:.1f} ms CPU over {wall:.2f} s ({100 * sampler_ms / 1e3 / wall:.2f}% of one "
           f"core), {prof._sampler.ticks if prof._sampler else 0} ticks")
-    print(f"  our hooks on the main thread (cProfile, upper bound): {1e3 * ours_s / steps:.3f} ms/step of a "
-          f"{step_ms:.2f} ms step under cProfile ({100 * ours_s / wall:.2f}% of the loop)")
+    print(f"  our hooks on the main thread (cProfile, CPU, upper bound): {1e3 * ours_s / steps:.3f} ms/step of a "
+          f"{step_ms:.2f} ms (wall) step under cProfile")
     for key, v in sorted(ours.items(), key=lambda kv: -kv[1][2])[:8]:
         print(f"    {1e6 * v[2] / steps:8.1f} µs/step  {v[1]:6d} calls  {Path(key[0]).parent.name}/"
               f"{Path(key[0]).name}:{key[1]}({key[2]})")
     prof = _ours("full", out / "bd_full", steps)
     prof.start()
     _loop(steps, prof, 0)
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)
     t0 = time.perf_counter()
     profiler.enable()
     prof.stop()
     profiler.disable()
     stop_s = time.perf_counter() - t0
     stats = pstats.Stats(profiler).stats
-    print(f"  full run's stop(): {stop_s:.2f} s under cProfile; its largest parts (cumulative):")
+    print(f"  full run's stop(): {stop_s:.2f} s wall under cProfile; its largest parts (cumulative CPU):")
     parts = [(v[3], k) for k, v in stats.items() if _ours_code(k[0]) or k[0] == "~"]
     for cum, key in sorted(parts, reverse=True)[:10]:
         print(f"    {cum:7.3f} s  {Path(key[0]).name}:{key[1]}({key[2]})")
