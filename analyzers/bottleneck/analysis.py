@@ -4,7 +4,8 @@ It builds the step model (``model``), attributes every ns of every step to one c
 (``attribution``), and replays each what-if change (``whatif``) through the simulator (``replay``).
 A finding is made per cause whose change is predicted to save at least ``MIN_GAIN_FRACTION`` of
 step time; its ``gain_fraction`` is that prediction: ``1 - sum(replayed steps after the change) /
-sum(replayed steps unmodified)``. Every time finding is in that one unit, so they rank together.
+sum(replayed steps unmodified)`` over the steps that did not stall (``_gain``). Every time finding is
+in that one unit, so they rank together.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ __all__ = ["CRITICAL_GAIN_FRACTION", "MIN_GAIN_FRACTION", "SUMMARY_KEYS", "WARNI
 
 #: A change predicted to save less than this share of step time is not worth a finding.
 MIN_GAIN_FRACTION = 0.05
+#: A step measured longer than this many times the median stalled: it is left out of the gains.
+STALLED_STEP_FACTOR = 2.0
 #: Severity by predicted gain.
 CRITICAL_GAIN_FRACTION = 0.30
 WARNING_GAIN_FRACTION = 0.10
@@ -71,7 +74,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         if est is None:
             continue
         after = replay(model, est.change, plan=plan).step_ns if est.change is not None else None
-        gain = float(max(0.0, 1.0 - after.sum() / max(base.sum(), 1))) if after is not None else float("nan")
+        gain = _gain(base, after, measured) if after is not None else float("nan")
         rows.append({"finding_id": est.finding_id, "change": est.recommendation,
                      "step_ns_before": int(np.median(base)),
                      "step_ns_after": int(np.median(after)) if after is not None else -1,
@@ -101,6 +104,19 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
     return Result(analyzer="bottleneck", summary=summary, findings=tuple(findings), rank=trace.rank,
                   tables={"attribution": attr.table.drop(columns=["window"]), "causes": causes,
                           "whatif": whatif_table})
+
+
+def _gain(base: np.ndarray, after: np.ndarray, measured: np.ndarray) -> float:
+    """Predicted reduction of step time: 1 - sum(replayed after) / sum(replayed unmodified), over the
+    steps that did not stall.
+
+    A sum, so that a GPU-bound run's backlog (paid in its last step) keeps host savings it cannot use
+    at zero; without the steps measured longer than ``STALLED_STEP_FACTOR`` x the median, so that one
+    step that stalled (the other rank still writing its trace) does not decide the prediction.
+    """
+    keep = measured <= STALLED_STEP_FACTOR * max(float(np.median(measured)), 1.0)
+    keep[-1] |= after[-1] > base[-1]  # the last step carries the GPU's backlog: never drop it then
+    return float(min(1.0, max(0.0, 1.0 - after[keep].sum() / max(base[keep].sum(), 1))))
 
 
 def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np.ndarray) -> Finding | None:

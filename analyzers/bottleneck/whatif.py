@@ -59,6 +59,9 @@ MIN_CHAIN_OPS = 3
 #: Longest host gap between two ops of one chain: eager ops run back to back with only Python (and
 #: the profiler's bookkeeping) between them, 5-300 µs on a busy host; a longer gap holds other work.
 CHAIN_MAX_GAP_NS = 1_000_000
+#: The quantile of a message size's durations taken as its transfer time (the calls that waited for
+#: no other rank).
+FAST_CALL_QUANTILE = 0.2
 #: DistributedDataParallel's default bucket size (``bucket_cap_mb=25``), bytes.
 DDP_BUCKET_BYTES = 25 * 2**20
 #: Fewest iterations that make a per-element Python loop worth vectorising.
@@ -581,7 +584,17 @@ def bucket_collectives(model: StepModel, attr: Attribution) -> Estimate | None:
     if not (exposed_now > 0).any():
         return None
     latency_bound = calls * alpha > total / beta
-    change = _scale_comm(model, attr, exposed_now, exposed_new)
+    loop = None if (overlapped_now or ddp or model.has_gpu) else _comm_loop(model, coll)
+    if loop is not None:
+        # The collectives are called one by one after backward: the whole stretch from the first call
+        # to the last collective's end (waits and the Python loop between the calls) becomes the
+        # bucketed, overlapped communication.
+        ls, le, lw = loop
+        new_len = exposed_new[lw] / np.maximum(np.bincount(lw, minlength=n_win)[lw], 1)
+        change = Change(cuts=(ls, le, np.minimum(new_len.astype(np.int64), le - ls)))
+        exposed_now = np.maximum(exposed_now, np.bincount(lw, weights=le - ls, minlength=n_win))
+    else:
+        change = _scale_comm(model, attr, exposed_now, exposed_new)
     kind = "latency-bound (many small calls)" if latency_bound else "bandwidth-bound"
     return Estimate(
         "bottleneck.exposed_communication", "exposed_communication",
@@ -598,15 +611,22 @@ def bucket_collectives(model: StepModel, attr: Attribution) -> Estimate | None:
 
 
 def _latency_bandwidth(b: np.ndarray, t: np.ndarray) -> tuple[float, float]:
-    """Per-call latency (ns) and bandwidth (bytes/ns) of t = alpha + b / beta, fitted by least squares."""
-    if np.ptp(b) > 0:
-        slope, alpha = np.polyfit(b, t, 1)
+    """Per-call latency (ns) and bandwidth (bytes/ns) of t = alpha + b / beta, fitted on the fast calls.
+
+    A collective's duration includes the wait for the slowest rank to join; the calls that did not
+    wait show the transfer itself. So per message size (power-of-two bins) the 20th percentile
+    duration is taken, and the line is fitted through those points by least squares.
+    """
+    bins = np.floor(np.log2(np.maximum(b, 1))).astype(np.int64)
+    frame = pd.DataFrame({"bin": bins, "b": b, "t": t}).groupby("bin")
+    pts = pd.DataFrame({"b": frame["b"].median(), "t": frame["t"].quantile(FAST_CALL_QUANTILE)})
+    if len(pts) >= 2 and np.ptp(pts["b"]) > 0:
+        slope, alpha = np.polyfit(pts["b"].to_numpy(float), pts["t"].to_numpy(float), 1)
         if slope > 0 and alpha >= 0:
             return float(alpha), float(1.0 / slope)
         if slope > 0:
-            return 0.0, float(b.sum() / t.sum())
-    alpha = float(np.median(t))
-    return alpha, math.inf
+            return 0.0, float(pts["b"].sum() / pts["t"].sum())
+    return float(pts["t"].min()), math.inf
 
 
 def _backward_per_window(model: StepModel) -> np.ndarray:
@@ -624,6 +644,24 @@ def _overlaps_backward(model: StepModel, coll: pd.DataFrame) -> bool:
     t = coll["ts_ns"].to_numpy(np.int64)
     pos = np.searchsorted(s, t, side="right") - 1
     return bool(((pos >= 0) & (t < e[np.maximum(pos, 0)])).mean() > 0.5)
+
+
+def _comm_loop(model: StepModel, coll: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per window, the host stretch from the first collective call to the last collective's end."""
+    ops = model.ops
+    main = ops[ops["main"].to_numpy()]
+    calls = main[name_mask(main["name"], lambda n: n.str.match(r"^c10d::"))]
+    if len(calls) < 2:
+        return None
+    w = calls["window"].to_numpy(np.int64)
+    first = pd.Series(calls["ts_ns"].to_numpy(np.int64)).groupby(w).min()
+    last_call = pd.Series(calls["end_ns"].to_numpy(np.int64)).groupby(w).max()
+    cw = coll["window"].to_numpy(np.int64)
+    last_coll = pd.Series(coll["end_ns"].to_numpy(np.int64)).groupby(cw).max().reindex(first.index)
+    end = np.maximum(last_call.to_numpy(np.int64), np.nan_to_num(last_coll.to_numpy(float), nan=0).astype(np.int64))
+    windows = first.index.to_numpy(np.int64)
+    keep = windows >= 0
+    return first.to_numpy(np.int64)[keep], end[keep], windows[keep]
 
 
 def _exposed_intervals(attr: Attribution) -> tuple[np.ndarray, np.ndarray]:
