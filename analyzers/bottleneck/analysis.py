@@ -40,7 +40,11 @@ SUMMARY_KEYS: dict[str, str] = {
     "replay_error": "|median replayed unmodified step - median measured step| / median measured step, 0..1",
     "gpu_idle_share": "share of step time the GPU ran nothing (0 on a CPU-only trace), 0..1",
     "where_time_goes": "the four largest causes in words with their shares of step time",
+    "unrecognised_events": "events whose category no analysis understands (their time is in no cause)",
+    "unrecognised": "those events' categories with counts, largest first ('' when none)",
 }
+#: Categories of bookkeeping events that are expected not to be analysed (the profiler's own span).
+_BOOKKEEPING_CATEGORIES = ("trace", "")
 
 
 #: The threshold findings whose causes the step model replays: where it ran, its findings replace them.
@@ -99,11 +103,27 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         "where_time_goes": ", ".join(f"{label} {format_share(share)}" for label, share in
                                      zip(causes["label"].head(4), causes["share"].head(4))),
     }
+    unknown = _unrecognised(trace)
+    summary["unrecognised_events"] = int(unknown.sum())
+    summary["unrecognised"] = "; ".join(f"{cat} x{int(n)}" for cat, n in unknown.head(5).items())
     whatif_table = pd.DataFrame(rows, columns=["finding_id", "change", "step_ns_before", "step_ns_after",
                                                "gain_fraction", "model"])
     return Result(analyzer="bottleneck", summary=summary, findings=tuple(findings), rank=trace.rank,
                   tables={"attribution": attr.table.drop(columns=["window"]), "causes": causes,
-                          "whatif": whatif_table})
+                          "whatif": whatif_table,
+                          "coverage": pd.DataFrame({"category": unknown.index.astype(str),
+                                                    "events": unknown.to_numpy(np.int64)})})
+
+
+def _unrecognised(trace: Trace) -> pd.Series:
+    """Counts of events, by category as written, whose kind nothing understands (an MTIA's ``mtia_*``)."""
+    ev = trace.events
+    other = ev[(ev["kind"] == "other").to_numpy()]
+    if other.empty:
+        return pd.Series(dtype=np.int64)
+    cats = other["cat"].astype(object).fillna("").astype(str)
+    counts = cats[~cats.str.lower().isin(_BOOKKEEPING_CATEGORIES)].value_counts()
+    return counts.astype(np.int64)
 
 
 def _gain(base: np.ndarray, after: np.ndarray, measured: np.ndarray) -> float:

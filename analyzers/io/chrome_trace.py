@@ -48,6 +48,8 @@ _RANK_IN_NAME = re.compile(r"rank[_\-.]?(\d+)", re.IGNORECASE)
 #: Category spellings (lower-cased, spaces as underscores) → normalised kind.
 _KIND_BY_CATEGORY = {
     "kernel": "kernel",
+    # CUPTI range profiling (counter collection) writes each kernel as a range: still a kernel.
+    "cuda_profiler_range": "kernel",
     "gpu_memcpy": "memcpy", "memcpy": "memcpy",
     "gpu_memset": "memset", "memset": "memset",
     "gpu_user_annotation": "gpu_annotation",

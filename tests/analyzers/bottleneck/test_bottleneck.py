@@ -167,3 +167,21 @@ def test_superseded_threshold_findings_give_way_where_the_step_model_ran(tmp_pat
     # Without the step model the older rule still speaks.
     alone = run_all(trace, only=("training_loop",))
     assert "training_loop.slow_optimizer_step" in {f.id for f in alone.findings}
+
+
+def test_device_events_nothing_understands_are_named_with_counts(tmp_path):
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    b.op("aten::mm", 10, 500)
+    for i in range(3):
+        b.events.append({"ph": "X", "cat": "mtia_kernel", "name": f"mtia_gemm_{i}", "pid": 0, "tid": 1,
+                         "ts": 20 + i * 100, "dur": 50, "args": {}})
+    b.events.append({"ph": "X", "cat": "cuda_profiler_range", "name": "ampere_sgemm_64x64_nn", "pid": 0,
+                     "tid": 7, "ts": 30, "dur": 200, "args": {"stream": 7}})
+    b.step(2, 1000, 1)
+    result = analyze(b.load(tmp_path / "mtia.json"))
+    assert result.summary["unrecognised_events"] == 3
+    assert result.summary["unrecognised"] == "mtia_kernel x3"
+    # CUPTI range-profiling kernels are kernels: the GPU was busy during them.
+    causes = result.table("causes").set_index("cause")["time_ns"]
+    assert causes["gpu_compute:gemm/conv"] == 200_000
