@@ -211,7 +211,7 @@ def hide_data_loading(model: StepModel, attr: Attribution) -> Estimate | None:
         f"Steps wait for data: median {format_duration_ns(int(med_load))} per step in the DataLoader",
         rec, how.format(w=format_duration_ns(int(med_load))),
         Change(cuts=cuts, step_floor_ns=floor),
-        {"data_wait_ns_per_step": int(med_load), "loader": str(names.iloc[0]) if len(names) else "",
+        {"step_data_wait_ns": int(med_load), "loader": str(names.iloc[0]) if len(names) else "",
          "recommended_workers": workers})
 
 
@@ -267,7 +267,7 @@ def foreach_optimizer(model: StepModel, attr: Attribution) -> Estimate | None:
         f"Use the multi-tensor optimizer: {name}(..., foreach=True), or fused=True where supported",
         how, Change(cuts=(s, e, np.minimum(new_len, e - s).astype(np.int64)), gpu_dur=gpu_dur),
         {"optimizer": name, "calls_per_step": int(np.median(n_top)), "op_kinds": kinds,
-         "python_gap_ns_per_call": int(np.median(gap_per_call))})
+         "call_python_gap_ns": int(np.median(gap_per_call))})
 
 
 def _launches_inside(model: StepModel, s: np.ndarray, e: np.ndarray) -> bool:
@@ -606,8 +606,8 @@ def bucket_collectives(model: StepModel, attr: Attribution) -> Estimate | None:
         f"{len(coll)} collectives; {calls:.0f} calls per step become {buckets} bucket(s) of at most 25 MiB; "
         + how_overlap,
         change,
-        {"collectives_per_step": int(calls), "bytes_per_step": int(total), "latency_ns": int(alpha),
-         "bandwidth_gbps": round(beta, 3), "buckets": buckets, "windows": n_win})
+        {"collectives_per_step": int(calls), "step_bytes": int(total), "latency_ns": int(alpha),
+         "bandwidth_gbps": round(beta, 3), "buckets": buckets})
 
 
 def _latency_bandwidth(b: np.ndarray, t: np.ndarray) -> tuple[float, float]:

@@ -185,3 +185,27 @@ def test_device_events_nothing_understands_are_named_with_counts(tmp_path):
     # CUPTI range-profiling kernels are kernels: the GPU was busy during them.
     causes = result.table("causes").set_index("cause")["time_ns"]
     assert causes["gpu_compute:gemm/conv"] == 200_000
+
+
+def test_a_blocking_device_to_host_copy_freed_lets_the_host_run_ahead(tmp_path):
+    """A 600 µs kernel, then a pageable copy that blocks the host until it lands, then 390 µs of host work."""
+    b = KinetoBuilder()
+    for step in range(1, 4):
+        t0 = (step - 1) * 1000
+        b.step(step, t0, 1000)
+        b.op("aten::mm", t0 + 1, 8)
+        b.launch("ampere_sgemm_128x64_nn", t0 + 5, t0 + 6, 594)
+        b.op("aten::to", t0 + 10, 601)
+        b.launch("Memcpy DtoH (Device -> Pageable)", t0 + 10, t0 + 600, 10, cat="gpu_memcpy",
+                 api="cudaMemcpyAsync", launch_dur=600)
+        b.op("aten::copy_", t0 + 611, 389)
+    b.step(4, 3000, 1)
+    trace = b.load(tmp_path / "copy.json")
+    model = build(trace)
+    assert set(model.syncs["kind"]) == {"blocking_copy"} and set(model.syncs["site"]) == {"aten::to"}
+    result = analyze(trace)
+    found = {f.id: f for f in result.findings}
+    assert "bottleneck.blocking_copy" in found
+    # Freed, each step's host work starts 10 µs after its copy call instead of at 611 µs: the steps
+    # are then bound by the GPU (610 µs of kernel and copy), a 39% cut.
+    assert found["bottleneck.blocking_copy"].gain_fraction == pytest.approx(0.39, abs=0.03)
