@@ -81,6 +81,11 @@ class Attribution:
 
     def per_cause(self) -> pd.DataFrame:
         """One row per cause over all steps: cause, label, time_ns, share, evidence (largest first)."""
+        if getattr(self, "_per_cause", None) is None:
+            self._per_cause = self._causes()
+        return self._per_cause
+
+    def _causes(self) -> pd.DataFrame:
         if self.table.empty:
             return pd.DataFrame(columns=["cause", "label", "time_ns", "share", "evidence"])
         by = self.table.groupby("cause", sort=False)["time_ns"].sum()
@@ -159,21 +164,24 @@ def attribute(model: StepModel) -> Attribution:
         hit = (cause == "") & _covered(_merged(gpu[comm]), mid)
         cause[hit] = "exposed_communication"
 
-    inner_name = np.full(mid.size, "", dtype=object)
+    # The innermost op on the host at each segment, as a row of ``ops`` (-1: none).
+    inner_row = np.full(mid.size, -1, dtype=np.int64)
     inner_work = np.zeros(mid.size, dtype=bool)
+    issues_work = ops["issues_work"].to_numpy(bool)
+    pid_all, tid_all = ops["pid"].to_numpy(np.int64), ops["tid"].to_numpy(np.int64)
     for pid, tid in model.host_threads:
-        thread = ops[(ops["pid"] == pid).to_numpy() & (ops["tid"] == tid).to_numpy()].reset_index(drop=True)
+        rows = np.flatnonzero((pid_all == pid) & (tid_all == tid))
         # A thread inside only an annotation (main waiting in "## backward ##") yields to one doing work.
         fill = np.flatnonzero(~inner_work)
-        if fill.size == 0 or thread.empty:
+        if fill.size == 0 or rows.size == 0:
             continue
-        got = _innermost(thread, mid[fill])
-        at = np.maximum(got, 0)
-        work = (got >= 0) & thread["issues_work"].to_numpy(bool)[at]
-        name = np.where(got >= 0, thread["name"].to_numpy(object)[at], "")
-        take = work | ((inner_name[fill] == "") & (name != ""))
-        inner_name[fill[take]] = name[take]
+        got = _innermost(ops.iloc[rows].reset_index(drop=True), mid[fill])
+        row = np.where(got >= 0, rows[np.maximum(got, 0)], -1)
+        work = (row >= 0) & issues_work[np.maximum(row, 0)]
+        take = work | ((inner_row[fill] < 0) & (row >= 0))
+        inner_row[fill[take]] = row[take]
         inner_work[fill[take]] = work[take]
+    has_op = inner_row >= 0
 
     syncs = model.syncs
     host_comm = ops[name_mask(ops["name"], lambda n: n.str.match(_HOST_COMM_RE))]
@@ -192,21 +200,23 @@ def attribute(model: StepModel) -> Attribution:
     # work.wait() records nothing): it waits for that collective.
     coll = model.collectives
     if not coll.empty and "end_ns" in coll.columns:
-        waiting = (cause == "") & (inner_name == "") & _covered(
+        waiting = (cause == "") & ~has_op & _covered(
             merge_intervals(coll["ts_ns"].to_numpy(np.int64), coll["end_ns"].to_numpy(np.int64)), mid)
         cause[waiting] = "exposed_communication"
-    in_op = (cause == "") & (inner_name != "")
+    in_op = (cause == "") & has_op
     if model.has_gpu:
         # Only operators and launch calls issue GPU work; an annotation with nothing inside is Python.
         cause[in_op & inner_work] = "launch_bound"
     else:
-        cats = cpu_category(pd.Series(inner_name[in_op]))
-        cause[in_op] = np.char.add("cpu_compute:", cats.astype(str)).astype(object)
+        op_cause = np.array([f"cpu_compute:{c}" for c in cpu_category(ops["name"])], dtype=object) \
+            if len(ops) else np.zeros(0, object)
+        cause[in_op] = op_cause[inner_row[in_op]]
     cause[cause == ""] = "other_host"
 
-    seg = pd.DataFrame({"window": window, "cause": cause, "time_ns": seg_e - seg_s, "op": inner_name,
-                        "start_ns": seg_s, "end_ns": seg_e})
-    table = seg.groupby(["window", "cause"], sort=False)["time_ns"].sum().reset_index()
+    seg = pd.DataFrame({"window": window, "cause": pd.Categorical(cause), "time_ns": seg_e - seg_s,
+                        "op": inner_row, "start_ns": seg_s, "end_ns": seg_e})
+    table = seg.groupby(["window", "cause"], sort=False, observed=True)["time_ns"].sum().reset_index()
+    table["cause"] = table["cause"].astype(str)
     table["step"] = win["step"].to_numpy(np.int64)[table["window"].to_numpy(np.int64)]
     step_len = model.step_ns[table["window"].to_numpy(np.int64)]
     table["share"] = table["time_ns"] / np.maximum(step_len, 1)
@@ -219,12 +229,13 @@ def _evidence(model: StepModel, seg: pd.DataFrame) -> dict[str, str]:
     """Per cause, the ops (or kernels, or call sites) that took its time, largest first."""
     out: dict[str, str] = {}
     gpu = model.gpu
-    for cause, group in seg.groupby("cause", sort=False):
+    names = model.ops["name"].to_numpy(object)
+    for cause, group in seg.groupby("cause", sort=False, observed=True):
         cause = str(cause)
         if cause.startswith("gpu_compute:") and not gpu.empty:
             cat = cause.split(":", 1)[1]
             k = gpu[gpu["category"].to_numpy(object) == cat]
-            top = k.groupby("name", sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
+            top = k.groupby("name", sort=False, observed=True)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
             out[cause] = "; ".join(f"{short_name(str(n), 60)} x{int(c)}" for n, (_, c) in zip(top.index, top.to_numpy()))
             continue
         if cause == "exposed_communication" and not model.collectives.empty:
@@ -234,14 +245,15 @@ def _evidence(model: StepModel, seg: pd.DataFrame) -> dict[str, str]:
             continue
         if cause in ("device_sync", "blocking_copy"):
             s = model.syncs[model.syncs["kind"] == cause]
-            top = s.groupby(["site", "name"], sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
+            top = s.groupby(["site", "name"], sort=False, observed=True)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
             out[cause] = "; ".join(f"{name} in {site or 'Python'} x{int(c)}"
                                    for (site, name), (_, c) in zip(top.index, top.to_numpy()))
             continue
-        named = group[group["op"] != ""]
+        named = group[group["op"].to_numpy() >= 0]
         if named.empty:
             out[cause] = "no op recorded (Python or untraced host work)"
             continue
-        top = named.groupby("op", sort=False)["time_ns"].sum().nlargest(3)
+        by_name = pd.Series(named["time_ns"].to_numpy(), index=names[named["op"].to_numpy()])
+        top = by_name.groupby(level=0, sort=False).sum().nlargest(3)
         out[cause] = "; ".join(short_name(str(n), 60) for n in top.index)
     return out

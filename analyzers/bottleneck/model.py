@@ -175,9 +175,10 @@ def _gpu_work(trace: Trace, windows: pd.DataFrame) -> pd.DataFrame:
     """GPU work joined with its launch, with category, stream and window (by launch time, else start)."""
     gpu = trace.gpu_events()
     cols = ["ts_ns", "end_ns", "dur_ns", "stream", "category", "name", "launch_ts_ns", "launch_end_ns",
-            "launch_tid", "window", "correlation", "kind", "args"]
+            "launch_tid", "window", "correlation", "kind"]
     if gpu.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    gpu = gpu[["ts_ns", "dur_ns", "stream", "tid", "name", "kind", "correlation"]]
     joined = launches(trace, gpu, calls=("runtime", "driver"))
     out = pd.DataFrame({
         "ts_ns": joined["ts_ns"].to_numpy(np.int64),
@@ -191,7 +192,6 @@ def _gpu_work(trace: Trace, windows: pd.DataFrame) -> pd.DataFrame:
         "launch_tid": joined["launch_tid"].to_numpy(np.int64),
         "correlation": joined["correlation"].to_numpy(np.int64),
         "kind": _categorical(joined["kind"]),
-        "args": joined["args"].to_numpy(object),
     })
     out["end_ns"] = out["ts_ns"] + out["dur_ns"]
     at = np.where(out["launch_ts_ns"] >= 0, out["launch_ts_ns"], out["ts_ns"]).astype(np.int64)
@@ -208,13 +208,17 @@ def _syncs(ops: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
     is_copy = runtime & name_mask(names, lambda n: n.str.match(_MEMCPY_CALL_RE))
     kind = np.where(is_sync, "device_sync", "")
     if is_copy.any() and not gpu.empty:
-        by_corr = gpu.drop_duplicates("correlation").set_index("correlation")
-        corr = ops["correlation"].to_numpy(np.int64)
+        copies = gpu[gpu["kind"].isin(("memcpy", "memset")).to_numpy()].drop_duplicates("correlation")
+        by_corr = copies.set_index("correlation")
+        at = np.flatnonzero(is_copy)
+        corr = ops["correlation"].to_numpy(np.int64)[at]
         own = np.nan_to_num(by_corr["dur_ns"].reindex(corr).to_numpy(np.float64), nan=0.0)
         copy_end = by_corr["end_ns"].reindex(corr).to_numpy(np.float64)
         # Blocking: the call returned only once its copy had finished, and waited well beyond the copy.
-        returned_after = np.nan_to_num(ops["end_ns"].to_numpy(np.float64) - copy_end, nan=-1.0) >= 0
-        blocking = is_copy & returned_after & (ops["dur_ns"].to_numpy(np.int64) - own > BLOCKING_COPY_MIN_WAIT_NS)
+        returned_after = np.nan_to_num(ops["end_ns"].to_numpy(np.float64)[at] - copy_end, nan=-1.0) >= 0
+        waited = ops["dur_ns"].to_numpy(np.int64)[at] - own > BLOCKING_COPY_MIN_WAIT_NS
+        blocking = np.zeros(len(ops), dtype=bool)
+        blocking[at[returned_after & waited]] = True
         kind = np.where(blocking, "blocking_copy", kind)
     pick = kind != ""
     out = ops.loc[pick, ["ts_ns", "end_ns", "dur_ns", "name", "pid", "tid", "window", "correlation"]].copy()
