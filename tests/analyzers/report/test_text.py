@@ -29,15 +29,18 @@ def job128(shared_traces):
 
 
 def test_text_report_shows_summary_then_findings_in_gain_order(job128):
-    out = render_text(*job128)
+    traces, report = job128
+    more = Report(source=report.source, results=(
+        *report.results, Result("toy", findings=(_finding(1, 0.02), _finding(2, 0.6), _finding(3, 0.3)))))
+    out = render_text(traces, more)
     assert out.index("Summary") < out.index("Findings")
     assert "step median:" in out and "ms" in out and "top kernels (share of GPU work" in out
-    first = out.index("1. [")
-    second = out.index("2. [")
-    assert first < second
+    assert out.index("1. [") < out.index("2. [") < out.index("3. [")
     # The text lists findings in the same (gain) order as the JSON.
-    titles = [f["title"] for f in json.loads(render_json(*job128))["findings"]]
-    assert out.index(titles[0]) < out.index(titles[1])
+    titles = [f["title"] for f in json.loads(render_json(traces, more))["findings"]]
+    toys = [t for t in titles if t.startswith("finding ")]
+    assert toys == ["finding 2", "finding 3", "finding 1"]
+    assert out.index("finding 2") < out.index("finding 3") < out.index("finding 1")
 
 
 def _finding(i: int, gain: float) -> Finding:
