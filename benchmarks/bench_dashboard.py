@@ -13,7 +13,8 @@ Default trace: the largest shared trace, diff_control_a100.json.gz (75K events).
   zoom cached     = further zoom callbacks (level of detail + figure) on the built index.
 *Browser* figures (headless Chromium, when installed) time what a user waits for: from
 navigation (or the zoom request) until every plotly graph on the page is drawn.
-Targets: overview ≤ 2 s, zoom ≤ 0.5 s.
+Targets (issue 12): Overview first paint ≤ 1 s once the run is parsed (cached) and ≤ 1.5 s cold;
+a Timeline zoom ≤ 0.3 s once the lane index is built (the first, cold zoom builds it).
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ from torchscope.dashboard.pages import PAGE_ANALYZERS  # noqa: E402
 from torchscope.dashboard.run_cache import RunCache  # noqa: E402
 
 DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "public" / "diff_control_a100.json.gz"
-OVERVIEW_TARGET_S = 2.0
-ZOOM_TARGET_S = 0.5
+OVERVIEW_COLD_TARGET_S = 1.5
+OVERVIEW_CACHED_TARGET_S = 1.0
+ZOOM_TARGET_S = 0.3
+#: The first zoom builds the lane index (nesting depth included): measured, but not held to the zoom target.
+ZOOM_COLD_TARGET_S = 1.5
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -220,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("browser: not measured (no chromium / chromium-driver, or --no-browser)")
     for where, r in rows:
-        for key, label, target in (("overview_cold_s", "overview cold  ", OVERVIEW_TARGET_S),
-                                   ("overview_cold_settled_s", "overview cold, all analyzers done", OVERVIEW_TARGET_S),
-                                   ("overview_cached_s", "overview cached", OVERVIEW_TARGET_S),
-                                   ("zoom_cold_s", "zoom cold      ", ZOOM_TARGET_S),
+        for key, label, target in (("overview_cold_s", "overview cold  ", OVERVIEW_COLD_TARGET_S),
+                                   ("overview_cold_settled_s", "overview cold, all analyzers done",
+                                    OVERVIEW_COLD_TARGET_S),
+                                   ("overview_cached_s", "overview cached", OVERVIEW_CACHED_TARGET_S),
+                                   ("zoom_cold_s", "zoom cold      ", ZOOM_COLD_TARGET_S),
                                    ("zoom_cached_s", "zoom cached    ", ZOOM_TARGET_S)):
             if key not in r:
                 continue

@@ -21,8 +21,8 @@ from flask import Response, abort, request
 from torchscope.analyzers.core.errors import TraceError
 
 from torchscope.dashboard.pages import (
-    PAGE_ANALYZERS, PAGES, PageContext, filter_findings, findings_count, page_availability, progress_view,
-    render_page, required_analyzers, runs_page, timeline_for,
+    PAGE_ANALYZERS, PAGES, PageContext, details_body, filter_findings, findings_count, page_availability,
+    progress_view, render_page, required_analyzers, runs_page, timeline_for,
 )
 from torchscope.dashboard.result_view import findings_list
 from torchscope.dashboard.run_cache import RunCache
@@ -271,6 +271,25 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         fig = timeline_for(run, rank, t0, t1, width_px)
         meta = fig.layout.meta or {}
         return fig, f"{meta.get('drawn', 0)} events drawn, {meta.get('folded', 0)} folded into busy bins"
+
+    @app.callback(Output("details-body", "children"), Output("details-body", "className"),
+                  Input("details-summary", "n_clicks"), State("url", "pathname"), State("url", "search"),
+                  prevent_initial_call=True)
+    def open_details(clicks, pathname, search):
+        # The first click opens the folder (Dash does not report <details>' open state): fill it then, once.
+        if clicks != 1:
+            return no_update, no_update
+        page = (pathname or "/").strip("/") or "overview"
+        params = parse_query(search)
+        catalog = cache.catalog()
+        try:
+            run = cache.get(params.get("run") or (catalog[0].run_id if catalog else None))
+            if run is None:
+                return no_update, no_update
+            rank = _rank_of(params, run.ranks)
+        except UnsafeRunId as exc:
+            return _error(f"rejected: {exc}"), ""
+        return details_body(page, PageContext(run, rank, params, cache)), ""
 
     # The column chooser of a grid shows the hidden columns it names (client-side: no round trip).
     app.clientside_callback(

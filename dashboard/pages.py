@@ -39,7 +39,7 @@ from torchscope.dashboard.timeline import DEFAULT_WIDTH_PX, build_lanes, counter
 
 __all__ = ["PAGES", "PAGE_ANALYZERS", "PAGE_QUESTIONS", "PageContext", "render_page", "runs_page", "progress_view",
            "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings", "required_analyzers",
-           "findings_count", "page_availability", "VerdictItem", "verdict_row", "overview_verdict", "page_verdict"]
+           "findings_count", "page_availability", "details_body", "DETAILS_PLACEHOLDER", "VerdictItem", "verdict_row", "overview_verdict", "page_verdict"]
 
 PAGES: tuple[tuple[str, str], ...] = (
     ("runs", "Runs"), ("overview", "Overview"), ("timeline", "Timeline"), ("kernels", "Kernels"),
@@ -384,13 +384,24 @@ def _question(page: str) -> html.H2:
     return html.H2(PAGE_QUESTIONS.get(page, ""), className="question")
 
 
+#: What the folded details show until they are opened (their tables are sent only then).
+DETAILS_PLACEHOLDER = "opening…"
+
+
 def _details(rep: Report, names: list[str], ctx: PageContext) -> html.Details | None:
+    """The folded details of a page; their body (every table: the bulk of a page) is sent when opened."""
     if not names:
         return None
     return html.Details([
-        html.Summary(f"Details: every table and number of {', '.join(names)}"),
-        *[analyzer_section(rep, n, ctx.rank, ctx.run_query, origin_ns=ctx.run.origin_ns) for n in names],
-    ], className="details", id="details")
+        html.Summary(f"Details: every table and number of {', '.join(names)}", id="details-summary", n_clicks=0),
+        html.Div(DETAILS_PLACEHOLDER, id="details-body", className="muted"),
+    ], className="details", id="details", open=False)
+
+
+def details_body(page: str, ctx: PageContext) -> list:
+    """The body of a page's details: each of its analyzers' summary, findings and tables (or why not)."""
+    return [analyzer_section(ctx.run.report, n, ctx.rank, ctx.run_query, origin_ns=ctx.run.origin_ns)
+            for n in page_analyzers(page)]
 
 
 def _page_findings(rep: Report, page: str, rank: int | None, names: list[str]) -> list:

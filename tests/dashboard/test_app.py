@@ -83,6 +83,16 @@ def route(app, client, path: str, search: str = ""):
     return out
 
 
+def details(app, client, path: str, search: str = ""):
+    """The body the folded details of ``path`` receive when a person opens them."""
+    status, out = call(app, client, "details-body.children",
+                       [{"id": "details-summary", "property": "n_clicks", "value": 1}],
+                       [{"id": "url", "property": "pathname", "value": path},
+                        {"id": "url", "property": "search", "value": search}], ["details-summary.n_clicks"])
+    assert status == 200
+    return out["details-body"]["children"]
+
+
 def test_layout_has_routing_skeleton_and_every_page_in_the_nav(env):
     app, _, _, client = env
     layout = json.loads(json.dumps(app.layout, cls=__import__("plotly").utils.PlotlyJSONEncoder))
@@ -133,8 +143,19 @@ def test_skipped_analyzer_says_why(env):
     name, reason = next(iter(rep.skipped.items()))
     page = next((p for p, names in __import__("torchscope.dashboard.pages", fromlist=["x"]).PAGE_ANALYZERS.items()
                  if name in names), "recommendations")
-    text = text_of(route(app, client, f"/{page}", "?run=cpu_only_rank34.json.gz")["page"]["children"])
-    assert f"not available for this run: {reason}" in text
+    out = route(app, client, f"/{page}", "?run=cpu_only_rank34.json.gz")
+    nav = json.dumps(out["nav"]["children"])
+    body = text_of(details(app, client, f"/{page}", "?run=cpu_only_rank34.json.gz"))
+    # Said where a person looks: on the disabled tab (hover) of a page the run cannot fill, or in the details.
+    assert f"not available for this run: {reason}" in body or f"{name}: {reason}" in nav
+
+
+def test_details_are_sent_only_when_opened(env):
+    app, _, _, client = env
+    page = json.dumps(route(app, client, "/kernels", f"?run={NCCL}")["page"]["children"])
+    assert '"id": "details-body"' in page and "table-kernels-by_name-0" not in page
+    opened = json.dumps(details(app, client, "/kernels", f"?run={NCCL}"))
+    assert "table-kernels-by_name-0" in opened and "top_kernels" in opened  # named as left out, not repeated
 
 
 @pytest.mark.parametrize("search", [

@@ -21,7 +21,7 @@ import pytest
 
 from torchscope import analyzers
 from torchscope.dashboard.app import ROUTE_WAIT_S, create_app
-from torchscope.dashboard.pages import PAGES, findings_count
+from torchscope.dashboard.pages import DETAILS_PLACEHOLDER, PAGES, findings_count
 from torchscope.dashboard.run_cache import RunCache
 from tests.conftest import require_module, require_or_skip
 
@@ -256,8 +256,11 @@ _RAW_HEADER = r"(^|[^A-Za-z])[a-z]+(_[a-z0-9]+)*_(ns|bytes|pct|gbps|mj|ts)($|[^A
 
 def screen_text(drv) -> dict:
     """What a person can read: the page text with every details folder opened, grid headers and cells."""
-    drv.execute_script("document.querySelectorAll('#page details').forEach(d => d.open = true);")
-    time.sleep(0.8)  # grids in the opened folders lay out their rows
+    if drv.execute_script("const d = document.querySelector('#details > summary'); if (!d) return false; d.click(); return true;"):
+        wait(drv, lambda d: d.execute_script(
+            "const b = document.getElementById('details-body'); return b && b.textContent !== arguments[0];",
+            DETAILS_PLACEHOLDER), what="details sent when opened")
+    time.sleep(0.8)  # grids in the opened folder lay out their rows
     return drv.execute_script("""
         const grab = sel => Array.from(document.querySelectorAll(sel)).map(e => e.textContent.trim());
         return {text: document.getElementById('page').innerText,
