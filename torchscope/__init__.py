@@ -8,6 +8,7 @@
             prof.step(tokens=batch.numel())
 
     report = torchscope.run_all(torchscope.load("runs/my_run"))       # no torch needed
+    job = torchscope.analyze_job("runs/big_job")                      # rank by rank, in parallel
 
 Beneath this name: ``torchscope.profiler`` (recording, inside the job), ``torchscope.analyzers``
 (reading and analysis, never imports torch), ``torchscope.dashboard`` (the Dash app) and
@@ -25,6 +26,7 @@ from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.registry import run_all
 from torchscope.analyzers.core.trace import Trace, TraceMeta, TraceSet
 from torchscope.analyzers.io.loader import load, load_set
+from torchscope.analyzers.jobs import JobReport, analyze_job
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__ below
     from torchscope.profiler.options import ProfileOptions
@@ -33,8 +35,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __g
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_SCHEDULE", "Finding", "NotApplicable", "ProfileOptions", "Report", "Result", "Trace", "TraceError",
-    "TraceMeta", "TraceSet", "load", "load_set", "profile", "run_all", "schedule",
+    "DEFAULT_SCHEDULE", "Finding", "JobReport", "NotApplicable", "ProfileOptions", "Report", "Result", "Trace",
+    "TraceError", "TraceMeta", "TraceSet", "analyze_job", "load", "load_set", "profile", "run_all", "schedule",
 ]
 
 #: The recording API imports torch; the analysis side must not. So these names are resolved on
