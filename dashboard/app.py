@@ -196,7 +196,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         except UnsafeRunId as exc:
             return _error(f"rejected: {exc}"), True, nav, None
         nav = _nav(page, params, page_availability(run, len(catalog)))
-        key = f"{page}|{search}|{len(run.pending)}"
+        # The Timeline needs no analyzer: it is not redrawn as they finish (that would undo a zoom).
+        key = f"{page}|{search}|{len(run.pending) if required_analyzers(page) != set() else 0}"
         if key == skip_key:
             return no_update, run.complete, nav, key
         try:

@@ -61,7 +61,7 @@ PAGE_QUESTIONS: dict[str, str] = {
 }
 #: Analyzers each page shows (besides any registered analyzer whose spec names that page).
 PAGE_ANALYZERS: dict[str, tuple[str, ...]] = {
-    "overview": ("bottleneck", "training_loop", "gpu_time"),
+    "overview": ("training_loop", "gpu_time", "bottleneck"),
     "kernels": ("kernels",),
     "communication": ("communication", "stragglers"),
     "memory": ("memory",),
@@ -69,6 +69,9 @@ PAGE_ANALYZERS: dict[str, tuple[str, ...]] = {
     "roofline": ("roofline",),
     "moe": ("moe",),
 }
+#: What the Overview waits for before its first paint; the step model (bottleneck, about 1 s on a
+#: 75K-event trace) runs next and the page redraws with its attribution when it is done.
+FIRST_PAINT: dict[str, tuple[str, ...]] = {"overview": ("training_loop", "gpu_time")}
 #: Analyzers whose headline numbers the Overview's verdict row also shows once they are done.
 OVERVIEW_EXTRA = ("roofline", "power")
 #: Findings shown on the Overview (the rest are on Recommendations).
@@ -120,7 +123,7 @@ def required_analyzers(page: str) -> set[str] | None:
     if page in ("recommendations", "compare"):
         return None
     # The page's own analyzers; others that point at it (job_overview on the Overview) fill in as they finish.
-    own = [n for n in PAGE_ANALYZERS.get(page, ()) if n in load_analyzers()]
+    own = [n for n in FIRST_PAINT.get(page, PAGE_ANALYZERS.get(page, ())) if n in load_analyzers()]
     return set(own or page_analyzers(page))
 
 
