@@ -48,6 +48,9 @@ WHOLE_TRACE = "whole trace"
 _TIMESTAMP_NAMES = re.compile(r"^(?:.*_)?(?:ts|start|end|window_start|gap_start|gap_end|call_ts|t)_ns$")
 #: Column names that hold a name worth folding (kernel signatures, operators, modules).
 _NAME_COLUMNS = frozenset({"name", "kernel", "op", "operator", "module", "top_op", "evidence", "detail"})
+#: Abbreviations in column names, spelled out in headers.
+_ABBREVIATIONS = {"dur": "duration", "busbw": "bus bandwidth", "algbw": "algorithm bandwidth", "p50": "median",
+                  "h2d": "host-to-device", "rss": "RSS"}
 #: Unit of a column -> the word its label ends with.
 _UNIT_WORDS = {"ns": "time", "us": "time", "ms": "time", "bytes": "size", "%": "%", "share": "%",
                "bytes/s": "B/s", "flop/s": "FLOP/s", "GB/s": "GB/s", "flop": "FLOP", "flop/byte": "FLOP/B",
@@ -70,6 +73,7 @@ def column_label(name: str) -> str:
         words = key_label(name)
         if unit in ("share", "%"):
             words = re.sub(r"\s*(share|pct|fraction)$", "", words).strip() or "share"
+        words = " ".join(_ABBREVIATIONS.get(w, w) for w in words.split())
         word = _UNIT_WORDS.get(unit or "")
         text = f"{words} ({word})" if word and word not in words.split() else words
     return text[:1].upper() + text[1:]

@@ -19,7 +19,8 @@ def test_headers_are_words_with_their_unit_never_raw_suffixes():
     assert column_label("peak_allocated_bytes") == "Peak allocated (size)"
     assert column_label("share_pct") == "Share (%)"
     assert column_label("time_share") == "Time (%)"
-    assert column_label("busbw_gbps") == "Busbw (GB/s)"
+    assert column_label("busbw_gbps") == "Bus bandwidth (GB/s)"
+    assert column_label("dur_ns") == "Duration (time)"
     assert column_label("start_ns") == "Start (from trace start)"
     assert column_label("ts_ns") == "Time (from trace start)"
     for raw in ("step_ns", "peak_bytes", "gap_start_ns", "call_ts_ns", "idle_pct"):
