@@ -14,32 +14,66 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlencode
 
 import pandas as pd
 from dash import dcc, html
-
 from torchscope.analyzers.core.findings import SEVERITIES
 from torchscope.analyzers.core.registry import load_analyzers
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.diff.stats import MIN_SAMPLES_MANN_WHITNEY
+from torchscope.analyzers.info import run_status
+from torchscope.analyzers.report.text import traced_steps_line
 from torchscope.analyzers.report.units import (
-    format_bytes, format_for_key, format_quantity, format_ratio, format_share, key_label, plural,
+    format_bytes,
+    format_for_key,
+    format_quantity,
+    format_ratio,
+    format_share,
+    key_label,
+    plural,
 )
-
 from torchscope.dashboard import figures, palette
 from torchscope.dashboard.ranking import ranked_findings
 from torchscope.dashboard.result_view import (
-    analyzer_section, findings_list, is_shown_value, not_available, table_view,
+    analyzer_section,
+    findings_list,
+    is_shown_value,
+    not_available,
+    table_view,
 )
 from torchscope.dashboard.run_cache import LoadedRun, RunCache
-from torchscope.dashboard.timeline import DEFAULT_WIDTH_PX, build_lanes, counter_series, timeline_figure
+from torchscope.dashboard.timeline import (
+    DEFAULT_WIDTH_PX,
+    build_lanes,
+    counter_series,
+    timeline_figure,
+)
 
-__all__ = ["PAGES", "PAGE_ANALYZERS", "PAGE_QUESTIONS", "PageContext", "render_page", "runs_page", "progress_view",
-           "param_dropdown", "TOP_FINDINGS", "timeline_for", "filter_findings", "required_analyzers",
-           "findings_count", "page_availability", "details_body", "DETAILS_PLACEHOLDER", "VerdictItem", "verdict_row", "overview_verdict", "page_verdict"]
+__all__ = [
+    "DETAILS_PLACEHOLDER",
+    "PAGES",
+    "PAGE_ANALYZERS",
+    "PAGE_QUESTIONS",
+    "TOP_FINDINGS",
+    "PageContext",
+    "VerdictItem",
+    "details_body",
+    "filter_findings",
+    "findings_count",
+    "overview_verdict",
+    "page_availability",
+    "page_verdict",
+    "param_dropdown",
+    "progress_view",
+    "render_page",
+    "required_analyzers",
+    "runs_page",
+    "timeline_for",
+    "verdict_row",
+]
 
 PAGES: tuple[tuple[str, str], ...] = (
     ("runs", "Runs"), ("overview", "Overview"), ("timeline", "Timeline"), ("kernels", "Kernels"),
@@ -414,10 +448,27 @@ def _page_findings(rep: Report, page: str, rank: int | None, names: list[str]) -
     return found
 
 
+def run_status_lines(ctx: PageContext) -> list:
+    """What was traced ("3 of 20 steps traced (wait 1, ...)") and how the run ended when not normally."""
+    out: list = []
+    for trace in ctx.run.traces:
+        if ctx.rank is not None and trace.rank != ctx.rank:
+            continue
+        for line in run_status(trace):
+            out.append(html.P(line if len(ctx.run.traces) == 1 else f"rank {trace.rank}: {line}",
+                              className="run-warning"))
+    loop = next(iter(_results(ctx.run.report, "training_loop", ctx.rank)), None)
+    if loop is not None:
+        summary = loop.summary
+        out.insert(0, html.P(traced_steps_line(int(summary.get("steps") or 0), summary.get("steps_run"),
+                                               summary.get("schedule")), className="run-traced muted"))
+    return out
+
+
 def overview_page(ctx: PageContext) -> list:
     """Verdict (step time, where it goes, GPU busy, MFU, energy, top bottleneck), the step plot, top findings."""
     rep = ctx.run.report
-    blocks: list = [_question("overview"), verdict_row(overview_verdict(rep, ctx.rank))]
+    blocks: list = [_question("overview"), *run_status_lines(ctx), verdict_row(overview_verdict(rep, ctx.rank))]
     attribution = _first_table(rep, "bottleneck", "attribution", ctx.rank)
     if attribution is not None:
         blocks.append(_graph(figures.attribution_figure(attribution, _first_table(rep, "bottleneck", "causes", ctx.rank)),

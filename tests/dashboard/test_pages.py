@@ -209,3 +209,39 @@ def test_all_ranks_means_every_rank_side_by_side(cache):
     assert "rank 0; pick a rank above" in blob_of(tree)  # the one-rank step plot says whose it is
     one = render(cache, "overview", "ddp_gloo_2rank", rank=1)
     assert "ranks-step" not in graph_ids(one)
+
+
+def test_overview_says_what_was_traced_and_how_the_run_ended(tmp_path):
+    """Issue 14: '3 of N steps traced (...)' and 'incomplete: ...' on the Overview."""
+    import json
+
+    from dash import html
+
+    from torchscope import analyzers
+    from torchscope.dashboard import pages
+    from tests.analyzers.synthetic_kineto import KinetoBuilder
+
+    b = KinetoBuilder()
+    for n in range(3):
+        b.step(n, n * 1000, 1000)
+        b.op("aten::mm", n * 1000 + 10, 500)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    b.write(folder / "rank0.trace.json")
+    (folder / "manifest.json").write_text(json.dumps({
+        "schema_version": 1, "complete": False, "incomplete_reason": "KeyboardInterrupt",
+        "ended_by": "KeyboardInterrupt", "world_size": 1}))
+    trace = analyzers.load(folder)
+    trace = trace[0] if hasattr(trace, "ranks") else trace
+
+    class _Run:
+        traces = [trace]
+        report = analyzers.run_all(trace)
+
+    class _Ctx:
+        run = _Run()
+        rank = None
+
+    lines = [p.children for p in pages.run_status_lines(_Ctx()) if isinstance(p, html.P)]
+    assert lines[0].endswith("steps traced")
+    assert any(line.startswith("incomplete") for line in lines)
