@@ -14,9 +14,11 @@ The simulation
 * **GPU.** Each stream runs its work in order; an op starts when it is ready and its stream is free:
   ``end_i = max(ready_i, end_(i-1)) + dur_i``, solved per stream with a running maximum over the
   prefix sums (``end_i = D_i + max(carry, cummax(ready_j - D_(j-1)))``), in chunks between syncs.
-  ``ready_i`` is its launch's new host time plus its launch latency: for work that found its stream
-  idle the latency it had in the trace (which keeps waits on other streams, e.g. NCCL on compute, as
-  they were), for queued work the trace's median idle-stream latency.
+  ``ready_i`` is its launch's new host time plus its launch latency. Queued work (launched long
+  before it started, at most ``QUEUE_GAP_MAX_NS`` after its predecessor) starts when its stream
+  frees plus the front-end gap it had, its launch bounding it from below with the trace's median
+  idle-stream latency; other work keeps the latency it had in the trace (which keeps waits on other
+  streams, e.g. NCCL on compute, as they were).
 * **Steps.** A step's new length runs from its new start to the next step's new start; the last
   runs to its own new end or to the end of all GPU work, whichever is later (a GPU-bound run's
   backlog is paid there, so host savings the GPU cannot use gain nothing), and is at least any
@@ -39,6 +41,9 @@ __all__ = ["DEFAULT_LAUNCH_LATENCY_NS", "IDENTITY", "IDLE_STREAM_EPS_NS", "Chang
 
 #: An op whose start is this much after its stream's previous end found the stream idle.
 IDLE_STREAM_EPS_NS = 1_000
+#: An op that starts at most this long after its stream's previous op, launched long before, was
+#: queued: the gap is the GPU front end's, kept with the op.
+QUEUE_GAP_MAX_NS = 20_000
 #: Launch latency used when a trace shows no op starting on an idle stream.
 DEFAULT_LAUNCH_LATENCY_NS = 5_000
 
@@ -85,8 +90,8 @@ def _warp(cuts: tuple[np.ndarray, np.ndarray, np.ndarray]):
     return warp
 
 
-def _latency(model: StepModel) -> np.ndarray:
-    """Per GPU op, its launch latency (ns) as the replay uses it (see the module docstring)."""
+def _latency(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
+    """Per GPU op, its launch latency and its queue gap (ns) as the replay uses them (module docstring)."""
     gpu = model.gpu
     ts = gpu["ts_ns"].to_numpy(np.int64)
     end = gpu["end_ns"].to_numpy(np.int64)
@@ -98,12 +103,16 @@ def _latency(model: StepModel) -> np.ndarray:
     first = np.concatenate([[True], stream[1:] != stream[:-1]])
     prev_end[first] = np.iinfo(np.int64).min
     known = launch >= 0
-    idle = ts > prev_end + IDLE_STREAM_EPS_NS
     own = np.maximum(ts - launch, 0)
-    idle_lat = own[known & idle]
+    gap = np.where(first, QUEUE_GAP_MAX_NS + 1, ts - np.where(first, ts, prev_end))
+    idle = ts > prev_end + IDLE_STREAM_EPS_NS
+    idle_lat = own[known & idle & (gap > QUEUE_GAP_MAX_NS)]
     median = int(np.median(idle_lat)) if idle_lat.size else DEFAULT_LAUNCH_LATENCY_NS
-    lat = np.where(idle, own, np.minimum(own, median))
-    return np.where(known, lat, 0).astype(np.int64)
+    # Queued: launched well before it started, a front-end gap after its predecessor. It starts when
+    # the stream frees, plus that gap; its launch only bounds it from below.
+    queued = known & (own > median) & (gap >= 0) & (gap <= QUEUE_GAP_MAX_NS) & ~first
+    lat = np.where(queued, np.minimum(own, median), own)
+    return np.where(known, lat, 0).astype(np.int64), np.where(queued, np.maximum(gap, 0), 0).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,7 @@ class _Plan:
         launch = gpu["launch_ts_ns"].to_numpy(np.int64) if n else _EMPTY
         self.known = launch >= 0
         self.host_t = np.where(self.known, launch, self.ts)
-        self.lat = _latency(model) if n else _EMPTY
+        self.lat, self.gap = _latency(model) if n else (_EMPTY, _EMPTY)
         k = len(self.sync_s)
         # Chunk c: launched after sync c-1 started and before sync c started.
         chunk = np.searchsorted(self.sync_s, self.host_t, side="right")
@@ -170,7 +179,7 @@ def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = Non
     for c in range(plan.k + 1):
         rows = order[bounds[c]:bounds[c + 1]]
         if rows.size:
-            _run_chunk(rows, ready_w + shift[c], dur, plan.stream, carry, start_new, end_new)
+            _run_chunk(rows, ready_w + shift[c], dur, plan.gap, plan.stream, carry, start_new, end_new)
         if c < plan.k:
             arrive = sync_s_w[c] + shift[c]
             if not free[c]:
@@ -191,19 +200,20 @@ def _groups(key: np.ndarray, k: int) -> list[np.ndarray]:
     return [order[cuts[i]:cuts[i + 1]] for i in range(k)]
 
 
-def _run_chunk(rows, ready, dur, stream, carry, start_new, end_new) -> None:
+def _run_chunk(rows, ready, dur, gap, stream, carry, start_new, end_new) -> None:
     """Simulate one chunk's ops, stream by stream, continuing each stream from its carry."""
     s = stream[rows]
     edges = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1], [True]]))
     for a, b in itertools.pairwise(edges):
         r = rows[a:b]
-        d = dur[r]
+        d = dur[r] + gap[r]  # a queued op's front-end gap travels with it
         total = np.cumsum(d)
-        lead = np.maximum.accumulate(ready[r] - (total - d))
+        # end_i - D_i = max(end_(i-1) - D_(i-1), ready_i - D_(i-1) - gap_i): a running maximum.
+        lead = np.maximum.accumulate(ready[r] - gap[r] - (total - d))
         c0 = carry.get(int(s[a]))
         end = total + (lead if c0 is None else np.maximum(lead, c0))
         end_new[r] = end
-        start_new[r] = end - d
+        start_new[r] = end - dur[r]
         carry[int(s[a])] = int(end[-1])
 
 

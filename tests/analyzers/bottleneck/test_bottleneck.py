@@ -209,3 +209,20 @@ def test_a_blocking_device_to_host_copy_freed_lets_the_host_run_ahead(tmp_path):
     # Freed, each step's host work starts 10 µs after its copy call instead of at 611 µs: the steps
     # are then bound by the GPU (610 µs of kernel and copy), a 39% cut.
     assert found["bottleneck.blocking_copy"].gain_fraction == pytest.approx(0.39, abs=0.03)
+
+
+def test_a_queued_stream_moves_up_when_its_kernels_get_shorter(tmp_path):
+    """Ten kernels launched at once run back to back with 3 µs front-end gaps: halving them halves the run."""
+    b = KinetoBuilder()
+    b.step(1, 0, 50)
+    t = 100.0
+    for i in range(10):
+        b.launch("volta_sgemm_128x64_nn", 1 + i, t, 100)
+        t += 103
+    b.step(2, 50, 1)
+    model = build(b.load(tmp_path / "queue.json", compute_major=7, device_name="Tesla V100-SXM2-32GB"))
+    base = replay(model).step_ns.sum()
+    assert base == pytest.approx(100_000 + 10 * 103_000 - 3_000 - 0, abs=2_000)
+    half = Change(gpu_dur=model.gpu["dur_ns"].to_numpy() // 2)
+    # Each kernel 50 µs shorter, the gaps kept: 500 µs earlier.
+    assert replay(model, half).step_ns.sum() == pytest.approx(base - 500_000, abs=2_000)
