@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.report import Report
-from torchscope.analyzers.core.registry import load_analyzers, run_all
+from torchscope.analyzers.core.registry import drop_superseded, load_analyzers, run_all
 from torchscope.analyzers.report.units import format_bytes
 
 from torchscope.dashboard.ranking import ranked_findings
@@ -284,7 +284,7 @@ class RunCache:
             results += part.results
             skipped.update(part.skipped)
             errors.update(part.errors)
-            run.report = Report(source=part.source or str(entry.path), results=tuple(results),
+            run.report = Report(source=part.source or str(entry.path), results=drop_superseded(results),
                                 skipped=dict(skipped), errors=dict(errors))
             run.pending = tuple(names[i + 1:])
             state.done = 2 + i

@@ -17,8 +17,8 @@ on a job analyzed rank by rank.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, replace, field
-from typing import Any, Callable, Literal, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 from torchscope.analyzers.core.findings import Page
 from torchscope.analyzers.core.report import Report
@@ -26,7 +26,7 @@ from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.trace import Trace, TraceSet
 
 __all__ = ["AnalyzerSpec", "Report", "Scope", "RankRun", "JobLevelRun", "register", "run_all", "run_rank",
-           "run_job_level", "select", "load_analyzers", "REGISTRY", "ANALYZER_MODULES", "NO_REDUCE_REASON"]
+           "run_job_level", "select", "drop_superseded", "load_analyzers", "REGISTRY", "ANALYZER_MODULES", "NO_REDUCE_REASON"]
 
 Scope = Literal["rank", "set"]
 
@@ -223,16 +223,6 @@ def combine(specs: Mapping[str, AnalyzerSpec], hidden: frozenset[str], rank_runs
     skipped: dict[str, str] = {}
     errors: dict[str, str] = {}
     runs = sorted(rank_runs, key=lambda run: run.rank)
-    dropped = {run.rank: {fid for n, s in specs.items() if n in run.results for fid in s.supersedes}
-               for run in runs}
-
-    def kept(run: RankRun, name: str) -> Result:
-        result = run.results[name]
-        gone = dropped.get(run.rank) or set()
-        if not gone or not any(f.id in gone for f in result.findings):
-            return result
-        return replace(result, findings=tuple(f for f in result.findings if f.id not in gone))
-
     for name, spec in specs.items():
         if spec.scope == "set":
             if name in job.results and name not in hidden:
@@ -243,14 +233,33 @@ def combine(specs: Mapping[str, AnalyzerSpec], hidden: frozenset[str], rank_runs
                 errors[name] = job.errors[name]
         else:
             if name not in hidden:
-                results.extend(kept(run, name) for run in runs if name in run.results)
+                results.extend(run.results[name] for run in runs if name in run.results)
             reasons = [run.not_applicable[name] for run in runs if name in run.not_applicable]
             if runs and reasons and len(reasons) == len(runs) and name not in hidden:
                 skipped[name] = reasons[0]
         for run in runs:  # a reduce or rank analyzer that failed on some rank: the last rank's message
             if name in run.errors:
                 errors[name] = run.errors[name]
-    return Report(source=source, results=tuple(results), skipped=skipped, errors=errors)
+    return Report(source=source, results=drop_superseded(results), skipped=skipped, errors=errors)
+
+
+def drop_superseded(results: Iterable[Result]) -> tuple[Result, ...]:
+    """``results`` without the findings that an analyzer present for the same rank supersedes."""
+    results = tuple(results)
+    gone: dict[int | None, set[str]] = {}
+    for res in results:
+        spec = REGISTRY.get(res.analyzer)
+        if spec is not None and spec.supersedes:
+            gone.setdefault(res.rank, set()).update(spec.supersedes)
+    if not gone:
+        return results
+    out = []
+    for res in results:
+        drop = gone.get(res.rank, set())
+        if drop and any(f.id in drop for f in res.findings):
+            res = replace(res, findings=tuple(f for f in res.findings if f.id not in drop))
+        out.append(res)
+    return tuple(out)
 
 
 def run_all(

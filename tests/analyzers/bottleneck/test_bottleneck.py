@@ -226,3 +226,12 @@ def test_a_queued_stream_moves_up_when_its_kernels_get_shorter(tmp_path):
     half = Change(gpu_dur=model.gpu["dur_ns"].to_numpy() // 2)
     # Each kernel 50 µs shorter, the gaps kept: 500 µs earlier.
     assert replay(model, half).step_ns.sum() == pytest.approx(base - 500_000, abs=2_000)
+
+
+def test_superseded_findings_also_drop_when_analyzers_run_one_at_a_time(tmp_path):
+    """The dashboard runs analyzers one by one; the report it assembles drops superseded findings too."""
+    from torchscope.analyzers.core.registry import drop_superseded
+    trace = _cpu_optimizer_trace(tmp_path, foreach=False)
+    parts = [r for name in ("training_loop", "bottleneck") for r in run_all(trace, only=(name,)).results]
+    ids = {f.id for r in drop_superseded(parts) for f in r.findings}
+    assert "bottleneck.optimizer_dispatch" in ids and "training_loop.slow_optimizer_step" not in ids
