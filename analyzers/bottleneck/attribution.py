@@ -43,6 +43,7 @@ from torchscope.analyzers.kernels import (
 )
 from torchscope.analyzers.report.names import short_name
 from torchscope.analyzers.timeline.intervals import merge_intervals
+from torchscope.analyzers.timeline.steps import step_index
 
 __all__ = ["CAUSES", "CAUSE_LABELS", "GPU_COMPUTE_ORDER", "Attribution", "attribute", "cause_label"]
 
@@ -114,22 +115,16 @@ def _innermost(ops: pd.DataFrame, points: np.ndarray) -> np.ndarray:
     depth = np.maximum(depth, 0)
     for d in range(int(depth.max()), -1, -1):
         at = depth == d
-        ls, lr = s[at], rows[at]
-        pos = np.searchsorted(ls, points, side="right") - 1
+        # Spans of one depth are disjoint: the window lookup finds the one holding each point.
+        pos = step_index(points, s[at], e[at])
         hit = (out < 0) & (pos >= 0)
-        idx = np.maximum(pos, 0)
-        hit &= points < e[at][idx]
-        out[hit] = lr[idx[hit]]
+        out[hit] = rows[at][pos[hit]]
     return out
 
 
-def _covered(intervals: tuple[np.ndarray, np.ndarray], points: np.ndarray) -> np.ndarray:
-    """True for points inside a merged interval set."""
-    s, e = intervals
-    if s.size == 0:
-        return np.zeros(points.size, dtype=bool)
-    pos = np.searchsorted(s, points, side="right") - 1
-    return (pos >= 0) & (points < e[np.maximum(pos, 0)])
+def covered(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
+    """True for the times (ns) inside a sorted, disjoint interval set (``timeline.steps.step_index``)."""
+    return step_index(t, *intervals) >= 0
 
 
 def _merged(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +144,6 @@ def attribute(model: StepModel) -> Attribution:
     points = points[(points >= lo) & (points <= hi)]
     seg_s, seg_e = points[:-1], points[1:]
     mid = seg_s + (seg_e - seg_s) // 2
-    from torchscope.analyzers.timeline.steps import step_index
     window = step_index(mid, win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64))
     keep = (window >= 0) & (seg_e > seg_s)
     seg_s, seg_e, mid, window = seg_s[keep], seg_e[keep], mid[keep], window[keep]
@@ -159,9 +153,9 @@ def attribute(model: StepModel) -> Attribution:
         comm = gpu["category"].to_numpy(object) == COMMUNICATION
         for category in GPU_COMPUTE_ORDER:
             pick = gpu[(gpu["category"].to_numpy(object) == category) & ~comm]
-            hit = (cause == "") & _covered(_merged(pick), mid)
+            hit = (cause == "") & covered(_merged(pick), mid)
             cause[hit] = f"gpu_compute:{category}"
-        hit = (cause == "") & _covered(_merged(gpu[comm]), mid)
+        hit = (cause == "") & covered(_merged(gpu[comm]), mid)
         cause[hit] = "exposed_communication"
 
     # The innermost op on the host at each segment, as a row of ``ops`` (-1: none).
@@ -187,11 +181,11 @@ def attribute(model: StepModel) -> Attribution:
     host_comm = ops[name_mask(ops["name"], lambda n: n.str.match(_HOST_COMM_RE))]
     idle = cause == ""
     rules = (
-        ("data_loading", _covered(model.regions["data_loading"], mid)),
-        ("device_sync", _covered(_merged(syncs[syncs["kind"] == "device_sync"]), mid)),
-        ("blocking_copy", _covered(_merged(syncs[syncs["kind"] == "blocking_copy"]), mid)),
-        ("exposed_communication", _covered(_merged(host_comm), mid)),
-        ("optimizer_dispatch", _covered(model.regions["optimizer"], mid)),
+        ("data_loading", covered(model.regions["data_loading"], mid)),
+        ("device_sync", covered(_merged(syncs[syncs["kind"] == "device_sync"]), mid)),
+        ("blocking_copy", covered(_merged(syncs[syncs["kind"] == "blocking_copy"]), mid)),
+        ("exposed_communication", covered(_merged(host_comm), mid)),
+        ("optimizer_dispatch", covered(model.regions["optimizer"], mid)),
     )
     for name, hit in rules:
         hit = idle & (cause == "") & hit
@@ -200,7 +194,7 @@ def attribute(model: StepModel) -> Attribution:
     # work.wait() records nothing): it waits for that collective.
     coll = model.collectives
     if not coll.empty and "end_ns" in coll.columns:
-        waiting = (cause == "") & ~has_op & _covered(
+        waiting = (cause == "") & ~has_op & covered(
             merge_intervals(coll["ts_ns"].to_numpy(np.int64), coll["end_ns"].to_numpy(np.int64)), mid)
         cause[waiting] = "exposed_communication"
     in_op = (cause == "") & has_op

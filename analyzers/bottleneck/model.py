@@ -33,6 +33,7 @@ from torchscope.analyzers.core.trace import Trace, name_mask
 from torchscope.analyzers.kernels import category_of
 from torchscope.analyzers.timeline.intervals import merge_intervals
 from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.nesting import outermost
 from torchscope.analyzers.timeline.steps import step_index, windows_or_span
 
 __all__ = ["BLOCKING_COPY_MIN_WAIT_NS", "HOST_KINDS", "REGION_PATTERNS", "StepModel", "build"]
@@ -232,21 +233,12 @@ def _outermost_names(ops: pd.DataFrame, calls: pd.DataFrame) -> np.ndarray:
     if calls.empty:
         return np.zeros(0, dtype=object)
     cpu = ops[(ops["kind"] == "cpu_op").to_numpy()]
+    top = cpu[outermost(cpu)]
     out = np.full(len(calls), "", dtype=object)
     for (pid, tid), group in calls.groupby(["pid", "tid"], sort=False):
-        spans = cpu[(cpu["pid"] == pid).to_numpy() & (cpu["tid"] == tid).to_numpy()]
-        if spans.empty:
-            continue
-        start = spans["ts_ns"].to_numpy(np.int64)
-        reach = np.maximum.accumulate(spans["end_ns"].to_numpy(np.int64))
-        # Outermost spans start where the running reach of earlier spans has passed.
-        prev = np.concatenate([[np.iinfo(np.int64).min], reach[:-1]])
-        top = start >= prev
-        top_start, top_end = start[top], spans["end_ns"].to_numpy(np.int64)[top]
-        top_name = spans["name"].to_numpy(object)[top]
-        t = group["ts_ns"].to_numpy(np.int64)
-        pos = np.searchsorted(top_start, t, side="right") - 1
-        inside = (pos >= 0) & (t < top_end[np.maximum(pos, 0)])
+        spans = top[(top["pid"] == pid).to_numpy() & (top["tid"] == tid).to_numpy()]
+        pos = step_index(group["ts_ns"].to_numpy(np.int64), spans["ts_ns"].to_numpy(np.int64),
+                         spans["end_ns"].to_numpy(np.int64))
         rows = calls.index.get_indexer(group.index)
-        out[rows[inside]] = top_name[pos[inside]]
+        out[rows[pos >= 0]] = spans["name"].to_numpy(object)[pos[pos >= 0]]
     return out

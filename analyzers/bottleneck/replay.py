@@ -117,11 +117,9 @@ def _latency(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Replay:
-    """Replayed step lengths (ns) per window, and the GPU work's new starts and ends."""
+    """Replayed step lengths (ns) per window."""
 
     step_ns: np.ndarray
-    gpu_start_ns: np.ndarray
-    gpu_end_ns: np.ndarray
 
 
 class _Plan:
@@ -166,7 +164,6 @@ def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = Non
            else np.asarray(change.gpu_dur, np.int64)) if len(model.gpu) else _EMPTY
     free = (np.zeros(plan.k, bool) if change.free_syncs is None else np.asarray(change.free_syncs, bool))
     ready_w = warp(plan.host_t) + plan.lat
-    start_new = np.zeros(len(dur), np.int64)
     end_new = np.zeros(len(dur), np.int64)
     shift = np.zeros(plan.k + 1, np.int64)  # D: host shift after sync k-1 (index k)
     carry: dict[int, int] = {}
@@ -179,7 +176,7 @@ def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = Non
     for c in range(plan.k + 1):
         rows = order[bounds[c]:bounds[c + 1]]
         if rows.size:
-            _run_chunk(rows, ready_w + shift[c], dur, plan.gap, plan.stream, carry, start_new, end_new)
+            _run_chunk(rows, ready_w + shift[c], dur, plan.gap, plan.stream, carry, end_new)
         if c < plan.k:
             arrive = sync_s_w[c] + shift[c]
             if not free[c]:
@@ -187,7 +184,7 @@ def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = Non
                 if members.size:
                     arrive = max(arrive, int(end_new[members].max()))
             shift[c + 1] = arrive + plan.base[c] - sync_e_w[c]
-    return Replay(_steps(model, warp, plan, shift, end_new, start_new, change), start_new, end_new)
+    return Replay(_steps(model, warp, plan, shift, end_new, change))
 
 
 def _groups(key: np.ndarray, k: int) -> list[np.ndarray]:
@@ -200,7 +197,7 @@ def _groups(key: np.ndarray, k: int) -> list[np.ndarray]:
     return [order[cuts[i]:cuts[i + 1]] for i in range(k)]
 
 
-def _run_chunk(rows, ready, dur, gap, stream, carry, start_new, end_new) -> None:
+def _run_chunk(rows, ready, dur, gap, stream, carry, end_new) -> None:
     """Simulate one chunk's ops, stream by stream, continuing each stream from its carry."""
     s = stream[rows]
     edges = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1], [True]]))
@@ -213,11 +210,10 @@ def _run_chunk(rows, ready, dur, gap, stream, carry, start_new, end_new) -> None
         c0 = carry.get(int(s[a]))
         end = total + (lead if c0 is None else np.maximum(lead, c0))
         end_new[r] = end
-        start_new[r] = end - dur[r]
         carry[int(s[a])] = int(end[-1])
 
 
-def _steps(model, warp, plan, shift, end_new, start_new, change) -> np.ndarray:
+def _steps(model, warp, plan, shift, end_new, change) -> np.ndarray:
     """New length of each window: host start to host start, the last to the end of all work."""
     win = model.windows
     starts = win["start_ns"].to_numpy(np.int64)

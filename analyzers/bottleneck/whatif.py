@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from torchscope.analyzers.bottleneck.attribution import Attribution
+from torchscope.analyzers.bottleneck.attribution import Attribution, covered
 from torchscope.analyzers.bottleneck.categories import LAYOUT, cpu_category
 from torchscope.analyzers.bottleneck.model import StepModel
 from torchscope.analyzers.bottleneck.replay import Change
@@ -35,6 +35,7 @@ from torchscope.analyzers.kernels import (
 from torchscope.analyzers.report.units import format_duration_ns
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
 from torchscope.analyzers.timeline.nesting import outermost
+from torchscope.analyzers.timeline.steps import step_index
 
 __all__ = [
     "DATA_QUEUE_FETCH_NS",
@@ -165,10 +166,7 @@ def _outside(model: StepModel, frame: pd.DataFrame, *regions: str) -> np.ndarray
     keep = np.ones(len(frame), dtype=bool)
     t = frame["ts_ns"].to_numpy(np.int64)
     for region in regions:
-        s, e = model.regions[region]
-        if s.size:
-            pos = np.searchsorted(s, t, side="right") - 1
-            keep &= ~((pos >= 0) & (t < e[np.maximum(pos, 0)]))
+        keep &= ~covered(model.regions[region], t)
     return keep
 
 
@@ -224,7 +222,7 @@ def foreach_optimizer(model: StepModel, attr: Attribution) -> Estimate | None:
     if regions.empty:
         return None
     s, e = regions["ts_ns"].to_numpy(np.int64), regions["end_ns"].to_numpy(np.int64)
-    inside_pos = np.searchsorted(s, main["ts_ns"].to_numpy(np.int64), side="right") - 1
+    inside_pos = step_index(main["ts_ns"].to_numpy(np.int64), s, e)
     inside = (inside_pos >= 0) & (main["end_ns"].to_numpy(np.int64) <= e[np.maximum(inside_pos, 0)])
     inside &= ~main["name"].str.startswith("Optimizer.step#").to_numpy()
     body = main[inside].copy()
@@ -274,18 +272,15 @@ def _launches_inside(model: StepModel, s: np.ndarray, e: np.ndarray) -> bool:
     gpu = model.gpu
     if gpu.empty:
         return False
-    t = gpu["launch_ts_ns"].to_numpy(np.int64)
-    pos = np.searchsorted(s, t, side="right") - 1
-    return bool(((pos >= 0) & (t < e[np.maximum(pos, 0)])).any())
+    return bool(covered((s, e), gpu["launch_ts_ns"].to_numpy(np.int64)).any())
 
 
 def _fold_kernels(model: StepModel, s: np.ndarray, e: np.ndarray, calls: int) -> np.ndarray:
     """GPU durations with the kernels launched inside [s, e) folded into ``calls`` kernels per interval."""
     gpu = model.gpu
     dur = gpu["dur_ns"].to_numpy(np.int64).copy()
-    t = gpu["launch_ts_ns"].to_numpy(np.int64)
-    pos = np.searchsorted(s, t, side="right") - 1
-    inside = (pos >= 0) & (t < e[np.maximum(pos, 0)])
+    pos = step_index(gpu["launch_ts_ns"].to_numpy(np.int64), s, e)
+    inside = pos >= 0
     if not inside.any():
         return dur
     fixed = int(dur[inside].min())
@@ -303,10 +298,8 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     leaf = leaf[_outside(model, leaf, "optimizer", "data_loading")].reset_index(drop=True)
     loops = _loops(model)[0]
     if loops:  # a loop over elements is one cause (vectorise_loops), not chains to fuse
-        ls, le = merge_intervals(np.array([c[0] for c in loops], np.int64), np.array([c[1] for c in loops], np.int64))
-        t = leaf["ts_ns"].to_numpy(np.int64)
-        pos = np.searchsorted(ls, t, side="right") - 1
-        leaf = leaf[~((pos >= 0) & (t < le[np.maximum(pos, 0)]))].reset_index(drop=True)
+        spans = merge_intervals(np.array([c[0] for c in loops], np.int64), np.array([c[1] for c in loops], np.int64))
+        leaf = leaf[~covered(spans, leaf["ts_ns"].to_numpy(np.int64))].reset_index(drop=True)
     if leaf.empty or leaf["numel"].max() <= 0:
         return None  # no shapes recorded: no bytes model
     a = _dispatch_floor(leaf)
@@ -331,7 +324,7 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     lo, hi = np.minimum(numel[1:], numel[:-1]), np.maximum(numel[1:], numel[:-1])
     family = (lo > 0) & (hi % np.maximum(lo, 1) == 0)
     # Forward and backward are separate graphs to a compiler: a chain never spans the two.
-    bwd = _covered_by(_autograd_intervals(model), ts)
+    bwd = covered(_autograd_intervals(model), ts)
     link = elem[1:] & elem[:-1] & family & (tid[1:] == tid[:-1]) & (bwd[1:] == bwd[:-1])
     link &= (ts[1:] - end[:-1]) <= CHAIN_MAX_GAP_NS
     # Other work between two ops (a GEMM's wrapper, a compiled region whose kernels are not recorded
@@ -382,15 +375,6 @@ def _autograd_intervals(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
     ops = model.ops
     bwd = ops[name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
     return merge_intervals(bwd["ts_ns"].to_numpy(np.int64), bwd["end_ns"].to_numpy(np.int64))
-
-
-def _covered_by(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
-    """True for times inside a merged interval set."""
-    s, e = intervals
-    if s.size == 0:
-        return np.zeros(len(t), dtype=bool)
-    pos = np.searchsorted(s, t, side="right") - 1
-    return (pos >= 0) & (t < e[np.maximum(pos, 0)])
 
 
 def _breaking_starts(model: StepModel) -> np.ndarray:
@@ -482,9 +466,8 @@ def cuda_graphs(model: StepModel, attr: Attribution) -> Estimate | None:
         return None
     # The host time the GPU waited on while operators were being issued: what a graph replaces.
     s, e = merge_intervals(bound["start_ns"].to_numpy(np.int64), bound["end_ns"].to_numpy(np.int64))
-    t = launch["ts_ns"].to_numpy(np.int64)
-    pos = np.searchsorted(s, t, side="right") - 1
-    inside = (pos >= 0) & (t < e[np.maximum(pos, 0)])
+    pos = step_index(launch["ts_ns"].to_numpy(np.int64), s, e)
+    inside = pos >= 0
     count = np.bincount(pos[inside], minlength=s.size)
     new = np.minimum(count * GRAPH_LAUNCH_PER_KERNEL_NS, e - s)
     syncs_inside = len(model.syncs) > 0
@@ -630,20 +613,13 @@ def _latency_bandwidth(b: np.ndarray, t: np.ndarray) -> tuple[float, float]:
 
 
 def _backward_per_window(model: StepModel) -> np.ndarray:
-    ops = model.ops
-    bwd = ops[name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
-    return _per_window(model, merge_intervals(bwd["ts_ns"].to_numpy(np.int64), bwd["end_ns"].to_numpy(np.int64)))
+    """Backward time (the autograd engine's nodes) inside each window, ns."""
+    return _per_window(model, _autograd_intervals(model))
 
 
 def _overlaps_backward(model: StepModel, coll: pd.DataFrame) -> bool:
-    ops = model.ops
-    bwd = ops[name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
-    if bwd.empty:
-        return False
-    s, e = merge_intervals(bwd["ts_ns"].to_numpy(np.int64), bwd["end_ns"].to_numpy(np.int64))
-    t = coll["ts_ns"].to_numpy(np.int64)
-    pos = np.searchsorted(s, t, side="right") - 1
-    return bool(((pos >= 0) & (t < e[np.maximum(pos, 0)])).mean() > 0.5)
+    """True when most collectives start while backward runs (they are already overlapped)."""
+    return bool(len(coll)) and bool(covered(_autograd_intervals(model), coll["ts_ns"].to_numpy(np.int64)).mean() > 0.5)
 
 
 def _comm_loop(model: StepModel, coll: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -683,7 +659,6 @@ def _scale_comm(model: StepModel, attr: Attribution, now: np.ndarray, new: np.nd
         return Change(gpu_dur=dur)
     s, e = _exposed_intervals(attr)
     win = model.windows
-    from torchscope.analyzers.timeline.steps import step_index
     w = step_index(s, win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64))
     r = np.where(w >= 0, ratio[np.maximum(w, 0)], 1.0)
     return Change(cuts=(s, e, ((e - s) * r).astype(np.int64)))
