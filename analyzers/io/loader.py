@@ -315,7 +315,7 @@ def _parse_many(files: list[tuple[Path, int | None]], progress: bool | None, *, 
                 streams_by_rank: dict, store: TraceCache | NoCache) -> list[Trace]:
     jobs = [(f, r, manifest, streams_by_rank.get(r, {}) if r is not None else {}) for f, r in files]
     show = sys.stderr.isatty() if progress is None else progress
-    bar = _progress_bar(len(jobs), show)
+    bar = progress_bar(len(jobs), show)
     out: list[Trace | None] = []
     misses = []
     try:
@@ -360,16 +360,22 @@ def _size(path: Path) -> int:
 
 
 class _NoBar:
+    """What a progress bar offers, doing nothing (not a terminal, or one rank)."""
+
     def update(self, n: int) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
         pass
 
     def close(self) -> None:
         pass
 
 
-def _progress_bar(total: int, show: bool):
+def progress_bar(total: int, show: bool, description: str = "loading ranks"):
+    """A tqdm bar over ``total`` ranks on stderr, or a silent stand-in when not shown or a single rank."""
     if not show or total < 2:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="loading ranks", unit="rank", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=description, unit="rank", file=sys.stderr, leave=False)

@@ -29,7 +29,7 @@ from torchscope.analyzers.core.registry import combine, run_job_level, select
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.core.trace import TraceSet
-from torchscope.analyzers.io.loader import job_sources
+from torchscope.analyzers.io.loader import job_sources, progress_bar
 from torchscope.analyzers.jobs.rank_task import RankFailure, RankSummary, TaskSettings, analyze_rank
 from torchscope.analyzers.jobs.schedulers import resolve_scheduler, run_tasks
 
@@ -102,7 +102,7 @@ def analyze_job(path: str | os.PathLike, *, scheduler: str | None = None, partia
     summaries: dict[int, RankSummary] = {}
     failed: dict[int | str, str] = dict(job.missing)
     labels = [(s.label, s.rank) for s in sources]
-    bar = _progress_bar(len(sources), sys.stderr.isatty() if progress is None else progress)
+    bar = progress_bar(len(sources), sys.stderr.isatty() if progress is None else progress, PROGRESS_DESCRIPTION)
     try:
         for i, outcome in run_tasks(chosen, partial(analyze_rank, settings=settings), sources, labels):
             if isinstance(outcome, RankFailure):
@@ -132,21 +132,3 @@ def analyze_job(path: str | os.PathLike, *, scheduler: str | None = None, partia
         raise PartialJobError(result)
     return result
 
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, show: bool):
-    if not show or total < 2:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=PROGRESS_DESCRIPTION, unit="rank", file=sys.stderr, leave=False)
