@@ -58,6 +58,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
@@ -295,11 +296,11 @@ def _gpu_collectives(trace: Trace, kernels: pd.DataFrame) -> pd.DataFrame:
     annot_spans = ev[cpu & _name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n.lower()) is not None)]
     param_idx = enclosing(points, param_spans)
     annot_idx = enclosing(points, annot_spans)
-    param_args = param_spans["args"].to_numpy()
-    annot_args = annot_spans["args"].to_numpy()
+    param_args = decode_args(param_spans["args"])
+    annot_args = decode_args(annot_spans["args"])
     annot_names = annot_spans["name"].astype(str).to_numpy()
     fields: list[dict] = []
-    for i, kargs in enumerate(kernels["args"].to_numpy()):
+    for i, kargs in enumerate(decode_args(kernels["args"])):
         merged: dict = {}
         sources = [_param_fields(kargs)]
         if param_idx[i] >= 0:
@@ -336,7 +337,7 @@ def _cpu_collectives(trace: Trace, spans: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     names = spans["name"].astype(str).tolist()
     # torchscope's profiler adds NCCL-style args to gloo annotations (profiler/comms.py): prefer them.
-    fields = [_param_fields(a) or _annotation_fields(n, a) for n, a in zip(names, spans["args"].to_numpy())]
+    fields = [_param_fields(a) or _annotation_fields(n, a) for n, a in zip(names, decode_args(spans["args"]))]
     table = _finish(trace, spans, fields, names)
     table["timed_on"] = pd.array(["cpu"] * len(table), dtype="str")
     table["launch_ts_ns"] = table["ts_ns"].to_numpy(np.int64)

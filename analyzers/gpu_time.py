@@ -51,6 +51,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.kernels import COMMUNICATION, MEMORY, category_of
@@ -279,7 +280,7 @@ def _hta_stream(ev: pd.DataFrame) -> np.ndarray:
     """Stream as HTA reads it: ``int(args["stream"])``, so a hex string such as "0x0" becomes -1."""
     stream = ev["stream"].to_numpy().copy()
     has = np.flatnonzero(stream != -1)
-    raw = [(a or {}).get("stream") for a in ev["args"].to_numpy()[has]]  # only events with a stream
+    raw = [(a or {}).get("stream") for a in decode_args(ev["args"].to_numpy()[has])]  # events with a stream
     stream[has] = [_int_or_minus_one(v) for v in raw]
     return stream
 

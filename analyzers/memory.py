@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
@@ -101,7 +102,7 @@ _ALLOCATOR_KEYS = ("Device Type", "Device Id", "Bytes", "Total Allocated", "Tota
 def _allocator_events(trace: Trace) -> pd.DataFrame:
     """Kineto ``[memory]`` instants as ts_ns, pid, tid, device_type, device, bytes, allocated/reserved totals."""
     mem = trace.of_kind("memory")
-    records = [a if isinstance(a, dict) else {} for a in mem["args"].to_numpy()]
+    records = [a if isinstance(a, dict) else {} for a in decode_args(mem["args"])]
     raw = pd.DataFrame.from_records(records, columns=list(_ALLOCATOR_KEYS)) if records else \
         pd.DataFrame(columns=list(_ALLOCATOR_KEYS))
     values = np.column_stack([pd.to_numeric(raw[k], errors="coerce").to_numpy(float) for k in _ALLOCATOR_KEYS]) \
@@ -310,7 +311,7 @@ def h2d_copies(trace: Trace) -> pd.DataFrame:
     blocked = np.where(has_call, launch_end - launch_ts, dur)
     return pd.DataFrame({
         "ts_ns": ts, "dur_ns": dur, "name": pd.array(names, dtype="str"),
-        "bytes": _arg_column(copies["args"].to_numpy(), "bytes"), "call": pd.array(call, dtype="str"),
+        "bytes": _arg_column(decode_args(copies["args"]), "bytes"), "call": pd.array(call, dtype="str"),
         "call_ts_ns": call_ts, "host_blocked_ns": np.where(synchronous, blocked, 0).astype(np.int64),
         "pageable": pageable, "synchronous": synchronous, "step": step_of(call_ts, step_windows(trace)),
     })

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
@@ -356,7 +357,7 @@ def _modules(trace: Trace, steps: pd.DataFrame) -> pd.DataFrame:
     if not mod.empty:
         mod = mod[mod["name"].astype(str) != ""]  # the root model itself, when annotated
         top = mod["name"].astype(str).isin(_top_level_names(set(mod["name"].astype(str)))).to_numpy()
-        direction = [((a or {}).get("direction") or "forward") for a in mod["args"].to_numpy()[top]]
+        direction = [((a or {}).get("direction") or "forward") for a in decode_args(mod["args"].to_numpy()[top])]
         frame = pd.DataFrame({"module": mod["name"].astype(str).to_numpy()[top], "direction": direction,
                               "dur_ns": mod["dur_ns"].to_numpy()[top]})
         source = "torchscope.module annotations"

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from torchscope.analyzers.bottleneck.attribution import Attribution, covered
 from torchscope.analyzers.bottleneck.categories import LAYOUT, cpu_category
 from torchscope.analyzers.bottleneck.model import StepModel
 from torchscope.analyzers.bottleneck.replay import Change
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.trace import name_mask
 from torchscope.analyzers.hardware.device_specs import spec_for_trace
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
@@ -126,7 +128,7 @@ def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     # Sizes matter to the fusion and loop models only: pointwise and reduction ops.
     sized = np.isin(out["category"].to_numpy(object), (ELEMENTWISE, REDUCTION))
     numel, inputs, esize = (np.zeros(len(out), np.int64) for _ in range(3))
-    numel[sized], inputs[sized], esize[sized] = _shapes(out["args"].to_numpy(object)[sized])
+    numel[sized], inputs[sized], esize[sized] = _shapes(decode_args(out["args"].to_numpy(object)[sized]))
     out["numel"], out["tensor_inputs"], out["elem_bytes"] = numel, inputs, esize
     return out.reset_index(drop=True)
 

@@ -49,6 +49,7 @@ from torchscope.analyzers.moe.routing import routing_from_stream
 from torchscope.analyzers import power as power_analyzer
 from torchscope.analyzers.roofline import analysis as roofline_analyzer
 from torchscope.analyzers import training_loop as training_loop_analyzer
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.trace import GPU_WORK_KINDS, Trace
 from torchscope.analyzers.timeline.intervals import union_ns
@@ -376,7 +377,7 @@ def _busy_per_step(start_ns: np.ndarray, end_ns: np.ndarray, step_of: np.ndarray
 def _arg_numbers(args: pd.Series, key: str) -> np.ndarray:
     """``args[key]`` of each row as float (NaN where missing or not a number)."""
     out = np.full(len(args), np.nan)
-    for i, a in enumerate(args.to_numpy()):
+    for i, a in enumerate(decode_args(args)):
         if a:
             v = a.get(key)
             if isinstance(v, (int, float)) and not isinstance(v, bool):

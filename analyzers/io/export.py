@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.trace import GPU_WORK_KINDS, Trace, TraceSet
@@ -102,7 +103,7 @@ def _event_records(t: Trace, pids: dict, base_ns: int) -> Iterable[dict]:
     phs = ev["ph"].astype(str).to_numpy()
     pid = [pids[(t.rank, int(p))] for p in ev["pid"].to_numpy()]
     tid = ev["tid"].to_numpy(dtype=np.int64)
-    args = ev["args"].to_numpy() if "args" in ev.columns else [None] * len(ev)
+    args = decode_args(ev["args"]) if "args" in ev.columns else [None] * len(ev)
     out = []
     for i in range(len(ev)):
         rec = {"ph": "X" if phs[i] not in ("i", "I", "R") else "i", "name": names[i], "cat": cats[i],

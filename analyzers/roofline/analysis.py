@@ -35,6 +35,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from torchscope.analyzers.core.args import any_has_key
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.trace import Trace
@@ -110,7 +111,7 @@ def _summary(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, steps:
           summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, spec: DeviceSpec | None = None) -> Result:
     """Roofline of a trace: per-op/category FLOPs, bytes, intensity, bound, efficiency; MFU; findings."""
-    if not any(isinstance(a, dict) and ("Input Dims" in a or "flops" in a) for a in trace.events["args"]):
+    if not any_has_key(trace.events["args"], "Input Dims", "flops"):
         raise NotApplicable("no recorded shapes or FLOP counts (profile with record_shapes=True)")
     spec = spec if spec is not None else spec_for_trace(trace)
     points, kernel_owner = points_and_kernel_owner(trace)

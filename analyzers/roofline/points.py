@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.hardware.op_costs import MATRIX_CATEGORIES, OpCost, estimate_op_cost
 from torchscope.analyzers.roofline.attribution import GpuAttribution, attribute_gpu_work
@@ -107,7 +108,7 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     on_gpu = not gpu.empty
     runtime = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)] if on_gpu else ev.iloc[:0]
     names = ops["name"].astype(str).to_numpy()
-    args = ops["args"].to_numpy()
+    args = decode_args(ops["args"])
     costs, profiler_flops = op_costs(names, args)
     tree = call_tree(ops, runtime)
     is_point, owner = choose_points(costs, tree)

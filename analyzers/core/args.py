@@ -1,0 +1,97 @@
+"""Event args, decoded where they are needed.
+
+A loaded trace keeps each event's ``args`` as the raw JSON text the file held (``bytes``): building a
+Python dict for each of a trace's hundreds of thousands of events was most of a cold load and of a
+cached one, and most analyses read args of a few thousand events at most. A frame built by hand (tests,
+synthetic runs) or read by the whole-document fallback may hold dicts instead; ``None`` means no args.
+
+`decode_args` turns any mix of the three into dicts (or None) in one decoder call per batch, so an
+analyzer writes ``decode_args(ops["args"])`` over the rows it selected and pays only for those.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import numpy as np
+
+__all__ = ["any_has_key", "decode_args", "decode_one", "encode_args"]
+
+_decoder = msgspec.json.Decoder()
+
+
+def decode_args(values: Any) -> np.ndarray:
+    """Object array of dict-or-None, one per value (raw JSON bytes, dict or None; anything else -> None)."""
+    arr = values.to_numpy(dtype=object) if hasattr(values, "to_numpy") else np.asarray(values, dtype=object)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    out = np.empty(len(arr), dtype=object)
+    raw_idx = []
+    raw = []
+    for i, v in enumerate(arr):
+        t = type(v)
+        if t is bytes:
+            raw_idx.append(i)
+            raw.append(v)
+        elif t is dict:
+            out[i] = v
+        else:
+            out[i] = None
+    if raw:
+        decoded = _decode_batch(raw)
+        for i, d in zip(raw_idx, decoded):
+            out[i] = d if type(d) is dict else None
+    return out
+
+
+def any_has_key(values: Any, *keys: str) -> bool:
+    """True when some event's args hold one of ``keys`` (raw args are searched as text, then confirmed)."""
+    arr = values.to_numpy(dtype=object) if hasattr(values, "to_numpy") else np.asarray(values, dtype=object)
+    needles = [msgspec.json.encode(k) for k in keys]
+    for v in arr:
+        t = type(v)
+        if t is dict:
+            if any(k in v for k in keys):
+                return True
+        elif t is bytes and any(n in v for n in needles):
+            d = decode_one(v)  # the text may sit inside a value; the decoded dict says
+            if d is not None and any(k in d for k in keys):
+                return True
+    return False
+
+
+def decode_one(value: Any) -> dict | None:
+    """One event's args as a dict (or None)."""
+    if type(value) is dict:
+        return value
+    if type(value) is bytes:
+        d = _decode_single(value)
+        return d if type(d) is dict else None
+    return None
+
+
+def encode_args(value: Any) -> bytes | None:
+    """The raw-JSON form of one event's args (bytes as they are; a dict is serialised)."""
+    if value is None or type(value) is bytes:
+        return value
+    return msgspec.json.encode(value)
+
+
+def _decode_batch(raw: list[bytes]) -> list:
+    try:
+        return _decoder.decode(b"[" + b",".join(raw) + b"]")
+    except msgspec.DecodeError:
+        return [_decode_single(v) for v in raw]
+
+
+def _decode_single(value: bytes) -> Any:
+    try:
+        return _decoder.decode(value)
+    except msgspec.DecodeError:
+        pass
+    try:  # NaN / Infinity, which some producers write and strict JSON refuses
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None
