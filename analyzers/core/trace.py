@@ -17,7 +17,7 @@ device         int64       device index from args, -1 if none
 correlation    int64       runtime↔kernel correlation id, -1 if none
 external_id    int64       op↔kernel external id, -1 if none
 rank           int32       rank of the trace
-args           object      the event's args dict (or None)
+args           object      the event's args: raw JSON bytes, a dict or None (read via core.args.decode_args)
 =============  ==========  =====================================================
 
 ``Trace.counters`` (one row per series of a ``"ph": "C"`` event, e.g. our power and host samples):
@@ -53,7 +53,7 @@ DataFrame, columns as written by the profiler; empty for a plain trace file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Hashable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -111,6 +111,29 @@ class Trace:
     flows: pd.DataFrame
     meta: TraceMeta
     streams: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    #: Values derived once from the frames and shared by the analyzers (see `derived`).
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()`` computed once per trace and kept: for values several analyzers derive alike.
+
+        The frames of a loaded trace are never modified, so a value built from them stays right; it is
+        shared, so callers must treat it as read-only (copy before changing it). Not kept across pickling.
+        """
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = build()
+            return value
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_derived"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     @property
     def rank(self) -> int:
