@@ -4,8 +4,9 @@ It builds the step model (``model``), attributes every ns of every step to one c
 (``attribution``), and replays each what-if change (``whatif``) through the simulator (``replay``).
 A finding is made per cause whose change is predicted to save at least ``MIN_GAIN_FRACTION`` of
 step time; its ``gain_fraction`` is that prediction: ``1 - sum(replayed steps after the change) /
-sum(replayed steps unmodified)`` over the steps that did not stall (``_gain``). Every time finding is
-in that one unit, so they rank together.
+sum(replayed steps unmodified)`` over the steps that did not stall (``_gain``), both replayed without
+the profiler's own per-op cost (``profiler_overhead``), as the run realizes them. Every time finding
+is in that one unit, so they rank together.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 from torchscope.analyzers.bottleneck import whatif
 from torchscope.analyzers.bottleneck.attribution import attribute, cause_label
 from torchscope.analyzers.bottleneck.model import build
+from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
 from torchscope.analyzers.bottleneck.replay import _Plan, replay
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.registry import register
@@ -38,6 +40,8 @@ SUMMARY_KEYS: dict[str, str] = {
     "top_cause": "the cause with the most time over all steps (see attribution.CAUSES)",
     "top_cause_share": "that cause's share of total step time, 0..1",
     "replay_error": "|median replayed unmodified step - median measured step| / median measured step, 0..1",
+    "profiler_overhead_ns": "the profiler's own cost per recorded op, measured from the trace, ns",
+    "profiler_overhead_share": "share of the measured step time that cost took on the host, 0..1",
     "gpu_idle_share": "share of step time the GPU ran nothing (0 on a CPU-only trace), 0..1",
     "where_time_goes": "the four largest causes in words with their shares of step time",
     "unrecognised_events": "events whose category no analysis understands (their time is in no cause)",
@@ -69,7 +73,10 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         raise NotApplicable("no host operators or GPU work inside the steps")
     attr = attribute(model)
     plan = _Plan(model)
-    base = replay(model, plan=plan).step_ns
+    overhead = profiler_overhead(model)
+    unprofiled = overhead.cuts
+    base = replay(model, plan=plan, unprofiled=unprofiled).step_ns
+    replayed = replay(model, plan=plan).step_ns
     measured = model.step_ns
     rows, findings = [], []
     best: dict[str, tuple[float, whatif.Estimate]] = {}
@@ -77,7 +84,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         est = transform(model, attr)
         if est is None:
             continue
-        after = replay(model, est.change, plan=plan).step_ns if est.change is not None else None
+        after = replay(model, est.change, plan=plan, unprofiled=unprofiled).step_ns if est.change is not None else None
         gain = _gain(base, after, measured) if after is not None else float("nan")
         rows.append({"finding_id": est.finding_id, "change": est.recommendation,
                      "step_ns_before": int(np.median(base)),
@@ -98,7 +105,11 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         "step_ns": int(np.median(measured)),
         "top_cause": str(causes["cause"].iloc[0]) if not causes.empty else "",
         "top_cause_share": float(causes["share"].iloc[0]) if not causes.empty else 0.0,
-        "replay_error": float(abs(np.median(base) - np.median(measured)) / max(np.median(measured), 1)),
+        "replay_error": float(abs(np.median(replayed) - np.median(measured)) / max(np.median(measured), 1)),
+        "profiler_overhead_ns": overhead.per_op_ns,
+        "profiler_overhead_share": float(overhead.removed(model.windows["start_ns"].to_numpy(np.int64),
+                                                          model.windows["end_ns"].to_numpy(np.int64)).sum()
+                                         / max(int(measured.sum()), 1)),
         "gpu_idle_share": float(idle),
         "where_time_goes": ", ".join(f"{label} {format_share(share)}" for label, share in
                                      zip(causes["label"].head(4), causes["share"].head(4))),

@@ -24,8 +24,12 @@ The simulation
   backlog is paid there, so host savings the GPU cannot use gain nothing), and is at least any
   floor the change sets (``Change.step_floor_ns``). Gains compare sums over all steps.
 
-The unmodified replay reproduces the trace closely (``replay_error`` in the summary); gains are
-taken against it, so the replay's own error cancels.
+The unmodified replay reproduces the trace closely (``replay_error`` in the summary). Gains are
+taken against the replay of the same run *without the profiler* (``profiler_overhead``: its
+per-op bookkeeping cut from the host gaps), and every change is replayed on that run: a change's
+cuts give their new lengths in unprofiled time and replace the overhead cuts they cover
+(``compose_cuts``). So the replay's own error cancels, and bookkeeping the unprofiled run never
+paid is neither a saving nor part of the step a saving is compared with.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 import pandas as pd
 from torchscope.analyzers.bottleneck.model import StepModel
 
-__all__ = ["DEFAULT_LAUNCH_LATENCY_NS", "IDENTITY", "IDLE_STREAM_EPS_NS", "Change", "replay"]
+__all__ = ["DEFAULT_LAUNCH_LATENCY_NS", "IDENTITY", "IDLE_STREAM_EPS_NS", "Change", "compose_cuts", "replay"]
 
 #: An op whose start is this much after its stream's previous end found the stream idle.
 IDLE_STREAM_EPS_NS = 1_000
@@ -88,6 +92,34 @@ def _warp(cuts: tuple[np.ndarray, np.ndarray, np.ndarray]):
         return t - full - partial
 
     return warp
+
+
+def compose_cuts(under: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 over: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cuts ``over`` applied on top of the disjoint cuts ``under``: where an ``over`` cut lies, it alone sets the
+    length; the parts of ``under`` cuts outside every ``over`` cut keep their share of their removal (ns)."""
+    us, ue, ul = (np.asarray(a, np.int64) for a in under)
+    os_, oe, ol = (np.asarray(a, np.int64) for a in over)
+    if os_.size == 0 or us.size == 0:
+        return (us, ue, ul) if os_.size == 0 else (os_, oe, ol)
+    order = np.argsort(os_, kind="stable")
+    os_, oe, ol = os_[order], oe[order], ol[order]
+    # The over cuts that can touch each under cut form a contiguous run: none (kept whole), or some.
+    lo = np.searchsorted(oe, us, side="right")
+    hi = np.searchsorted(os_, ue, side="left")
+    clear = hi <= lo
+    keep = [(us[clear], ue[clear], ul[clear])]
+    for i in np.flatnonzero(~clear):  # an under cut straddling an over cut's edge: few, at most one per edge
+        a, b = int(us[i]), int(ue[i])
+        ratio = ul[i] / max(b - a, 1)
+        edges = [a, *np.clip(np.ravel(np.column_stack([os_[lo[i]:hi[i]], oe[lo[i]:hi[i]]])), a, b).tolist(), b]
+        for ps, pe in zip(edges[0::2], edges[1::2]):
+            if pe > ps:
+                keep.append((np.array([ps]), np.array([pe]), np.array([int((pe - ps) * ratio)])))
+    keep.append((os_, oe, ol))
+    cs, ce, cl = (np.concatenate([k[j] for k in keep]).astype(np.int64) for j in range(3))
+    order = np.argsort(cs, kind="stable")
+    return cs[order], ce[order], cl[order]
 
 
 def _latency(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
@@ -156,10 +188,12 @@ class _Plan:
         self.k = k
 
 
-def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = None) -> Replay:
-    """New step lengths (ns) of every window after ``change`` (see the module docstring)."""
+def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = None,
+           unprofiled: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Replay:
+    """New step lengths (ns) of every window after ``change``; with ``unprofiled`` (the profiler overhead's
+    cuts) of the run without the profiler (see the module docstring)."""
     plan = plan or _Plan(model)
-    warp = _warp(change.cuts)
+    warp = _warp(change.cuts if unprofiled is None else compose_cuts(unprofiled, change.cuts))
     dur = (model.gpu["dur_ns"].to_numpy(np.int64) if change.gpu_dur is None
            else np.asarray(change.gpu_dur, np.int64)) if len(model.gpu) else _EMPTY
     free = (np.zeros(plan.k, bool) if change.free_syncs is None else np.asarray(change.free_syncs, bool))

@@ -2,7 +2,9 @@
 
 Each function below looks for one cause in the model, and when it finds it returns an `Estimate`:
 the `replay.Change` that applying the recommendation makes to the steps, the evidence, and the
-model in words. `analysis` replays every change against the unmodified replay; the gain is the
+model in words. A change's cut lengths are in the time of the run *without the profiler*: what a
+what-if keeps of the traced time is measured less the profiler's own per-op cost inside it
+(``profiler_overhead``), since the realized run never pays it. `analysis` replays every change against the unmodified replay; the gain is the
 predicted reduction of step time. Costs that a change keeps (a per-call overhead, a bandwidth) are
 measured in the same trace, never assumed; the few constants are named here with their reason.
 A change the trace shows already applied (foreach/fused optimizer, DataLoader workers enough to
@@ -22,6 +24,7 @@ import pandas as pd
 from torchscope.analyzers.bottleneck.attribution import Attribution, covered
 from torchscope.analyzers.bottleneck.categories import LAYOUT, cpu_category
 from torchscope.analyzers.bottleneck.model import StepModel
+from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
 from torchscope.analyzers.bottleneck.replay import Change
 from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.trace import name_mask
@@ -106,6 +109,15 @@ def _per_window(model: StepModel, intervals: tuple[np.ndarray, np.ndarray]) -> n
     """Length of a merged interval set inside each window, ns."""
     w = model.windows
     return covered_ns(w["start_ns"].to_numpy(np.int64), w["end_ns"].to_numpy(np.int64), intervals)
+
+
+def _per_window_removed(model: StepModel, intervals: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The profiler's overhead inside a merged interval set, per window, ns."""
+    s, e = intervals
+    removed = profiler_overhead(model).removed(s, e)
+    w = model.windows
+    pos = step_index(s, w["start_ns"].to_numpy(np.int64), w["end_ns"].to_numpy(np.int64))
+    return np.bincount(pos[pos >= 0], weights=removed[pos >= 0], minlength=len(w)).astype(np.int64)
 
 
 def _leaf_ops(model: StepModel) -> pd.DataFrame:
@@ -198,7 +210,9 @@ def hide_data_loading(model: StepModel, attr: Attribution) -> Estimate | None:
                "fetch of a ready batch) is a batch the workers had not finished; with enough workers it is hidden")
     else:
         workers = int(min(MAX_DATA_WORKERS, max(2, math.ceil(med_load / med_rest) + 1)))
-        floor = (load / workers + np.minimum(DATA_QUEUE_FETCH_NS, load)).astype(np.int64)
+        # The workers load without the profiler: the loading time less its bookkeeping, split over them.
+        load_u = np.maximum(load - _per_window_removed(model, (s, e)), 0)
+        floor = (load_u / workers + np.minimum(DATA_QUEUE_FETCH_NS, load_u)).astype(np.int64)
         how = (f"with {workers} workers each batch (median {{w}}) is loaded while the step computes; the main "
                f"thread keeps only the queue fetch, and a step cannot be shorter than the loading time / {workers}")
     cuts = (s, e, np.minimum(e - s, fetch))
@@ -238,16 +252,22 @@ def foreach_optimizer(model: StepModel, attr: Attribution) -> Estimate | None:
     kinds = int(top["name"].nunique())
     if kinds == 0 or np.median(n_top) < 4 * kinds:
         return None  # not a loop over many tensors
-    # Python time between the per-tensor calls: the loop that foreach removes.
-    gaps = np.maximum((e - s) - covered, 0)
+    # Python time between the per-tensor calls: the loop that foreach removes. Both it and the calls'
+    # own time are taken without the profiler's bookkeeping (inside the calls: that of their nested ops).
+    overhead = profiler_overhead(model)
+    in_calls = pd.Series(overhead.removed(top["ts_ns"].to_numpy(np.int64), top["end_ns"].to_numpy(np.int64))).groupby(
+        top["region"].to_numpy()).sum().reindex(range(len(regions)), fill_value=0).to_numpy(np.int64)
+    in_region = overhead.removed(s, e)
+    covered = np.maximum(covered - in_calls, 0)
+    gaps = np.maximum((e - s) - in_region - covered, 0)
     gap_per_call = np.where(n_top > 0, gaps / np.maximum(n_top, 1), 0)
     launches_gpu = model.has_gpu and bool(model.ops.loc[top.index.intersection(model.ops.index), "kind"].size) \
         and _launches_inside(model, s, e)
     if launches_gpu:
         # The host issues one multi-tensor kernel per update op; the GPU work stays, its per-kernel
         # fixed cost is paid once per call.
-        med_op = int(np.median(top["dur_ns"]))
-        new_len = kinds * (med_op + gap_per_call.astype(np.int64))
+        med_op = int(np.median(top["dur_ns"])) - int(np.median(in_calls / np.maximum(n_top, 1)))
+        new_len = kinds * (max(med_op, 0) + gap_per_call.astype(np.int64))
         gpu_dur = _fold_kernels(model, s, e, kinds)
         how = (f"{int(np.median(n_top))} per-tensor calls of {kinds} kinds per step become {kinds} multi-tensor "
                "calls: the host keeps one call per kind (median call + Python gap), each kernel's fixed cost "
@@ -260,6 +280,8 @@ def foreach_optimizer(model: StepModel, attr: Attribution) -> Estimate | None:
         how = (f"{int(np.median(n_top))} per-tensor calls of {kinds} kinds per step: the per-tensor kernels "
                f"(their measured time) stay, the Python loop between them (median "
                f"{int(np.median(gap_per_call)) / 1e3:.1f} µs per call) is paid once per kind")
+    how += (f"; without the profiler's bookkeeping ({overhead.per_op_ns / 1e3:.1f} µs per recorded op, measured "
+            "between sibling ops), which the unprofiled run does not pay")
     name = str(regions["name"].iloc[0]).split("#", 1)[-1].split(".", 1)[0]
     return Estimate(
         "bottleneck.optimizer_dispatch", "optimizer_dispatch",
@@ -267,7 +289,7 @@ def foreach_optimizer(model: StepModel, attr: Attribution) -> Estimate | None:
         f"Use the multi-tensor optimizer: {name}(..., foreach=True), or fused=True where supported",
         how, Change(cuts=(s, e, np.minimum(new_len, e - s).astype(np.int64)), gpu_dur=gpu_dur),
         {"optimizer": name, "calls_per_step": int(np.median(n_top)), "op_kinds": kinds,
-         "call_python_gap_ns": int(np.median(gap_per_call))})
+         "call_python_gap_ns": int(np.median(gap_per_call)), "profiler_overhead_ns": overhead.per_op_ns})
 
 
 def _launches_inside(model: StepModel, s: np.ndarray, e: np.ndarray) -> bool:
@@ -352,7 +374,9 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     fused = (a + chains["first_bytes"] / chains["bw"]).astype(np.int64).to_numpy()
     s, e = chains["ts"].to_numpy(np.int64), chains["end"].to_numpy(np.int64)
     order = np.argsort(s)
-    s, e, fused = s[order], e[order], np.minimum(fused[order], (e - s)[order])
+    s, e = s[order], e[order]
+    # A fused chain is never longer than the chain itself without the profiler's bookkeeping.
+    fused = np.minimum(fused[order], (e - s) - profiler_overhead(model).removed(s, e))
     bw = float(chains["bw"].median())
     gpu_dur = None
     if model.has_gpu:
@@ -366,7 +390,8 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
         "Fuse them: torch.compile the module (or write the chain as one op, e.g. F.gelu, F.layer_norm)",
         f"a fused chain reads its inputs and writes one output (the bytes of its largest op), at the bandwidth its own ops "
         f"reach (median {bw:.1f} GB/s), and pays one dispatch ({a / 1e3:.1f} µs) instead of one per op; "
-        f"the Python between the ops goes",
+        f"the Python between the ops goes (the profiler's bookkeeping there, "
+        f"{profiler_overhead(model).per_op_ns / 1e3:.1f} µs per op, is not counted: the unprofiled run never pays it)",
         Change(cuts=(s, e, fused), gpu_dur=gpu_dur),
         {"chains": len(chains), "ops": int(chains["n"].sum()), "bandwidth_gbps": round(bw, 2),
          "dispatch_ns": a, "examples": top})
@@ -424,7 +449,9 @@ def _find_loops(model: StepModel) -> tuple[list, list, list]:
         per_iter = max(1, (m[-1] - m[0]) // max(n_iter - 1, 1))
         last = min(len(outer) - 1, m[-1] + per_iter - 1)
         s0, e0 = int(ts[m[0]]), int(end[m[0]:last + 1].max())
-        cuts.append((s0, e0, (e0 - s0) // n_iter))
+        # One iteration of the loop as the unprofiled run pays it.
+        traced = (e0 - s0) - int(profiler_overhead(model).removed(np.array([s0]), np.array([e0]))[0])
+        cuts.append((s0, e0, max(traced, 0) // n_iter))
         iterations.append(n_iter)
         bodies.append(", ".join(str(x).split("::")[-1] for x in body.index[:6]))
     return cuts, iterations, bodies
@@ -471,7 +498,7 @@ def cuda_graphs(model: StepModel, attr: Attribution) -> Estimate | None:
     pos = step_index(launch["ts_ns"].to_numpy(np.int64), s, e)
     inside = pos >= 0
     count = np.bincount(pos[inside], minlength=s.size)
-    new = np.minimum(count * GRAPH_LAUNCH_PER_KERNEL_NS, e - s)
+    new = np.minimum(count * GRAPH_LAUNCH_PER_KERNEL_NS, (e - s) - profiler_overhead(model).removed(s, e))
     syncs_inside = len(model.syncs) > 0
     share = float(bound["time_ns"].sum()) / max(int(model.step_ns.sum()), 1)
     return Estimate(

@@ -235,3 +235,44 @@ def test_superseded_findings_also_drop_when_analyzers_run_one_at_a_time(tmp_path
     parts = [r for name in ("training_loop", "bottleneck") for r in run_all(trace, only=(name,)).results]
     ids = {f.id for r in drop_superseded(parts) for f in r.findings}
     assert "bottleneck.optimizer_dispatch" in ids and "training_loop.slow_optimizer_step" not in ids
+
+
+def _wrapped_ops_step(tmp_path, *, gap_us: float):
+    """One 1000 µs CPU step: 20 aten::linear ops (Python between them), each calling aten::t and aten::addmm
+    with ``gap_us`` between the two children (the profiler's exit and entry bookkeeping)."""
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    for i in range(20):
+        t0 = 10 + 45 * i
+        b.op("aten::linear", t0, 10 + gap_us)
+        b.op("aten::t", t0 + 1, 2)
+        b.op("aten::addmm", t0 + 3 + gap_us, 6)
+    b.step(2, 1000, 1)
+    return b.load(tmp_path / f"wrapped_{gap_us}.json", compute_major=None)
+
+
+def test_profiler_overhead_is_measured_between_sibling_ops_and_cut_from_the_host(tmp_path):
+    from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
+
+    model = build(_wrapped_ops_step(tmp_path, gap_us=2.0))
+    overhead = profiler_overhead(model)
+    assert overhead.per_op_ns == 2_000 and overhead.gaps == 20
+    # 60 recorded ops, each losing its entry and its exit (h / 2 each) where the gaps allow.
+    removed = int(overhead.removed(np.array([0]), np.array([1_000_000]))[0])
+    assert 0.8 * 60 * 2_000 <= removed <= 60 * 2_000
+    # The replay of the unprofiled run is shorter by what was cut; with no cuts it is the traced step.
+    unprofiled = replay(model, unprofiled=overhead.cuts).step_ns
+    assert unprofiled[0] == pytest.approx(model.step_ns[0] - removed, abs=1_000)
+
+
+def test_a_changes_cuts_replace_the_overhead_they_cover():
+    from torchscope.analyzers.bottleneck.replay import compose_cuts
+
+    under = (np.array([0, 100, 200]), np.array([10, 110, 210]), np.array([5, 5, 5]))
+    over = (np.array([95]), np.array([150]), np.array([20]))
+    cs, ce, cl = compose_cuts(under, over)
+    # The cut at 100 lies inside the change and goes; the others stay; the change's length is its own.
+    assert cs.tolist() == [0, 95, 200] and ce.tolist() == [10, 150, 210] and cl.tolist() == [5, 20, 5]
+    # An overhead cut straddling a change's edge keeps its outside part, with its share of the removal.
+    cs, ce, cl = compose_cuts((np.array([90]), np.array([110]), np.array([10])), over)
+    assert cs.tolist() == [90, 95] and ce.tolist() == [95, 150] and cl.tolist() == [2, 20]
