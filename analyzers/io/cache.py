@@ -10,7 +10,9 @@ may come from the name), inode, size, mtime_ns, the rank asked for and the loade
 - ``events.parquet``, ``counters.parquet``, ``flows.parquet``: the numeric columns as they are and each
   categorical as its integer codes (its categories, their dtype and order live in ``entry.json``, so
   unused categories such as the unseen ``kind`` values survive exactly);
-- ``<frame>.objects.json``: object columns (``args``), one JSON array per column;
+- ``args`` (each event's args as the raw JSON text the loader keeps) is a binary Parquet column: a
+  cached load hands back the same bytes, still undecoded; any other object column would go to
+  ``<frame>.objects.json``, one JSON array per column;
 - ``entry.json``: the column layout and the TraceMeta, written last.
 
 A changed file has a new key, so it is re-parsed; its old entry ages out. An entry is built in a
@@ -55,7 +57,7 @@ ENV_NO_CACHE = "TORCHSCOPE_NO_CACHE"
 #: Default bound on the cache folder's total size, bytes.
 DEFAULT_MAX_BYTES = 2 * 1024**3
 #: Layout of an entry on disk; bump when this module writes entries differently.
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2
 #: A file modified less than this long ago is not stored: a rewrite within the file system's timestamp
 #: granularity could keep size and mtime and be mistaken for the cached one (git's "racy" files), seconds.
 RACY_WINDOW_S = 2.0
@@ -282,7 +284,7 @@ def _encode(trace: Trace) -> list[tuple[str, object]]:
         frame: pd.DataFrame = getattr(trace, frame_name)
         if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0 or frame.index.step != 1:
             raise _Uncacheable(f"{frame_name} has a non-default index")
-        columns, arrays, objects = [], {}, {}
+        columns, arrays, objects, binary = [], {}, {}, {}
         for name in frame.columns:
             if not isinstance(name, str):
                 raise _Uncacheable(f"{frame_name} column {name!r} is not a str")
@@ -296,6 +298,12 @@ def _encode(trace: Trace) -> list[tuple[str, object]]:
                 columns.append({"name": name, "kind": "category", "categories": values,
                                 "categories_dtype": str(cats.dtype), "ordered": bool(dtype.ordered)})
                 arrays[name] = col.cat.codes.to_numpy()
+            elif dtype == object and name == "args":
+                raw = _raw_args(col.tolist())
+                if raw is None:
+                    raise _Uncacheable(f"{frame_name}.args does not round-trip through JSON")
+                columns.append({"name": name, "kind": "json_bytes"})
+                binary[name] = raw
             elif dtype == object:
                 values = col.tolist()
                 if not _json_round_trips(values):
@@ -308,7 +316,8 @@ def _encode(trace: Trace) -> list[tuple[str, object]]:
             else:
                 raise _Uncacheable(f"{frame_name}.{name} has dtype {dtype}")
         layout["frames"][frame_name] = {"rows": len(frame), "columns": columns}
-        table = pa.table({k: pa.array(v) for k, v in arrays.items()}) if arrays else pa.table({})
+        table = pa.table({**{k: pa.array(v) for k, v in arrays.items()},
+                          **{k: pa.array(v, type=pa.binary()) for k, v in binary.items()}})
         files.append((f"{frame_name}.parquet", lambda p, t=table: pq.write_table(t, p)))
         if objects:
             blob = orjson.dumps(objects)
@@ -319,6 +328,19 @@ def _encode(trace: Trace) -> list[tuple[str, object]]:
     entry_blob = orjson.dumps(layout)
     files.append((_ENTRY_FILE, lambda p, b=entry_blob: p.write_bytes(b)))  # last: marks the entry whole
     return files
+
+
+def _raw_args(values: list) -> list | None:
+    """Args as raw JSON bytes (None kept): bytes as they are, dicts serialised; None if one would not
+    round-trip (a NaN, a non-str key)."""
+    out = list(values)
+    for i, v in enumerate(out):
+        if v is None or type(v) is bytes:
+            continue
+        if type(v) is not dict or not _json_round_trips([v]):
+            return None
+        out[i] = orjson.dumps(v)
+    return out
 
 
 def _json_round_trips(values: list) -> bool:
@@ -344,7 +366,9 @@ def _decode(entry: Path, layout: dict, path: str) -> Trace:
         rows = spec["rows"]
         for c in spec["columns"]:
             name = c["name"]
-            if c["kind"] == "object":
+            if c["kind"] == "json_bytes":
+                data[name] = pd.Series(table.column(name).to_numpy(zero_copy_only=False), dtype=object)
+            elif c["kind"] == "object":
                 values = objects[name]
                 arr = np.empty(len(values), dtype=object)
                 arr[:] = values

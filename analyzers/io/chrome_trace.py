@@ -6,6 +6,13 @@ nanoseconds; ``baseTimeNanoseconds`` is added when present so that ``ts_ns`` is 
 Precision: an integer or string timestamp converts exactly; a float keeps what float64 holds
 (sub-nanosecond for Kineto's base-relative times, ~0.1 µs for epoch-microsecond floats).
 
+Decoding: events are read by msgspec straight into typed records (`_Event`) holding only the keys we
+use, with ``args`` kept as the raw JSON text (``bytes``) for `core.args.decode_args` to decode where an
+analysis needs them; the integer args every row carries (stream, device, correlation, External id) are
+pulled out in one more typed pass over that text. A batch whose events do not fit the types (a bool
+timestamp, an event that is not an object) is read by the generic decoder (orjson, dicts), which keeps
+the same rules; a file that is not strict JSON (NaN) goes to Python's json and its precise errors.
+
 Whole-file problems raise `TraceError`; individually malformed events are dropped and counted.
 """
 
@@ -17,16 +24,24 @@ import os
 import re
 import zlib
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
 from pandas.api.types import infer_dtype
 
+from torchscope.analyzers.core.args import decode_one
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.trace import KINDS, Trace, TraceMeta
+
+try:  # ISA-L's inflate: the same streams as zlib's, about twice as fast
+    from isal import isal_zlib as _inflate_lib
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback where it has no wheel
+    _inflate_lib = zlib
 
 try:  # pandas' C routine that pulls keys out of many dicts at once: 3× faster than dict.get passes
     from pandas._libs.lib import dicts_to_array as _dicts_to_array
@@ -66,6 +81,8 @@ _KIND_BY_CATEGORY = {
 _FLOW_PHASES = frozenset(("s", "t", "f"))
 _INT_ARGS = (("stream", "stream"), ("device", "device"), ("correlation", "correlation"),
              ("External id", "external_id"))
+#: The args keys each event's frame row carries as integer columns.
+_ARG_KEYS = tuple(key for key, _ in _INT_ARGS)
 
 
 def kind_of_category(category: str) -> str:
@@ -147,6 +164,9 @@ def parse_trace_file(path: str | Path, *, rank: int | None = None, manifest: dic
 
 def _read_whole(path: Path) -> tuple[dict, "_Collector"]:
     """Parse the whole document at once (any valid layout; gives precise errors)."""
+    typed = _read_whole_typed(path)
+    if typed is not None:
+        return typed
     doc = read_json_document(path)
     if isinstance(doc, list):
         events, top = doc, {}
@@ -161,6 +181,42 @@ def _read_whole(path: Path) -> tuple[dict, "_Collector"]:
     collector = _Collector()
     collector.add(events)
     return top, collector
+
+
+_TOP_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _read_whole_typed(path: Path) -> tuple[dict, "_Collector"] | None:
+    """The whole document through the typed decoder; None when anything is unusual.
+
+    The generic reader then re-reads the file and, for a broken one, says precisely what is wrong.
+    """
+    try:
+        raw = _read_bytes(path)
+        first = raw.lstrip()[:1]
+        collector = _Collector()
+        if first == b"[":
+            collector.add_raw(raw)
+            return {}, collector
+        if first != b"{":
+            return None
+        parts = _TOP_DECODER.decode(raw)
+        events = parts.pop("traceEvents", None)
+        if events is None or bytes(events).lstrip()[:1] != b"[":
+            return None
+        top = {key: _TOP_VALUE.decode(value) for key, value in parts.items()}
+        collector.add_raw(bytes(events))
+        return top, collector
+    except (OSError, TraceError, _NotKineto, msgspec.MsgspecError, orjson.JSONDecodeError, RecursionError):
+        return None
+
+
+_TOP_VALUE = msgspec.json.Decoder()
+
+
+def _read_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:
+    with open(path, "rb") as fh:
+        return b"".join(_decompressed_pieces(fh, max_bytes))
 
 
 #: Kineto writes one event per indented block: this separator only occurs between top-level events
@@ -186,7 +242,7 @@ def _read_kineto_streaming(path: Path, *, max_bytes: int = MAX_TRACE_BYTES) -> t
     try:
         with open(path, "rb") as fh:
             return _stream_events(_decompressed_pieces(fh, max_bytes))
-    except (OSError, _NotKineto, orjson.JSONDecodeError):
+    except (OSError, _NotKineto, orjson.JSONDecodeError, msgspec.DecodeError):
         return None
 
 
@@ -202,7 +258,7 @@ def _decompressed_pieces(fh, max_bytes: int):
                 raise _NotKineto
             yield piece
         return
-    inflate = zlib.decompressobj(wbits=31)
+    inflate = _inflate_lib.decompressobj(wbits=31)
     try:
         while not inflate.eof:
             data = fh.read(_STREAM_CHUNK // 16)
@@ -217,7 +273,7 @@ def _decompressed_pieces(fh, max_bytes: int):
                 data = inflate.unconsumed_tail
         if not inflate.eof or inflate.unused_data or fh.read(1):
             raise _NotKineto  # truncated, or several gzip members: the whole-file reader decides
-    except zlib.error:
+    except (zlib.error, _inflate_lib.error):
         raise _NotKineto from None
 
 
@@ -241,7 +297,7 @@ def _stream_events(pieces) -> tuple[dict, "_Collector"]:
                     raise _NotKineto
                 continue
             end = cut + 4  # through the closing brace of the last complete event
-            collector.add(orjson.loads(b"[" + buf[:end] + b"]"))
+            collector.add_raw(b"[" + buf[:end] + b"]")
             buf = buf[end + 1:]  # drop the comma; the rest starts with the next event
     result = _finish_stream(head, buf, collector)
     if result is None:
@@ -260,13 +316,15 @@ def _finish_stream(head: bytes | None, rest: bytes, collector: "_Collector") -> 
             return None
         try:
             top = orjson.loads(head + b"[]" + rest[close + 1:])
-            tail_events = orjson.loads(b"[" + rest[:close] + b"]")
         except orjson.JSONDecodeError:
             continue
         if not isinstance(top, dict):
             return None
+        try:
+            collector.add_raw(b"[" + rest[:close] + b"]")
+        except (msgspec.DecodeError, orjson.JSONDecodeError):
+            continue
         top.pop("traceEvents", None)
-        collector.add(tail_events)
         return top, collector
     return None
 
@@ -303,21 +361,99 @@ class _Drops:
 _EVENT_KEYS = ("ph", "ts", "dur", "name", "cat", "pid", "tid", "args", "id")
 _COLUMN = {key: i for i, key in enumerate(_EVENT_KEYS)}
 
+_Number = int | float | str | None
+
+
+class _Event(msgspec.Struct):
+    """One event as the typed decoder reads it: the keys we use, ``args`` kept as raw JSON text.
+
+    The types are what valid traces hold; a batch with anything else (a bool timestamp, a non-object
+    event) fails validation and is read by the generic decoder instead, which keeps the old rules.
+    """
+
+    ph: str | None = None
+    ts: _Number = None
+    dur: _Number = None
+    name: str | None = None
+    cat: str | None = None
+    pid: _Number = None
+    tid: _Number = None
+    id: _Number = None
+    args: msgspec.Raw = msgspec.Raw()
+
+
+class _IntArgs(msgspec.Struct):
+    """The integer args every event's frame row carries; other keys are skipped unparsed."""
+
+    stream: Any = None
+    device: Any = None
+    correlation: Any = None
+    external_id: Any = msgspec.field(default=None, name="External id")
+
+
+_EVENTS_DECODER = msgspec.json.Decoder(list[_Event])
+_INT_ARGS_DECODER = msgspec.json.Decoder(list[_IntArgs])
+_EMPTY_OBJECT = b"{}"
+_RAW_NULL = b"null"
+
+
+def _decode_events(raw: bytes) -> list[_Event] | None:
+    """A JSON array of events decoded into `_Event`s; None when some event does not fit the types.
+
+    Raises msgspec.DecodeError when ``raw`` is not valid JSON (NaN, truncation): the caller decides.
+    """
+    try:
+        return _EVENTS_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        return None
+
 
 class _Collector:
-    """Sorts events by phase and keeps only their columns, so a chunk's dicts can be freed."""
+    """Sorts events by phase and keeps only their columns, so a chunk's parse tree can be freed."""
 
     def __init__(self) -> None:
         self.drops = _Drops()
         self.seen = 0
-        self._parts: dict[str, list[np.ndarray]] = {"complete": [], "instant": [], "flow": []}
+        self._parts: dict[str, list[dict[str, np.ndarray]]] = {"complete": [], "instant": [], "flow": []}
         self.counters: list[dict] = []
         self.metadata: list[dict] = []
         self.begin_end: list[dict] = []
         self._strings: dict[str, str] = {}
 
+    def add_raw(self, raw: bytes) -> None:
+        """Take one batch as the bytes of a JSON array; msgspec.DecodeError if it is not valid JSON."""
+        events = _decode_events(raw)
+        if events is None:
+            self.add(orjson.loads(raw))
+        else:
+            self.add_structs(events)
+
+    def add_structs(self, events: list[_Event]) -> None:
+        """Take one batch of typed events (their args stay raw JSON bytes)."""
+        n = len(events)
+        self.seen += n
+        if not n:
+            return
+        seen = self._strings
+        columns = {}
+        for key in _EVENT_KEYS:
+            values = map(attrgetter(key), events)
+            if key == "args":
+                arr = np.fromiter(map(bytes, values), dtype=object, count=n)
+                arr[(arr == b"") | (arr == _RAW_NULL)] = None  # absent or null: no args
+                columns.update(_int_args_of_raw(arr))
+                columns[key] = arr
+                continue
+            if key in ("name", "cat"):
+                # msgspec makes a new str per occurrence: keep one object per distinct name (kernel
+                # names are long and repeat thousands of times)
+                values = list(values)
+                values = map(seen.setdefault, values, values)
+            columns[key] = np.fromiter(values, dtype=object, count=n)
+        self._take(columns, lambda idx: [_event_dict(events[i], columns["args"][i]) for i in idx])
+
     def add(self, events: list) -> None:
-        """Take one batch of raw events."""
+        """Take one batch of events parsed as dicts (the generic decoder's path)."""
         self.seen += len(events)
         if not all(type(e) is dict for e in events):
             dicts = [e for e in events if type(e) is dict]
@@ -325,8 +461,16 @@ class _Collector:
             events = dicts
         if not events:
             return
-        table = _table(events, _EVENT_KEYS)
-        ph = table[:, 0]
+        columns = _columns_of(_table(events, _EVENT_KEYS))
+        seen = self._strings
+        for key in ("name", "cat"):
+            # orjson makes a new str per occurrence too; values here may be anything (even unhashable)
+            columns[key] = _objects([seen.setdefault(v, v) if type(v) is str else v for v in columns[key]])
+        self._take(columns, lambda idx: [events[i] for i in idx])
+
+    def _take(self, columns: dict[str, np.ndarray], dicts) -> None:
+        """Sort one batch's rows by phase; ``dicts(indices)`` gives those rows' events as dicts."""
+        ph = columns["ph"]
         is_complete = ph == "X"
         is_instant = (ph == "i") | (ph == "I")
         is_flow = (ph == "s") | (ph == "t") | (ph == "f")
@@ -336,30 +480,59 @@ class _Collector:
         if not known.all():
             # other phases (async b/e/n, object snapshots...) carry nothing we analyze: ignored on purpose
             self.drops.add("event has no 'ph' string", sum(type(p) is not str for p in ph[~known]))
-        for column in (_COLUMN["name"], _COLUMN["cat"]):
-            # orjson makes a new str per occurrence; keep one object per distinct name so that the
-            # chunk's copies are freed with its dicts (kernel names are long and repeat thousands of times)
-            seen = self._strings
-            table[:, column] = [seen.setdefault(v, v) if type(v) is str else v for v in table[:, column]]
-        self._parts["complete"].append(table[is_complete])
-        self._parts["instant"].append(table[is_instant])
-        self._parts["flow"].append(table[is_flow])
+        for group, mask in (("complete", is_complete), ("instant", is_instant), ("flow", is_flow)):
+            if mask.any():
+                self._parts[group].append({key: col[mask] for key, col in columns.items()})
         for mask, target in ((is_counter, self.counters), (is_meta, self.metadata), (is_begin_end, self.begin_end)):
-            target.extend(events[i] for i in np.flatnonzero(mask))
+            if mask.any():
+                target.extend(dicts(np.flatnonzero(mask)))
 
     def close_begin_end(self) -> None:
         """Turn the collected B/E pairs into complete events."""
         if self.begin_end:
             paired = _pair_begin_end(self.begin_end, self.drops)
             if paired:
-                self._parts["complete"].append(_table(paired, _EVENT_KEYS))
+                self._parts["complete"].append(_columns_of(_table(paired, _EVENT_KEYS)))
             self.begin_end = []
 
     def columns(self, group: str) -> dict[str, np.ndarray]:
         """Object columns of one group ("complete", "instant" or "flow"), by event key."""
         parts = self._parts[group]
-        table = np.concatenate(parts) if parts else np.empty((0, len(_EVENT_KEYS)), dtype=object)
-        return {key: table[:, i] for key, i in _COLUMN.items()}
+        keys = _EVENT_KEYS + _ARG_KEYS
+        if not parts:
+            return {key: np.empty(0, dtype=object) for key in keys}
+        return {key: np.concatenate([part[key] for part in parts]) for key in keys}
+
+
+def _columns_of(table: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns of a [rows, len(_EVENT_KEYS)] object table of parsed events, by event key, with
+    the integer args pulled out (`_ARG_KEYS`); args that are not an object become None."""
+    columns = {key: table[:, i] for key, i in _COLUMN.items()}
+    args = columns["args"] = _objects([a if type(a) is dict else None for a in columns["args"]])
+    ints = _table([a if a is not None else _NO_ARGS for a in args], _ARG_KEYS)
+    columns.update({key: ints[:, i] for i, key in enumerate(_ARG_KEYS)})
+    return columns
+
+
+def _int_args_of_raw(raws: np.ndarray) -> dict[str, np.ndarray]:
+    """Each event's integer args (`_ARG_KEYS`) from raw args JSON (None: no args), one decoder call."""
+    n = len(raws)
+    try:
+        parsed = _INT_ARGS_DECODER.decode(b"[" + b",".join(np.where(raws == None, _EMPTY_OBJECT, raws)) + b"]")  # noqa: E711
+    except msgspec.MsgspecError:  # some event's args are not an object: one at a time
+        dicts = [decode_one(r) for r in raws]
+        table = _table([d if d is not None else _NO_ARGS for d in dicts], _ARG_KEYS)
+        return {key: table[:, i] for i, key in enumerate(_ARG_KEYS)}
+    return {key: np.fromiter(map(attrgetter(field_name), parsed), dtype=object, count=n)
+            for key, field_name in zip(_ARG_KEYS, _IntArgs.__struct_fields__)}
+
+
+def _event_dict(event: _Event, raw_args: bytes | None) -> dict:
+    """A typed event as the dict the generic decoder would have made (for the few non-span phases)."""
+    out = {key: value for key in _EVENT_KEYS[:-1] if (value := getattr(event, key)) is not None}
+    if raw_args is not None:
+        out["args"] = decode_one(raw_args)
+    return out
 
 
 def _build_trace(path: Path, collector: _Collector, top: dict, *, rank: int | None, manifest: dict | None,
@@ -469,7 +642,8 @@ def _events_frame(complete: dict[str, np.ndarray], instant: dict[str, np.ndarray
     keep = ts_ok & dur_ok
     drops.add("missing or non-numeric 'ts'", int((~ts_ok).sum()))
     drops.add("missing, negative or non-numeric 'dur'", int((ts_ok & ~dur_ok).sum()))
-    columns = {k: np.concatenate([complete[k], instant[k]]) for k in ("name", "cat", "args", "ph", "pid", "tid")}
+    columns = {k: np.concatenate([complete[k], instant[k]])
+               for k in ("name", "cat", "args", "ph", "pid", "tid") + _ARG_KEYS}
     if not keep.all():
         columns = {k: col[keep] for k, col in columns.items()}
         ts_ns, dur_ns = ts_ns[keep], dur_ns[keep]
@@ -477,9 +651,8 @@ def _events_frame(complete: dict[str, np.ndarray], instant: dict[str, np.ndarray
 
     names = _strings(columns["name"])
     cats = _strings(columns["cat"])
-    args = [a if type(a) is dict else None for a in columns["args"]]
+    args = columns["args"]
     phs, pids, tids = columns["ph"], columns["pid"], columns["tid"]
-    del columns
     name_cat = pd.Categorical(names)
     cat_cat = pd.Categorical(cats)
     ph = pd.Categorical(phs, categories=["X", "i", "I"])
@@ -502,9 +675,9 @@ def _events_frame(complete: dict[str, np.ndarray], instant: dict[str, np.ndarray
         "pid": _ints(pids),
         "tid": _ints(tids),
     }
-    arg_table = _table([a if a is not None else _NO_ARGS for a in args], [k for k, _ in _INT_ARGS])
-    for i, (_, column) in enumerate(_INT_ARGS):
-        frame[column] = _ints(arg_table[:, i])
+    for key, column in _INT_ARGS:
+        frame[column] = _ints(columns[key])
+    del columns
     frame["args"] = pd.Series(args, dtype=object)
     out = pd.DataFrame(frame)
     return out.sort_values("ts_ns", kind="stable", ignore_index=True)
@@ -685,6 +858,11 @@ def _ints(values) -> np.ndarray:
         if not (np.abs(f[finite]) >= _EXACT_FLOAT_INT).any():
             ok = finite & (f == np.floor(np.where(finite, f, 0.0)))
             return np.where(ok, f, -1.0).astype(np.int64)
+    elif kind == "mixed-integer" and _ints_or_none(arr):  # the typed decoder's ints, None where absent
+        missing = np.equal(arr, None)
+        out = np.full(len(arr), -1, dtype=np.int64)
+        out[~missing] = arr[~missing].astype(np.int64)
+        return out
     elif kind.startswith("mixed"):  # e.g. ints with a few "Spans"-like strings or None
         f = pd.to_numeric(arr, errors="coerce").astype(np.float64)
         finite = np.isfinite(f)
@@ -699,6 +877,18 @@ def _ints(values) -> np.ndarray:
             return out
     cleaned = [v if type(v) is int else (-1 if v is None or v != v else _int_or_missing(v)) for v in arr]
     return np.array([v if -2**63 <= v < 2**63 else -1 for v in cleaned], dtype=np.int64)
+
+
+def _ints_or_none(arr: np.ndarray) -> bool:
+    """True when every value is None or an int that fits int64 (bools excluded)."""
+    present = arr[~np.equal(arr, None)]
+    if not len(present) or infer_dtype(present, skipna=False) != "integer":
+        return False
+    try:
+        present.astype(np.int64)
+    except OverflowError:
+        return False
+    return True
 
 
 def _objects(values) -> np.ndarray:

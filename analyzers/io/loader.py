@@ -50,7 +50,7 @@ _BUNDLE_STREAM = re.compile(r"^rank(\d+)\.([A-Za-z0-9_\-]+)\.jsonl$")
 #: Version of what parsing a trace file yields. Bump it with any change to chrome_trace.py or to this
 #: module that changes a loaded Trace (a column, a dtype, a value, a warning, TraceMeta): cached entries
 #: of other versions are then never read again (and age out of the cache).
-LOADER_VERSION = "2"
+LOADER_VERSION = "3"
 #: Warning of a rank whose job was killed before the profiler stopped (no final manifest).
 KILLED_RUN_WARNING = "incomplete: the job ended without stopping the profiler"
 _RANK_MANIFEST = re.compile(r"^manifest\.rank(\d+)\.json$")

@@ -14,6 +14,7 @@ import pytest
 
 from torchscope import analyzers
 from torchscope.analyzers import communication as comm
+from torchscope.analyzers.core.args import decode_args, decode_one
 from torchscope.analyzers.core.result import NotApplicable
 from torchscope.analyzers.core.registry import run_all
 from torchscope.analyzers.core.trace import TraceSet
@@ -188,7 +189,7 @@ def test_a100_nccl_kernels_carry_their_own_args(shared_traces: Path) -> None:
     assert len(table) == len(kernels) == 21
     assert table["type"].value_counts().to_dict() == {"allreduce": 15, "broadcast": 6}
     elem = {"Float": 4, "Long": 8}
-    expected = sorted(elem[a["dtype"]] * max(a["In msg nelems"], a["Out msg nelems"]) for a in kernels["args"])
+    expected = sorted(elem[a["dtype"]] * max(a["In msg nelems"], a["Out msg nelems"]) for a in decode_args(kernels["args"]))
     assert sorted(table["bytes"]) == expected
     assert (table["group_size"] == 2).all()
     assert set(table["process_group"]) == {"0 (default_pg)"}
@@ -231,7 +232,7 @@ def test_gloo_collectives_timed_on_cpu(shared_traces: Path) -> None:
     assert (table["timed_on"] == "cpu").all()
     assert (table["group_size"] == 300).all()  # every process group of this job has 300 ranks
     first = trace.events[trace.events["name"].astype(str) == "gloo:all_reduce"].sort_values("ts_ns").iloc[0]
-    dims = first["args"]["Input Dims"][0]
+    dims = decode_one(first["args"])["Input Dims"][0]
     assert table.iloc[0]["bytes"] == math.prod(dims) * 4
     assert table.iloc[0]["dur_ns"] == first["dur_ns"]
 
@@ -322,7 +323,7 @@ def test_cpu_only_ddp_bundle(sample_traces: Path) -> None:
         annotations = trace.events[trace.events["name"].astype(str).str.startswith("gloo:")]
         assert len(table) == len(annotations) > 0
         # Sizes from the args our profiler adds to gloo annotations.
-        assert sorted(table["bytes"]) == sorted(a["msg_bytes"] for a in annotations["args"])
+        assert sorted(table["bytes"]) == sorted(a["msg_bytes"] for a in decode_args(annotations["args"]))
         assert (table["group_size"] == 2).all() and (table["timed_on"] == "cpu").all()
         # The main thread blocks in c10d::allreduce_ while gloo works: waiting, not overlap. A few µs at
         # the edges can overlap the autograd thread's next op for real, hence 99% rather than equality.

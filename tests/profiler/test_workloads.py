@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from torchscope.analyzers.core.args import decode_args
+
 RUNS = {"cnn_train": 1, "gpt_train": 1, "ddp_gloo_2rank": 2}
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -30,7 +32,7 @@ def test_sample_run_is_complete_and_loadable(sample_traces, name, ranks):
         assert len(tr.steps()) >= 3
         if ranks > 1:
             comm = tr.events[tr.events["name"].astype(str).str.startswith("gloo:")]
-            assert len(comm) > 0 and all(a.get("msg_bytes", 0) > 0 for a in comm["args"])
+            assert len(comm) > 0 and all(a.get("msg_bytes", 0) > 0 for a in decode_args(comm["args"]))
 
 
 def test_record_script_lists_one_function_per_workload():

@@ -145,7 +145,7 @@ def test_a_file_written_just_now_is_not_stored(tmp_path: Path, cache_dir: Path) 
     assert _entries(cache_dir) == []  # within the racy window a same-size rewrite could keep mtime
 
 
-@pytest.mark.parametrize("damage", ["truncate_parquet", "garbage_entry_json", "missing_objects"])
+@pytest.mark.parametrize("damage", ["truncate_parquet", "garbage_entry_json", "missing_frame"])
 def test_a_damaged_entry_is_ignored_with_a_warning_and_rebuilt(tmp_path: Path, cache_dir: Path, damage: str) -> None:
     path = _write_events(tmp_path / "t.json.gz", GOOD_EVENTS)
     parsed = loader.load(path, cache=False)
@@ -157,7 +157,7 @@ def test_a_damaged_entry_is_ignored_with_a_warning_and_rebuilt(tmp_path: Path, c
     elif damage == "garbage_entry_json":
         (entry / "entry.json").write_bytes(b'{"format": 1, "fra')
     else:
-        (entry / "events.objects.json").unlink()
+        (entry / "flows.parquet").unlink()
     with pytest.warns(cache_mod.CacheWarning, match="damaged cache entry"):
         got = loader.load(path)
     assert_same_trace(got, parsed)
