@@ -22,7 +22,7 @@ import pandas as pd
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
-from torchscope.analyzers.core.trace import Trace, name_mask
+from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
 from torchscope.analyzers.timeline.launches import launches
 
 __all__ = [
@@ -104,18 +104,27 @@ _FP32_GEMM_RE = re.compile(r"sgemm|_simt_|scudnn|gemv2t_kernel_val<int, int, flo
 
 def category_of(names: pd.Series, kinds: pd.Series | None = None) -> pd.Series:
     """Category of each kernel name (``CATEGORIES``); memcpy/memset events by their kind."""
-    names = pd.Series(names).astype(str)
-    uniq = pd.Index(names.unique())
-    cats = pd.Series(OTHER, index=uniq, dtype=object)
+    names = pd.Series(names)
+    if isinstance(names.dtype, pd.CategoricalDtype):  # the rules run once per category, not per event
+        codes = names.cat.codes.to_numpy()
+        uniq = pd.Index(distinct_names(names).to_numpy(dtype=object))
+        if (codes < 0).any():  # a missing name stays missing, as through astype(str)
+            uniq, codes = uniq.append(pd.Index([np.nan], dtype=object)), np.where(codes < 0, len(uniq), codes)
+    else:
+        codes, uniq = pd.factorize(names.astype(str).to_numpy(dtype=object))
+        uniq = pd.Index(np.asarray(uniq, dtype=object))
+    cats = np.full(len(uniq), OTHER, dtype=object)
     undecided = np.ones(len(uniq), dtype=bool)
     for category, rule in _RULES:  # rules run over distinct names, not events
         hit = undecided & np.asarray(uniq.str.contains(rule, regex=True), dtype=bool)
         cats[hit] = category
         undecided &= ~hit
-    out = pd.Series(cats.reindex(names.to_numpy()).to_numpy(), index=names.index, dtype=object)
+    out = pd.Series(cats[codes], index=names.index, dtype=object)
     if kinds is not None:
-        k = pd.Series(kinds).astype(str).to_numpy()
-        out[(k == "memcpy") | (k == "memset")] = MEMORY
+        k = pd.Series(kinds)
+        memory = k.isin(("memcpy", "memset")) if isinstance(k.dtype, pd.CategoricalDtype) \
+            else k.astype(str).isin(("memcpy", "memset"))
+        out[memory.to_numpy(dtype=bool)] = MEMORY
     return out
 
 

@@ -45,6 +45,7 @@ from torchscope.analyzers.roofline.points import op_points, points_and_kernel_ow
 from torchscope.analyzers.roofline.roofs import derive, dominant_dtype, lift_measured_roofs, roofs_table
 from torchscope.analyzers.roofline.rules import ANALYZER, Evidence, findings
 from torchscope.analyzers.roofline.tables import category_table, kernel_category_table, point_table
+from torchscope.analyzers.timeline.launches import gpu_work
 
 __all__ = ["analyze", "op_points", "SUMMARY_KEYS", "ANALYZER"]
 
@@ -124,7 +125,7 @@ def analyze(trace: Trace, *, spec: DeviceSpec | None = None) -> Result:
     steps = step_mfu(trace, points, spec)
     found = []
     if spec is not None:
-        where = "GPU kernel time" if not trace.gpu_events().empty else "operator time"
+        where = "GPU kernel time" if not gpu_work(trace).empty else "operator time"
         found = findings(Evidence(points, per_point, spec, int(points["time_ns"].sum()), trace.rank, where))
     return Result(
         analyzer=ANALYZER,

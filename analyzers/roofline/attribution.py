@@ -9,13 +9,13 @@ kernel's own name) and a category: transfer, communication or other (time withou
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from torchscope.analyzers import kernels as kernel_rules
+from torchscope.analyzers.core.trace import name_mask
 from torchscope.analyzers.roofline.call_tree import CallTree
 
 __all__ = ["GpuAttribution", "attribute_gpu_work", "TRANSFER_RE", "UNMODELLED_CATEGORIES"]
@@ -61,39 +61,41 @@ def attribute_gpu_work(gpu: pd.DataFrame, runtime: pd.DataFrame, tree: CallTree,
     corr_to_label = _first_by_correlation(labels, corr)
     kcorr = gpu["correlation"].to_numpy()
     kernel_owner = corr_to_op.reindex(kcorr).fillna(-1).to_numpy().astype(np.int64)
-    knames = gpu["name"].astype(str)
-    kinds = gpu["kind"].astype(str).to_numpy()
-    transfer = (kinds == "memcpy") & knames.str.contains(TRANSFER_RE, regex=True).to_numpy()
+    kinds = gpu["kind"].astype(str).to_numpy() if not isinstance(gpu["kind"].dtype, pd.CategoricalDtype) \
+        else gpu["kind"].to_numpy(dtype=object)
+    transfer = (kinds == "memcpy") & name_mask(gpu["name"], lambda names: names.str.contains(TRANSFER_RE, regex=True))
     kernel_owner[transfer] = -1
     kdur = gpu["dur_ns"].to_numpy()
     owned = kernel_owner >= 0
     np.add.at(time_ns, kernel_owner[owned], kdur[owned])
     np.add.at(n_kernels, kernel_owner[owned], 1)
-    tc = kernel_rules.is_tensor_core(knames).to_numpy(dtype=bool)
+    tc = kernel_rules.is_tensor_core(gpu["name"]).to_numpy(dtype=bool)
     np.add.at(n_tensor_core, kernel_owner[owned], tc[owned].astype(np.int64))
     label = corr_to_label.reindex(kcorr).to_numpy(dtype=object)
-    loose = _loose_rows(gpu, knames, kinds, transfer, kernel_owner, label)
+    loose = _loose_rows(gpu, kinds, transfer, kernel_owner, label)
     return GpuAttribution(time_ns, n_kernels, n_tensor_core, kernel_owner, loose)
 
 
-def _loose_rows(gpu: pd.DataFrame, knames: pd.Series, kinds: np.ndarray, transfer: np.ndarray,
-                kernel_owner: np.ndarray, launch_label: np.ndarray) -> list[dict]:
+def _loose_rows(gpu: pd.DataFrame, kinds: np.ndarray, transfer: np.ndarray, kernel_owner: np.ndarray,
+                launch_label: np.ndarray) -> list[dict]:
     """GPU work with no point, summed per (label, category): time_ns, kernels, first ts_ns."""
     loose = np.nonzero(kernel_owner < 0)[0]
-    kcat = kernel_rules.category_of(knames.iloc[loose], gpu["kind"].iloc[loose]).to_numpy()
-    kts = gpu["ts_ns"].to_numpy()
-    kdur = gpu["dur_ns"].to_numpy()
-    groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, -1])
-    knames_np = knames.to_numpy()
-    for pos, k in enumerate(loose):
-        category = "transfer" if transfer[k] else ("communication" if kcat[pos] == kernel_rules.COMMUNICATION
-                                                   else "other")
-        label = launch_label[k]
-        if not isinstance(label, str) or category == "transfer":
-            label = knames_np[k] if kinds[k] == "kernel" else str(knames_np[k]).split(" (")[0]
-        g = groups[(label, category)]
-        g[0] += int(kdur[k])
-        g[1] += 1
-        g[2] = int(kts[k]) if g[2] < 0 else g[2]
-    return [{"name": label, "category": category, "time_ns": dur, "kernels": count, "ts_ns": first_ts}
-            for (label, category), (dur, count, first_ts) in groups.items()]
+    if loose.size == 0:
+        return []
+    sub = gpu.iloc[loose]
+    kcat = kernel_rules.category_of(sub["name"], sub["kind"]).to_numpy()
+    category = np.where(transfer[loose], "transfer",
+                        np.where(kcat == kernel_rules.COMMUNICATION, "communication", "other")).astype(object)
+    knames = np.asarray(sub["name"].astype(str).to_numpy(dtype=object), dtype=object)
+    # Copies are named without their " (Device -> Device)"-style suffix; kernels by their full name.
+    own = np.array([n if k == "kernel" else str(n).split(" (")[0] for n, k in zip(knames, kinds[loose])],
+                   dtype=object) if knames.size else knames
+    label = launch_label[loose]
+    named = np.array([isinstance(x, str) for x in label], dtype=bool) & (category != "transfer")
+    label = np.where(named, label, own)
+    frame = pd.DataFrame({"name": label, "category": category, "dur": gpu["dur_ns"].to_numpy()[loose].astype(np.int64),
+                          "ts": gpu["ts_ns"].to_numpy()[loose].astype(np.int64)})
+    g = frame.groupby(["name", "category"], sort=False, dropna=False)
+    out = pd.DataFrame({"time_ns": g["dur"].sum(), "kernels": g["dur"].size(), "ts_ns": g["ts"].first()})
+    return [{"name": name, "category": cat, "time_ns": int(t), "kernels": int(k), "ts_ns": int(ts)}
+            for (name, cat), t, k, ts in zip(out.index, out["time_ns"], out["kernels"], out["ts_ns"])]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from torchscope.analyzers.core.trace import name_mask
 from torchscope.analyzers.timeline.nesting import enclosing, outermost, parents
 
 __all__ = ["CallTree", "call_tree", "launch_labels"]
@@ -47,11 +48,10 @@ def _is_operator_name(name: str) -> bool:
 
 def launch_labels(ops: pd.DataFrame, runtime: pd.DataFrame) -> np.ndarray:
     """Per runtime call: the outermost named operator on its thread around it, None when there is none."""
-    names = ops["name"].astype(str)
-    named = ops[names.map(_is_operator_name).to_numpy(dtype=bool)]
+    named = ops[name_mask(ops["name"], lambda names: names.map(_is_operator_name).astype(bool))]
     top = named[outermost(named)]
     pos = enclosing(runtime, top)
-    top_names = top["name"].astype(str).to_numpy()
+    top_names = top["name"].astype(str).to_numpy(dtype=object)
     out = np.full(len(runtime), None, dtype=object)
     found = pos >= 0
     out[found] = top_names[pos[found]]

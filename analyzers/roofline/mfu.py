@@ -23,6 +23,7 @@ import pandas as pd
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.hardware.device_specs import DeviceSpec
 from torchscope.analyzers.roofline.roofs import dominant_dtype
+from torchscope.analyzers.timeline.launches import gpu_work
 from torchscope.analyzers.timeline.steps import step_windows
 
 __all__ = ["step_mfu", "MODEL_FLOPS_PER_PARAM_TOKEN"]
@@ -42,7 +43,7 @@ def _steps(trace: Trace, points: pd.DataFrame) -> pd.DataFrame:
     if points.empty:
         return pd.DataFrame(columns=["step", "ts_ns", "dur_ns"])
     lo = int(points["ts_ns"].min())
-    gpu = trace.gpu_events()
+    gpu = gpu_work(trace)
     if gpu.empty:
         hi = lo + int(max(points["time_ns"].sum(), 1))
     else:  # the GPU's span, widened to the first launching operator

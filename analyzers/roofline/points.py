@@ -18,11 +18,18 @@ import math
 import numpy as np
 import pandas as pd
 
+import msgspec
+
 from torchscope.analyzers.core.args import decode_args
-from torchscope.analyzers.core.trace import Trace
-from torchscope.analyzers.hardware.op_costs import MATRIX_CATEGORIES, OpCost, estimate_op_cost
+from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
+from torchscope.analyzers.hardware import op_costs as _oc
+from torchscope.analyzers.hardware.op_costs import (
+    ELEMENTWISE_FLOPS_PER_ELEMENT, MATRIX_CATEGORIES, NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, OpCost,
+    estimate_op_cost,
+)
 from torchscope.analyzers.roofline.attribution import GpuAttribution, attribute_gpu_work
 from torchscope.analyzers.roofline.call_tree import CallTree, call_tree, launch_labels
+from torchscope.analyzers.timeline.launches import gpu_work
 
 __all__ = ["op_points", "points_and_kernel_owner", "op_costs", "choose_points", "POINT_COLUMNS"]
 
@@ -33,57 +40,125 @@ POINT_COLUMNS = [
 ]
 
 
+#: Columns of the events frame the points are built from: operator calls, and the runtime calls they make.
+_OP_COLUMNS = ["ts_ns", "dur_ns", "name", "pid", "tid", "args"]
+_RUNTIME_COLUMNS = ["ts_ns", "dur_ns", "pid", "tid", "correlation"]
+
+
 def _arg(args: object, key: str) -> object:
     # The loader gives plain dicts; a concrete type check is far cheaper than the Mapping ABC here.
     return args.get(key) if isinstance(args, dict) else None
 
 
+#: ATen base names ``estimate_op_cost`` has a model for (its dispatch tables): no other op can have a cost.
+_MODELLED_BASES = frozenset(
+    set(_oc._GEMM_OPS) | set(_oc._CONV_ARGS) | {"convolution_backward"} | set(_oc._ATTENTION_OPS)
+    | set(ELEMENTWISE_FLOPS_PER_ELEMENT) | {f"{op}_" for op in ELEMENTWISE_FLOPS_PER_ELEMENT}
+    | set(NORM_FLOPS_PER_ELEMENT) | set(SOFTMAX_FLOPS_PER_ELEMENT) | set(_oc._REDUCTIONS) | set(_oc._MEMORY_OPS))
+
+
+def _maybe_modelled(names: pd.Series) -> pd.Series:
+    """Per distinct op name: whether ``estimate_op_cost`` may model it (``aten::`` and a modelled base name)."""
+    return names.map(lambda n: n.startswith("aten::") and _oc._base_name(n) in _MODELLED_BASES).astype(bool)
+
+
 def op_costs(names: np.ndarray, args: np.ndarray) -> tuple[list[OpCost | None], np.ndarray]:
     """Per op: its cost model (None when unmodelled or without shapes) and the profiler's FLOPs (0: none)."""
+    costs, profiler_flops, _ = _op_costs(names, args)
+    return costs, profiler_flops
+
+
+def _op_costs(names, args) -> tuple[list[OpCost | None], np.ndarray, list[str]]:
+    """``op_costs`` and each op's shape key (``_shape_key`` of its Input Dims, "" without a cost)."""
     costs: list[OpCost | None] = []
+    shapes: list[str] = []
     profiler_flops = np.zeros(len(names))
     cache: dict = {}
+    encode = msgspec.json.encode
     for i, (name, a) in enumerate(zip(names, args)):
-        dims = _arg(a, "Input Dims")
-        f = _arg(a, "flops")
+        if type(a) is not dict:
+            costs.append(None)
+            shapes.append("")
+            continue
+        get = a.get
+        dims = get("Input Dims")
+        f = get("flops")
         if isinstance(f, (int, float)) and f > 0:
             profiler_flops[i] = float(f)
         if not dims:
             costs.append(None)
+            shapes.append("")
             continue
-        types = _arg(a, "Input type")
-        concrete = _arg(a, "Concrete Inputs")
-        key = (name, repr(dims), repr(types), repr(concrete))
-        if key not in cache:
-            cache[key] = estimate_op_cost(name, dims, types, concrete)
-        costs.append(cache[key])
-    return costs, profiler_flops
+        types = get("Input type")
+        concrete = get("Concrete Inputs")
+        try:  # decoded JSON: the encoding tells the same values apart as repr() does, and is faster
+            key = (name, encode((dims, types, concrete)))
+        except (TypeError, ValueError):
+            key = (name, repr(dims), repr(types), repr(concrete))
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = (estimate_op_cost(name, dims, types, concrete), _shape_key(dims))
+        costs.append(hit[0])
+        shapes.append(hit[1])
+    return costs, profiler_flops, shapes
 
 
 def choose_points(costs: list[OpCost | None], tree: CallTree) -> tuple[np.ndarray, np.ndarray]:
     """Per op: whether it is a point, and the point owning it (itself, an enclosing point, or -1)."""
-    n_ops = len(costs)
-    parent = tree.parent
     modelled = np.array([c is not None for c in costs], dtype=bool)
     matrix = np.array([c is not None and c.category in MATRIX_CATEGORIES for c in costs], dtype=bool)
-    has_matrix_desc = np.zeros(n_ops, bool)
-    has_modelled_desc = np.zeros(n_ops, bool)
-    for i in tree.preorder[::-1]:  # children before parents
-        p = parent[i]
-        if p >= 0:
-            has_matrix_desc[p] |= has_matrix_desc[i] or matrix[i]
-            has_modelled_desc[p] |= has_modelled_desc[i] or modelled[i]
+    return _choose_points(modelled, matrix, tree.parent)
+
+
+def _ancestors_of(flag: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """True for every op with a flagged op among its descendants (walking up the parents, one level per pass)."""
+    out = np.zeros(flag.size, bool)
+    at = parent[flag]
+    at = at[at >= 0]
+    while at.size:
+        at = np.unique(at[~out[at]])
+        out[at] = True
+        at = parent[at]
+        at = at[at >= 0]
+    return out
+
+
+def _depths(parent: np.ndarray) -> np.ndarray:
+    """Nesting depth of each op (0 at a root), from the parents."""
+    depth = np.zeros(parent.size, np.int64)
+    rows = np.flatnonzero(parent >= 0)
+    up = parent[rows]
+    while rows.size:
+        depth[rows] += 1
+        keep = up >= 0
+        rows, up = rows[keep], parent[up[keep]]
+        keep = up >= 0  # rows whose next ancestor is a root are done after this pass
+        depth[rows[~keep]] += 1
+        rows, up = rows[keep], up[keep]
+    return depth
+
+
+def _choose_points(modelled: np.ndarray, matrix: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``choose_points`` over flags, one nesting level at a time (parents decided before their children)."""
+    n_ops = modelled.size
+    has_matrix_desc = _ancestors_of(matrix, parent)
+    has_modelled_desc = _ancestors_of(modelled, parent)
     is_point = np.zeros(n_ops, bool)
     owner = np.full(n_ops, -1, dtype=np.int64)
-    for i in tree.preorder:
-        p = parent[i]
-        inherited = owner[p] if p >= 0 else -1
-        if matrix[i] and not has_matrix_desc[i]:
-            is_point[i] = True
-        elif modelled[i] and not matrix[i] and not has_modelled_desc[i]:
-            # Inside a matrix point it is part of that op (bias copy, cast), not a point of its own.
-            is_point[i] = inherited < 0 or not matrix[inherited]
-        owner[i] = i if is_point[i] else inherited
+    depth = _depths(parent)
+    by_depth = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[by_depth], np.arange(int(depth.max(initial=0)) + 2))
+    for d in range(bounds.size - 1):
+        rows = by_depth[bounds[d]:bounds[d + 1]]
+        p = parent[rows]
+        inherited = np.where(p >= 0, owner[np.maximum(p, 0)], -1)
+        matrix_point = matrix[rows] & ~has_matrix_desc[rows]
+        # Inside a matrix point it is part of that op (bias copy, cast), not a point of its own.
+        other_point = modelled[rows] & ~matrix[rows] & ~has_modelled_desc[rows] \
+            & ((inherited < 0) | ~matrix[np.maximum(inherited, 0)])
+        point = matrix_point | other_point
+        is_point[rows] = point
+        owner[rows] = np.where(point, rows, inherited)
     return is_point, owner
 
 
@@ -91,6 +166,14 @@ def _shape_key(dims: object) -> str:
     if not isinstance(dims, (list, tuple)):
         return ""
     return str([d for d in dims if d])[:120]
+
+
+def _name_strings(names: pd.Series) -> np.ndarray:
+    """Each event's name as a str (object array), read through the categories when the column is categorical."""
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        cats = np.append(distinct_names(names).to_numpy(dtype=object), np.nan)  # code -1: missing, as astype(str)
+        return cats[names.cat.codes.to_numpy()]
+    return names.astype(str).to_numpy(dtype=object)
 
 
 def op_points(trace: Trace) -> pd.DataFrame:
@@ -101,15 +184,29 @@ def op_points(trace: Trace) -> pd.DataFrame:
 def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     """Points, and for each GPU event the ``op_index`` of the point that launched it (-1: none)."""
     ev = trace.events
-    ops = ev[ev["kind"] == "cpu_op"]
+    kind = ev["kind"]
+    # Only the columns read here are taken along (the args of selected rows are decoded below).
+    ops = ev[_OP_COLUMNS].iloc[np.flatnonzero((kind == "cpu_op").to_numpy())]
     if ops.empty:
         return pd.DataFrame(columns=POINT_COLUMNS), np.empty(0, np.int64)
-    gpu = trace.gpu_events()
+    gpu = gpu_work(trace)
     on_gpu = not gpu.empty
-    runtime = ev[(ev["kind"] == "runtime") & (ev["correlation"] >= 0)] if on_gpu else ev.iloc[:0]
-    names = ops["name"].astype(str).to_numpy()
-    args = decode_args(ops["args"])
-    costs, profiler_flops = op_costs(names, args)
+    launch = ((kind == "runtime") & (ev["correlation"] >= 0)).to_numpy() if on_gpu else np.zeros(len(ev), bool)
+    runtime = ev[_RUNTIME_COLUMNS].iloc[np.flatnonzero(launch)]
+    names = _name_strings(ops["name"])
+    # Only ops whose name has a cost model can be points or stop an enclosing op from being one:
+    # their args alone are decoded (most ops are views, allocations and autograd machinery).
+    maybe = np.flatnonzero(name_mask(ops["name"], _maybe_modelled))
+    args = np.full(len(ops), None, dtype=object)
+    args[maybe] = decode_args(ops["args"].iloc[maybe])
+    sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], args[maybe])
+    costs: list[OpCost | None] = [None] * len(ops)
+    shapes = np.full(len(ops), "", dtype=object)
+    profiler_flops = np.zeros(len(ops))
+    for i, c in zip(maybe.tolist(), sub_costs):
+        costs[i] = c
+    shapes[maybe] = sub_shapes
+    profiler_flops[maybe] = sub_flops
     tree = call_tree(ops, runtime)
     is_point, owner = choose_points(costs, tree)
     ts = ops["ts_ns"].to_numpy()
@@ -119,23 +216,29 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
         dur = ops["dur_ns"].to_numpy()
         zeros = np.zeros(len(ops), dtype=np.int64)
         work = GpuAttribution(dur.astype(np.int64), zeros, zeros, np.empty(0, np.int64), [])
-    tids = ops["tid"].astype(np.int64).to_numpy()
-    rows = []
-    for i in np.nonzero(is_point)[0]:
-        c = costs[i]
-        if on_gpu and work.kernels[i] == 0:
-            continue  # host-side call (a CPU tensor, a view): nothing ran on the GPU
-        pf = profiler_flops[i]
-        rows.append({
-            "name": names[i], "category": c.category, "dtype": c.dtype,
-            "shapes": _shape_key(_arg(args[i], "Input Dims")), "detail": c.detail, "ts_ns": int(ts[i]),
-            "tid": int(tids[i]), "flops": pf if pf > 0 else c.flops,
-            "flops_source": "profiler" if pf > 0 else "estimated", "bytes": c.bytes,
-            "time_ns": int(work.time_ns[i]), "kernels": int(work.kernels[i]), "op_index": int(i),
-            "tensor_core": bool(work.tensor_core_kernels[i] > 0),
-        })
-    rows += [{"name": r["name"], "category": r["category"], "dtype": None, "shapes": "", "detail": "",
-              "ts_ns": r["ts_ns"], "tid": -1, "flops": 0.0, "flops_source": "none", "bytes": math.nan,
-              "time_ns": r["time_ns"], "kernels": r["kernels"], "op_index": -1, "tensor_core": False}
-             for r in work.loose]
-    return pd.DataFrame(rows, columns=POINT_COLUMNS), work.kernel_owner
+    tids = ops["tid"].to_numpy(np.int64)
+    pts = np.flatnonzero(is_point)
+    if on_gpu:
+        pts = pts[work.kernels[pts] != 0]  # host-side calls (a CPU tensor, a view): nothing ran on the GPU
+    pc = [costs[i] for i in pts.tolist()]
+    pf = profiler_flops[pts]
+    counted = (pf > 0).tolist()
+    # Plain lists, the loose rows appended, so each column's dtype is inferred as from the rows it holds.
+    columns = {
+        "name": names[pts].tolist(), "category": [c.category for c in pc], "dtype": [c.dtype for c in pc],
+        "shapes": shapes[pts].tolist(), "detail": [c.detail for c in pc], "ts_ns": ts[pts].tolist(),
+        "tid": tids[pts].tolist(),
+        "flops": [f if k else c.flops for f, k, c in zip(pf.tolist(), counted, pc)],
+        "flops_source": ["profiler" if k else "estimated" for k in counted], "bytes": [c.bytes for c in pc],
+        "time_ns": work.time_ns[pts].tolist(), "kernels": work.kernels[pts].tolist(), "op_index": pts.tolist(),
+        "tensor_core": (work.tensor_core_kernels[pts] > 0).tolist(),
+    }
+    for r in work.loose:
+        for col, value in (("name", r["name"]), ("category", r["category"]), ("dtype", None), ("shapes", ""),
+                           ("detail", ""), ("ts_ns", r["ts_ns"]), ("tid", -1), ("flops", 0.0),
+                           ("flops_source", "none"), ("bytes", math.nan), ("time_ns", r["time_ns"]),
+                           ("kernels", r["kernels"]), ("op_index", -1), ("tensor_core", False)):
+            columns[col].append(value)
+    if not columns["name"]:
+        return pd.DataFrame(columns=POINT_COLUMNS), work.kernel_owner
+    return pd.DataFrame(columns, columns=POINT_COLUMNS), work.kernel_owner

@@ -53,9 +53,19 @@ def derive(g: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
             g[col] = np.nan
         return g
     tcs = g["tensor_core"] if "tensor_core" in g else pd.Series(False, index=g.index)
-    dtypes = [peak_dtype_for(c, d or None, spec, bool(t)) if c not in UNMODELLED_CATEGORIES else None
-              for c, d, t in zip(g["category"], g["dtype"], tcs)]
-    peak = np.array([spec.peak(d) if d else np.nan for d in dtypes])
+    memo: dict = {}  # a few distinct (category, dtype, tensor core) for thousands of rows
+
+    def roof(c, d, t) -> tuple[str | None, float]:
+        key = (c, d, t)
+        if key not in memo:
+            dt = peak_dtype_for(c, d or None, spec, bool(t)) if c not in UNMODELLED_CATEGORIES else None
+            memo[key] = (dt, spec.peak(dt) if dt else np.nan)
+        return memo[key]
+
+    roofs = [roof(c, d, t) for c, d, t in zip(g["category"].to_numpy(dtype=object), g["dtype"].to_numpy(dtype=object),
+                                              np.asarray(tcs, dtype=object))]
+    dtypes = [r[0] for r in roofs]
+    peak = np.array([r[1] for r in roofs])
     bw = spec.mem_bw_bytes_per_s
     ai = g["intensity_flop_per_byte"].to_numpy(dtype=float)
     ridge = peak / bw
@@ -120,6 +130,9 @@ def dominant_dtype(points: pd.DataFrame, spec: DeviceSpec) -> str:
     if mat.empty:
         return "fp32"
     tcs = mat["tensor_core"] if "tensor_core" in mat else pd.Series(False, index=mat.index)
-    keys = [peak_dtype_for(c, d if isinstance(d, str) and d else None, spec, bool(t))
-            for c, d, t in zip(mat["category"], mat["dtype"], tcs)]
+    memo: dict = {}
+    keys = [memo[k] if k in memo else memo.setdefault(k, peak_dtype_for(k[0], k[1], spec, k[2]))
+            for k in ((c, d if isinstance(d, str) and d else None, bool(t))
+                      for c, d, t in zip(mat["category"].to_numpy(dtype=object), mat["dtype"].to_numpy(dtype=object),
+                                         np.asarray(tcs, dtype=object)))]
     return str(mat["flops"].groupby(pd.Series(keys, index=mat.index)).sum().idxmax())

@@ -68,19 +68,15 @@ _FUSIBLE = ("elementwise", "norm", "softmax")
 def elementwise_chains(per_point: pd.DataFrame) -> list[list[int]]:
     """Runs of ≥ FUSION_MIN_CHAIN consecutive memory-bound elementwise/norm/softmax points on a thread."""
     chains = []
-    category = per_point["category"].to_dict()
-    bound = per_point["bound"].to_dict()
+    fusible = (per_point["category"].isin(_FUSIBLE) & (per_point["bound"] == "memory")).to_numpy(dtype=bool)
+    at = pd.Series(np.arange(len(per_point)), index=per_point.index)
     for seq in _thread_sequences(per_point):
-        run: list[int] = []
-        for i in seq:
-            if category[i] in _FUSIBLE and bound[i] == "memory":
-                run.append(i)
-                continue
-            if len(run) >= FUSION_MIN_CHAIN:
-                chains.append(run)
-            run = []
-        if len(run) >= FUSION_MIN_CHAIN:
-            chains.append(run)
+        flag = fusible[at.loc[seq].to_numpy()] if seq.size else np.zeros(0, bool)
+        # Runs of consecutive fusible points: starts where a run opens, ends one past where it closes.
+        edge = np.diff(np.concatenate(([0], flag.astype(np.int8), [0])))
+        for a, b in zip(np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)):
+            if b - a >= FUSION_MIN_CHAIN:
+                chains.append(seq[a:b].tolist())
     return chains
 
 
@@ -285,16 +281,22 @@ def _gemm_out_numel(detail: object) -> float | None:
 def naive_attention(per_point: pd.DataFrame) -> list[list[int]]:
     """Index lists [matmul, ..., softmax, ..., matmul] where the softmax input is the first matmul's output."""
     found = []
-    all_names = per_point["name"].to_dict()
-    all_cats = per_point["category"].to_dict()
+    at = pd.Series(np.arange(len(per_point)), index=per_point.index)
+    all_names = per_point["name"].to_numpy(dtype=object)
+    all_cats = per_point["category"].to_numpy(dtype=object)
     for seq in _thread_sequences(per_point):
-        names = [all_names[i] for i in seq]
-        cats = [all_cats[i] for i in seq]
-        for s, cat in enumerate(cats):
-            if cat != "softmax" or "backward" in names[s]:
+        rows = at.loc[seq].to_numpy() if seq.size else np.zeros(0, np.int64)
+        cats = all_cats[rows]
+        softmax = np.flatnonzero(cats == "softmax")
+        if softmax.size == 0:
+            continue
+        names = all_names[rows]
+        is_matmul = np.isin(names, _MATMULS)
+        for s in softmax.tolist():
+            if "backward" in names[s]:
                 continue
-            before = [j for j in range(max(0, s - NAIVE_ATTENTION_GAP - 1), s) if names[j] in _MATMULS]
-            after = [j for j in range(s + 1, min(len(seq), s + NAIVE_ATTENTION_GAP + 2)) if names[j] in _MATMULS]
+            before = [j for j in range(max(0, s - NAIVE_ATTENTION_GAP - 1), s) if is_matmul[j]]
+            after = [j for j in range(s + 1, min(len(seq), s + NAIVE_ATTENTION_GAP + 2)) if is_matmul[j]]
             if not before or not after:
                 continue
             first, last = before[-1], after[0]

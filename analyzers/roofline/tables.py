@@ -16,6 +16,7 @@ from torchscope.analyzers import kernels as kernel_rules
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.hardware.device_specs import DeviceSpec
 from torchscope.analyzers.roofline.roofs import derive
+from torchscope.analyzers.timeline.launches import gpu_work
 
 __all__ = ["point_table", "category_table", "kernel_category_table"]
 
@@ -63,7 +64,7 @@ def kernel_category_table(trace: Trace, points: pd.DataFrame, kernel_owner: np.n
     """FLOPs/bytes of each point spread over its kernels by duration, summed per kernel category."""
     cols = ["kernel_category", "kernels", "time_ns", "flops", "bytes", "intensity_flop_per_byte",
             "achieved_flops_per_s"]
-    gpu = trace.gpu_events()
+    gpu = gpu_work(trace)
     if gpu.empty or kernel_owner.size != len(gpu):
         return pd.DataFrame(columns=cols)
     cat = kernel_rules.category_of(gpu["name"], gpu["kind"]).to_numpy()
@@ -74,13 +75,17 @@ def kernel_category_table(trace: Trace, points: pd.DataFrame, kernel_owner: np.n
     ok = kernel_owner >= 0
     np.add.at(own_total, kernel_owner[ok], dur[ok])
     pts = points[points["op_index"] >= 0]
-    op_flops = dict(zip(pts["op_index"].astype(int), pts["flops"].astype(float)))
-    op_bytes = dict(zip(pts["op_index"].astype(int), pts["bytes"].astype(float)))
-    for k in np.nonzero(ok)[0]:
-        o = int(kernel_owner[k])
-        share = dur[k] / own_total[o] if own_total[o] > 0 else 0.0
-        flops[k] = op_flops.get(o, 0.0) * share
-        nbytes[k] = op_bytes.get(o, 0.0) * share
+    op_index = pts["op_index"].to_numpy(np.int64)
+    size = max(own_total.size, int(op_index.max()) + 1 if op_index.size else 0)
+    op_flops, op_bytes = np.zeros(size), np.zeros(size)  # 0 for ops that are no point
+    op_flops[op_index] = pts["flops"].to_numpy(dtype=float)
+    op_bytes[op_index] = pts["bytes"].to_numpy(dtype=float)
+    k = np.flatnonzero(ok)
+    o = kernel_owner[k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(own_total[o] > 0, dur[k] / own_total[o], 0.0)
+    flops[k] = op_flops[o] * share
+    nbytes[k] = op_bytes[o] * share
     df = pd.DataFrame({"kernel_category": cat, "time_ns": dur, "flops": flops, "bytes": nbytes})
     g = df.groupby("kernel_category").agg(kernels=("time_ns", "size"), time_ns=("time_ns", "sum"),
                                           flops=("flops", "sum"), bytes=("bytes", "sum")).reset_index()

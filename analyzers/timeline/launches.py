@@ -16,16 +16,21 @@ import pandas as pd
 
 from torchscope.analyzers.core.trace import Trace
 
-__all__ = ["launches", "LAUNCH_COLUMNS"]
+__all__ = ["launches", "gpu_work", "LAUNCH_COLUMNS"]
 
 #: Columns ``launches`` adds: the launching call's start and end (ns), process, thread and name.
 LAUNCH_COLUMNS = ("launch_ts_ns", "launch_end_ns", "launch_pid", "launch_tid", "launch_name")
 
 
+def gpu_work(trace: Trace) -> pd.DataFrame:
+    """``trace.gpu_events()`` (kernels, memcpys, memsets), selected once per trace and shared: read-only."""
+    return trace.derived(("timeline.launches", "gpu_work"), trace.gpu_events)
+
+
 def launches(trace: Trace, gpu: pd.DataFrame | None = None, *,
              calls: tuple[str, ...] = ("runtime",)) -> pd.DataFrame:
     """GPU work joined with its launching call: ``launch_ts_ns``/``launch_end_ns`` (ns), pid, tid, name."""
-    gpu = trace.gpu_events() if gpu is None else gpu
+    gpu = gpu_work(trace) if gpu is None else gpu
     ev = trace.events
     rt = ev[ev["kind"].isin(calls) & (ev["correlation"] >= 0)]
     rt = rt.drop_duplicates("correlation", keep="first")

@@ -36,7 +36,11 @@ def _group_codes(frame: pd.DataFrame, by: Sequence[str]) -> np.ndarray:
     """One int code per distinct combination of the ``by`` columns (0 for every row when ``by`` is empty)."""
     if not by or frame.empty:
         return np.zeros(len(frame), np.int64)
-    return frame.groupby(list(by), sort=False, observed=True).ngroup().to_numpy(np.int64)
+    code = np.zeros(len(frame), np.int64)
+    for col in by:  # mixed-radix code over each column's distinct values: equal exactly when all columns are
+        c, uniq = pd.factorize(frame[col], use_na_sentinel=False)
+        code = code * len(uniq) + c
+    return code
 
 
 def _nesting_order(group: np.ndarray, start: np.ndarray, dur: np.ndarray) -> np.ndarray:
@@ -71,11 +75,67 @@ def parents(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
     start = spans["ts_ns"].to_numpy(np.int64)
     end = start + spans["dur_ns"].to_numpy(np.int64)
     order = _nesting_order(group, start, end - start)
-    g_, s_, e_ = group.tolist(), start.tolist(), end.tolist()  # plain ints: this loop runs once per span
+    g, s, e = group[order], start[order], end[order]
+    parent, nested = _nearest_container(g, s, e)
+    if not nested.all():
+        # A span partly overlapping an earlier one (clock rounding): its groups take the call-stack walk.
+        redo = np.isin(g, np.unique(g[~nested]))
+        rows = np.flatnonzero(redo)
+        sub = _stack_parents(g[rows], s[rows], e[rows])
+        parent[rows] = np.where(sub >= 0, rows[np.maximum(sub, 0)], -1)
+    found = parent >= 0
+    out[order[found]] = order[parent[found]]
+    return out
+
+
+def _nearest_container(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per span in nesting order: the latest earlier span of its group ending at or after it ends (-1: none),
+    and whether every span between the two ends by this span's start (the group nests properly there).
+
+    Among earlier spans (each starts no later) those ending at or after a span's end contain it; on a
+    properly nested thread the latest of them is its parent, which is what the call-stack walk finds.
+    Both are answered for all spans at once over a sparse table of range maxima of the ends.
+    """
+    n = g.size
+    pos = np.arange(n)
+    first = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
+    lo = np.repeat(first, np.diff(np.concatenate((first, [n]))))  # first position of each span's group
+    table = [e]
+    while (1 << len(table)) <= n:
+        prev, half = table[-1], 1 << (len(table) - 1)
+        table.append(np.maximum(prev[:-half], prev[half:]))
+    # Walk left from each span in power-of-two blocks while the whole block ends before it does.
+    at = pos.copy()
+    for level in range(len(table) - 1, -1, -1):
+        step = 1 << level
+        cand = at - step
+        ok = cand >= lo
+        block = np.where(ok, table[level][np.maximum(cand, 0)], 0)
+        at = np.where(ok & (block < e), cand, at)
+    parent = np.where(at - 1 >= lo, at - 1, -1)
+    # Spans strictly between the parent (or the group's start) and the span must have ended by its start.
+    a = np.where(parent >= 0, parent + 1, lo)
+    b = pos - 1
+    length = b - a + 1
+    has = length > 0
+    level = np.zeros(n, np.int64)
+    level[has] = np.floor(np.log2(length[has])).astype(np.int64)
+    reach = np.full(n, np.iinfo(np.int64).min)
+    for lv in np.unique(level[has]):
+        m = has & (level == lv)
+        t = table[lv]
+        reach[m] = np.maximum(t[a[m]], t[b[m] - (1 << lv) + 1])
+    nested = ~has | (reach <= s)
+    return parent, nested
+
+
+def _stack_parents(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Per span in nesting order: the position of its parent in that order (-1: none), by walking the call stack."""
+    g_, s_, e_ = g.tolist(), s.tolist(), e.tolist()  # plain ints: this loop runs once per span
     parent = [-1] * len(g_)
     stack: list[int] = []
     current = None
-    for j in order.tolist():
+    for j in range(len(g_)):
         if g_[j] != current:
             stack, current = [], g_[j]
         sj, ej = s_[j], e_[j]
@@ -87,8 +147,7 @@ def parents(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
                 parent[j] = k
                 break
         stack.append(j)
-    out[:] = parent
-    return out
+    return np.asarray(parent, dtype=np.int64)
 
 
 def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
@@ -100,21 +159,10 @@ def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THR
     out = np.full(len(points), -1, dtype=np.int64)
     if points.empty or spans.empty:
         return out
-    left = pd.DataFrame({c: points[c].to_numpy(np.int64) for c in by})
-    left["ts_ns"] = points["ts_ns"].to_numpy(np.int64)
-    left["_row"] = np.arange(len(points))
+    at = points["ts_ns"].to_numpy(np.int64)
     span_start = spans["ts_ns"].to_numpy(np.int64)
     span_end = span_start + spans["dur_ns"].to_numpy(np.int64)
-    right = pd.DataFrame({c: spans[c].to_numpy(np.int64) for c in by})
-    right["ts_ns"] = span_start
-    right["_span"] = np.arange(len(spans))
-    # Among spans with the same start the shortest (innermost) must come last: merge_asof takes the last.
-    right = right.iloc[np.lexsort((-(span_end - span_start), span_start))]
-    merged = pd.merge_asof(left.sort_values("ts_ns", kind="stable"), right, on="ts_ns", by=by or None,
-                           direction="backward")
-    rows = merged["_row"].to_numpy(np.int64)
-    cand = merged["_span"].fillna(-1).to_numpy(np.int64)
-    at = merged["ts_ns"].to_numpy(np.int64)
+    cand = _latest_start(points, spans, by, at, span_start, span_end)
     # The latest-starting span at or before the point; when it ended before the point, its parents may not have.
     parent = None
     while True:
@@ -125,5 +173,47 @@ def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THR
         if parent is None:
             parent = parents(spans, by)
         cand = np.where(miss, parent[np.maximum(cand, 0)], cand)
-    out[rows] = cand
+    return cand
+
+
+def _latest_start(points: pd.DataFrame, spans: pd.DataFrame, by: list[str], at: np.ndarray,
+                  span_start: np.ndarray, span_end: np.ndarray) -> np.ndarray:
+    """Per point: the span of its group starting last at or before it (of equal starts the shortest, then the
+    last in the frame), -1 when none. One sorted search over (group, start) keys."""
+    n = len(spans)
+    group_p, group_s = np.zeros(len(points), np.int64), np.zeros(n, np.int64)
+    for col in by:  # one code per distinct value of each column over points and spans together
+        codes, uniq = pd.factorize(np.concatenate([points[col].to_numpy(np.int64), spans[col].to_numpy(np.int64)]))
+        group_p = group_p * len(uniq) + codes[:len(points)]
+        group_s = group_s * len(uniq) + codes[len(points):]
+    lo = min(int(at.min()), int(span_start.min()))
+    width = max(int(at.max()), int(span_start.max())) - lo + 1
+    n_groups = int(max(group_p.max(), group_s.max())) + 1
+    if n_groups * width >= 2 ** 62:  # keys would overflow int64: the merge does the same search
+        return _latest_start_merge(points, spans, by, at, span_start, span_end)
+    order = np.lexsort((-(span_end - span_start), span_start, group_s))
+    key_s = group_s[order] * width + (span_start[order] - lo)
+    key_p = group_p * width + (at - lo)
+    pos = np.searchsorted(key_s, key_p, side="right") - 1
+    hit = pos >= 0
+    row = order[np.maximum(pos, 0)]
+    hit &= group_s[row] == group_p
+    return np.where(hit, row, -1).astype(np.int64)
+
+
+def _latest_start_merge(points: pd.DataFrame, spans: pd.DataFrame, by: list[str], at: np.ndarray,
+                        span_start: np.ndarray, span_end: np.ndarray) -> np.ndarray:
+    """``_latest_start`` by ``pandas.merge_asof`` (for keys too wide to pack into one int64)."""
+    out = np.full(len(points), -1, dtype=np.int64)
+    left = pd.DataFrame({c: points[c].to_numpy(np.int64) for c in by})
+    left["ts_ns"] = at
+    left["_row"] = np.arange(len(points))
+    right = pd.DataFrame({c: spans[c].to_numpy(np.int64) for c in by})
+    right["ts_ns"] = span_start
+    right["_span"] = np.arange(len(spans))
+    # Among spans with the same start the shortest (innermost) must come last: merge_asof takes the last.
+    right = right.iloc[np.lexsort((-(span_end - span_start), span_start))]
+    merged = pd.merge_asof(left.sort_values("ts_ns", kind="stable"), right, on="ts_ns", by=by or None,
+                           direction="backward")
+    out[merged["_row"].to_numpy(np.int64)] = merged["_span"].fillna(-1).to_numpy(np.int64)
     return out

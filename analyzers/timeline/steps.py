@@ -52,17 +52,21 @@ Windows must be sorted and disjoint, as every function here returns them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
-from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.core.trace import Trace, name_mask
 
-__all__ = ["step_windows", "run_step_windows", "windows_or_span", "step_of", "step_index", "step_count",
+__all__ = ["step_windows", "traced_steps", "run_step_windows", "windows_or_span", "step_of", "step_index", "step_count",
            "window_label", "user_counts", "steps_run", "schedule_words", "WINDOW_COLUMNS",
            "WHOLE_TRACE", "WHOLE_TRACE_LABEL", "CUSTOM_SCHEDULE", "KINETO_OFF"]
 
 #: Columns of every step-window frame: step number, window start and end (half-open), int64 ns.
 WINDOW_COLUMNS = ("step", "start_ns", "end_ns")
+#: Every traced step's name holds this (``ProfilerStep#N``).
+_STEP_NAME = "ProfilerStep"
 #: Step number of the one window ``windows_or_span`` gives a trace without steps (the whole trace; not a step).
 WHOLE_TRACE = -1
 #: How that window is named in summaries and tables.
@@ -82,9 +86,26 @@ def _empty() -> pd.DataFrame:
     return _frame(np.zeros(0), np.zeros(0), np.zeros(0))
 
 
+def traced_steps(trace: Trace) -> pd.DataFrame:
+    """``Trace.steps()`` (the ProfilerStep annotations, one per step, by start), found once per trace; a copy."""
+    return trace.derived(("timeline.steps", "traced_steps"), lambda: _traced_steps(trace)).copy()
+
+
+def _traced_steps(trace: Trace) -> pd.DataFrame:
+    # Trace.steps() reads every event's name as a string; its definition is run on the few events whose
+    # (categorical) name can be a step, picked by one test per distinct name.
+    ev = trace.events
+    maybe = name_mask(ev["name"], lambda names: names.str.contains(_STEP_NAME, regex=False))
+    return replace(trace, events=ev[maybe]).steps()
+
+
 def step_windows(trace: Trace) -> pd.DataFrame:
     """Traced step windows (step, start_ns, end_ns): each ProfilerStep until the next starts, the last to its end."""
-    steps = trace.steps()
+    return trace.derived(("timeline.steps", "step_windows"), lambda: _step_windows(trace)).copy()
+
+
+def _step_windows(trace: Trace) -> pd.DataFrame:
+    steps = traced_steps(trace)
     if steps.empty:
         return _empty()
     starts = steps["ts_ns"].to_numpy(np.int64)

@@ -69,3 +69,34 @@ def test_matches_brute_force_on_properly_nested_spans(raw, raw_points):
     expected = [innermost([j for j, a in enumerate(kept) if a[0] == tid and a[1] <= t <= a[1] + a[2]])
                 for tid, t in raw_points]
     assert nesting.enclosing(points, spans).tolist() == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(0, 40), st.integers(0, 15)), max_size=30))
+def test_parents_match_the_call_stack_walk_on_any_spans(raw):
+    # Partial overlaps included: the vectorised search and the stack walk agree span for span.
+    spans = _spans(raw)
+    if spans.empty:
+        return
+    group = nesting._group_codes(spans, nesting.THREAD)
+    start = spans["ts_ns"].to_numpy(np.int64)
+    end = start + spans["dur_ns"].to_numpy(np.int64)
+    order = nesting._nesting_order(group, start, end - start)
+    walk = nesting._stack_parents(group[order], start[order], end[order])
+    expected = np.full(len(spans), -1, np.int64)
+    expected[order[walk >= 0]] = order[walk[walk >= 0]]
+    assert nesting.parents(spans).tolist() == expected.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(0, 40), st.integers(0, 15)), min_size=1,
+                max_size=25),
+       st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(0, 60), st.just(0)), min_size=1, max_size=15))
+def test_the_packed_key_search_matches_merge_asof(raw_spans, raw_points):
+    spans, points = _spans(raw_spans), _spans(raw_points)
+    at = points["ts_ns"].to_numpy(np.int64)
+    start = spans["ts_ns"].to_numpy(np.int64)
+    end = start + spans["dur_ns"].to_numpy(np.int64)
+    for by in (["pid", "tid"], ["tid"], []):
+        assert nesting._latest_start(points, spans, by, at, start, end).tolist() \
+            == nesting._latest_start_merge(points, spans, by, at, start, end).tolist()
