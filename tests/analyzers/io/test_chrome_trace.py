@@ -15,6 +15,7 @@ import pytest
 
 from torchscope import analyzers
 from torchscope.analyzers import Trace
+from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.trace import KINDS
 from torchscope.analyzers.io.chrome_trace import kind_of_category, parse_trace_file
 
@@ -295,3 +296,54 @@ def test_streaming_reader_matches_whole_file_reader(shared_traces: Path, name: s
     pd_testing.assert_frame_equal(a.events.drop(columns="args"), b.events.drop(columns="args"))
     assert a.events["args"].tolist() == b.events["args"].tolist()
     pd_testing.assert_frame_equal(a.flows, b.flows)
+
+
+# --- typed decoding ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mi250_minitoy_train.json.gz", "a100_alexnet.json.gz", "job128_rank0.json.gz",
+                                  "cpu_only_rank34.json.gz"])
+def test_typed_and_generic_decoders_give_the_same_trace(shared_traces: Path, name: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchscope.analyzers.io import chrome_trace
+
+    typed = parse_trace_file(shared_traces / name)
+    monkeypatch.setattr(chrome_trace, "_decode_events", lambda raw: None)  # every batch: orjson dicts
+    generic = parse_trace_file(shared_traces / name)
+    assert {type(a) for a in typed.events["args"]} <= {bytes, type(None)}
+    assert {type(a) for a in generic.events["args"]} <= {dict, type(None)}
+    pd_testing.assert_frame_equal(typed.events.drop(columns="args"), generic.events.drop(columns="args"))
+    assert list(decode_args(typed.events["args"])) == list(decode_args(generic.events["args"]))
+    pd_testing.assert_frame_equal(typed.counters, generic.counters)
+    pd_testing.assert_frame_equal(typed.flows, generic.flows)
+    assert typed.meta == generic.meta
+
+
+def test_a_batch_the_types_do_not_fit_keeps_the_generic_rules(tmp_path: Path) -> None:
+    # A bool timestamp and a numeric name do not fit the typed records: the batch goes to the generic
+    # decoder, which drops the first and spells the second, as before typed decoding.
+    events = [_x("kernel", "k", ts=1, args={"stream": 7, "correlation": 3}),
+              _x("cpu_op", "bad", ts=True),
+              _x("cpu_op", 5, ts=3)]
+    trace = parse_trace_file(_write(tmp_path, events))
+    ev = trace.events
+    assert ev["name"].astype(str).tolist() == ["k", "5"]
+    assert ev["stream"].tolist() == [7, -1] and ev["correlation"].tolist() == [3, -1]
+    assert any("missing or non-numeric 'ts'" in w for w in trace.meta.warnings)
+
+
+def test_args_stay_raw_json_until_an_analysis_decodes_them(tmp_path: Path) -> None:
+    events = [_x("kernel", "a", ts=1, args={"stream": 7, "device": 0, "correlation": 11, "External id": 5,
+                                            "grid": [1, 2, 3]}),
+              _x("cpu_op", "b", ts=2, args=None),
+              _x("cpu_op", "c", ts=3),
+              _x("cpu_op", "d", ts=4, args=[1, 2]),  # not an object: no args, int columns -1
+              _x("cpu_op", "e", ts=5, args={"correlation": "0x1f", "External id": 2.0})]
+    ev = parse_trace_file(_write(tmp_path, events, gz=True)).events
+    raw = ev["args"].tolist()
+    assert type(raw[0]) is bytes and raw[1] is None and raw[2] is None
+    decoded = decode_args(ev["args"])
+    assert decoded[0] == {"stream": 7, "device": 0, "correlation": 11, "External id": 5, "grid": [1, 2, 3]}
+    assert decoded[1] is None and decoded[2] is None and decoded[3] is None
+    assert ev["stream"].tolist() == [7, -1, -1, -1, -1]
+    assert ev["external_id"].tolist() == [5, -1, -1, -1, 2]
+    assert ev["correlation"].tolist() == [11, -1, -1, -1, 31]  # hex strings read as before
