@@ -99,15 +99,14 @@ class Attribution:
             ["cause", "label", "time_ns", "share", "evidence"]]
 
 
-def _innermost(ops: pd.DataFrame, points: np.ndarray) -> np.ndarray:
-    """Row (in ``ops``, one thread's properly nested spans) of the innermost op covering each point, -1 if none."""
+def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Position (in ``s``/``e``, one thread's properly nested spans) of the innermost span covering each point, -1 if none."""
     out = np.full(points.size, -1, np.int64)
-    keep = ops["dur_ns"].to_numpy(np.int64) > 0
+    keep = e > s
     if not keep.any() or points.size == 0:
         return out
     rows = np.flatnonzero(keep)
-    s = ops["ts_ns"].to_numpy(np.int64)[rows]
-    e = ops["end_ns"].to_numpy(np.int64)[rows]
+    s, e = s[rows], e[rows]
     order = np.lexsort((-(e - s), s))
     rows, s, e = rows[order], s[order], e[order]
     # Depth of a span: spans opened before it (in start order) minus those that closed by its start.
@@ -131,32 +130,48 @@ def _merged(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return merge_intervals(frame["ts_ns"].to_numpy(np.int64), frame["end_ns"].to_numpy(np.int64))
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    v = np.sort(values)
+    return v[np.concatenate(([True], v[1:] != v[:-1]))] if v.size else v
+
+
 def attribute(model: StepModel) -> Attribution:
     """Give every ns of every window one cause (see the module docstring)."""
     win = model.windows
     ops, gpu = model.ops, model.gpu
-    edges = [win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64),
-             ops["ts_ns"].to_numpy(np.int64), ops["end_ns"].to_numpy(np.int64)]
+    w_start, w_end = win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64)
+    o_ts, o_end = ops["ts_ns"].to_numpy(np.int64), ops["end_ns"].to_numpy(np.int64)
+    edges = [w_start, w_end, o_ts, o_end]
     if not gpu.empty:
-        edges += [gpu["ts_ns"].to_numpy(np.int64), gpu["end_ns"].to_numpy(np.int64)]
-    points = np.unique(np.concatenate(edges))
-    lo, hi = int(win["start_ns"].min()), int(win["end_ns"].max())
+        g_ts, g_end = gpu["ts_ns"].to_numpy(np.int64), gpu["end_ns"].to_numpy(np.int64)
+        edges += [g_ts, g_end]
+    points = _sorted_unique(np.concatenate(edges))
+    lo, hi = int(w_start.min()), int(w_end.max())
     points = points[(points >= lo) & (points <= hi)]
     seg_s, seg_e = points[:-1], points[1:]
     mid = seg_s + (seg_e - seg_s) // 2
-    window = step_index(mid, win["start_ns"].to_numpy(np.int64), win["end_ns"].to_numpy(np.int64))
+    window = step_index(mid, w_start, w_end)
     keep = (window >= 0) & (seg_e > seg_s)
     seg_s, seg_e, mid, window = seg_s[keep], seg_e[keep], mid[keep], window[keep]
 
-    cause = np.full(mid.size, "", dtype=object)
+    # Causes as codes into ``names`` (0: not decided yet).
+    names = [""]
+
+    def code(cause: str) -> int:
+        if cause not in names:
+            names.append(cause)
+        return names.index(cause)
+
+    cause = np.zeros(mid.size, dtype=np.int32)
     if not gpu.empty:
-        comm = gpu["category"].to_numpy(object) == COMMUNICATION
-        for category in GPU_COMPUTE_ORDER:
-            pick = gpu[(gpu["category"].to_numpy(object) == category) & ~comm]
-            hit = (cause == "") & covered(_merged(pick), mid)
-            cause[hit] = f"gpu_compute:{category}"
-        hit = (cause == "") & covered(_merged(gpu[comm]), mid)
-        cause[hit] = "exposed_communication"
+        category = gpu["category"].to_numpy(object)
+        comm = category == COMMUNICATION
+        for cat in GPU_COMPUTE_ORDER:
+            pick = (category == cat) & ~comm
+            hit = (cause == 0) & covered(merge_intervals(g_ts[pick], g_end[pick]), mid)
+            cause[hit] = code(f"gpu_compute:{cat}")
+        hit = (cause == 0) & covered(merge_intervals(g_ts[comm], g_end[comm]), mid)
+        cause[hit] = code("exposed_communication")
 
     # The innermost op on the host at each segment, as a row of ``ops`` (-1: none).
     inner_row = np.full(mid.size, -1, dtype=np.int64)
@@ -169,7 +184,7 @@ def attribute(model: StepModel) -> Attribution:
         fill = np.flatnonzero(~inner_work)
         if fill.size == 0 or rows.size == 0:
             continue
-        got = _innermost(ops.iloc[rows].reset_index(drop=True), mid[fill])
+        got = _innermost(o_ts[rows], o_end[rows], mid[fill])
         row = np.where(got >= 0, rows[np.maximum(got, 0)], -1)
         work = (row >= 0) & issues_work[np.maximum(row, 0)]
         take = work | ((inner_row[fill] < 0) & (row >= 0))
@@ -178,76 +193,134 @@ def attribute(model: StepModel) -> Attribution:
     has_op = inner_row >= 0
 
     syncs = model.syncs
-    host_comm = ops[name_mask(ops["name"], lambda n: n.str.match(_HOST_COMM_RE))]
-    idle = cause == ""
+    host_comm = name_mask(ops["name"], lambda n: n.str.match(_HOST_COMM_RE))
+    s_kind = syncs["kind"].to_numpy(object)
+    s_ts, s_end = syncs["ts_ns"].to_numpy(np.int64), syncs["end_ns"].to_numpy(np.int64)
     rules = (
-        ("data_loading", covered(model.regions["data_loading"], mid)),
-        ("device_sync", covered(_merged(syncs[syncs["kind"] == "device_sync"]), mid)),
-        ("blocking_copy", covered(_merged(syncs[syncs["kind"] == "blocking_copy"]), mid)),
-        ("exposed_communication", covered(_merged(host_comm), mid)),
-        ("optimizer_dispatch", covered(model.regions["optimizer"], mid)),
+        ("data_loading", lambda: model.regions["data_loading"]),
+        ("device_sync", lambda: merge_intervals(s_ts[s_kind == "device_sync"], s_end[s_kind == "device_sync"])),
+        ("blocking_copy", lambda: merge_intervals(s_ts[s_kind == "blocking_copy"], s_end[s_kind == "blocking_copy"])),
+        ("exposed_communication", lambda: merge_intervals(o_ts[host_comm], o_end[host_comm])),
+        ("optimizer_dispatch", lambda: model.regions["optimizer"]),
     )
-    for name, hit in rules:
-        hit = idle & (cause == "") & hit
-        cause[hit] = name
+    for name, intervals in rules:
+        free = np.flatnonzero(cause == 0)
+        hit = covered(intervals(), mid[free])
+        if hit.any():
+            cause[free[hit]] = code(name)
     # The host inside no op while a collective it started runs on the backend's thread (gloo's
     # work.wait() records nothing): it waits for that collective.
     coll = model.collectives
     if not coll.empty and "end_ns" in coll.columns:
-        waiting = (cause == "") & ~has_op & covered(
+        waiting = (cause == 0) & ~has_op & covered(
             merge_intervals(coll["ts_ns"].to_numpy(np.int64), coll["end_ns"].to_numpy(np.int64)), mid)
-        cause[waiting] = "exposed_communication"
-    in_op = (cause == "") & has_op
+        if waiting.any():
+            cause[waiting] = code("exposed_communication")
+    in_op = (cause == 0) & has_op
     if model.has_gpu:
         # Only operators and launch calls issue GPU work; an annotation with nothing inside is Python.
-        cause[in_op & inner_work] = "launch_bound"
-    else:
-        op_cause = np.array([f"cpu_compute:{c}" for c in cpu_category(ops["name"])], dtype=object) \
-            if len(ops) else np.zeros(0, object)
+        launch = in_op & inner_work
+        if launch.any():
+            cause[launch] = code("launch_bound")
+    elif in_op.any():
+        op_cause = np.array([code(f"cpu_compute:{c}") for c in cpu_category(ops["name"])], dtype=np.int32)
         cause[in_op] = op_cause[inner_row[in_op]]
-    cause[cause == ""] = "other_host"
+    rest = cause == 0
+    if rest.any():
+        cause[rest] = code("other_host")
 
-    seg = pd.DataFrame({"window": window, "cause": pd.Categorical(cause), "time_ns": seg_e - seg_s,
-                        "op": inner_row, "start_ns": seg_s, "end_ns": seg_e})
-    table = seg.groupby(["window", "cause"], sort=False, observed=True)["time_ns"].sum().reset_index()
-    table["cause"] = table["cause"].astype(str)
-    table["step"] = win["step"].to_numpy(np.int64)[table["window"].to_numpy(np.int64)]
-    step_len = model.step_ns[table["window"].to_numpy(np.int64)]
-    table["share"] = table["time_ns"] / np.maximum(step_len, 1)
-    table = table.sort_values(["window", "time_ns"], ascending=[True, False], kind="stable")
-    table = table[["step", "cause", "time_ns", "share", "window"]].reset_index(drop=True)
-    return Attribution(table, _evidence(model, seg), seg)
+    # As a categorical of the causes present, categories sorted (as pd.Categorical(strings) would be).
+    used = np.flatnonzero(np.bincount(cause, minlength=len(names)))
+    labels = sorted(names[i] for i in used)
+    remap = np.full(len(names), -1, np.int32)
+    remap[[names.index(n) for n in labels]] = np.arange(len(labels), dtype=np.int32)
+    codes = remap[cause]
+    time_ns = seg_e - seg_s
+    seg = pd.DataFrame({"window": window, "cause": pd.Categorical.from_codes(codes, categories=labels),
+                        "time_ns": time_ns, "op": inner_row, "start_ns": seg_s, "end_ns": seg_e})
+    table = _step_table(model, window, codes, time_ns, labels)
+    return Attribution(table, _evidence(model, seg, codes, labels), seg)
 
 
-def _evidence(model: StepModel, seg: pd.DataFrame) -> dict[str, str]:
+def _step_table(model: StepModel, window: np.ndarray, codes: np.ndarray, time_ns: np.ndarray,
+                labels: list[str]) -> pd.DataFrame:
+    """Per window and cause the time: windows in order, causes by time (first seen first on a tie)."""
+    k = len(labels)
+    key = window * k + codes
+    total = np.bincount(key, weights=time_ns, minlength=len(model.windows) * k)
+    present = np.flatnonzero(np.bincount(key, minlength=len(model.windows) * k))
+    # First segment of each (window, cause): segments run in time order, so within a window this is
+    # the order pandas' groupby(sort=False) met them in.
+    first = np.full(total.size, np.iinfo(np.int64).max, np.int64)
+    order = np.argsort(key, kind="stable")
+    starts = np.concatenate(([True], key[order][1:] != key[order][:-1]))
+    first[key[order][starts]] = order[starts]
+    w, c = present // k, present % k
+    t = total[present].astype(np.int64)
+    pick = np.lexsort((first[present], -t, w))
+    w, c, t = w[pick], c[pick], t[pick]
+    step_len = model.step_ns[w]
+    return pd.DataFrame({"step": model.windows["step"].to_numpy(np.int64)[w],
+                         "cause": np.asarray(labels, dtype=object)[c], "time_ns": t,
+                         "share": t / np.maximum(step_len, 1), "window": w})
+
+
+def _top(codes: np.ndarray, weights: np.ndarray, n: int = 3) -> list[tuple[int, int, int]]:
+    """The ``n`` codes of largest summed weight (first seen first on a tie): (code, sum, count)."""
+    if codes.size == 0:
+        return []
+    size = int(codes.max()) + 1
+    sums = np.bincount(codes, weights=weights, minlength=size)
+    counts = np.bincount(codes, minlength=size)
+    seen = np.flatnonzero(counts)
+    if seen.size > n:
+        cut = np.partition(sums[seen], seen.size - n)[seen.size - n]
+        seen = seen[sums[seen] >= cut]
+    first = np.array([int(np.argmax(codes == c)) for c in seen], dtype=np.int64)
+    pick = np.lexsort((first, -sums[seen]))[:n]
+    return [(int(seen[i]), int(sums[seen[i]]), int(counts[seen[i]])) for i in pick]
+
+
+def _evidence(model: StepModel, seg: pd.DataFrame, codes: np.ndarray, labels: list[str]) -> dict[str, str]:
     """Per cause, the ops (or kernels, or call sites) that took its time, largest first."""
     out: dict[str, str] = {}
     gpu = model.gpu
-    names = model.ops["name"].to_numpy(object)
-    for cause, group in seg.groupby("cause", sort=False, observed=True):
-        cause = str(cause)
+    names = model.ops["name"]
+    name_codes = names.cat.codes.to_numpy(np.int64)
+    name_labels = names.cat.categories.to_numpy(object)
+    op = seg["op"].to_numpy(np.int64)
+    time_ns = seg["time_ns"].to_numpy(np.int64)
+    if not gpu.empty:
+        g_cat = gpu["category"].to_numpy(object)
+        g_codes = gpu["name"].cat.codes.to_numpy(np.int64)
+        g_labels = gpu["name"].cat.categories.to_numpy(object)
+        g_dur = gpu["dur_ns"].to_numpy(np.int64)
+    # Causes in the order the segments first meet them (as a groupby over them would).
+    present = np.flatnonzero(np.bincount(codes, minlength=len(labels)))
+    first = {int(c): int(np.argmax(codes == c)) for c in present}
+    for c in sorted(first, key=first.get):
+        cause = labels[c]
         if cause.startswith("gpu_compute:") and not gpu.empty:
             cat = cause.split(":", 1)[1]
-            k = gpu[gpu["category"].to_numpy(object) == cat]
-            top = k.groupby("name", sort=False, observed=True)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
-            out[cause] = "; ".join(f"{short_name(str(n), 60)} x{int(c)}" for n, (_, c) in zip(top.index, top.to_numpy()))
+            at = g_cat == cat
+            out[cause] = "; ".join(f"{short_name(str(g_labels[n]), 60)} x{count}"
+                                   for n, _, count in _top(g_codes[at], g_dur[at]))
             continue
         if cause == "exposed_communication" and not model.collectives.empty:
-            c = model.collectives
-            top = c.groupby("type", sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
+            coll = model.collectives
+            top = coll.groupby("type", sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
             out[cause] = "; ".join(f"{kind} x{int(n)}" for kind, (_, n) in zip(top.index, top.to_numpy()))
             continue
         if cause in ("device_sync", "blocking_copy"):
             s = model.syncs[model.syncs["kind"] == cause]
             top = s.groupby(["site", "name"], sort=False, observed=True)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
-            out[cause] = "; ".join(f"{name} in {site or 'Python'} x{int(c)}"
-                                   for (site, name), (_, c) in zip(top.index, top.to_numpy()))
+            out[cause] = "; ".join(f"{name} in {site or 'Python'} x{int(n)}"
+                                   for (site, name), (_, n) in zip(top.index, top.to_numpy()))
             continue
-        named = group[group["op"].to_numpy() >= 0]
-        if named.empty:
+        at = (codes == c) & (op >= 0)
+        if not at.any():
             out[cause] = "no op recorded (Python or untraced host work)"
             continue
-        by_name = pd.Series(named["time_ns"].to_numpy(), index=names[named["op"].to_numpy()])
-        top = by_name.groupby(level=0, sort=False).sum().nlargest(3)
-        out[cause] = "; ".join(short_name(str(n), 60) for n in top.index)
+        out[cause] = "; ".join(short_name(str(name_labels[n]), 60)
+                               for n, _, _ in _top(name_codes[op[at]], time_ns[at]))
     return out
