@@ -96,9 +96,14 @@ class StepModel:
 def _categorical(names: pd.Series) -> pd.Categorical:
     """A name column as a categorical of plain str categories (rules then run once per distinct name)."""
     if isinstance(names.dtype, pd.CategoricalDtype):
-        cats = names.cat.remove_unused_categories()
-        return pd.Categorical.from_codes(cats.cat.codes.to_numpy(), categories=pd.Index(
-            cats.cat.categories.to_numpy(object).astype(str), dtype=object))
+        codes = names.cat.codes.to_numpy()
+        cats = names.cat.categories
+        # The categories in use, in their order (what remove_unused_categories keeps), by a count, not a sort.
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(cats))) if len(cats) else np.zeros(0, np.int64)
+        remap = np.full(len(cats) + 1, -1, np.int64)
+        remap[used] = np.arange(used.size)
+        return pd.Categorical.from_codes(remap[codes], categories=pd.Index(
+            cats.to_numpy(object)[used].astype(str), dtype=object))
     return pd.Categorical(names.to_numpy(object).astype(str))
 
 
@@ -124,8 +129,11 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
     windows = windows_or_span(trace).reset_index(drop=True)
     ev = trace.events
     w0, w1 = int(windows["start_ns"].min()), int(windows["end_ns"].max())
-    host_all = ev[ev["kind"].isin(HOST_KINDS).to_numpy() & (ev["ph"] == "X").to_numpy()]
-    host_all = host_all[(host_all["ts_ns"] < w1) & (host_all["ts_ns"] + host_all["dur_ns"] > w0)]
+    ts_all, dur_all = ev["ts_ns"].to_numpy(np.int64), ev["dur_ns"].to_numpy(np.int64)
+    pick = (ev["kind"].isin(HOST_KINDS).to_numpy() & (ev["ph"] == "X").to_numpy()
+            & (ts_all < w1) & (ts_all + dur_all > w0))
+    # Only the columns the model reads, taken once (the events frame is wide).
+    host_all = ev[["ts_ns", "dur_ns", "name", "kind", "pid", "tid", "correlation", "args"]].iloc[np.flatnonzero(pick)]
     main = _main_thread(trace, host_all, windows)
     auto = host_all[name_mask(host_all["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
     auto = auto[auto["pid"] == main[0]]

@@ -130,15 +130,16 @@ def _cuts(model: StepModel, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         on = (pid == p) & (tid == t)
         if not (on & recorded).any():
             continue
-        points = np.unique(np.concatenate([ts[on], end[on]]))
+        points = np.sort(np.concatenate([ts[on], end[on]]))
+        points = points[np.concatenate(([True], points[1:] != points[:-1]))]
         # Gap k runs from points[k] to points[k + 1]; one more gap before the first point and after the last.
         lo = np.concatenate([[points[0] - h], points])
         hi = np.concatenate([points, [points[-1] + h]])
-        weight = np.zeros(lo.size, np.float64)
         rec = on & recorded
         # An op's entry lies in the gap that ends at its start, its exit in the gap that starts at its end.
-        np.add.at(weight, np.searchsorted(points, ts[rec], side="left"), half)
-        np.add.at(weight, np.searchsorted(points, end[rec], side="left") + 1, half)
+        entries = np.bincount(np.searchsorted(points, ts[rec], side="left"), minlength=lo.size)
+        exits = np.bincount(np.searchsorted(points, end[rec], side="left") + 1, minlength=lo.size)
+        weight = (entries + exits) * half
         length = hi - lo
         cut = np.minimum(weight, length).astype(np.int64)
         keep = cut > 0

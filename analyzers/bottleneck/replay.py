@@ -109,13 +109,23 @@ def compose_cuts(under: tuple[np.ndarray, np.ndarray, np.ndarray],
     hi = np.searchsorted(os_, ue, side="left")
     clear = hi <= lo
     keep = [(us[clear], ue[clear], ul[clear])]
-    for i in np.flatnonzero(~clear):  # an under cut straddling an over cut's edge: few, at most one per edge
-        a, b = int(us[i]), int(ue[i])
-        ratio = ul[i] / max(b - a, 1)
-        edges = [a, *np.clip(np.ravel(np.column_stack([os_[lo[i]:hi[i]], oe[lo[i]:hi[i]]])), a, b).tolist(), b]
-        for ps, pe in zip(edges[0::2], edges[1::2]):
-            if pe > ps:
-                keep.append((np.array([ps]), np.array([pe]), np.array([int((pe - ps) * ratio)])))
+    # An under cut straddling over cuts keeps the pieces between them: [a, os_j), [oe_j, os_j+1), ..., [oe_k, b).
+    part = np.flatnonzero(~clear)
+    if part.size:
+        a, b, n = us[part], ue[part], hi[part] - lo[part]
+        ratio = ul[part] / np.maximum(b - a, 1)
+        j = np.repeat(lo[part], n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+        owner = np.repeat(np.arange(part.size), n)
+        off = np.cumsum(n + 1) - (n + 1)  # where each cut's pieces begin
+        inner = np.repeat(off, n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+        ps = np.empty(int((n + 1).sum()), np.int64)
+        pe = np.empty_like(ps)
+        ps[off], pe[off + n] = a, b
+        ps[inner + 1] = np.clip(oe[j], a[owner], b[owner])
+        pe[inner] = np.clip(os_[j], a[owner], b[owner])
+        r = np.repeat(ratio, n + 1)
+        ok = pe > ps
+        keep.append((ps[ok], pe[ok], ((pe - ps) * r).astype(np.int64)[ok]))
     keep.append((os_, oe, ol))
     cs, ce, cl = (np.concatenate([k[j] for k in keep]).astype(np.int64) for j in range(3))
     order = np.argsort(cs, kind="stable")
