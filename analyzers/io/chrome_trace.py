@@ -408,13 +408,20 @@ def _decode_events(raw: bytes) -> list[_Event] | None:
         return None
 
 
+_GROUPS = ("complete", "instant", "flow")
+_KIND_DTYPE = pd.CategoricalDtype(pd.Index(KINDS, dtype="str"))
+_KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
+_PH_DTYPE = pd.CategoricalDtype(pd.Index(["X", "i", "I"], dtype="str"))
+
+
 class _Collector:
     """Sorts events by phase and keeps only their columns, so a chunk's parse tree can be freed."""
 
     def __init__(self) -> None:
         self.drops = _Drops()
         self.seen = 0
-        self._parts: dict[str, list[dict[str, np.ndarray]]] = {"complete": [], "instant": [], "flow": []}
+        #: per batch: its columns and each row's group (_GROUPS index; -1: kept as a dict, or ignored)
+        self._parts: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
         self.counters: list[dict] = []
         self.metadata: list[dict] = []
         self.begin_end: list[dict] = []
@@ -480,9 +487,10 @@ class _Collector:
         if not known.all():
             # other phases (async b/e/n, object snapshots...) carry nothing we analyze: ignored on purpose
             self.drops.add("event has no 'ph' string", sum(type(p) is not str for p in ph[~known]))
-        for group, mask in (("complete", is_complete), ("instant", is_instant), ("flow", is_flow)):
-            if mask.any():
-                self._parts[group].append({key: col[mask] for key, col in columns.items()})
+        group = np.full(len(ph), -1, dtype=np.int8)
+        for code, mask in enumerate((is_complete, is_instant, is_flow)):
+            group[mask] = code
+        self._parts.append((columns, group))
         for mask, target in ((is_counter, self.counters), (is_meta, self.metadata), (is_begin_end, self.begin_end)):
             if mask.any():
                 target.extend(dicts(np.flatnonzero(mask)))
@@ -492,16 +500,18 @@ class _Collector:
         if self.begin_end:
             paired = _pair_begin_end(self.begin_end, self.drops)
             if paired:
-                self._parts["complete"].append(_columns_of(_table(paired, _EVENT_KEYS)))
+                self._parts.append((_columns_of(_table(paired, _EVENT_KEYS)), np.zeros(len(paired), np.int8)))
             self.begin_end = []
 
     def columns(self, group: str) -> dict[str, np.ndarray]:
         """Object columns of one group ("complete", "instant" or "flow"), by event key."""
-        parts = self._parts[group]
         keys = _EVENT_KEYS + _ARG_KEYS
+        code = _GROUPS.index(group)
+        parts = [(columns, rows == code) for columns, rows in self._parts]
+        parts = [(columns, mask) for columns, mask in parts if mask.any()]
         if not parts:
             return {key: np.empty(0, dtype=object) for key in keys}
-        return {key: np.concatenate([part[key] for part in parts]) for key in keys}
+        return {key: np.concatenate([columns[key][mask] for columns, mask in parts]) for key in keys}
 
 
 def _columns_of(table: np.ndarray) -> dict[str, np.ndarray]:
@@ -653,24 +663,27 @@ def _events_frame(complete: dict[str, np.ndarray], instant: dict[str, np.ndarray
     cats = _strings(columns["cat"])
     args = columns["args"]
     phs, pids, tids = columns["ph"], columns["pid"], columns["tid"]
-    name_cat = pd.Categorical(names)
-    cat_cat = pd.Categorical(cats)
-    ph = pd.Categorical(phs, categories=["X", "i", "I"])
+    name_cat = _categorical(names)
+    cat_cat = _categorical(cats)
+    ph_codes = np.where(phs == "X", 0, np.where(phs == "i", 1, np.where(phs == "I", 2, -1))).astype(np.int8)
+    ph = pd.Categorical.from_codes(ph_codes, dtype=_PH_DTYPE)
 
-    kind_codes = np.array([kind_of_category(c) for c in cat_cat.categories], dtype=object)
-    kinds = kind_codes[cat_cat.codes] if len(cat_cat.categories) else np.array([], dtype=object)
-    is_instant = np.asarray(ph.codes) != 0
+    kind_of_code = np.array([_KIND_CODE[kind_of_category(c)] for c in cat_cat.categories], dtype=np.int8)
+    kinds = kind_of_code[cat_cat.codes] if len(cat_cat.categories) else np.zeros(0, dtype=np.int8)
+    is_instant = ph_codes != 0
     if is_instant.any():
-        is_memory = is_instant & (np.asarray(name_cat.astype(object)) == "[memory]")
+        memory_code = name_cat.categories.get_indexer(["[memory]"])[0]
+        is_memory = is_instant & (np.asarray(name_cat.codes) == memory_code) if memory_code >= 0 else \
+            np.zeros(len(kinds), dtype=bool)
         kinds = kinds.copy()
-        kinds[is_instant & ~is_memory & (kinds != "instant")] = "instant"
-        kinds[is_memory] = "memory"
+        kinds[is_instant & ~is_memory] = _KIND_CODE["instant"]
+        kinds[is_memory] = _KIND_CODE["memory"]
     frame = {
         "ts_ns": ts_ns,
         "dur_ns": dur_ns,
         "name": name_cat,
         "cat": cat_cat,
-        "kind": pd.Categorical(kinds, categories=KINDS),
+        "kind": pd.Categorical.from_codes(kinds, dtype=_KIND_DTYPE),
         "ph": ph,
         "pid": _ints(pids),
         "tid": _ints(tids),
@@ -858,12 +871,21 @@ def _ints(values) -> np.ndarray:
         if not (np.abs(f[finite]) >= _EXACT_FLOAT_INT).any():
             ok = finite & (f == np.floor(np.where(finite, f, 0.0)))
             return np.where(ok, f, -1.0).astype(np.int64)
-    elif kind == "mixed-integer" and _ints_or_none(arr):  # the typed decoder's ints, None where absent
-        missing = np.equal(arr, None)
+    elif kind == "mixed-integer":  # the typed decoder's ints with None where absent, or a few strings
+        types = np.fromiter(map(type, arr), dtype=object, count=len(arr))
+        is_int = types == int
         out = np.full(len(arr), -1, dtype=np.int64)
-        out[~missing] = arr[~missing].astype(np.int64)
-        return out
-    elif kind.startswith("mixed"):  # e.g. ints with a few "Spans"-like strings or None
+        try:
+            out[is_int] = arr[is_int].astype(np.int64)
+        except OverflowError:
+            pass
+        else:
+            other = ~is_int & (types != type(None))
+            if other.any():  # strings ("0x1f", " 7") and floats, one by one as before
+                out[other] = [_int_or_missing(v) if type(v) is str else _float_int_or_missing(v)
+                              for v in arr[other]]
+            return out
+    if kind.startswith("mixed"):  # e.g. ints with a few "Spans"-like strings or None
         f = pd.to_numeric(arr, errors="coerce").astype(np.float64)
         finite = np.isfinite(f)
         if not (np.abs(f[finite]) >= _EXACT_FLOAT_INT).any():
@@ -879,16 +901,11 @@ def _ints(values) -> np.ndarray:
     return np.array([v if -2**63 <= v < 2**63 else -1 for v in cleaned], dtype=np.int64)
 
 
-def _ints_or_none(arr: np.ndarray) -> bool:
-    """True when every value is None or an int that fits int64 (bools excluded)."""
-    present = arr[~np.equal(arr, None)]
-    if not len(present) or infer_dtype(present, skipna=False) != "integer":
-        return False
-    try:
-        present.astype(np.int64)
-    except OverflowError:
-        return False
-    return True
+def _float_int_or_missing(v: Any) -> int:
+    """An integral float that float64 holds exactly as that int, else -1 (bools too)."""
+    if type(v) is float and np.isfinite(v) and v == int(v) and abs(v) < _EXACT_FLOAT_INT:
+        return int(v)
+    return -1
 
 
 def _objects(values) -> np.ndarray:
@@ -899,6 +916,13 @@ def _objects(values) -> np.ndarray:
     for i, v in enumerate(values):
         arr[i] = v
     return arr
+
+
+def _categorical(values) -> pd.Categorical:
+    """pd.Categorical(values) for strings (sorted str categories), hashing once instead of converting
+    the whole column to pandas' string type first."""
+    codes, uniques = pd.factorize(_objects(values), sort=True)
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(pd.Index(uniques, dtype="str")))
 
 
 def _strings(values: np.ndarray) -> np.ndarray | list:
