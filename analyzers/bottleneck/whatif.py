@@ -120,6 +120,14 @@ def _per_window_removed(model: StepModel, intervals: tuple[np.ndarray, np.ndarra
     return np.bincount(pos[pos >= 0], weights=removed[pos >= 0], minlength=len(w)).astype(np.int64)
 
 
+def _op_categories(model: StepModel) -> np.ndarray:
+    """``categories.cpu_category`` of every row of ``model.ops`` (computed once per model)."""
+    cached = model.cache.get("op_categories")
+    if cached is None:
+        cached = model.cache["op_categories"] = cpu_category(model.ops["name"])
+    return cached
+
+
 def _leaf_ops(model: StepModel) -> pd.DataFrame:
     """Host operators (cpu_op) with no operator inside, in time order per thread, with their sizes (cached)."""
     cached = model.cache.get("leaf_ops")
@@ -130,40 +138,63 @@ def _leaf_ops(model: StepModel) -> pd.DataFrame:
 
 def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     ops = model.ops
-    cpu = ops[(ops["kind"] == "cpu_op").to_numpy() & (ops["dur_ns"] > 0).to_numpy()]
-    cpu = cpu.sort_values(["pid", "tid", "ts_ns", "dur_ns"], ascending=[True, True, True, False], kind="stable")
-    same = (cpu["tid"].to_numpy()[1:] == cpu["tid"].to_numpy()[:-1])
-    nxt = np.concatenate([cpu["ts_ns"].to_numpy(np.int64)[1:], [np.iinfo(np.int64).max]])
-    leaf = ~np.concatenate([same & (nxt[:-1] < cpu["end_ns"].to_numpy(np.int64)[:-1]), [False]])
-    out = cpu[leaf].copy()
-    out["category"] = cpu_category(out["name"])
+    kind = ops["kind"].to_numpy(object)
+    ts, dur = ops["ts_ns"].to_numpy(np.int64), ops["dur_ns"].to_numpy(np.int64)
+    end, pid, tid = ops["end_ns"].to_numpy(np.int64), ops["pid"].to_numpy(np.int64), ops["tid"].to_numpy(np.int64)
+    rows = np.flatnonzero((kind == "cpu_op") & (dur > 0))
+    # Per thread in time order, the longer of two ops starting together first (a stable sort, as before).
+    rows = rows[np.lexsort((-dur[rows], ts[rows], tid[rows], pid[rows]))]
+    same = tid[rows][1:] == tid[rows][:-1]
+    leaf = ~np.concatenate([same & (ts[rows][1:] < end[rows][:-1]), [False]])
+    rows = rows[leaf]
+    out = ops.iloc[rows].copy()
+    category = _op_categories(model)[rows]
+    out["category"] = category
     # Sizes matter to the fusion and loop models only: pointwise and reduction ops.
-    sized = np.isin(out["category"].to_numpy(object), (ELEMENTWISE, REDUCTION))
+    sized = (category == ELEMENTWISE) | (category == REDUCTION)
     numel, inputs, esize = (np.zeros(len(out), np.int64) for _ in range(3))
-    numel[sized], inputs[sized], esize[sized] = _shapes(decode_args(out["args"].to_numpy(object)[sized]))
+    numel[sized], inputs[sized], esize[sized] = _sizes(out["args"].to_numpy(object)[sized])
     out["numel"], out["tensor_inputs"], out["elem_bytes"] = numel, inputs, esize
     return out.reset_index(drop=True)
+
+
+def _sizes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_shapes`` of raw args, each distinct raw value decoded once (a step's ops repeat every step)."""
+    if raw.size and all(type(v) is bytes for v in raw):
+        codes, uniq = pd.factorize(raw)
+        numel, inputs, esize = _shapes(decode_args(uniq))
+        return numel[codes], inputs[codes], esize[codes]
+    return _shapes(decode_args(raw))
 
 
 def _shapes(args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per op: largest input numel, number of tensor inputs, bytes per element (0 when no shapes)."""
     n = len(args)
     numel, inputs, esize = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    prod = math.prod
     for i, a in enumerate(args):  # args dicts are per event; only leaf operators get here
-        if not isinstance(a, dict):
+        if type(a) is not dict:
             continue
-        dims, types = a.get("Input Dims"), a.get("Input type") or ()
-        if not isinstance(dims, list):
+        dims = a.get("Input Dims")
+        if type(dims) is not list:
             continue
+        types = a.get("Input type") or ()
         best, count, size = 0, 0, 0
         for j, d in enumerate(dims):
-            if isinstance(d, list) and d and all(isinstance(x, int) for x in d):
-                count += 1
-                m = math.prod(d)
-                if m >= best:
-                    best = m
-                    t = types[j] if j < len(types) else None
-                    size = dtype_bytes(t) or 4
+            # A tensor's dims: a non-empty list of ints (the product of anything else is no int, or fails).
+            if type(d) is not list or not d:
+                continue
+            try:
+                m = prod(d)
+            except TypeError:
+                continue
+            if type(m) is not int:  # JSON values: an int product means every dim was an int
+                continue
+            count += 1
+            if m >= best:
+                best = m
+                t = types[j] if j < len(types) else None
+                size = dtype_bytes(t) or 4
         numel[i], inputs[i], esize[i] = best, count, size
     return numel, inputs, esize
 
@@ -407,10 +438,10 @@ def _autograd_intervals(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
 def _breaking_starts(model: StepModel) -> np.ndarray:
     """Sorted starts of host ops that are neither pointwise, reductions, views nor autograd bookkeeping."""
     ops = model.ops
-    ops = ops[ops["kind"].isin(("cpu_op", "annotation")).to_numpy()]
-    cat = cpu_category(ops["name"])
-    keep = ~np.isin(cat, (ELEMENTWISE, REDUCTION, LAYOUT))
-    keep &= ~name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
+    cat = _op_categories(model)
+    keep = ops["kind"].isin(("cpu_op", "annotation")).to_numpy()
+    keep = keep & (cat != ELEMENTWISE) & (cat != REDUCTION) & (cat != LAYOUT)
+    keep = keep & ~name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
     return np.sort(ops["ts_ns"].to_numpy(np.int64)[keep])
 
 
@@ -699,7 +730,9 @@ def mixed_precision(model: StepModel, attr: Attribution) -> Estimate | None:
     if not model.has_gpu:
         return None
     gpu = model.gpu
-    fp32 = (gpu["category"].to_numpy(object) == GEMM) & is_fp32_gemm(gpu["name"]).to_numpy(bool)
+    fp32 = gpu["category"].to_numpy(object) == GEMM
+    if fp32.any():  # the name rule over the GEMM rows only
+        fp32[fp32] = is_fp32_gemm(gpu["name"][fp32]).to_numpy(bool)
     if not fp32.any():
         return None
     spec = spec_for_trace(model.trace)
