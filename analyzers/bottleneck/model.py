@@ -107,16 +107,15 @@ def _categorical(names: pd.Series) -> pd.Categorical:
     return pd.Categorical(names.to_numpy(object).astype(str))
 
 
-def _main_thread(trace: Trace, host: pd.DataFrame, windows: pd.DataFrame) -> tuple[int, int]:
-    """The thread that holds ProfilerStep, else the one with the most op time."""
-    names = host["name"]
-    steps = host[name_mask(names, lambda n: n.str.match(_STEP_RE))]
-    pick = steps if not steps.empty else host
-    if pick.empty:
+def _main_thread(pid: np.ndarray, tid: np.ndarray, dur: np.ndarray, is_step: np.ndarray) -> tuple[int, int]:
+    """The thread that holds ProfilerStep, else the one with the most op time (ties: the lowest pid, tid)."""
+    pick = is_step if is_step.any() else np.ones(pid.size, dtype=bool)
+    if not pick.any():
         return (-1, -1)
-    time = pick.groupby(["pid", "tid"], observed=True)["dur_ns"].sum()
-    pid, tid = time.idxmax()
-    return int(pid), int(tid)
+    pairs = pd.DataFrame({"pid": pid[pick], "tid": tid[pick], "dur": dur[pick]})
+    time = pairs.groupby(["pid", "tid"])["dur"].sum()
+    p, t = time.idxmax()
+    return int(p), int(t)
 
 
 def _window_of(ts: np.ndarray, windows: pd.DataFrame) -> np.ndarray:
@@ -132,45 +131,52 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
     ts_all, dur_all = ev["ts_ns"].to_numpy(np.int64), ev["dur_ns"].to_numpy(np.int64)
     pick = (ev["kind"].isin(HOST_KINDS).to_numpy() & (ev["ph"] == "X").to_numpy()
             & (ts_all < w1) & (ts_all + dur_all > w0))
-    # Only the columns the model reads, taken once (the events frame is wide).
-    host_all = ev[["ts_ns", "dur_ns", "name", "kind", "pid", "tid", "correlation", "args"]].iloc[np.flatnonzero(pick)]
-    main = _main_thread(trace, host_all, windows)
-    auto = host_all[name_mask(host_all["name"], lambda n: n.str.match(_AUTOGRAD_RE))]
-    auto = auto[auto["pid"] == main[0]]
-    others = sorted({(int(p), int(t)) for p, t in zip(auto["pid"], auto["tid"])} - {main})
+    # The columns the model reads, as arrays over the host rows (the events frame is wide).
+    idx = np.flatnonzero(pick)
+    names = pd.Series(_categorical(ev["name"].iloc[idx]))
+    pid, tid = ev["pid"].to_numpy(np.int64)[idx], ev["tid"].to_numpy(np.int64)[idx]
+    dur = dur_all[idx]
+    is_step = name_mask(names, lambda n: n.str.match(_STEP_RE))
+    main = _main_thread(pid, tid, dur, is_step)
+    auto = name_mask(names, lambda n: n.str.match(_AUTOGRAD_RE)) & (pid == main[0])
+    pairs = pd.DataFrame({"pid": pid[auto], "tid": tid[auto]}).drop_duplicates()
+    others = sorted({(int(p), int(t)) for p, t in zip(pairs["pid"], pairs["tid"])} - {main})
     threads = (main, *others)
-    on = np.zeros(len(host_all), dtype=bool)
-    pid, tid = host_all["pid"].to_numpy(np.int64), host_all["tid"].to_numpy(np.int64)
+    on = np.zeros(idx.size, dtype=bool)
     for p, t in threads:
         on |= (pid == p) & (tid == t)
-    host = host_all[on & ~name_mask(host_all["name"], lambda n: n.str.match(_STEP_RE))]
+    keep = np.flatnonzero(on & ~is_step)
+    ts = ts_all[idx[keep]]
+    # Time order, the longer of two ops starting together first (a stable sort).
+    order = keep[np.lexsort((-dur[keep], ts))]
+    rows = idx[order]
     ops = pd.DataFrame({
-        "ts_ns": host["ts_ns"].to_numpy(np.int64),
-        "dur_ns": host["dur_ns"].to_numpy(np.int64),
-        "name": _categorical(host["name"]),
-        "kind": _categorical(host["kind"]),
-        "pid": host["pid"].to_numpy(np.int64), "tid": host["tid"].to_numpy(np.int64),
-        "correlation": host["correlation"].to_numpy(np.int64),
-        "args": host["args"].to_numpy(object),
+        "ts_ns": ts_all[rows],
+        "dur_ns": dur[order],
+        "name": _categorical(names.iloc[order]),
+        "kind": _categorical(ev["kind"].iloc[rows]),
+        "pid": pid[order], "tid": tid[order],
+        "correlation": ev["correlation"].to_numpy(np.int64)[rows],
+        "args": ev["args"].to_numpy(object)[rows],
     })
     ops["end_ns"] = ops["ts_ns"] + ops["dur_ns"]
     ops["main"] = (ops["pid"] == main[0]) & (ops["tid"] == main[1])
     ops["window"] = _window_of(ops["ts_ns"].to_numpy(), windows)
-    ops = ops.sort_values(["ts_ns", "dur_ns"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
     regions = {}
+    o_main, o_ts, o_end = ops["main"].to_numpy(), ops["ts_ns"].to_numpy(np.int64), ops["end_ns"].to_numpy(np.int64)
     for region, pattern in REGION_PATTERNS.items():
-        hit = ops[ops["main"].to_numpy() & name_mask(ops["name"], lambda n, p=pattern: n.str.match(p))]
-        regions[region] = merge_intervals(hit["ts_ns"].to_numpy(np.int64), hit["end_ns"].to_numpy(np.int64))
+        hit = o_main & name_mask(ops["name"], lambda n, p=pattern: n.str.match(p))
+        regions[region] = merge_intervals(o_ts[hit], o_end[hit])
 
     gpu = _gpu_work(trace, windows)
-    launched = set(gpu.loc[gpu["correlation"] >= 0, "correlation"].tolist())
-    ops["launches"] = (ops["kind"].isin(("runtime", "driver")) & ops["correlation"].isin(launched)).to_numpy()
+    g_corr = gpu["correlation"].to_numpy(np.int64)
+    runtime = ops["kind"].isin(("runtime", "driver")).to_numpy()
+    ops["launches"] = runtime & np.isin(ops["correlation"].to_numpy(np.int64), g_corr[g_corr >= 0])
     # Operators and launch calls issue device work; annotations and other runtime calls (cudaFree,
     # cudaGetDevice, context creation) do not.
     ops["issues_work"] = ((ops["kind"] == "cpu_op").to_numpy()
-                          | (ops["kind"].isin(("runtime", "driver")).to_numpy()
-                             & name_mask(ops["name"], lambda n: n.str.match(_LAUNCH_RE))))
+                          | (runtime & name_mask(ops["name"], lambda n: n.str.match(_LAUNCH_RE))))
     syncs = _syncs(ops, gpu)
     coll = pd.DataFrame() if collectives is None else collectives.copy()
     if not coll.empty:
@@ -240,7 +246,13 @@ def _outermost_names(ops: pd.DataFrame, calls: pd.DataFrame) -> np.ndarray:
     """Name of the outermost cpu_op of the same thread enclosing each call ('' when none)."""
     if calls.empty:
         return np.zeros(0, dtype=object)
-    cpu = ops[(ops["kind"] == "cpu_op").to_numpy()]
+    # Outermost is decided per thread: only the threads that made the calls are needed.
+    threads = calls[["pid", "tid"]].drop_duplicates()
+    mine = np.zeros(len(ops), dtype=bool)
+    o_pid, o_tid = ops["pid"].to_numpy(np.int64), ops["tid"].to_numpy(np.int64)
+    for p, t in zip(threads["pid"].to_numpy(np.int64), threads["tid"].to_numpy(np.int64)):
+        mine |= (o_pid == p) & (o_tid == t)
+    cpu = ops[(ops["kind"] == "cpu_op").to_numpy() & mine]
     top = cpu[outermost(cpu)]
     out = np.full(len(calls), "", dtype=object)
     for (pid, tid), group in calls.groupby(["pid", "tid"], sort=False):
