@@ -152,8 +152,8 @@ def _gain(base: np.ndarray, after: np.ndarray, measured: np.ndarray) -> float:
 
 def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np.ndarray) -> Finding | None:
     """The finding of one estimate, or None when its predicted gain is too small to act on."""
-    causes = attr.per_cause().set_index("cause")
-    share = float(causes["share"].get(est.cause, 0.0)) if not causes.empty else 0.0
+    causes = attr.per_cause()
+    share = float(dict(zip(causes["cause"], causes["share"])).get(est.cause, 0.0)) if not causes.empty else 0.0
     known = np.isfinite(gain)
     if known and gain < MIN_GAIN_FRACTION:
         return None

@@ -112,12 +112,17 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
     # Depth of a span: spans opened before it (in start order) minus those that closed by its start.
     depth = np.arange(s.size) - np.searchsorted(np.sort(e), s, side="right")
     depth = np.maximum(depth, 0)
+    todo = np.arange(points.size)
     for d in range(int(depth.max()), -1, -1):
         at = depth == d
-        # Spans of one depth are disjoint: the window lookup finds the one holding each point.
-        pos = step_index(points, s[at], e[at])
-        hit = (out < 0) & (pos >= 0)
-        out[hit] = rows[at][pos[hit]]
+        # Spans of one depth are disjoint: the window lookup finds the one holding each point; a point
+        # found at a deeper level is done.
+        pos = step_index(points[todo], s[at], e[at])
+        hit = pos >= 0
+        out[todo[hit]] = rows[at][pos[hit]]
+        todo = todo[~hit]
+        if todo.size == 0:
+            break
     return out
 
 
@@ -291,7 +296,8 @@ def _evidence(model: StepModel, seg: pd.DataFrame, codes: np.ndarray, labels: li
     op = seg["op"].to_numpy(np.int64)
     time_ns = seg["time_ns"].to_numpy(np.int64)
     if not gpu.empty:
-        g_cat = gpu["category"].to_numpy(object)
+        g_cat_codes, g_cats = pd.factorize(gpu["category"].to_numpy(object))
+        g_cat_of = {str(c): i for i, c in enumerate(g_cats)}
         g_codes = gpu["name"].cat.codes.to_numpy(np.int64)
         g_labels = gpu["name"].cat.categories.to_numpy(object)
         g_dur = gpu["dur_ns"].to_numpy(np.int64)
@@ -302,7 +308,7 @@ def _evidence(model: StepModel, seg: pd.DataFrame, codes: np.ndarray, labels: li
         cause = labels[c]
         if cause.startswith("gpu_compute:") and not gpu.empty:
             cat = cause.split(":", 1)[1]
-            at = g_cat == cat
+            at = g_cat_codes == g_cat_of.get(cat, -2)
             out[cause] = "; ".join(f"{short_name(str(g_labels[n]), 60)} x{count}"
                                    for n, _, count in _top(g_codes[at], g_dur[at]))
             continue
