@@ -129,10 +129,10 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
 def _unrecognised(trace: Trace) -> pd.Series:
     """Counts of events, by category as written, whose kind nothing understands (an MTIA's ``mtia_*``)."""
     ev = trace.events
-    other = ev[(ev["kind"] == "other").to_numpy()]
-    if other.empty:
+    other = (ev["kind"] == "other").to_numpy()
+    if not other.any():
         return pd.Series(dtype=np.int64)
-    cats = other["cat"].astype(object).fillna("").astype(str)
+    cats = ev["cat"][other].astype(object).fillna("").astype(str)
     counts = cats[~cats.str.lower().isin(_BOOKKEEPING_CATEGORIES)].value_counts()
     return counts.astype(np.int64)
 

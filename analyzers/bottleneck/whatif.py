@@ -129,7 +129,7 @@ def _op_categories(model: StepModel) -> np.ndarray:
 
 
 def _leaf_ops(model: StepModel) -> pd.DataFrame:
-    """Host operators (cpu_op) with no operator inside, in time order per thread, with their sizes (cached)."""
+    """Host operators (cpu_op) with no operator inside, in time order per thread, with their category (cached)."""
     cached = model.cache.get("leaf_ops")
     if cached is None:
         cached = model.cache["leaf_ops"] = _find_leaf_ops(model)
@@ -150,12 +150,18 @@ def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     out = ops.iloc[rows].copy()
     category = _op_categories(model)[rows]
     out["category"] = category
-    # Sizes matter to the fusion and loop models only: pointwise and reduction ops.
-    sized = (category == ELEMENTWISE) | (category == REDUCTION)
-    numel, inputs, esize = (np.zeros(len(out), np.int64) for _ in range(3))
-    numel[sized], inputs[sized], esize[sized] = _sizes(out["args"].to_numpy(object)[sized])
-    out["numel"], out["tensor_inputs"], out["elem_bytes"] = numel, inputs, esize
     return out.reset_index(drop=True)
+
+
+def _with_sizes(leaf: pd.DataFrame) -> pd.DataFrame:
+    """Leaf ops with numel, tensor_inputs and elem_bytes (``_shapes``) for pointwise and reduction ops, 0 for others."""
+    category = leaf["category"].to_numpy(object)
+    sized = (category == ELEMENTWISE) | (category == REDUCTION)
+    numel, inputs, esize = (np.zeros(len(leaf), np.int64) for _ in range(3))
+    numel[sized], inputs[sized], esize[sized] = _sizes(leaf["args"].to_numpy(object)[sized])
+    leaf = leaf.copy()
+    leaf["numel"], leaf["tensor_inputs"], leaf["elem_bytes"] = numel, inputs, esize
+    return leaf
 
 
 def _sizes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -355,6 +361,8 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     if loops:  # a loop over elements is one cause (vectorise_loops), not chains to fuse
         spans = merge_intervals(np.array([c[0] for c in loops], np.int64), np.array([c[1] for c in loops], np.int64))
         leaf = leaf[~covered(spans, leaf["ts_ns"].to_numpy(np.int64))].reset_index(drop=True)
+    # Args are decoded only for the ops that can form chains (outside the optimizer, loading and loops).
+    leaf = _with_sizes(leaf)
     if leaf.empty or leaf["numel"].max() <= 0:
         return None  # no shapes recorded: no bytes model
     a = _dispatch_floor(leaf)
