@@ -54,7 +54,7 @@ import pandas as pd
 from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
-from torchscope.analyzers.kernels import COMMUNICATION, MEMORY, category_of
+from torchscope.analyzers.kernels import COMMUNICATION, MEMORY, kernel_categories
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.timeline.intervals import clip as _clip
@@ -145,8 +145,7 @@ def _per_step(trace: Trace, comp, comp_or_comm, busy) -> pd.DataFrame:
 def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     gpu = launches(trace)
     w0, w1, source = _window(trace, gpu)
-    names = gpu["name"].astype(str)
-    cat = category_of(names, gpu["kind"].astype(str))
+    cat = kernel_categories(trace, gpu)
     s_all = gpu["ts_ns"].to_numpy()
     e_all = s_all + gpu["dur_ns"].to_numpy()
     is_comm = (cat == COMMUNICATION).to_numpy()

@@ -15,6 +15,7 @@ name says single precision (``sgemm``, ``_simt_``, ``scudnn``) and that are not 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,11 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
-from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.launches import gpu_work, launches
 
 __all__ = [
-    "analyze", "category_of", "is_tensor_core", "is_fp32_gemm", "compute_capability",
+    "analyze", "category_of", "is_tensor_core", "is_fp32_gemm", "compute_capability", "kernel_categories",
+    "tensor_core_kernels", "fp32_gemm_kernels",
     "CATEGORIES", "COMMUNICATION", "MEMORY", "GEMM", "ATTENTION", "ELEMENTWISE", "REDUCTION", "OTHER",
     "TINY_KERNEL_NS", "TINY_KERNEL_FINDING_FRACTION", "FP32_GEMM_FINDING_FRACTION", "TOP_KERNELS",
     "MANY_TINY_KERNELS", "FP32_GEMM_WITHOUT_TENSOR_CORES", "SUMMARY_KEYS",
@@ -145,6 +147,71 @@ def _by_distinct_name(names: pd.Series, rule) -> pd.Series:
     return pd.Series(name_mask(names, rule), index=names.index)
 
 
+@dataclass(frozen=True)
+class _NameRules:
+    """The name rules' answers per category code of the GPU events' name column (codes without GPU work unknown)."""
+
+    dtype: pd.CategoricalDtype
+    known: np.ndarray
+    category: np.ndarray
+    tensor_core: np.ndarray
+    fp32_gemm: np.ndarray
+
+
+def _name_rules(trace: Trace) -> _NameRules | None:
+    """Category, tensor-core and fp32-GEMM rules over the distinct names of the GPU work, once per trace."""
+    def build() -> _NameRules | None:
+        names = gpu_work(trace)["name"]
+        if not isinstance(names.dtype, pd.CategoricalDtype):
+            return None
+        n = len(names.cat.categories)
+        codes = np.unique(names.cat.codes.to_numpy())
+        codes = codes[codes >= 0]
+        uniq = pd.Series(names.cat.categories[codes].astype(str).to_numpy(dtype=object), dtype=object)
+        known = np.zeros(n, bool)
+        known[codes] = True
+        category = np.full(n, OTHER, dtype=object)
+        category[codes] = category_of(uniq).to_numpy()
+        tensor_core, fp32 = np.zeros(n, bool), np.zeros(n, bool)
+        tensor_core[codes] = is_tensor_core(uniq).to_numpy(dtype=bool)
+        fp32[codes] = is_fp32_gemm(uniq).to_numpy(dtype=bool)
+        return _NameRules(names.dtype, known, category, tensor_core, fp32)
+    return trace.derived(("kernels", "name_rules"), build)
+
+
+def _by_code(trace: Trace, names: pd.Series, field: str) -> np.ndarray | None:
+    """``field`` of the trace's name rules per event of ``names``, None when they do not cover these names."""
+    rules = _name_rules(trace)
+    if rules is None or not isinstance(names.dtype, pd.CategoricalDtype) or names.dtype != rules.dtype:
+        return None
+    codes = names.cat.codes.to_numpy()
+    if (codes < 0).any() or not rules.known[codes].all():
+        return None
+    return getattr(rules, field)[codes]
+
+
+def kernel_categories(trace: Trace, gpu: pd.DataFrame) -> pd.Series:
+    """``category_of(gpu["name"], gpu["kind"])`` for GPU events of ``trace``, the rules run once per trace."""
+    got = _by_code(trace, gpu["name"], "category")
+    if got is None:
+        return category_of(gpu["name"], gpu["kind"])
+    out = pd.Series(got, index=gpu.index, dtype=object)
+    out[gpu["kind"].isin(("memcpy", "memset")).to_numpy(dtype=bool)] = MEMORY
+    return out
+
+
+def tensor_core_kernels(trace: Trace, names: pd.Series) -> pd.Series:
+    """``is_tensor_core(names)`` for names of ``trace``'s GPU events, the rule run once per trace."""
+    got = _by_code(trace, names, "tensor_core")
+    return is_tensor_core(names) if got is None else pd.Series(got, index=names.index)
+
+
+def fp32_gemm_kernels(trace: Trace, names: pd.Series) -> pd.Series:
+    """``is_fp32_gemm(names)`` for names of ``trace``'s GPU events, the rule run once per trace."""
+    got = _by_code(trace, names, "fp32_gemm")
+    return is_fp32_gemm(names) if got is None else pd.Series(got, index=names.index)
+
+
 def compute_capability(trace: Trace) -> float | None:
     """CUDA compute capability (e.g. 8.0) of the trace's first NVIDIA GPU, from deviceProperties."""
     for props in trace.meta.device_properties:
@@ -162,7 +229,11 @@ def compute_capability(trace: Trace) -> float | None:
 
 def _per_name_stats(names: pd.Series, dur: np.ndarray, cat: pd.Series) -> pd.DataFrame:
     """count/total/mean/p50/p95/min/max (ns) and category per distinct kernel name, by total time."""
-    codes, uniq = pd.factorize(names.astype(str))
+    if isinstance(names.dtype, pd.CategoricalDtype):  # distinct names in order of first appearance, via codes
+        codes, first_codes = pd.factorize(names.cat.codes.to_numpy())
+        uniq = names.cat.categories.astype(str).to_numpy(dtype=object)[first_codes]
+    else:
+        codes, uniq = pd.factorize(names.astype(str))
     n = len(uniq)
     order = np.lexsort((dur, codes))
     c_sorted, d_sorted = codes[order], dur[order].astype(np.int64)
@@ -188,7 +259,10 @@ def _per_name_stats(names: pd.Series, dur: np.ndarray, cat: pd.Series) -> pd.Dat
     del c_sorted
     grand = int(total_ns.sum())
     table["share_pct"] = 100.0 * table["total_ns"] / grand if grand else 0.0
-    return table.sort_values(["total_ns", "name"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    # By total time, then name (one row per name): a sort of a few hundred keys, not of a string column.
+    keys = list(zip((-total_ns).tolist(), table["name"].tolist()))
+    order = sorted(range(n), key=keys.__getitem__)
+    return table.iloc[order].reset_index(drop=True)
 
 
 def _launch_delays(trace: Trace, kernels: pd.DataFrame) -> np.ndarray:
@@ -209,14 +283,14 @@ def _quantiles_ns(values: np.ndarray, qs=(0.5, 0.9, 0.95, 0.99)) -> dict:
           page="kernels", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, top: int = TOP_KERNELS) -> Result:
     """Kernel statistics per name and per category (times in ns)."""
-    gpu = trace.gpu_events()
+    gpu = gpu_work(trace)
     if gpu.empty:
         raise NotApplicable("no GPU events")
-    names = gpu["name"].astype(str)
+    names = gpu["name"]
     dur = gpu["dur_ns"].to_numpy()
-    cat = category_of(names, gpu["kind"].astype(str))
-    tc = is_tensor_core(names).to_numpy()
-    fp32 = (is_fp32_gemm(names) & (cat == GEMM)).to_numpy()
+    cat = kernel_categories(trace, gpu)
+    tc = tensor_core_kernels(trace, names).to_numpy()
+    fp32 = (fp32_gemm_kernels(trace, names) & (cat == GEMM)).to_numpy()
     per_name = _per_name_stats(names, dur, cat)
     top_table = per_name.head(top).reset_index(drop=True)
 
@@ -258,7 +332,7 @@ def analyze(trace: Trace, *, top: int = TOP_KERNELS) -> Result:
     f = _tiny_kernel_finding(trace, tiny, k_dur, k_total)
     if f:
         findings.append(f)
-    f = _fp32_gemm_finding(trace, fp32_total, k_total, names[fp32])
+    f = _fp32_gemm_finding(trace, fp32_total, k_total, names[fp32].astype(str))
     if f:
         findings.append(f)
     return Result(analyzer="kernels", rank=trace.rank,

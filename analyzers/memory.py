@@ -33,7 +33,7 @@ from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
-from torchscope.analyzers.core.trace import Trace
+from torchscope.analyzers.core.trace import Trace, name_mask
 from torchscope.analyzers.timeline.launches import launches
 from torchscope.analyzers.timeline.nesting import enclosing, outermost
 from torchscope.analyzers.timeline.steps import step_index, step_of, step_windows, windows_or_span
@@ -293,7 +293,8 @@ def allocations_by_category(trace: Trace, allocator: pd.DataFrame | None = None)
 def h2d_copies(trace: Trace) -> pd.DataFrame:
     """Host-to-device copies: time, bytes, the issuing runtime call, host time blocked, and whether synchronous."""
     ev = trace.events
-    copies = ev[(ev["kind"] == "memcpy") & ev["name"].astype(str).str.contains("HtoD", regex=False)]
+    htod = name_mask(ev["name"], lambda names: names.str.contains("HtoD", regex=False))
+    copies = ev.iloc[np.flatnonzero((ev["kind"] == "memcpy").to_numpy() & htod)]
     if copies.empty:
         return pd.DataFrame(columns=["ts_ns", "dur_ns", "name", "bytes", "call", "call_ts_ns", "host_blocked_ns",
                                      "pageable", "synchronous", "step"])

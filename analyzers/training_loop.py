@@ -51,7 +51,8 @@ from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
 from torchscope.analyzers.timeline.intervals import clip, merge_intervals, union_ns
 from torchscope.analyzers.timeline.nesting import outermost
 from torchscope.analyzers.timeline.steps import (WHOLE_TRACE_LABEL, schedule_words, step_count, step_index,
-                                                 steps_run, user_counts, window_label, windows_or_span)
+                                                 steps_run, traced_steps, user_counts, window_label,
+                                                 windows_or_span)
 
 __all__ = [
     "analyze", "PHASES", "DATA_LOADING_FINDING_FRACTION", "OPTIMIZER_FINDING_FRACTION",
@@ -152,7 +153,7 @@ def _steps(trace: Trace) -> pd.DataFrame:
     windows = windows_or_span(trace)
     out = windows.rename(columns={"start_ns": "ts_ns"})
     out["dur_ns"] = out["end_ns"] - out["ts_ns"]
-    steps = trace.steps()
+    steps = traced_steps(trace)
     if not steps.empty:
         out["tid"] = steps["tid"].to_numpy()
     else:
@@ -212,9 +213,9 @@ def _nonempty(layer: list) -> np.ndarray:
 def _autograd_threads(trace: Trace, steps: pd.DataFrame) -> int:
     """Threads other than the step's main thread that ran autograd-engine wrappers inside the windows."""
     ev = trace.events
-    ops = ev[(ev["kind"] == "cpu_op").to_numpy() & name_mask(ev["name"], lambda c: c.str.startswith(_BWD_PREFIX))]
-    idx = _assign_step(ops["ts_ns"].to_numpy(), steps)
-    tid = ops["tid"].to_numpy()
+    rows = (ev["kind"] == "cpu_op").to_numpy() & name_mask(ev["name"], lambda c: c.str.startswith(_BWD_PREFIX))
+    idx = _assign_step(ev["ts_ns"].to_numpy()[rows], steps)
+    tid = ev["tid"].to_numpy()[rows]
     off_main = (idx >= 0) & (tid != steps["tid"].to_numpy()[np.clip(idx, 0, None)])
     return int(np.unique(tid[off_main]).size)
 
@@ -228,8 +229,8 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, _PhaseEviden
     ev = trace.events
     phase_ev = ev[ev["kind"] == "phase"]
     layers: dict[str, list] = {}
-    ops = ev[ev["kind"] == "cpu_op"]
-    host_ops = int((_assign_step(ops["ts_ns"].to_numpy(), steps) >= 0).sum())
+    op_ts = ev["ts_ns"].to_numpy()[(ev["kind"] == "cpu_op").to_numpy()]
+    host_ops = int((_assign_step(op_ts, steps) >= 0).sum())
     if not phase_ev.empty:
         names = phase_ev["name"].astype(str).str.lower().map(lambda n: _PHASE_ALIASES.get(n, n))
         s, e = _intervals(phase_ev)
@@ -249,7 +250,8 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, _PhaseEviden
         return layers, evidence
 
     kind = ev["kind"]
-    host = ev[kind.isin(("annotation", "python", "cpu_op", "runtime"))]
+    host = ev[["ts_ns", "dur_ns", "name", "kind", "tid"]].iloc[
+        np.flatnonzero(kind.isin(("annotation", "python", "cpu_op", "runtime")).to_numpy())]
     hname = host["name"]
     # Match on the distinct names, then spread to events (no per-event regex).
     def mask(rule) -> np.ndarray:

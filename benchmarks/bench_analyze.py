@@ -3,7 +3,8 @@
     python benchmarks/bench_analyze.py [TRACE] [--reps 5]
 
 Repetitions interleave load and analysis so machine noise hits both alike; the script prints the
-median of each, the ratio, and the time per analyzer (median). Target (issue 4): analysis ≤ load.
+median of each, the ratio, and the time per analyzer (median, and the range over the repetitions: on a
+shared machine the spread says how far to trust a median). Target (issue 4): analysis ≤ load.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"analyze:  {analyze_s:.3f} s (all {len(specs)} analyzers, median of {args.reps})")
     print(f"ratio:    analyze / load = {analyze_s / load_s:.2f}  (target ≤ 1.00)")
     for name in specs:
-        print(f"  {name:16s} {statistics.median(run[name] for run in per_runs) * 1000:8.1f} ms")
+        times = sorted(run[name] * 1000 for run in per_runs)
+        print(f"  {name:16s} {statistics.median(times):8.1f} ms  [{times[0]:.1f}-{times[-1]:.1f}]")
     return 0
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from torchscope.analyzers import kernels as kernel_rules
-from torchscope.analyzers.core.trace import name_mask
+from torchscope.analyzers.core.trace import Trace, name_mask
 from torchscope.analyzers.roofline.call_tree import CallTree
 
 __all__ = ["GpuAttribution", "attribute_gpu_work", "TRANSFER_RE", "UNMODELLED_CATEGORIES"]
@@ -45,11 +45,12 @@ def _first_by_correlation(values: np.ndarray, correlation: np.ndarray) -> pd.Ser
 
 
 def attribute_gpu_work(gpu: pd.DataFrame, runtime: pd.DataFrame, tree: CallTree, owner: np.ndarray,
-                       labels: np.ndarray) -> GpuAttribution:
+                       labels: np.ndarray, *, trace: Trace | None = None) -> GpuAttribution:
     """Charge each GPU event to the point owning the op that launched it; group the rest per label and category.
 
     ``owner`` is the point owning each op (-1: none); ``labels`` the outermost named operator around
-    each runtime call (None: none, ``call_tree.launch_labels``), used to name the loose rows.
+    each runtime call (None: none, ``call_tree.launch_labels``), used to name the loose rows. With the
+    ``trace`` the GPU events come from, kernel name rules are its per-trace ones (``kernels.kernel_categories``).
     """
     n_ops = owner.size
     time_ns = np.zeros(n_ops, dtype=np.int64)
@@ -69,21 +70,23 @@ def attribute_gpu_work(gpu: pd.DataFrame, runtime: pd.DataFrame, tree: CallTree,
     owned = kernel_owner >= 0
     np.add.at(time_ns, kernel_owner[owned], kdur[owned])
     np.add.at(n_kernels, kernel_owner[owned], 1)
-    tc = kernel_rules.is_tensor_core(gpu["name"]).to_numpy(dtype=bool)
+    tc = (kernel_rules.is_tensor_core(gpu["name"]) if trace is None
+          else kernel_rules.tensor_core_kernels(trace, gpu["name"])).to_numpy(dtype=bool)
     np.add.at(n_tensor_core, kernel_owner[owned], tc[owned].astype(np.int64))
     label = corr_to_label.reindex(kcorr).to_numpy(dtype=object)
-    loose = _loose_rows(gpu, kinds, transfer, kernel_owner, label)
+    loose = _loose_rows(gpu, kinds, transfer, kernel_owner, label, trace)
     return GpuAttribution(time_ns, n_kernels, n_tensor_core, kernel_owner, loose)
 
 
 def _loose_rows(gpu: pd.DataFrame, kinds: np.ndarray, transfer: np.ndarray, kernel_owner: np.ndarray,
-                launch_label: np.ndarray) -> list[dict]:
+                launch_label: np.ndarray, trace: Trace | None) -> list[dict]:
     """GPU work with no point, summed per (label, category): time_ns, kernels, first ts_ns."""
     loose = np.nonzero(kernel_owner < 0)[0]
     if loose.size == 0:
         return []
     sub = gpu.iloc[loose]
-    kcat = kernel_rules.category_of(sub["name"], sub["kind"]).to_numpy()
+    kcat = (kernel_rules.category_of(sub["name"], sub["kind"]) if trace is None
+            else kernel_rules.kernel_categories(trace, sub)).to_numpy()
     category = np.where(transfer[loose], "transfer",
                         np.where(kcat == kernel_rules.COMMUNICATION, "communication", "other")).astype(object)
     knames = np.asarray(sub["name"].astype(str).to_numpy(dtype=object), dtype=object)

@@ -13,7 +13,10 @@ Four steps, one function each:
 
 from __future__ import annotations
 
+import gc
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -43,6 +46,19 @@ POINT_COLUMNS = [
 #: Columns of the events frame the points are built from: operator calls, and the runtime calls they make.
 _OP_COLUMNS = ["ts_ns", "dur_ns", "name", "pid", "tid", "args"]
 _RUNTIME_COLUMNS = ["ts_ns", "dur_ns", "pid", "tid", "correlation"]
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused, then restored: decoding ten thousand args dicts (and keying their
+    costs) otherwise triggers full collections that cost 2-4x the work itself; nothing here makes cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _arg(args: object, key: str) -> object:
@@ -198,8 +214,9 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     # their args alone are decoded (most ops are views, allocations and autograd machinery).
     maybe = np.flatnonzero(name_mask(ops["name"], _maybe_modelled))
     args = np.full(len(ops), None, dtype=object)
-    args[maybe] = decode_args(ops["args"].iloc[maybe])
-    sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], args[maybe])
+    with _collector_paused():
+        args[maybe] = decode_args(ops["args"].iloc[maybe])
+        sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], args[maybe])
     costs: list[OpCost | None] = [None] * len(ops)
     shapes = np.full(len(ops), "", dtype=object)
     profiler_flops = np.zeros(len(ops))
@@ -211,7 +228,7 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     is_point, owner = choose_points(costs, tree)
     ts = ops["ts_ns"].to_numpy()
     if on_gpu:
-        work = attribute_gpu_work(gpu, runtime, tree, owner, launch_labels(ops, runtime))
+        work = attribute_gpu_work(gpu, runtime, tree, owner, launch_labels(ops, runtime), trace=trace)
     else:
         dur = ops["dur_ns"].to_numpy()
         zeros = np.zeros(len(ops), dtype=np.int64)

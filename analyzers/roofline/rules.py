@@ -8,6 +8,7 @@ account for (on a CPU-only trace: of operator time); gains are fractions of that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,11 @@ class Evidence:
     #: What the shares are of: "GPU kernel time" or "operator time".
     where: str
 
+    @cached_property
+    def sequences(self) -> list[np.ndarray]:
+        """Modelled points per thread in time order (index labels of ``per_point``), found once for all rules."""
+        return _thread_sequences(self.per_point)
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
@@ -65,12 +71,15 @@ FUSION_WARNING_SHARE = 0.10
 _FUSIBLE = ("elementwise", "norm", "softmax")
 
 
-def elementwise_chains(per_point: pd.DataFrame) -> list[list[int]]:
-    """Runs of ≥ FUSION_MIN_CHAIN consecutive memory-bound elementwise/norm/softmax points on a thread."""
+def elementwise_chains(per_point: pd.DataFrame, sequences: list[np.ndarray] | None = None) -> list[list[int]]:
+    """Runs of ≥ FUSION_MIN_CHAIN consecutive memory-bound elementwise/norm/softmax points on a thread.
+
+    ``sequences``: ``per_point``'s points per thread in time order when already found (``Evidence.sequences``).
+    """
     chains = []
     fusible = (per_point["category"].isin(_FUSIBLE) & (per_point["bound"] == "memory")).to_numpy(dtype=bool)
     at = pd.Series(np.arange(len(per_point)), index=per_point.index)
-    for seq in _thread_sequences(per_point):
+    for seq in _thread_sequences(per_point) if sequences is None else sequences:
         flag = fusible[at.loc[seq].to_numpy()] if seq.size else np.zeros(0, bool)
         # Runs of consecutive fusible points: starts where a run opens, ends one past where it closes.
         edge = np.diff(np.concatenate(([0], flag.astype(np.int8), [0])))
@@ -83,7 +92,7 @@ def elementwise_chains(per_point: pd.DataFrame) -> list[list[int]]:
 def fuse_elementwise(ev: Evidence) -> Finding | None:
     """Memory-bound elementwise chains: fuse them (gain: all but one pass over the data per chain)."""
     per_point, where = ev.per_point, ev.where
-    chains = elementwise_chains(per_point)
+    chains = elementwise_chains(per_point, ev.sequences)
     if not chains:
         return None
     in_chains = per_point.loc[[i for c in chains for i in c]]  # chains are disjoint: one lookup for all
@@ -278,13 +287,16 @@ def _gemm_out_numel(detail: object) -> float | None:
         return None
 
 
-def naive_attention(per_point: pd.DataFrame) -> list[list[int]]:
-    """Index lists [matmul, ..., softmax, ..., matmul] where the softmax input is the first matmul's output."""
+def naive_attention(per_point: pd.DataFrame, sequences: list[np.ndarray] | None = None) -> list[list[int]]:
+    """Index lists [matmul, ..., softmax, ..., matmul] where the softmax input is the first matmul's output.
+
+    ``sequences``: ``per_point``'s points per thread in time order when already found (``Evidence.sequences``).
+    """
     found = []
     at = pd.Series(np.arange(len(per_point)), index=per_point.index)
     all_names = per_point["name"].to_numpy(dtype=object)
     all_cats = per_point["category"].to_numpy(dtype=object)
-    for seq in _thread_sequences(per_point):
+    for seq in _thread_sequences(per_point) if sequences is None else sequences:
         rows = at.loc[seq].to_numpy() if seq.size else np.zeros(0, np.int64)
         cats = all_cats[rows]
         softmax = np.flatnonzero(cats == "softmax")
@@ -313,7 +325,7 @@ def fused_attention(ev: Evidence) -> Finding | None:
     per_point, total_ns, where = ev.per_point, ev.total_ns, ev.where
     if (ev.points["category"] == "attention").any():
         return None
-    patterns = naive_attention(per_point)
+    patterns = naive_attention(per_point, ev.sequences)
     if not patterns:
         return None
     all_idx = sorted({i for p in patterns for i in p})

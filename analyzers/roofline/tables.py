@@ -67,7 +67,7 @@ def kernel_category_table(trace: Trace, points: pd.DataFrame, kernel_owner: np.n
     gpu = gpu_work(trace)
     if gpu.empty or kernel_owner.size != len(gpu):
         return pd.DataFrame(columns=cols)
-    cat = kernel_rules.category_of(gpu["name"], gpu["kind"]).to_numpy()
+    cat = kernel_rules.kernel_categories(trace, gpu).to_numpy()
     dur = gpu["dur_ns"].to_numpy(dtype=float)
     flops = np.zeros(len(gpu))
     nbytes = np.zeros(len(gpu))

@@ -31,23 +31,40 @@ def launches(trace: Trace, gpu: pd.DataFrame | None = None, *,
              calls: tuple[str, ...] = ("runtime",)) -> pd.DataFrame:
     """GPU work joined with its launching call: ``launch_ts_ns``/``launch_end_ns`` (ns), pid, tid, name."""
     gpu = gpu_work(trace) if gpu is None else gpu
-    ev = trace.events
-    rt = ev[ev["kind"].isin(calls) & (ev["correlation"] >= 0)]
-    rt = rt.drop_duplicates("correlation", keep="first")
+    index, rts, rte, rpid, rtid, rnames = _launch_calls(trace, tuple(calls))
     corr = gpu["correlation"].to_numpy()
-    pos = pd.Index(rt["correlation"].to_numpy()).get_indexer(corr)
+    pos = index.get_indexer(corr)
     found = (pos >= 0) & (corr >= 0)
     at = np.maximum(pos, 0)
 
     def column(values: np.ndarray, missing) -> np.ndarray:
         return np.where(found, values[at], missing) if values.size else np.full(len(gpu), missing)
 
-    rts = rt["ts_ns"].to_numpy(np.int64)
     out = gpu.copy()
     out["launch_ts_ns"] = column(rts, -1).astype(np.int64)
-    out["launch_end_ns"] = column(rts + rt["dur_ns"].to_numpy(np.int64), -1).astype(np.int64)
-    out["launch_pid"] = column(rt["pid"].to_numpy(np.int64), -1).astype(np.int64)
-    out["launch_tid"] = column(rt["tid"].to_numpy(np.int64), -1).astype(np.int64)
-    names = rt["name"].iloc[at].astype(str).to_numpy(object) if len(rt) else np.full(len(gpu), "", object)
+    out["launch_end_ns"] = column(rte, -1).astype(np.int64)
+    out["launch_pid"] = column(rpid, -1).astype(np.int64)
+    out["launch_tid"] = column(rtid, -1).astype(np.int64)
+    names = rnames[at] if rnames.size else np.full(len(gpu), "", object)
     out["launch_name"] = np.where(found, names, "").astype(object)
     return out
+
+
+def _launch_calls(trace: Trace, calls: tuple[str, ...]) -> tuple:
+    """The launching calls of ``calls`` kinds, first per correlation id, once per trace: (correlation index,
+    start ns, end ns, pid, tid, name as str)."""
+    def build() -> tuple:
+        ev = trace.events
+        rows = np.flatnonzero((ev["kind"].isin(calls) & (ev["correlation"] >= 0)).to_numpy())
+        rt = ev[["correlation", "ts_ns", "dur_ns", "pid", "tid", "name"]].iloc[rows]
+        rt = rt.drop_duplicates("correlation", keep="first")
+        rts = rt["ts_ns"].to_numpy(np.int64)
+        names = rt["name"]
+        if isinstance(names.dtype, pd.CategoricalDtype):  # str per category, missing stays missing (astype(str))
+            cats = np.append(names.cat.categories.astype(str).to_numpy(dtype=object), np.nan)
+            name_str = cats[names.cat.codes.to_numpy()]
+        else:
+            name_str = names.astype(str).to_numpy(object)
+        return (pd.Index(rt["correlation"].to_numpy()), rts, rts + rt["dur_ns"].to_numpy(np.int64),
+                rt["pid"].to_numpy(np.int64), rt["tid"].to_numpy(np.int64), name_str)
+    return trace.derived(("timeline.launches", "calls", calls), build)
