@@ -21,7 +21,7 @@ from flask import Response, abort, request
 from torchscope.analyzers.core.errors import TraceError
 
 from torchscope.dashboard.pages import (
-    PAGE_ANALYZERS, PAGES, PageContext, details_body, filter_findings, findings_count, page_availability,
+    PAGE_ANALYZERS, PAGES, PageContext, details_body, filter_findings, findings_count, flows_view, page_availability,
     progress_view, render_page, required_analyzers, runs_page, timeline_for,
 )
 from torchscope.dashboard.result_view import findings_list
@@ -40,6 +40,48 @@ ROUTE_WAIT_STEP_S = 0.02
 _ASSETS = Path(__file__).with_name("assets")
 _PAGE_IDS = {p for p, _ in PAGES}
 _MIN_WIDTH_PX, _MAX_WIDTH_PX = 200, 8000
+
+#: Draws the Timeline figure (store ``timeline-figure``) with the selected slice's flow arrows (store
+#: ``timeline-flows``) into ``#timeline-plot`` and, once per plot, binds its events: a relayout of the x
+#: axis writes ``timeline-request`` (the window asked for and the plot's real width in px, so "at least
+#: one pixel" is exact) and a click on a bar writes ``timeline-click`` (the event's index, the last of
+#: its customdata), straight from plotly's events. dcc.Graph would first re-plot the whole figure to
+#: copy the zoom into its ``figure`` prop, and only then send the request.
+TIMELINE_DRAW_JS = """function(fig, flows) {
+    if (!fig) { return window.dash_clientside.no_update; }
+    // Arrows whose ends lie outside the window start or end at its edge (never over the lane labels);
+    // those entirely on one side of it are left out.
+    const r = (fig.layout.xaxis && fig.layout.xaxis.range) || [-Infinity, Infinity];
+    const clamp = function(v) { return Math.min(Math.max(v, r[0]), r[1]); };
+    const arrows = ((flows && flows.annotations) || []).filter(function(a) {
+        return !((a.x < r[0] && a.ax < r[0]) || (a.x > r[1] && a.ax > r[1]));
+    }).map(function(a) { return Object.assign({}, a, {x: clamp(a.x), ax: clamp(a.ax)}); });
+    const layout = Object.assign({}, fig.layout, {annotations: (fig.layout.annotations || []).concat(arrows)});
+    const draw = function() {
+        const gd = document.getElementById('timeline-plot');
+        if (!gd) { return; }
+        if (!window.Plotly) { setTimeout(draw, 30); return; }  // plotly.js still loading (a first page)
+        Plotly.react(gd, fig.data, layout, {displaylogo: false, scrollZoom: false}).then(bind);
+    };
+    const bind = function(gd) {
+        if (gd._torchscopeBound) { return; }
+        gd._torchscopeBound = true;
+        gd.on('plotly_relayout', function(ev) {
+            if (!ev || !Object.keys(ev).some(function(k) { return k.indexOf('xaxis') === 0; })) { return; }
+            const w = gd._fullLayout && gd._fullLayout.xaxis ? gd._fullLayout.xaxis._length : null;
+            window.dash_clientside.set_props('timeline-request', {data: {relayout: ev, width: w}});
+        });
+        gd.on('plotly_click', function(ev) {
+            const pt = ev && ev.points && ev.points[0];
+            const cd = pt && pt.customdata;
+            if (!cd || cd.length < 4) { return; }  // busy bins and counters have no event
+            window.dash_clientside.set_props('timeline-click', {data: {event: cd[cd.length - 1], at: Date.now()}});
+        });
+    };
+    draw();
+    const meta = fig.layout.meta || {};
+    return [meta.t0_ns, meta.t1_ns, ((flows && flows.annotations) || []).length];
+}"""
 
 
 def parse_query(search: str | None) -> dict[str, str]:
@@ -135,6 +177,12 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         "function(p) { return Math.max(200, Math.min(8000, Math.round(window.innerWidth - 260))); }",
         Output("viewport", "data"), Input("url", "pathname"))
 
+    def _shown(run, rank):
+        """(the run a page of ``rank`` shows, the rank within it): one rank of a job is its own run."""
+        if run.job is not None and rank is not None:
+            return cache.rank_run(run.entry.run_id, rank), None
+        return run, rank
+
     @app.callback(Output("page", "children"), Output("poll", "disabled"), Output("nav", "children"),
                   Output("rendered", "data"),
                   Input("url", "pathname"), Input("url", "search"), Input("poll", "n_intervals"),
@@ -153,6 +201,15 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             run = cache.get(run_id)
             if (run is not None and _ready_for(page, run)) or cache.state(run_id).status == "error" \
                     or time.monotonic() >= deadline:
+                return run
+            time.sleep(ROUTE_WAIT_STEP_S)
+
+    def _wait_for_rank(run_id: str, rank: int):
+        """Rank ``rank`` of job ``run_id`` once loaded, or None after ROUTE_WAIT_S (then: progress view)."""
+        deadline = time.monotonic() + ROUTE_WAIT_S
+        while True:
+            run = cache.rank_run(run_id, rank)
+            if run is not None or time.monotonic() >= deadline:
                 return run
             time.sleep(ROUTE_WAIT_STEP_S)
 
@@ -184,6 +241,15 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                     return _error(f"{run_id}: {state.error}"), True, nav, None
                 return progress_view(run_id, state), False, nav, None
             rank = _rank_of(params, run.ranks)
+            job = None
+            if run.job is not None and rank is not None:  # one rank of a job: that rank, loaded on its own
+                job, run = run, _wait_for_rank(run_id, rank)
+                if run is None or not _ready_for(page, run):
+                    rank_id = f"{job.entry.run_id}#rank{rank}"
+                    state = cache.state(rank_id)
+                    if state.status == "error":
+                        return _error(f"rank {rank}: {state.error}"), True, nav, None
+                    return progress_view(f"{run_id}, rank {rank}", state), False, nav, None
             run_b = None
             if page == "compare" and params.get("b"):
                 cache.resolve(params["b"])
@@ -201,7 +267,9 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         if key == skip_key:
             return no_update, run.complete, nav, key
         try:
-            body = render_page(page, PageContext(run, rank, params, cache, run_b, _width(width)))
+            with cache.foreground():
+                body = render_page(page, PageContext(run, None if job is not None else rank, params, cache, run_b,
+                                                     _width(width), job=job, job_rank=rank))
         except Exception as exc:  # one broken table must not blank the whole app
             return _error(f"this page could not be drawn: {type(exc).__name__}: {exc}"), True, nav, None
         # Keep polling while the run is still being analyzed: the page fills in as analyzers finish.
@@ -228,16 +296,29 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         new = "?" + urlencode(params) if params else ""
         return no_update if new == (search or "") else new
 
-    # The zoom request carries the plot's real width in px, so "at least one pixel" is exact.
-    app.clientside_callback(
-        """function(relayout) {
-            const gd = document.querySelector('#timeline-graph .js-plotly-plot');
-            const w = gd && gd._fullLayout && gd._fullLayout.xaxis ? gd._fullLayout.xaxis._length : null;
-            return {relayout: relayout, width: w};
-        }""",
-        Output("timeline-request", "data"), Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
+    app.clientside_callback(TIMELINE_DRAW_JS, Output("timeline-drawn", "data"), Input("timeline-figure", "data"),
+                            Input("timeline-flows", "data"))
 
-    @app.callback(Output("timeline-graph", "figure"), Output("timeline-stats", "children"),
+    @app.callback(Output("timeline-flows", "data"), Output("timeline-selection", "children"),
+                  Input("timeline-click", "data"), State("url", "search"), State("viewport", "data"),
+                  prevent_initial_call=True)
+    def flows(click, search, width):
+        params = parse_query(search)
+        catalog = cache.catalog()
+        try:
+            run = cache.get(params.get("run") or (catalog[0].run_id if catalog else None))
+            if run is None or not isinstance(click, dict):
+                return no_update, no_update
+            rank = _rank_of(params, run.ranks)
+            run, rank = _shown(run, rank)
+            event = int(click.get("event"))
+        except (UnsafeRunId, TypeError, ValueError):
+            return no_update, no_update
+        if run is None:
+            return no_update, no_update
+        return flows_view(run, rank, event, _width(width))
+
+    @app.callback(Output("timeline-figure", "data"), Output("timeline-stats", "children"),
                   Input("timeline-request", "data"), Input("timeline-reset", "n_clicks"),
                   State("url", "search"), State("viewport", "data"), prevent_initial_call=True)
     def zoom(request_, _reset, search, width):
@@ -248,7 +329,9 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             run = cache.get(run_id)
             if run is None:
                 return no_update, no_update
-            rank = _rank_of(params, run.ranks)
+            run, rank = _shown(run, _rank_of(params, run.ranks))
+            if run is None:
+                return no_update, no_update
         except UnsafeRunId:
             return no_update, no_update
         request_ = request_ if isinstance(request_, dict) else {}
@@ -269,8 +352,9 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         if window is None:
             return no_update, no_update
         t0, t1 = (None, None) if window == "full" else window
-        fig = timeline_for(run, rank, t0, t1, width_px)
-        meta = fig.layout.meta or {}
+        with cache.foreground():
+            fig = timeline_for(run, rank, t0, t1, width_px)
+        meta = fig["layout"]["meta"]
         return fig, f"{meta.get('drawn', 0)} events drawn, {meta.get('folded', 0)} folded into busy bins"
 
     @app.callback(Output("details-body", "children"), Output("details-body", "className"),
@@ -288,9 +372,12 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             if run is None:
                 return no_update, no_update
             rank = _rank_of(params, run.ranks)
+            job, (run, rank) = (run if run.job is not None and rank is not None else None), _shown(run, rank)
+            if run is None:
+                return no_update, no_update
         except UnsafeRunId as exc:
             return _error(f"rejected: {exc}"), ""
-        return details_body(page, PageContext(run, rank, params, cache)), ""
+        return details_body(page, PageContext(run, rank, params, cache, job=job, job_rank=params.get("rank"))), ""
 
     # The column chooser of a grid shows the hidden columns it names (client-side: no round trip).
     app.clientside_callback(
@@ -313,6 +400,12 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         catalog = cache.catalog()
         try:
             run = cache.get(params.get("run") or (catalog[0].run_id if catalog else None))
+        except UnsafeRunId:
+            return no_update, no_update
+        if run is None:
+            return no_update, no_update
+        try:
+            run, _ = _shown(run, _rank_of(params, run.ranks))
         except UnsafeRunId:
             return no_update, no_update
         if run is None:

@@ -25,6 +25,7 @@ from torchscope.analyzers.core.registry import load_analyzers
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.diff.stats import MIN_SAMPLES_MANN_WHITNEY
 from torchscope.analyzers.info import run_status
+from torchscope.analyzers.report.names import short_name
 from torchscope.analyzers.report.text import traced_steps_line
 from torchscope.analyzers.report.units import (
     format_bytes,
@@ -49,6 +50,8 @@ from torchscope.dashboard.timeline import (
     DEFAULT_WIDTH_PX,
     build_lanes,
     counter_series,
+    flow_annotations,
+    flows_for,
     timeline_figure,
 )
 
@@ -63,6 +66,7 @@ __all__ = [
     "details_body",
     "filter_findings",
     "findings_count",
+    "flows_view",
     "overview_verdict",
     "page_availability",
     "page_verdict",
@@ -103,9 +107,10 @@ PAGE_ANALYZERS: dict[str, tuple[str, ...]] = {
     "roofline": ("roofline",),
     "moe": ("moe",),
 }
-#: What the Overview waits for before its first paint; the step model (bottleneck, about 1 s on a
-#: 75K-event trace) runs next and the page redraws with its attribution when it is done.
-FIRST_PAINT: dict[str, tuple[str, ...]] = {"overview": ("training_loop", "gpu_time")}
+#: What the Overview waits for before its first paint: the training loop (step time, phases, the
+#: step plot) is the cheapest result that answers its question. GPU busy (gpu_time) and the step model
+#: (bottleneck, about 1 s on a 75K-event trace) run next and the page redraws as each is done.
+FIRST_PAINT: dict[str, tuple[str, ...]] = {"overview": ("training_loop",)}
 #: Analyzers whose headline numbers the Overview's verdict row also shows once they are done.
 OVERVIEW_EXTRA = ("roofline", "power")
 #: Findings shown on the Overview (the rest are on Recommendations).
@@ -116,6 +121,8 @@ WHERE_TIME_GOES = 3
 MIN_SAMPLES_TESTED = MIN_SAMPLES_MANN_WHITNEY
 #: Kernels drawn on the Kernels page's top-kernels chart (the grid below lists all of them).
 TOP_KERNELS_DRAWN = 20
+#: Pages a job opened from per-rank summaries shows for all its ranks; the others need one rank picked.
+JOB_PAGES = ("overview", "recommendations")
 #: Pages every run can show.
 _ALWAYS = ("runs", "overview", "timeline", "recommendations")
 
@@ -130,13 +137,18 @@ class PageContext:
     cache: RunCache
     run_b: LoadedRun | None = None
     width_px: int = DEFAULT_WIDTH_PX  # estimated plot width in the browser
+    #: A job opened from per-rank summaries (`LoadedRun.job`): ``run`` is then the one rank picked
+    #: (``job_rank``), loaded on its own, and ``rank`` None (that run has only this rank).
+    job: LoadedRun | None = None
+    job_rank: int | None = None
 
     @property
     def run_query(self) -> str:
         """Query string that selects this run and rank (for links)."""
-        q = {"run": self.run.entry.run_id}
-        if self.rank is not None:
-            q["rank"] = str(self.rank)
+        q = {"run": (self.job or self.run).entry.run_id}
+        rank = self.job_rank if self.job is not None else self.rank
+        if rank is not None:
+            q["rank"] = str(rank)
         return urlencode(q)
 
 
@@ -490,6 +502,9 @@ def overview_page(ctx: PageContext) -> list:
     blocks.append(_graph(figures.gpu_time_figure(_results(rep, "gpu_time", ctx.rank)), "overview-gpu"))
     if ctx.rank is None and len(ctx.run.ranks) > 1:
         blocks += rank_views(ctx)
+    if ctx.run.job is not None and ctx.run.job.failed:
+        blocks.append(html.Div("Ranks that could not be analyzed: " + "; ".join(
+            f"{k}: {why}" for k, why in ctx.run.job.failed.items()), className="run-warning", id="job-failed"))
     if ctx.run.pending:
         blocks.append(html.Div(f"still analyzing: {', '.join(ctx.run.pending)} (this page updates when done)",
                                className="muted", id="still-analyzing"))
@@ -525,7 +540,7 @@ def rank_views(ctx: PageContext) -> list:
 def timeline_page(ctx: PageContext) -> list:
     """Lanes per rank and stream plus counters; zooming re-renders at the new level of detail."""
     fig = timeline_for(ctx.run, ctx.rank, None, None, ctx.width_px)
-    meta = fig.layout.meta or {}
+    meta = fig["layout"]["meta"]
     return [
         html.Div([
             html.A("Open in Perfetto (download annotated trace)", id="perfetto-export",
@@ -536,9 +551,43 @@ def timeline_page(ctx: PageContext) -> list:
         ], className="toolbar"),
         html.Div(f"{meta.get('drawn', 0)} events drawn, {meta.get('folded', 0)} folded into busy bins",
                  id="timeline-stats", className="muted"),
-        dcc.Graph(id="timeline-graph", figure=fig, config={"displaylogo": False, "scrollZoom": False}),
+        html.Div(FLOW_HINT, id="timeline-selection", className="muted"),
+        # Not a dcc.Graph: the app draws the figure itself (app.TIMELINE_DRAW_JS) so that a zoom costs the
+        # browser one redraw, not three (dcc.Graph re-plots the whole figure to copy the zoom into its prop).
+        html.Div(html.Div(id="timeline-plot"), id="timeline-graph", className="timeline-graph"),
+        dcc.Store(id="timeline-figure", data=fig),
         dcc.Store(id="timeline-request"),
+        dcc.Store(id="timeline-drawn"),
+        dcc.Store(id="timeline-click"),
+        dcc.Store(id="timeline-flows"),
     ]
+
+
+#: What the Timeline says until a slice is clicked.
+FLOW_HINT = "Click a CPU op, a launch call or a kernel to draw its CPU → GPU flows."
+
+
+def flows_view(run: LoadedRun, rank: int | None, event: int, width_px: int) -> tuple[dict, str]:
+    """(the arrows to draw, a line saying what they are) for a click on event ``event`` of the Timeline."""
+    index = run.memo.get("timeline-lanes")
+    if index is None:
+        timeline_for(run, rank, None, None, width_px)
+        index = run.memo["timeline-lanes"]
+    found = flows_for(index, event)
+    if not found.direction:
+        what = index.name[event] if 0 <= event < len(index) else "this"
+        return {"annotations": []}, (f"{what}: no CPU → GPU flow "
+                                     "(only CPU ops, launch calls and GPU work have one)")
+    name = short_name(str(index.name[event]), 60)
+    if not found.total:
+        what = "launched no GPU work in this trace" if found.direction == "launches" \
+            else "has no launch call in this trace"
+        return {"annotations": []}, f"{name} {what}"
+    noun = "kernel or copy" if found.total == 1 else "kernels and copies"
+    shown = f" (the first {len(found.pairs)} drawn)" if len(found.pairs) < found.total else ""
+    line = f"{name} launched {found.total} {noun}{shown}" if found.direction == "launches" \
+        else f"{name} was launched by {short_name(str(index.name[found.pairs[0][0]]), 60)}"
+    return {"annotations": flow_annotations(index, found), "event": int(event)}, line
 
 
 def generic_page(page: str) -> Callable[[PageContext], list]:
@@ -796,14 +845,21 @@ RENDERERS: dict[str, Callable[[PageContext], list]] = {
 
 def render_page(page: str, ctx: PageContext) -> list:
     """The body of ``page`` for the run in ``ctx`` (run and rank pickers on top)."""
-    ranks = ctx.run.ranks
+    owner = ctx.job or ctx.run
+    ranks = owner.ranks
+    rank = ctx.job_rank if ctx.job is not None else ctx.rank
     pickers = [param_dropdown("run", [{"label": e.label, "value": e.run_id} for e in ctx.cache.catalog()],
-                              ctx.run.entry.run_id, "run")]
+                              owner.entry.run_id, "run")]
     if len(ranks) > 1:
         pickers.append(param_dropdown("rank", [{"label": "all ranks", "value": "all"}]
                                       + [{"label": f"rank {r}", "value": str(r)} for r in ranks],
-                                      "all" if ctx.rank is None else str(ctx.rank), "rank"))
-    body = RENDERERS[page](ctx)
+                                      "all" if rank is None else str(rank), "rank"))
+    if ctx.run.job is not None and page not in JOB_PAGES:
+        body = [_question(page), html.Div(
+            f"This job has {len(ranks)} ranks, analyzed as one summary each: pick a rank above to open its "
+            f"{dict(PAGES).get(page, page)} (that rank is then loaded in full).", className="muted", id="pick-rank")]
+    else:
+        body = RENDERERS[page](ctx)
     return [html.Div(pickers, className="toolbar"), *[b for b in body if b is not None]]
 
 

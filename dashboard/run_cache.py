@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,12 +25,23 @@ from torchscope.analyzers.report.units import format_bytes
 from torchscope.dashboard.ranking import ranked_findings
 from torchscope.dashboard.runs import RunEntry, UnsafeRunId, discover_runs, resolve_run
 
-__all__ = ["LoadState", "LoadedRun", "RunCache", "DEFAULT_MAX_RUNS", "CATALOG_TTL_S", "recorded_at_ns"]
+__all__ = ["LoadState", "LoadedRun", "RunCache", "DEFAULT_MAX_RUNS", "CATALOG_TTL_S", "JOB_MIN_RANKS",
+           "JOB_ANALYZERS", "recorded_at_ns"]
 
 #: Parsed runs kept in memory at once.
 DEFAULT_MAX_RUNS = 4
 #: The run catalog is re-scanned at most this often, seconds.
 CATALOG_TTL_S = 5.0
+#: Runs of at least this many ranks open as jobs: one task per rank (`analyze_job`, in parallel worker
+#: processes) returning a small summary, the job-level views from those; each rank is loaded in full only
+#: when one of its pages is opened. Fewer ranks load as one TraceSet, every analyzer on every rank.
+JOB_MIN_RANKS = 8
+#: What each rank's task of a job runs: the job overview's needs (step time, exposed communication,
+#: collectives for stragglers) and the job-level analyses on them.
+JOB_ANALYZERS = ("training_loop", "communication", "gpu_time", "stragglers", "job_overview")
+#: The loader waits at most this long, between two analyzers, for the page renders in progress (a
+#: render and an analyzer share one interpreter lock: run together, both take about twice as long).
+FOREGROUND_WAIT_S = 2.0
 
 
 @dataclass
@@ -72,6 +85,11 @@ class LoadedRun:
     lock: threading.RLock = field(default_factory=threading.RLock)  # a memoised value may use another
     #: Analyzers not run yet; ``report`` grows as each finishes.
     pending: tuple = ()
+    #: For a job opened from per-rank summaries (JOB_MIN_RANKS ranks or more): its `JobReport`; ``data``
+    #: then holds only each rank's skeleton, and a rank's own pages load it on demand (`RunCache.rank_run`).
+    job: Any = None
+    #: Rank -> its trace file, for a job.
+    rank_files: dict = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -116,12 +134,14 @@ class RunCache:
 
     def __init__(self, root: str | Path, *, max_runs: int = DEFAULT_MAX_RUNS,
                  loader: Callable[[Path], Any] | None = None,
-                 analyze: Callable[..., Report] | None = None, first: tuple[str, ...] = ()) -> None:
+                 analyze: Callable[..., Report] | None = None, first: tuple[str, ...] = (),
+                 job_min_ranks: int = JOB_MIN_RANKS) -> None:
         self.root = Path(root).resolve()
         self.max_runs = max_runs
         self._loader = loader or _default_loader
         self._analyze = analyze or run_all
         self._first = tuple(first)  # analyzers to run before the others (what the first page needs)
+        self.job_min_ranks = job_min_ranks
         self._lock = threading.RLock()
         self._runs: OrderedDict[str, LoadedRun] = OrderedDict()
         self._states: dict[str, LoadState] = {}
@@ -131,6 +151,8 @@ class RunCache:
         self._queue: list[RunEntry] = []  # loads waiting; the front is loaded next
         self._wake = threading.Condition(self._lock)
         self._closed = False
+        self._foreground = 0  # page renders in progress (see `foreground`)
+        self._idle = threading.Condition(self._lock)
         self._worker = threading.Thread(target=self._work, name="torchscope-load", daemon=True)
         self._worker.start()
 
@@ -151,6 +173,29 @@ class RunCache:
             if isinstance(run_id, str) and run_id and ".." not in run_id:
                 return resolve_run(self.root, run_id, self.catalog(refresh=True))
             raise
+
+    # -- priority --------------------------------------------------------------------------------
+    @contextmanager
+    def foreground(self) -> Iterator[None]:
+        """While inside, the loader starts no further analyzer (for at most FOREGROUND_WAIT_S each time):
+        the page a person waits for is drawn before the results nobody has asked for yet."""
+        with self._lock:
+            self._foreground += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._foreground -= 1
+                self._idle.notify_all()
+
+    def _wait_for_foreground(self) -> None:
+        deadline = time.monotonic() + FOREGROUND_WAIT_S
+        with self._lock:
+            while self._foreground > 0 and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._idle.wait(left)
 
     # -- loading ---------------------------------------------------------------------------------
     def state(self, run_id: str) -> LoadState:
@@ -243,9 +288,80 @@ class RunCache:
         with self._lock:
             return self._summaries.get(run_id)
 
+    def rank_run(self, run_id: object, rank: int) -> LoadedRun | None:
+        """Rank ``rank`` of job ``run_id`` loaded in full (queued on first ask, like `get`), or None meanwhile."""
+        job = self.get(run_id)
+        if job is None or job.job is None or rank not in job.rank_files:
+            return None
+        rank_id = f"{job.entry.run_id}#rank{rank}"
+        with self._lock:
+            run = self._runs.get(rank_id)
+            if run is not None:
+                self._runs.move_to_end(rank_id)
+                return run
+            state = self._states.get(rank_id)
+            if state is None or state.status in ("idle", "ready"):
+                path = job.rank_files[rank]
+                stat = path.stat()
+                entry = RunEntry(rank_id, path, "trace", stat.st_size, stat.st_mtime_ns)
+                self._states[rank_id] = LoadState(status="queued", stage="waiting for the loader",
+                                                  started_at=time.monotonic())
+                self._queue.insert(0, entry)
+                self._wake.notify()
+        return None
+
+    def _job_sources(self, entry: RunEntry):
+        """The rank files of ``entry`` when it is a job of at least ``job_min_ranks`` ranks, else None."""
+        if entry.kind == "trace" or "#rank" in entry.run_id:
+            return None
+        from torchscope.analyzers.io.loader import job_sources
+
+        try:
+            sources = job_sources(entry.path)
+        except TraceError:
+            return None
+        return sources if len(sources.sources) >= self.job_min_ranks else None
+
+    def _load_job(self, entry: RunEntry, state: LoadState, sources) -> None:
+        """One task per rank (`analyze_job`) then the job-level views; the run is published when all are in."""
+        from torchscope.analyzers.jobs import analyze_job
+
+        t0 = time.monotonic()
+        state.started_at, state.total, state.done = t0, 1, 0
+        state.status = "analyzing"
+        state.stage = f"analyzing {len(sources.sources)} ranks, one task each (their summaries make the job view)"
+        try:
+            job = analyze_job(entry.path, only=JOB_ANALYZERS, partial_ok=True, progress=False)
+        except TraceError as exc:
+            self._fail(entry, state, str(exc))
+            return
+        except Exception as exc:  # a job bug must show in the page, not kill the worker
+            self._fail(entry, state, f"{type(exc).__name__}: {exc}")
+            return
+        files = {s.rank: s.trace_file for s in sources.sources if s.rank is not None and s.trace_file is not None}
+        for rank, summary in job.ranks.items():  # a plain folder's files say their rank only once parsed
+            if rank not in files and getattr(summary, "label", None):
+                files[rank] = sources.folder / summary.label
+        run = LoadedRun(entry, job.header_traces(), job.report, time.monotonic() - t0, job=job,
+                        rank_files={r: Path(f) for r, f in files.items() if f is not None and r in job.ranks})
+        with self._lock:
+            self._runs[entry.run_id] = run
+            self._runs.move_to_end(entry.run_id)
+            while len(self._runs) > self.max_runs:
+                old, _ = self._runs.popitem(last=False)
+                if old != entry.run_id:
+                    self._states.pop(old, None)
+            self._summaries[entry.run_id] = _summarise(run)
+            state.status, state.stage, state.done = "ready", "ready", 1
+            state.finished_at = time.monotonic()
+
     def _load(self, entry: RunEntry) -> None:
         """Parse, publish the run, then run the analyzers one by one, publishing each result."""
         state = self._states[entry.run_id]
+        sources = self._job_sources(entry)
+        if sources is not None:
+            self._load_job(entry, state, sources)
+            return
         names = sorted(load_analyzers(), key=lambda n: (n not in self._first,
                                                         self._first.index(n) if n in self._first else 0))
         total = 1 + len(names)
@@ -276,6 +392,7 @@ class RunCache:
         skipped: dict = {}
         errors: dict = {}
         for i, name in enumerate(names):
+            self._wait_for_foreground()
             state.stage = f"running analyzer {name} ({i + 1}/{len(names)})"
             try:
                 part = self._analyze(data, only=(name,))
@@ -304,6 +421,7 @@ class RunCache:
             self._closed = True
             self._queue.clear()
             self._wake.notify_all()
+            self._idle.notify_all()
 
 
 def _summarise(run: LoadedRun) -> dict:

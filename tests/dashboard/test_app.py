@@ -213,7 +213,7 @@ def test_static_routes_do_not_serve_files_outside_assets(env):
 
 
 def _zoom(app, client, relayout, search=f"?run={NCCL}", reset=None):
-    return call(app, client, "timeline-graph.figure", [
+    return call(app, client, "timeline-figure.data", [
         {"id": "timeline-request", "property": "data", "value": {"relayout": relayout, "width": 1000}},
         {"id": "timeline-reset", "property": "n_clicks", "value": reset},
     ], [{"id": "url", "property": "search", "value": search},
@@ -225,9 +225,9 @@ def test_timeline_zoom_callback_returns_the_window_at_finer_detail(env):
     app, _, _, client = env
     status, full = _zoom(app, client, {"xaxis.autorange": True})
     assert status == 200
-    full_meta = full["timeline-graph"]["figure"]["layout"]["meta"]
+    full_meta = full["timeline-figure"]["data"]["layout"]["meta"]
     status, out = _zoom(app, client, {"xaxis.range[0]": 300.0, "xaxis.range[1]": 300.5})
-    fig = out["timeline-graph"]["figure"]
+    fig = out["timeline-figure"]["data"]
     assert fig["layout"]["xaxis"]["range"] == pytest.approx([300.0, 300.5])
     meta = fig["layout"]["meta"]
     assert meta["t1_ns"] - meta["t0_ns"] == 500_000
@@ -238,7 +238,7 @@ def test_timeline_zoom_callback_returns_the_window_at_finer_detail(env):
     status, _ = _zoom(app, client, {"xaxis.range[0]": 1, "xaxis.range[1]": 2}, search="?run=../outside.json.gz")
     assert status == 204
     status, reset = _zoom(app, client, {"xaxis.range[0]": 1, "xaxis.range[1]": 2}, reset=1)
-    assert reset["timeline-graph"]["figure"]["layout"]["meta"]["t0_ns"] == full_meta["t0_ns"]
+    assert reset["timeline-figure"]["data"]["layout"]["meta"]["t0_ns"] == full_meta["t0_ns"]
 
 
 def test_recommendations_filter(env):

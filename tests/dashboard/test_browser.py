@@ -77,8 +77,8 @@ def server(root):
         return analyzers.load(path)
 
     cache = RunCache(root, loader=loader)
-    for run_id in (BUNDLE, SHARED):
-        cache.load(run_id)  # parsed once; pages below never parse
+    for run_id in (BUNDLE, SHARED) + ((MOE,) if (root / MOE).is_dir() else ()):
+        cache.load(run_id)  # parsed once; pages below never parse (a busy machine parses MoE for > WAIT_S)
     app = create_app(root, cache=cache)
     srv = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -142,7 +142,7 @@ def settled(drv) -> bool:
         if (!page || !page.children.length) return false;
         if (document.querySelector('[data-dash-is-loading="true"]')) return false;
         if (document.getElementById('load-progress')) return false;
-        const graphs = page.querySelectorAll('.dash-graph');
+        const graphs = page.querySelectorAll('.dash-graph, #timeline-graph');  // the timeline draws itself
         for (const g of graphs) { if (!g.querySelector('.js-plotly-plot .main-svg')) return false; }
         return true;""")
 
@@ -489,5 +489,148 @@ def test_timeline_hover_values_are_the_traces_start_and_duration(driver, server,
     steps = events[events["name"].astype(str).str.startswith("ProfilerStep#")]
     expected = {str(n): (format_timestamp_ns(int(ts), origin), format_duration_ns(int(d)))
                 for n, ts, d in zip(steps["name"], steps["ts_ns"], steps["dur_ns"])}
-    assert hover["rows"] and all(expected[name] == (start, dur) for name, start, dur in hover["rows"])
+    assert hover["rows"] and all(expected[name] == (start, dur) for name, start, dur, *_ in hover["rows"])
     assert severe_logs(driver) == []
+
+
+#: The bars of a Timeline trace, widest first, with where each one's middle is on screen (px from the
+#: plot's top left).
+_BARS_JS = """
+const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+const t = gd._fullData.find(t => t.name === arguments[0]);
+if (!t) return [];
+const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+const out = [];
+for (let i = 0; i < t.x.length; i++) {
+    const mid = Math.max(t.base[i] + t.x[i] / 2, xa.range[0]);
+    out.push({x: xa._offset + xa.l2p(mid), y: ya._offset + ya.c2p(ya.d2c(t.y[i])),
+              start: t.base[i], dur: t.x[i], lane: t.y[i], name: t.customdata[i][0]});
+}
+return out.sort((a, b) => b.dur - a.dur);
+"""
+
+
+def bars(drv, trace_name: str) -> list[dict]:
+    """Bars of the Timeline trace ``trace_name``, widest first."""
+    return drv.execute_script(_BARS_JS, trace_name)
+
+
+def click_bar(drv, bar: dict) -> None:
+    """Click the middle of ``bar`` (from `bars`) with the mouse."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    plot = drv.find_element("css selector", "#timeline-graph .js-plotly-plot")
+    size = plot.size
+    ActionChains(drv).move_to_element_with_offset(plot, int(bar["x"] - size["width"] / 2),
+                                                  int(bar["y"] - size["height"] / 2)).click().perform()
+
+
+def flow_arrows(drv) -> list[dict]:
+    return drv.execute_script("""
+        const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+        return (gd.layout.annotations || []).filter(a => a.name === 'flow').map(a => ({x: a.x, ax: a.ax, y: a.y, ay: a.ay}));""")
+
+
+def test_clicking_a_slice_draws_arrows_to_the_gpu_work_it_launched_and_back(driver, server, root):
+    import re
+
+    import numpy as np
+
+    from torchscope.analyzers.timeline.launches import launches
+    from torchscope.dashboard.timeline import MAX_FLOW_ARROWS
+
+    open_page(driver, server, f"/timeline?run={SHARED}")
+    time.sleep(0.5)  # the page binds its click handler once the figure is drawn
+    trace = analyzers.load(root / SHARED)
+    origin = int(trace.events["ts_ns"].min())
+    work = launches(trace)
+
+    def launched_by(op: dict):
+        """The GPU work whose launch call ran on the op's thread inside the op, in launch order."""
+        tid = int(re.search(r"CPU thread (-?\d+)", op["lane"]).group(1))
+        s_ns, e_ns = origin + op["start"] * 1e6, origin + (op["start"] + op["dur"]) * 1e6
+        mine = work[(work["launch_tid"] == tid) & (work["launch_ts_ns"] >= s_ns - 1)
+                    & (work["launch_ts_ns"] <= e_ns + 1)]
+        return tid, mine.sort_values("launch_ts_ns", kind="stable")
+
+    op = next(b for b in bars(driver, "CPU op") if len(launched_by(b)[1]))  # the widest op that launches work
+    tid, mine = launched_by(op)
+    click_bar(driver, op)
+    wait(driver, lambda d: flow_arrows(d), what="flow arrows of the clicked op")
+    text = driver.find_element("id", "timeline-selection").text
+    assert f"launched {len(mine)} " in text, text
+    arrows = flow_arrows(driver)
+    assert len(arrows) == min(len(mine), MAX_FLOW_ARROWS)
+    expected = ((mine["ts_ns"].to_numpy()[:MAX_FLOW_ARROWS] - origin) / 1e6).tolist()
+    assert sorted(a["x"] for a in arrows) == pytest.approx(sorted(expected), abs=1e-6)
+    assert all("GPU" in a["y"] and f"CPU thread {tid}" in a["ay"] for a in arrows)
+    shot(driver, "timeline-flows-op")
+    kernels = bars(driver, "kernel")
+
+    def alone(k: dict) -> bool:  # no other kernel of its lane overlaps it: the click can only mean this one
+        return not any(o is not k and o["lane"] == k["lane"] and o["start"] < k["start"] + k["dur"]
+                       and k["start"] < o["start"] + o["dur"] for o in kernels)
+
+    kernel = next(k for k in kernels if alone(k))
+    click_bar(driver, kernel)
+    wait(driver, lambda d: "was launched by" in d.find_element("id", "timeline-selection").text,
+         what="the kernel's launch")
+    arrows = flow_arrows(driver)
+    assert len(arrows) == 1 and arrows[0]["y"] == kernel["lane"]
+    # The arrow ends where GPU work of the trace starts, under the mouse, and starts at its launch call.
+    at = kernel["start"] <= arrows[0]["x"] <= kernel["start"] + kernel["dur"]
+    row = work.iloc[int(np.argmin(np.abs((work["ts_ns"].to_numpy() - origin) / 1e6 - arrows[0]["x"])))]
+    assert at and (row["ts_ns"] - origin) / 1e6 == pytest.approx(arrows[0]["x"], abs=1e-6)
+    assert arrows[0]["ax"] == pytest.approx((row["launch_ts_ns"] - origin) / 1e6, abs=1e-6)
+    shot(driver, "timeline-flows-kernel")
+    assert severe_logs(driver) == []
+
+
+JOB = "job4"  # a 4-rank bundle of shared job128 ranks, opened from per-rank summaries
+
+
+def test_a_job_opens_from_rank_summaries_and_loads_one_rank_only_when_picked(driver, tmp_path, shared_traces):
+    import logging
+
+    from werkzeug.serving import make_server
+
+    root = tmp_path / "runs"
+    folder = root / JOB
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"schema_version": 1, "tool": "torchscope", "world_size": 4,
+                                                      "ranks": [0, 1, 2, 3], "complete": True, "ended_at_ns": 1}))
+    for rank in range(4):
+        shutil.copy(shared_traces / f"job128_rank{rank % 2}.json.gz", folder / f"rank{rank}.trace.json.gz")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    cache = RunCache(root, job_min_ranks=4)
+    cache.load(JOB)  # the rank tasks ran; the page below draws from their summaries
+    srv = make_server("127.0.0.1", 0, create_app(root, cache=cache).server, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_port}"
+    try:
+        driver.get_log("browser")
+        driver.get(f"{base}/overview?run={JOB}")
+        wait(driver, settled, 180, "the job overview")
+        assert cache.get(JOB).job is not None  # analyzed as one task per rank
+        # Every rank in the per-rank views, from the summaries; no rank loaded in full for it.
+        for graph_id in ("ranks-step", "ranks-exposed", "ranks-lateness"):
+            assert {x for t in full_data(driver, graph_id) for x in map(str, t["x"])} == {"0", "1", "2", "3"}, graph_id
+        assert all(cache.state(f"{JOB}#rank{r}").status == "idle" for r in range(4))
+        shot(driver, "job-overview")
+        open_page(driver, base, f"/timeline?run={JOB}")
+        assert "pick a rank above" in driver.find_element("id", "pick-rank").text
+        choose(driver, {"type": "param", "name": "rank"}, "rank 2")
+        wait(driver, lambda d: "rank=2" in d.current_url and settled(d) and d.find_elements("id", "timeline-graph"),
+             60, "rank 2's timeline")
+        lanes = layout_meta(driver, "timeline-graph")["meta"]["lanes"]
+        assert lanes and any("GPU" in lane for lane in lanes)
+        assert cache.state(f"{JOB}#rank2").status in ("analyzing", "ready")  # only the rank picked was loaded
+        assert all(cache.state(f"{JOB}#rank{r}").status == "idle" for r in (0, 1, 3))
+        # The picker keeps every rank of the job, and the chosen one.
+        picker = driver.find_element("xpath", """//button[@id='{"name":"rank","type":"param"}']""")
+        assert "rank 2" in picker.text
+        shot(driver, "job-rank2-timeline")
+        assert severe_logs(driver) == []
+    finally:
+        srv.shutdown()
+        cache.shutdown()

@@ -63,7 +63,8 @@ def _walk(node):
 def test_which_analyzers_each_page_waits_for():
     assert pages.required_analyzers("timeline") == set()
     assert pages.required_analyzers("recommendations") is None and pages.required_analyzers("compare") is None
-    assert {"training_loop", "gpu_time"} <= pages.required_analyzers("overview")
+    # The Overview's first paint waits for the cheapest result that answers it; the slow ones fill in after.
+    assert pages.required_analyzers("overview") == {"training_loop"}
     assert pages.page_analyzers("communication")[:2] == ["communication", "stragglers"]
 
 

@@ -110,3 +110,34 @@ def test_load_state_progress_text():
     assert state.fraction == pytest.approx(3 / 9)
     assert state.describe().startswith("running analyzer kernels (2/8) (3/9 steps")
     assert LoadState().fraction == 0.0 and LoadState(status="ready").fraction == 1.0
+
+
+def test_no_analyzer_starts_while_a_page_is_drawn(tmp_path, shared_traces):
+    """`foreground`: between two analyzers the loader waits for the render in progress."""
+    import time as _time
+
+    from torchscope.analyzers.core.registry import run_all
+
+    shutil.copy(shared_traces / "mi250_minitoy_train.json.gz", tmp_path / "one.json.gz")
+    started: list[float] = []
+
+    def analyze(data, only=None, **kw):
+        started.append(_time.monotonic())
+        return run_all(data, only=only, **kw)
+
+    cache = RunCache(tmp_path, analyze=analyze)
+    try:
+        with cache.foreground():
+            cache.request("one.json.gz")
+            deadline = _time.monotonic() + 30
+            while cache.get("one.json.gz") is None and _time.monotonic() < deadline:
+                _time.sleep(0.01)
+            held_at = _time.monotonic()
+            _time.sleep(0.5)
+            during = [t for t in started if t >= held_at]
+        released_at = _time.monotonic()
+        run = cache.load("one.json.gz")
+        assert during == []  # parsed, but no analyzer began while the page was being drawn
+        assert run.complete and started and started[0] >= released_at - 0.05
+    finally:
+        cache.shutdown()

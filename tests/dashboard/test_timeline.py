@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from torchscope.dashboard.timeline import (
-    build_lanes, counter_series, downsample_counter, level_of_detail, timeline_figure, window_from_relayout,
+    build_lanes, counter_series, decode_typed, downsample_counter, level_of_detail, timeline_figure,
+    window_from_relayout,
 )
 
 
@@ -125,17 +126,19 @@ def test_timeline_figure_on_a_real_trace_folds_at_full_span_and_draws_when_zoome
     trace = analyzers.load(shared_traces / "a100_train_2rank_rank0_nccl.json.gz")
     idx = build_lanes(trace.events)
     full = timeline_figure(idx, counter_series(trace.counters), width_px=1000)
-    assert full.layout.meta["folded"] > 10 * full.layout.meta["drawn"]
+    assert full["layout"]["meta"]["folded"] > 10 * full["layout"]["meta"]["drawn"]
     kernels = idx.start_ns[idx.kind == "kernel"]
     t0 = int(np.median(kernels))
     zoom = timeline_figure(idx, {}, t0, t0 + 200_000, width_px=1000)
-    names = {tr.name for tr in zoom.data}
+    names = {tr["name"] for tr in zoom["data"]}
     assert "kernel" in names
-    assert zoom.layout.xaxis.range == (pytest.approx((t0 - idx.origin_ns) / 1e6), pytest.approx((t0 + 200_000 - idx.origin_ns) / 1e6))
+    assert zoom["layout"]["xaxis"]["range"] == [pytest.approx((t0 - idx.origin_ns) / 1e6),
+                                                pytest.approx((t0 + 200_000 - idx.origin_ns) / 1e6)]
     # Nothing sent is narrower than a pixel: every drawn bar is ≥ 0.2 µs (200 µs / 1000 px).
-    for tr in zoom.data:
-        if tr.name == "kernel":
-            assert np.min(np.asarray(tr.x)) * 1e6 >= 200 - 1e-6 or len(tr.x) == 0
+    for tr in zoom["data"]:
+        if tr["name"] == "kernel":
+            widths = decode_typed(tr["x"])
+            assert len(widths) == 0 or np.min(widths) * 1e6 >= 200 - 1e-6
 
 
 def test_timeline_hover_says_start_and_duration_and_cpu_slices_nest_by_depth():
@@ -150,11 +153,42 @@ def test_timeline_hover_says_start_and_duration_and_cpu_slices_nest_by_depth():
     assert idx.labels == ("rank 0 · CPU thread 1", "rank 0 · CPU thread 1 · depth 1",
                           "rank 0 · CPU thread 1 · depth 2", "rank 0 · GPU 0 stream 7")
     fig = timeline_figure(idx, {}, None, None, 1000)
-    cpu = next(t for t in fig.data if t.name == "CPU op")
-    hover = {row[0]: (row[1], row[2]) for row in cpu.customdata}
+    cpu = next(t for t in fig["data"] if t["name"] == "CPU op")
+    hover = {row[0]: (row[1], row[2]) for row in cpu["customdata"]}
     assert hover["middle"] == (format_timestamp_ns(10_000, 0), format_duration_ns(30_000))
-    assert "lasted" in cpu.hovertemplate and "%{x" not in cpu.hovertemplate  # never the bar's end as a duration
-    assert list(fig.layout.yaxis.range) == [-0.5, 3.5]  # every lane stays at every zoom
+    assert "lasted" in cpu["hovertemplate"] and "%{x" not in cpu["hovertemplate"]  # never the bar's end as a duration
+    assert list(fig["layout"]["yaxis"]["range"]) == [-0.5, 3.5]  # every lane stays at every zoom
     zoomed = timeline_figure(idx, {}, 50_000, 60_000, 1000)
-    assert list(zoomed.layout.yaxis.range) == [-0.5, 3.5]
-    assert "kernel_a" in [t for t in zoomed.data if t.name == "kernel"][0].text  # wide enough: labelled
+    assert list(zoomed["layout"]["yaxis"]["range"]) == [-0.5, 3.5]
+    assert "kernel_a" in next(t for t in zoomed["data"] if t["name"] == "kernel")["text"]  # wide enough: labelled
+
+
+def test_flows_join_a_cpu_slice_and_its_launches_to_the_gpu_work_they_launched():
+    from torchscope.dashboard.timeline import flow_annotations, flows_for
+
+    ev = pd.DataFrame({
+        "ts_ns": [0, 1_000, 5_000, 20_000, 8_000, 30_000, 40_000, 2_000, 50_000],
+        "dur_ns": [10_000, 500, 500, 500, 2_000, 3_000, 1_000, 300, 1_000],
+        "name": ["aten::mm", "cudaLaunchKernel", "cudaLaunchKernel", "cudaLaunchKernel", "gemm_a", "gemm_b",
+                 "other", "cudaLaunchKernel", "stray"],
+        "kind": ["cpu_op", "runtime", "runtime", "runtime", "kernel", "kernel", "kernel", "runtime", "kernel"],
+        "pid": [1, 1, 1, 1, 2, 2, 2, 1, 2], "tid": [1, 1, 1, 1, 7, 7, 7, 9, 7],
+        "stream": [-1, -1, -1, -1, 7, 7, 7, -1, 7], "device": [-1, -1, -1, -1, 0, 0, 0, -1, 0],
+        "correlation": [-1, 11, 12, 13, 11, 12, 13, 14, 14], "rank": [0] * 9})
+    idx = build_lanes(ev)
+    pos = {(n, int(s)): i for i, (n, s) in enumerate(zip(idx.name, idx.start_ns))}
+    mm, gemm_a, gemm_b = pos[("aten::mm", 0)], pos[("gemm_a", 8_000)], pos[("gemm_b", 30_000)]
+    # The op launches what the two calls inside it launched; not the later call's kernel, nor the
+    # call on another thread inside its time.
+    found = flows_for(idx, mm)
+    assert found.direction == "launches" and found.total == 2
+    assert [idx.name[b] for _, b in found.pairs] == ["gemm_a", "gemm_b"]
+    assert [int(idx.start_ns[a]) for a, _ in found.pairs] == [1_000, 5_000]
+    back = flows_for(idx, gemm_b)
+    assert back.direction == "launched by" and back.pairs == ((pos[("cudaLaunchKernel", 5_000)], gemm_b),)
+    arrows = flow_annotations(idx, found)
+    assert [(a["ax"], a["x"]) for a in arrows] == [(0.001, 0.008), (0.005, 0.03)]  # ms since the first event
+    assert arrows[0]["y"] == idx.labels[idx.lane[gemm_a]] and arrows[0]["ay"] == idx.labels[idx.lane[pos[("cudaLaunchKernel", 1_000)]]]
+    capped = flows_for(idx, mm, max_arrows=1)
+    assert capped.total == 2 and len(capped.pairs) == 1
+    assert flows_for(idx, pos[("other", 40_000)]).pairs == ((pos[("cudaLaunchKernel", 20_000)], pos[("other", 40_000)]),)
