@@ -399,9 +399,11 @@ def compute_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataF
 def _per_type(comm: pd.DataFrame) -> pd.DataFrame:
     """Totals per collective type: count, bytes, time, median size and bandwidths."""
     g = comm.groupby("type", observed=True, sort=False)
-    out = g.agg(count=("dur_ns", "size"), total_dur_ns=("dur_ns", "sum"), total_bytes=("bytes", "sum"),
-                median_bytes=("bytes", "median"), median_dur_ns=("dur_ns", "median"),
-                median_algbw_gbps=("algbw_gbps", "median"), median_busbw_gbps=("busbw_gbps", "median"))
+    # Each column reduced on the one grouping (a named aggregation's result, without its per-call setup).
+    out = pd.DataFrame({"count": g["dur_ns"].size(), "total_dur_ns": g["dur_ns"].sum(),
+                        "total_bytes": g["bytes"].sum(), "median_bytes": g["bytes"].median(),
+                        "median_dur_ns": g["dur_ns"].median(), "median_algbw_gbps": g["algbw_gbps"].median(),
+                        "median_busbw_gbps": g["busbw_gbps"].median()})
     out["total_dur_ns"] = out["total_dur_ns"].astype(np.int64)
     total = max(int(out["total_dur_ns"].sum()), 1)
     out["time_pct"] = 100.0 * out["total_dur_ns"] / total
