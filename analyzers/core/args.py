@@ -11,13 +11,15 @@ analyzer writes ``decode_args(ops["args"])`` over the rows it selected and pays 
 
 from __future__ import annotations
 
+import gc
 import json
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 import numpy as np
 
-__all__ = ["any_has_key", "decode_args", "decode_one", "encode_args"]
+__all__ = ["any_has_key", "decode_args", "decode_one", "encode_args", "gc_paused"]
 
 _decoder = msgspec.json.Decoder()
 
@@ -79,11 +81,28 @@ def encode_args(value: Any) -> bytes | None:
     return msgspec.json.encode(value)
 
 
-def _decode_batch(raw: list[bytes]) -> list:
+@contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while a decoder makes many objects that cannot form cycles.
+
+    Each allocation burst would otherwise set off collections over everything made so far (measured:
+    2-4x the decode's own time on 11K args dicts).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        return _decoder.decode(b"[" + b",".join(raw) + b"]")
-    except msgspec.DecodeError:
-        return [_decode_single(v) for v in raw]
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode_batch(raw: list[bytes]) -> list:
+    with gc_paused():
+        try:
+            return _decoder.decode(b"[" + b",".join(raw) + b"]")
+        except msgspec.DecodeError:
+            return [_decode_single(v) for v in raw]
 
 
 def _decode_single(value: bytes) -> Any:

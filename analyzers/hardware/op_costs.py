@@ -31,7 +31,7 @@ from torchscope.analyzers.hardware.device_specs import torch_dtype_to_peak_dtype
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
 
 __all__ = [
-    "OpCost", "estimate_op_cost", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
+    "OpCost", "estimate_op_cost", "has_cost_model", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
     "NORM_FLOPS_PER_ELEMENT", "SOFTMAX_FLOPS_PER_ELEMENT", "ATTENTION_BACKWARD_FACTOR",
 ]
 
@@ -194,6 +194,18 @@ def _concrete(concrete: Sequence | None, idx: int | None) -> object:
 def _base_name(name: str) -> str:
     base = name.split("::", 1)[1] if "::" in name else name
     return base.split(".", 1)[0]
+
+
+def has_cost_model(name: str) -> bool:
+    """Whether `estimate_op_cost` has a model for this op name (an ``aten::`` op its dispatch knows);
+    an op without one never gets a cost, so its shapes need not be read."""
+    if not name.startswith("aten::"):
+        return False
+    base = _base_name(name)
+    plain = base[:-1] if base.endswith("_") and base[:-1] in ELEMENTWISE_FLOPS_PER_ELEMENT else base
+    return (base in _GEMM_OPS or base in _CONV_ARGS or base == "convolution_backward" or base in _ATTENTION_OPS
+            or plain in ELEMENTWISE_FLOPS_PER_ELEMENT or base in NORM_FLOPS_PER_ELEMENT
+            or base in SOFTMAX_FLOPS_PER_ELEMENT or base in _REDUCTIONS or base in _MEMORY_OPS)
 
 
 def estimate_op_cost(

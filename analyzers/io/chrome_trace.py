@@ -34,7 +34,7 @@ import orjson
 import pandas as pd
 from pandas.api.types import infer_dtype
 
-from torchscope.analyzers.core.args import decode_one
+from torchscope.analyzers.core.args import decode_one, gc_paused
 from torchscope.analyzers.core.errors import TraceError
 from torchscope.analyzers.core.trace import KINDS, Trace, TraceMeta
 
@@ -152,14 +152,15 @@ def parse_trace_file(path: str | Path, *, rank: int | None = None, manifest: dic
                      streams: dict | None = None) -> Trace:
     """Load one Chrome-trace/Kineto file into a Trace (``rank`` overrides what the file says)."""
     path = Path(path)
-    streamed = _read_kineto_streaming(path)
-    if streamed is not None:
-        top, collector = streamed
-    else:
-        top, collector = _read_whole(path)
-    if collector.seen == 0:
-        raise TraceError(path, "trace has no events ('traceEvents' is empty)")
-    return _build_trace(path, collector, top, rank=rank, manifest=manifest, streams=streams or {})
+    with gc_paused():  # columns of scalars and bytes: nothing for the collector to find
+        streamed = _read_kineto_streaming(path)
+        if streamed is not None:
+            top, collector = streamed
+        else:
+            top, collector = _read_whole(path)
+        if collector.seen == 0:
+            raise TraceError(path, "trace has no events ('traceEvents' is empty)")
+        return _build_trace(path, collector, top, rank=rank, manifest=manifest, streams=streams or {})
 
 
 def _read_whole(path: Path) -> tuple[dict, "_Collector"]:
@@ -364,10 +365,11 @@ _COLUMN = {key: i for i, key in enumerate(_EVENT_KEYS)}
 _Number = int | float | str | None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
     """One event as the typed decoder reads it: the keys we use, ``args`` kept as raw JSON text.
 
-    The types are what valid traces hold; a batch with anything else (a bool timestamp, a non-object
+    Not tracked by the garbage collector (``gc=False``: it holds no containers), so decoding a batch
+    of them does not set off collections. The types are what valid traces hold; a batch with anything else (a bool timestamp, a non-object
     event) fails validation and is read by the generic decoder instead, which keeps the old rules.
     """
 
@@ -382,7 +384,7 @@ class _Event(msgspec.Struct):
     args: msgspec.Raw = msgspec.Raw()
 
 
-class _IntArgs(msgspec.Struct):
+class _IntArgs(msgspec.Struct, gc=False):
     """The integer args every event's frame row carries; other keys are skipped unparsed."""
 
     stream: Any = None

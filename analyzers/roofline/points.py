@@ -13,23 +13,15 @@ Four steps, one function each:
 
 from __future__ import annotations
 
-import gc
 import math
-from contextlib import contextmanager
-from typing import Iterator
 
+import msgspec
 import numpy as np
 import pandas as pd
 
-import msgspec
-
-from torchscope.analyzers.core.args import decode_args
+from torchscope.analyzers.core.args import decode_args, gc_paused
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
-from torchscope.analyzers.hardware import op_costs as _oc
-from torchscope.analyzers.hardware.op_costs import (
-    ELEMENTWISE_FLOPS_PER_ELEMENT, MATRIX_CATEGORIES, NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT, OpCost,
-    estimate_op_cost,
-)
+from torchscope.analyzers.hardware.op_costs import MATRIX_CATEGORIES, OpCost, estimate_op_cost, has_cost_model
 from torchscope.analyzers.roofline.attribution import GpuAttribution, attribute_gpu_work
 from torchscope.analyzers.roofline.call_tree import CallTree, call_tree, launch_labels
 from torchscope.analyzers.timeline.launches import gpu_work
@@ -48,34 +40,14 @@ _OP_COLUMNS = ["ts_ns", "dur_ns", "name", "pid", "tid", "args"]
 _RUNTIME_COLUMNS = ["ts_ns", "dur_ns", "pid", "tid", "correlation"]
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector paused, then restored: decoding ten thousand args dicts (and keying their
-    costs) otherwise triggers full collections that cost 2-4x the work itself; nothing here makes cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _arg(args: object, key: str) -> object:
     # The loader gives plain dicts; a concrete type check is far cheaper than the Mapping ABC here.
     return args.get(key) if isinstance(args, dict) else None
 
 
-#: ATen base names ``estimate_op_cost`` has a model for (its dispatch tables): no other op can have a cost.
-_MODELLED_BASES = frozenset(
-    set(_oc._GEMM_OPS) | set(_oc._CONV_ARGS) | {"convolution_backward"} | set(_oc._ATTENTION_OPS)
-    | set(ELEMENTWISE_FLOPS_PER_ELEMENT) | {f"{op}_" for op in ELEMENTWISE_FLOPS_PER_ELEMENT}
-    | set(NORM_FLOPS_PER_ELEMENT) | set(SOFTMAX_FLOPS_PER_ELEMENT) | set(_oc._REDUCTIONS) | set(_oc._MEMORY_OPS))
-
-
 def _maybe_modelled(names: pd.Series) -> pd.Series:
     """Per distinct op name: whether ``estimate_op_cost`` may model it (``aten::`` and a modelled base name)."""
-    return names.map(lambda n: n.startswith("aten::") and _oc._base_name(n) in _MODELLED_BASES).astype(bool)
+    return names.map(has_cost_model).astype(bool)
 
 
 def op_costs(names: np.ndarray, args: np.ndarray) -> tuple[list[OpCost | None], np.ndarray]:
@@ -214,7 +186,7 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     # their args alone are decoded (most ops are views, allocations and autograd machinery).
     maybe = np.flatnonzero(name_mask(ops["name"], _maybe_modelled))
     args = np.full(len(ops), None, dtype=object)
-    with _collector_paused():
+    with gc_paused():
         args[maybe] = decode_args(ops["args"].iloc[maybe])
         sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], args[maybe])
     costs: list[OpCost | None] = [None] * len(ops)

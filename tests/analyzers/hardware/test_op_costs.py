@@ -79,3 +79,15 @@ def test_elementwise_norm_softmax_and_copies():
     assert cp.category == "memory" and cp.flops == 0 and cp.bytes == 100 * 2 + 100 * 4
     assert estimate_op_cost("aten::frobnicate", [[3]], ["float"]) is None
     assert estimate_op_cost("aten::mm", [[], []], ["", ""]) is None
+
+
+def test_has_cost_model_agrees_with_estimate_op_cost() -> None:
+    # Every op estimate_op_cost models is one has_cost_model names, so callers may skip the others' shapes.
+    from torchscope.analyzers.hardware.op_costs import has_cost_model
+    dims = [[4, 8], [8, 16]]
+    types = ["float", "float"]
+    for name in ("aten::mm", "aten::add", "aten::add_", "aten::relu", "aten::softmax", "aten::sum", "aten::copy_",
+                 "aten::layer_norm", "aten::view", "aten::empty", "aten::foo", "custom::mm", "mm"):
+        if estimate_op_cost(name, dims, types) is not None:
+            assert has_cost_model(name), name
+    assert has_cost_model("aten::mm") and not has_cost_model("aten::empty") and not has_cost_model("custom::mm")
