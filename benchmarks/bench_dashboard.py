@@ -184,20 +184,16 @@ def bench_browser(root: Path, run_id: str, repeats: int) -> dict | None:
 
 
 #: Zooms the Timeline to [arguments[0], arguments[1]] ms and calls back with the ms until the figure of that
-#: window is drawn (plotly's afterplot with the new window in its meta).
+#: window is drawn (the page's mark of the window it last drew changes).
 ZOOM_IN_PAGE_JS = """
 const lo = arguments[0], hi = arguments[1], done = arguments[arguments.length - 1];
 const gd = document.querySelector('#timeline-graph .js-plotly-plot');
-const before = gd._fullLayout.meta.t0_ns;
+const before = gd.dataset.drawnWindow;
 const t = performance.now();
-const check = function() {
-    if (gd._fullLayout.meta && gd._fullLayout.meta.t0_ns !== before) {
-        gd.removeListener('plotly_afterplot', check);
-        done(performance.now() - t);
-    }
+const check = function() {  // the page marks the window of each figure once plotly has drawn it
+    if (gd.dataset.drawnWindow !== before) { done(performance.now() - t); } else { requestAnimationFrame(check); }
 };
-gd.on('plotly_afterplot', check);
-Plotly.relayout(gd, {'xaxis.range[0]': lo, 'xaxis.range[1]': hi});
+Plotly.relayout(gd, {'xaxis.range[0]': lo, 'xaxis.range[1]': hi}).then(check);
 """
 
 
