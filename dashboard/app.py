@@ -159,6 +159,13 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                   config={"staticPlot": True}),
     ])
 
+    def _run_id(params: dict) -> str | None:
+        """The run a URL names, else the first of the catalog (None when the folder has none)."""
+        if params.get("run"):
+            return params["run"]
+        catalog = cache.catalog()
+        return catalog[0].run_id if catalog else None
+
     @app.server.before_request
     def _start_loading_early() -> None:
         # A page URL names its run: start parsing it now, while the browser is still booting the app,
@@ -166,11 +173,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         page = request.path.strip("/")
         if page not in _PAGE_IDS or page == "runs":
             return
-        run_id = request.args.get("run")
         try:
-            if not run_id:
-                catalog = cache.catalog()
-                run_id = catalog[0].run_id if catalog else None
+            run_id = _run_id({"run": request.args.get("run")})
             if run_id:
                 cache.get(run_id)
         except (UnsafeRunId, TraceError):
@@ -307,9 +311,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                   prevent_initial_call=True)
     def flows(click, search, width):
         params = parse_query(search)
-        catalog = cache.catalog()
         try:
-            run = cache.get(params.get("run") or (catalog[0].run_id if catalog else None))
+            run = cache.get(_run_id(params))
             if run is None or not isinstance(click, dict):
                 return no_update, no_update
             rank = _rank_of(params, run.ranks)
@@ -326,10 +329,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                   State("url", "search"), State("viewport", "data"), prevent_initial_call=True)
     def zoom(request_, _reset, search, width):
         params = parse_query(search)
-        catalog = cache.catalog()
-        run_id = params.get("run") or (catalog[0].run_id if catalog else None)
         try:
-            run = cache.get(run_id)
+            run = cache.get(_run_id(params))
             if run is None:
                 return no_update, no_update
             run, rank = _shown(run, _rank_of(params, run.ranks))
@@ -369,9 +370,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             return no_update, no_update
         page = (pathname or "/").strip("/") or "overview"
         params = parse_query(search)
-        catalog = cache.catalog()
         try:
-            run = cache.get(params.get("run") or (catalog[0].run_id if catalog else None))
+            run = cache.get(_run_id(params))
             if run is None:
                 return no_update, no_update
             rank = _rank_of(params, run.ranks)
@@ -400,9 +400,8 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                   prevent_initial_call=True)
     def filter_recommendations(analyzers_, severities, search):
         params = parse_query(search)
-        catalog = cache.catalog()
         try:
-            run = cache.get(params.get("run") or (catalog[0].run_id if catalog else None))
+            run = cache.get(_run_id(params))
         except UnsafeRunId:
             return no_update, no_update
         if run is None:

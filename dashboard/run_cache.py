@@ -345,15 +345,20 @@ class RunCache:
         run = LoadedRun(entry, job.header_traces(), job.report, time.monotonic() - t0, job=job,
                         rank_files={r: Path(f) for r, f in files.items() if f is not None and r in job.ranks})
         with self._lock:
-            self._runs[entry.run_id] = run
-            self._runs.move_to_end(entry.run_id)
-            while len(self._runs) > self.max_runs:
-                old, _ = self._runs.popitem(last=False)
-                if old != entry.run_id:
-                    self._states.pop(old, None)
+            self._publish(entry.run_id, run)
             self._summaries[entry.run_id] = _summarise(run)
             state.status, state.stage, state.done = "ready", "ready", 1
             state.finished_at = time.monotonic()
+
+    def _publish(self, run_id: str, run: LoadedRun) -> None:
+        """Make ``run`` the newest of the runs kept, dropping the least recently used beyond max_runs
+        (with their states). Call with the lock held."""
+        self._runs[run_id] = run
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > self.max_runs:
+            old, _ = self._runs.popitem(last=False)
+            if old != run_id:
+                self._states.pop(old, None)
 
     def _load(self, entry: RunEntry) -> None:
         """Parse, publish the run, then run the analyzers one by one, publishing each result."""
@@ -381,12 +386,7 @@ class RunCache:
         # its own analyzers are done (see LoadedRun.pending).
         run = LoadedRun(entry, data, Report(source=str(entry.path), results=()), 0.0, pending=tuple(names))
         with self._lock:
-            self._runs[entry.run_id] = run
-            self._runs.move_to_end(entry.run_id)
-            while len(self._runs) > self.max_runs:
-                old, _ = self._runs.popitem(last=False)
-                if old != entry.run_id:
-                    self._states.pop(old, None)
+            self._publish(entry.run_id, run)
             state.done, state.status = 1, "analyzing"
         results: list = []
         skipped: dict = {}
