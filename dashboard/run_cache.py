@@ -330,13 +330,9 @@ class RunCache:
         state.started_at, state.total, state.done = t0, 1, 0
         state.status = "analyzing"
         state.stage = f"analyzing {len(sources.sources)} ranks, one task each (their summaries make the job view)"
-        try:
-            job = analyze_job(entry.path, only=JOB_ANALYZERS, partial_ok=True, progress=False)
-        except TraceError as exc:
-            self._fail(entry, state, str(exc))
-            return
-        except Exception as exc:  # a job bug must show in the page, not kill the worker
-            self._fail(entry, state, f"{type(exc).__name__}: {exc}")
+        job = self._attempt(entry, state, lambda: analyze_job(entry.path, only=JOB_ANALYZERS, partial_ok=True,
+                                                             progress=False))
+        if job is None:
             return
         files = {s.rank: s.trace_file for s in sources.sources if s.rank is not None and s.trace_file is not None}
         for rank, summary in job.ranks.items():  # a plain folder's files say their rank only once parsed
@@ -349,6 +345,17 @@ class RunCache:
             self._summaries[entry.run_id] = _summarise(run)
             state.status, state.stage, state.done = "ready", "ready", 1
             state.finished_at = time.monotonic()
+
+    def _attempt(self, entry: RunEntry, state, work):
+        """``work()``, or None once its failure is recorded on the run's state: a bad file says why, and a
+        bug in the loader or a job task shows in the page instead of killing the worker."""
+        try:
+            return work()
+        except TraceError as exc:
+            self._fail(entry, state, str(exc))
+        except Exception as exc:
+            self._fail(entry, state, f"{type(exc).__name__}: {exc}")
+        return None
 
     def _publish(self, run_id: str, run: LoadedRun) -> None:
         """Make ``run`` the newest of the runs kept, dropping the least recently used beyond max_runs
@@ -374,13 +381,8 @@ class RunCache:
         state.started_at = t0
         state.total = total
         state.status, state.stage = "parsing", f"parsing {entry.label} ({format_bytes(entry.size_bytes)})"
-        try:
-            data = self._loader(entry.path)
-        except TraceError as exc:
-            self._fail(entry, state, str(exc))
-            return
-        except Exception as exc:  # a loader bug must show in the page, not kill the worker
-            self._fail(entry, state, f"{type(exc).__name__}: {exc}")
+        data = self._attempt(entry, state, lambda: self._loader(entry.path))
+        if data is None:
             return
         # Published at once: the timeline needs no analyzer, and each page renders as soon as
         # its own analyzers are done (see LoadedRun.pending).
