@@ -26,9 +26,7 @@ _decoder = msgspec.json.Decoder()
 
 def decode_args(values: Any) -> np.ndarray:
     """Object array of dict-or-None, one per value (raw JSON bytes, dict or None; anything else -> None)."""
-    arr = values.to_numpy(dtype=object) if hasattr(values, "to_numpy") else np.asarray(values, dtype=object)
-    if arr.ndim != 1:
-        arr = arr.reshape(-1)
+    arr = _as_objects(values)
     out = np.empty(len(arr), dtype=object)
     raw_idx = []
     raw = []
@@ -50,7 +48,7 @@ def decode_args(values: Any) -> np.ndarray:
 
 def any_has_key(values: Any, *keys: str) -> bool:
     """True when some event's args hold one of ``keys`` (raw args are searched as text, then confirmed)."""
-    arr = values.to_numpy(dtype=object) if hasattr(values, "to_numpy") else np.asarray(values, dtype=object)
+    arr = _as_objects(values)
     needles = [msgspec.json.encode(k) for k in keys]
     for v in arr:
         t = type(v)
@@ -95,6 +93,12 @@ def gc_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+def _as_objects(values: Any) -> np.ndarray:
+    """A Series, array or list of args as a flat object array."""
+    arr = values.to_numpy(dtype=object) if hasattr(values, "to_numpy") else np.asarray(values, dtype=object)
+    return arr.reshape(-1) if arr.ndim != 1 else arr
 
 
 def _decode_batch(raw: list[bytes]) -> list:

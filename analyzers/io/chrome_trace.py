@@ -185,6 +185,7 @@ def _read_whole(path: Path) -> tuple[dict, "_Collector"]:
 
 
 _TOP_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_TOP_VALUE = msgspec.json.Decoder()
 
 
 def _read_whole_typed(path: Path) -> tuple[dict, "_Collector"] | None:
@@ -210,9 +211,6 @@ def _read_whole_typed(path: Path) -> tuple[dict, "_Collector"] | None:
         return top, collector
     except (OSError, TraceError, _NotKineto, msgspec.MsgspecError, orjson.JSONDecodeError, RecursionError):
         return None
-
-
-_TOP_VALUE = msgspec.json.Decoder()
 
 
 def _read_bytes(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> bytes:
@@ -369,8 +367,9 @@ class _Event(msgspec.Struct, gc=False):
     """One event as the typed decoder reads it: the keys we use, ``args`` kept as raw JSON text.
 
     Not tracked by the garbage collector (``gc=False``: it holds no containers), so decoding a batch
-    of them does not set off collections. The types are what valid traces hold; a batch with anything else (a bool timestamp, a non-object
-    event) fails validation and is read by the generic decoder instead, which keeps the old rules.
+    of them does not set off collections. The types are what valid traces hold; a batch with anything
+    else (a bool timestamp, a non-object event) fails validation and is read by the generic decoder
+    instead, which keeps the old rules.
     """
 
     ph: str | None = None
@@ -521,9 +520,14 @@ def _columns_of(table: np.ndarray) -> dict[str, np.ndarray]:
     the integer args pulled out (`_ARG_KEYS`); args that are not an object become None."""
     columns = {key: table[:, i] for key, i in _COLUMN.items()}
     args = columns["args"] = _objects([a if type(a) is dict else None for a in columns["args"]])
-    ints = _table([a if a is not None else _NO_ARGS for a in args], _ARG_KEYS)
-    columns.update({key: ints[:, i] for i, key in enumerate(_ARG_KEYS)})
+    columns.update(_int_args_of_dicts(args))
     return columns
+
+
+def _int_args_of_dicts(args) -> dict[str, np.ndarray]:
+    """Each event's integer args (`_ARG_KEYS`) from its args dict (None: no args)."""
+    table = _table([a if a is not None else _NO_ARGS for a in args], _ARG_KEYS)
+    return {key: table[:, i] for i, key in enumerate(_ARG_KEYS)}
 
 
 def _int_args_of_raw(raws: np.ndarray) -> dict[str, np.ndarray]:
@@ -532,9 +536,7 @@ def _int_args_of_raw(raws: np.ndarray) -> dict[str, np.ndarray]:
     try:
         parsed = _INT_ARGS_DECODER.decode(b"[" + b",".join(np.where(raws == None, _EMPTY_OBJECT, raws)) + b"]")  # noqa: E711
     except msgspec.MsgspecError:  # some event's args are not an object: one at a time
-        dicts = [decode_one(r) for r in raws]
-        table = _table([d if d is not None else _NO_ARGS for d in dicts], _ARG_KEYS)
-        return {key: table[:, i] for i, key in enumerate(_ARG_KEYS)}
+        return _int_args_of_dicts([decode_one(r) for r in raws])
     return {key: np.fromiter(map(attrgetter(field_name), parsed), dtype=object, count=n)
             for key, field_name in zip(_ARG_KEYS, _IntArgs.__struct_fields__)}
 
@@ -883,9 +885,8 @@ def _ints(values) -> np.ndarray:
             pass
         else:
             other = ~is_int & (types != type(None))
-            if other.any():  # strings ("0x1f", " 7") and floats, one by one as before
-                out[other] = [_int_or_missing(v) if type(v) is str else _float_int_or_missing(v)
-                              for v in arr[other]]
+            if other.any():  # strings ("0x1f", " 7") and floats, one by one as the fallback below reads them
+                out[other] = [_int_or_missing(v) for v in arr[other]]
             return out
     if kind.startswith("mixed"):  # e.g. ints with a few "Spans"-like strings or None
         f = pd.to_numeric(arr, errors="coerce").astype(np.float64)
@@ -901,13 +902,6 @@ def _ints(values) -> np.ndarray:
             return out
     cleaned = [v if type(v) is int else (-1 if v is None or v != v else _int_or_missing(v)) for v in arr]
     return np.array([v if -2**63 <= v < 2**63 else -1 for v in cleaned], dtype=np.int64)
-
-
-def _float_int_or_missing(v: Any) -> int:
-    """An integral float that float64 holds exactly as that int, else -1 (bools too)."""
-    if type(v) is float and np.isfinite(v) and v == int(v) and abs(v) < _EXACT_FLOAT_INT:
-        return int(v)
-    return -1
 
 
 def _objects(values) -> np.ndarray:
