@@ -94,7 +94,7 @@ def test_verbose_logs_every_request_and_sigterm_also_stops_cleanly(root):
     assert any(line.startswith("GET / 200 ") for line in requests)
     assert any(line.startswith("GET /overview?run=mi250.json.gz 200 ") for line in requests)
     assert any(line.startswith("GET /_dash-layout 200 ") for line in requests)
-    assert all(line.endswith(" ms") for line in requests)
+    assert all(line.endswith(" ms") for line in requests), [line for line in requests if not line.endswith(" ms")]
     assert "WARNING" not in output and "Traceback" not in output
 
 
