@@ -7,8 +7,9 @@ Default trace: the largest shared trace, diff_control_a100.json.gz (75K events).
 
 *Server* figures time the Dash callbacks through Flask's test client (no network, no browser):
   overview cold   = empty cache → parse + the Overview's analyzers + the Overview callback (in the
-                    browser: first paint; "all analyzers done" also waits for the page to settle)
-                    (the page renders before the remaining analyzers finish);
+                    browser: first paint, median of --repeats opens, the run dropped from the server
+                    before each; the page renders before the remaining analyzers finish, and "all
+                    analyzers done" waits for its last redraw);
   overview cached = the Overview callback when the run is already in the cache;
   zoom cold       = a zoom callback whose lane index is not built yet;
   zoom cached     = further zoom callbacks (level of detail + figure) on the built index.
@@ -153,13 +154,22 @@ def bench_browser(root: Path, run_id: str, repeats: int) -> dict | None:
             return time.perf_counter() - t
 
         # Cold: first paint = the Overview's graphs drawn (the page keeps filling in while the other
-        # analyzers finish); settled = also every analyzer done and nothing loading.
-        t = time.perf_counter()
-        drv.get(f"{base}/overview?run={run_id}")
-        wait(drv, painted, 300, "first paint")
-        cold = time.perf_counter() - t
-        wait(drv, settled, 300, "page settled")
-        cold_settled = time.perf_counter() - t
+        # analyzers finish); settled = also every analyzer done and nothing loading. Repeated on the same
+        # server (the browser's cache of the scripts stays warm), the run dropped from the server each time.
+        colds, colds_settled = [], []
+        for _ in range(repeats):
+            drv.get(f"{base}/runs")
+            wait(drv, settled, 60)
+            cache.evict(run_id)
+            time.sleep(0.5)
+            t = time.perf_counter()
+            drv.get(f"{base}/overview?run={run_id}")
+            wait(drv, painted, 300, "first paint")
+            colds.append(time.perf_counter() - t)
+            cache.load(run_id)  # every analyzer done, then the page's last redraw
+            wait(drv, lambda d: settled(d) and drawn_complete(d), 300, "page settled")
+            colds_settled.append(time.perf_counter() - t)
+        cold, cold_settled = statistics.median(colds), statistics.median(colds_settled)
         cached = statistics.median(paint(f"/overview?run={run_id}") for _ in range(repeats))
         paint(f"/timeline?run={run_id}")
         time.sleep(0.5)  # let the page bind its relayout handler (a user cannot zoom faster either)
@@ -179,7 +189,8 @@ def bench_browser(root: Path, run_id: str, repeats: int) -> dict | None:
         drv.quit()
         srv.shutdown()
         cache.shutdown()
-    return {"overview_cold_s": cold, "overview_cold_settled_s": cold_settled, "overview_cached_s": cached,
+    return {"overview_cold_s": cold, "overview_cold_range_s": (min(colds), max(colds)),
+            "overview_cold_settled_s": cold_settled, "overview_cached_s": cached,
             "zoom_cold_s": zoom_cold, "zoom_cached_s": zoom_cached, "zoom_cached_range_s": (min(zooms), max(zooms))}
 
 
@@ -195,6 +206,11 @@ const check = function() {  // the page marks the window of each figure once plo
 };
 Plotly.relayout(gd, {'xaxis.range[0]': lo, 'xaxis.range[1]': hi}).then(check);
 """
+
+
+def drawn_complete(drv) -> bool:
+    """The Overview was last drawn with every analyzer done (it says "still analyzing" until then)."""
+    return drv.execute_script("return !document.getElementById('still-analyzing');")
 
 
 def painted(drv) -> bool:
@@ -303,14 +319,16 @@ def main(argv: list[str] | None = None) -> int:
         print("browser: not measured (no chromium / chromium-driver, or --no-browser)")
     for where, r in rows:
         for key, label, target in (("overview_cold_s", "overview cold  ", OVERVIEW_COLD_TARGET_S),
-                                   ("overview_cold_settled_s", "overview cold, all analyzers done",
-                                    OVERVIEW_COLD_TARGET_S),
+                                   ("overview_cold_settled_s", "overview cold, all analyzers done", None),
                                    ("overview_cached_s", "overview cached", OVERVIEW_CACHED_TARGET_S),
                                    ("zoom_cold_s", "zoom cold      ", ZOOM_COLD_TARGET_S),
                                    ("zoom_cached_s", "zoom cached    ", ZOOM_TARGET_S)):
             if key not in r:
                 continue
             v = r[key]
+            if target is None:  # not a target: how long the page keeps filling in after its first paint
+                print(f"{where:7s} {label}  {v:7.3f} s   (no target: the page fills in after its first paint)")
+                continue
             verdict = "ok" if v <= target else "OVER"
             spread = r.get(key.replace("_s", "_range_s"))
             spread = f"  range {spread[0]:.3f}-{spread[1]:.3f} s" if spread else ""

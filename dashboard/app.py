@@ -157,6 +157,9 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         # with a graph arrives (plotly is the largest script the browser has to compile).
         dcc.Graph(id="plotly-preload", figure={"data": [], "layout": {}}, style={"display": "none"},
                   config={"staticPlot": True}),
+        # Likewise the dropdown's script, which Dash fetches only when a page first shows a picker (the
+        # Overview's rank and run pickers): fetched after the page's data, it delayed the first paint.
+        html.Div(dcc.Dropdown(id="dropdown-preload", options=[]), style={"display": "none"}),
     ])
 
     def _run_id(params: dict) -> str | None:

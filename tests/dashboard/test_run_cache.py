@@ -3,13 +3,16 @@ and summarises each run for the Runs page from the analyzers' own summary keys."
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from torchscope.analyzers.core.errors import TraceError
-from torchscope.dashboard.run_cache import LoadState, RunCache
+from torchscope.dashboard.run_cache import LOADER_NICE, LoadState, RunCache
 from torchscope.dashboard.runs import UnsafeRunId
 from tests.conftest import SAMPLE_TRACES
 from tests.dashboard.components import CountingLoader
@@ -84,6 +87,27 @@ def test_cache_evicts_least_recently_used_but_keeps_summaries(root):
         assert len(loader.calls) == 3
     finally:
         cache.shutdown()
+
+
+def test_an_evicted_run_is_parsed_again_and_a_load_in_progress_is_kept(cache):
+    run = cache.load("gpt_train")
+    cache.evict("gpt_train")
+    assert cache.state("gpt_train").status == "idle"
+    assert cache.get("gpt_train") is None  # queues the parse again
+    cache.evict("gpt_train")  # queued: left alone
+    assert cache.state("gpt_train").status in ("queued", "parsing", "analyzing", "ready")
+    again = cache.load("gpt_train")
+    assert again is not run and again.complete and len(cache.loader_calls) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_loader_thread_runs_at_a_lower_priority_than_the_server(cache):
+    cache.load("gpt_train")  # the worker has started and set its priority
+    worker = cache._worker
+    assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == \
+        min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + LOADER_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < os.getpriority(os.PRIO_PROCESS,
+                                                                                       worker.native_id)
 
 
 def test_a_bad_file_is_an_error_state_not_a_dead_worker(tmp_path):
