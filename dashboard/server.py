@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
-__all__ = ["serve", "listen_url", "RequestLog", "DEFAULT_HOST", "DEFAULT_PORT", "SERVER_THREADS"]
+__all__ = ["serve", "listen_url", "quiet_waitress", "RequestLog", "DEFAULT_HOST", "DEFAULT_PORT", "SERVER_THREADS",
+           "WAITRESS_LOG_PREFIX"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
 #: Worker threads of the WSGI server: a page load is a handful of concurrent callbacks.
 SERVER_THREADS = 8
+#: What a line from waitress (the WSGI server) starts with on stderr.
+WAITRESS_LOG_PREFIX = "waitress: "
 
 
 def listen_url(host: str, port: int) -> str:
@@ -60,6 +63,28 @@ class RequestLog:
         return body
 
 
+class _StderrLines(logging.Handler):
+    """One line per record on the current ``sys.stderr``, prefixed WAITRESS_LOG_PREFIX."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{WAITRESS_LOG_PREFIX}{record.getMessage()}\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never break a request
+            self.handleError(record)
+
+
+def quiet_waitress(verbose: bool) -> None:
+    """waitress reports through logging ("Serving on ...", "Task queue depth is N" when requests wait for a
+    thread): only its errors, unless ``verbose``; each record one line that says it is waitress's (without
+    a handler Python printed its warnings bare, among the request lines)."""
+    log = logging.getLogger("waitress")
+    log.setLevel(logging.INFO if verbose else logging.ERROR)
+    if not any(isinstance(h, _StderrLines) for h in log.handlers):
+        log.addHandler(_StderrLines())
+    log.propagate = False
+
+
 def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -77,8 +102,7 @@ def serve(path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
         return
     from waitress import create_server
 
-    # waitress reports through logging ("Serving on ...", queue depth): only errors unless asked for more.
-    logging.getLogger("waitress").setLevel(logging.INFO if verbose else logging.ERROR)
+    quiet_waitress(verbose)
     wsgi = RequestLog(app.server) if verbose else app.server
     server = create_server(wsgi, host=host, port=port, threads=SERVER_THREADS, ident="torchscope")
     print(line, flush=True)

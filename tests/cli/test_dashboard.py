@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from torchscope.dashboard.server import RequestLog, listen_url
+from torchscope.dashboard.server import WAITRESS_LOG_PREFIX, RequestLog, listen_url, quiet_waitress
 from tests.conftest import require_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +90,8 @@ def test_verbose_logs_every_request_and_sigterm_also_stops_cleanly(root):
     assert rc == 0
     lines = output.splitlines()
     assert lines[0].endswith(f"open http://127.0.0.1:{port}/  (Ctrl-C stops it)")
-    requests = lines[1:]
+    # waitress's own lines ("Serving on ...", and "Task queue depth is N" when requests wait) say so
+    requests = [line for line in lines[1:] if not line.startswith(WAITRESS_LOG_PREFIX)]
     assert any(line.startswith("GET / 200 ") for line in requests)
     assert any(line.startswith("GET /overview?run=mi250.json.gz 200 ") for line in requests)
     assert any(line.startswith("GET /_dash-layout 200 ") for line in requests)
@@ -122,6 +123,23 @@ def test_a_port_in_use_is_one_line_and_exit_2(root):
     assert done.returncode == 2 and done.stdout == ""
     err = done.stderr.splitlines()
     assert len(err) == 1 and err[0].startswith(f"torchscope: error: --host 127.0.0.1 --port {port}: cannot listen")
+
+
+def test_waitress_lines_say_they_are_waitress_and_only_errors_unless_verbose(capsys):
+    import logging
+
+    queue = logging.getLogger("waitress.queue")
+    try:
+        quiet_waitress(False)
+        queue.warning("Task queue depth is %d", 2)
+        logging.getLogger("waitress").error("cannot accept")
+        assert capsys.readouterr().err == f"{WAITRESS_LOG_PREFIX}cannot accept\n"
+        quiet_waitress(True)
+        quiet_waitress(True)  # one handler, however often it is configured
+        queue.warning("Task queue depth is %d", 2)
+        assert capsys.readouterr().err == f"{WAITRESS_LOG_PREFIX}Task queue depth is 2\n"
+    finally:
+        quiet_waitress(False)
 
 
 def test_request_log_names_method_path_status_and_time():
