@@ -879,14 +879,15 @@ def runs_page(cache: RunCache) -> html.Div:
         started = s.get("started_at_ns")
         date = _dt.datetime.fromtimestamp(started / 1e9, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M") \
             if started else ("not in the trace" if s else "")
-        date_cell = html.Td(date, title=_RECORDED_FROM.get(s.get("started_from", ""), ""))
+        date_cell = html.Td(date, title=_RECORDED_FROM.get(s.get("started_from", ""), ""), className="num")
         q = urlencode({"run": e.run_id})
         status = "loaded" if s else (state.describe() if state.status != "idle" else "not loaded")
         rows.append(html.Tr([
             html.Td(dcc.Link(e.label, href=f"/overview?{q}", className="run-link")),
-            html.Td(e.kind), date_cell, html.Td(format_bytes(e.size_bytes)),
-            html.Td(s.get("devices", "")), html.Td(_cell(s.get("ranks"), "count")),
-            html.Td(_cell(s.get("steps"), "count")), html.Td(_cell(s.get("median_step_ns"), "ns")),
+            html.Td(e.kind), date_cell, html.Td(format_bytes(e.size_bytes), className="num"),
+            html.Td(s.get("devices", "")), html.Td(_cell(s.get("ranks"), "count"), className="num"),
+            html.Td(_cell(s.get("steps"), "count"), className="num"),
+            html.Td(_cell(s.get("median_step_ns"), "ns"), className="num"),
             html.Td(s.get("top_finding", "")), html.Td(status, className="muted"),
             html.Td(dcc.Link("compare…", href=f"/compare?{q}")),
         ], **{"data-run": e.run_id}))

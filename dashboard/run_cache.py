@@ -470,10 +470,19 @@ def _warm_up() -> None:
         pass
 
 
+def _unnamed_device(traces: list) -> str:
+    """What the Runs page says for a run whose traces name no device: CPU only, or a GPU the trace does not name."""
+    for t in traces:
+        ev = t.events
+        if ev is not None and len(ev) and "kind" in ev and bool((ev["kind"] == "kernel").any()):
+            return "GPU (model not in the trace)"
+    return "CPU only"
+
+
 def _summarise(run: LoadedRun) -> dict:
     """Runs-page facts taken from the loaded data and the analyzers' results (never recomputed)."""
     traces = run.traces
-    devices = sorted({t.meta.device_name for t in traces if t.meta.device_name})
+    devices = sorted({t.meta.device_name for t in traces if t.meta.device_name}) or [_unnamed_device(traces)]
     loop = run.report.result("training_loop")  # its SUMMARY_KEYS: "steps" and "step_median_ns"
     summary = dict(loop.summary) if loop is not None else {}
     findings = ranked_findings(run.report.findings)

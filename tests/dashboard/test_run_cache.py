@@ -58,6 +58,14 @@ def test_runs_page_facts_are_the_training_loops_own_summary_keys(cache, run_id):
     assert facts["started_at_ns"] is None or facts["started_at_ns"] > 0
 
 
+def test_runs_page_names_the_device_or_says_cpu_only(cache):
+    for run_id, devices in (("mi250_minitoy_train.json.gz", "AMD Radeon Graphics"), ("cpu_only_rank34.json.gz",
+                                                                                     "CPU only"),
+                            ("gpt_train", "CPU only")):
+        cache.load(run_id)
+        assert cache.summary(run_id)["devices"] == devices, run_id
+
+
 def test_a_run_is_parsed_once_and_every_analyzer_ran(cache):
     run = cache.load("gpt_train")
     again = cache.load("gpt_train")
@@ -89,15 +97,30 @@ def test_cache_evicts_least_recently_used_but_keeps_summaries(root):
         cache.shutdown()
 
 
-def test_an_evicted_run_is_parsed_again_and_a_load_in_progress_is_kept(cache):
-    run = cache.load("gpt_train")
-    cache.evict("gpt_train")
-    assert cache.state("gpt_train").status == "idle"
-    assert cache.get("gpt_train") is None  # queues the parse again
-    cache.evict("gpt_train")  # queued: left alone
-    assert cache.state("gpt_train").status in ("queued", "parsing", "analyzing", "ready")
-    again = cache.load("gpt_train")
-    assert again is not run and again.complete and len(cache.loader_calls) == 2
+def test_an_evicted_run_is_parsed_again_and_a_load_in_progress_is_kept(root):
+    gate = threading.Event()
+    loader = CountingLoader()
+
+    def gated(path):
+        gate.wait(30)
+        return loader(path)
+
+    cache = RunCache(root, loader=gated)
+    try:
+        gate.set()
+        run = cache.load("gpt_train")
+        cache.evict("gpt_train")
+        assert cache.state("gpt_train").status == "idle"
+        gate.clear()
+        assert cache.get("gpt_train") is None  # queues the parse again, held at the gate
+        cache.evict("gpt_train")  # in progress: left alone
+        assert cache.state("gpt_train").status in ("queued", "parsing")
+        gate.set()
+        again = cache.load("gpt_train")
+        assert again is not run and again.complete and len(loader.calls) == 2
+    finally:
+        gate.set()
+        cache.shutdown()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
