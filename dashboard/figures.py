@@ -264,12 +264,13 @@ def bar_figure(table: pd.DataFrame | None, x: str, y: str, title: str, colour_co
     else:
         scale, unit = 1.0, ("%" if y.endswith("_pct") else "")
     fig = go.Figure()
-    groups = table.groupby(colour_col, observed=True) if colour_col and colour_col in table.columns else [(y, table)]
+    grouped = bool(colour_col) and colour_col in table.columns
+    groups = table.groupby(colour_col, observed=True) if grouped else [(y, table)]
     for key, grp in groups:
         xs = _step_labels(grp[x]) if x == "step" else grp[x].astype(str)
         vals = grp[y].to_numpy(dtype=float)
         fig.add_trace(go.Bar(x=xs, y=vals / scale, name=str(key),
-                             marker_color=colour if colour and not colour_col else palette.colour_for(key),
+                             marker_color=colour if colour and not grouped else palette.colour_for(key),
                              customdata=[format_quantity(v, "ns") if y.endswith("_ns") else
                                          format_quantity(v / scale, unit) if unit == "%" else
                                          format_quantity(v, "") for v in vals],
@@ -305,8 +306,9 @@ def collectives_figure(table: pd.DataFrame | None, origin_ns: int | None = None)
 
 
 def series_figure(table: pd.DataFrame | None, x: str, ys: Sequence[str], title: str,
-                  origin_ns: int | None = None) -> go.Figure | None:
-    """Line chart of columns ``ys`` over time column ``x`` (from the trace start); bytes in one binary unit."""
+                  origin_ns: int | None = None, group: str | None = None) -> go.Figure | None:
+    """Line chart of columns ``ys`` over time column ``x`` (from the trace start); bytes in one binary unit;
+    one line per value of ``group`` (e.g. rank) where the table has that column."""
     if table is None or table.empty or x not in table.columns:
         return None
     ys = [c for c in ys if c in table.columns and table[c].notna().any()]
@@ -318,9 +320,16 @@ def series_figure(table: pd.DataFrame | None, x: str, ys: Sequence[str], title: 
     is_bytes = all(c.endswith("_bytes") for c in ys)
     scale, unit = bytes_axis(table[ys].to_numpy(dtype=float)) if is_bytes else (1.0, "")
     fig = go.Figure()
-    for col in ys:
-        fig.add_trace(go.Scatter(x=rel / tscale, y=table[col].to_numpy(dtype=float) / scale, mode="lines",
-                                 name=key_label(col)))
+    table = table.assign(_rel=rel)
+    parts = table.groupby(group, observed=True, sort=True) if group and group in table.columns else [(None, table)]
+    for key, part in parts:
+        part = part.sort_values(x, kind="stable")
+        for col in ys:
+            name = " · ".join(n for n in (str(key) if key is not None else "", key_label(col) if len(ys) > 1 else "")
+                              if n) or key_label(col)
+            fig.add_trace(go.Scatter(x=part["_rel"].to_numpy() / tscale, y=part[col].to_numpy(dtype=float) / scale,
+                                     mode="lines", name=name,
+                                     line={"color": palette.colour_for(str(key))} if key is not None else None))
     return _finish(fig, title, f"Time from the first traced event ({tunit})", f"Size ({unit})" if unit else None)
 
 
@@ -331,7 +340,7 @@ def memory_figure(table: pd.DataFrame | None, origin_ns: int | None = None,
     measures = [c for c in ("allocated_bytes", "reserved_bytes", "used_bytes") if _has(table, "ts_ns", c)]
     if not measures:
         return None
-    keys = [c for c in ("device_type", "device") if c in table.columns]
+    keys = [c for c in ("rank", "device_type", "device") if c in table.columns]
     scale, unit = bytes_axis(table[measures].to_numpy(dtype=float))
     t0 = int(origin_ns) if origin_ns is not None else int(table["ts_ns"].min())
     rel_all = table["ts_ns"].to_numpy(dtype=np.int64) - t0

@@ -227,6 +227,32 @@ def _first_table(report: Report, name: str, table: str, rank: int | None) -> pd.
     return None
 
 
+def _rank_tables(report: Report, name: str, table: str, rank: int | None) -> pd.DataFrame | None:
+    """``table`` of analyzer ``name`` for the picked rank; with no rank picked, every rank's stacked, each row
+    labelled in a ``rank`` column ("rank 3"), so "all ranks" draws all of them. One rank's table comes as it is."""
+    if rank is not None:
+        return _first_table(report, name, table, rank)
+    frames = [(r.rank, r.tables[table]) for r in _results(report, name, None)
+              if table in r.tables and r.tables[table] is not None and not r.tables[table].empty]
+    if len(frames) <= 1 or any(r is None for r, _ in frames):
+        return frames[0][1] if frames else _first_table(report, name, table, rank)
+    return pd.concat([frame.assign(rank=f"rank {r}") for r, frame in frames], ignore_index=True)
+
+
+def _summed(table: pd.DataFrame | None, label_col: str, value_col: str, keep: tuple[str, ...] = ()) -> \
+        pd.DataFrame | None:
+    """Rows of ``table`` with one ``label_col`` summed over ranks (``keep`` columns: the first value)."""
+    if table is None or "rank" not in table.columns or label_col not in table.columns:
+        return table
+    agg = {value_col: "sum", **{c: "first" for c in keep if c in table.columns}}
+    return table.groupby(label_col, observed=True, sort=False).agg(agg).reset_index()
+
+
+def _ranks_word(table: pd.DataFrame | None) -> str:
+    """" (N ranks summed)" for a table stacked over ranks, else ""."""
+    return f" ({table['rank'].nunique()} ranks summed)" if table is not None and "rank" in table.columns else ""
+
+
 def _summary_values(report: Report, name: str, key: str, rank: int | None) -> list:
     return [r.summary.get(key) for r in _results(report, name, rank) if is_shown_value(r.summary.get(key))]
 
@@ -614,19 +640,22 @@ def generic_page(page: str) -> Callable[[PageContext], list]:
 def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int | None = None) -> list:
     out = []
     if page == "kernels":
+        cats = _rank_tables(rep, "kernels", "categories", rank)
         out.append(("kernels-categories", figures.category_figure(
-            _first_table(rep, "kernels", "categories", rank), "category", "total_ns", "Kernel time by category")))
+            _summed(cats, "category", "total_ns"), "category", "total_ns",
+            "Kernel time by category" + _ranks_word(cats))))
+        names = _rank_tables(rep, "kernels", "by_name", rank)
         out.append(("kernels-top", figures.category_figure(
-            _first_table(rep, "kernels", "by_name", rank), "name", "total_ns",
-            f"Top {TOP_KERNELS_DRAWN} kernels by total time (hover for the full name)", colour_col="category",
-            top=TOP_KERNELS_DRAWN)))
+            _summed(names, "name", "total_ns", keep=("category",)), "name", "total_ns",
+            f"Top {TOP_KERNELS_DRAWN} kernels by total time{_ranks_word(names)} (hover for the full name)",
+            colour_col="category", top=TOP_KERNELS_DRAWN)))
     elif page == "communication":
         out.append(("communication-exposed", figures.bar_figure(
-            _first_table(rep, "communication", "per_step", rank), "step", "exposed_pct",
+            _rank_tables(rep, "communication", "per_step", rank), "step", "exposed_pct",
             "Exposed communication per step", y_title="Exposed communication, share of the step",
-            colour=palette.cause_colour("exposed_communication"))))
+            colour=palette.cause_colour("exposed_communication"), colour_col="rank")))
         out.append(("communication-collectives", figures.collectives_figure(
-            _first_table(rep, "communication", "collectives", rank), origin_ns)))
+            _rank_tables(rep, "communication", "collectives", rank), origin_ns)))
     elif page == "roofline":
         roofs = _first_table(rep, "roofline", "roofs", rank)
         # The roof of the dtype that carries most of this run's FLOPs (as the analyzer chose it), not
@@ -635,10 +664,10 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int 
         summary = roofline.summary if roofline is not None else {}
         peak_flops, peak_bw = summary.get("peak_flops_per_s"), summary.get("mem_bw_bytes_per_s")
         out.append(("roofline-plot", figures.roofline_figure(
-            _first_table(rep, "roofline", "ops", rank), roofs, peak_flops, peak_bw)))
+            _rank_tables(rep, "roofline", "ops", rank), roofs, peak_flops, peak_bw)))
         out.append(("roofline-mfu", figures.bar_figure(
-            _first_table(rep, "roofline", "steps", rank), "step", "mfu", "MFU per step",
-            y_title="MFU, share of the dtype's peak", colour=palette.cause_colour("gpu_compute"))))
+            _rank_tables(rep, "roofline", "steps", rank), "step", "mfu", "MFU per step",
+            y_title="MFU, share of the dtype's peak", colour=palette.cause_colour("gpu_compute"), colour_col="rank")))
     elif page == "moe":
         out.append(("moe-heatmap", figures.heatmap_figure(
             _first_table(rep, "moe", "expert_load", rank), "layer", "expert", "assignments",
@@ -654,29 +683,32 @@ def _dedicated_figures(page: str, rep: Report, rank: int | None, origin_ns: int 
             _first_table(rep, "moe", "placement", rank), "rank", "tokens_before", "tokens_after",
             "Tokens per rank: placement before / after", facet="layer", y_title="Tokens")))
     elif page == "power":
-        timeline = _first_table(rep, "power", "timeline", rank)
+        timeline = _rank_tables(rep, "power", "timeline", rank)
         if timeline is not None and not timeline.empty and "t_ns" in timeline.columns:
             t0 = origin_ns if origin_ns is not None else int(timeline["t_ns"].min())
             timeline = timeline.assign(t_s=(timeline["t_ns"] - t0) / 1e9)  # display unit
-        out.append(("power-timeline", figures.lines_by_group(timeline, "t_s", "power_w", "device",
+        gpu = ["rank", "device"] if timeline is not None and "rank" in timeline.columns else "device"
+        out.append(("power-timeline", figures.lines_by_group(timeline, "t_s", "power_w", gpu,
                                                              "Power per GPU over time", y_title="Power (W)",
                                                              x_title="Time since trace start (s)")))
-        out.append(("power-clocks", figures.lines_by_group(timeline, "t_s", "sm_clock_mhz", "device",
+        out.append(("power-clocks", figures.lines_by_group(timeline, "t_s", "sm_clock_mhz", gpu,
                                                            "SM clock per GPU over time", y_title="SM clock (MHz)",
                                                            x_title="Time since trace start (s)")))
-        out.append(("power-steps", figures.bar_figure(_first_table(rep, "power", "steps", rank), "step", "energy_j",
-                                                      "Energy per step", y_title="Energy (J)", colour="#e6550d")))
-        out.append(("power-phases", figures.category_figure(_first_table(rep, "power", "phases", rank), "phase",
-                                                            "energy_mj", "Energy by phase",
+        out.append(("power-steps", figures.bar_figure(_rank_tables(rep, "power", "steps", rank), "step", "energy_j",
+                                                      "Energy per step", y_title="Energy (J)", colour="#e6550d",
+                                                      colour_col="rank")))
+        phases = _rank_tables(rep, "power", "phases", rank)
+        out.append(("power-phases", figures.category_figure(_summed(phases, "phase", "energy_mj"), "phase",
+                                                            "energy_mj", "Energy by phase" + _ranks_word(phases),
                                                             value_title="Energy (mJ)")))
         out.append(("power-throttle", figures.bar_figure(_first_table(rep, "power", "throttle", rank), "reason",
                                                          "time_share", "Throttling: share of time per reason",
                                                          colour_col="device", y_title="Time throttled")))
     elif page == "memory":
-        out.append(("memory-series", figures.memory_figure(_first_table(rep, "memory", "timeline", rank), origin_ns)))
+        out.append(("memory-series", figures.memory_figure(_rank_tables(rep, "memory", "timeline", rank), origin_ns)))
         out.append(("memory-rss", figures.series_figure(
-            _first_table(rep, "memory", "host_rss", rank), "ts_ns", ["rss_bytes"], "Host memory (RSS) over time",
-            origin_ns)))
+            _rank_tables(rep, "memory", "host_rss", rank), "ts_ns", ["rss_bytes"], "Host memory (RSS) over time",
+            origin_ns, group="rank")))
     if page == "communication":
         out.append(("stragglers-lateness", figures.bar_figure(
             _first_table(rep, "stragglers", "per_rank", None), "rank", "median_lateness_ns",

@@ -143,6 +143,37 @@ def test_two_rank_bundle_gets_a_rank_picker_and_the_straggler_figure(cache):
     assert "(rank 0)" not in text_of(one) and "(rank 1)" in text_of(one)
 
 
+def _figures(tree) -> dict:
+    return {node["props"]["id"]: node["props"]["figure"] for node in _walk(tree) if node.get("type") == "Graph"}
+
+
+@pytest.mark.parametrize("page, graph", [("memory", "memory-rss"), ("communication", "communication-exposed"),
+                                         ("roofline", "roofline-mfu")])
+def test_all_ranks_draws_every_rank_and_a_picked_rank_only_itself(cache, page, graph):
+    every = _figures(render(cache, page, "ddp_gloo_2rank"))[graph]
+    assert sorted(trace["name"] for trace in every["data"]) == ["rank 0", "rank 1"]
+    one = _figures(render(cache, page, "ddp_gloo_2rank", rank=1))[graph]
+    assert len(one["data"]) == 1 and "rank 0" not in blob_of(one)
+
+
+def test_all_ranks_kernel_time_is_summed_over_ranks():
+    # No recorded multi-rank GPU run here has kernels on more than one rank's trace: two ranks' tables made up.
+    def kernels(rank, gemm, elementwise):
+        return Result("kernels", rank=rank, tables={
+            "categories": pd.DataFrame({"category": ["gemm/conv", "elementwise"], "total_ns": [gemm, elementwise]}),
+            "by_name": pd.DataFrame({"name": ["sgemm", "add"], "total_ns": [gemm, elementwise],
+                                     "category": ["gemm/conv", "elementwise"]})})
+
+    rep = Report(source="x", results=(kernels(0, 3_000_000, 1_000_000), kernels(1, 5_000_000, 500_000)))
+    figs = dict(pages._dedicated_figures("kernels", rep, None))
+    cats = figs["kernels-categories"]
+    assert "2 ranks summed" in cats.layout.title.text
+    assert sorted(cats.data[0].x * 1e6) == pytest.approx([1_500_000, 8_000_000])  # ms axis, summed per category
+    one = dict(pages._dedicated_figures("kernels", rep, 1))["kernels-categories"]
+    assert "summed" not in one.layout.title.text and sorted(one.data[0].x * 1e6) == pytest.approx([500_000,
+                                                                                                   5_000_000])
+
+
 def test_runs_page_shows_steps_and_median_step_from_the_training_loop_summary(cache):
     text = text_of(json.loads(blob_of(runs_page(cache))))
     run = cache.load("gpt_train")
