@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -316,18 +317,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_advice.py: --rep-seconds must be positive, got {args.rep_seconds}", file=sys.stderr)
         return 2
     figures = []
+    loads = [_load_average()]
     for i, name in enumerate(names, 1):
         done = _progress(i, len(names), name)
         t0 = time.monotonic()
         figures.append(run_pair(load_pair(name), args.out, reps=args.reps, rep_seconds=args.rep_seconds,
                                 analyze_only=args.analyze_only))
+        loads.append(_load_average())
         done(figures[-1], time.monotonic() - t0)
     registered = _bottleneck_registered()
     if args.json is not None:  # first: the figures are kept even when stdout is closed early
         args.json.write_text(json.dumps(figures_json(figures), indent=1))
     render = render_markdown if args.markdown else render_table
     print(render(figures, bottleneck_registered=registered))
+    if not args.analyze_only:
+        print(load_line(loads, os.cpu_count() or 1))
     return 0
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Windows
+        return None
+
+
+#: Load average above this share of the CPUs marks a run whose realized changes are not fit to judge by.
+BUSY_LOAD_SHARE = 0.75
+
+
+def load_line(loads: Sequence[float | None], cpus: int) -> str:
+    """The machine's 1-minute load average over the run, and a warning when other work shared the CPUs: the
+    recording is wall-clock time and the realized change is measured at another moment, so contention that
+    differs between the two moves the error, not the model."""
+    seen = [v for v in loads if v is not None]
+    if not seen:
+        return "load average: unknown on this platform"
+    line = f"load average over the run: {min(seen):.1f}-{max(seen):.1f} on {cpus} CPUs"
+    if max(seen) > BUSY_LOAD_SHARE * cpus:
+        line += (" -- busy: other work shared the CPUs, so the recordings and the realized changes were measured "
+                 "under different contention; judge the estimates on a quiet machine")
+    return textwrap.fill(line, width=100, subsequent_indent="  ")
 
 
 if __name__ == "__main__":
