@@ -149,7 +149,12 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
     app.layout = html.Div([
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="viewport", data=DEFAULT_WIDTH_PX),
-        dcc.Interval(id="poll", interval=POLL_INTERVAL_MS, disabled=True),
+        # One tick per answer: each route answer that wants another look arms exactly one more tick
+        # (max_intervals), so a tick never fires while the route call before it is still running. Dash drops
+        # the answer of a call that a newer call of the same callback overtakes: with free-running ticks and
+        # answers slower than the interval (a page drawn under load), every answer was dropped and the page
+        # stayed on its progress view.
+        dcc.Interval(id="poll", interval=POLL_INTERVAL_MS, disabled=True, max_intervals=0),
         dcc.Store(id="rendered"),  # what the page shows now: skip identical re-renders on poll ticks
         html.Header([html.Span("torchscope", className="brand"), html.Nav(id="nav")], className="header"),
         html.Main(id="page", className="page"),
@@ -193,20 +198,24 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             return cache.rank_run(run.entry.run_id, rank), None
         return run, rank
 
-    @app.callback(Output("page", "children"), Output("poll", "disabled"), Output("nav", "children"),
-                  Output("rendered", "data"),
+    @app.callback(Output("page", "children"), Output("poll", "disabled"), Output("poll", "max_intervals"),
+                  Output("nav", "children"), Output("rendered", "data"),
                   Input("url", "pathname"), Input("url", "search"), Input("poll", "n_intervals"),
                   State("viewport", "data"), State("rendered", "data"))
-    def route(pathname, search, _n, width, rendered):
-        skip = rendered if ctx.triggered_id == "poll" else None
-        body, poll_disabled, nav, key = _route(pathname, search, width, skip)
+    def route(pathname, search, n_intervals, width, rendered):
+        tick = ctx.triggered_id == "poll"
+        skip = rendered if tick else None
+        # A tick answers at once with what there is; only a new URL waits a little for its run.
+        body, poll_disabled, nav, key = _route(pathname, search, width, skip, wait=not tick)
+        arm = (n_intervals or 0) + (0 if poll_disabled else 1)
         if body is no_update:
-            return no_update, poll_disabled, no_update, no_update  # a poll tick with nothing new
-        return body, poll_disabled, nav, key
+            return no_update, poll_disabled, arm, no_update, no_update  # a poll tick with nothing new
+        return body, poll_disabled, arm, nav, key
 
-    def _wait_until_ready(run_id: str, page: str):
-        """The run once ``page`` can be drawn, or what there is after ROUTE_WAIT_S (then: progress view)."""
-        deadline = time.monotonic() + ROUTE_WAIT_S
+    def _wait_until_ready(run_id: str, page: str, wait: bool = True):
+        """The run once ``page`` can be drawn, or what there is after ROUTE_WAIT_S (then: progress view); with
+        ``wait=False``, what there is now."""
+        deadline = time.monotonic() + (ROUTE_WAIT_S if wait else 0.0)
         while True:
             run = cache.get(run_id)
             if (run is not None and _ready_for(page, run)) or cache.state(run_id).status == "error" \
@@ -214,16 +223,16 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
                 return run
             time.sleep(ROUTE_WAIT_STEP_S)
 
-    def _wait_for_rank(run_id: str, rank: int):
+    def _wait_for_rank(run_id: str, rank: int, wait: bool = True):
         """Rank ``rank`` of job ``run_id`` once loaded, or None after ROUTE_WAIT_S (then: progress view)."""
-        deadline = time.monotonic() + ROUTE_WAIT_S
+        deadline = time.monotonic() + (ROUTE_WAIT_S if wait else 0.0)
         while True:
             run = cache.rank_run(run_id, rank)
             if run is not None or time.monotonic() >= deadline:
                 return run
             time.sleep(ROUTE_WAIT_STEP_S)
 
-    def _route(pathname, search, width, skip_key=None):
+    def _route(pathname, search, width, skip_key=None, wait=True):
         """(page body, poll disabled, nav, render key) for a URL."""
         page = (pathname or "/").strip("/") or "runs"
         params = parse_query(search)
@@ -242,7 +251,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         run_id = params.get("run") or catalog[0].run_id
         try:
             cache.resolve(run_id)
-            run = _wait_until_ready(run_id, page)
+            run = _wait_until_ready(run_id, page, wait)
             if run is not None and not _ready_for(page, run):
                 return progress_view(run_id, cache.state(run_id)), False, nav, None
             if run is None:
@@ -253,7 +262,7 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
             rank = _rank_of(params, run.ranks)
             job = None
             if run.job is not None and rank is not None:  # one rank of a job: that rank, loaded on its own
-                job, run = run, _wait_for_rank(run_id, rank)
+                job, run = run, _wait_for_rank(run_id, rank, wait)
                 if run is None or not _ready_for(page, run):
                     rank_id = f"{job.entry.run_id}#rank{rank}"
                     state = cache.state(rank_id)

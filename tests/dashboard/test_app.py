@@ -15,7 +15,7 @@ import pytest
 
 from torchscope import analyzers
 from torchscope.cli import build_parser, main
-from torchscope.dashboard.app import create_app
+from torchscope.dashboard.app import ROUTE_WAIT_S, create_app
 from torchscope.dashboard.pages import PAGES, findings_count
 from torchscope.dashboard.ranking import ranked_findings
 from torchscope.dashboard.run_cache import RunCache
@@ -296,6 +296,49 @@ def test_loading_shows_progress_then_the_page(root):
         cache.load("mi250_minitoy_train.json.gz")
         out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
         assert out["poll"]["disabled"] is True and "Top findings" in text_of(out["page"]["children"])
+    finally:
+        gate.set()
+        cache.shutdown()
+
+
+def test_a_poll_tick_answers_at_once_and_arms_exactly_one_more(root):
+    # Dash drops the answer of a call that a newer call of the same callback overtakes: ticks must not fire
+    # while a route call runs, so each answer arms one tick and a tick never waits for the run.
+    gate = threading.Event()
+
+    def slow(path):
+        gate.wait(10)
+        return analyzers.load(path)
+
+    cache = RunCache(root, loader=slow)
+    app = create_app(root, cache=cache)
+    client = app.server.test_client()
+    run_id = "mi250_minitoy_train.json.gz"
+    try:
+        t = time.monotonic()
+        out = route(app, client, "/overview", f"?run={run_id}")  # a new URL waits ROUTE_WAIT_S for its run
+        assert time.monotonic() - t >= 0.9 * ROUTE_WAIT_S
+        assert out["poll"] == {"disabled": False, "max_intervals": 1}
+        t = time.monotonic()
+        status, out = call(app, client, "page.children", [
+            {"id": "url", "property": "pathname", "value": "/overview"},
+            {"id": "url", "property": "search", "value": f"?run={run_id}"},
+            {"id": "poll", "property": "n_intervals", "value": 1}],
+            [{"id": "viewport", "property": "data", "value": 1200},
+             {"id": "rendered", "property": "data", "value": None}], ["poll.n_intervals"])
+        assert time.monotonic() - t < 0.5 * ROUTE_WAIT_S  # the tick did not wait
+        assert status == 200 and out["poll"] == {"disabled": False, "max_intervals": 2}
+        assert "Loading" in text_of(out["page"]["children"])
+        gate.set()
+        cache.load(run_id)
+        status, out = call(app, client, "page.children", [
+            {"id": "url", "property": "pathname", "value": "/overview"},
+            {"id": "url", "property": "search", "value": f"?run={run_id}"},
+            {"id": "poll", "property": "n_intervals", "value": 2}],
+            [{"id": "viewport", "property": "data", "value": 1200},
+             {"id": "rendered", "property": "data", "value": None}], ["poll.n_intervals"])
+        assert out["poll"] == {"disabled": True, "max_intervals": 2}  # complete: no tick armed
+        assert "Top findings" in text_of(out["page"]["children"])
     finally:
         gate.set()
         cache.shutdown()
