@@ -206,7 +206,11 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         tick = ctx.triggered_id == "poll"
         skip = rendered if tick else None
         # A tick answers at once with what there is; only a new URL waits a little for its run.
-        body, poll_disabled, nav, key = _route(pathname, search, width, skip, wait=not tick)
+        try:
+            body, poll_disabled, nav, key = _route(pathname, search, width, skip, wait=not tick)
+        except Exception as exc:  # a failed answer arms no tick: say why instead of waiting for nothing
+            body, poll_disabled, nav, key = _error(f"this page could not be routed: {type(exc).__name__}: {exc}"), \
+                True, no_update, None
         arm = (n_intervals or 0) + (0 if poll_disabled else 1)
         if body is no_update:
             return no_update, poll_disabled, arm, no_update, no_update  # a poll tick with nothing new

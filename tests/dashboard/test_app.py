@@ -344,6 +344,19 @@ def test_a_poll_tick_answers_at_once_and_arms_exactly_one_more(root):
         cache.shutdown()
 
 
+def test_a_route_that_fails_says_why_instead_of_leaving_the_page_waiting(root, monkeypatch):
+    cache = RunCache(root)
+    app = create_app(root, cache=cache)
+    client = app.server.test_client()
+    try:
+        monkeypatch.setattr(cache, "catalog", lambda refresh=False: 1 / 0)
+        out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
+        assert "could not be routed: ZeroDivisionError" in text_of(out["page"]["children"])
+        assert out["poll"]["disabled"] is True
+    finally:
+        cache.shutdown()
+
+
 def test_bad_trace_shows_the_loader_error(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     cache = RunCache(tmp_path)
