@@ -39,8 +39,9 @@ CATALOG_TTL_S = 5.0
 #: when one of its pages is opened. Fewer ranks load as one TraceSet, every analyzer on every rank.
 JOB_MIN_RANKS = 8
 #: What each rank's task of a job runs: the job overview's needs (step time, exposed communication,
-#: collectives for stragglers) and the job-level analyses on them.
-JOB_ANALYZERS = ("training_loop", "communication", "gpu_time", "stragglers", "job_overview")
+#: collectives for stragglers, and the step model: where each rank's time goes, by cause, and what to change)
+#: and the job-level analyses on them.
+JOB_ANALYZERS = ("training_loop", "communication", "gpu_time", "bottleneck", "stragglers", "job_overview")
 #: Added to the loader thread's nice value (Linux): background work yields the CPU to what a person waits for.
 LOADER_NICE = 10
 #: The loader waits at most this long, between two analyzers, for the page renders in progress (a
