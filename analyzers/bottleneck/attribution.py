@@ -112,6 +112,23 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
     # Depth of a span: spans opened before it (in start order) minus those that closed by its start.
     depth = np.arange(s.size) - np.searchsorted(np.sort(e), s, side="right")
     depth = np.maximum(depth, 0)
+    parent = _depth_parents(depth)
+    has = parent >= 0
+    if (has == (depth > 0)).all() and (e[parent[has]] >= e[has]).all():
+        # Every span lies inside the span one level up that opened last before it: the thread nests
+        # properly and the spans open at a point are a chain of parents. The innermost is the latest
+        # started one still open there: from the latest start at or before the point, walk up the
+        # parents past the spans that closed by the point.
+        at = np.searchsorted(s, points, side="right") - 1
+        todo = np.flatnonzero(at >= 0)
+        todo = todo[e[at[todo]] <= points[todo]]
+        while todo.size:
+            at[todo] = parent[at[todo]]
+            todo = todo[at[todo] >= 0]
+            todo = todo[e[at[todo]] <= points[todo]]
+        found = at >= 0
+        out[found] = rows[at[found]]
+        return out
     todo = np.arange(points.size)
     for d in range(int(depth.max()), -1, -1):
         at = depth == d
@@ -124,6 +141,18 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
         if todo.size == 0:
             break
     return out
+
+
+def _depth_parents(depth: np.ndarray) -> np.ndarray:
+    """Per span in start order, the last earlier span one level up (-1 at depth 0): its parent when spans nest."""
+    n = depth.size
+    keys = np.sort(depth * n + np.arange(n))
+    want = (depth - 1) * n + np.arange(n)
+    pos = np.searchsorted(keys, want, side="left") - 1
+    hit = (depth > 0) & (pos >= 0)
+    got = keys[np.maximum(pos, 0)]
+    hit &= got // n == depth - 1
+    return np.where(hit, got % n, -1)
 
 
 def covered(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:

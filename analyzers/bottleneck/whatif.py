@@ -35,7 +35,6 @@ from torchscope.analyzers.kernels import (
     ELEMENTWISE,
     GEMM,
     REDUCTION,
-    is_fp32_gemm,
 )
 from torchscope.analyzers.report.units import format_duration_ns
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
@@ -738,9 +737,7 @@ def mixed_precision(model: StepModel, attr: Attribution) -> Estimate | None:
     if not model.has_gpu:
         return None
     gpu = model.gpu
-    fp32 = gpu["category"].to_numpy(object) == GEMM
-    if fp32.any():  # the name rule over the GEMM rows only
-        fp32[fp32] = is_fp32_gemm(gpu["name"][fp32]).to_numpy(bool)
+    fp32 = (gpu["category"].to_numpy(object) == GEMM) & gpu["fp32_gemm"].to_numpy(bool)
     if not fp32.any():
         return None
     spec = spec_for_trace(model.trace)

@@ -38,7 +38,8 @@ def call_tree(ops: pd.DataFrame, runtime: pd.DataFrame) -> CallTree:
     dur = ops["dur_ns"].to_numpy(np.int64)
     preorder = np.lexsort((np.arange(ts.size), -dur, ts, ops["tid"].to_numpy(np.int64),
                            ops["pid"].to_numpy(np.int64)))
-    return CallTree(parent=parents(ops), launcher=enclosing(runtime, ops), preorder=preorder)
+    parent = parents(ops)
+    return CallTree(parent=parent, launcher=enclosing(runtime, ops, span_parents=parent), preorder=preorder)
 
 
 def _is_operator_name(name: str) -> bool:
@@ -50,7 +51,8 @@ def launch_labels(ops: pd.DataFrame, runtime: pd.DataFrame) -> np.ndarray:
     """Per runtime call: the outermost named operator on its thread around it, None when there is none."""
     named = ops[name_mask(ops["name"], lambda names: names.map(_is_operator_name).astype(bool))]
     top = named[outermost(named)]
-    pos = enclosing(runtime, top)
+    # Outermost spans contain none of each other: every parent is -1.
+    pos = enclosing(runtime, top, span_parents=np.full(len(top), -1, np.int64))
     top_names = top["name"].astype(str).to_numpy(dtype=object)
     out = np.full(len(runtime), None, dtype=object)
     found = pos >= 0

@@ -150,10 +150,12 @@ def _stack_parents(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
     return np.asarray(parent, dtype=np.int64)
 
 
-def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
+def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THREAD, *,
+              span_parents: np.ndarray | None = None) -> np.ndarray:
     """Position (in ``spans``) of the innermost span of the point's ``by`` group containing each point's ts_ns, or -1.
 
     ``points`` has the ``by`` columns and ``ts_ns``; ``spans`` has the ``by`` columns, ``ts_ns`` and ``dur_ns``.
+    ``span_parents``: ``parents(spans, by)`` when the caller already has it (it is found here otherwise).
     """
     by = list(by)
     out = np.full(len(points), -1, dtype=np.int64)
@@ -164,7 +166,7 @@ def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THR
     span_end = span_start + spans["dur_ns"].to_numpy(np.int64)
     cand = _latest_start(points, spans, by, at, span_start, span_end)
     # The latest-starting span at or before the point; when it ended before the point, its parents may not have.
-    parent = None
+    parent = span_parents
     while True:
         open_ = cand >= 0
         miss = open_ & (span_end[np.maximum(cand, 0)] < at)
