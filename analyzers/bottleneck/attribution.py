@@ -343,14 +343,23 @@ def _evidence(model: StepModel, seg: pd.DataFrame, codes: np.ndarray, labels: li
             continue
         if cause == "exposed_communication" and not model.collectives.empty:
             coll = model.collectives
-            top = coll.groupby("type", sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
-            out[cause] = "; ".join(f"{kind} x{int(n)}" for kind, (_, n) in zip(top.index, top.to_numpy()))
+            kinds, kind_of = pd.factorize(coll["type"].to_numpy(object))  # a missing type is in no group
+            typed = kinds >= 0
+            out[cause] = "; ".join(f"{kind_of[k]} x{n}" for k, _, n in
+                                   _top(kinds[typed], coll["dur_ns"].to_numpy(np.int64)[typed]))
             continue
         if cause in ("device_sync", "blocking_copy"):
-            s = model.syncs[model.syncs["kind"] == cause]
-            top = s.groupby(["site", "name"], sort=False, observed=True)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
-            out[cause] = "; ".join(f"{name} in {site or 'Python'} x{int(n)}"
-                                   for (site, name), (_, n) in zip(top.index, top.to_numpy()))
+            syncs = model.syncs
+            at = np.flatnonzero((syncs["kind"].to_numpy(object) == cause) & syncs["name"].notna().to_numpy()
+                                & syncs["site"].notna().to_numpy())
+            # (call site, call) pairs in the order first seen, as a groupby over them would list them.
+            pairs = list(zip(syncs["site"].to_numpy(object)[at].tolist(), syncs["name"].to_numpy(object)[at].tolist()))
+            seen = dict.fromkeys(pairs)
+            key = {p: i for i, p in enumerate(seen)}
+            pair_of = list(seen)
+            codes_at = np.array([key[p] for p in pairs], np.int64)
+            out[cause] = "; ".join(f"{pair_of[k][1]} in {pair_of[k][0] or 'Python'} x{n}"
+                                   for k, _, n in _top(codes_at, syncs["dur_ns"].to_numpy(np.int64)[at]))
             continue
         at = (codes == c) & (op >= 0)
         if not at.any():

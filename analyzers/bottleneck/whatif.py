@@ -26,10 +26,10 @@ from torchscope.analyzers.bottleneck.categories import LAYOUT, cpu_category
 from torchscope.analyzers.bottleneck.model import StepModel
 from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
 from torchscope.analyzers.bottleneck.replay import Change
-from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.trace import name_mask
 from torchscope.analyzers.hardware.device_specs import spec_for_trace
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
+from torchscope.analyzers.hardware.op_costs import op_shapes
 from torchscope.analyzers.kernels import (
     COMMUNICATION,
     ELEMENTWISE,
@@ -164,26 +164,25 @@ def _with_sizes(leaf: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sizes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_shapes`` of raw args, each distinct raw value decoded once (a step's ops repeat every step)."""
-    if raw.size and all(type(v) is bytes for v in raw):
-        codes, uniq = pd.factorize(raw)
-        numel, inputs, esize = _shapes(decode_args(uniq))
-        return numel[codes], inputs[codes], esize[codes]
-    return _shapes(decode_args(raw))
+    """``_shapes`` of raw args, each distinct recorded shape worked out once (a step's ops repeat every step)."""
+    shapes = op_shapes(raw)
+    numel, inputs, esize = _shapes(shapes.distinct)
+    code = shapes.code
+    has = code >= 0
+    at = np.maximum(code, 0)
+    return tuple(np.where(has, v[at], 0) if v.size else np.zeros(code.size, np.int64) for v in (numel, inputs, esize))
 
 
-def _shapes(args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per op: largest input numel, number of tensor inputs, bytes per element (0 when no shapes)."""
-    n = len(args)
+def _shapes(shapes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (Input Dims, Input type, ...): largest input numel, number of tensor inputs, bytes per element (0 when no
+    shapes)."""
+    n = len(shapes)
     numel, inputs, esize = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     prod = math.prod
-    for i, a in enumerate(args):  # args dicts are per event; only leaf operators get here
-        if type(a) is not dict:
-            continue
-        dims = a.get("Input Dims")
+    for i, (dims, types, _) in enumerate(shapes):
         if type(dims) is not list:
             continue
-        types = a.get("Input type") or ()
+        types = types or ()
         best, count, size = 0, 0, 0
         for j, d in enumerate(dims):
             # A tensor's dims: a non-empty list of ints (the product of anything else is no int, or fails).

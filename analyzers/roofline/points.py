@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import math
 
-import msgspec
 import numpy as np
 import pandas as pd
 
-from torchscope.analyzers.core.args import decode_args, gc_paused
+from torchscope.analyzers.core.args import gc_paused
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
-from torchscope.analyzers.hardware.op_costs import MATRIX_CATEGORIES, OpCost, estimate_op_cost, has_cost_model
+from torchscope.analyzers.hardware.op_costs import (
+    MATRIX_CATEGORIES,
+    OpCost,
+    estimate_op_cost,
+    has_cost_model,
+    op_shapes,
+)
 from torchscope.analyzers.roofline.attribution import GpuAttribution, attribute_gpu_work
 from torchscope.analyzers.roofline.call_tree import CallTree, call_tree, launch_labels
 from torchscope.analyzers.timeline.launches import gpu_work
@@ -58,37 +63,26 @@ def op_costs(names: np.ndarray, args: np.ndarray) -> tuple[list[OpCost | None], 
 
 def _op_costs(names, args) -> tuple[list[OpCost | None], np.ndarray, list[str]]:
     """``op_costs`` and each op's shape key (``_shape_key`` of its Input Dims, "" without a cost)."""
-    costs: list[OpCost | None] = []
-    shapes: list[str] = []
-    profiler_flops = np.zeros(len(names))
+    shapes = op_shapes(args)
+    n = len(names)
+    costs: list[OpCost | None] = [None] * n
+    keys: list[str] = [""] * n
+    profiler_flops = np.zeros(n)
     cache: dict = {}
-    encode = msgspec.json.encode
-    for i, (name, a) in enumerate(zip(names, args)):
-        if type(a) is not dict:
-            costs.append(None)
-            shapes.append("")
+    distinct = shapes.distinct
+    for i, (name, code, f) in enumerate(zip(names, shapes.code.tolist(), shapes.flops)):
+        if code < 0:  # no args
             continue
-        get = a.get
-        dims = get("Input Dims")
-        f = get("flops")
         if isinstance(f, (int, float)) and f > 0:
             profiler_flops[i] = float(f)
+        dims, types, concrete = distinct[code]
         if not dims:
-            costs.append(None)
-            shapes.append("")
             continue
-        types = get("Input type")
-        concrete = get("Concrete Inputs")
-        try:  # decoded JSON: the encoding tells the same values apart as repr() does, and is faster
-            key = (name, encode((dims, types, concrete)))
-        except (TypeError, ValueError):
-            key = (name, repr(dims), repr(types), repr(concrete))
-        hit = cache.get(key)
+        hit = cache.get((name, code))
         if hit is None:
-            hit = cache[key] = (estimate_op_cost(name, dims, types, concrete), _shape_key(dims))
-        costs.append(hit[0])
-        shapes.append(hit[1])
-    return costs, profiler_flops, shapes
+            hit = cache[(name, code)] = (estimate_op_cost(name, dims, types, concrete), _shape_key(dims))
+        costs[i], keys[i] = hit
+    return costs, profiler_flops, keys
 
 
 def choose_points(costs: list[OpCost | None], tree: CallTree) -> tuple[np.ndarray, np.ndarray]:
@@ -185,10 +179,8 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     # Only ops whose name has a cost model can be points or stop an enclosing op from being one:
     # their args alone are decoded (most ops are views, allocations and autograd machinery).
     maybe = np.flatnonzero(name_mask(ops["name"], _maybe_modelled))
-    args = np.full(len(ops), None, dtype=object)
     with gc_paused():
-        args[maybe] = decode_args(ops["args"].iloc[maybe])
-        sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], args[maybe])
+        sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], ops["args"].iloc[maybe])
     costs: list[OpCost | None] = [None] * len(ops)
     shapes = np.full(len(ops), "", dtype=object)
     profiler_flops = np.zeros(len(ops))

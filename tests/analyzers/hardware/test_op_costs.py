@@ -91,3 +91,22 @@ def test_has_cost_model_agrees_with_estimate_op_cost() -> None:
         if estimate_op_cost(name, dims, types) is not None:
             assert has_cost_model(name), name
     assert has_cost_model("aten::mm") and not has_cost_model("aten::empty") and not has_cost_model("custom::mm")
+
+
+def test_op_shapes_reads_raw_args_once_per_distinct_shape_and_as_dicts_alike():
+    from torchscope.analyzers.hardware.op_costs import op_shapes
+    raw = [b'{"External id": 1, "Input Dims": [[4, 8], [8]], "Input type": ["float", "float"], "flops": 64}',
+           b'{"External id": 2, "Input Dims": [[4, 8], [8]], "Input type": ["float", "float"]}',
+           b'{"External id": 3, "Input Dims": [[2]], "Concrete Inputs": ["", "1"]}',
+           b'{"External id": 4}']
+    got = op_shapes(raw)
+    assert got.code.tolist() == [0, 0, 1, 2]
+    assert got.distinct == [([[4, 8], [8]], ["float", "float"], None), ([[2]], None, ["", "1"]), (None, None, None)]
+    assert got.flops == [64, None, None, None]
+    # Dicts (a frame built by hand) and raw text the strict decoder refuses (NaN) give the same values.
+    import json
+    for other in ([json.loads(r) for r in raw] + [None], raw + [b'{"Input Dims": [[1]], "x": NaN}']):
+        alt = op_shapes(other)
+        assert [alt.distinct[c] if c >= 0 else None for c in alt.code[:4]] == [got.distinct[c] for c in got.code]
+        assert alt.flops[:4] == got.flops
+    assert op_shapes([None]).code.tolist() == [-1]
