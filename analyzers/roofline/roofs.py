@@ -62,10 +62,20 @@ def derive(g: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
             memo[key] = (dt, spec.peak(dt) if dt else np.nan)
         return memo[key]
 
-    roofs = [roof(c, d, t) for c, d, t in zip(g["category"].to_numpy(dtype=object), g["dtype"].to_numpy(dtype=object),
-                                              np.asarray(tcs, dtype=object))]
-    dtypes = [r[0] for r in roofs]
-    peak = np.array([r[1] for r in roofs])
+    # The roof of each distinct (category, dtype, tensor core), spread over the rows by one code per row.
+    code = np.zeros(len(g), np.int64)
+    values = []
+    for col in (g["category"].to_numpy(dtype=object), g["dtype"].to_numpy(dtype=object), np.asarray(tcs, dtype=object)):
+        # None and NaN answer differently (``d or None``) but factorize as one missing value: None is told apart.
+        c, uniq = pd.factorize(np.array(["\0None" if v is None else v for v in col.tolist()], dtype=object),
+                               use_na_sentinel=False)
+        code = code * max(len(uniq), 1) + c
+        values.append(col)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    roofs = [roof(values[0][i], values[1][i], values[2][i]) for i in first.tolist()]
+    inverse = inverse.reshape(-1)
+    dtypes = np.array([r[0] for r in roofs], dtype=object)[inverse].tolist()
+    peak = np.array([r[1] for r in roofs], dtype=float)[inverse]
     bw = spec.mem_bw_bytes_per_s
     ai = g["intensity_flop_per_byte"].to_numpy(dtype=float)
     ridge = peak / bw
