@@ -66,7 +66,8 @@ class StepModel:
     host_threads: tuple[tuple[int, int], ...]
     #: Host ops on the host threads inside the windows: ts_ns, end_ns, dur_ns, name (str), kind, pid, tid,
     #: window (index into windows), main (bool), launches (bool: a runtime call that issued GPU work),
-    #: issues_work (bool: an operator or a launch call, the host work that feeds the device).
+    #: issues_work (bool: an operator or a launch call, the host work that feeds the device), row (position in
+    #: ``trace.events``, where its args are).
     ops: pd.DataFrame
     #: region name -> merged (starts, ends) on the main thread.
     regions: dict[str, tuple[np.ndarray, np.ndarray]]
@@ -157,7 +158,7 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
         "kind": _categorical(ev["kind"].iloc[rows]),
         "pid": pid[order], "tid": tid[order],
         "correlation": ev["correlation"].to_numpy(np.int64)[rows],
-        "args": ev["args"].to_numpy(object)[rows],
+        "row": rows,
     })
     ops["end_ns"] = ops["ts_ns"] + ops["dur_ns"]
     ops["main"] = (ops["pid"] == main[0]) & (ops["tid"] == main[1])

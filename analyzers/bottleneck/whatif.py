@@ -29,7 +29,7 @@ from torchscope.analyzers.bottleneck.replay import Change
 from torchscope.analyzers.core.trace import name_mask
 from torchscope.analyzers.hardware.device_specs import spec_for_trace
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
-from torchscope.analyzers.hardware.op_costs import op_shapes
+from torchscope.analyzers.hardware.op_costs import OpShapes, trace_op_shapes
 from torchscope.analyzers.kernels import (
     COMMUNICATION,
     ELEMENTWISE,
@@ -152,25 +152,26 @@ def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _with_sizes(leaf: pd.DataFrame) -> pd.DataFrame:
+def _with_sizes(model: StepModel, leaf: pd.DataFrame) -> pd.DataFrame:
     """Leaf ops with numel, tensor_inputs and elem_bytes (``_shapes``) for pointwise and reduction ops, 0 for others."""
     category = leaf["category"].to_numpy(object)
     sized = (category == ELEMENTWISE) | (category == REDUCTION)
     numel, inputs, esize = (np.zeros(len(leaf), np.int64) for _ in range(3))
-    numel[sized], inputs[sized], esize[sized] = _sizes(leaf["args"].to_numpy(object)[sized])
+    numel[sized], inputs[sized], esize[sized] = _sizes(trace_op_shapes(model.trace, leaf["row"].to_numpy(np.int64)[sized]))
     leaf = leaf.copy()
     leaf["numel"], leaf["tensor_inputs"], leaf["elem_bytes"] = numel, inputs, esize
     return leaf
 
 
-def _sizes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_shapes`` of raw args, each distinct recorded shape worked out once (a step's ops repeat every step)."""
-    shapes = op_shapes(raw)
-    numel, inputs, esize = _shapes(shapes.distinct)
+def _sizes(shapes: OpShapes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_shapes`` of ops' recorded shapes, each distinct one worked out once (a step's ops repeat every step)."""
     code = shapes.code
-    has = code >= 0
-    at = np.maximum(code, 0)
-    return tuple(np.where(has, v[at], 0) if v.size else np.zeros(code.size, np.int64) for v in (numel, inputs, esize))
+    used, at = np.unique(code[code >= 0], return_inverse=True)
+    per = _shapes([shapes.distinct[c] for c in used.tolist()])
+    out = tuple(np.zeros(code.size, np.int64) for _ in per)
+    for o, v in zip(out, per):
+        o[code >= 0] = v[at.reshape(-1)]
+    return out
 
 
 def _shapes(shapes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -360,7 +361,7 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
         spans = merge_intervals(np.array([c[0] for c in loops], np.int64), np.array([c[1] for c in loops], np.int64))
         leaf = leaf[~covered(spans, leaf["ts_ns"].to_numpy(np.int64))].reset_index(drop=True)
     # Args are decoded only for the ops that can form chains (outside the optimizer, loading and loops).
-    leaf = _with_sizes(leaf)
+    leaf = _with_sizes(model, leaf)
     if leaf.empty or leaf["numel"].max() <= 0:
         return None  # no shapes recorded: no bytes model
     a = _dispatch_floor(leaf)

@@ -31,11 +31,12 @@ import msgspec
 import numpy as np
 
 from torchscope.analyzers.core.args import decode_args, gc_paused
+from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.hardware.device_specs import torch_dtype_to_peak_dtype
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
 
 __all__ = [
-    "OpCost", "OpShapes", "estimate_op_cost", "has_cost_model", "op_shapes", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
+    "OpCost", "OpShapes", "estimate_op_cost", "has_cost_model", "op_shapes", "trace_op_shapes", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
     "NORM_FLOPS_PER_ELEMENT", "SOFTMAX_FLOPS_PER_ELEMENT", "ATTENTION_BACKWARD_FACTOR",
 ]
 
@@ -482,3 +483,44 @@ def _from_dicts(decoded: np.ndarray) -> OpShapes:
         distinct.append((a.get("Input Dims"), a.get("Input type"), a.get("Concrete Inputs")))
         flops.append(a.get("flops"))
     return OpShapes(code, distinct, flops)
+
+
+def trace_op_shapes(trace: Trace, rows: np.ndarray) -> OpShapes:
+    """``op_shapes`` of the events at positions ``rows`` of ``trace.events``, each event's args read once per trace
+    (the roofline and the step model's what-ifs read the shapes of many of the same calls)."""
+    memo = trace.derived(("hardware.op_costs", "op_shapes"), lambda: _ShapesMemo(len(trace.events)))
+    rows = np.asarray(rows, np.int64)
+    new = rows[memo.code[rows] == _UNREAD]
+    if new.size:
+        new = np.unique(new)
+        got = op_shapes(trace.events["args"].iloc[new])
+        base = len(memo.distinct)
+        # Entries new to the trace join its list; a shape seen before (by its decoded value) keeps its code.
+        remap = np.empty(len(got.distinct), np.int64)
+        for i, entry in enumerate(got.distinct):
+            try:
+                key = msgspec.json.encode(entry)
+            except (TypeError, ValueError):  # not JSON-encodable (a hand-built frame's objects): its own entry
+                key = ("entry", base + i)
+            c = memo.index.get(key)
+            if c is None:
+                c = memo.index[key] = len(memo.distinct)
+                memo.distinct.append(entry)
+            remap[i] = c
+        memo.code[new] = np.where(got.code >= 0, remap[np.maximum(got.code, 0)] if remap.size else -1, -1)
+        for r, f in zip(new.tolist(), got.flops):
+            memo.flops[r] = f
+    return OpShapes(memo.code[rows], memo.distinct, memo.flops[rows].tolist())
+
+
+_UNREAD = -2
+
+
+class _ShapesMemo:
+    """Per event of a trace: code into ``distinct`` (-1: no args, -2: not read yet) and its flops argument."""
+
+    def __init__(self, n: int) -> None:
+        self.code = np.full(n, _UNREAD, np.int64)
+        self.flops = np.full(n, None, dtype=object)
+        self.distinct: list = []
+        self.index: dict = {}

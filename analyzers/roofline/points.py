@@ -23,9 +23,11 @@ from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
 from torchscope.analyzers.hardware.op_costs import (
     MATRIX_CATEGORIES,
     OpCost,
+    OpShapes,
     estimate_op_cost,
     has_cost_model,
     op_shapes,
+    trace_op_shapes,
 )
 from torchscope.analyzers.roofline.attribution import GpuAttribution, attribute_gpu_work
 from torchscope.analyzers.roofline.call_tree import CallTree, call_tree, launch_labels
@@ -40,8 +42,9 @@ POINT_COLUMNS = [
 ]
 
 
-#: Columns of the events frame the points are built from: operator calls, and the runtime calls they make.
-_OP_COLUMNS = ["ts_ns", "dur_ns", "name", "pid", "tid", "args"]
+#: Columns of the events frame the points are built from: operator calls (their args are read by event
+#: position, ``op_costs.trace_op_shapes``), and the runtime calls they make.
+_OP_COLUMNS = ["ts_ns", "dur_ns", "name", "pid", "tid"]
 _RUNTIME_COLUMNS = ["ts_ns", "dur_ns", "pid", "tid", "correlation"]
 
 
@@ -57,13 +60,13 @@ def _maybe_modelled(names: pd.Series) -> pd.Series:
 
 def op_costs(names: np.ndarray, args: np.ndarray) -> tuple[list[OpCost | None], np.ndarray]:
     """Per op: its cost model (None when unmodelled or without shapes) and the profiler's FLOPs (0: none)."""
-    costs, profiler_flops, _ = _op_costs(names, args)
+    costs, profiler_flops, _ = _op_costs(names, op_shapes(args))
     return costs, profiler_flops
 
 
-def _op_costs(names, args) -> tuple[list[OpCost | None], np.ndarray, list[str]]:
-    """``op_costs`` and each op's shape key (``_shape_key`` of its Input Dims, "" without a cost)."""
-    shapes = op_shapes(args)
+def _op_costs(names, shapes: OpShapes) -> tuple[list[OpCost | None], np.ndarray, list[str]]:
+    """``op_costs`` from the ops' recorded shapes, and each op's shape key (``_shape_key`` of its Input Dims, ""
+    without a cost)."""
     n = len(names)
     costs: list[OpCost | None] = [None] * n
     keys: list[str] = [""] * n
@@ -168,7 +171,8 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     ev = trace.events
     kind = ev["kind"]
     # Only the columns read here are taken along (the args of selected rows are decoded below).
-    ops = ev[_OP_COLUMNS].iloc[np.flatnonzero((kind == "cpu_op").to_numpy())]
+    op_rows = np.flatnonzero((kind == "cpu_op").to_numpy())
+    ops = ev[_OP_COLUMNS].iloc[op_rows]
     if ops.empty:
         return pd.DataFrame(columns=POINT_COLUMNS), np.empty(0, np.int64)
     gpu = gpu_work(trace)
@@ -180,7 +184,7 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     # their args alone are decoded (most ops are views, allocations and autograd machinery).
     maybe = np.flatnonzero(name_mask(ops["name"], _maybe_modelled))
     with gc_paused():
-        sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], ops["args"].iloc[maybe])
+        sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], trace_op_shapes(trace, op_rows[maybe]))
     costs: list[OpCost | None] = [None] * len(ops)
     shapes = np.full(len(ops), "", dtype=object)
     profiler_flops = np.zeros(len(ops))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from torchscope.analyzers.hardware.op_costs import estimate_op_cost
@@ -110,3 +111,22 @@ def test_op_shapes_reads_raw_args_once_per_distinct_shape_and_as_dicts_alike():
         assert [alt.distinct[c] if c >= 0 else None for c in alt.code[:4]] == [got.distinct[c] for c in got.code]
         assert alt.flops[:4] == got.flops
     assert op_shapes([None]).code.tolist() == [-1]
+
+
+def test_trace_op_shapes_reads_each_event_once_and_answers_as_op_shapes():
+    import pandas as pd
+
+    from torchscope.analyzers.core.trace import Trace, TraceMeta
+    from torchscope.analyzers.hardware.op_costs import op_shapes, trace_op_shapes
+    raw = [b'{"Input Dims": [[%d, 8]], "Input type": ["float"], "External id": %d}' % (i % 3, i) for i in range(9)]
+    raw[4] = b'{"External id": 4}'
+    trace = Trace(events=pd.DataFrame({"args": pd.Series(raw, dtype=object)}), counters=pd.DataFrame(),
+                  flows=pd.DataFrame(), meta=TraceMeta(path="synthetic"))
+    whole = op_shapes(raw)
+    first = trace_op_shapes(trace, np.array([7, 1, 4]))
+    second = trace_op_shapes(trace, np.arange(9))
+    for got, rows in ((first, [7, 1, 4]), (second, list(range(9)))):
+        assert [got.distinct[c] for c in got.code] == [whole.distinct[whole.code[r]] for r in rows]
+    # Rows read by the first call keep their code; the same shape met again shares it.
+    assert second.code[[7, 1, 4]].tolist() == first.code.tolist()
+    assert second.code[1] == second.code[7] and len(set(second.code.tolist())) == 4
