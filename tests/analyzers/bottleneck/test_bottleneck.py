@@ -322,3 +322,17 @@ def test_innermost_op_where_spans_overlap_partly_takes_the_deepest_level_holding
     s, e = np.array([0, 2, 4], np.int64), np.array([10, 6, 12], np.int64)
     got = _innermost(s, e, np.array([1, 3, 5, 7, 11, 12], np.int64))
     assert got.tolist() == [0, 1, 2, 2, 2, -1]
+
+
+@pytest.mark.parametrize("scale", [1, 10**12])  # 10**12: offsets would overflow, one accumulate per run
+def test_replay_running_sums_and_maxima_restart_at_every_run(scale):
+    from torchscope.analyzers.bottleneck.replay import _run_cummax, _run_cumsum
+    rng = np.random.default_rng(3)
+    v = rng.integers(-10**6, 10**6, 500).astype(np.int64) * scale
+    run = np.unique(np.sort(rng.integers(0, 40, 500)), return_inverse=True)[1].reshape(-1)
+    edges = np.flatnonzero(np.concatenate([[True], run[1:] != run[:-1], [True]]))
+    want_max, want_sum = np.empty_like(v), np.empty_like(v)
+    for a, b in zip(edges[:-1], edges[1:]):
+        want_max[a:b], want_sum[a:b] = np.maximum.accumulate(v[a:b]), np.cumsum(v[a:b])
+    assert (_run_cummax(v, run) == want_max).all()
+    assert (_run_cumsum(v, run) == want_sum).all()
