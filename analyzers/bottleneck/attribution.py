@@ -116,18 +116,23 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
     has = parent >= 0
     if (has == (depth > 0)).all() and (e[parent[has]] >= e[has]).all():
         # Every span lies inside the span one level up that opened last before it: the thread nests
-        # properly and the spans open at a point are a chain of parents. The innermost is the latest
-        # started one still open there: from the latest start at or before the point, walk up the
-        # parents past the spans that closed by the point.
-        at = np.searchsorted(s, points, side="right") - 1
-        todo = np.flatnonzero(at >= 0)
-        todo = todo[e[at[todo]] <= points[todo]]
-        while todo.size:
-            at[todo] = parent[at[todo]]
-            todo = todo[at[todo] >= 0]
-            todo = todo[e[at[todo]] <= points[todo]]
-        found = at >= 0
-        out[found] = rows[at[found]]
+        # properly, and the spans open at a time are a chain of parents. Sweep the starts and ends in time
+        # order (ends first at a tie): after a start the innermost open span is the one starting (of several
+        # starting together the last, the innermost), after only ends it is the parent of the outermost one
+        # ending. Each point takes the state after the last boundary at or before it.
+        n = s.size
+        idx = np.arange(n)
+        times = np.concatenate([s, e])
+        is_start = np.concatenate([np.ones(n, np.int8), np.zeros(n, np.int8)])
+        o = np.lexsort((np.concatenate([idx, -idx]), is_start, times))
+        span = np.concatenate([idx, idx])[o]
+        state = np.where(is_start[o] == 1, span, parent[span])
+        t = times[o]
+        last = np.concatenate([t[1:] != t[:-1], [True]])
+        at = np.searchsorted(t[last], points, side="right") - 1
+        inner = np.where(at >= 0, state[last][np.maximum(at, 0)], -1)
+        found = inner >= 0
+        out[found] = rows[inner[found]]
         return out
     todo = np.arange(points.size)
     for d in range(int(depth.max()), -1, -1):
@@ -153,6 +158,16 @@ def _depth_parents(depth: np.ndarray) -> np.ndarray:
     got = keys[np.maximum(pos, 0)]
     hit &= got // n == depth - 1
     return np.where(hit, got % n, -1)
+
+
+def _on_segments(seg_s: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per segment (sorted starts ``seg_s`` of segments no interval edge falls inside): whether some interval
+    [start, end) covers it. A count of the intervals open at each segment, from where each starts and ends."""
+    ok = ends > starts  # an empty (or reversed) interval covers nothing
+    a = np.searchsorted(seg_s, starts[ok], side="left")
+    b = np.searchsorted(seg_s, ends[ok], side="left")
+    m = seg_s.size
+    return np.cumsum(np.bincount(a, minlength=m + 1)[:m] - np.bincount(b, minlength=m + 1)[:m]) > 0
 
 
 def covered(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
@@ -202,9 +217,9 @@ def attribute(model: StepModel) -> Attribution:
         comm = category == COMMUNICATION
         for cat in GPU_COMPUTE_ORDER:
             pick = (category == cat) & ~comm
-            hit = (cause == 0) & covered(merge_intervals(g_ts[pick], g_end[pick]), mid)
+            hit = (cause == 0) & _on_segments(seg_s, g_ts[pick], g_end[pick])
             cause[hit] = code(f"gpu_compute:{cat}")
-        hit = (cause == 0) & covered(merge_intervals(g_ts[comm], g_end[comm]), mid)
+        hit = (cause == 0) & _on_segments(seg_s, g_ts[comm], g_end[comm])
         cause[hit] = code("exposed_communication")
 
     # The innermost op on the host at each segment, as a row of ``ops`` (-1: none).
@@ -232,16 +247,15 @@ def attribute(model: StepModel) -> Attribution:
     s_ts, s_end = syncs["ts_ns"].to_numpy(np.int64), syncs["end_ns"].to_numpy(np.int64)
     rules = (
         ("data_loading", lambda: model.regions["data_loading"]),
-        ("device_sync", lambda: merge_intervals(s_ts[s_kind == "device_sync"], s_end[s_kind == "device_sync"])),
-        ("blocking_copy", lambda: merge_intervals(s_ts[s_kind == "blocking_copy"], s_end[s_kind == "blocking_copy"])),
-        ("exposed_communication", lambda: merge_intervals(o_ts[host_comm], o_end[host_comm])),
+        ("device_sync", lambda: (s_ts[s_kind == "device_sync"], s_end[s_kind == "device_sync"])),
+        ("blocking_copy", lambda: (s_ts[s_kind == "blocking_copy"], s_end[s_kind == "blocking_copy"])),
+        ("exposed_communication", lambda: (o_ts[host_comm], o_end[host_comm])),
         ("optimizer_dispatch", lambda: model.regions["optimizer"]),
     )
-    for name, intervals in rules:
-        free = np.flatnonzero(cause == 0)
-        hit = covered(intervals(), mid[free])
+    for name, intervals in rules:  # host ops (and so syncs and regions) start and end on segment edges
+        hit = (cause == 0) & _on_segments(seg_s, *intervals())
         if hit.any():
-            cause[free[hit]] = code(name)
+            cause[hit] = code(name)
     # The host inside no op while a collective it started runs on the backend's thread (gloo's
     # work.wait() records nothing): it waits for that collective.
     coll = model.collectives
