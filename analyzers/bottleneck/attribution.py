@@ -107,30 +107,32 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
         return out
     rows = np.flatnonzero(keep)
     s, e = s[rows], e[rows]
-    order = np.lexsort((-(e - s), s))
-    rows, s, e = rows[order], s[order], e[order]
+    length = e - s
+    # Start order, the longer of two spans starting together first (the step model's ops already are).
+    if not ((s[1:] > s[:-1]) | ((s[1:] == s[:-1]) & (length[1:] <= length[:-1]))).all():
+        order = np.lexsort((-length, s))
+        rows, s, e = rows[order], s[order], e[order]
     # Depth of a span: spans opened before it (in start order) minus those that closed by its start.
-    depth = np.arange(s.size) - np.searchsorted(np.sort(e), s, side="right")
+    by_end = np.argsort(e, kind="stable")
+    depth = np.arange(s.size) - np.searchsorted(e[by_end], s, side="right")
     depth = np.maximum(depth, 0)
     parent = _depth_parents(depth)
     has = parent >= 0
     if (has == (depth > 0)).all() and (e[parent[has]] >= e[has]).all():
         # Every span lies inside the span one level up that opened last before it: the thread nests
-        # properly, and the spans open at a time are a chain of parents. Sweep the starts and ends in time
-        # order (ends first at a tie): after a start the innermost open span is the one starting (of several
-        # starting together the last, the innermost), after only ends it is the parent of the outermost one
-        # ending. Each point takes the state after the last boundary at or before it.
-        n = s.size
-        idx = np.arange(n)
-        times = np.concatenate([s, e])
-        is_start = np.concatenate([np.ones(n, np.int8), np.zeros(n, np.int8)])
-        o = np.lexsort((np.concatenate([idx, -idx]), is_start, times))
-        span = np.concatenate([idx, idx])[o]
-        state = np.where(is_start[o] == 1, span, parent[span])
-        t = times[o]
-        last = np.concatenate([t[1:] != t[:-1], [True]])
-        at = np.searchsorted(t[last], points, side="right") - 1
-        inner = np.where(at >= 0, state[last][np.maximum(at, 0)], -1)
+        # properly, and the spans open at a time are a chain of parents. After the starts at a time the
+        # innermost open span is the last of them (of several starting together the innermost); after only
+        # ends it is the parent of the outermost one ending (the first in start order). At a point, the later
+        # of the last start time and the last end time at or before it decides (a start, on a tie).
+        starts_at = np.concatenate([s[1:] != s[:-1], [True]])  # the last span starting at each start time
+        t_start, inner_start = s[starts_at], np.flatnonzero(starts_at)
+        e_sorted = e[by_end]
+        ends_at = np.concatenate([[True], e_sorted[1:] != e_sorted[:-1]])  # the first (stable) ending at each time
+        t_end, inner_end = e_sorted[ends_at], parent[by_end[ends_at]]
+        i = np.searchsorted(t_start, points, side="right") - 1
+        j = np.searchsorted(t_end, points, side="right") - 1
+        after_end = (j >= 0) & (t_end[np.maximum(j, 0)] > t_start[np.maximum(i, 0)])
+        inner = np.where(i < 0, -1, np.where(after_end, inner_end[np.maximum(j, 0)], inner_start[np.maximum(i, 0)]))
         found = inner >= 0
         out[found] = rows[inner[found]]
         return out
