@@ -61,11 +61,23 @@ def outermost(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
     g, end = group[order], (start + dur)[order]
     # Every earlier span of the group starts at or before this one: it is contained by one of them
     # exactly when it ends no later than the furthest end among them.
-    reach = pd.Series(end).groupby(g).cummax().groupby(g).shift(1).to_numpy()
-    nested = ~np.isnan(reach) & (end <= np.nan_to_num(reach, nan=0))
+    first = np.concatenate(([True], g[1:] != g[:-1]))
+    reach = _group_cummax(end, np.cumsum(first) - 1)
+    nested = np.zeros(len(order), dtype=bool)
+    nested[1:] = ~first[1:] & (end[1:] <= reach[:-1])
     out = np.empty(len(order), dtype=bool)
     out[order] = ~nested
     return out
+
+
+def _group_cummax(v: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Running maxima of ``v`` restarting at each group (``run``: non-decreasing group number per element)."""
+    lo = int(v.min())
+    width = int(v.max()) - lo + 1
+    if width * (int(run[-1]) + 1) < 2 ** 62:  # groups lifted apart by an offset: one accumulate
+        lift = run.astype(np.int64) * width
+        return np.maximum.accumulate((v - lo) + lift) - lift + lo
+    return pd.Series(v).groupby(run).cummax().to_numpy(np.int64)
 
 
 def parents(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
