@@ -60,39 +60,46 @@ def _maybe_modelled(names: pd.Series) -> pd.Series:
 
 def op_costs(names: np.ndarray, args: np.ndarray) -> tuple[list[OpCost | None], np.ndarray]:
     """Per op: its cost model (None when unmodelled or without shapes) and the profiler's FLOPs (0: none)."""
-    costs, profiler_flops, _ = _op_costs(names, op_shapes(args))
-    return costs, profiler_flops
+    costs, profiler_flops, _ = _op_costs(np.asarray(names, dtype=object), op_shapes(args))
+    return costs.tolist(), profiler_flops
 
 
-def _op_costs(names, shapes: OpShapes) -> tuple[list[OpCost | None], np.ndarray, list[str]]:
-    """``op_costs`` from the ops' recorded shapes, and each op's shape key (``_shape_key`` of its Input Dims, ""
-    without a cost)."""
+def _op_costs(names: np.ndarray, shapes: OpShapes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``op_costs`` from the ops' recorded shapes (as an object array), and each op's shape key (``_shape_key`` of
+    its Input Dims, "" without a cost). A cost model runs once per distinct (name, shapes)."""
     n = len(names)
-    costs: list[OpCost | None] = [None] * n
-    keys: list[str] = [""] * n
     profiler_flops = np.zeros(n)
-    cache: dict = {}
-    distinct = shapes.distinct
-    for i, (name, code, f) in enumerate(zip(names, shapes.code.tolist(), shapes.flops)):
-        if code < 0:  # no args
-            continue
-        if isinstance(f, (int, float)) and f > 0:
+    for i, f in enumerate(shapes.flops):
+        if f is not None and isinstance(f, (int, float)) and f > 0:
             profiler_flops[i] = float(f)
-        dims, types, concrete = distinct[code]
+    code = shapes.code
+    name_id, _ = pd.factorize(names, use_na_sentinel=False)
+    _, first, inverse = np.unique(name_id.astype(np.int64) * (len(shapes.distinct) + 1) + (code + 1),
+                                  return_index=True, return_inverse=True)
+    costs = np.full(first.size, None, dtype=object)
+    keys = np.full(first.size, "", dtype=object)
+    for u, i in enumerate(first.tolist()):
+        if code[i] < 0:  # no args
+            continue
+        dims, types, concrete = shapes.distinct[code[i]]
         if not dims:
             continue
-        hit = cache.get((name, code))
-        if hit is None:
-            hit = cache[(name, code)] = (estimate_op_cost(name, dims, types, concrete), _shape_key(dims))
-        costs[i], keys[i] = hit
-    return costs, profiler_flops, keys
+        costs[u] = estimate_op_cost(names[i], dims, types, concrete)
+        keys[u] = _shape_key(dims)
+    inverse = inverse.reshape(-1)
+    return costs[inverse], profiler_flops, keys[inverse]
 
 
 def choose_points(costs: list[OpCost | None], tree: CallTree) -> tuple[np.ndarray, np.ndarray]:
     """Per op: whether it is a point, and the point owning it (itself, an enclosing point, or -1)."""
+    return _choose_points(*_cost_flags(costs), tree.parent)
+
+
+def _cost_flags(costs) -> tuple[np.ndarray, np.ndarray]:
+    """Per op: whether it has a cost model, and whether that is a matrix op's."""
     modelled = np.array([c is not None for c in costs], dtype=bool)
     matrix = np.array([c is not None and c.category in MATRIX_CATEGORIES for c in costs], dtype=bool)
-    return _choose_points(modelled, matrix, tree.parent)
+    return modelled, matrix
 
 
 def _ancestors_of(flag: np.ndarray, parent: np.ndarray) -> np.ndarray:
@@ -185,15 +192,16 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     maybe = np.flatnonzero(name_mask(ops["name"], _maybe_modelled))
     with gc_paused():
         sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], trace_op_shapes(trace, op_rows[maybe]))
-    costs: list[OpCost | None] = [None] * len(ops)
+    costs = np.full(len(ops), None, dtype=object)
     shapes = np.full(len(ops), "", dtype=object)
     profiler_flops = np.zeros(len(ops))
-    for i, c in zip(maybe.tolist(), sub_costs):
-        costs[i] = c
+    costs[maybe] = sub_costs
     shapes[maybe] = sub_shapes
     profiler_flops[maybe] = sub_flops
+    modelled, matrix = np.zeros(len(ops), bool), np.zeros(len(ops), bool)
+    modelled[maybe], matrix[maybe] = _cost_flags(sub_costs)
     tree = call_tree(ops, runtime)
-    is_point, owner = choose_points(costs, tree)
+    is_point, owner = _choose_points(modelled, matrix, tree.parent)
     ts = ops["ts_ns"].to_numpy()
     if on_gpu:
         work = attribute_gpu_work(gpu, runtime, tree, owner, launch_labels(ops, runtime), trace=trace)
@@ -205,7 +213,7 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     pts = np.flatnonzero(is_point)
     if on_gpu:
         pts = pts[work.kernels[pts] != 0]  # host-side calls (a CPU tensor, a view): nothing ran on the GPU
-    pc = [costs[i] for i in pts.tolist()]
+    pc = costs[pts].tolist()
     pf = profiler_flops[pts]
     counted = (pf > 0).tolist()
     # Plain lists, the loose rows appended, so each column's dtype is inferred as from the rows it holds.
