@@ -151,7 +151,7 @@ def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataF
     is_comm = (cat == COMMUNICATION).to_numpy()
     is_mem = (cat == MEMORY).to_numpy()
     is_comp = ~is_comm & ~is_mem
-    kind = gpu["kind"].astype(str).to_numpy()
+    is_memset = (gpu["kind"] == "memset").to_numpy(dtype=bool)
 
     def merged(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s, e = _clip(s_all[mask], e_all[mask], w0, w1)
@@ -167,7 +167,7 @@ def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataF
     busy_ns = int((busy[1] - busy[0]).sum())
     memory_ns = busy_ns - comp_ns - comm_exposed
     # Memory-only time: memset where nothing but memsets run, memcpy the rest (memcpy wins a tie).
-    not_memset = merged(~(is_mem & (kind == "memset")))
+    not_memset = merged(~(is_mem & is_memset))
     memset_ns = busy_ns - int((not_memset[1] - not_memset[0]).sum())
     memcpy_ns = memory_ns - memset_ns
     window_ns = w1 - w0

@@ -61,6 +61,11 @@ def launch_columns(trace: Trace, correlation: np.ndarray, *, calls: tuple[str, .
 def _launch_calls(trace: Trace, calls: tuple[str, ...]) -> tuple:
     """The launching calls of ``calls`` kinds, first per correlation id, once per trace: (correlation index,
     start ns, end ns, pid, tid, name as str)."""
+    # Kinds the trace has none of select nothing: ("runtime", "driver") on a trace without driver calls is
+    # the same join as ("runtime",), built once.
+    present = trace.derived(("timeline.launches", "kinds"), lambda: _kinds(trace.events["kind"]))
+    calls = tuple(k for k in calls if k in present)
+
     def build() -> tuple:
         ev = trace.events
         rows = np.flatnonzero((ev["kind"].isin(calls) & (ev["correlation"] >= 0)).to_numpy())
@@ -76,3 +81,12 @@ def _launch_calls(trace: Trace, calls: tuple[str, ...]) -> tuple:
         return (pd.Index(rt["correlation"].to_numpy()), rts, rts + rt["dur_ns"].to_numpy(np.int64),
                 rt["pid"].to_numpy(np.int64), rt["tid"].to_numpy(np.int64), name_str)
     return trace.derived(("timeline.launches", "calls", calls), build)
+
+
+def _kinds(kind: pd.Series) -> frozenset:
+    """The kinds a kind column holds (counted over a categorical's codes)."""
+    if isinstance(kind.dtype, pd.CategoricalDtype):
+        codes = kind.cat.codes.to_numpy()
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(kind.cat.categories)))
+        return frozenset(kind.cat.categories[used].tolist())
+    return frozenset(kind.dropna().astype(str).unique().tolist())
