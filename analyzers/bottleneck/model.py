@@ -217,13 +217,16 @@ def _gpu_work(trace: Trace, windows: pd.DataFrame) -> pd.DataFrame:
     }, columns=cols)
 
 
+_SYNC_KINDS = np.array(["", "device_sync", "blocking_copy"])
+
+
 def _syncs(ops: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
     """Host calls that wait for the device, with the outermost op around each (its call site)."""
     names = ops["name"]
     runtime = ops["kind"].isin(("runtime", "driver")).to_numpy()
     is_sync = runtime & name_mask(names, lambda n: n.str.match(_SYNC_RE))
     is_copy = runtime & name_mask(names, lambda n: n.str.match(_MEMCPY_CALL_RE))
-    kind = np.where(is_sync, "device_sync", "")
+    kind = is_sync.astype(np.int8)  # 1: device_sync, 2: blocking_copy (_SYNC_KINDS), 0: neither
     if is_copy.any() and not gpu.empty:
         copies = gpu[gpu["kind"].isin(("memcpy", "memset")).to_numpy()].drop_duplicates("correlation")
         by_corr = copies.set_index("correlation")
@@ -236,10 +239,10 @@ def _syncs(ops: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
         waited = ops["dur_ns"].to_numpy(np.int64)[at] - own > BLOCKING_COPY_MIN_WAIT_NS
         blocking = np.zeros(len(ops), dtype=bool)
         blocking[at[returned_after & waited]] = True
-        kind = np.where(blocking, "blocking_copy", kind)
-    pick = kind != ""
-    out = ops.loc[pick, ["ts_ns", "end_ns", "dur_ns", "name", "pid", "tid", "window", "correlation"]].copy()
-    out["kind"] = kind[pick]
+        kind[blocking] = 2
+    rows = np.flatnonzero(kind > 0)
+    out = ops[["ts_ns", "end_ns", "dur_ns", "name", "pid", "tid", "window", "correlation"]].iloc[rows]
+    out["kind"] = _SYNC_KINDS[kind[rows]]
     out["site"] = _outermost_names(ops, out)
     return out[out["window"] >= 0].sort_values("ts_ns", kind="stable").reset_index(drop=True)
 

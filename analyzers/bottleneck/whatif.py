@@ -141,12 +141,17 @@ def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     ts, dur = ops["ts_ns"].to_numpy(np.int64), ops["dur_ns"].to_numpy(np.int64)
     end, pid, tid = ops["end_ns"].to_numpy(np.int64), ops["pid"].to_numpy(np.int64), ops["tid"].to_numpy(np.int64)
     rows = np.flatnonzero((kind == "cpu_op") & (dur > 0))
-    # Per thread in time order, the longer of two ops starting together first (a stable sort, as before).
-    rows = rows[np.lexsort((-dur[rows], ts[rows], tid[rows], pid[rows]))]
+    # Per thread in time order, the longer of two ops starting together first (a stable sort, as before). The
+    # model's ops are in that order already: a stable sort by thread (pid, then tid) keeps it within each.
+    threads = sorted(set(model.host_threads))
+    thread = np.zeros(rows.size, np.int64)
+    for k, (p, t) in enumerate(threads):
+        thread[(pid[rows] == p) & (tid[rows] == t)] = k
+    rows = rows[np.argsort(thread, kind="stable")]
     same = tid[rows][1:] == tid[rows][:-1]
     leaf = ~np.concatenate([same & (ts[rows][1:] < end[rows][:-1]), [False]])
     rows = rows[leaf]
-    out = ops.iloc[rows].copy()
+    out = ops.iloc[rows]
     category = _op_categories(model)[rows]
     out["category"] = category
     return out.reset_index(drop=True)
