@@ -59,7 +59,7 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.timeline.intervals import clip as _clip
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, overlap_ns, union_ns
-from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.launches import gpu_work, launches
 from torchscope.analyzers.timeline.steps import step_windows
 
 __all__ = [
@@ -339,8 +339,7 @@ def _hta_idle_by_stream(gpu: pd.DataFrame) -> pd.DataFrame:
           page="overview", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, hta_compatible: bool = False) -> Result:
     """Per-rank GPU time breakdown over the profiled window (ns and % of the window)."""
-    gpu = trace.gpu_events()
-    if gpu.empty:
+    if gpu_work(trace).empty:
         raise NotApplicable("no GPU events")
     if hta_compatible:
         hta_gpu, _ = _hta_frames(trace)
