@@ -59,7 +59,7 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.timeline.intervals import clip as _clip
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, overlap_ns, union_ns
-from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.launches import gpu_work, launches
 from torchscope.analyzers.timeline.steps import step_windows
 
 __all__ = [
@@ -151,7 +151,7 @@ def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataF
     is_comm = (cat == COMMUNICATION).to_numpy()
     is_mem = (cat == MEMORY).to_numpy()
     is_comp = ~is_comm & ~is_mem
-    kind = gpu["kind"].astype(str).to_numpy()
+    is_memset = (gpu["kind"] == "memset").to_numpy(dtype=bool)
 
     def merged(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s, e = _clip(s_all[mask], e_all[mask], w0, w1)
@@ -167,7 +167,7 @@ def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataF
     busy_ns = int((busy[1] - busy[0]).sum())
     memory_ns = busy_ns - comp_ns - comm_exposed
     # Memory-only time: memset where nothing but memsets run, memcpy the rest (memcpy wins a tie).
-    not_memset = merged(~(is_mem & (kind == "memset")))
+    not_memset = merged(~(is_mem & is_memset))
     memset_ns = busy_ns - int((not_memset[1] - not_memset[0]).sum())
     memcpy_ns = memory_ns - memset_ns
     window_ns = w1 - w0
@@ -339,8 +339,7 @@ def _hta_idle_by_stream(gpu: pd.DataFrame) -> pd.DataFrame:
           page="overview", summary_keys=SUMMARY_KEYS)
 def analyze(trace: Trace, *, hta_compatible: bool = False) -> Result:
     """Per-rank GPU time breakdown over the profiled window (ns and % of the window)."""
-    gpu = trace.gpu_events()
-    if gpu.empty:
+    if gpu_work(trace).empty:
         raise NotApplicable("no GPU events")
     if hta_compatible:
         hta_gpu, _ = _hta_frames(trace)

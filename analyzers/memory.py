@@ -251,7 +251,8 @@ def _peaks(trace: Trace, timeline: pd.DataFrame) -> pd.DataFrame:
 
 def _top_level_ops(trace: Trace) -> pd.DataFrame:
     """CPU ops not nested in another op of the same thread (pid, tid, ts_ns, dur_ns, name)."""
-    ops = trace.of_kind("cpu_op")[["pid", "tid", "ts_ns", "dur_ns", "name"]]
+    ev = trace.events  # the five columns first, then the rows: not a take of the wide frame
+    ops = ev[["pid", "tid", "ts_ns", "dur_ns", "name"]].iloc[np.flatnonzero((ev["kind"] == "cpu_op").to_numpy())]
     return ops[outermost(ops)]
 
 

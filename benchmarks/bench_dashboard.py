@@ -1,7 +1,7 @@
 """Dashboard speed: time to first paint of the Overview and a Timeline zoom, cold and cached.
 
     python benchmarks/bench_dashboard.py [--trace PATH] [--repeats 5] [--no-browser]
-    python benchmarks/bench_dashboard.py --job [64] [--no-browser]   # a job of many ranks
+    python benchmarks/bench_dashboard.py --job [64] [--no-browser]   # a job of many ranks: first and second open
 
 Default trace: the largest shared trace, diff_control_a100.json.gz (75K events).
 
@@ -228,66 +228,101 @@ def painted(drv) -> bool:
 JOB_TARGET_S = 3.0
 
 
-def bench_job(ranks: int, browser: bool) -> None:
-    """A synthetic job of ``ranks`` ranks (bench_scale's builder): time to the job overview's first paint."""
-    import tempfile
+def _show_job(where: str, label: str, v: float) -> None:
+    verdict = "ok" if v <= JOB_TARGET_S else "OVER"
+    print(f"{where:7s} {label}  {v:7.3f} s   target {JOB_TARGET_S:.1f} s  ({v / JOB_TARGET_S:5.2f}× target, {verdict})",
+          flush=True)
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_scale import build_job
 
-    from torchscope.dashboard.run_cache import JOB_MIN_RANKS
-
-    root = Path(tempfile.mkdtemp(prefix="bench-dashboard-job-"))
-    build_job(root, ranks)
-    run_id = f"job{ranks}"
-    mode = "per-rank summaries" if ranks >= JOB_MIN_RANKS else "one TraceSet (fewer ranks than JOB_MIN_RANKS)"
-    print(f"job: {ranks} ranks under {root} ({mode}); load average {os.getloadavg()[0]:.1f}", flush=True)
+def _job_overview_server(root: Path, run_id: str) -> tuple[float, float, str]:
+    """Server time to the job overview in a new RunCache, a re-render's, and how its ranks were obtained."""
     cache = RunCache(root, first=PAGE_ANALYZERS["overview"])
     app = create_app(root, cache=cache)
     client = app.server.test_client()
     t0 = time.perf_counter()
     while "load-progress" in json.dumps(overview_callback(client, app, run_id)["page"]["children"]):
         time.sleep(0.05)
-    server = time.perf_counter() - t0
+    first = time.perf_counter() - t0
     cached = []
     for _ in range(3):
         t = time.perf_counter()
         overview_callback(client, app, run_id)
         cached.append(time.perf_counter() - t)
+    job = cache.get(run_id).job
+    how = f"{sum(s.cached for s in job.ranks.values())} of {len(job.ranks)} ranks from the summary cache, " \
+          f"the others on {job.scheduler}"
     cache.shutdown()
-    rows = [("server", "job overview cold  ", server), ("server", "job overview cached", statistics.median(cached))]
+    return first, statistics.median(cached), how
 
-    def show(where: str, label: str, v: float) -> None:
-        verdict = "ok" if v <= JOB_TARGET_S else "OVER"
-        print(f"{where:7s} {label}  {v:7.3f} s   target {JOB_TARGET_S:.1f} s  ({v / JOB_TARGET_S:5.2f}× target, {verdict})",
-              flush=True)
 
-    for row in rows:  # printed as measured: the browser part can take minutes
-        show(*row)
-    if browser and Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-        from werkzeug.serving import make_server
+def _job_overview_browser(root: Path, run_id: str) -> float | None:
+    """Headless Chromium time to the job overview's first paint in a new RunCache (None without a browser)."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from werkzeug.serving import make_server
 
-        from tests.dashboard.test_browser import chrome_options, wait
+    from tests.dashboard.test_browser import chrome_options, wait
 
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        cache = RunCache(root, first=PAGE_ANALYZERS["overview"])
-        srv = make_server("127.0.0.1", 0, create_app(root, cache=cache).server, threaded=True)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{srv.server_port}"
-        drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=chrome_options())
-        try:
-            drv.get(f"{base}/runs")
-            t = time.perf_counter()
-            drv.get(f"{base}/overview?run={run_id}")
-            wait(drv, painted, 900, "job overview")
-            show("browser", "job overview cold  ", time.perf_counter() - t)
-        finally:
-            drv.quit()
-            srv.shutdown()
-            cache.shutdown()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    cache = RunCache(root, first=PAGE_ANALYZERS["overview"])
+    srv = make_server("127.0.0.1", 0, create_app(root, cache=cache).server, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_port}"
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=chrome_options())
+    try:
+        drv.get(f"{base}/runs")
+        t = time.perf_counter()
+        drv.get(f"{base}/overview?run={run_id}")
+        wait(drv, painted, 900, "job overview")
+        return time.perf_counter() - t
+    finally:
+        drv.quit()
+        srv.shutdown()
+        cache.shutdown()
+
+
+def bench_job(ranks: int, browser: bool) -> None:
+    """A synthetic job of ``ranks`` ranks (bench_scale's builder): time to the job overview's first paint,
+    the first-ever open (every rank parsed and analyzed) and a second open in a new server process
+    (every rank's summary read from the summary cache)."""
+    import subprocess
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_scale import build_job
+
+    from torchscope.analyzers.io.cache import ENV_CACHE_DIR, ENV_NO_CACHE
+    from torchscope.dashboard.run_cache import JOB_MIN_RANKS
+
+    root = Path(tempfile.mkdtemp(prefix="bench-dashboard-job-"))
+    build_job(root, ranks)
+    run_id = f"job{ranks}"
+    # The caches on, in a folder of their own: the first open fills them, the second reads them.
+    os.environ[ENV_CACHE_DIR] = tempfile.mkdtemp(prefix="bench-dashboard-job-cache-")
+    os.environ[ENV_NO_CACHE] = "0"
+    mode = "per-rank summaries" if ranks >= JOB_MIN_RANKS else "one TraceSet (fewer ranks than JOB_MIN_RANKS)"
+    print(f"job: {ranks} ranks under {root} ({mode}); load average {os.getloadavg()[0]:.1f}", flush=True)
+    first, rerender, how = _job_overview_server(root, run_id)
+    _show_job("server", "job overview, first-ever open", first)
+    print(f"        ({how})")
+    _show_job("server", "job overview re-render      ", rerender)
+    child = [sys.executable, __file__, "--job-reopen", str(root), run_id] + ([] if browser else ["--no-browser"])
+    subprocess.run(child, check=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+def bench_job_reopen(root: Path, run_id: str, browser: bool) -> None:
+    """The second open of a job, in this new process: server, then headless Chromium (each a new RunCache)."""
+    second, _, how = _job_overview_server(root, run_id)
+    _show_job("server", "job overview, second open   ", second)
+    print(f"        ({how}; a new server process)")
+    shown = _job_overview_browser(root, run_id) if browser else None
+    if shown is None:
+        print("browser: not measured (no chromium / chromium-driver, or --no-browser)")
+    else:
+        _show_job("browser", "job overview, second open   ", shown)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-browser", action="store_true")
     p.add_argument("--job", type=int, nargs="?", const=64, default=None, metavar="RANKS",
                    help="instead: a synthetic job of RANKS ranks (default 64), time to its job overview")
+    p.add_argument("--job-reopen", nargs=2, metavar=("ROOT", "RUN"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.job_reopen:
+        bench_job_reopen(Path(args.job_reopen[0]), args.job_reopen[1], not args.no_browser)
+        return 0
     if args.job:
         bench_job(args.job, not args.no_browser)
         return 0

@@ -163,12 +163,15 @@ def phase_share_by_rank(phases: Sequence[tuple[int, pd.DataFrame]]) -> go.Figure
         return None
     labels = [f"rank {rank}" for rank, _ in rows]
     order = list(dict.fromkeys(p for _, t in rows for p in t["phase"].astype(str)))
+    shares = []  # per rank, phase -> its first row's share (one pass per rank, not a lookup per phase and rank)
+    for _, t in rows:
+        first: dict[str, float] = {}
+        for phase, share in zip(t["phase"].astype(str), t["share_pct"].to_numpy(dtype=float)):
+            first.setdefault(phase, share)
+        shares.append(first)
     fig = go.Figure()
     for phase in order:
-        vals = []
-        for _, t in rows:
-            match = t.loc[t["phase"].astype(str) == phase, "share_pct"]
-            vals.append(float(match.iloc[0]) if len(match) and pd.notna(match.iloc[0]) else 0.0)
+        vals = [share if pd.notna(share := first.get(phase, 0.0)) else 0.0 for first in shares]
         if not any(vals):
             continue
         words = phase.replace("_", " ")

@@ -107,11 +107,35 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
         return out
     rows = np.flatnonzero(keep)
     s, e = s[rows], e[rows]
-    order = np.lexsort((-(e - s), s))
-    rows, s, e = rows[order], s[order], e[order]
+    length = e - s
+    # Start order, the longer of two spans starting together first (the step model's ops already are).
+    if not ((s[1:] > s[:-1]) | ((s[1:] == s[:-1]) & (length[1:] <= length[:-1]))).all():
+        order = np.lexsort((-length, s))
+        rows, s, e = rows[order], s[order], e[order]
     # Depth of a span: spans opened before it (in start order) minus those that closed by its start.
-    depth = np.arange(s.size) - np.searchsorted(np.sort(e), s, side="right")
+    by_end = np.argsort(e, kind="stable")
+    depth = np.arange(s.size) - np.searchsorted(e[by_end], s, side="right")
     depth = np.maximum(depth, 0)
+    parent = _depth_parents(depth)
+    has = parent >= 0
+    if (has == (depth > 0)).all() and (e[parent[has]] >= e[has]).all():
+        # Every span lies inside the span one level up that opened last before it: the thread nests
+        # properly, and the spans open at a time are a chain of parents. After the starts at a time the
+        # innermost open span is the last of them (of several starting together the innermost); after only
+        # ends it is the parent of the outermost one ending (the first in start order). At a point, the later
+        # of the last start time and the last end time at or before it decides (a start, on a tie).
+        starts_at = np.concatenate([s[1:] != s[:-1], [True]])  # the last span starting at each start time
+        t_start, inner_start = s[starts_at], np.flatnonzero(starts_at)
+        e_sorted = e[by_end]
+        ends_at = np.concatenate([[True], e_sorted[1:] != e_sorted[:-1]])  # the first (stable) ending at each time
+        t_end, inner_end = e_sorted[ends_at], parent[by_end[ends_at]]
+        i = np.searchsorted(t_start, points, side="right") - 1
+        j = np.searchsorted(t_end, points, side="right") - 1
+        after_end = (j >= 0) & (t_end[np.maximum(j, 0)] > t_start[np.maximum(i, 0)])
+        inner = np.where(i < 0, -1, np.where(after_end, inner_end[np.maximum(j, 0)], inner_start[np.maximum(i, 0)]))
+        found = inner >= 0
+        out[found] = rows[inner[found]]
+        return out
     todo = np.arange(points.size)
     for d in range(int(depth.max()), -1, -1):
         at = depth == d
@@ -124,6 +148,28 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
         if todo.size == 0:
             break
     return out
+
+
+def _depth_parents(depth: np.ndarray) -> np.ndarray:
+    """Per span in start order, the last earlier span one level up (-1 at depth 0): its parent when spans nest."""
+    n = depth.size
+    keys = np.sort(depth * n + np.arange(n))
+    want = (depth - 1) * n + np.arange(n)
+    pos = np.searchsorted(keys, want, side="left") - 1
+    hit = (depth > 0) & (pos >= 0)
+    got = keys[np.maximum(pos, 0)]
+    hit &= got // n == depth - 1
+    return np.where(hit, got % n, -1)
+
+
+def _on_segments(seg_s: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per segment (sorted starts ``seg_s`` of segments no interval edge falls inside): whether some interval
+    [start, end) covers it. A count of the intervals open at each segment, from where each starts and ends."""
+    ok = ends > starts  # an empty (or reversed) interval covers nothing
+    a = np.searchsorted(seg_s, starts[ok], side="left")
+    b = np.searchsorted(seg_s, ends[ok], side="left")
+    m = seg_s.size
+    return np.cumsum(np.bincount(a, minlength=m + 1)[:m] - np.bincount(b, minlength=m + 1)[:m]) > 0
 
 
 def covered(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
@@ -173,9 +219,9 @@ def attribute(model: StepModel) -> Attribution:
         comm = category == COMMUNICATION
         for cat in GPU_COMPUTE_ORDER:
             pick = (category == cat) & ~comm
-            hit = (cause == 0) & covered(merge_intervals(g_ts[pick], g_end[pick]), mid)
+            hit = (cause == 0) & _on_segments(seg_s, g_ts[pick], g_end[pick])
             cause[hit] = code(f"gpu_compute:{cat}")
-        hit = (cause == 0) & covered(merge_intervals(g_ts[comm], g_end[comm]), mid)
+        hit = (cause == 0) & _on_segments(seg_s, g_ts[comm], g_end[comm])
         cause[hit] = code("exposed_communication")
 
     # The innermost op on the host at each segment, as a row of ``ops`` (-1: none).
@@ -203,16 +249,15 @@ def attribute(model: StepModel) -> Attribution:
     s_ts, s_end = syncs["ts_ns"].to_numpy(np.int64), syncs["end_ns"].to_numpy(np.int64)
     rules = (
         ("data_loading", lambda: model.regions["data_loading"]),
-        ("device_sync", lambda: merge_intervals(s_ts[s_kind == "device_sync"], s_end[s_kind == "device_sync"])),
-        ("blocking_copy", lambda: merge_intervals(s_ts[s_kind == "blocking_copy"], s_end[s_kind == "blocking_copy"])),
-        ("exposed_communication", lambda: merge_intervals(o_ts[host_comm], o_end[host_comm])),
+        ("device_sync", lambda: (s_ts[s_kind == "device_sync"], s_end[s_kind == "device_sync"])),
+        ("blocking_copy", lambda: (s_ts[s_kind == "blocking_copy"], s_end[s_kind == "blocking_copy"])),
+        ("exposed_communication", lambda: (o_ts[host_comm], o_end[host_comm])),
         ("optimizer_dispatch", lambda: model.regions["optimizer"]),
     )
-    for name, intervals in rules:
-        free = np.flatnonzero(cause == 0)
-        hit = covered(intervals(), mid[free])
+    for name, intervals in rules:  # host ops (and so syncs and regions) start and end on segment edges
+        hit = (cause == 0) & _on_segments(seg_s, *intervals())
         if hit.any():
-            cause[free[hit]] = code(name)
+            cause[hit] = code(name)
     # The host inside no op while a collective it started runs on the backend's thread (gloo's
     # work.wait() records nothing): it waits for that collective.
     coll = model.collectives
@@ -314,14 +359,23 @@ def _evidence(model: StepModel, seg: pd.DataFrame, codes: np.ndarray, labels: li
             continue
         if cause == "exposed_communication" and not model.collectives.empty:
             coll = model.collectives
-            top = coll.groupby("type", sort=False)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
-            out[cause] = "; ".join(f"{kind} x{int(n)}" for kind, (_, n) in zip(top.index, top.to_numpy()))
+            kinds, kind_of = pd.factorize(coll["type"].to_numpy(object))  # a missing type is in no group
+            typed = kinds >= 0
+            out[cause] = "; ".join(f"{kind_of[k]} x{n}" for k, _, n in
+                                   _top(kinds[typed], coll["dur_ns"].to_numpy(np.int64)[typed]))
             continue
         if cause in ("device_sync", "blocking_copy"):
-            s = model.syncs[model.syncs["kind"] == cause]
-            top = s.groupby(["site", "name"], sort=False, observed=True)["dur_ns"].agg(["sum", "size"]).nlargest(3, "sum")
-            out[cause] = "; ".join(f"{name} in {site or 'Python'} x{int(n)}"
-                                   for (site, name), (_, n) in zip(top.index, top.to_numpy()))
+            syncs = model.syncs
+            at = np.flatnonzero((syncs["kind"].to_numpy(object) == cause) & syncs["name"].notna().to_numpy()
+                                & syncs["site"].notna().to_numpy())
+            # (call site, call) pairs in the order first seen, as a groupby over them would list them.
+            pairs = list(zip(syncs["site"].to_numpy(object)[at].tolist(), syncs["name"].to_numpy(object)[at].tolist()))
+            seen = dict.fromkeys(pairs)
+            key = {p: i for i, p in enumerate(seen)}
+            pair_of = list(seen)
+            codes_at = np.array([key[p] for p in pairs], np.int64)
+            out[cause] = "; ".join(f"{pair_of[k][1]} in {pair_of[k][0] or 'Python'} x{n}"
+                                   for k, _, n in _top(codes_at, syncs["dur_ns"].to_numpy(np.int64)[at]))
             continue
         at = (codes == c) & (op >= 0)
         if not at.any():

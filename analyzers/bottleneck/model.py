@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from torchscope.analyzers.core.trace import Trace, name_mask
-from torchscope.analyzers.kernels import category_of
+from torchscope.analyzers.kernels import fp32_gemm_kernels, kernel_categories
 from torchscope.analyzers.timeline.intervals import merge_intervals
-from torchscope.analyzers.timeline.launches import launches
-from torchscope.analyzers.timeline.nesting import outermost
+from torchscope.analyzers.timeline.launches import gpu_work, launch_columns
 from torchscope.analyzers.timeline.steps import step_index, windows_or_span
 
 __all__ = ["BLOCKING_COPY_MIN_WAIT_NS", "HOST_KINDS", "REGION_PATTERNS", "StepModel", "build"]
@@ -67,12 +66,14 @@ class StepModel:
     host_threads: tuple[tuple[int, int], ...]
     #: Host ops on the host threads inside the windows: ts_ns, end_ns, dur_ns, name (str), kind, pid, tid,
     #: window (index into windows), main (bool), launches (bool: a runtime call that issued GPU work),
-    #: issues_work (bool: an operator or a launch call, the host work that feeds the device).
+    #: issues_work (bool: an operator or a launch call, the host work that feeds the device), row (position in
+    #: ``trace.events``, where its args are).
     ops: pd.DataFrame
     #: region name -> merged (starts, ends) on the main thread.
     regions: dict[str, tuple[np.ndarray, np.ndarray]]
     #: GPU work inside or launched inside the windows: ts_ns, end_ns, dur_ns, stream, category, name,
-    #: launch_ts_ns (-1 unknown), launch_tid, window, correlation. Sorted by stream, then start.
+    #: launch_ts_ns (-1 unknown), launch_tid, window, correlation, fp32_gemm (``kernels.is_fp32_gemm`` of the name).
+    #: Sorted by stream, then start.
     gpu: pd.DataFrame
     #: Host calls that wait for the device: ts_ns, end_ns, name, kind ("device_sync" | "blocking_copy"),
     #: window, and site (outermost op on the thread around the call).
@@ -157,7 +158,7 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
         "kind": _categorical(ev["kind"].iloc[rows]),
         "pid": pid[order], "tid": tid[order],
         "correlation": ev["correlation"].to_numpy(np.int64)[rows],
-        "args": ev["args"].to_numpy(object)[rows],
+        "row": rows,
     })
     ops["end_ns"] = ops["ts_ns"] + ops["dur_ns"]
     ops["main"] = (ops["pid"] == main[0]) & (ops["tid"] == main[1])
@@ -188,31 +189,35 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
 
 def _gpu_work(trace: Trace, windows: pd.DataFrame) -> pd.DataFrame:
     """GPU work joined with its launch, with category, stream and window (by launch time, else start)."""
-    gpu = trace.gpu_events()
+    gpu = gpu_work(trace)
     cols = ["ts_ns", "end_ns", "dur_ns", "stream", "category", "name", "launch_ts_ns", "launch_end_ns",
-            "launch_tid", "window", "correlation", "kind"]
+            "launch_tid", "window", "correlation", "kind", "fp32_gemm"]
     if gpu.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    gpu = gpu[["ts_ns", "dur_ns", "stream", "tid", "name", "kind", "correlation"]]
-    joined = launches(trace, gpu, calls=("runtime", "driver"))
-    out = pd.DataFrame({
-        "ts_ns": joined["ts_ns"].to_numpy(np.int64),
-        "dur_ns": joined["dur_ns"].to_numpy(np.int64),
-        "stream": np.where(joined["stream"].to_numpy(np.int64) >= 0, joined["stream"].to_numpy(np.int64),
-                           joined["tid"].to_numpy(np.int64)),
-        "category": category_of(joined["name"], joined["kind"]).to_numpy(object),
-        "name": _categorical(joined["name"]),
-        "launch_ts_ns": joined["launch_ts_ns"].to_numpy(np.int64),
-        "launch_end_ns": joined["launch_end_ns"].to_numpy(np.int64),
-        "launch_tid": joined["launch_tid"].to_numpy(np.int64),
-        "correlation": joined["correlation"].to_numpy(np.int64),
-        "kind": _categorical(joined["kind"]),
-    })
-    out["end_ns"] = out["ts_ns"] + out["dur_ns"]
-    at = np.where(out["launch_ts_ns"] >= 0, out["launch_ts_ns"], out["ts_ns"]).astype(np.int64)
-    out["window"] = _window_of(at, windows)
-    out = out[out["window"] >= 0]
-    return out.sort_values(["stream", "ts_ns"], kind="stable").reset_index(drop=True)[cols]
+    ts, dur = gpu["ts_ns"].to_numpy(np.int64), gpu["dur_ns"].to_numpy(np.int64)
+    corr = gpu["correlation"].to_numpy(np.int64)
+    launch = launch_columns(trace, corr, calls=("runtime", "driver"), names=False)
+    stream = gpu["stream"].to_numpy(np.int64)
+    at = np.where(launch["launch_ts_ns"] >= 0, launch["launch_ts_ns"], ts).astype(np.int64)
+    window = _window_of(at, windows)
+    rows = np.flatnonzero(window >= 0)
+    # By stream, then start (a stable sort: the trace's order among equal starts).
+    rows = rows[np.lexsort((ts[rows], np.where(stream >= 0, stream, gpu["tid"].to_numpy(np.int64))[rows]))]
+    sub = gpu.iloc[rows]
+    return pd.DataFrame({
+        "ts_ns": ts[rows], "end_ns": ts[rows] + dur[rows], "dur_ns": dur[rows],
+        "stream": np.where(stream >= 0, stream, gpu["tid"].to_numpy(np.int64))[rows],
+        "category": kernel_categories(trace, sub).to_numpy(object),
+        # Categories over all the GPU work (as they were before the rows outside the windows went).
+        "name": _categorical(gpu["name"])[rows],
+        "launch_ts_ns": launch["launch_ts_ns"][rows], "launch_end_ns": launch["launch_end_ns"][rows],
+        "launch_tid": launch["launch_tid"][rows], "window": window[rows], "correlation": corr[rows],
+        "kind": _categorical(gpu["kind"])[rows],
+        "fp32_gemm": fp32_gemm_kernels(trace, sub["name"]).to_numpy(bool),
+    }, columns=cols)
+
+
+_SYNC_KINDS = np.array(["", "device_sync", "blocking_copy"])
 
 
 def _syncs(ops: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
@@ -221,7 +226,7 @@ def _syncs(ops: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
     runtime = ops["kind"].isin(("runtime", "driver")).to_numpy()
     is_sync = runtime & name_mask(names, lambda n: n.str.match(_SYNC_RE))
     is_copy = runtime & name_mask(names, lambda n: n.str.match(_MEMCPY_CALL_RE))
-    kind = np.where(is_sync, "device_sync", "")
+    kind = is_sync.astype(np.int8)  # 1: device_sync, 2: blocking_copy (_SYNC_KINDS), 0: neither
     if is_copy.any() and not gpu.empty:
         copies = gpu[gpu["kind"].isin(("memcpy", "memset")).to_numpy()].drop_duplicates("correlation")
         by_corr = copies.set_index("correlation")
@@ -234,10 +239,10 @@ def _syncs(ops: pd.DataFrame, gpu: pd.DataFrame) -> pd.DataFrame:
         waited = ops["dur_ns"].to_numpy(np.int64)[at] - own > BLOCKING_COPY_MIN_WAIT_NS
         blocking = np.zeros(len(ops), dtype=bool)
         blocking[at[returned_after & waited]] = True
-        kind = np.where(blocking, "blocking_copy", kind)
-    pick = kind != ""
-    out = ops.loc[pick, ["ts_ns", "end_ns", "dur_ns", "name", "pid", "tid", "window", "correlation"]].copy()
-    out["kind"] = kind[pick]
+        kind[blocking] = 2
+    rows = np.flatnonzero(kind > 0)
+    out = ops[["ts_ns", "end_ns", "dur_ns", "name", "pid", "tid", "window", "correlation"]].iloc[rows]
+    out["kind"] = _SYNC_KINDS[kind[rows]]
     out["site"] = _outermost_names(ops, out)
     return out[out["window"] >= 0].sort_values("ts_ns", kind="stable").reset_index(drop=True)
 
@@ -246,19 +251,23 @@ def _outermost_names(ops: pd.DataFrame, calls: pd.DataFrame) -> np.ndarray:
     """Name of the outermost cpu_op of the same thread enclosing each call ('' when none)."""
     if calls.empty:
         return np.zeros(0, dtype=object)
-    # Outermost is decided per thread: only the threads that made the calls are needed.
-    threads = calls[["pid", "tid"]].drop_duplicates()
-    mine = np.zeros(len(ops), dtype=bool)
     o_pid, o_tid = ops["pid"].to_numpy(np.int64), ops["tid"].to_numpy(np.int64)
-    for p, t in zip(threads["pid"].to_numpy(np.int64), threads["tid"].to_numpy(np.int64)):
-        mine |= (o_pid == p) & (o_tid == t)
-    cpu = ops[(ops["kind"] == "cpu_op").to_numpy() & mine]
-    top = cpu[outermost(cpu)]
+    o_ts, o_end = ops["ts_ns"].to_numpy(np.int64), ops["end_ns"].to_numpy(np.int64)
+    is_cpu = (ops["kind"] == "cpu_op").to_numpy()
+    codes = ops["name"].cat.codes.to_numpy()
+    labels = np.append(ops["name"].cat.categories.to_numpy(object), np.nan)  # code -1: a missing name
+    c_pid, c_tid, c_ts = calls["pid"].to_numpy(np.int64), calls["tid"].to_numpy(np.int64), calls["ts_ns"].to_numpy(np.int64)
     out = np.full(len(calls), "", dtype=object)
-    for (pid, tid), group in calls.groupby(["pid", "tid"], sort=False):
-        spans = top[(top["pid"] == pid).to_numpy() & (top["tid"] == tid).to_numpy()]
-        pos = step_index(group["ts_ns"].to_numpy(np.int64), spans["ts_ns"].to_numpy(np.int64),
-                         spans["end_ns"].to_numpy(np.int64))
-        rows = calls.index.get_indexer(group.index)
-        out[rows[pos >= 0]] = spans["name"].to_numpy(object)[pos[pos >= 0]]
+    # Outermost is decided per thread: only the threads that made the calls are needed. The ops are in
+    # nesting order (time, the longer first), so an op is nested when an earlier one of its thread ends
+    # no earlier than it does.
+    for p, t in dict.fromkeys(zip(c_pid.tolist(), c_tid.tolist())):
+        rows = np.flatnonzero(is_cpu & (o_pid == p) & (o_tid == t))
+        end = o_end[rows]
+        top = rows[np.concatenate(([True], end[1:] > np.maximum.accumulate(end)[:-1]))] if rows.size else rows
+        mine = np.flatnonzero((c_pid == p) & (c_tid == t))
+        pos = step_index(c_ts[mine], o_ts[top], o_end[top])
+        hit = pos >= 0
+        if hit.any():
+            out[mine[hit]] = labels[codes[top[pos[hit]]]]
     return out

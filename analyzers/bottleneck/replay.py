@@ -196,6 +196,20 @@ class _Plan:
         self.base = np.clip(syncs["end_ns"].to_numpy(np.int64) - arrive, 0, None) if k else _EMPTY
         self.order = np.lexsort((self.ts, self.stream, self.chunk)) if n else _EMPTY
         self.k = k
+        # The replay walks the ops in ``order``: per chunk one slice, inside it one run per stream.
+        order = self.order
+        chunks = self.chunk[order] if n else _EMPTY
+        self.bounds = np.searchsorted(chunks, np.arange(k + 2), side="left") if n else np.zeros(k + 2, np.int64)
+        s = self.stream[order] if n else _EMPTY
+        new_run = np.concatenate([[True], (s[1:] != s[:-1]) | (chunks[1:] != chunks[:-1])]) if n else _EMPTY.astype(bool)
+        self.run = np.cumsum(new_run) - 1 if n else _EMPTY
+        self.run_last = np.concatenate([new_run[1:], [True]]) if n else _EMPTY.astype(bool)
+        self.stream_code = np.unique(s, return_inverse=True)[1].reshape(-1) if n else _EMPTY
+        self.n_streams = int(self.stream_code.max()) + 1 if n else 0
+        # The ops each sync waited for, as positions in ``order``.
+        position = np.empty(n, np.int64)
+        position[order] = np.arange(n)
+        self.waited_at = [position[g] for g in _groups(self.waited, k)]
 
 
 def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = None,
@@ -208,26 +222,38 @@ def replay(model: StepModel, change: Change = IDENTITY, plan: _Plan | None = Non
            else np.asarray(change.gpu_dur, np.int64)) if len(model.gpu) else _EMPTY
     free = (np.zeros(plan.k, bool) if change.free_syncs is None else np.asarray(change.free_syncs, bool))
     ready_w = warp(plan.host_t) + plan.lat
-    end_new = np.zeros(len(dur), np.int64)
     shift = np.zeros(plan.k + 1, np.int64)  # D: host shift after sync k-1 (index k)
-    carry: dict[int, int] = {}
     order = plan.order
-    chunks = plan.chunk[order] if order.size else _EMPTY
-    bounds = np.searchsorted(chunks, np.arange(plan.k + 2), side="left") if order.size else np.zeros(plan.k + 2, int)
-    waited_groups = _groups(plan.waited, plan.k)
+    # Each stream runs its ops in order: end_i = max(ready_i, end_(i-1)) + d_i with d = dur + gap (a queued op's
+    # front-end gap travels with it). Per run of one stream inside a chunk, with D the prefix sums of d:
+    # end_i - D_i = max(carry, cummax_j(ready_j - gap_j - D_(j-1))), the stream's carry from earlier chunks.
+    # A chunk's host shift adds to every ready time of the chunk, so the running maxima are taken once for all
+    # chunks before the walk and shifted per chunk there.
+    d = (dur + plan.gap)[order]
+    total = _run_cumsum(d, plan.run)
+    lead0 = _run_cummax((ready_w - plan.gap)[order] - (total - d), plan.run)
+    end_o = np.zeros(order.size, np.int64)
+    none = np.iinfo(np.int64).min
+    carry = np.full(plan.n_streams, none, np.int64)
+    code, last, bounds = plan.stream_code, plan.run_last, plan.bounds
     sync_e_w = warp(plan.sync_e) if plan.k else _EMPTY
     sync_s_w = warp(plan.sync_s) if plan.k else _EMPTY
     for c in range(plan.k + 1):
-        rows = order[bounds[c]:bounds[c + 1]]
-        if rows.size:
-            _run_chunk(rows, ready_w + shift[c], dur, plan.gap, plan.stream, carry, end_new)
+        a, b = bounds[c], bounds[c + 1]
+        if b > a:
+            end = total[a:b] + np.maximum(lead0[a:b] + shift[c], carry[code[a:b]])
+            end_o[a:b] = end
+            ends = last[a:b]
+            carry[code[a:b][ends]] = end[ends]
         if c < plan.k:
             arrive = sync_s_w[c] + shift[c]
             if not free[c]:
-                members = waited_groups[c]
+                members = plan.waited_at[c]
                 if members.size:
-                    arrive = max(arrive, int(end_new[members].max()))
+                    arrive = max(arrive, int(end_o[members].max()))
             shift[c + 1] = arrive + plan.base[c] - sync_e_w[c]
+    end_new = np.zeros(len(dur), np.int64)
+    end_new[order] = end_o
     return Replay(_steps(model, warp, plan, shift, end_new, change))
 
 
@@ -241,20 +267,30 @@ def _groups(key: np.ndarray, k: int) -> list[np.ndarray]:
     return [order[cuts[i]:cuts[i + 1]] for i in range(k)]
 
 
-def _run_chunk(rows, ready, dur, gap, stream, carry, end_new) -> None:
-    """Simulate one chunk's ops, stream by stream, continuing each stream from its carry."""
-    s = stream[rows]
-    edges = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1], [True]]))
+def _run_cumsum(v: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Prefix sums of ``v`` restarting at each run (``run``: non-decreasing run number per element)."""
+    if v.size == 0:
+        return v.astype(np.int64)
+    total = np.cumsum(v)
+    first = np.concatenate([[True], run[1:] != run[:-1]])
+    before = (total - v)[first]  # the sum of the earlier runs, where each run starts
+    return total - before[run]
+
+
+def _run_cummax(v: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Running maxima of ``v`` restarting at each run: one accumulate over the runs lifted apart by an offset."""
+    if v.size == 0:
+        return v.astype(np.int64)
+    lo = int(v.min())
+    width = int(v.max()) - lo + 1
+    if width * (int(run[-1]) + 1) < 2 ** 62:
+        lift = run.astype(np.int64) * width
+        return np.maximum.accumulate((v - lo) + lift) - lift + lo
+    out = np.empty_like(v)  # offsets would overflow: one accumulate per run
+    edges = np.flatnonzero(np.concatenate([[True], run[1:] != run[:-1], [True]]))
     for a, b in itertools.pairwise(edges):
-        r = rows[a:b]
-        d = dur[r] + gap[r]  # a queued op's front-end gap travels with it
-        total = np.cumsum(d)
-        # end_i - D_i = max(end_(i-1) - D_(i-1), ready_i - D_(i-1) - gap_i): a running maximum.
-        lead = np.maximum.accumulate(ready[r] - gap[r] - (total - d))
-        c0 = carry.get(int(s[a]))
-        end = total + (lead if c0 is None else np.maximum(lead, c0))
-        end_new[r] = end
-        carry[int(s[a])] = int(end[-1])
+        out[a:b] = np.maximum.accumulate(v[a:b])
+    return out
 
 
 def _steps(model, warp, plan, shift, end_new, change) -> np.ndarray:

@@ -26,16 +26,15 @@ from torchscope.analyzers.bottleneck.categories import LAYOUT, cpu_category
 from torchscope.analyzers.bottleneck.model import StepModel
 from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
 from torchscope.analyzers.bottleneck.replay import Change
-from torchscope.analyzers.core.args import decode_args
 from torchscope.analyzers.core.trace import name_mask
 from torchscope.analyzers.hardware.device_specs import spec_for_trace
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
+from torchscope.analyzers.hardware.op_costs import OpShapes, trace_op_shapes
 from torchscope.analyzers.kernels import (
     COMMUNICATION,
     ELEMENTWISE,
     GEMM,
     REDUCTION,
-    is_fp32_gemm,
 )
 from torchscope.analyzers.report.units import format_duration_ns
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
@@ -142,49 +141,54 @@ def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     ts, dur = ops["ts_ns"].to_numpy(np.int64), ops["dur_ns"].to_numpy(np.int64)
     end, pid, tid = ops["end_ns"].to_numpy(np.int64), ops["pid"].to_numpy(np.int64), ops["tid"].to_numpy(np.int64)
     rows = np.flatnonzero((kind == "cpu_op") & (dur > 0))
-    # Per thread in time order, the longer of two ops starting together first (a stable sort, as before).
-    rows = rows[np.lexsort((-dur[rows], ts[rows], tid[rows], pid[rows]))]
+    # Per thread in time order, the longer of two ops starting together first (a stable sort, as before). The
+    # model's ops are in that order already: a stable sort by thread (pid, then tid) keeps it within each.
+    threads = sorted(set(model.host_threads))
+    thread = np.zeros(rows.size, np.int64)
+    for k, (p, t) in enumerate(threads):
+        thread[(pid[rows] == p) & (tid[rows] == t)] = k
+    rows = rows[np.argsort(thread, kind="stable")]
     same = tid[rows][1:] == tid[rows][:-1]
     leaf = ~np.concatenate([same & (ts[rows][1:] < end[rows][:-1]), [False]])
     rows = rows[leaf]
-    out = ops.iloc[rows].copy()
+    out = ops.iloc[rows]
     category = _op_categories(model)[rows]
     out["category"] = category
     return out.reset_index(drop=True)
 
 
-def _with_sizes(leaf: pd.DataFrame) -> pd.DataFrame:
+def _with_sizes(model: StepModel, leaf: pd.DataFrame) -> pd.DataFrame:
     """Leaf ops with numel, tensor_inputs and elem_bytes (``_shapes``) for pointwise and reduction ops, 0 for others."""
     category = leaf["category"].to_numpy(object)
     sized = (category == ELEMENTWISE) | (category == REDUCTION)
     numel, inputs, esize = (np.zeros(len(leaf), np.int64) for _ in range(3))
-    numel[sized], inputs[sized], esize[sized] = _sizes(leaf["args"].to_numpy(object)[sized])
+    numel[sized], inputs[sized], esize[sized] = _sizes(trace_op_shapes(model.trace, leaf["row"].to_numpy(np.int64)[sized]))
     leaf = leaf.copy()
     leaf["numel"], leaf["tensor_inputs"], leaf["elem_bytes"] = numel, inputs, esize
     return leaf
 
 
-def _sizes(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_shapes`` of raw args, each distinct raw value decoded once (a step's ops repeat every step)."""
-    if raw.size and all(type(v) is bytes for v in raw):
-        codes, uniq = pd.factorize(raw)
-        numel, inputs, esize = _shapes(decode_args(uniq))
-        return numel[codes], inputs[codes], esize[codes]
-    return _shapes(decode_args(raw))
+def _sizes(shapes: OpShapes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_shapes`` of ops' recorded shapes, each distinct one worked out once (a step's ops repeat every step)."""
+    code = shapes.code
+    used, at = np.unique(code[code >= 0], return_inverse=True)
+    per = _shapes([shapes.distinct[c] for c in used.tolist()])
+    out = tuple(np.zeros(code.size, np.int64) for _ in per)
+    for o, v in zip(out, per):
+        o[code >= 0] = v[at.reshape(-1)]
+    return out
 
 
-def _shapes(args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per op: largest input numel, number of tensor inputs, bytes per element (0 when no shapes)."""
-    n = len(args)
+def _shapes(shapes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (Input Dims, Input type, ...): largest input numel, number of tensor inputs, bytes per element (0 when no
+    shapes)."""
+    n = len(shapes)
     numel, inputs, esize = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     prod = math.prod
-    for i, a in enumerate(args):  # args dicts are per event; only leaf operators get here
-        if type(a) is not dict:
-            continue
-        dims = a.get("Input Dims")
+    for i, (dims, types, _) in enumerate(shapes):
         if type(dims) is not list:
             continue
-        types = a.get("Input type") or ()
+        types = types or ()
         best, count, size = 0, 0, 0
         for j, d in enumerate(dims):
             # A tensor's dims: a non-empty list of ints (the product of anything else is no int, or fails).
@@ -362,7 +366,7 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
         spans = merge_intervals(np.array([c[0] for c in loops], np.int64), np.array([c[1] for c in loops], np.int64))
         leaf = leaf[~covered(spans, leaf["ts_ns"].to_numpy(np.int64))].reset_index(drop=True)
     # Args are decoded only for the ops that can form chains (outside the optimizer, loading and loops).
-    leaf = _with_sizes(leaf)
+    leaf = _with_sizes(model, leaf)
     if leaf.empty or leaf["numel"].max() <= 0:
         return None  # no shapes recorded: no bytes model
     a = _dispatch_floor(leaf)
@@ -738,9 +742,7 @@ def mixed_precision(model: StepModel, attr: Attribution) -> Estimate | None:
     if not model.has_gpu:
         return None
     gpu = model.gpu
-    fp32 = gpu["category"].to_numpy(object) == GEMM
-    if fp32.any():  # the name rule over the GEMM rows only
-        fp32[fp32] = is_fp32_gemm(gpu["name"][fp32]).to_numpy(bool)
+    fp32 = (gpu["category"].to_numpy(object) == GEMM) & gpu["fp32_gemm"].to_numpy(bool)
     if not fp32.any():
         return None
     spec = spec_for_trace(model.trace)

@@ -25,13 +25,18 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
+import msgspec
+import numpy as np
+
+from torchscope.analyzers.core.args import decode_args, gc_paused
+from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.hardware.device_specs import torch_dtype_to_peak_dtype
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
 
 __all__ = [
-    "OpCost", "estimate_op_cost", "has_cost_model", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
+    "OpCost", "OpShapes", "estimate_op_cost", "has_cost_model", "op_shapes", "trace_op_shapes", "MATRIX_CATEGORIES", "ELEMENTWISE_FLOPS_PER_ELEMENT",
     "NORM_FLOPS_PER_ELEMENT", "SOFTMAX_FLOPS_PER_ELEMENT", "ATTENTION_BACKWARD_FACTOR",
 ]
 
@@ -401,3 +406,121 @@ def _memory(base: str, present: list, dtype: str | None) -> OpCost:
     if base in ("zeros_like", "ones_like", "full_like"):
         return OpCost("memory", 0.0, _nbytes(present[0]), dtype)
     return OpCost("memory", 0.0, 2.0 * sum(map(_nbytes, present)), dtype)
+
+
+# ------------------------------------------------------------------------------- shape arguments of many calls
+class _ShapeFields(msgspec.Struct):
+    """The args fields a cost model reads, each kept as its raw JSON text (the rest of the args is skipped)."""
+
+    dims: msgspec.Raw = msgspec.field(name="Input Dims", default=None)
+    types: msgspec.Raw = msgspec.field(name="Input type", default=None)
+    concrete: msgspec.Raw = msgspec.field(name="Concrete Inputs", default=None)
+    flops: Any = None
+
+
+_shape_decoder = msgspec.json.Decoder(list[_ShapeFields])
+_value_decoder = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True)
+class OpShapes:
+    """Recorded shapes of many op calls: per call a code into ``distinct`` (-1: no args), and its ``flops`` arg.
+
+    ``distinct`` holds each different (``Input Dims``, ``Input type``, ``Concrete Inputs``) once, decoded (None
+    where the args lack the key): a training step repeats its calls, so a cost model runs once per entry.
+    """
+
+    code: np.ndarray
+    distinct: list[tuple[Any, Any, Any]]
+    #: Per call, the profiler's ``flops`` argument as recorded (None without one).
+    flops: list
+
+
+def op_shapes(args: Any) -> OpShapes:
+    """``OpShapes`` of op calls' args (raw JSON bytes, dicts or None, as ``core.args.decode_args`` reads them)."""
+    arr = args.to_numpy(dtype=object) if hasattr(args, "to_numpy") else np.asarray(args, dtype=object)
+    if arr.size and all(type(v) is bytes for v in arr):
+        try:
+            with gc_paused():
+                fields = _shape_decoder.decode(b"[" + b",".join(arr.tolist()) + b"]")
+        except msgspec.DecodeError:  # not all objects, or NaN / Infinity: the generic decoder's rules
+            fields = None
+        if fields is not None:
+            return _from_fields(fields)
+    return _from_dicts(decode_args(arr))
+
+
+def _raw_value(raw: msgspec.Raw | None) -> Any:
+    return None if raw is None else _value_decoder.decode(raw)
+
+
+def _from_fields(fields: list[_ShapeFields]) -> OpShapes:
+    """Calls deduplicated on the raw text of their shape fields (equal text decodes to equal values)."""
+    index: dict = {}
+    distinct: list = []
+    code = np.empty(len(fields), np.int64)
+    for i, f in enumerate(fields):
+        key = (None if f.dims is None else bytes(f.dims), None if f.types is None else bytes(f.types),
+               None if f.concrete is None else bytes(f.concrete))
+        c = index.get(key)
+        if c is None:
+            c = index[key] = len(distinct)
+            distinct.append((_raw_value(f.dims), _raw_value(f.types), _raw_value(f.concrete)))
+        code[i] = c
+    return OpShapes(code, distinct, [f.flops for f in fields])
+
+
+def _from_dicts(decoded: np.ndarray) -> OpShapes:
+    """Calls whose args are already dicts (or None), one entry per call with args."""
+    distinct: list = []
+    flops: list = []
+    code = np.full(len(decoded), -1, np.int64)
+    for i, a in enumerate(decoded):
+        if type(a) is not dict:
+            flops.append(None)
+            continue
+        code[i] = len(distinct)
+        distinct.append((a.get("Input Dims"), a.get("Input type"), a.get("Concrete Inputs")))
+        flops.append(a.get("flops"))
+    return OpShapes(code, distinct, flops)
+
+
+def trace_op_shapes(trace: Trace, rows: np.ndarray) -> OpShapes:
+    """``op_shapes`` of the events at positions ``rows`` of ``trace.events``, each event's args read once per trace
+    (the roofline and the step model's what-ifs read the shapes of many of the same calls)."""
+    memo = trace.derived(("hardware.op_costs", "op_shapes"), lambda: _ShapesMemo(len(trace.events)))
+    rows = np.asarray(rows, np.int64)
+    new = rows[memo.code[rows] == _UNREAD]
+    if new.size:
+        new = np.unique(new)
+        got = op_shapes(trace.events["args"].iloc[new])
+        base = len(memo.distinct)
+        # Entries new to the trace join its list; a shape seen before (by its decoded value) keeps its code.
+        remap = np.empty(len(got.distinct), np.int64)
+        for i, entry in enumerate(got.distinct):
+            try:
+                key = msgspec.json.encode(entry)
+            except (TypeError, ValueError):  # not JSON-encodable (a hand-built frame's objects): its own entry
+                key = ("entry", base + i)
+            c = memo.index.get(key)
+            if c is None:
+                c = memo.index[key] = len(memo.distinct)
+                memo.distinct.append(entry)
+            remap[i] = c
+        memo.code[new] = np.where(got.code >= 0, remap[np.maximum(got.code, 0)] if remap.size else -1, -1)
+        for r, f in zip(new.tolist(), got.flops):
+            memo.flops[r] = f
+    return OpShapes(memo.code[rows], memo.distinct, memo.flops[rows].tolist())
+
+
+_UNREAD = -2
+
+
+class _ShapesMemo:
+    """Per event of a trace: code into ``distinct`` (-1: no args, -2: not read yet) and its flops argument."""
+
+    def __init__(self, n: int) -> None:
+        self.code = np.full(n, _UNREAD, np.int64)
+        self.flops = np.full(n, None, dtype=object)
+        self.distinct: list = []
+        self.index: dict = {}

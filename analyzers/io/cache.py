@@ -23,6 +23,10 @@ touch ``entry.json``) are removed until the cache holds at most ``$TORCHSCOPE_CA
 (default 2 GiB). A cache folder that cannot be written turns the cache off for that load with one
 warning; the load itself never fails because of the cache.
 
+The folder machinery (write-then-rename, the marker file, LRU eviction, damage and an unwritable
+folder) is `EntryFolder`, shared with the rank-summary cache, whose entries live in the
+``rank-summaries/`` sub-folder (`torchscope.analyzers.jobs.summary_cache`) under the same bound, on its own.
+
 JSONL streams of a run bundle are not cached: they are small, append-only (a running job grows them)
 and re-read on every load. A manifest is not cached either; the loader attaches both on a hit.
 """
@@ -38,6 +42,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -47,8 +52,9 @@ import pyarrow.parquet as pq
 
 from torchscope.analyzers.core.trace import Trace, TraceMeta
 
-__all__ = ["TraceCache", "NoCache", "CacheWarning", "default_cache_dir", "cache_max_bytes", "open_cache",
-           "ENV_CACHE_DIR", "ENV_CACHE_MAX_BYTES", "ENV_NO_CACHE", "DEFAULT_MAX_BYTES"]
+__all__ = ["TraceCache", "EntryFolder", "NoCache", "CacheWarning", "default_cache_dir", "cache_max_bytes", "open_cache",
+           "ENV_CACHE_DIR", "ENV_CACHE_MAX_BYTES", "ENV_NO_CACHE", "DEFAULT_MAX_BYTES", "ENTRY_FILE",
+           "SUMMARY_FOLDER", "cache_disabled_by_env", "trace_key"]
 
 ENV_CACHE_DIR = "TORCHSCOPE_CACHE_DIR"
 ENV_CACHE_MAX_BYTES = "TORCHSCOPE_CACHE_MAX_BYTES"
@@ -63,7 +69,10 @@ ENTRY_FORMAT = 2
 RACY_WINDOW_S = 2.0
 #: Leftover temporary folders (a writer killed mid-write) older than this are removed, seconds.
 STALE_TMP_S = 3600
-_ENTRY_FILE = "entry.json"
+#: The file of an entry written last (its presence says the entry is whole) and touched on each read.
+ENTRY_FILE = "entry.json"
+#: The rank-summary cache's folder inside the cache folder (`torchscope.analyzers.jobs.summary_cache`).
+SUMMARY_FOLDER = "rank-summaries"
 _FRAMES = ("events", "counters", "flows")
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
@@ -123,76 +132,53 @@ class NoCache:
         """Writes nothing."""
 
 
-class TraceCache:
-    """Parquet entries of loaded traces in one folder, bounded to ``max_bytes`` bytes by LRU eviction."""
+class EntryFolder:
+    """Entries (one folder each, named by a key) in one folder, bounded to ``max_bytes`` by LRU eviction.
 
-    def __init__(self, root: Path, version: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    The machinery the trace cache and the rank-summary cache share: an entry is written in a temporary
+    folder and renamed into place, its marker file (``entry.json``, written last) says it is whole and
+    is touched on every read for recency; damage discards it with a `CacheWarning`; a folder that cannot
+    be read or written turns the cache off with one warning. Sub-folders named in ``reserved`` (another
+    cache's folder inside this one) are neither entries nor evicted.
+    """
+
+    #: What the warning of a cache turned off says happens instead.
+    without = "going on without the cache"
+
+    def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, reserved: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
-        self.version = version
         self.max_bytes = max_bytes
+        self.reserved = frozenset(reserved)
         self._off_reason: str | None = None
 
-    # -- lookup --------------------------------------------------------------------------------
-    def key(self, path: Path, rank: int | None) -> str | None:
-        """The entry name for ``path`` as it is now (None when the file cannot be stat'ed)."""
-        found = self._key_and_mtime(path, rank)
-        return found[0] if found else None
+    @property
+    def off(self) -> bool:
+        """True once the folder could not be read or written (every lookup then misses)."""
+        return self._off_reason is not None
 
-    def _key_and_mtime(self, path: Path, rank: int | None) -> tuple[str, int] | None:
-        try:
-            resolved = Path(path).resolve()
-            st = resolved.stat()
-        except OSError:
-            return None
-        parts = [str(resolved), Path(path).name, st.st_ino, st.st_size, st.st_mtime_ns, rank, self.version,
-                 ENTRY_FORMAT]
-        return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:40], st.st_mtime_ns
-
-    def get(self, path: Path, rank: int | None) -> Trace | None:
-        """The cached Trace of ``path`` (meta.path as given, no manifest, no streams), or None on a miss."""
+    def marker(self, key: str, path: Path) -> tuple[Path, bytes] | None:
+        """(entry folder, its marker's bytes) for ``key``, or None on a miss (``path``: the file it is of)."""
         if self._off_reason is not None:
-            return None
-        key = self.key(path, rank)
-        if key is None:
             return None
         entry = self.root / key
         try:
-            layout = orjson.loads((entry / _ENTRY_FILE).read_bytes())
+            return entry, (entry / ENTRY_FILE).read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self._turn_off(f"cannot read the cache folder {self.root} ({exc.strerror or exc})")
+            self.turn_off(f"cannot read the cache folder {self.root} ({exc.strerror or exc})")
             return None
-        except orjson.JSONDecodeError as exc:
-            return self._discard(entry, path, f"unreadable {_ENTRY_FILE} ({exc})")
+
+    def touch(self, entry: Path) -> None:
+        """Mark ``entry`` as just used (recency for LRU eviction: atime is often not kept)."""
         try:
-            trace = _decode(entry, layout, str(path))
-        except FileNotFoundError as exc:
-            if not (entry / _ENTRY_FILE).exists():  # evicted by another process while we read it
-                return None
-            return self._discard(entry, path, f"missing {Path(exc.filename or '?').name}")
-        except Exception as exc:  # noqa: BLE001 - any damage to an entry means: parse the file again
-            return self._discard(entry, path, f"{type(exc).__name__}: {exc}")
-        try:
-            os.utime(entry / _ENTRY_FILE)  # recency for LRU eviction (atime is often not kept)
+            os.utime(entry / ENTRY_FILE)
         except OSError:
             pass
-        return trace
 
-    # -- store ---------------------------------------------------------------------------------
-    def put(self, path: Path, rank: int | None, trace: Trace) -> None:
-        """Save ``trace`` (as parsed from ``path`` with ``rank``) and evict down to the size bound."""
+    def store(self, key: str, files: list[tuple[str, Callable[[Path], object]]]) -> None:
+        """Write ``files`` ((name, writer) pairs, the marker last) as entry ``key``, then evict to the bound."""
         if self._off_reason is not None:
-            return
-        found = self._key_and_mtime(path, rank)
-        if found is None or (trace.events.empty and trace.counters.empty):
-            return
-        key, mtime_ns = found
-        if time.time_ns() - mtime_ns < RACY_WINDOW_S * 1e9:
-            return
-        try:
-            files = _encode(trace)
-        except (_Uncacheable, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits in args
             return
         tmp = self.root / f"{_TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
@@ -202,7 +188,7 @@ class TraceCache:
                 write(tmp / name)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            self._turn_off(f"cannot write the cache folder {self.root} ({exc.strerror or exc})")
+            self.turn_off(f"cannot write the cache folder {self.root} ({exc.strerror or exc})")
             return
         try:
             os.rename(tmp, self.root / key)  # atomic: readers see all of the entry or none of it
@@ -219,6 +205,8 @@ class TraceCache:
         except OSError:
             return
         for child in children:
+            if child.name in self.reserved:
+                continue
             if child.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
                 try:
                     if now - child.stat().st_mtime > STALE_TMP_S:
@@ -227,7 +215,7 @@ class TraceCache:
                     pass
                 continue
             try:
-                used = (child / _ENTRY_FILE).stat().st_mtime_ns
+                used = (child / ENTRY_FILE).stat().st_mtime_ns
                 size = sum(f.stat().st_size for f in child.iterdir())
             except OSError:
                 continue
@@ -242,19 +230,92 @@ class TraceCache:
     def entries(self) -> list[Path]:
         """The entry folders now in the cache."""
         try:
-            return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            return sorted(p for p in self.root.iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and p.name not in self.reserved)
         except OSError:
             return []
 
-    def _discard(self, entry: Path, path: Path, why: str) -> None:
-        warnings.warn(f"{path}: ignored a damaged cache entry {entry.name} ({why}); parsing the file again",
+    def discard(self, entry: Path, path: Path, why: str, instead: str) -> None:
+        """Drop a damaged entry with a `CacheWarning` saying what is done ``instead``; returns None (a miss)."""
+        warnings.warn(f"{path}: ignored a damaged cache entry {entry.name} ({why}); {instead}",
                       CacheWarning, stacklevel=3)
         _remove_entry(entry)
         return None
 
-    def _turn_off(self, why: str) -> None:
+    def turn_off(self, why: str) -> None:
+        """Stop using the folder for the rest of this cache's life, with one `CacheWarning`."""
         self._off_reason = why
-        warnings.warn(f"{why}; loading without the cache", CacheWarning, stacklevel=3)
+        warnings.warn(f"{why}; {self.without}", CacheWarning, stacklevel=4)
+
+
+class TraceCache(EntryFolder):
+    """Parquet entries of loaded traces in one folder, bounded to ``max_bytes`` bytes by LRU eviction."""
+
+    without = "loading without the cache"
+
+    def __init__(self, root: Path, version: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        super().__init__(root, max_bytes=max_bytes, reserved=(SUMMARY_FOLDER,))
+        self.version = version
+
+    # -- lookup --------------------------------------------------------------------------------
+    def key(self, path: Path, rank: int | None) -> str | None:
+        """The entry name for ``path`` as it is now (None when the file cannot be stat'ed)."""
+        found = self._key_and_mtime(path, rank)
+        return found[0] if found else None
+
+    def _key_and_mtime(self, path: Path, rank: int | None) -> tuple[str, int] | None:
+        return trace_key(path, rank, self.version)
+
+    def get(self, path: Path, rank: int | None) -> Trace | None:
+        """The cached Trace of ``path`` (meta.path as given, no manifest, no streams), or None on a miss."""
+        key = None if self.off else self.key(path, rank)
+        found = self.marker(key, path) if key is not None else None
+        if found is None:
+            return None
+        entry, blob = found
+        again = "parsing the file again"
+        try:
+            layout = orjson.loads(blob)
+        except orjson.JSONDecodeError as exc:
+            return self.discard(entry, path, f"unreadable {ENTRY_FILE} ({exc})", again)
+        try:
+            trace = _decode(entry, layout, str(path))
+        except FileNotFoundError as exc:
+            if not (entry / ENTRY_FILE).exists():  # evicted by another process while we read it
+                return None
+            return self.discard(entry, path, f"missing {Path(exc.filename or '?').name}", again)
+        except Exception as exc:  # noqa: BLE001 - any damage to an entry means: parse the file again
+            return self.discard(entry, path, f"{type(exc).__name__}: {exc}", again)
+        self.touch(entry)
+        return trace
+
+    # -- store ---------------------------------------------------------------------------------
+    def put(self, path: Path, rank: int | None, trace: Trace) -> None:
+        """Save ``trace`` (as parsed from ``path`` with ``rank``) and evict down to the size bound."""
+        if self.off:
+            return
+        found = self._key_and_mtime(path, rank)
+        if found is None or (trace.events.empty and trace.counters.empty):
+            return
+        key, mtime_ns = found
+        if time.time_ns() - mtime_ns < RACY_WINDOW_S * 1e9:
+            return
+        try:
+            files = _encode(trace)
+        except (_Uncacheable, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits in args
+            return
+        self.store(key, files)
+
+
+def trace_key(path: Path, rank: int | None, version: str) -> tuple[str, int] | None:
+    """(entry name, mtime_ns) of trace file ``path`` as it is now, for loader ``version``; None if not stat'able."""
+    try:
+        resolved = Path(path).resolve()
+        st = resolved.stat()
+    except OSError:
+        return None
+    parts = [str(resolved), Path(path).name, st.st_ino, st.st_size, st.st_mtime_ns, rank, version, ENTRY_FORMAT]
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:40], st.st_mtime_ns
 
 
 def open_cache(version: str, enabled: bool | None = None) -> TraceCache | NoCache:
@@ -326,7 +387,7 @@ def _encode(trace: Trace) -> list[tuple[str, object]]:
     if meta_back != dataclasses.replace(trace.meta, manifest=None):
         raise _Uncacheable("meta does not round-trip through JSON")
     entry_blob = orjson.dumps(layout)
-    files.append((_ENTRY_FILE, lambda p, b=entry_blob: p.write_bytes(b)))  # last: marks the entry whole
+    files.append((ENTRY_FILE, lambda p, b=entry_blob: p.write_bytes(b)))  # last: marks the entry whole
     return files
 
 

@@ -10,6 +10,10 @@ matching, the job overview) then run on what each summary kept, never on full tr
 bounded by the ranks in flight, not by the rank count. The scheduler (`schedulers`) decides only where
 the tasks run; the tasks, and so the results, are the same inline, in processes and on Dask.
 
+A job opened again reads its ranks' summaries from the summary cache (`summary_cache`): with local
+schedulers this process reads what the cache holds and only the other ranks become tasks (a job all
+in the cache starts no worker), and the job-level pass over summaries all in the cache is cached too.
+
 A rank that cannot be loaded (a corrupt file, a file the manifest lists but the folder lacks) does not
 lose the others: it is named in ``JobReport.failed`` with its reason and the rest are analyzed; with
 ``partial_ok=False`` the caller (the CLI) treats that as bad input.
@@ -19,19 +23,23 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Mapping
 
 from torchscope.analyzers.core.errors import TraceError
-from torchscope.analyzers.core.registry import combine, run_job_level, select
+from torchscope.analyzers.core.registry import AnalyzerSpec, JobLevelRun, combine, run_job_level, select
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.core.trace import TraceSet
+from torchscope.analyzers.io.cache import cache_disabled_by_env, default_cache_dir
 from torchscope.analyzers.io.loader import job_sources, progress_bar
-from torchscope.analyzers.jobs.rank_task import RankFailure, RankSummary, TaskSettings, analyze_rank
-from torchscope.analyzers.jobs.schedulers import resolve_scheduler, run_tasks
+from torchscope.analyzers.jobs.rank_task import analyze_rank, cached_summary
+from torchscope.analyzers.jobs.schedulers import INLINE, PROCESSES, resolve_scheduler, run_tasks
+from torchscope.analyzers.jobs.summary import RankFailure, RankSummary, TaskSettings
+from torchscope.analyzers.jobs.summary_cache import open_summary_cache
 
 __all__ = ["JobReport", "PartialJobError", "analyze_job", "PROGRESS_DESCRIPTION"]
 
@@ -91,20 +99,36 @@ def analyze_job(path: str | os.PathLike, *, scheduler: str | None = None, partia
     ``scheduler``: "inline", "processes", a Dask address ("tcp://HOST:PORT"), or None ($TORCHSCOPE_SCHEDULER,
     else by job size). ``partial_ok=False``: a failed rank raises `PartialJobError` (a TraceError whose
     ``.job`` is the report of the others); True: failed ranks are only listed in ``failed``. ``progress``: one bar across ranks on stderr (None: when
-    stderr is a terminal). ``only``/``options`` as for `run_all`; ``cache`` as for `load`.
+    stderr is a terminal). ``only``/``options`` as for `run_all`; ``cache`` as for `load`, for the trace cache
+    and the summary cache.
     """
     job = job_sources(Path(path).absolute())  # absolute: a worker's working folder may be another
     sources = list(job.sources)
-    chosen = resolve_scheduler(scheduler, ranks=len(sources), total_bytes=sum(s.size_bytes for s in sources))
     settings = TaskSettings(only=tuple(only) if only is not None else None, options=dict(options or {}),
                             cache=cache)
+    chosen = resolve_scheduler(scheduler, ranks=len(sources), total_bytes=sum(s.size_bytes for s in sources))
+    hits: list[RankSummary] = []
+    if chosen in (INLINE, PROCESSES):
+        # Local workers share this process's summary cache (named for them: their environment may be older):
+        # what it holds is read here, and only the other ranks become tasks (no worker starts for a job opened
+        # again). A Dask worker keeps its own.
+        cache_on = settings.cache if settings.cache is not None else not cache_disabled_by_env()
+        settings = replace(settings, cache=cache_on, cache_dir=str(default_cache_dir()))
+        found = [(source, cached_summary(source, settings)) for source in sources]
+        hits = [summary for _, summary in found if summary is not None]
+        sources = [source for source, summary in found if summary is None]
+        if hits and scheduler is None:
+            chosen = resolve_scheduler(None, ranks=len(sources), total_bytes=sum(s.size_bytes for s in sources))
     specs, hidden = select(settings.only)
     summaries: dict[int, RankSummary] = {}
     failed: dict[int | str, str] = dict(job.missing)
     labels = [(s.label, s.rank) for s in sources]
-    bar = progress_bar(len(sources), sys.stderr.isatty() if progress is None else progress, PROGRESS_DESCRIPTION)
+    bar = progress_bar(len(sources) + len(hits), sys.stderr.isatty() if progress is None else progress,
+                       PROGRESS_DESCRIPTION)
+    outcomes = chain(((None, hit) for hit in hits), run_tasks(chosen, partial(analyze_rank, settings=settings),
+                                                              sources, labels))
     try:
-        for i, outcome in run_tasks(chosen, partial(analyze_rank, settings=settings), sources, labels):
+        for _, outcome in outcomes:
             if isinstance(outcome, RankFailure):
                 failed[outcome.rank if outcome.rank is not None else outcome.label] = outcome.reason
             else:
@@ -121,8 +145,7 @@ def analyze_job(path: str | os.PathLike, *, scheduler: str | None = None, partia
         first = next(iter(failed.values()), "no ranks")
         raise TraceError(job.path, f"no rank could be analyzed ({first})")
     summaries = {rank: summaries[rank] for rank in sorted(summaries)}
-    parts = {rank: s.run.parts for rank, s in summaries.items()}
-    level = run_job_level(specs, parts, options=settings.options)
+    level = _job_level(specs, summaries, settings, job.path)
     report = combine(specs, hidden, [s.run for s in summaries.values()], level, source=str(path))
     result = JobReport(path=str(path), ranks=summaries, job=dict(level.results),
                        failed=dict(sorted(failed.items(), key=lambda kv: (isinstance(kv[0], str), kv[0]))),
@@ -132,3 +155,16 @@ def analyze_job(path: str | os.PathLike, *, scheduler: str | None = None, partia
         raise PartialJobError(result)
     return result
 
+
+
+def _job_level(specs: Mapping[str, AnalyzerSpec], summaries: Mapping[int, RankSummary], settings: TaskSettings,
+               path: Path) -> JobLevelRun:
+    """The job-level pass over the ranks' parts, from the summary cache when every summary is in it."""
+    store = open_summary_cache(settings.cache, settings.cache_dir)
+    key = store.job_level_key(summaries)
+    level = store.get_job_level(key, path) if key is not None else None
+    if level is None:
+        level = run_job_level(specs, {rank: s.run.parts for rank, s in summaries.items()}, options=settings.options)
+        if key is not None:
+            store.put_job_level(key, level)
+    return level

@@ -9,91 +9,43 @@ result's summary and findings, each table cut to ``SUMMARY_TABLE_ROWS`` rows (th
 annotations (``ProfilerStep#N``) and the two that bound its span, which is what report headers and a
 job overview read (rank, device, world size, steps traced and run, the time origin, run status).
 A rank that cannot be loaded, or whose task fails outright, comes back as a `RankFailure`.
+
+The task looks its summary up in the summary cache first (`summary_cache`, keyed by the rank's files,
+the analyzers asked and their version): a hit loads no trace at all; a miss stores what it computed.
+The check is in the task, so it holds wherever the task runs (a Dask worker reads and writes its own
+cache folder); `cached_summary` is the same lookup for a caller that shares this machine's cache.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from typing import Mapping
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from torchscope.analyzers.core.errors import TraceError
-from torchscope.analyzers.core.registry import RankRun, run_rank, select
+from torchscope.analyzers.core.registry import run_rank, select
 from torchscope.analyzers.core.result import Result
-from torchscope.analyzers.core.trace import Trace, TraceMeta, name_mask
+from torchscope.analyzers.core.trace import Trace, name_mask
 from torchscope.analyzers.io.loader import RankSource, load_rank
+from torchscope.analyzers.jobs.summary import (ROWS_TOTAL_ATTR, SUMMARY_TABLE_ROWS, RankFailure, RankSummary,
+                                               TaskSettings, rows_total)
+from torchscope.analyzers.jobs.summary_cache import open_summary_cache
 
-__all__ = ["RankSummary", "RankFailure", "TaskSettings", "analyze_rank", "SUMMARY_TABLE_ROWS", "ROWS_TOTAL_ATTR",
-           "rows_total", "peak_rss_bytes", "skeleton_of"]
-
-#: Rows kept of each per-rank table in a summary (what the JSON report shows of a table, too).
-SUMMARY_TABLE_ROWS = 200
-#: ``DataFrame.attrs`` key holding a cut table's whole row count.
-ROWS_TOTAL_ATTR = "rows_total"
-
-
-@dataclass(frozen=True)
-class TaskSettings:
-    """What every rank's task is asked to do: which analyzers, their options, the cache."""
-
-    only: tuple[str, ...] | None = None
-    options: Mapping[str, Mapping] = field(default_factory=dict)
-    #: As ``load(..., cache=)``: None follows $TORCHSCOPE_NO_CACHE.
-    cache: bool | None = None
-
-
-@dataclass(frozen=True)
-class RankSummary:
-    """What one rank's task returns: its metadata, its span, its analyzers' pass with tables cut short."""
-
-    label: str
-    #: Metadata, steps stream, step annotations and span-bounding events of the rank (see the module doc).
-    skeleton: Trace
-    #: Events in the rank's full trace.
-    events: int
-    run: RankRun
-    #: Peak resident memory of the process that ran the task, up to the task's end, bytes (None: unknown).
-    worker_peak_rss_bytes: int | None = None
-    #: CPU time the task took (load and analyze, this process's user + system), ns.
-    task_cpu_ns: int = 0
-
-    @property
-    def meta(self) -> TraceMeta:
-        """The rank's TraceMeta (manifest, warnings, devices, ...)."""
-        return self.skeleton.meta
-
-    @property
-    def span_ns(self) -> tuple[int, int]:
-        """(first event start, last event end) of the rank's full trace, ns; (0, 0) without events."""
-        return self.skeleton.span_ns
-
-    @property
-    def rank(self) -> int:
-        """Rank id (as the trace file or the bundle says)."""
-        return self.meta.rank
-
-    @property
-    def results(self) -> tuple[Result, ...]:
-        """The rank's per-rank results, in run order."""
-        return tuple(self.run.results.values())
-
-
-@dataclass(frozen=True)
-class RankFailure:
-    """A rank whose task could not produce a summary, and why (one line)."""
-
-    label: str
-    rank: int | None
-    reason: str
-
+__all__ = ["RankSummary", "RankFailure", "TaskSettings", "analyze_rank", "cached_summary", "SUMMARY_TABLE_ROWS",
+           "ROWS_TOTAL_ATTR", "rows_total", "peak_rss_bytes", "skeleton_of"]
 
 def analyze_rank(source: RankSource, settings: TaskSettings) -> RankSummary | RankFailure:
-    """Load one rank and run its analyzers; a summary, or a failure naming the file and the problem."""
+    """The rank's summary from the summary cache, else load it and run its analyzers (and store the summary);
+    a failure names the file and the problem."""
     cpu_start_ns = time.process_time_ns()
+    store = open_summary_cache(settings.cache, settings.cache_dir)
+    key = store.key(source, settings)
+    hit = store.get(key, source) if key is not None else None
+    if hit is not None:
+        return _as_run_here(hit, cpu_start_ns)
     try:
         trace = load_rank(source, cache=settings.cache)
     except TraceError as exc:
@@ -106,8 +58,24 @@ def analyze_rank(source: RankSource, settings: TaskSettings) -> RankSummary | Ra
     except MemoryError:
         return RankFailure(source.label, trace.rank, f"{source.label}: out of memory while analyzing")
     run = replace(run, results={name: _cut(result) for name, result in run.results.items()})
-    return RankSummary(label=source.label, skeleton=skeleton_of(trace), events=len(trace.events), run=run,
-                       worker_peak_rss_bytes=peak_rss_bytes(), task_cpu_ns=time.process_time_ns() - cpu_start_ns)
+    summary = RankSummary(label=source.label, skeleton=skeleton_of(trace), events=len(trace.events), run=run)
+    stored = key is not None and store.put(key, source, settings, summary)
+    return replace(summary, worker_peak_rss_bytes=peak_rss_bytes(), task_cpu_ns=time.process_time_ns() - cpu_start_ns,
+                   cache_key=key if stored else None)
+
+
+def cached_summary(source: RankSource, settings: TaskSettings) -> RankSummary | None:
+    """The rank's summary if the summary cache has it (what `analyze_rank` would return), else None."""
+    cpu_start_ns = time.process_time_ns()
+    store = open_summary_cache(settings.cache, settings.cache_dir)
+    key = store.key(source, settings)
+    hit = store.get(key, source) if key is not None else None
+    return _as_run_here(hit, cpu_start_ns) if hit is not None else None
+
+
+def _as_run_here(hit: RankSummary, cpu_start_ns: int) -> RankSummary:
+    """A cached summary with this task's own cost: the read's CPU time and this process's peak memory."""
+    return replace(hit, worker_peak_rss_bytes=peak_rss_bytes(), task_cpu_ns=time.process_time_ns() - cpu_start_ns)
 
 
 def peak_rss_bytes() -> int | None:
@@ -158,8 +126,3 @@ def _cut(result: Result) -> Result:
             frame.attrs[ROWS_TOTAL_ATTR] = total
         tables[name] = frame
     return replace(result, tables=tables)
-
-
-def rows_total(frame: pd.DataFrame) -> int:
-    """The whole row count of a (possibly cut) summary table."""
-    return int(frame.attrs.get(ROWS_TOTAL_ATTR, len(frame)))

@@ -77,7 +77,7 @@ def _share(per_point: pd.DataFrame, bound: str, total_ns: int) -> float:
 
 
 def _summary(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, steps: pd.DataFrame,
-             spec: DeviceSpec | None, lifted: dict[str, float]) -> dict:
+             spec: DeviceSpec | None, lifted: dict[str, float], dom: str | None) -> dict:
     """The summary (keys: ``SUMMARY_KEYS``)."""
     total_ns = int(points["time_ns"].sum())
     counted = points[points["flops"] > 0]
@@ -102,7 +102,6 @@ def _summary(trace: Trace, points: pd.DataFrame, per_point: pd.DataFrame, steps:
     if lifted:
         summary["roofs_lifted_to_observed"] = lifted
     if spec is not None:
-        dom = dominant_dtype(points, spec)
         summary.update({"dominant_dtype": dom, "peak_flops_per_s": spec.peak(dom),
                         "ridge_flop_per_byte": spec.ridge(dom)})
     return summary
@@ -122,15 +121,16 @@ def analyze(trace: Trace, *, spec: DeviceSpec | None = None) -> Result:
     if spec is not None and spec.measured:
         spec, lifted = lift_measured_roofs(spec, point_table(points, spec))
     per_point = derive(points.copy(), spec)
-    steps = step_mfu(trace, points, spec)
+    dom = dominant_dtype(points, spec) if spec is not None else None  # the roof to draw, found once
+    steps = step_mfu(trace, points, spec, dominant=dom)
     found = []
     if spec is not None:
         where = "GPU kernel time" if not gpu_work(trace).empty else "operator time"
-        found = findings(Evidence(points, per_point, spec, int(points["time_ns"].sum()), trace.rank, where))
+        found = findings(Evidence(points, per_point, spec, int(points["time_ns"].sum()), trace.rank, where, dom))
     return Result(
         analyzer=ANALYZER,
         tables={"ops": point_table(points, spec), "categories": category_table(per_point),
                 "kernel_categories": kernel_category_table(trace, points, kernel_owner),
                 "roofs": roofs_table(spec), "steps": steps},
-        summary=_summary(trace, points, per_point, steps, spec, lifted), findings=tuple(found), rank=trace.rank,
+        summary=_summary(trace, points, per_point, steps, spec, lifted, dom), findings=tuple(found), rank=trace.rank,
     )

@@ -68,12 +68,17 @@ def _model_counts(trace: Trace) -> tuple[float | None, float | None, dict[int, f
     return params, default_tokens, tokens_by_step
 
 
-def step_mfu(trace: Trace, points: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
-    """Per step: time (ns), counted FLOPs, achieved FLOP/s, MFU (counted) and MFU from 6·params·tokens."""
+def step_mfu(trace: Trace, points: pd.DataFrame, spec: DeviceSpec | None, dominant: str | None = None) -> pd.DataFrame:
+    """Per step: time (ns), counted FLOPs, achieved FLOP/s, MFU (counted) and MFU from 6·params·tokens.
+
+    ``dominant``: ``roofs.dominant_dtype(points, spec)`` when the caller already has it."""
     steps = _steps(trace, points)
     if steps.empty:
         return pd.DataFrame(columns=_COLUMNS)
-    peak = spec.peak(dominant_dtype(points, spec)) if spec is not None and not points.empty else math.nan
+    if spec is not None and not points.empty:
+        peak = spec.peak(dominant if dominant is not None else dominant_dtype(points, spec))
+    else:
+        peak = math.nan
     params, default_tokens, tokens_by_step = _model_counts(trace)
     p_ts = points["ts_ns"].to_numpy() if not points.empty else np.empty(0, np.int64)
     p_fl = points["flops"].to_numpy(dtype=float) if not points.empty else np.empty(0)

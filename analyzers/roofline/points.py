@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import math
 
-import msgspec
 import numpy as np
 import pandas as pd
 
-from torchscope.analyzers.core.args import decode_args, gc_paused
+from torchscope.analyzers.core.args import gc_paused
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
-from torchscope.analyzers.hardware.op_costs import MATRIX_CATEGORIES, OpCost, estimate_op_cost, has_cost_model
+from torchscope.analyzers.hardware.op_costs import (
+    MATRIX_CATEGORIES,
+    OpCost,
+    OpShapes,
+    estimate_op_cost,
+    has_cost_model,
+    op_shapes,
+    trace_op_shapes,
+)
 from torchscope.analyzers.roofline.attribution import GpuAttribution, attribute_gpu_work
 from torchscope.analyzers.roofline.call_tree import CallTree, call_tree, launch_labels
 from torchscope.analyzers.timeline.launches import gpu_work
@@ -35,8 +42,9 @@ POINT_COLUMNS = [
 ]
 
 
-#: Columns of the events frame the points are built from: operator calls, and the runtime calls they make.
-_OP_COLUMNS = ["ts_ns", "dur_ns", "name", "pid", "tid", "args"]
+#: Columns of the events frame the points are built from: operator calls (their args are read by event
+#: position, ``op_costs.trace_op_shapes``), and the runtime calls they make.
+_OP_COLUMNS = ["ts_ns", "dur_ns", "name", "pid", "tid"]
 _RUNTIME_COLUMNS = ["ts_ns", "dur_ns", "pid", "tid", "correlation"]
 
 
@@ -52,50 +60,46 @@ def _maybe_modelled(names: pd.Series) -> pd.Series:
 
 def op_costs(names: np.ndarray, args: np.ndarray) -> tuple[list[OpCost | None], np.ndarray]:
     """Per op: its cost model (None when unmodelled or without shapes) and the profiler's FLOPs (0: none)."""
-    costs, profiler_flops, _ = _op_costs(names, args)
-    return costs, profiler_flops
+    costs, profiler_flops, _ = _op_costs(np.asarray(names, dtype=object), op_shapes(args))
+    return costs.tolist(), profiler_flops
 
 
-def _op_costs(names, args) -> tuple[list[OpCost | None], np.ndarray, list[str]]:
-    """``op_costs`` and each op's shape key (``_shape_key`` of its Input Dims, "" without a cost)."""
-    costs: list[OpCost | None] = []
-    shapes: list[str] = []
-    profiler_flops = np.zeros(len(names))
-    cache: dict = {}
-    encode = msgspec.json.encode
-    for i, (name, a) in enumerate(zip(names, args)):
-        if type(a) is not dict:
-            costs.append(None)
-            shapes.append("")
-            continue
-        get = a.get
-        dims = get("Input Dims")
-        f = get("flops")
-        if isinstance(f, (int, float)) and f > 0:
+def _op_costs(names: np.ndarray, shapes: OpShapes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``op_costs`` from the ops' recorded shapes (as an object array), and each op's shape key (``_shape_key`` of
+    its Input Dims, "" without a cost). A cost model runs once per distinct (name, shapes)."""
+    n = len(names)
+    profiler_flops = np.zeros(n)
+    for i, f in enumerate(shapes.flops):
+        if f is not None and isinstance(f, (int, float)) and f > 0:
             profiler_flops[i] = float(f)
-        if not dims:
-            costs.append(None)
-            shapes.append("")
+    code = shapes.code
+    name_id, _ = pd.factorize(names, use_na_sentinel=False)
+    _, first, inverse = np.unique(name_id.astype(np.int64) * (len(shapes.distinct) + 1) + (code + 1),
+                                  return_index=True, return_inverse=True)
+    costs = np.full(first.size, None, dtype=object)
+    keys = np.full(first.size, "", dtype=object)
+    for u, i in enumerate(first.tolist()):
+        if code[i] < 0:  # no args
             continue
-        types = get("Input type")
-        concrete = get("Concrete Inputs")
-        try:  # decoded JSON: the encoding tells the same values apart as repr() does, and is faster
-            key = (name, encode((dims, types, concrete)))
-        except (TypeError, ValueError):
-            key = (name, repr(dims), repr(types), repr(concrete))
-        hit = cache.get(key)
-        if hit is None:
-            hit = cache[key] = (estimate_op_cost(name, dims, types, concrete), _shape_key(dims))
-        costs.append(hit[0])
-        shapes.append(hit[1])
-    return costs, profiler_flops, shapes
+        dims, types, concrete = shapes.distinct[code[i]]
+        if not dims:
+            continue
+        costs[u] = estimate_op_cost(names[i], dims, types, concrete)
+        keys[u] = _shape_key(dims)
+    inverse = inverse.reshape(-1)
+    return costs[inverse], profiler_flops, keys[inverse]
 
 
 def choose_points(costs: list[OpCost | None], tree: CallTree) -> tuple[np.ndarray, np.ndarray]:
     """Per op: whether it is a point, and the point owning it (itself, an enclosing point, or -1)."""
+    return _choose_points(*_cost_flags(costs), tree.parent)
+
+
+def _cost_flags(costs) -> tuple[np.ndarray, np.ndarray]:
+    """Per op: whether it has a cost model, and whether that is a matrix op's."""
     modelled = np.array([c is not None for c in costs], dtype=bool)
     matrix = np.array([c is not None and c.category in MATRIX_CATEGORIES for c in costs], dtype=bool)
-    return _choose_points(modelled, matrix, tree.parent)
+    return modelled, matrix
 
 
 def _ancestors_of(flag: np.ndarray, parent: np.ndarray) -> np.ndarray:
@@ -174,7 +178,8 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     ev = trace.events
     kind = ev["kind"]
     # Only the columns read here are taken along (the args of selected rows are decoded below).
-    ops = ev[_OP_COLUMNS].iloc[np.flatnonzero((kind == "cpu_op").to_numpy())]
+    op_rows = np.flatnonzero((kind == "cpu_op").to_numpy())
+    ops = ev[_OP_COLUMNS].iloc[op_rows]
     if ops.empty:
         return pd.DataFrame(columns=POINT_COLUMNS), np.empty(0, np.int64)
     gpu = gpu_work(trace)
@@ -185,19 +190,18 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     # Only ops whose name has a cost model can be points or stop an enclosing op from being one:
     # their args alone are decoded (most ops are views, allocations and autograd machinery).
     maybe = np.flatnonzero(name_mask(ops["name"], _maybe_modelled))
-    args = np.full(len(ops), None, dtype=object)
     with gc_paused():
-        args[maybe] = decode_args(ops["args"].iloc[maybe])
-        sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], args[maybe])
-    costs: list[OpCost | None] = [None] * len(ops)
+        sub_costs, sub_flops, sub_shapes = _op_costs(names[maybe], trace_op_shapes(trace, op_rows[maybe]))
+    costs = np.full(len(ops), None, dtype=object)
     shapes = np.full(len(ops), "", dtype=object)
     profiler_flops = np.zeros(len(ops))
-    for i, c in zip(maybe.tolist(), sub_costs):
-        costs[i] = c
+    costs[maybe] = sub_costs
     shapes[maybe] = sub_shapes
     profiler_flops[maybe] = sub_flops
+    modelled, matrix = np.zeros(len(ops), bool), np.zeros(len(ops), bool)
+    modelled[maybe], matrix[maybe] = _cost_flags(sub_costs)
     tree = call_tree(ops, runtime)
-    is_point, owner = choose_points(costs, tree)
+    is_point, owner = _choose_points(modelled, matrix, tree.parent)
     ts = ops["ts_ns"].to_numpy()
     if on_gpu:
         work = attribute_gpu_work(gpu, runtime, tree, owner, launch_labels(ops, runtime), trace=trace)
@@ -209,7 +213,7 @@ def points_and_kernel_owner(trace: Trace) -> tuple[pd.DataFrame, np.ndarray]:
     pts = np.flatnonzero(is_point)
     if on_gpu:
         pts = pts[work.kernels[pts] != 0]  # host-side calls (a CPU tensor, a view): nothing ran on the GPU
-    pc = [costs[i] for i in pts.tolist()]
+    pc = costs[pts].tolist()
     pf = profiler_flops[pts]
     counted = (pf > 0).tolist()
     # Plain lists, the loose rows appended, so each column's dtype is inferred as from the rows it holds.

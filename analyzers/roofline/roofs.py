@@ -42,16 +42,17 @@ def derive(g: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
     t_s = g["time_ns"].to_numpy(dtype=float) / 1e9
     flops = g["flops"].to_numpy(dtype=float)
     nbytes = g["bytes"].to_numpy(dtype=float)
+    new: dict = {}  # the added columns, joined to ``g`` in one step (not one insertion each)
     with np.errstate(divide="ignore", invalid="ignore"):
-        g["intensity_flop_per_byte"] = np.where(nbytes > 0, flops / nbytes, np.nan)
-        g["achieved_flops_per_s"] = np.where(t_s > 0, flops / t_s, np.nan)
-        g["achieved_bytes_per_s"] = np.where(t_s > 0, nbytes / t_s, np.nan)
+        new["intensity_flop_per_byte"] = np.where(nbytes > 0, flops / nbytes, np.nan)
+        new["achieved_flops_per_s"] = np.where(t_s > 0, flops / t_s, np.nan)
+        new["achieved_bytes_per_s"] = np.where(t_s > 0, nbytes / t_s, np.nan)
     if spec is None:
         for col in ("peak_dtype", "bound"):
-            g[col] = None
+            new[col] = None
         for col in ("peak_flops_per_s", "attainable_flops_per_s", "efficiency"):
-            g[col] = np.nan
-        return g
+            new[col] = np.nan
+        return _joined(g, new)
     tcs = g["tensor_core"] if "tensor_core" in g else pd.Series(False, index=g.index)
     memo: dict = {}  # a few distinct (category, dtype, tensor core) for thousands of rows
 
@@ -62,25 +63,48 @@ def derive(g: pd.DataFrame, spec: DeviceSpec | None) -> pd.DataFrame:
             memo[key] = (dt, spec.peak(dt) if dt else np.nan)
         return memo[key]
 
-    roofs = [roof(c, d, t) for c, d, t in zip(g["category"].to_numpy(dtype=object), g["dtype"].to_numpy(dtype=object),
-                                              np.asarray(tcs, dtype=object))]
-    dtypes = [r[0] for r in roofs]
-    peak = np.array([r[1] for r in roofs])
+    # The roof of each distinct (category, dtype, tensor core), spread over the rows by one code per row.
+    code = np.zeros(len(g), np.int64)
+    values = []
+    for series in (g["category"], g["dtype"], pd.Series(tcs, index=g.index)):
+        col = series.to_numpy(dtype=object)
+        if series.dtype == object:
+            # None and NaN answer differently (``d or None``) but factorize as one missing value: None is told apart.
+            c, uniq = pd.factorize(np.array(["\0None" if v is None else v for v in col.tolist()], dtype=object),
+                                   use_na_sentinel=False)
+        else:  # a typed column (str, bool) has one missing value
+            c, uniq = pd.factorize(series, use_na_sentinel=False)
+        code = code * max(len(uniq), 1) + c
+        values.append(col)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    roofs = [roof(values[0][i], values[1][i], values[2][i]) for i in first.tolist()]
+    inverse = inverse.reshape(-1)
+    dtypes = np.array([r[0] for r in roofs], dtype=object)[inverse].tolist()
+    peak = np.array([r[1] for r in roofs], dtype=float)[inverse]
     bw = spec.mem_bw_bytes_per_s
-    ai = g["intensity_flop_per_byte"].to_numpy(dtype=float)
+    ai = new["intensity_flop_per_byte"]
     ridge = peak / bw
     known = ~np.isnan(ai) & ~np.isnan(peak)
     compute = known & (ai >= ridge)
     with np.errstate(invalid="ignore"):
         attainable = np.where(known, np.minimum(peak, ai * bw), np.nan)
-        eff = np.where(compute, g["achieved_flops_per_s"] / peak,
-                       np.where(known, g["achieved_bytes_per_s"] / bw, np.nan))
-    g["peak_dtype"] = dtypes
-    g["peak_flops_per_s"] = peak
-    g["attainable_flops_per_s"] = attainable
-    g["bound"] = np.where(compute, "compute", np.where(known, "memory", None))
-    g["efficiency"] = eff
-    return g
+        eff = np.where(compute, new["achieved_flops_per_s"] / peak,
+                       np.where(known, new["achieved_bytes_per_s"] / bw, np.nan))
+    new["peak_dtype"] = dtypes
+    new["peak_flops_per_s"] = peak
+    new["attainable_flops_per_s"] = attainable
+    new["bound"] = np.where(compute, "compute", np.where(known, "memory", None))
+    new["efficiency"] = eff
+    return _joined(g, new)
+
+
+def _joined(g: pd.DataFrame, new: dict) -> pd.DataFrame:
+    """``g`` with the ``new`` columns (replacing any of the same name), in that order after its own."""
+    if any(col in g.columns for col in new):
+        for col, values in new.items():
+            g[col] = values
+        return g
+    return pd.concat([g, pd.DataFrame(new, index=g.index)], axis=1)
 
 
 def roofs_table(spec: DeviceSpec | None) -> pd.DataFrame:

@@ -44,6 +44,8 @@ class Evidence:
     rank: int | None
     #: What the shares are of: "GPU kernel time" or "operator time".
     where: str
+    #: ``roofs.dominant_dtype(points, spec)`` when the caller already has it.
+    dominant: str | None = None
 
     @cached_property
     def sequences(self) -> list[np.ndarray]:
@@ -254,7 +256,8 @@ def larger_batch(ev: Evidence) -> Finding | None:
         id=LARGER_BATCH, analyzer=ANALYZER, severity="info",
         title=f"{_pct(mb_ns / g_ns)} of GEMM time is memory-bound: the batch is too small to reuse the weights",
         evidence={"memory_bound_gemm_ns": mb_ns, "gemm_ns": g_ns, "memory_bound_time_share": round(mem_share, 4),
-                  "ridge_flop_per_byte": ev.spec.ridge(dominant_dtype(ev.points, ev.spec))},
+                  "ridge_flop_per_byte": ev.spec.ridge(ev.dominant if ev.dominant is not None
+                                                       else dominant_dtype(ev.points, ev.spec))},
         recommendation="Increase the batch (or tokens per batch; use gradient accumulation to keep the optimiser "
                        "batch) so each weight read serves more rows; for inference, batch requests together.",
         estimated_gain=f"about {_pct(gain)} of {where} per sample: doubling the rows of a weight-bound GEMM "

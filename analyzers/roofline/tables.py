@@ -89,8 +89,9 @@ def kernel_category_table(trace: Trace, points: pd.DataFrame, kernel_owner: np.n
     flops[k] = op_flops[o] * share
     nbytes[k] = op_bytes[o] * share
     df = pd.DataFrame({"kernel_category": cat, "time_ns": dur, "flops": flops, "bytes": nbytes})
-    g = df.groupby("kernel_category").agg(kernels=("time_ns", "size"), time_ns=("time_ns", "sum"),
-                                          flops=("flops", "sum"), bytes=("bytes", "sum")).reset_index()
+    by = df.groupby("kernel_category")
+    g = pd.DataFrame({"kernels": by["time_ns"].size(), "time_ns": by["time_ns"].sum(), "flops": by["flops"].sum(),
+                      "bytes": by["bytes"].sum()}).reset_index()
     g["time_ns"] = g["time_ns"].astype(np.int64)
     g = derive(g, None)
     return g.sort_values("time_ns", ascending=False, ignore_index=True)[cols]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from torchscope.analyzers.core.trace import Trace
 
-__all__ = ["launches", "gpu_work", "LAUNCH_COLUMNS"]
+__all__ = ["launches", "launch_columns", "gpu_work", "LAUNCH_COLUMNS"]
 
 #: Columns ``launches`` adds: the launching call's start and end (ns), process, thread and name.
 LAUNCH_COLUMNS = ("launch_ts_ns", "launch_end_ns", "launch_pid", "launch_tid", "launch_name")
@@ -31,28 +31,41 @@ def launches(trace: Trace, gpu: pd.DataFrame | None = None, *,
              calls: tuple[str, ...] = ("runtime",)) -> pd.DataFrame:
     """GPU work joined with its launching call: ``launch_ts_ns``/``launch_end_ns`` (ns), pid, tid, name."""
     gpu = gpu_work(trace) if gpu is None else gpu
+    out = gpu.copy()
+    for col, values in launch_columns(trace, gpu["correlation"].to_numpy(), calls=calls).items():
+        out[col] = values
+    return out
+
+
+def launch_columns(trace: Trace, correlation: np.ndarray, *, calls: tuple[str, ...] = ("runtime",),
+                   names: bool = True) -> dict[str, np.ndarray]:
+    """``launches``' columns (``LAUNCH_COLUMNS``; without ``launch_name`` when not ``names``) for GPU work with
+    these correlation ids, as arrays: for callers that need the join, not a copy of the frame."""
     index, rts, rte, rpid, rtid, rnames = _launch_calls(trace, tuple(calls))
-    corr = gpu["correlation"].to_numpy()
+    corr = np.asarray(correlation)
     pos = index.get_indexer(corr)
     found = (pos >= 0) & (corr >= 0)
     at = np.maximum(pos, 0)
 
     def column(values: np.ndarray, missing) -> np.ndarray:
-        return np.where(found, values[at], missing) if values.size else np.full(len(gpu), missing)
+        return np.where(found, values[at], missing) if values.size else np.full(corr.size, missing)
 
-    out = gpu.copy()
-    out["launch_ts_ns"] = column(rts, -1).astype(np.int64)
-    out["launch_end_ns"] = column(rte, -1).astype(np.int64)
-    out["launch_pid"] = column(rpid, -1).astype(np.int64)
-    out["launch_tid"] = column(rtid, -1).astype(np.int64)
-    names = rnames[at] if rnames.size else np.full(len(gpu), "", object)
-    out["launch_name"] = np.where(found, names, "").astype(object)
+    out = {"launch_ts_ns": column(rts, -1).astype(np.int64), "launch_end_ns": column(rte, -1).astype(np.int64),
+           "launch_pid": column(rpid, -1).astype(np.int64), "launch_tid": column(rtid, -1).astype(np.int64)}
+    if names:
+        name = rnames[at] if rnames.size else np.full(corr.size, "", object)
+        out["launch_name"] = np.where(found, name, "").astype(object)
     return out
 
 
 def _launch_calls(trace: Trace, calls: tuple[str, ...]) -> tuple:
     """The launching calls of ``calls`` kinds, first per correlation id, once per trace: (correlation index,
     start ns, end ns, pid, tid, name as str)."""
+    # Kinds the trace has none of select nothing: ("runtime", "driver") on a trace without driver calls is
+    # the same join as ("runtime",), built once.
+    present = trace.derived(("timeline.launches", "kinds"), lambda: _kinds(trace.events["kind"]))
+    calls = tuple(k for k in calls if k in present)
+
     def build() -> tuple:
         ev = trace.events
         rows = np.flatnonzero((ev["kind"].isin(calls) & (ev["correlation"] >= 0)).to_numpy())
@@ -68,3 +81,12 @@ def _launch_calls(trace: Trace, calls: tuple[str, ...]) -> tuple:
         return (pd.Index(rt["correlation"].to_numpy()), rts, rts + rt["dur_ns"].to_numpy(np.int64),
                 rt["pid"].to_numpy(np.int64), rt["tid"].to_numpy(np.int64), name_str)
     return trace.derived(("timeline.launches", "calls", calls), build)
+
+
+def _kinds(kind: pd.Series) -> frozenset:
+    """The kinds a kind column holds (counted over a categorical's codes)."""
+    if isinstance(kind.dtype, pd.CategoricalDtype):
+        codes = kind.cat.codes.to_numpy()
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(kind.cat.categories)))
+        return frozenset(kind.cat.categories[used].tolist())
+    return frozenset(kind.dropna().astype(str).unique().tolist())

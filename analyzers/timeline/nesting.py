@@ -45,6 +45,8 @@ def _group_codes(frame: pd.DataFrame, by: Sequence[str]) -> np.ndarray:
 
 def _nesting_order(group: np.ndarray, start: np.ndarray, dur: np.ndarray) -> np.ndarray:
     """Row order by group, start, longer first, frame position: every span after all that may contain it."""
+    if start.size > 1 and ((start[1:] > start[:-1]) | ((start[1:] == start[:-1]) & (dur[1:] <= dur[:-1]))).all():
+        return np.argsort(group, kind="stable")  # already in time order (a step model's ops): by group alone
     return np.lexsort((np.arange(start.size), -dur, start, group))
 
 
@@ -59,11 +61,23 @@ def outermost(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
     g, end = group[order], (start + dur)[order]
     # Every earlier span of the group starts at or before this one: it is contained by one of them
     # exactly when it ends no later than the furthest end among them.
-    reach = pd.Series(end).groupby(g).cummax().groupby(g).shift(1).to_numpy()
-    nested = ~np.isnan(reach) & (end <= np.nan_to_num(reach, nan=0))
+    first = np.concatenate(([True], g[1:] != g[:-1]))
+    reach = _group_cummax(end, np.cumsum(first) - 1)
+    nested = np.zeros(len(order), dtype=bool)
+    nested[1:] = ~first[1:] & (end[1:] <= reach[:-1])
     out = np.empty(len(order), dtype=bool)
     out[order] = ~nested
     return out
+
+
+def _group_cummax(v: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Running maxima of ``v`` restarting at each group (``run``: non-decreasing group number per element)."""
+    lo = int(v.min())
+    width = int(v.max()) - lo + 1
+    if width * (int(run[-1]) + 1) < 2 ** 62:  # groups lifted apart by an offset: one accumulate
+        lift = run.astype(np.int64) * width
+        return np.maximum.accumulate((v - lo) + lift) - lift + lo
+    return pd.Series(v).groupby(run).cummax().to_numpy(np.int64)
 
 
 def parents(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
@@ -94,38 +108,30 @@ def _nearest_container(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.
 
     Among earlier spans (each starts no later) those ending at or after a span's end contain it; on a
     properly nested thread the latest of them is its parent, which is what the call-stack walk finds.
-    Both are answered for all spans at once over a sparse table of range maxima of the ends.
+    Both are answered for all spans at once by pointer jumping: each span keeps a candidate, starting at
+    the span just before it, such that every span strictly between the two ends before it does (and the
+    furthest end among those); while the candidate ends before it too, the span moves to the candidate's
+    own candidate, all spans in step. The jumps follow the chain of containers up from the previous span,
+    so they double along it: a few rounds over the spans still looking.
     """
     n = g.size
     pos = np.arange(n)
     first = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
     lo = np.repeat(first, np.diff(np.concatenate((first, [n]))))  # first position of each span's group
-    table = [e]
-    while (1 << len(table)) <= n:
-        prev, half = table[-1], 1 << (len(table) - 1)
-        table.append(np.maximum(prev[:-half], prev[half:]))
-    # Walk left from each span in power-of-two blocks while the whole block ends before it does.
-    at = pos.copy()
-    for level in range(len(table) - 1, -1, -1):
-        step = 1 << level
-        cand = at - step
-        ok = cand >= lo
-        block = np.where(ok, table[level][np.maximum(cand, 0)], 0)
-        at = np.where(ok & (block < e), cand, at)
-    parent = np.where(at - 1 >= lo, at - 1, -1)
-    # Spans strictly between the parent (or the group's start) and the span must have ended by its start.
-    a = np.where(parent >= 0, parent + 1, lo)
-    b = pos - 1
-    length = b - a + 1
-    has = length > 0
-    level = np.zeros(n, np.int64)
-    level[has] = np.floor(np.log2(length[has])).astype(np.int64)
-    reach = np.full(n, np.iinfo(np.int64).min)
-    for lv in np.unique(level[has]):
-        m = has & (level == lv)
-        t = table[lv]
-        reach[m] = np.maximum(t[a[m]], t[b[m] - (1 << lv) + 1])
-    nested = ~has | (reach <= s)
+    cand = pos - 1
+    reach = np.full(n, np.iinfo(np.int64).min)  # furthest end strictly between the candidate and the span
+    parent = np.full(n, -1, np.int64)
+    todo = np.flatnonzero(cand >= lo)
+    while todo.size:
+        c = cand[todo]
+        found = e[c] >= e[todo]
+        parent[todo[found]] = c[found]
+        todo, c = todo[~found], c[~found]
+        # Jump: the candidate and everything between it and its own candidate end before this span does.
+        reach[todo] = np.maximum(reach[todo], np.maximum(e[c], reach[c]))
+        cand[todo] = cand[c]
+        todo = todo[cand[todo] >= lo[todo]]
+    nested = reach <= s
     return parent, nested
 
 
@@ -150,10 +156,12 @@ def _stack_parents(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
     return np.asarray(parent, dtype=np.int64)
 
 
-def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
+def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THREAD, *,
+              span_parents: np.ndarray | None = None) -> np.ndarray:
     """Position (in ``spans``) of the innermost span of the point's ``by`` group containing each point's ts_ns, or -1.
 
     ``points`` has the ``by`` columns and ``ts_ns``; ``spans`` has the ``by`` columns, ``ts_ns`` and ``dur_ns``.
+    ``span_parents``: ``parents(spans, by)`` when the caller already has it (it is found here otherwise).
     """
     by = list(by)
     out = np.full(len(points), -1, dtype=np.int64)
@@ -164,7 +172,7 @@ def enclosing(points: pd.DataFrame, spans: pd.DataFrame, by: Sequence[str] = THR
     span_end = span_start + spans["dur_ns"].to_numpy(np.int64)
     cand = _latest_start(points, spans, by, at, span_start, span_end)
     # The latest-starting span at or before the point; when it ended before the point, its parents may not have.
-    parent = None
+    parent = span_parents
     while True:
         open_ = cand >= 0
         miss = open_ & (span_end[np.maximum(cand, 0)] < at)

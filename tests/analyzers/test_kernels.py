@@ -138,3 +138,17 @@ def test_real_trace_tables_agree_with_a_direct_computation(shared_traces):
 def test_cpu_only_trace_is_not_applicable(shared_traces):
     with pytest.raises(NotApplicable, match="no GPU events"):
         kernels.analyze(_load(str(shared_traces), "cpu_only_rank34.json.gz"))
+
+
+def test_name_rules_answer_as_case_insensitive_regexes_on_any_name():
+    import re
+
+    from torchscope.analyzers import kernels
+    names = ["ampere_sgemm_128x64_nn", "Void AT::Native::Vectorized_Elementwise_Kernel<4>", "NCCL_AllReduce_Sum",
+             "cutlass::Kernel<Gemm<float, float, float>>", "ſum_kernel", "flash_fwd_K\u212Aernel", "memcpy HtoD", "",
+             "triton_RED_fused_0"]
+    rules = [rule for _, rule in kernels._RULES] + [kernels._TENSOR_CORE_RE, kernels._FP32_GEMM_RE]
+    for rule in rules:
+        expect = [re.search(rule.pattern, n, re.IGNORECASE) is not None for n in names]
+        assert kernels._hits(rule, names).tolist() == expect, rule.pattern
+    assert kernels._hits(kernels._RULES[0][1], [None, float("nan")]).tolist() == [False, False]

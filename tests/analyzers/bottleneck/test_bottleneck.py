@@ -276,3 +276,63 @@ def test_a_changes_cuts_replace_the_overhead_they_cover():
     # An overhead cut straddling a change's edge keeps its outside part, with its share of the removal.
     cs, ce, cl = compose_cuts((np.array([90]), np.array([110]), np.array([10])), over)
     assert cs.tolist() == [90, 95] and ce.tolist() == [95, 150] and cl.tolist() == [2, 20]
+
+
+def _random_nested_spans(rng: np.random.Generator, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Properly nested spans over [0, length): children cut out of their parent, some repeated exactly."""
+    spans: list[tuple[int, int]] = []
+
+    def fill(a: int, b: int, depth: int) -> None:
+        if depth > 5 or b - a < 2:
+            return
+        k = int(rng.integers(0, 4))
+        cuts = np.sort(rng.integers(a, b + 1, size=2 * k))
+        for i in range(k):
+            x, y = int(cuts[2 * i]), int(cuts[2 * i + 1])
+            spans.append((x, y))
+            if rng.random() < 0.2:
+                spans.append((x, y))
+            fill(x, y, depth + 1)
+
+    fill(0, length, 0)
+    spans = spans or [(0, 1)]
+    order = rng.permutation(len(spans))
+    arr = np.array(spans, np.int64)[order]
+    return arr[:, 0], arr[:, 1]
+
+
+def test_innermost_op_on_properly_nested_spans_is_the_latest_started_one_holding_the_point():
+    from torchscope.analyzers.bottleneck.attribution import _innermost
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        s, e = _random_nested_spans(rng, 200)
+        points = rng.integers(-5, 210, 300)
+        got = _innermost(s, e, points)
+        for p, row in zip(points.tolist(), got.tolist()):
+            # Of the spans holding p (half-open), the one starting last; of equal starts the shorter; of
+            # identical spans the later one in start order (the child).
+            holding = [i for i in range(s.size) if s[i] <= p < e[i]]
+            order = sorted(holding, key=lambda i: (s[i], -(e[i] - s[i]), list(np.lexsort((-(e - s), s))).index(i)))
+            assert row == (order[-1] if order else -1)
+
+
+def test_innermost_op_where_spans_overlap_partly_takes_the_deepest_level_holding_the_point():
+    from torchscope.analyzers.bottleneck.attribution import _innermost
+    # [0, 10) holds [2, 6); [4, 12) starts inside [2, 6) but outlasts both (clock rounding).
+    s, e = np.array([0, 2, 4], np.int64), np.array([10, 6, 12], np.int64)
+    got = _innermost(s, e, np.array([1, 3, 5, 7, 11, 12], np.int64))
+    assert got.tolist() == [0, 1, 2, 2, 2, -1]
+
+
+@pytest.mark.parametrize("scale", [1, 10**12])  # 10**12: offsets would overflow, one accumulate per run
+def test_replay_running_sums_and_maxima_restart_at_every_run(scale):
+    from torchscope.analyzers.bottleneck.replay import _run_cummax, _run_cumsum
+    rng = np.random.default_rng(3)
+    v = rng.integers(-10**6, 10**6, 500).astype(np.int64) * scale
+    run = np.unique(np.sort(rng.integers(0, 40, 500)), return_inverse=True)[1].reshape(-1)
+    edges = np.flatnonzero(np.concatenate([[True], run[1:] != run[:-1], [True]]))
+    want_max, want_sum = np.empty_like(v), np.empty_like(v)
+    for a, b in zip(edges[:-1], edges[1:]):
+        want_max[a:b], want_sum[a:b] = np.maximum.accumulate(v[a:b]), np.cumsum(v[a:b])
+    assert (_run_cummax(v, run) == want_max).all()
+    assert (_run_cumsum(v, run) == want_sum).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from torchscope.analyzers.hardware.op_costs import estimate_op_cost
@@ -91,3 +92,41 @@ def test_has_cost_model_agrees_with_estimate_op_cost() -> None:
         if estimate_op_cost(name, dims, types) is not None:
             assert has_cost_model(name), name
     assert has_cost_model("aten::mm") and not has_cost_model("aten::empty") and not has_cost_model("custom::mm")
+
+
+def test_op_shapes_reads_raw_args_once_per_distinct_shape_and_as_dicts_alike():
+    from torchscope.analyzers.hardware.op_costs import op_shapes
+    raw = [b'{"External id": 1, "Input Dims": [[4, 8], [8]], "Input type": ["float", "float"], "flops": 64}',
+           b'{"External id": 2, "Input Dims": [[4, 8], [8]], "Input type": ["float", "float"]}',
+           b'{"External id": 3, "Input Dims": [[2]], "Concrete Inputs": ["", "1"]}',
+           b'{"External id": 4}']
+    got = op_shapes(raw)
+    assert got.code.tolist() == [0, 0, 1, 2]
+    assert got.distinct == [([[4, 8], [8]], ["float", "float"], None), ([[2]], None, ["", "1"]), (None, None, None)]
+    assert got.flops == [64, None, None, None]
+    # Dicts (a frame built by hand) and raw text the strict decoder refuses (NaN) give the same values.
+    import json
+    for other in ([json.loads(r) for r in raw] + [None], raw + [b'{"Input Dims": [[1]], "x": NaN}']):
+        alt = op_shapes(other)
+        assert [alt.distinct[c] if c >= 0 else None for c in alt.code[:4]] == [got.distinct[c] for c in got.code]
+        assert alt.flops[:4] == got.flops
+    assert op_shapes([None]).code.tolist() == [-1]
+
+
+def test_trace_op_shapes_reads_each_event_once_and_answers_as_op_shapes():
+    import pandas as pd
+
+    from torchscope.analyzers.core.trace import Trace, TraceMeta
+    from torchscope.analyzers.hardware.op_costs import op_shapes, trace_op_shapes
+    raw = [b'{"Input Dims": [[%d, 8]], "Input type": ["float"], "External id": %d}' % (i % 3, i) for i in range(9)]
+    raw[4] = b'{"External id": 4}'
+    trace = Trace(events=pd.DataFrame({"args": pd.Series(raw, dtype=object)}), counters=pd.DataFrame(),
+                  flows=pd.DataFrame(), meta=TraceMeta(path="synthetic"))
+    whole = op_shapes(raw)
+    first = trace_op_shapes(trace, np.array([7, 1, 4]))
+    second = trace_op_shapes(trace, np.arange(9))
+    for got, rows in ((first, [7, 1, 4]), (second, list(range(9)))):
+        assert [got.distinct[c] for c in got.code] == [whole.distinct[whole.code[r]] for r in rows]
+    # Rows read by the first call keep their code; the same shape met again shares it.
+    assert second.code[[7, 1, 4]].tolist() == first.code.tolist()
+    assert second.code[1] == second.code[7] and len(set(second.code.tolist())) == 4
