@@ -452,6 +452,10 @@ def roofline_figure(points: pd.DataFrame | None, roofs: pd.DataFrame | None = No
                    "Arithmetic intensity (FLOP per byte moved)", f"Achieved rate ({yunit})", height=480)
 
 
+#: Up to this many steps on a line chart get one tick each.
+STEP_TICKS_MAX = 30
+
+
 def lines_by_group(table: pd.DataFrame | None, x: str, y: str, group: str | Sequence[str], title: str,
                    y_title: str | None = None, x_title: str | None = None) -> go.Figure | None:
     """One line per group (e.g. per layer × policy) of ``y`` over ``x``."""
@@ -467,6 +471,8 @@ def lines_by_group(table: pd.DataFrame | None, x: str, y: str, group: str | Sequ
                                  line={"color": palette.colour_for(label)}))
     if not fig.data:
         return None
+    if x == "step":  # steps are whole numbers: no 0.5 ticks between them
+        fig.update_xaxes(tickformat="d", dtick=1 if table[x].nunique() <= STEP_TICKS_MAX else None)
     return _finish(fig, title, x_title or key_label(x).capitalize(), y_title or key_label(y).capitalize())
 
 

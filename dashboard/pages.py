@@ -266,7 +266,15 @@ def _number(values: list) -> object:
 
 
 def _over_ranks(values: list) -> str:
-    return f"median over {len(values)} ranks" if len(values) > 1 else ""
+    """How a verdict's one value stands for several ranks: their median (numbers), or the value they share, or
+    the first rank's when they differ (a dtype, a layer name)."""
+    if len(values) <= 1:
+        return ""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return f"median over {len(values)} ranks"
+    if len({str(v) for v in values}) == 1:
+        return f"on all {len(values)} ranks"
+    return f"the first rank's; the {len(values)} ranks differ"
 
 
 def verdict_row(items: list[VerdictItem], row_id: str = "verdict") -> html.Div:

@@ -65,3 +65,10 @@ def test_memory_chart_draws_one_series_per_device_and_only_series_with_data() ->
     names = [t.name for t in fig.data]
     assert names == ["cpu · allocated", "cuda 0 · allocated", "cuda 0 · reserved"]
     assert fig.layout.yaxis.title.text == "Memory (GiB)" and max(fig.data[2].y) == 4.0
+
+
+def test_steps_on_a_line_chart_are_whole_numbers():
+    table = pd.DataFrame({"step": [0, 1, 2, 3, 4] * 2, "max_over_mean": [1.5, 1.3, 1.27, 1.3, 1.36, 1.2, 1.1, 1.1, 1.2, 1.1],
+                          "layer": ["a"] * 5 + ["b"] * 5})
+    fig = figures.lines_by_group(table, "step", "max_over_mean", "layer", "Imbalance")
+    assert fig.layout.xaxis.tickformat == "d" and fig.layout.xaxis.dtick == 1

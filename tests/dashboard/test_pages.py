@@ -277,3 +277,10 @@ def test_overview_says_what_was_traced_and_how_the_run_ended(tmp_path):
     lines = [p.children for p in pages.run_status_lines(_Ctx()) if isinstance(p, html.P)]
     assert lines[0].endswith("steps traced")
     assert any(line.startswith("incomplete") for line in lines)
+
+
+def test_a_verdict_says_how_its_value_stands_for_the_ranks():
+    assert pages._over_ranks([1.0]) == ""
+    assert pages._over_ranks([1.0, 3.0]) == "median over 2 ranks"
+    assert pages._over_ranks(["fp32_matrix", "fp32_matrix"]) == "on all 2 ranks"  # not a "median" of a dtype
+    assert pages._over_ranks(["bf16", "fp32"]) == "the first rank's; the 2 ranks differ"
