@@ -35,6 +35,8 @@ MAX_GRID_ROWS = 20_000
 NAME_WIDTH = 60
 #: Suffix of the hidden field that carries a column's display text.
 TEXT_SUFFIX = "__text"
+#: The widest a text column auto-sizes to, px (longer text ends in an ellipsis, whole on hover).
+TEXT_MAX_WIDTH_PX = 480
 #: Height of a grid row, px, and the most a grid grows before it scrolls.
 GRID_ROW_PX = 32
 GRID_HEADER_PX = 38
@@ -159,6 +161,12 @@ def _column_def(df: pd.DataFrame, col: str, hidden: bool) -> dict:
     }
     if not numeric:
         spec["filterValueGetter"] = {"function": f"params.data ? params.data[{text_field}] : ''"}
+        # Auto-sized to its longest text, one long name (a kernel's template signature in a trace-diff metric)
+        # made a column as wide as the page and pushed every value column off-screen; it is cut with an
+        # ellipsis instead, the whole text on hover.
+        spec["maxWidth"] = TEXT_MAX_WIDTH_PX
+        if spec.get("tooltipValueGetter") is None:
+            spec["tooltipValueGetter"] = {"function": f"params.data ? String(params.data[{text_field}] ?? '') : ''"}
     return {k: v for k, v in spec.items() if v is not None}
 
 

@@ -69,3 +69,15 @@ def test_a_huge_table_is_capped_and_says_so():
     view = tree(grid_table("big", df, "b"))
     assert len(view["props"]["children"][2]["props"]["rowData"]) == MAX_GRID_ROWS
     assert f"first {MAX_GRID_ROWS:,} of {MAX_GRID_ROWS + 5:,} rows" in json.dumps(view, ensure_ascii=False)
+
+
+def test_a_long_text_never_widens_its_column_past_the_cap_and_shows_whole_on_hover():
+    from torchscope.dashboard.grid import TEXT_MAX_WIDTH_PX
+
+    long = "kernel/void at::native::vectorized_elementwise_kernel<4, at::native::AUnaryFunctor<float, float>>" * 3
+    df = pd.DataFrame({"metric": [long, "step/time"], "base_ns": [1.0, 2.0]})
+    grid = tree(grid_table("diff", df, "d"))["props"]["children"][-1]["props"]
+    metric = next(c for c in grid["columnDefs"] if c["field"] == "metric")
+    base = next(c for c in grid["columnDefs"] if c["field"] == "base_ns")
+    assert metric["maxWidth"] == TEXT_MAX_WIDTH_PX and "tooltipValueGetter" in metric
+    assert "maxWidth" not in base  # numbers size to their text
