@@ -371,9 +371,14 @@ def timeline_figure(index: LaneIndex, counters: dict[str, tuple[np.ndarray, np.n
         hover = [[str(n), format_timestamp_ns(int(a), origin), format_duration_ns(int(b - a)), int(i)]
                  for n, a, b, i in zip(names, start_ns, end_ns, pick)]
         colour = [palette.phase_colour(n) for n in names] if kind == "phase" else KIND_COLOURS[kind]
+        # A slice crossing an edge of the window is drawn from (or to) that edge, so its label, anchored at
+        # the bar's start, shows (a step lasting the whole window read blank); the hover keeps its real start
+        # and length, and the next zoom or pan draws it again for its window.
+        shown_start = np.where((start_ns < t0) & (end_ns > t0), t0, start_ns)
+        shown_end = np.where((start_ns < t1) & (end_ns > t1), t1, end_ns)
         data.append({
-            "type": "bar", "orientation": "h", "base": typed_array(ms(start_ns)),
-            "x": typed_array((end_ns - start_ns) / 1e6), "y": [labels[c] for c in index.lane[pick]],
+            "type": "bar", "orientation": "h", "base": typed_array(ms(shown_start)),
+            "x": typed_array((shown_end - shown_start) / 1e6), "y": [labels[c] for c in index.lane[pick]],
             "xaxis": "x", "yaxis": "y", "name": KIND_LABELS.get(kind, kind),
             "marker": {"color": colour, "line": {"width": 0}},
             "text": [short_name(n, LABEL_NAME_WIDTH) if w else "" for n, w in zip(names, wide)],

@@ -163,6 +163,21 @@ def test_timeline_hover_says_start_and_duration_and_cpu_slices_nest_by_depth():
     assert "kernel_a" in next(t for t in zoomed["data"] if t["name"] == "kernel")["text"]  # wide enough: labelled
 
 
+def test_a_slice_longer_than_the_window_is_drawn_within_it_labelled_with_its_real_hover():
+    from torchscope.analyzers.report.units import format_duration_ns, format_timestamp_ns
+
+    ev = pd.DataFrame({"ts_ns": [0, 40_000], "dur_ns": [100_000, 1_000], "name": ["ProfilerStep#7", "aten::mm"],
+                       "kind": ["cpu_op", "cpu_op"], "pid": [1, 1], "tid": [1, 1], "stream": [-1, -1],
+                       "device": [-1, -1], "rank": [0, 0]})
+    fig = timeline_figure(build_lanes(ev), {}, 30_000, 60_000, 1000)
+    cpu = next(t for t in fig["data"] if t["name"] == "CPU op")
+    i = [row[0] for row in cpu["customdata"]].index("ProfilerStep#7")
+    base, width = decode_typed(cpu["base"])[i], decode_typed(cpu["x"])[i]
+    assert (base, base + width) == (pytest.approx(0.030), pytest.approx(0.060))  # the window's edges, ms
+    assert cpu["text"][i] == "ProfilerStep#7"  # its label starts where it shows
+    assert tuple(cpu["customdata"][i][1:3]) == (format_timestamp_ns(0, 0), format_duration_ns(100_000))
+
+
 def test_flows_join_a_cpu_slice_and_its_launches_to_the_gpu_work_they_launched():
     from torchscope.dashboard.timeline import flow_annotations, flows_for
 
