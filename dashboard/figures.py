@@ -444,7 +444,9 @@ def roofline_figure(points: pd.DataFrame | None, roofs: pd.DataFrame | None = No
     # Log axes where the ops span decades (they usually do); otherwise linear, fitted with a margin.
     for axis, values, rng in ((fig.update_xaxes, xs_data, x_range), (fig.update_yaxes, ys_data, y_range)):
         if _spans_decades(values):
-            axis(type="log", range=rng, dtick=1)  # a tick per decade: no "2 5" minor labels
+            # A tick per decade (no "2 5" minor labels), small decades as powers of ten: plotly's SI prefixes
+            # read "100µ" on a TFLOP/s axis.
+            axis(type="log", range=rng, dtick=1, exponentformat="power")
         else:
             lo, hi = 10 ** rng[0], 10 ** rng[1]
             axis(type="linear", range=[max(0.0, lo - 0.05 * (hi - lo)), hi + 0.05 * (hi - lo)])

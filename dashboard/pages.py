@@ -631,8 +631,8 @@ def generic_page(page: str) -> Callable[[PageContext], list]:
         rep = ctx.run.report
         names = page_analyzers(page)
         reason = page_availability(ctx.run).get(page)
-        if reason:
-            return [_question(page), not_available(page, reason)]
+        if reason:  # reached by its URL: its tab is disabled with this reason
+            return [_question(page), html.Div(f"Not available for this run: {reason}", className="not-available")]
         blocks: list = [_question(page), verdict_row(page_verdict(page, rep, ctx.rank))]
         for fig_id, fig in _dedicated_figures(page, rep, ctx.rank, ctx.run.origin_ns):
             blocks.append(_graph(fig, fig_id))

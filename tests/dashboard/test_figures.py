@@ -44,6 +44,7 @@ def test_roofline_axes_fit_the_ops_and_say_what_they_measure() -> None:
     assert fig.layout.xaxis.type == "log" and -2.5 < lo < -2 and 2 < hi < 2.5
     assert fig.layout.xaxis.title.text == "Arithmetic intensity (FLOP per byte moved)"
     assert all(t.name != "roof" or max(t.x) <= 10 ** hi for t in fig.data)
+    assert fig.layout.xaxis.exponentformat == "power"  # 10^-2, not plotly's "10m" on a decades axis
     narrow = figures.roofline_figure(ops.assign(intensity_flop_per_byte=[10.0, 11.0, 12.0]))
     assert narrow.layout.xaxis.type == "linear"  # no log axis for data within one decade
 
