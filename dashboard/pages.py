@@ -928,7 +928,7 @@ def runs_page(cache: RunCache) -> html.Div:
             html.Td(s.get("devices", "")), html.Td(_cell(s.get("ranks"), "count"), className="num"),
             html.Td(_cell(s.get("steps"), "count"), className="num"),
             html.Td(_cell(s.get("median_step_ns"), "ns"), className="num"),
-            html.Td(s.get("top_finding", "")), html.Td(status, className="muted"),
+            html.Td(s.get("top_finding", "")), html.Td(status, className="muted num"),
             html.Td(dcc.Link("compare…", href=f"/compare?{q}")),
         ], **{"data-run": e.run_id}))
     head = html.Tr([html.Th(h) for h in ("run", "kind", "recorded (UTC)", "size", "devices", "ranks", "steps",
