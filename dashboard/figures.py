@@ -216,7 +216,10 @@ def category_figure(table: pd.DataFrame | None, label_col: str, value_col: str, 
     """A horizontal bar per category or name (longest first; names folded, the full name on hover)."""
     if not _has(table, label_col, value_col):
         return None
-    t = table.sort_values(value_col, ascending=False)
+    t = table[table[value_col].fillna(0).to_numpy(dtype=float) > 0]  # a category with no time is no bar
+    if t.empty:
+        return None
+    t = t.sort_values(value_col, ascending=False)
     if top is not None:
         t = t.head(top)
     t = t.iloc[::-1]  # plotly draws the first row at the bottom

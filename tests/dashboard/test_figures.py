@@ -73,3 +73,10 @@ def test_steps_on_a_line_chart_are_whole_numbers():
                           "layer": ["a"] * 5 + ["b"] * 5})
     fig = figures.lines_by_group(table, "step", "max_over_mean", "layer", "Imbalance")
     assert fig.layout.xaxis.tickformat == "d" and fig.layout.xaxis.dtick == 1
+
+
+def test_categories_without_time_draw_no_bar():
+    table = pd.DataFrame({"category": ["gemm/conv", "attention", "communication"], "total_ns": [5e6, 0.0, None]})
+    fig = figures.category_figure(table, "category", "total_ns", "Kernel time by category")
+    assert list(fig.data[0].y) == ["gemm/conv"]
+    assert figures.category_figure(table.assign(total_ns=0.0), "category", "total_ns", "x") is None
