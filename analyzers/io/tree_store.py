@@ -237,8 +237,12 @@ def _frame_doc(frame: pd.DataFrame, where: str, writer: _Writer) -> dict:
         spec = _column(frame.iloc[:, position], f"{where}.{name}", writer)
         spec["name"] = name
         columns.append(spec)
+    before = len(writer.frames)
+    attrs = writer.value(dict(frame.attrs), f"{where}.attrs")
+    if len(writer.frames) != before:
+        raise Unstorable(f"{where}: a DataFrame in attrs")
     return {"rows": len(frame), "start": index.start, "step": index.step, "columns": columns,
-            "column_index": column_index, "attrs": writer.value(dict(frame.attrs), f"{where}.attrs")}
+            "column_index": column_index, "attrs": attrs}
 
 
 def _column(col: pd.Series, where: str, writer: _Writer) -> dict:

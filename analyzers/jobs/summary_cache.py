@@ -33,33 +33,13 @@ from pathlib import Path
 from typing import Mapping
 
 import orjson
-from torchscope.analyzers.core.registry import (
-    ANALYZER_MODULES,
-    JobLevelRun,
-    load_analyzers,
-)
-from torchscope.analyzers.io.cache import (
-    ENTRY_FILE,
-    RACY_WINDOW_S,
-    SUMMARY_FOLDER,
-    EntryFolder,
-    cache_disabled_by_env,
-    cache_max_bytes,
-    default_cache_dir,
-    trace_key,
-)
+
+from torchscope.analyzers.core.registry import ANALYZER_MODULES, JobLevelRun, load_analyzers
+from torchscope.analyzers.io.cache import (ENTRY_FILE, RACY_WINDOW_S, SUMMARY_FOLDER, EntryFolder, cache_disabled_by_env,
+                                           cache_max_bytes, default_cache_dir, trace_key)
 from torchscope.analyzers.io.loader import LOADER_VERSION, RankSource
-from torchscope.analyzers.io.tree_store import (
-    TREE_FILE,
-    Unstorable,
-    read_tree,
-    tree_files,
-)
-from torchscope.analyzers.jobs.summary import (
-    SUMMARY_TABLE_ROWS,
-    RankSummary,
-    TaskSettings,
-)
+from torchscope.analyzers.io.tree_store import TREE_FILE, Unstorable, read_tree, tree_files
+from torchscope.analyzers.jobs.summary import SUMMARY_TABLE_ROWS, RankSummary, TaskSettings
 
 __all__ = ["SummaryCache", "NoSummaryCache", "open_summary_cache", "analyzers_fingerprint", "ANALYZERS_VERSION",
            "SUMMARY_FORMAT", "RECORD_MODULES"]

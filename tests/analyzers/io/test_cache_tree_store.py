@@ -11,12 +11,8 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from torchscope.analyzers.io.tree_store import (
-    TREE_FILE,
-    Unstorable,
-    read_tree,
-    tree_files,
-)
+
+from torchscope.analyzers.io.tree_store import TREE_FILE, Unstorable, read_tree, tree_files
 
 #: This module's records may be stored and read back; nothing else's.
 HERE = frozenset({__name__})
@@ -57,7 +53,7 @@ def _every_kind_of_column(rows: int) -> pd.DataFrame:
         "flag": rng.random(rows) > 0.5,
         "small": rng.integers(0, 200, rows).astype(np.uint8),
         "share": np.where(rng.random(rows) > 0.8, np.nan, rng.random(rows)),
-        "name": pd.Categorical(rng.choice(["gemm", "nccl:all_reduce", "copy"], rows),
+        "name": pd.Categorical(rng.choice(["gemm", "nccl:all_reduce", "copy", None], rows),
                                categories=["copy", "gemm", "nccl:all_reduce", "never seen"]),
         "step": pd.Categorical(rng.choice(["a", "b"], rows), categories=["b", "a"], ordered=True),
         "label": pd.Series(rng.choice(["x", "y", None], rows), dtype="str"),
@@ -107,6 +103,11 @@ def test_records_of_allowed_modules_come_back_as_themselves(tmp_path: Path) -> N
     _assert_same_frame(part.table, back[1].table)
 
 
+def _with_attrs(frame: pd.DataFrame, **attrs) -> pd.DataFrame:
+    frame.attrs.update(attrs)
+    return frame
+
+
 @pytest.mark.parametrize("value, why", [
     (pd.DataFrame({"t": pd.to_datetime(["2026-01-01"])}), "dtype datetime64"),
     (pd.DataFrame({"a": [1, 2]}, index=["x", "y"]), "an index of labels"),
@@ -114,6 +115,7 @@ def test_records_of_allowed_modules_come_back_as_themselves(tmp_path: Path) -> N
     (pd.DataFrame({"a": pd.array([1, None], dtype="Int64")}), "dtype Int64"),
     (pd.DataFrame({"a": pd.Categorical([1, 2])}), "categories that are not str"),
     (pd.DataFrame({"a": [pd.DataFrame()]}), "a DataFrame inside a cell"),
+    (_with_attrs(pd.DataFrame({"a": [1]}), inner=pd.DataFrame()), "a DataFrame in attrs"),
     ({"x": 2**64}, "beyond 64 bits"),
     ({"x": {1, 2}}, "a builtins.set"),
     (Path("/"), "a pathlib"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from torchscope.analyzers.io import cache as cache_mod
 from torchscope.analyzers.io.cache import SUMMARY_FOLDER, CacheWarning
 from torchscope.analyzers.io.loader import job_sources
