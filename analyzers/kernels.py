@@ -27,7 +27,7 @@ from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
 from torchscope.analyzers.timeline.launches import gpu_work, launches
 
 __all__ = [
-    "analyze", "category_of", "is_tensor_core", "is_fp32_gemm", "compute_capability", "kernel_categories",
+    "analyze", "category_of", "name_search", "is_tensor_core", "is_fp32_gemm", "compute_capability", "kernel_categories",
     "tensor_core_kernels", "fp32_gemm_kernels",
     "CATEGORIES", "COMMUNICATION", "MEMORY", "GEMM", "ATTENTION", "ELEMENTWISE", "REDUCTION", "OTHER",
     "TINY_KERNEL_NS", "TINY_KERNEL_FINDING_FRACTION", "FP32_GEMM_FINDING_FRACTION", "TOP_KERNELS",
@@ -116,6 +116,12 @@ def _searcher(rule: re.Pattern):
 
 
 _SEARCH: dict[re.Pattern, object] = {}
+
+
+def name_search(rule: re.Pattern, names) -> np.ndarray:
+    """True per name (a str; anything else, e.g. a missing name, is no hit) that ``rule`` finds something in, as
+    ``rule.search`` answers; a case-insensitive rule written in lower case runs fast on ASCII names."""
+    return _hits(rule, names)
 
 
 def _hits(rule: re.Pattern, names) -> np.ndarray:
