@@ -179,7 +179,10 @@ def _first_cover(seg_s: np.ndarray, sets: list[tuple[np.ndarray, np.ndarray]]) -
     count = (np.bincount(np.concatenate(opens), minlength=k * width)
              - np.bincount(np.concatenate(closes), minlength=k * width)).reshape(k, width)[:, :m]
     covered = np.cumsum(count, axis=1) > 0
-    return np.where(covered.any(axis=0), np.argmax(covered, axis=0), -1)
+    first = np.full(m, -1, np.int64)
+    for j in range(k - 1, -1, -1):  # the earlier set overrides
+        first[covered[j]] = j
+    return first
 
 
 def covered(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
