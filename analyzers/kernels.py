@@ -24,7 +24,7 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
-from torchscope.analyzers.timeline.launches import gpu_work, launches
+from torchscope.analyzers.timeline.launches import gpu_work, launch_columns
 
 __all__ = [
     "analyze", "category_of", "name_search", "is_tensor_core", "is_fp32_gemm", "compute_capability", "kernel_categories",
@@ -295,9 +295,9 @@ def _per_name_stats(names: pd.Series, dur: np.ndarray, cat: pd.Series) -> pd.Dat
 
 def _launch_delays(trace: Trace, kernels: pd.DataFrame) -> np.ndarray:
     """Kernel start − end of its launching runtime call, ns, for kernels with a matching launch."""
-    joined = launches(trace, kernels)
-    has = joined["launch_end_ns"].to_numpy() >= 0
-    return (joined["ts_ns"].to_numpy() - joined["launch_end_ns"].to_numpy())[has]
+    end = launch_columns(trace, kernels["correlation"].to_numpy(), names=False)["launch_end_ns"]
+    has = end >= 0
+    return (kernels["ts_ns"].to_numpy() - end)[has]
 
 
 def _quantiles_ns(values: np.ndarray, qs=(0.5, 0.9, 0.95, 0.99)) -> dict:
