@@ -126,10 +126,36 @@ def name_search(rule: re.Pattern, names) -> np.ndarray:
 
 def _hits(rule: re.Pattern, names) -> np.ndarray:
     """True per name (a str; anything else, e.g. a missing name, is no hit) that ``rule`` finds something in."""
+    names = list(names)
+    lines = _lines(rule)
+    if lines is not None and names and all(type(n) is str and n.isascii() and "\n" not in n for n in names):
+        # One scan over the lower-cased names joined by newlines, the rule's ^ and $ at each line's ends:
+        # no match crosses a newline (the rules hold none), so a match lies in one name and marks it.
+        text = "\n".join(names).lower()
+        starts = np.cumsum([0] + [len(n) + 1 for n in names[:-1]])
+        at = np.fromiter((m.start() for m in lines.finditer(text)), dtype=np.int64)
+        out = np.zeros(len(names), dtype=bool)
+        out[np.searchsorted(starts, at, side="right") - 1] = True
+        return out
     search = _SEARCH.get(rule)
     if search is None:
         search = _SEARCH[rule] = _searcher(rule)
     return np.fromiter((type(n) is str and search(n) is not None for n in names), dtype=bool, count=len(names))
+
+
+_LINES: dict[re.Pattern, re.Pattern | None] = {}
+
+
+def _lines(rule: re.Pattern) -> re.Pattern | None:
+    """The rule case-sensitive and per line (``re.M``) for lower-cased ASCII names joined by newlines; None when
+    it is not case-insensitive, not written in lower case, or could match across a newline."""
+    if rule not in _LINES:
+        pattern = rule.pattern
+        ok = bool(rule.flags & re.IGNORECASE) and pattern == pattern.lower() \
+            and not rule.flags & (re.DOTALL | re.MULTILINE) \
+            and not any(part in pattern for part in ("\n", "\\n", "\\s", "[^", "(?<", "\\a", "\\z"))
+        _LINES[rule] = re.compile(rule.pattern, (rule.flags & ~re.IGNORECASE) | re.MULTILINE) if ok else None
+    return _LINES[rule]
 
 
 def category_of(names: pd.Series, kinds: pd.Series | None = None) -> pd.Series:
