@@ -14,6 +14,8 @@ name says single precision (``sgemm``, ``_simt_``, ``scudnn``) and that are not 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -132,10 +134,16 @@ def _hits(rule: re.Pattern, names) -> np.ndarray:
         # One scan over the lower-cased names joined by newlines, the rule's ^ and $ at each line's ends:
         # no match crosses a newline (the rules hold none), so a match lies in one name and marks it.
         text = "\n".join(names).lower()
-        starts = np.cumsum([0] + [len(n) + 1 for n in names[:-1]])
-        at = np.fromiter((m.start() for m in lines.finditer(text)), dtype=np.int64)
+        starts = list(itertools.accumulate((len(n) + 1 for n in names[:-1]), initial=0))
         out = np.zeros(len(names), dtype=bool)
-        out[np.searchsorted(starts, at, side="right") - 1] = True
+        search, pos, end = lines.search, 0, len(text)
+        while pos <= end:
+            m = search(text, pos)
+            if m is None:
+                break
+            i = bisect.bisect_right(starts, m.start()) - 1
+            out[i] = True
+            pos = starts[i + 1] if i + 1 < len(starts) else end + 1  # the next name
         return out
     search = _SEARCH.get(rule)
     if search is None:
