@@ -148,3 +148,32 @@ def test_a_document_of_another_format_is_refused(tmp_path: Path) -> None:
     doc["format"] = 999
     with pytest.raises(ValueError, match="tree format"):
         read_tree(tmp_path, orjson.dumps(doc), HERE)
+
+
+def test_a_dict_of_frames_is_built_one_frame_at_a_time_and_pickles_as_a_dict(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from torchscope.analyzers.io import tree_store
+
+    tables = {"a": _every_kind_of_column(3), "b": pd.DataFrame({"v": [1.0, 2.0]})}
+    built: list[int] = []
+    real = tree_store._read_frame
+    monkeypatch.setattr(tree_store, "_read_frame", lambda stacks, doc, records: built.append(doc["rows"])
+                        or real(stacks, doc, records))
+    back = _round_trip({"tables": tables}, tmp_path)["tables"]
+    assert isinstance(back, tree_store.LazyFrames) and list(back) == ["a", "b"] and built == []
+    _assert_same_frame(tables["b"], back["b"])
+    assert built == [2] and back["b"] is back["b"]  # built once, on first read
+    plain = pickle.loads(pickle.dumps(back))
+    assert type(plain) is dict and list(plain) == ["a", "b"]
+    _assert_same_frame(tables["a"], plain["a"])
+
+
+def test_a_document_that_does_not_fit_its_columns_is_refused_at_read(tmp_path: Path) -> None:
+    for name, write in tree_files({"t": pd.DataFrame({"v": np.arange(5)})}, HERE):
+        write(tmp_path / name)
+    doc = orjson.loads((tmp_path / TREE_FILE).read_bytes())
+    doc["frames"][0]["rows"] = 50  # more rows than were stored: damage, not a frame to build later
+    with pytest.raises(ValueError, match="runs past its typed column"):
+        read_tree(tmp_path, orjson.dumps(doc), HERE)
