@@ -55,12 +55,11 @@ SUMMARY_FORMAT = 1
 RECORD_MODULES: frozenset[str] = frozenset({
     "torchscope.analyzers.jobs.summary", "torchscope.analyzers.core.registry", "torchscope.analyzers.core.result",
     "torchscope.analyzers.core.findings", "torchscope.analyzers.core.trace", *ANALYZER_MODULES})
-_ANALYZERS_PACKAGE = Path(__file__).resolve().parents[1]
-
-
-#: Modules every summary follows from besides its analyzers': the task, the loader, the summary's form.
+#: Modules every summary follows from besides its analyzers' (the task; through its imports the loader, the
+#: summary's records and their storage).
 _TASK_MODULES = ("torchscope.analyzers.jobs.rank_task",)
 _PACKAGE = "torchscope.analyzers"
+_ANALYZERS_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def analyzers_fingerprint(names: Iterable[str]) -> str:
