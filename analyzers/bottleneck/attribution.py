@@ -153,7 +153,9 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _depth_parents(depth: np.ndarray) -> np.ndarray:
     """Per span in start order, the last earlier span one level up (-1 at depth 0): its parent when spans nest."""
     n = depth.size
-    keys = np.sort(depth * n + np.arange(n))
+    # Spans by depth, then start order (a stable sort; small ints sort by radix).
+    by_depth = np.argsort(depth.astype(np.int16) if depth.max(initial=0) < 2 ** 15 else depth, kind="stable")
+    keys = depth[by_depth] * n + by_depth
     want = (depth - 1) * n + np.arange(n)
     pos = np.searchsorted(keys, want, side="left") - 1
     hit = (depth > 0) & (pos >= 0)

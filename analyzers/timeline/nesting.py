@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["outermost", "parents", "enclosing", "THREAD"]
+__all__ = ["outermost", "parents", "enclosing", "time_order", "THREAD"]
 
 #: The default nesting group: one host thread of one process.
 THREAD = ("pid", "tid")
@@ -45,11 +45,11 @@ def _group_codes(frame: pd.DataFrame, by: Sequence[str]) -> np.ndarray:
 
 def _nesting_order(group: np.ndarray, start: np.ndarray, dur: np.ndarray) -> np.ndarray:
     """Row order by group, start, longer first, frame position: every span after all that may contain it."""
-    order = _time_order(start, dur)
+    order = time_order(start, dur)
     return order[np.argsort(group[order], kind="stable")]
 
 
-def _time_order(start: np.ndarray, dur: np.ndarray) -> np.ndarray:
+def time_order(start: np.ndarray, dur: np.ndarray) -> np.ndarray:
     """Row order by start, longer first, frame position. Spans come mostly in time order (a trace's events by
     start, a step model's ops by start and length): then only the runs of equal starts are sorted."""
     n = start.size
@@ -216,7 +216,7 @@ def _latest_start(points: pd.DataFrame, spans: pd.DataFrame, by: list[str], at: 
     n_groups = int(max(group_p.max(), group_s.max())) + 1
     if n_groups * width >= 2 ** 62:  # keys would overflow int64: the merge does the same search
         return _latest_start_merge(points, spans, by, at, span_start, span_end)
-    order = _time_order(span_start, span_end - span_start)
+    order = time_order(span_start, span_end - span_start)
     order = order[np.argsort(group_s[order], kind="stable")]
     key_s = group_s[order] * width + (span_start[order] - lo)
     key_p = group_p * width + (at - lo)
