@@ -65,7 +65,7 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, TraceSet, name_mask
 from torchscope.analyzers.hardware.dtypes import dtype_bytes
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, subtract
-from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.launches import launch_columns
 from torchscope.analyzers.timeline.nesting import enclosing
 from torchscope.analyzers.timeline.steps import step_of, step_windows, windows_or_span
 
@@ -286,11 +286,9 @@ def _finish(trace: Trace, frame: pd.DataFrame, fields: list[dict], names: list[s
 def _gpu_collectives(trace: Trace, kernels: pd.DataFrame) -> pd.DataFrame:
     """Collectives timed by NCCL/RCCL kernels, described by their args or their CPU-side context."""
     ev = trace.events
-    joined = launches(trace, kernels)
-    has_launch = joined["launch_ts_ns"].to_numpy() >= 0
-    points = pd.DataFrame({"pid": joined["launch_pid"].to_numpy(np.int64),
-                           "tid": joined["launch_tid"].to_numpy(np.int64),
-                           "ts_ns": joined["launch_ts_ns"].to_numpy(np.int64)})
+    joined = launch_columns(trace, kernels["correlation"].to_numpy(), names=False)
+    has_launch = joined["launch_ts_ns"] >= 0
+    points = pd.DataFrame({"pid": joined["launch_pid"], "tid": joined["launch_tid"], "ts_ns": joined["launch_ts_ns"]})
     cpu = ev["kind"].isin(("cpu_op", "annotation")).to_numpy()
     param_spans = ev[cpu & _name_mask(ev, lambda n: n == "record_param_comms")]
     annot_spans = ev[cpu & _name_mask(ev, lambda n: _GPU_COLLECTIVE_ANNOTATION.match(n.lower()) is not None)]

@@ -59,7 +59,7 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.timeline.intervals import clip as _clip
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals, overlap_ns, union_ns
-from torchscope.analyzers.timeline.launches import gpu_work, launches
+from torchscope.analyzers.timeline.launches import gpu_work, launch_columns
 from torchscope.analyzers.timeline.steps import step_windows
 
 __all__ = [
@@ -143,7 +143,10 @@ def _per_step(trace: Trace, comp, comp_or_comm, busy) -> pd.DataFrame:
 
 
 def _breakdown(trace: Trace) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    gpu = launches(trace)
+    # The columns read here, with the launch time: not a copy of the whole GPU frame.
+    work = gpu_work(trace)
+    gpu = work[["ts_ns", "dur_ns", "stream", "name", "kind"]].copy()
+    gpu["launch_ts_ns"] = launch_columns(trace, work["correlation"].to_numpy(), names=False)["launch_ts_ns"]
     w0, w1, source = _window(trace, gpu)
     cat = kernel_categories(trace, gpu)
     s_all = gpu["ts_ns"].to_numpy()

@@ -14,6 +14,8 @@ name says single precision (``sgemm``, ``_simt_``, ``scudnn``) and that are not 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -24,10 +26,10 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
-from torchscope.analyzers.timeline.launches import gpu_work, launches
+from torchscope.analyzers.timeline.launches import gpu_work, launch_columns
 
 __all__ = [
-    "analyze", "category_of", "is_tensor_core", "is_fp32_gemm", "compute_capability", "kernel_categories",
+    "analyze", "category_of", "name_search", "is_tensor_core", "is_fp32_gemm", "compute_capability", "kernel_categories",
     "tensor_core_kernels", "fp32_gemm_kernels",
     "CATEGORIES", "COMMUNICATION", "MEMORY", "GEMM", "ATTENTION", "ELEMENTWISE", "REDUCTION", "OTHER",
     "TINY_KERNEL_NS", "TINY_KERNEL_FINDING_FRACTION", "FP32_GEMM_FINDING_FRACTION", "TOP_KERNELS",
@@ -118,12 +120,50 @@ def _searcher(rule: re.Pattern):
 _SEARCH: dict[re.Pattern, object] = {}
 
 
+def name_search(rule: re.Pattern, names) -> np.ndarray:
+    """True per name (a str; anything else, e.g. a missing name, is no hit) that ``rule`` finds something in, as
+    ``rule.search`` answers; a case-insensitive rule written in lower case runs fast on ASCII names."""
+    return _hits(rule, names)
+
+
 def _hits(rule: re.Pattern, names) -> np.ndarray:
     """True per name (a str; anything else, e.g. a missing name, is no hit) that ``rule`` finds something in."""
+    names = list(names)
+    lines = _lines(rule)
+    if lines is not None and names and all(type(n) is str and n.isascii() and "\n" not in n for n in names):
+        # One scan over the lower-cased names joined by newlines, the rule's ^ and $ at each line's ends:
+        # no match crosses a newline (the rules hold none), so a match lies in one name and marks it.
+        text = "\n".join(names).lower()
+        starts = list(itertools.accumulate((len(n) + 1 for n in names[:-1]), initial=0))
+        out = np.zeros(len(names), dtype=bool)
+        search, pos, end = lines.search, 0, len(text)
+        while pos <= end:
+            m = search(text, pos)
+            if m is None:
+                break
+            i = bisect.bisect_right(starts, m.start()) - 1
+            out[i] = True
+            pos = starts[i + 1] if i + 1 < len(starts) else end + 1  # the next name
+        return out
     search = _SEARCH.get(rule)
     if search is None:
         search = _SEARCH[rule] = _searcher(rule)
     return np.fromiter((type(n) is str and search(n) is not None for n in names), dtype=bool, count=len(names))
+
+
+_LINES: dict[re.Pattern, re.Pattern | None] = {}
+
+
+def _lines(rule: re.Pattern) -> re.Pattern | None:
+    """The rule case-sensitive and per line (``re.M``) for lower-cased ASCII names joined by newlines; None when
+    it is not case-insensitive, not written in lower case, or could match across a newline."""
+    if rule not in _LINES:
+        pattern = rule.pattern
+        ok = bool(rule.flags & re.IGNORECASE) and pattern == pattern.lower() \
+            and not rule.flags & (re.DOTALL | re.MULTILINE) \
+            and not any(part in pattern for part in ("\n", "\\n", "\\s", "[^", "(?<", "\\a", "\\z"))
+        _LINES[rule] = re.compile(rule.pattern, (rule.flags & ~re.IGNORECASE) | re.MULTILINE) if ok else None
+    return _LINES[rule]
 
 
 def category_of(names: pd.Series, kinds: pd.Series | None = None) -> pd.Series:
@@ -289,9 +329,9 @@ def _per_name_stats(names: pd.Series, dur: np.ndarray, cat: pd.Series) -> pd.Dat
 
 def _launch_delays(trace: Trace, kernels: pd.DataFrame) -> np.ndarray:
     """Kernel start − end of its launching runtime call, ns, for kernels with a matching launch."""
-    joined = launches(trace, kernels)
-    has = joined["launch_end_ns"].to_numpy() >= 0
-    return (joined["ts_ns"].to_numpy() - joined["launch_end_ns"].to_numpy())[has]
+    end = launch_columns(trace, kernels["correlation"].to_numpy(), names=False)["launch_end_ns"]
+    has = end >= 0
+    return (kernels["ts_ns"].to_numpy() - end)[has]
 
 
 def _quantiles_ns(values: np.ndarray, qs=(0.5, 0.9, 0.95, 0.99)) -> dict:

@@ -34,7 +34,7 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, name_mask
-from torchscope.analyzers.timeline.launches import launches
+from torchscope.analyzers.timeline.launches import launch_columns
 from torchscope.analyzers.timeline.nesting import enclosing, outermost
 from torchscope.analyzers.timeline.steps import step_index, step_of, step_windows, windows_or_span
 
@@ -299,13 +299,13 @@ def h2d_copies(trace: Trace) -> pd.DataFrame:
     if copies.empty:
         return pd.DataFrame(columns=["ts_ns", "dur_ns", "name", "bytes", "call", "call_ts_ns", "host_blocked_ns",
                                      "pageable", "synchronous", "step"])
-    joined = launches(trace, copies)
+    joined = launch_columns(trace, copies["correlation"].to_numpy())
     names = copies["name"].astype(str).to_numpy()
-    call = joined["launch_name"].to_numpy(str)
+    call = joined["launch_name"].astype(str)
     pageable = np.char.find(names.astype(str), "Pageable") >= 0
     blocking_call = np.isin(call, _SYNC_COPY_CALLS)
     synchronous = pageable | blocking_call
-    launch_ts, launch_end = joined["launch_ts_ns"].to_numpy(np.int64), joined["launch_end_ns"].to_numpy(np.int64)
+    launch_ts, launch_end = joined["launch_ts_ns"], joined["launch_end_ns"]
     has_call = launch_ts >= 0
     ts = copies["ts_ns"].to_numpy(np.int64)
     dur = copies["dur_ns"].to_numpy(np.int64)

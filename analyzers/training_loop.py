@@ -48,6 +48,7 @@ from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.trace import Trace, distinct_names, name_mask
+from torchscope.analyzers.kernels import name_search
 from torchscope.analyzers.timeline.intervals import clip, merge_intervals, union_ns
 from torchscope.analyzers.timeline.nesting import outermost
 from torchscope.analyzers.timeline.steps import (WHOLE_TRACE_LABEL, schedule_words, step_count, step_index,
@@ -136,10 +137,11 @@ _DATA_RE = re.compile(r"^enumerate\(DataLoader\)#")
 _OPT_RE = re.compile(r"^Optimizer\.(?:step|zero_grad)#")
 _BWD_PREFIX = "autograd::engine::evaluate_function:"
 #: Backward operators by name, for traces without the engine's wrappers: AddmmBackward0, convolution_backward, ...
-_BWD_OP_RE = re.compile(r"backward|^torch::autograd::AccumulateGrad$", re.I)
+_BWD_OP_RE = re.compile(r"backward|^torch::autograd::accumulategrad$", re.I)  # lower case: fast (name_search)
 #: Collectives that carry gradients: seen with no backward nor optimizer op, the phase guess has failed.
 _GRAD_COLLECTIVE_RE = re.compile(r"all_?reduce|reduce_?scatter", re.I)
 _LOSS_RE = re.compile(r"loss", re.I)
+_BACKWARD_RE = re.compile(r"backward", re.I)
 _SYNC_RUNTIME_RE = re.compile(r"^(?:cuda|hip)(?:Device|Stream|Event)Synchronize$")
 _SYNC_OP_NAMES = ("aten::item", "aten::_local_scalar_dense")
 _PHASE_ALIASES = {"zero_grad": "optimizer", "data": "data_loading", "dataloader": "data_loading",
@@ -221,7 +223,7 @@ def _autograd_threads(trace: Trace, steps: pd.DataFrame) -> int:
 
 
 def _grad_collectives(trace: Trace) -> int:
-    return int(name_mask(trace.events["name"], lambda c: c.str.contains(_GRAD_COLLECTIVE_RE)).sum())
+    return int(name_mask(trace.events["name"], lambda c: name_search(_GRAD_COLLECTIVE_RE, c.tolist())).sum())
 
 
 def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, _PhaseEvidence]:
@@ -263,9 +265,9 @@ def _phase_layers(trace: Trace, steps: pd.DataFrame) -> tuple[dict, _PhaseEviden
     bwd_m = mask(lambda c: c.str.startswith(_BWD_PREFIX)) & is_op
     backward_source = "autograd engine wrappers"
     if not bwd_m.any():  # a schema without the engine's wrappers: the backward operators themselves
-        bwd_m = mask(lambda c: c.str.contains(_BWD_OP_RE)) & is_op
+        bwd_m = mask(lambda c: name_search(_BWD_OP_RE, c.tolist())) & is_op
         backward_source = "backward op names"
-    loss_m = mask(lambda c: c.str.contains(_LOSS_RE) & ~c.str.contains("backward", case=False)) & is_op
+    loss_m = mask(lambda c: name_search(_LOSS_RE, c.tolist()) & ~name_search(_BACKWARD_RE, c.tolist())) & is_op
     s_all, e_all = _intervals(host)
     idx = _assign_step(s_all, steps)
 

@@ -248,15 +248,20 @@ def _job_overview_server(root: Path, run_id: str) -> tuple[float, float, str]:
         t = time.perf_counter()
         overview_callback(client, app, run_id)
         cached.append(time.perf_counter() - t)
-    job = cache.get(run_id).job
-    how = f"{sum(s.cached for s in job.ranks.values())} of {len(job.ranks)} ranks from the summary cache, " \
-          f"the others on {job.scheduler}"
+    how = _how_ranks_came(cache, run_id)
     cache.shutdown()
     return first, statistics.median(cached), how
 
 
-def _job_overview_browser(root: Path, run_id: str) -> float | None:
-    """Headless Chromium time to the job overview's first paint in a new RunCache (None without a browser)."""
+def _how_ranks_came(cache: RunCache, run_id: str) -> str:
+    job = cache.get(run_id).job
+    return f"{sum(s.cached for s in job.ranks.values())} of {len(job.ranks)} ranks from the summary cache, " \
+           f"the others on {job.scheduler}"
+
+
+def _job_overview_browser(root: Path, run_id: str) -> tuple[float, str] | None:
+    """Headless Chromium time to the job overview's first paint in a new RunCache, and how its ranks were
+    obtained (None without a browser)."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         return None
     from selenium import webdriver
@@ -276,7 +281,7 @@ def _job_overview_browser(root: Path, run_id: str) -> float | None:
         t = time.perf_counter()
         drv.get(f"{base}/overview?run={run_id}")
         wait(drv, painted, 900, "job overview")
-        return time.perf_counter() - t
+        return time.perf_counter() - t, _how_ranks_came(cache, run_id)
     finally:
         drv.quit()
         srv.shutdown()
@@ -322,7 +327,8 @@ def bench_job_reopen(root: Path, run_id: str, browser: bool) -> None:
     if shown is None:
         print("browser: not measured (no chromium / chromium-driver, or --no-browser)")
     else:
-        _show_job("browser", "job overview, second open   ", shown)
+        _show_job("browser", "job overview, second open   ", shown[0])
+        print(f"        ({shown[1]})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,7 +153,9 @@ def _innermost(s: np.ndarray, e: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _depth_parents(depth: np.ndarray) -> np.ndarray:
     """Per span in start order, the last earlier span one level up (-1 at depth 0): its parent when spans nest."""
     n = depth.size
-    keys = np.sort(depth * n + np.arange(n))
+    # Spans by depth, then start order (a stable sort; small ints sort by radix).
+    by_depth = np.argsort(depth.astype(np.int16) if depth.max(initial=0) < 2 ** 15 else depth, kind="stable")
+    keys = depth[by_depth] * n + by_depth
     want = (depth - 1) * n + np.arange(n)
     pos = np.searchsorted(keys, want, side="left") - 1
     hit = (depth > 0) & (pos >= 0)
@@ -162,14 +164,27 @@ def _depth_parents(depth: np.ndarray) -> np.ndarray:
     return np.where(hit, got % n, -1)
 
 
-def _on_segments(seg_s: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Per segment (sorted starts ``seg_s`` of segments no interval edge falls inside): whether some interval
-    [start, end) covers it. A count of the intervals open at each segment, from where each starts and ends."""
-    ok = ends > starts  # an empty (or reversed) interval covers nothing
-    a = np.searchsorted(seg_s, starts[ok], side="left")
-    b = np.searchsorted(seg_s, ends[ok], side="left")
-    m = seg_s.size
-    return np.cumsum(np.bincount(a, minlength=m + 1)[:m] - np.bincount(b, minlength=m + 1)[:m]) > 0
+def _first_cover(seg_s: np.ndarray, sets: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per segment (sorted starts ``seg_s`` of segments no interval edge falls inside): the first of the interval
+    sets ([start, end) each) that covers it, -1 for none. Per set, a count of its intervals open at each segment,
+    from where each starts and ends, all sets in one pass."""
+    m, k = seg_s.size, len(sets)
+    if m == 0 or k == 0:
+        return np.full(m, -1, np.int64)
+    width = m + 1
+    opens, closes = [], []
+    for j, (starts, ends) in enumerate(sets):
+        starts, ends = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
+        ok = ends > starts  # an empty (or reversed) interval covers nothing
+        opens.append(np.searchsorted(seg_s, starts[ok], side="left") + j * width)
+        closes.append(np.searchsorted(seg_s, ends[ok], side="left") + j * width)
+    count = (np.bincount(np.concatenate(opens), minlength=k * width)
+             - np.bincount(np.concatenate(closes), minlength=k * width)).reshape(k, width)[:, :m]
+    covered = np.cumsum(count, axis=1) > 0
+    first = np.full(m, -1, np.int64)
+    for j in range(k - 1, -1, -1):  # the earlier set overrides
+        first[covered[j]] = j
+    return first
 
 
 def covered(intervals: tuple[np.ndarray, np.ndarray], t: np.ndarray) -> np.ndarray:
@@ -217,12 +232,13 @@ def attribute(model: StepModel) -> Attribution:
     if not gpu.empty:
         category = gpu["category"].to_numpy(object)
         comm = category == COMMUNICATION
-        for cat in GPU_COMPUTE_ORDER:
-            pick = (category == cat) & ~comm
-            hit = (cause == 0) & _on_segments(seg_s, g_ts[pick], g_end[pick])
-            cause[hit] = code(f"gpu_compute:{cat}")
-        hit = (cause == 0) & _on_segments(seg_s, g_ts[comm], g_end[comm])
-        cause[hit] = code("exposed_communication")
+        # Compute by category in order, then communication alone: the first set covering a segment decides.
+        sets = [((category == cat) & ~comm) for cat in GPU_COMPUTE_ORDER] + [comm]
+        first = _first_cover(seg_s, [(g_ts[pick], g_end[pick]) for pick in sets])
+        given = np.array([code(f"gpu_compute:{cat}") for cat in GPU_COMPUTE_ORDER] + [code("exposed_communication")],
+                         dtype=np.int32)
+        hit = first >= 0
+        cause[hit] = given[first[hit]]
 
     # The innermost op on the host at each segment, as a row of ``ops`` (-1: none).
     inner_row = np.full(mid.size, -1, dtype=np.int64)
@@ -254,8 +270,10 @@ def attribute(model: StepModel) -> Attribution:
         ("exposed_communication", lambda: (o_ts[host_comm], o_end[host_comm])),
         ("optimizer_dispatch", lambda: model.regions["optimizer"]),
     )
-    for name, intervals in rules:  # host ops (and so syncs and regions) start and end on segment edges
-        hit = (cause == 0) & _on_segments(seg_s, *intervals())
+    # Host ops (and so syncs and regions) start and end on segment edges; the first rule covering a segment decides.
+    first = _first_cover(seg_s, [intervals() for _, intervals in rules])
+    for k, (name, _) in enumerate(rules):
+        hit = (cause == 0) & (first == k)
         if hit.any():
             cause[hit] = code(name)
     # The host inside no op while a collective it started runs on the backend's thread (gloo's

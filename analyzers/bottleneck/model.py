@@ -33,6 +33,7 @@ from torchscope.analyzers.core.trace import Trace, name_mask
 from torchscope.analyzers.kernels import fp32_gemm_kernels, kernel_categories
 from torchscope.analyzers.timeline.intervals import merge_intervals
 from torchscope.analyzers.timeline.launches import gpu_work, launch_columns
+from torchscope.analyzers.timeline.nesting import time_order
 from torchscope.analyzers.timeline.steps import step_index, windows_or_span
 
 __all__ = ["BLOCKING_COPY_MIN_WAIT_NS", "HOST_KINDS", "REGION_PATTERNS", "StepModel", "build"]
@@ -149,7 +150,7 @@ def build(trace: Trace, collectives: pd.DataFrame | None = None) -> StepModel:
     keep = np.flatnonzero(on & ~is_step)
     ts = ts_all[idx[keep]]
     # Time order, the longer of two ops starting together first (a stable sort).
-    order = keep[np.lexsort((-dur[keep], ts))]
+    order = keep[time_order(ts, dur[keep])]
     rows = idx[order]
     ops = pd.DataFrame({
         "ts_ns": ts_all[rows],

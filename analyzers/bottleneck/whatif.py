@@ -349,7 +349,7 @@ def _fold_kernels(model: StepModel, s: np.ndarray, e: np.ndarray, calls: int) ->
     if not inside.any():
         return dur
     fixed = int(dur[inside].min())
-    n = pd.Series(inside[inside]).groupby(pos[inside]).transform("size").to_numpy()
+    n = np.bincount(pos[inside])[pos[inside]]  # kernels launched in each interval
     dur[inside] = np.maximum(dur[inside] - fixed, 0) + (fixed * calls // np.maximum(n, 1))
     return dur
 
@@ -450,9 +450,9 @@ def _autograd_intervals(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
 def _breaking_starts(model: StepModel) -> np.ndarray:
     """Sorted starts of host ops that are neither pointwise, reductions, views nor autograd bookkeeping."""
     ops = model.ops
-    cat = _op_categories(model)
     keep = ops["kind"].isin(("cpu_op", "annotation")).to_numpy()
-    keep = keep & (cat != ELEMENTWISE) & (cat != REDUCTION) & (cat != LAYOUT)
+    # The categories decided per distinct name (as _op_categories does), not compared per op.
+    keep = keep & ~name_mask(ops["name"], lambda n: np.isin(cpu_category(n), (ELEMENTWISE, REDUCTION, LAYOUT)))
     keep = keep & ~name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
     return np.sort(ops["ts_ns"].to_numpy(np.int64)[keep])
 

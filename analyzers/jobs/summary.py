@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import pandas as pd
+
 from torchscope.analyzers.core.registry import RankRun
 from torchscope.analyzers.core.result import Result
 from torchscope.analyzers.core.trace import Trace, TraceMeta

@@ -16,8 +16,10 @@ The key of a rank's entry is everything its summary follows from:
   manifests (a running job appends to its streams and rewrites its manifest at the end);
 - what the task was asked: the analyzers (``only``), their options, the rows a table is cut to;
 - the analyzers' version: `ANALYZERS_VERSION` (bump it when results change in a way the next item
-  misses) and a hash of the analyzers' source files, registry and the versions of numpy, pandas
-  and pyarrow (`analyzers_fingerprint`): an edited analyzer invalidates every summary by itself.
+  misses) and a hash of the source of the modules the analyzers asked import (read from their
+  ``import`` statements, through the whole analyzers package: the loader, timeline, core ...), their
+  wiring in the registry and the versions of numpy, pandas and pyarrow (`analyzers_fingerprint`): an
+  edited analyzer invalidates the summaries it is part of by itself, and only those.
 
 A rank whose files changed less than the trace cache's racy window ago, or changed while it was being
 analyzed, is not stored; nor is a summary holding a value the format would not give back exactly.
@@ -27,39 +29,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import orjson
-from torchscope.analyzers.core.registry import (
-    ANALYZER_MODULES,
-    JobLevelRun,
-    load_analyzers,
-)
-from torchscope.analyzers.io.cache import (
-    ENTRY_FILE,
-    RACY_WINDOW_S,
-    SUMMARY_FOLDER,
-    EntryFolder,
-    cache_disabled_by_env,
-    cache_max_bytes,
-    default_cache_dir,
-    trace_key,
-)
+
+from torchscope.analyzers.core.registry import ANALYZER_MODULES, JobLevelRun, load_analyzers, select
+from torchscope.analyzers.io.cache import (ENTRY_FILE, RACY_WINDOW_S, SUMMARY_FOLDER, EntryFolder, cache_disabled_by_env,
+                                           cache_max_bytes, default_cache_dir, trace_key)
 from torchscope.analyzers.io.loader import LOADER_VERSION, RankSource
-from torchscope.analyzers.io.tree_store import (
-    TREE_FILE,
-    Unstorable,
-    read_tree,
-    tree_files,
-)
-from torchscope.analyzers.jobs.summary import (
-    SUMMARY_TABLE_ROWS,
-    RankSummary,
-    TaskSettings,
-)
+from torchscope.analyzers.io.tree_store import TREE_FILE, Unstorable, read_tree, tree_files
+from torchscope.analyzers.jobs.summary import SUMMARY_TABLE_ROWS, RankSummary, TaskSettings
 
 __all__ = ["SummaryCache", "NoSummaryCache", "open_summary_cache", "analyzers_fingerprint", "ANALYZERS_VERSION",
            "SUMMARY_FORMAT", "RECORD_MODULES"]
@@ -72,27 +55,100 @@ SUMMARY_FORMAT = 1
 RECORD_MODULES: frozenset[str] = frozenset({
     "torchscope.analyzers.jobs.summary", "torchscope.analyzers.core.registry", "torchscope.analyzers.core.result",
     "torchscope.analyzers.core.findings", "torchscope.analyzers.core.trace", *ANALYZER_MODULES})
+#: Modules every summary follows from besides its analyzers' (the task; through its imports the loader, the
+#: summary's records and their storage).
+_TASK_MODULES = ("torchscope.analyzers.jobs.rank_task",)
+_PACKAGE = "torchscope.analyzers"
 _ANALYZERS_PACKAGE = Path(__file__).resolve().parents[1]
 
 
-@functools.lru_cache(maxsize=1)
-def analyzers_fingerprint() -> str:
-    """A hash of what the analyzers compute with: their source files, the registry, numpy/pandas/pyarrow versions."""
+def analyzers_fingerprint(names: Iterable[str]) -> str:
+    """A hash of what analyzers ``names`` compute with: the source of their modules and of every module of
+    the analyzers package those import (the task's and loader's too), the registry's wiring of them, and the
+    versions of numpy, pandas and pyarrow. An analyzer edited elsewhere does not change it."""
+    specs = load_analyzers()
+    chosen = sorted({name for name in names if name in specs})
+    return _fingerprint(tuple(chosen))
+
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(names: tuple[str, ...]) -> str:
     import numpy
     import pandas
     import pyarrow
 
+    specs = load_analyzers()
     digest = hashlib.sha256()
     digest.update(orjson.dumps([ANALYZERS_VERSION, numpy.__version__, pandas.__version__, pyarrow.__version__]))
-    for name, spec in load_analyzers().items():
+    roots = set(_TASK_MODULES)
+    for name in names:
+        spec = specs[name]
         digest.update(orjson.dumps([name, spec.scope, list(spec.needs), spec.func.__module__]))
-    for path in sorted(_ANALYZERS_PACKAGE.rglob("*.py")):  # an installed wheel has them too
+        roots.add(spec.func.__module__)
+        if spec.reduce is not None:
+            roots.add(spec.reduce.__module__)
+    for path in sorted(_imported_files(frozenset(roots))):
         try:
             digest.update(path.relative_to(_ANALYZERS_PACKAGE).as_posix().encode())
             digest.update(path.read_bytes())
-        except OSError:
+        except OSError:  # no source (a build without .py files): the versions above still hold
             continue
     return digest.hexdigest()[:20]
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a module of the analyzers package (None: not one of its modules)."""
+    if module != _PACKAGE and not module.startswith(_PACKAGE + "."):
+        return None
+    parts = module.split(".")[2:]
+    base = _ANALYZERS_PACKAGE.joinpath(*parts)
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+#: An import statement at the start of a line: ``from X import names`` (parenthesised names may span lines) or
+#: ``import X, Y``. Read as text, not parsed (parsing the package costs ~0.2 s): an import spelled in a docstring
+#: counts too, which only ever adds a file to the hash.
+_IMPORT = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*)|import[ \t]+([^\n#]+))", re.M)
+
+
+def _imported_files(roots: frozenset[str]) -> set[Path]:
+    """Source files of ``roots`` and of every analyzers module they import, directly or not (an import inside a
+    function counts too), with their packages' ``__init__`` files."""
+    seen: set[str] = set()
+    files: set[Path] = set()
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(module)
+        if path is None:
+            continue
+        files.add(path)
+        parent = module.rpartition(".")[0]
+        if parent.startswith(_PACKAGE):
+            todo.append(parent)
+        try:
+            text = path.read_bytes()
+        except OSError:
+            continue
+        package = module if path.name == "__init__.py" else parent
+        for match in _IMPORT.finditer(text):
+            source, names, plain = (g.decode() if g is not None else None for g in match.groups())
+            if plain is not None:
+                todo.extend(name.split()[0] for name in plain.split(",") if name.strip())
+                continue
+            if source.startswith("."):  # relative: one dot is this package
+                level = len(source) - len(source.lstrip("."))
+                anchor = package.split(".")[: len(package.split(".")) - level + 1]
+                source = ".".join(anchor + ([source.lstrip(".")] if source.lstrip(".") else []))
+            todo.append(source)
+            todo.extend(f"{source}.{name.split()[0]}" for name in names.strip("()").split(",") if name.strip())
+    return files
 
 
 class NoSummaryCache:
@@ -136,7 +192,8 @@ class SummaryCache(EntryFolder):
     def _key_and_newest(self, source: RankSource, settings: TaskSettings) -> tuple[str, int] | None:
         files = [("manifest", source.manifest_file), ("rank_manifest", source.rank_manifest_file),
                  *source.stream_files]
-        parts: list = [SUMMARY_FORMAT, analyzers_fingerprint(), source.label, source.rank, source.bundle,
+        specs, _ = select(settings.only)
+        parts: list = [SUMMARY_FORMAT, analyzers_fingerprint(specs), source.label, source.rank, source.bundle,
                        SUMMARY_TABLE_ROWS]
         newest = 0
         if source.trace_file is not None:

@@ -39,11 +39,6 @@ class GpuAttribution:
     loose: list[dict]
 
 
-def _first_by_correlation(values: np.ndarray, correlation: np.ndarray) -> pd.Series:
-    s = pd.Series(values, index=correlation)
-    return s[~s.index.duplicated(keep="first")]
-
-
 def attribute_gpu_work(gpu: pd.DataFrame, runtime: pd.DataFrame, tree: CallTree, owner: np.ndarray,
                        labels: np.ndarray, *, trace: Trace | None = None) -> GpuAttribution:
     """Charge each GPU event to the point owning the op that launched it; group the rest per label and category.
@@ -58,10 +53,15 @@ def attribute_gpu_work(gpu: pd.DataFrame, runtime: pd.DataFrame, tree: CallTree,
     n_tensor_core = np.zeros(n_ops, dtype=np.int64)
     launcher = tree.launcher
     corr = runtime["correlation"].to_numpy()
-    corr_to_op = _first_by_correlation(np.where(launcher >= 0, owner[np.maximum(launcher, 0)], -1), corr)
-    corr_to_label = _first_by_correlation(labels, corr)
+    # The first runtime call of each correlation id is the launch; each GPU event finds its launch's position.
+    first = np.flatnonzero(~pd.Index(corr).duplicated(keep="first"))
     kcorr = gpu["correlation"].to_numpy()
-    kernel_owner = corr_to_op.reindex(kcorr).fillna(-1).to_numpy().astype(np.int64)
+    at = pd.Index(corr[first]).get_indexer(kcorr)
+    found = at >= 0
+    launch = np.where(found, first[np.maximum(at, 0)], 0) if first.size else np.zeros(kcorr.size, np.int64)
+    op_of_call = np.where(launcher >= 0, owner[np.maximum(launcher, 0)], -1)
+    kernel_owner = np.where(found, op_of_call[launch], -1).astype(np.int64) if first.size \
+        else np.full(kcorr.size, -1, np.int64)
     kinds = gpu["kind"].astype(str).to_numpy() if not isinstance(gpu["kind"].dtype, pd.CategoricalDtype) \
         else gpu["kind"].to_numpy(dtype=object)
     transfer = (kinds == "memcpy") & name_mask(gpu["name"], lambda names: names.str.contains(TRANSFER_RE, regex=True))
@@ -73,7 +73,8 @@ def attribute_gpu_work(gpu: pd.DataFrame, runtime: pd.DataFrame, tree: CallTree,
     tc = (kernel_rules.is_tensor_core(gpu["name"]) if trace is None
           else kernel_rules.tensor_core_kernels(trace, gpu["name"])).to_numpy(dtype=bool)
     np.add.at(n_tensor_core, kernel_owner[owned], tc[owned].astype(np.int64))
-    label = corr_to_label.reindex(kcorr).to_numpy(dtype=object)
+    label = np.where(found, np.asarray(labels, dtype=object)[launch], None) if first.size \
+        else np.full(kcorr.size, None, dtype=object)
     loose = _loose_rows(gpu, kinds, transfer, kernel_owner, label, trace)
     return GpuAttribution(time_ns, n_kernels, n_tensor_core, kernel_owner, loose)
 
@@ -96,9 +97,20 @@ def _loose_rows(gpu: pd.DataFrame, kinds: np.ndarray, transfer: np.ndarray, kern
     label = launch_label[loose]
     named = np.array([isinstance(x, str) for x in label], dtype=bool) & (category != "transfer")
     label = np.where(named, label, own)
-    frame = pd.DataFrame({"name": label, "category": category, "dur": gpu["dur_ns"].to_numpy()[loose].astype(np.int64),
-                          "ts": gpu["ts_ns"].to_numpy()[loose].astype(np.int64)})
-    g = frame.groupby(["name", "category"], sort=False, dropna=False)
-    out = pd.DataFrame({"time_ns": g["dur"].sum(), "kernels": g["dur"].size(), "ts_ns": g["ts"].first()})
-    return [{"name": name, "category": cat, "time_ns": int(t), "kernels": int(k), "ts_ns": int(ts)}
-            for (name, cat), t, k, ts in zip(out.index, out["time_ns"], out["kernels"], out["ts_ns"])]
+    dur = gpu["dur_ns"].to_numpy()[loose].astype(np.int64)
+    ts = gpu["ts_ns"].to_numpy()[loose].astype(np.int64)
+    # One row per (label, category), in the order first met (as a groupby with sort=False lists them).
+    index: dict = {}
+    names = [n if n == n else _MISSING for n in label.tolist()]  # every missing name in one group, as groupby does
+    group = np.fromiter((index.setdefault(key, len(index)) for key in zip(names, category.tolist())),
+                        dtype=np.int64, count=label.size)
+    time_ns = np.zeros(len(index), np.int64)
+    np.add.at(time_ns, group, dur)
+    kernels = np.bincount(group, minlength=len(index))
+    first_ts = np.zeros(len(index), np.int64)
+    first_ts[group[::-1]] = ts[::-1]  # the first row of each group written last
+    return [{"name": np.nan if name is _MISSING else name, "category": cat, "time_ns": int(t), "kernels": int(k),
+             "ts_ns": int(f)} for (name, cat), t, k, f in zip(index, time_ns.tolist(), kernels.tolist(), first_ts.tolist())]
+
+
+_MISSING = object()

@@ -52,14 +52,27 @@ class Evidence:
         """Modelled points per thread in time order (index labels of ``per_point``), found once for all rules."""
         return _thread_sequences(self.per_point)
 
+    @cached_property
+    def matrix(self) -> pd.DataFrame:
+        """The GEMM and convolution points of ``per_point``, selected once for all rules."""
+        return _matrix(self.per_point)
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
 def _thread_sequences(per_point: pd.DataFrame) -> list[np.ndarray]:
-    p = per_point[~per_point["category"].isin(UNMODELLED_CATEGORIES)]
-    return [grp.sort_values("ts_ns").index.to_numpy() for _, grp in p.groupby("tid", sort=False)]
+    rows = np.flatnonzero(~per_point["category"].isin(UNMODELLED_CATEGORIES).to_numpy(dtype=bool))
+    labels = per_point.index.to_numpy()[rows]
+    ts = per_point["ts_ns"].to_numpy()[rows]
+    # Threads in the order first met (a groupby with sort=False); each sorted by start as sort_values does.
+    thread, _ = pd.factorize(per_point["tid"].to_numpy()[rows])
+    out = []
+    for t in range(int(thread.max()) + 1 if thread.size else 0):
+        at = np.flatnonzero(thread == t)
+        out.append(labels[at[np.argsort(ts[at], kind="quicksort")]])
+    return out
 
 
 # ------------------------------------------------------------------------------- fuse elementwise
@@ -136,7 +149,7 @@ _BF16_BYTES_RATIO = dtype_bytes("c10::BFloat16") / dtype_bytes("float")
 def mixed_precision(ev: Evidence) -> Finding | None:
     """FP32/TF32 matrix work on a device with much faster 16-bit tensor cores: run it in bf16."""
     spec, total_ns, where = ev.spec, ev.total_ns, ev.where
-    mat = _matrix(ev.per_point)
+    mat = ev.matrix
     fp32 = mat[mat["dtype"].isin(["fp32"]) | mat["dtype"].isna()]
     fp32_ns = int(fp32["time_ns"].sum())
     half_peak = spec.peak("bf16") if spec.peak_flops_per_s.get("bf16") else spec.peak("fp16")
@@ -202,7 +215,7 @@ def aligned(detail: object) -> bool:
 def gemm_efficiency(ev: Evidence) -> Finding | None:
     """Compute-bound GEMMs far below peak, often from dimensions that are not tile multiples."""
     spec, total_ns, where = ev.spec, ev.total_ns, ev.where
-    mat = _matrix(ev.per_point)
+    mat = ev.matrix
     gemm_ns = int(mat["time_ns"].sum())
     low = mat[(mat["bound"] == "compute") & (mat["efficiency"] < GEMM_LOW_EFFICIENCY)]
     low_ns = int(low["time_ns"].sum())

@@ -56,7 +56,12 @@ def category_table(per_point: pd.DataFrame) -> pd.DataFrame:
     g = derive(g, None)
     total = g["time_ns"].sum()
     g["time_share"] = g["time_ns"] / total if total > 0 else 0.0
-    mb = per_point[per_point["bound"] == "memory"].groupby("category")["time_ns"].sum()
+    # Memory-bound time per category: integer sums over the category codes (exact, as a groupby sum).
+    code, cats = pd.factorize(per_point["category"].to_numpy(dtype=object))
+    memory = (per_point["bound"] == "memory").to_numpy(dtype=bool) & (code >= 0)
+    sums = np.zeros(len(cats), np.int64)
+    np.add.at(sums, code[memory], per_point["time_ns"].to_numpy(np.int64)[memory])
+    mb = {c: s for c, s, n in zip(cats.tolist(), sums.tolist(), np.bincount(code[memory], minlength=len(cats))) if n}
     g["memory_bound_time_share"] = [
         (mb.get(c, 0) / t) if t > 0 else np.nan for c, t in zip(g["category"], g["time_ns"])]
     return g.sort_values("time_ns", ascending=False, ignore_index=True)[cols]
@@ -76,12 +81,12 @@ def kernel_category_table(trace: Trace, points: pd.DataFrame, kernel_owner: np.n
     own_total = np.zeros(max(int(kernel_owner.max()) + 1, 1)) if kernel_owner.size else np.zeros(1)
     ok = kernel_owner >= 0
     np.add.at(own_total, kernel_owner[ok], dur[ok])
-    pts = points[points["op_index"] >= 0]
-    op_index = pts["op_index"].to_numpy(np.int64)
+    is_point = points["op_index"].to_numpy(np.int64) >= 0
+    op_index = points["op_index"].to_numpy(np.int64)[is_point]
     size = max(own_total.size, int(op_index.max()) + 1 if op_index.size else 0)
     op_flops, op_bytes = np.zeros(size), np.zeros(size)  # 0 for ops that are no point
-    op_flops[op_index] = pts["flops"].to_numpy(dtype=float)
-    op_bytes[op_index] = pts["bytes"].to_numpy(dtype=float)
+    op_flops[op_index] = points["flops"].to_numpy(dtype=float)[is_point]
+    op_bytes[op_index] = points["bytes"].to_numpy(dtype=float)[is_point]
     k = np.flatnonzero(ok)
     o = kernel_owner[k]
     with np.errstate(divide="ignore", invalid="ignore"):

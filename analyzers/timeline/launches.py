@@ -68,18 +68,20 @@ def _launch_calls(trace: Trace, calls: tuple[str, ...]) -> tuple:
 
     def build() -> tuple:
         ev = trace.events
-        rows = np.flatnonzero((ev["kind"].isin(calls) & (ev["correlation"] >= 0)).to_numpy())
-        rt = ev[["correlation", "ts_ns", "dur_ns", "pid", "tid", "name"]].iloc[rows]
-        rt = rt.drop_duplicates("correlation", keep="first")
-        rts = rt["ts_ns"].to_numpy(np.int64)
-        names = rt["name"]
+        corr_all = ev["correlation"].to_numpy()
+        rows = np.flatnonzero(ev["kind"].isin(calls).to_numpy() & (corr_all >= 0))
+        # The first call of each correlation id, in trace order (as drop_duplicates keeps them).
+        _, first = np.unique(corr_all[rows], return_index=True)
+        rows = rows[np.sort(first)]
+        rts = ev["ts_ns"].to_numpy(np.int64)[rows]
+        names = ev["name"]
         if isinstance(names.dtype, pd.CategoricalDtype):  # str per category, missing stays missing (astype(str))
             cats = np.append(names.cat.categories.astype(str).to_numpy(dtype=object), np.nan)
-            name_str = cats[names.cat.codes.to_numpy()]
+            name_str = cats[names.cat.codes.to_numpy()[rows]]
         else:
-            name_str = names.astype(str).to_numpy(object)
-        return (pd.Index(rt["correlation"].to_numpy()), rts, rts + rt["dur_ns"].to_numpy(np.int64),
-                rt["pid"].to_numpy(np.int64), rt["tid"].to_numpy(np.int64), name_str)
+            name_str = names.iloc[rows].astype(str).to_numpy(object)
+        return (pd.Index(corr_all[rows]), rts, rts + ev["dur_ns"].to_numpy(np.int64)[rows],
+                ev["pid"].to_numpy(np.int64)[rows], ev["tid"].to_numpy(np.int64)[rows], name_str)
     return trace.derived(("timeline.launches", "calls", calls), build)
 
 

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["outermost", "parents", "enclosing", "THREAD"]
+__all__ = ["outermost", "parents", "enclosing", "time_order", "THREAD"]
 
 #: The default nesting group: one host thread of one process.
 THREAD = ("pid", "tid")
@@ -45,9 +45,26 @@ def _group_codes(frame: pd.DataFrame, by: Sequence[str]) -> np.ndarray:
 
 def _nesting_order(group: np.ndarray, start: np.ndarray, dur: np.ndarray) -> np.ndarray:
     """Row order by group, start, longer first, frame position: every span after all that may contain it."""
-    if start.size > 1 and ((start[1:] > start[:-1]) | ((start[1:] == start[:-1]) & (dur[1:] <= dur[:-1]))).all():
-        return np.argsort(group, kind="stable")  # already in time order (a step model's ops): by group alone
-    return np.lexsort((np.arange(start.size), -dur, start, group))
+    order = time_order(start, dur)
+    return order[np.argsort(group[order], kind="stable")]
+
+
+def time_order(start: np.ndarray, dur: np.ndarray) -> np.ndarray:
+    """Row order by start, longer first, frame position. Spans come mostly in time order (a trace's events by
+    start, a step model's ops by start and length): then only the runs of equal starts are sorted."""
+    n = start.size
+    if n < 2:
+        return np.arange(n)
+    if not (start[1:] >= start[:-1]).all():
+        return np.lexsort((-dur, start))
+    order = np.arange(n)
+    tie = np.concatenate([[False], start[1:] == start[:-1]])
+    if not (tie[1:] & (dur[1:] > dur[:-1])).any():
+        return order  # already longer first among equal starts
+    tie[:-1] |= tie[1:]  # every member of a run of equal starts
+    rows = np.flatnonzero(tie)
+    order[rows] = rows[np.lexsort((-dur[rows], start[rows]))]
+    return order
 
 
 def outermost(spans: pd.DataFrame, by: Sequence[str] = THREAD) -> np.ndarray:
@@ -199,7 +216,8 @@ def _latest_start(points: pd.DataFrame, spans: pd.DataFrame, by: list[str], at: 
     n_groups = int(max(group_p.max(), group_s.max())) + 1
     if n_groups * width >= 2 ** 62:  # keys would overflow int64: the merge does the same search
         return _latest_start_merge(points, spans, by, at, span_start, span_end)
-    order = np.lexsort((-(span_end - span_start), span_start, group_s))
+    order = time_order(span_start, span_end - span_start)
+    order = order[np.argsort(group_s[order], kind="stable")]
     key_s = group_s[order] * width + (span_start[order] - lo)
     key_p = group_p * width + (at - lo)
     pos = np.searchsorted(key_s, key_p, side="right") - 1

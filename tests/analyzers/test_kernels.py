@@ -152,3 +152,19 @@ def test_name_rules_answer_as_case_insensitive_regexes_on_any_name():
         expect = [re.search(rule.pattern, n, re.IGNORECASE) is not None for n in names]
         assert kernels._hits(rule, names).tolist() == expect, rule.pattern
     assert kernels._hits(kernels._RULES[0][1], [None, float("nan")]).tolist() == [False, False]
+
+
+def test_name_rules_over_many_names_at_once_answer_name_by_name():
+    import random
+    import re
+
+    from torchscope.analyzers import kernels
+    rng = random.Random(1)
+    words = ["gemm", "GEMM", "nccl", "Memcpy", "memset", "flash", "loss", "Loss", "backward", "sgemm", "cijk_",
+             "torch::autograd::AccumulateGrad", "allreduce", "reduce_scatter", "<float, float, float", "fp16", "", "x"]
+    rules = [rule for _, rule in kernels._RULES] + [kernels._TENSOR_CORE_RE, kernels._FP32_GEMM_RE,
+                                                   re.compile(r"backward|^torch::autograd::accumulategrad$", re.I)]
+    for _ in range(300):
+        names = ["".join(rng.choice(words) for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(1, 20))]
+        for rule in rules:
+            assert kernels._hits(rule, names).tolist() == [re.search(rule.pattern, n, re.I) is not None for n in names]

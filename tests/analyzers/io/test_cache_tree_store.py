@@ -11,12 +11,8 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from torchscope.analyzers.io.tree_store import (
-    TREE_FILE,
-    Unstorable,
-    read_tree,
-    tree_files,
-)
+
+from torchscope.analyzers.io.tree_store import TREE_FILE, Unstorable, read_tree, tree_files
 
 #: This module's records may be stored and read back; nothing else's.
 HERE = frozenset({__name__})
@@ -57,7 +53,7 @@ def _every_kind_of_column(rows: int) -> pd.DataFrame:
         "flag": rng.random(rows) > 0.5,
         "small": rng.integers(0, 200, rows).astype(np.uint8),
         "share": np.where(rng.random(rows) > 0.8, np.nan, rng.random(rows)),
-        "name": pd.Categorical(rng.choice(["gemm", "nccl:all_reduce", "copy"], rows),
+        "name": pd.Categorical(rng.choice(["gemm", "nccl:all_reduce", "copy", None], rows),
                                categories=["copy", "gemm", "nccl:all_reduce", "never seen"]),
         "step": pd.Categorical(rng.choice(["a", "b"], rows), categories=["b", "a"], ordered=True),
         "label": pd.Series(rng.choice(["x", "y", None], rows), dtype="str"),
@@ -107,6 +103,11 @@ def test_records_of_allowed_modules_come_back_as_themselves(tmp_path: Path) -> N
     _assert_same_frame(part.table, back[1].table)
 
 
+def _with_attrs(frame: pd.DataFrame, **attrs) -> pd.DataFrame:
+    frame.attrs.update(attrs)
+    return frame
+
+
 @pytest.mark.parametrize("value, why", [
     (pd.DataFrame({"t": pd.to_datetime(["2026-01-01"])}), "dtype datetime64"),
     (pd.DataFrame({"a": [1, 2]}, index=["x", "y"]), "an index of labels"),
@@ -114,6 +115,7 @@ def test_records_of_allowed_modules_come_back_as_themselves(tmp_path: Path) -> N
     (pd.DataFrame({"a": pd.array([1, None], dtype="Int64")}), "dtype Int64"),
     (pd.DataFrame({"a": pd.Categorical([1, 2])}), "categories that are not str"),
     (pd.DataFrame({"a": [pd.DataFrame()]}), "a DataFrame inside a cell"),
+    (_with_attrs(pd.DataFrame({"a": [1]}), inner=pd.DataFrame()), "a DataFrame in attrs"),
     ({"x": 2**64}, "beyond 64 bits"),
     ({"x": {1, 2}}, "a builtins.set"),
     (Path("/"), "a pathlib"),
@@ -145,4 +147,33 @@ def test_a_document_of_another_format_is_refused(tmp_path: Path) -> None:
     doc = orjson.loads((tmp_path / TREE_FILE).read_bytes())
     doc["format"] = 999
     with pytest.raises(ValueError, match="tree format"):
+        read_tree(tmp_path, orjson.dumps(doc), HERE)
+
+
+def test_a_dict_of_frames_is_built_one_frame_at_a_time_and_pickles_as_a_dict(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from torchscope.analyzers.io import tree_store
+
+    tables = {"a": _every_kind_of_column(3), "b": pd.DataFrame({"v": [1.0, 2.0]})}
+    built: list[int] = []
+    real = tree_store._read_frame
+    monkeypatch.setattr(tree_store, "_read_frame", lambda stacks, doc, records: built.append(doc["rows"])
+                        or real(stacks, doc, records))
+    back = _round_trip({"tables": tables}, tmp_path)["tables"]
+    assert isinstance(back, tree_store.LazyFrames) and list(back) == ["a", "b"] and built == []
+    _assert_same_frame(tables["b"], back["b"])
+    assert built == [2] and back["b"] is back["b"]  # built once, on first read
+    plain = pickle.loads(pickle.dumps(back))
+    assert type(plain) is dict and list(plain) == ["a", "b"]
+    _assert_same_frame(tables["a"], plain["a"])
+
+
+def test_a_document_that_does_not_fit_its_columns_is_refused_at_read(tmp_path: Path) -> None:
+    for name, write in tree_files({"t": pd.DataFrame({"v": np.arange(5)})}, HERE):
+        write(tmp_path / name)
+    doc = orjson.loads((tmp_path / TREE_FILE).read_bytes())
+    doc["frames"][0]["rows"] = 50  # more rows than were stored: damage, not a frame to build later
+    with pytest.raises(ValueError, match="runs past its typed column"):
         read_tree(tmp_path, orjson.dumps(doc), HERE)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from torchscope.analyzers.io import cache as cache_mod
 from torchscope.analyzers.io.cache import SUMMARY_FOLDER, CacheWarning
 from torchscope.analyzers.io.loader import job_sources
@@ -191,7 +192,7 @@ def test_a_new_analyzer_version_is_a_miss(job128: Path, cache_dir: Path, monkeyp
     settings = TaskSettings(only=QUICK)
     analyze_rank(source, settings)
     assert analyze_rank(source, settings).cached
-    monkeypatch.setattr(summary_cache, "analyzers_fingerprint", lambda: "an edited analyzer")
+    monkeypatch.setattr(summary_cache, "analyzers_fingerprint", lambda names: "an edited analyzer")
     assert not analyze_rank(source, settings).cached
 
 
@@ -263,3 +264,14 @@ def test_a_fully_cached_job_skips_the_job_level_pass(job128: Path, cache_dir: Pa
     again = analyze_job(job128, scheduler=INLINE, only=QUICK)
     assert again.job["stragglers"].summary == first.job["stragglers"].summary
     assert _json(again) == _json(first)
+
+
+def test_the_analyzers_version_covers_what_they_import_and_nothing_else() -> None:
+    root = summary_cache._ANALYZERS_PACKAGE
+    files = {p.relative_to(root).as_posix() for p in summary_cache._imported_files(
+        frozenset({"torchscope.analyzers.training_loop", *summary_cache._TASK_MODULES}))}
+    # The analyzer, what it imports (timeline, core), the task and the loader; not other analyzers' modules.
+    assert {"training_loop.py", "timeline/steps.py", "core/trace.py", "jobs/rank_task.py", "io/loader.py",
+            "io/chrome_trace.py", "jobs/summary.py", "io/tree_store.py"} <= files
+    assert not {"roofline/analysis.py", "bottleneck/analysis.py", "memory.py", "power.py"} & files
+    assert summary_cache.analyzers_fingerprint(["training_loop"]) != summary_cache.analyzers_fingerprint(["memory"])
