@@ -900,8 +900,8 @@ def _ints(values) -> np.ndarray:
                 if type(arr[i]) is bool:
                     out[i] = -1
             return out
-    cleaned = [v if type(v) is int else (-1 if v is None or v != v else _int_or_missing(v)) for v in arr]
-    return np.array([v if -2**63 <= v < 2**63 else -1 for v in cleaned], dtype=np.int64)
+    return np.array([(v if -2**63 <= v < 2**63 else -1) if type(v) is int else
+                     (-1 if v is None or v != v else _int_or_missing(v)) for v in arr], dtype=np.int64)
 
 
 def _objects(values) -> np.ndarray:
@@ -934,5 +934,6 @@ def _missing_or_str(v: Any) -> str:
 
 
 def _int_or_missing(v: Any) -> int:
+    """An integer-ish value as an int64, -1 where it is missing, not an integer or beyond int64."""
     iv = _scalar_to_int(v)
-    return -1 if iv is None else iv
+    return -1 if iv is None or not -2**63 <= iv < 2**63 else iv

@@ -347,3 +347,13 @@ def test_args_stay_raw_json_until_an_analysis_decodes_them(tmp_path: Path) -> No
     assert ev["stream"].tolist() == [7, -1, -1, -1, -1]
     assert ev["external_id"].tolist() == [5, -1, -1, -1, 2]
     assert ev["correlation"].tolist() == [11, -1, -1, -1, 31]  # hex strings read as before
+
+
+def test_an_integer_column_reads_values_beyond_int64_as_missing_whatever_else_it_holds() -> None:
+    # Found by the mutation test: a float pid of 2**63 beside a deleted pid (None) overflowed the int64 column.
+    from torchscope.analyzers.io.chrome_trace import _ints
+
+    assert _ints([1, None, 2.0**63]).tolist() == [1, -1, -1]
+    assert _ints([1, None, "7", 2**64]).tolist() == [1, -1, 7, -1]
+    assert _ints([2**70, 3]).tolist() == [-1, 3]
+    assert _ints([1, "0x10", -2**63]).tolist() == [1, 16, -2**63]
