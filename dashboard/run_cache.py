@@ -467,6 +467,9 @@ def _warm_up() -> None:
         from torchscope.analyzers.io import loader  # noqa: F401
 
         load_analyzers()
+        import plotly.graph_objects as go
+
+        go.Figure(go.Bar(x=[1], y=[1])).to_plotly_json()  # plotly's validators load on the first figure (~0.2 s)
     except Exception:  # noqa: BLE001 - a failed import shows when the load itself runs
         pass
 
