@@ -220,9 +220,13 @@ class RunCache:
             if entry.run_id in self._runs:
                 self._runs.move_to_end(entry.run_id)
                 return state or LoadState(status="ready")
-            if state is not None and state.status == "queued" and not background:
-                self._queue = [e for e in self._queue if e.run_id != entry.run_id]
-                self._queue.insert(0, entry)
+            if state is not None and state.status == "queued":
+                # Still waiting: a plain request moves it to the front. Taken off the queue by the worker but
+                # not yet marked parsing: it is being loaded, so it must not be queued a second time.
+                waiting = [e for e in self._queue if e.run_id == entry.run_id]
+                if waiting and not background:
+                    self._queue = [e for e in self._queue if e.run_id != entry.run_id]
+                    self._queue.insert(0, entry)
                 return state
             if state is not None and state.status not in ("idle", "error", "ready"):
                 return state
