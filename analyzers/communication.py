@@ -344,20 +344,29 @@ def _cpu_collectives(trace: Trace, spans: pd.DataFrame) -> pd.DataFrame:
 
 
 def _compute_union(trace: Trace, comm: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Union of compute intervals: non-communication kernels, or CPU ops off the collective threads."""
+    """Union of compute intervals: non-communication kernels, or CPU ops off the collective threads.
+
+    It depends on the collectives only through where they are timed (and, on the CPU, their threads), so
+    it is found once per trace and that key (the analysis and its per-step split both ask)."""
+    on_gpu = bool((comm["timed_on"] == "gpu").any())
+    threads = None if on_gpu else frozenset(comm["tid"].tolist())
+    return trace.derived(("communication", "compute_union", on_gpu, threads),
+                         lambda: _find_compute_union(trace, threads))
+
+
+def _find_compute_union(trace: Trace, threads: frozenset | None) -> tuple[np.ndarray, np.ndarray]:
     ev = trace.events
-    if (comm["timed_on"] == "gpu").any():
-        work = ev[(ev["kind"] == "kernel").to_numpy() & ~_name_mask(ev, _is_comm_kernel_name)]
-        ts = work["ts_ns"].to_numpy(np.int64)
-        return merge_intervals(ts, ts + work["dur_ns"].to_numpy(np.int64))
+    ts_all, dur_all = ev["ts_ns"].to_numpy(np.int64), ev["dur_ns"].to_numpy(np.int64)
+    if threads is None:
+        work = (ev["kind"] == "kernel").to_numpy() & ~_name_mask(ev, _is_comm_kernel_name)
+        return merge_intervals(ts_all[work], ts_all[work] + dur_all[work])
     # CPU backends: ops of the threads that run no collective, except while such a thread sits in a
     # communication op (c10d::allreduce_ blocking on gloo, a wait): that time is waiting, not compute.
-    off_comm = (ev["kind"] == "cpu_op").to_numpy() & ~ev["tid"].isin(set(comm["tid"].tolist())).to_numpy()
+    off_comm = (ev["kind"] == "cpu_op").to_numpy() & ~ev["tid"].isin(set(threads)).to_numpy()
     is_comm_op = _name_mask(ev, lambda n: _CPU_COMM_OP.match(n) is not None)
-    work, waiting = ev[off_comm & ~is_comm_op], ev[off_comm & is_comm_op]
-    ts, ws = work["ts_ns"].to_numpy(np.int64), waiting["ts_ns"].to_numpy(np.int64)
-    return subtract(merge_intervals(ts, ts + work["dur_ns"].to_numpy(np.int64)),
-                    merge_intervals(ws, ws + waiting["dur_ns"].to_numpy(np.int64)))
+    work, waiting = off_comm & ~is_comm_op, off_comm & is_comm_op
+    return subtract(merge_intervals(ts_all[work], ts_all[work] + dur_all[work]),
+                    merge_intervals(ts_all[waiting], ts_all[waiting] + dur_all[waiting]))
 
 
 def exposed_per_step(trace: Trace, comm: pd.DataFrame | None = None) -> pd.DataFrame:
