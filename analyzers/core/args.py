@@ -50,12 +50,14 @@ def any_has_key(values: Any, *keys: str) -> bool:
     """True when some event's args hold one of ``keys`` (raw args are searched as text, then confirmed)."""
     arr = _as_objects(values)
     needles = [msgspec.json.encode(k) for k in keys]
-    for v in arr:
-        t = type(v)
-        if t is dict:
-            if any(k in v for k in keys):
-                return True
-        elif t is bytes and any(n in v for n in needles):
+    if any(any(k in v for k in keys) for v in arr if type(v) is dict):
+        return True
+    raw = [v for v in arr if type(v) is bytes]
+    blob = b"\n".join(raw)  # one search over all the text: most traces do not hold the key at all
+    if not any(n in blob for n in needles):
+        return False
+    for v in raw:
+        if any(n in v for n in needles):
             d = decode_one(v)  # the text may sit inside a value; the decoded dict says
             if d is not None and any(k in d for k in keys):
                 return True

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from torchscope.analyzers.core.trace import GPU_WORK_KINDS
+
 __all__ = [
     "DeviceSpec", "DTYPES", "SPECS_CSV", "all_specs", "spec_by_key", "match_device",
     "spec_from_mapping", "spec_for_trace", "torch_dtype_to_peak_dtype",
@@ -282,8 +284,8 @@ def spec_from_mapping(data: Mapping | None, *, default_name: str = "host CPU",
 def spec_for_trace(trace) -> DeviceSpec | None:
     """The roofline of the device a trace ran on: its GPU's datasheet spec, or the host's measured one."""
     meta = trace.meta
-    gpu = trace.gpu_events()
-    has_gpu = (not gpu.empty) or bool(meta.device_properties)
+    # Whether the trace holds GPU work, without selecting it (this is asked twice per analysis).
+    has_gpu = bool(meta.device_properties) or bool(trace.events["kind"].isin(GPU_WORK_KINDS).any())
     manifest = meta.manifest or {}
     if has_gpu:
         props = next((p for p in meta.device_properties if p.get("name")), None)
