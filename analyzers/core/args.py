@@ -46,6 +46,10 @@ def decode_args(values: Any) -> np.ndarray:
     return out
 
 
+#: Events `any_has_key` looks at one by one before it searches the rest as one text.
+ANY_KEY_FIRST_EVENTS = 2000
+
+
 def any_has_key(values: Any, *keys: str) -> bool:
     """True when some event's args hold one of ``keys`` (raw args are searched as text, then confirmed)."""
     arr = _as_objects(values)
@@ -53,15 +57,22 @@ def any_has_key(values: Any, *keys: str) -> bool:
     if any(any(k in v for k in keys) for v in arr if type(v) is dict):
         return True
     raw = [v for v in arr if type(v) is bytes]
-    blob = b"\n".join(raw)  # one search over all the text: most traces do not hold the key at all
-    if not any(n in blob for n in needles):
+
+    def found(chunk: list) -> bool:
+        for v in chunk:
+            if any(n in v for n in needles):
+                d = decode_one(v)  # the text may sit inside a value; the decoded dict says
+                if d is not None and any(k in d for k in keys):
+                    return True
         return False
-    for v in raw:
-        if any(n in v for n in needles):
-            d = decode_one(v)  # the text may sit inside a value; the decoded dict says
-            if d is not None and any(k in d for k in keys):
-                return True
-    return False
+
+    # A trace that holds the key usually shows it early; one that does not is answered by one search over
+    # all the text at once rather than a look at every event.
+    if found(raw[:ANY_KEY_FIRST_EVENTS]):
+        return True
+    rest = raw[ANY_KEY_FIRST_EVENTS:]
+    blob = b"\n".join(rest)
+    return any(n in blob for n in needles) and found(rest)
 
 
 def decode_one(value: Any) -> dict | None:

@@ -31,3 +31,12 @@ def test_any_has_key_confirms_text_matches_by_decoding() -> None:
     assert any_has_key([None, b'{"Input Dims": [[1]]}'], "Input Dims", "flops")
     assert any_has_key([{"flops": 0}], "flops")
     assert not any_has_key([], "flops")
+
+
+def test_any_has_key_finds_a_key_far_into_the_trace_and_not_a_lookalike_anywhere() -> None:
+    from torchscope.analyzers.core.args import ANY_KEY_FIRST_EVENTS
+
+    filler = [b'{"External id": 1}'] * (ANY_KEY_FIRST_EVENTS + 500)
+    assert any_has_key(filler + [b'{"Input Dims": [[2, 3]]}'], "Input Dims")
+    assert not any_has_key(filler + [b'{"name": "Input Dims"}'], "Input Dims")  # inside a value, past the first
+    assert not any_has_key(filler, "Input Dims")
