@@ -278,7 +278,9 @@ def test_pickers_write_the_url_query(env):
     assert out["url"]["search"] == f"?run={NCCL}"
 
 
-def test_loading_shows_progress_then_the_page(root):
+@pytest.fixture
+def held(root):
+    """(gate, cache, app, client) over ``root`` whose loader waits at ``gate`` until the test sets it."""
     gate = threading.Event()
 
     def slow(path):
@@ -287,61 +289,50 @@ def test_loading_shows_progress_then_the_page(root):
 
     cache = RunCache(root, loader=slow)
     app = create_app(root, cache=cache)
-    client = app.server.test_client()
-    try:
-        out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
-        assert out["poll"]["disabled"] is False
-        assert "Loading mi250_minitoy_train.json.gz" in text_of(out["page"]["children"])
-        gate.set()
-        cache.load("mi250_minitoy_train.json.gz")
-        out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
-        assert out["poll"]["disabled"] is True and "Top findings" in text_of(out["page"]["children"])
-    finally:
-        gate.set()
-        cache.shutdown()
+    yield gate, cache, app, app.server.test_client()
+    gate.set()
+    cache.shutdown()
 
 
-def test_a_poll_tick_answers_at_once_and_arms_exactly_one_more(root):
+def test_loading_shows_progress_then_the_page(held):
+    gate, cache, app, client = held
+    out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
+    assert out["poll"]["disabled"] is False
+    assert "Loading mi250_minitoy_train.json.gz" in text_of(out["page"]["children"])
+    gate.set()
+    cache.load("mi250_minitoy_train.json.gz")
+    out = route(app, client, "/overview", "?run=mi250_minitoy_train.json.gz")
+    assert out["poll"]["disabled"] is True and "Top findings" in text_of(out["page"]["children"])
+
+
+def test_a_poll_tick_answers_at_once_and_arms_exactly_one_more(held):
     # Dash drops the answer of a call that a newer call of the same callback overtakes: ticks must not fire
     # while a route call runs, so each answer arms one tick and a tick never waits for the run.
-    gate = threading.Event()
-
-    def slow(path):
-        gate.wait(10)
-        return analyzers.load(path)
-
-    cache = RunCache(root, loader=slow)
-    app = create_app(root, cache=cache)
-    client = app.server.test_client()
+    gate, cache, app, client = held
     run_id = "mi250_minitoy_train.json.gz"
-    try:
-        t = time.monotonic()
-        out = route(app, client, "/overview", f"?run={run_id}")  # a new URL waits ROUTE_WAIT_S for its run
-        assert time.monotonic() - t >= 0.9 * ROUTE_WAIT_S
-        assert out["poll"] == {"disabled": False, "max_intervals": 1}
-        t = time.monotonic()
-        status, out = call(app, client, "page.children", [
+
+    def tick(n):
+        return call(app, client, "page.children", [
             {"id": "url", "property": "pathname", "value": "/overview"},
             {"id": "url", "property": "search", "value": f"?run={run_id}"},
-            {"id": "poll", "property": "n_intervals", "value": 1}],
+            {"id": "poll", "property": "n_intervals", "value": n}],
             [{"id": "viewport", "property": "data", "value": 1200},
              {"id": "rendered", "property": "data", "value": None}], ["poll.n_intervals"])
-        assert time.monotonic() - t < 0.5 * ROUTE_WAIT_S  # the tick did not wait
-        assert status == 200 and out["poll"] == {"disabled": False, "max_intervals": 2}
-        assert "Loading" in text_of(out["page"]["children"])
-        gate.set()
-        cache.load(run_id)
-        status, out = call(app, client, "page.children", [
-            {"id": "url", "property": "pathname", "value": "/overview"},
-            {"id": "url", "property": "search", "value": f"?run={run_id}"},
-            {"id": "poll", "property": "n_intervals", "value": 2}],
-            [{"id": "viewport", "property": "data", "value": 1200},
-             {"id": "rendered", "property": "data", "value": None}], ["poll.n_intervals"])
-        assert out["poll"] == {"disabled": True, "max_intervals": 2}  # complete: no tick armed
-        assert "Top findings" in text_of(out["page"]["children"])
-    finally:
-        gate.set()
-        cache.shutdown()
+
+    t = time.monotonic()
+    out = route(app, client, "/overview", f"?run={run_id}")  # a new URL waits ROUTE_WAIT_S for its run
+    assert time.monotonic() - t >= 0.9 * ROUTE_WAIT_S
+    assert out["poll"] == {"disabled": False, "max_intervals": 1}
+    t = time.monotonic()
+    status, out = tick(1)
+    assert time.monotonic() - t < 0.5 * ROUTE_WAIT_S  # the tick did not wait
+    assert status == 200 and out["poll"] == {"disabled": False, "max_intervals": 2}
+    assert "Loading" in text_of(out["page"]["children"])
+    gate.set()
+    cache.load(run_id)
+    status, out = tick(2)
+    assert out["poll"] == {"disabled": True, "max_intervals": 2}  # complete: no tick armed
+    assert "Top findings" in text_of(out["page"]["children"])
 
 
 def test_a_route_that_fails_says_why_instead_of_leaving_the_page_waiting(root, monkeypatch):

@@ -27,16 +27,6 @@ _OLD_S = 3600
 
 
 @pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty cache folder for this test only."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(cache_mod.ENV_CACHE_DIR, str(folder))
-    monkeypatch.delenv(cache_mod.ENV_NO_CACHE, raising=False)
-    monkeypatch.delenv(cache_mod.ENV_CACHE_MAX_BYTES, raising=False)
-    return folder
-
-
-@pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every trace file the loader actually parses (a cache hit parses nothing)."""
     seen: list[Path] = []

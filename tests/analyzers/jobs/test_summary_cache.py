@@ -31,16 +31,6 @@ QUICK = ("training_loop", "communication", "stragglers")
 _OLD_S = 3600
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty cache folder for this test only."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(cache_mod.ENV_CACHE_DIR, str(folder))
-    monkeypatch.delenv(cache_mod.ENV_NO_CACHE, raising=False)
-    monkeypatch.delenv(cache_mod.ENV_CACHE_MAX_BYTES, raising=False)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def job128(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The two ranks of the shared job128 traces as a folder of links (the corpus is never copied in)."""
