@@ -342,19 +342,22 @@ def _load_average() -> float | None:
         return None
 
 
-#: Load average above this share of the CPUs marks a run whose realized changes are not fit to judge by.
+#: Load average above this share of the CPUs before the corpus starts marks a run whose realized changes are not
+#: fit to judge by. Only that first sample tells other work: during the run the corpus's own ranks and
+#: DataLoader workers count in the load average too.
 BUSY_LOAD_SHARE = 0.75
 
 
 def load_line(loads: Sequence[float | None], cpus: int) -> str:
-    """The machine's 1-minute load average over the run, and a warning when other work shared the CPUs: the
-    recording is wall-clock time and the realized change is measured at another moment, so contention that
-    differs between the two moves the error, not the model."""
+    """The machine's 1-minute load average before and over the run, and a warning when other work shared the
+    CPUs as it started: the recording is wall-clock time and the realized change is timed at another moment, so
+    contention that differs between the two moves the error, not the model."""
     seen = [v for v in loads if v is not None]
-    if not seen:
+    if not seen or loads[0] is None:
         return "load average: unknown on this platform"
-    line = f"load average over the run: {min(seen):.1f}-{max(seen):.1f} on {cpus} CPUs"
-    if max(seen) > BUSY_LOAD_SHARE * cpus:
+    line = (f"load average before the run: {loads[0]:.1f} on {cpus} CPUs; over it {min(seen):.1f}-{max(seen):.1f} "
+            "(the corpus's own ranks and DataLoader workers included)")
+    if loads[0] > BUSY_LOAD_SHARE * cpus:
         line += (" -- busy: other work shared the CPUs, so the recordings and the realized changes were measured "
                  "under different contention; judge the estimates on a quiet machine")
     return textwrap.fill(line, width=100, subsequent_indent="  ")
