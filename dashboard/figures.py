@@ -287,6 +287,44 @@ def bar_figure(table: pd.DataFrame | None, x: str, y: str, title: str, colour_co
                    barmode="group")
 
 
+#: The per-rank comparison rows: (table key, column, row title, colour cause).
+PER_RANK_ROWS = (("per_rank", "step_median_ns", "Median step time", "forward"),
+                 ("per_rank", "exposed_comm_pct", "Exposed communication", "exposed_communication"),
+                 ("lateness", "median_lateness_ns", "Straggler lateness at collectives (median)", "device_sync"))
+
+
+def per_rank_figure(per_rank: pd.DataFrame | None, lateness: pd.DataFrame | None) -> go.Figure | None:
+    """Every rank side by side in one figure: median step time, exposed communication and straggler lateness,
+    a row each over one rank axis (one figure draws faster than three, and the rows line up by rank)."""
+    from plotly.subplots import make_subplots
+
+    tables = {"per_rank": per_rank, "lateness": lateness}
+    rows = [(tables[key], col, title, cause) for key, col, title, cause in PER_RANK_ROWS
+            if _has(tables[key], "rank", col)]
+    if not rows:
+        return None
+    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=[title for _, _, title, _ in rows])
+    for i, (table, col, title, cause) in enumerate(rows, start=1):
+        vals = table[col].to_numpy(dtype=float)
+        if col.endswith("_ns"):
+            scale, unit = duration_axis(vals)
+            text = [format_quantity(v, "ns") for v in vals]
+        else:
+            scale, unit = 1.0, "%"
+            text = [format_quantity(v, "%") for v in vals]
+        colour = palette.PHASE_COLOURS["forward"] if cause == "forward" else palette.cause_colour(cause)
+        fig.add_trace(go.Bar(x=table["rank"].astype(str), y=vals / scale, name=title, marker_color=colour,
+                             customdata=text, hovertemplate="rank %{x}: %{customdata}<extra>" + title + "</extra>"),
+                      row=i, col=1)
+        fig.update_yaxes(title_text=unit, row=i, col=1, automargin=True)
+    fig.update_xaxes(type="category")
+    fig.update_xaxes(title_text="Rank", row=len(rows), col=1)
+    fig = _finish(fig, "Each rank side by side", None, None, height=170 + 190 * len(rows))
+    fig.update_layout(showlegend=False)  # each row is titled
+    return fig
+
+
 def collectives_figure(table: pd.DataFrame | None, origin_ns: int | None = None) -> go.Figure | None:
     """Bus bandwidth of every collective over time (from the trace start), one colour per collective type."""
     if not _has(table, "ts_ns", "busbw_gbps", "type"):

@@ -553,17 +553,8 @@ def rank_views(ctx: PageContext) -> list:
     lateness = _first_table(rep, "stragglers", "per_rank", None)
     phases = [(r.rank, r.tables.get("phases")) for r in _results(rep, "training_loop", None) if r.rank is not None]
     blocks: list = [html.H3(f"All {len(ctx.run.ranks)} ranks side by side", id="rank-views")]
-    blocks.append(_graph(figures.bar_figure(per_rank, "rank", "step_median_ns", "Median step time per rank",
-                                            x_title="Rank", y_title="Median step time",
-                                            colour=palette.PHASE_COLOURS["forward"]), "ranks-step"))
+    blocks.append(_graph(figures.per_rank_figure(per_rank, lateness), "ranks-compare"))
     blocks.append(_graph(figures.phase_share_by_rank(phases), "ranks-phases"))
-    blocks.append(_graph(figures.bar_figure(per_rank, "rank", "exposed_comm_pct", "Exposed communication per rank",
-                                            x_title="Rank", y_title="Exposed communication, share of the step",
-                                            colour=palette.cause_colour("exposed_communication")), "ranks-exposed"))
-    blocks.append(_graph(figures.bar_figure(lateness, "rank", "median_lateness_ns",
-                                            "Straggler lateness per rank (median, at collectives)", x_title="Rank",
-                                            y_title="Median lateness", colour=palette.cause_colour("device_sync")),
-                         "ranks-lateness"))
     if per_rank is not None and not per_rank.empty:
         blocks.append(table_view("per_rank", per_rank, "ranks-table", origin_ns=ctx.run.origin_ns,
                                  first=("rank", "step_median_ns", "step_vs_median_pct", "exposed_comm_pct",

@@ -466,9 +466,8 @@ def test_all_ranks_overview_shows_every_rank(driver, server, root):
     open_page(driver, server, f"/overview?run={BUNDLE}")
     ranks = {str(t.meta.rank) for t in analyzers.load(root / BUNDLE)}
     assert len(ranks) == 2
-    for graph_id in ("ranks-step", "ranks-exposed", "ranks-lateness"):
-        drawn = {x for t in full_data(driver, graph_id) for x in map(str, t["x"])}
-        assert drawn == ranks, graph_id
+    rows = full_data(driver, "ranks-compare")
+    assert len(rows) == 3 and all({str(x) for x in t["x"]} == ranks for t in rows), rows
     phases = {y for t in full_data(driver, "ranks-phases") for y in t["y"]}
     assert phases == {f"rank {r}" for r in ranks}
     shot(driver, "overview-all-ranks")
@@ -613,8 +612,8 @@ def test_a_job_opens_from_rank_summaries_and_loads_one_rank_only_when_picked(dri
         wait(driver, settled, 180, "the job overview")
         assert cache.get(JOB).job is not None  # analyzed as one task per rank
         # Every rank in the per-rank views, from the summaries; no rank loaded in full for it.
-        for graph_id in ("ranks-step", "ranks-exposed", "ranks-lateness"):
-            assert {x for t in full_data(driver, graph_id) for x in map(str, t["x"])} == {"0", "1", "2", "3"}, graph_id
+        rows = full_data(driver, "ranks-compare")
+        assert len(rows) == 3 and all({str(x) for x in t["x"]} == {"0", "1", "2", "3"} for t in rows), rows
         assert all(cache.state(f"{JOB}#rank{r}").status == "idle" for r in range(4))
         shot(driver, "job-overview")
         open_page(driver, base, f"/timeline?run={JOB}")

@@ -232,15 +232,17 @@ def test_all_ranks_means_every_rank_side_by_side(cache):
     run = cache.load("ddp_gloo_2rank")
     tree = render(cache, "overview", "ddp_gloo_2rank")
     ids = graph_ids(tree)
-    assert {"ranks-step", "ranks-phases", "ranks-exposed", "ranks-lateness"} <= ids
+    assert {"ranks-compare", "ranks-phases"} <= ids
     figs = {n["props"]["id"]: n["props"]["figure"] for n in _walk(tree) if n.get("type") == "Graph"}
-    for fig_id in ("ranks-step", "ranks-exposed", "ranks-lateness"):
-        drawn = {str(x) for t in figs[fig_id]["data"] for x in t["x"]}
-        assert drawn == {str(r) for r in run.ranks}, fig_id
+    rows = figs["ranks-compare"]["data"]
+    assert [t["name"] for t in rows] == ["Median step time", "Exposed communication",
+                                         "Straggler lateness at collectives (median)"]
+    for t in rows:  # every rank in every row
+        assert {str(x) for x in t["x"]} == {str(r) for r in run.ranks}, t["name"]
     assert {t["y"][i] for t in figs["ranks-phases"]["data"] for i in range(len(t["y"]))} == {"rank 0", "rank 1"}
     assert "rank 0; pick a rank above" in blob_of(tree)  # the one-rank step plot says whose it is
     one = render(cache, "overview", "ddp_gloo_2rank", rank=1)
-    assert "ranks-step" not in graph_ids(one)
+    assert "ranks-compare" not in graph_ids(one)
 
 
 def test_overview_says_what_was_traced_and_how_the_run_ended(tmp_path):
