@@ -12,6 +12,7 @@ import gzip
 import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlencode
 
 import dash
@@ -86,6 +87,16 @@ TIMELINE_DRAW_JS = """function(fig, flows) {
     const meta = fig.layout.meta || {};
     return [meta.t0_ns, meta.t1_ns, ((flows && flows.annotations) || []).length];
 }"""
+
+
+class _Shown(NamedTuple):
+    """What a page shows: ``run`` (for one rank of a job, that rank's own run) and the rank within it, and for a
+    job's rank the job and the rank picked."""
+
+    run: object
+    rank: int | None
+    job: object | None
+    job_rank: int | None
 
 
 def parse_query(search: str | None) -> dict[str, str]:
@@ -196,11 +207,17 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         "function(p) { return Math.max(200, Math.min(8000, Math.round(window.innerWidth - 260))); }",
         Output("viewport", "data"), Input("url", "pathname"))
 
-    def _shown(run, rank):
-        """(the run a page of ``rank`` shows, the rank within it): one rank of a job is its own run."""
-        if run.job is not None and rank is not None:
-            return cache.rank_run(run.entry.run_id, rank), None
-        return run, rank
+    def _page_run(params: dict) -> _Shown | None:
+        """What a callback's page shows for a URL query (one rank of a job is its own run, loaded on demand), or
+        None while that is loading; UnsafeRunId for an id outside the root."""
+        run = cache.get(_run_id(params))
+        if run is None:
+            return None
+        rank = _rank_of(params, run.ranks)
+        if run.job is None or rank is None:
+            return _Shown(run, rank, None, None)
+        one = cache.rank_run(run.entry.run_id, rank)
+        return None if one is None else _Shown(one, None, run, rank)
 
     @app.callback(Output("page", "children"), Output("poll", "disabled"), Output("poll", "max_intervals"),
                   Output("nav", "children"), Output("rendered", "data"),
@@ -332,17 +349,13 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
     def flows(click, search, width):
         params = parse_query(search)
         try:
-            run = cache.get(_run_id(params))
-            if run is None or not isinstance(click, dict):
+            shown = _page_run(params) if isinstance(click, dict) else None
+            if shown is None:
                 return no_update, no_update
-            rank = _rank_of(params, run.ranks)
-            run, rank = _shown(run, rank)
             event = int(click.get("event"))
         except (UnsafeRunId, TypeError, ValueError):
             return no_update, no_update
-        if run is None:
-            return no_update, no_update
-        return flows_view(run, rank, event, _width(width))
+        return flows_view(shown.run, shown.rank, event, _width(width))
 
     @app.callback(Output("timeline-figure", "data"), Output("timeline-stats", "children"),
                   Input("timeline-request", "data"), Input("timeline-reset", "n_clicks"),
@@ -350,14 +363,12 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
     def zoom(request_, _reset, search, width):
         params = parse_query(search)
         try:
-            run = cache.get(_run_id(params))
-            if run is None:
-                return no_update, no_update
-            run, rank = _shown(run, _rank_of(params, run.ranks))
-            if run is None:
-                return no_update, no_update
+            shown = _page_run(params)
         except UnsafeRunId:
             return no_update, no_update
+        if shown is None:
+            return no_update, no_update
+        run, rank = shown.run, shown.rank
         request_ = request_ if isinstance(request_, dict) else {}
         relayout = request_.get("relayout") if isinstance(request_.get("relayout"), dict) else None
         width = request_.get("width") or width
@@ -391,16 +402,13 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
         page = (pathname or "/").strip("/") or "overview"
         params = parse_query(search)
         try:
-            run = cache.get(_run_id(params))
-            if run is None:
-                return no_update, no_update
-            rank = _rank_of(params, run.ranks)
-            job, (run, rank) = (run if run.job is not None and rank is not None else None), _shown(run, rank)
-            if run is None:
-                return no_update, no_update
+            shown = _page_run(params)
         except UnsafeRunId as exc:
             return _error(f"rejected: {exc}"), ""
-        return details_body(page, PageContext(run, rank, params, cache, job=job, job_rank=params.get("rank"))), ""
+        if shown is None:
+            return no_update, no_update
+        return details_body(page, PageContext(shown.run, shown.rank, params, cache, job=shown.job,
+                                              job_rank=shown.job_rank)), ""
 
     # The column chooser of a grid shows the hidden columns it names (client-side: no round trip).
     app.clientside_callback(
@@ -421,18 +429,12 @@ def create_app(root: str | Path, *, cache: RunCache | None = None, preload: bool
     def filter_recommendations(analyzers_, severities, search):
         params = parse_query(search)
         try:
-            run = cache.get(_run_id(params))
+            shown = _page_run(params)
         except UnsafeRunId:
             return no_update, no_update
-        if run is None:
+        if shown is None:
             return no_update, no_update
-        try:
-            run, _ = _shown(run, _rank_of(params, run.ranks))
-        except UnsafeRunId:
-            return no_update, no_update
-        if run is None:
-            return no_update, no_update
-        found = filter_findings(run.report, analyzers_, severities)
+        found = filter_findings(shown.run.report, analyzers_, severities)
         q = urlencode({k: params[k] for k in ("run", "rank") if k in params})
         return findings_list(found, q, empty="No findings match."), findings_count(len(found))
 
