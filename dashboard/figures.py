@@ -287,10 +287,11 @@ def bar_figure(table: pd.DataFrame | None, x: str, y: str, title: str, colour_co
                    barmode="group")
 
 
-#: The per-rank comparison rows: (table key, column, row title, colour cause).
-PER_RANK_ROWS = (("per_rank", "step_median_ns", "Median step time", "forward"),
-                 ("per_rank", "exposed_comm_pct", "Exposed communication", "exposed_communication"),
-                 ("lateness", "median_lateness_ns", "Straggler lateness at collectives (median)", "device_sync"))
+#: The per-rank comparison rows: (table key, column, row title, colour).
+PER_RANK_ROWS = (("per_rank", "step_median_ns", "Median step time", palette.PHASE_COLOURS["forward"]),
+                 ("per_rank", "exposed_comm_pct", "Exposed communication", palette.cause_colour("exposed_communication")),
+                 ("lateness", "median_lateness_ns", "Straggler lateness at collectives (median)",
+                  palette.cause_colour("device_sync")))
 
 
 def per_rank_figure(per_rank: pd.DataFrame | None, lateness: pd.DataFrame | None) -> go.Figure | None:
@@ -299,13 +300,13 @@ def per_rank_figure(per_rank: pd.DataFrame | None, lateness: pd.DataFrame | None
     from plotly.subplots import make_subplots
 
     tables = {"per_rank": per_rank, "lateness": lateness}
-    rows = [(tables[key], col, title, cause) for key, col, title, cause in PER_RANK_ROWS
+    rows = [(tables[key], col, title, colour) for key, col, title, colour in PER_RANK_ROWS
             if _has(tables[key], "rank", col)]
     if not rows:
         return None
     fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=[title for _, _, title, _ in rows])
-    for i, (table, col, title, cause) in enumerate(rows, start=1):
+    for i, (table, col, title, colour) in enumerate(rows, start=1):
         vals = table[col].to_numpy(dtype=float)
         if col.endswith("_ns"):
             scale, unit = duration_axis(vals)
@@ -313,7 +314,6 @@ def per_rank_figure(per_rank: pd.DataFrame | None, lateness: pd.DataFrame | None
         else:
             scale, unit = 1.0, "%"
             text = [format_quantity(v, "%") for v in vals]
-        colour = palette.PHASE_COLOURS["forward"] if cause == "forward" else palette.cause_colour(cause)
         fig.add_trace(go.Bar(x=table["rank"].astype(str), y=vals / scale, name=title, marker_color=colour,
                              customdata=text, hovertemplate="rank %{x}: %{customdata}<extra>" + title + "</extra>"),
                       row=i, col=1)
@@ -369,8 +369,10 @@ def series_figure(table: pd.DataFrame | None, x: str, ys: Sequence[str], title: 
     for key, part in parts:
         part = part.sort_values(x, kind="stable")
         for col in ys:
-            name = " · ".join(n for n in (str(key) if key is not None else "", key_label(col) if len(ys) > 1 else "")
-                              if n) or key_label(col)
+            words = [str(key)] if key is not None else []
+            if len(ys) > 1 or not words:
+                words.append(key_label(col))
+            name = " · ".join(words)
             fig.add_trace(go.Scatter(x=part["_rel"].to_numpy() / tscale, y=part[col].to_numpy(dtype=float) / scale,
                                      mode="lines", name=name,
                                      line={"color": palette.colour_for(str(key))} if key is not None else None))

@@ -623,7 +623,7 @@ def generic_page(page: str) -> Callable[[PageContext], list]:
         names = page_analyzers(page)
         reason = page_availability(ctx.run).get(page)
         if reason:  # reached by its URL: its tab is disabled with this reason
-            return [_question(page), html.Div(f"Not available for this run: {reason}", className="not-available")]
+            return [_question(page), not_available(None, reason)]
         blocks: list = [_question(page), verdict_row(page_verdict(page, rep, ctx.rank))]
         for fig_id, fig in _dedicated_figures(page, rep, ctx.rank, ctx.run.origin_ns):
             blocks.append(_graph(fig, fig_id))

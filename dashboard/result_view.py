@@ -27,9 +27,10 @@ __all__ = ["findings_list", "table_view", "result_view", "analyzer_section", "no
 _SEVERITY_COLOURS = {"critical": "#c0392b", "warning": "#d68910", "info": "#2874a6"}
 
 
-def not_available(name: str, reason: str) -> html.Div:
-    """The notice shown in place of an analyzer that did not run for this run."""
-    return html.Div(f"{name}: not available for this run: {reason}", className="not-available")
+def not_available(name: str | None, reason: str) -> html.Div:
+    """The notice shown in place of an analyzer (or, ``name`` None, a whole page) this run cannot fill."""
+    text = f"{name}: not available for this run: {reason}" if name else f"Not available for this run: {reason}"
+    return html.Div(text, className="not-available")
 
 
 def is_shown_value(value: object) -> bool:

@@ -223,8 +223,7 @@ class RunCache:
             if state is not None and state.status == "queued":
                 # Still waiting: a plain request moves it to the front. Taken off the queue by the worker but
                 # not yet marked parsing: it is being loaded, so it must not be queued a second time.
-                waiting = [e for e in self._queue if e.run_id == entry.run_id]
-                if waiting and not background:
+                if not background and any(e.run_id == entry.run_id for e in self._queue):
                     self._queue = [e for e in self._queue if e.run_id != entry.run_id]
                     self._queue.insert(0, entry)
                 return state

@@ -900,8 +900,7 @@ def _ints(values) -> np.ndarray:
                 if type(arr[i]) is bool:
                     out[i] = -1
             return out
-    return np.array([(v if -2**63 <= v < 2**63 else -1) if type(v) is int else
-                     (-1 if v is None or v != v else _int_or_missing(v)) for v in arr], dtype=np.int64)
+    return np.array([_int_or_missing(v) for v in arr], dtype=np.int64)
 
 
 def _objects(values) -> np.ndarray:
