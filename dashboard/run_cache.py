@@ -254,7 +254,7 @@ class RunCache:
 
     def _work(self) -> None:
         _lower_priority()
-        _warm_up()
+        _warm_up(lambda: self._closed)
         while True:
             with self._lock:
                 while not self._queue and not self._closed:
@@ -403,7 +403,7 @@ class RunCache:
         state.total = total
         state.status, state.stage = "parsing", f"parsing {entry.label} ({format_bytes(entry.size_bytes)})"
         data = self._attempt(entry, state, lambda: self._loader(entry.path))
-        if data is None:
+        if data is None or self._closed:
             return
         # Published at once: the timeline needs no analyzer, and each page renders as soon as
         # its own analyzers are done (see LoadedRun.pending).
@@ -416,6 +416,8 @@ class RunCache:
         errors: dict = {}
         for i, name in enumerate(names):
             self._wait_for_foreground()
+            if self._closed:
+                return
             state.stage = f"running analyzer {name} ({i + 1}/{len(names)})"
             try:
                 part = self._analyze(data, only=(name,))
@@ -438,13 +440,20 @@ class RunCache:
         with self._lock:
             state.status, state.error, state.finished_at = "error", message, time.monotonic()
 
-    def shutdown(self) -> None:
-        """Stop the loader thread (pending loads are dropped)."""
+    def shutdown(self, wait_s: float = 0.0) -> bool:
+        """Stop the loader thread: pending loads are dropped, and a load in progress stops at its next stage
+        (after the parse, between analyzers). Waits up to ``wait_s`` for the thread to end; True once it has.
+
+        A process should not exit with the thread still inside a parse or a Parquet write: the interpreter's
+        and pyarrow's teardown then run under it (a served dashboard stopped mid-load once ended in SIGABRT)."""
         with self._lock:
             self._closed = True
             self._queue.clear()
             self._wake.notify_all()
             self._idle.notify_all()
+        if wait_s > 0 and self._worker is not threading.current_thread():
+            self._worker.join(wait_s)
+        return not self._worker.is_alive()
 
 
 def _lower_priority() -> None:
@@ -461,15 +470,19 @@ def _lower_priority() -> None:
         pass
 
 
-def _warm_up() -> None:
+def _warm_up(closed: Callable[[], bool] = lambda: False) -> None:
     """Import what the first load needs (the loader, the Parquet cache, every analyzer) before it is asked for:
-    on a fresh server these imports were half a second of the first page's wait."""
+    on a fresh server these imports were half a second of the first page's wait. Stops early once ``closed()``."""
     try:
         import pyarrow.parquet  # noqa: F401  (the trace cache's reader)
 
         from torchscope.analyzers.io import loader  # noqa: F401
 
+        if closed():
+            return
         load_analyzers()
+        if closed():
+            return
         import plotly.graph_objects as go
 
         go.Figure(go.Bar(x=[1], y=[1])).to_plotly_json()  # plotly's validators load on the first figure (~0.2 s)

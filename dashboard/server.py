@@ -12,15 +12,16 @@ server, so with it the app runs there, with Flask's own request log and warning.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Callable, Iterable, NoReturn, TextIO
 
 __all__ = ["serve", "listen_url", "quiet_waitress", "RequestLog", "DEFAULT_HOST", "DEFAULT_PORT", "SERVER_THREADS",
-           "WAITRESS_LOG_PREFIX"]
+           "WAITRESS_LOG_PREFIX", "STOP_WAIT_S", "exit_now"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
@@ -28,6 +29,8 @@ DEFAULT_PORT = 8050
 SERVER_THREADS = 8
 #: What a line from waitress (the WSGI server) starts with on stderr.
 WAITRESS_LOG_PREFIX = "waitress: "
+#: How long a stopped server waits for its loader thread to finish the stage it is in (seconds).
+STOP_WAIT_S = 3.0
 
 
 def listen_url(host: str, port: int) -> str:
@@ -90,8 +93,11 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def serve(path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, debug: bool = False,
-          preload: bool = True, verbose: bool = False, title: str = "torchscope dashboard") -> None:
-    """Serve the dashboard over ``path`` on ``host``:``port`` until Ctrl-C; prints ``title: open URL`` once bound."""
+          preload: bool = True, verbose: bool = False, title: str = "torchscope dashboard") -> bool:
+    """Serve the dashboard over ``path`` on ``host``:``port`` until Ctrl-C; prints ``title: open URL`` once bound.
+
+    Returns True when everything it started has stopped; False when the loader thread was still inside a load
+    after STOP_WAIT_S: a command-line caller should then leave with `exit_now` rather than a normal exit."""
     from torchscope.dashboard.app import create_app
 
     app = create_app(path, preload=preload)
@@ -99,7 +105,7 @@ def serve(path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     if debug:
         print(line, flush=True)
         app.run(host=host, port=port, debug=True, use_reloader=False)
-        return
+        return app.torchscope_cache.shutdown(STOP_WAIT_S)  # type: ignore[attr-defined]
     from waitress import create_server
 
     quiet_waitress(verbose)
@@ -114,4 +120,17 @@ def serve(path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
         pass
     finally:
         server.close()
-        app.torchscope_cache.shutdown()  # type: ignore[attr-defined]
+        stopped = app.torchscope_cache.shutdown(STOP_WAIT_S)  # type: ignore[attr-defined]
+    return stopped
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process at once with ``code``, stdout and stderr flushed, skipping the interpreter's teardown:
+    for a command whose background loader is still inside a parse or a cache write when it is stopped (the
+    cache's writes are write-then-rename, so an entry cut short is never seen, only swept later)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

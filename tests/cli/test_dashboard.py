@@ -176,3 +176,16 @@ def test_demo_serves_through_the_same_quiet_server(tmp_path, sample_traces, monk
     assert main(["demo", "--runs-dir", str(tmp_path), "--port", "8124", "--verbose"]) == 0
     assert served["path"] == tmp_path.resolve() and served["port"] == 8124 and served["host"] == "127.0.0.1"
     assert served["verbose"] is True and served["title"] == f"torchscope dashboard over {tmp_path.resolve()}"
+
+
+def test_exit_now_flushes_what_was_written_and_skips_the_teardown():
+    """The stopped server's way out while its loader is still inside a load: output kept, no teardown run."""
+    code = ("import atexit, sys\n"
+            "from torchscope.dashboard.server import exit_now\n"
+            "atexit.register(lambda: print('teardown ran'))\n"
+            "print('written', end='')\n"
+            "sys.stderr.write('also written')\n"
+            "exit_now(3)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout == "written" and done.stderr == "also written"

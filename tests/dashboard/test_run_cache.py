@@ -188,3 +188,32 @@ def test_no_analyzer_starts_while_a_page_is_drawn(tmp_path, shared_traces):
         assert run.complete and started and started[0] >= released_at - 0.05
     finally:
         cache.shutdown()
+
+
+def test_shutdown_stops_a_load_at_its_next_stage_and_waits_for_the_thread(tmp_path, shared_traces):
+    """A stopped server must not exit with the loader still inside a load (the interpreter's teardown would run
+    under it): shutdown ends the load between analyzers and says whether the thread has ended."""
+    from torchscope.analyzers.core.registry import run_all
+
+    shutil.copy(shared_traces / "mi250_minitoy_train.json.gz", tmp_path / "one.json.gz")
+    inside, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def analyze(data, only=None, **kw):
+        ran.append(only[0])
+        inside.set()
+        release.wait(30)
+        return run_all(data, only=only, **kw)
+
+    cache = RunCache(tmp_path, analyze=analyze)
+    try:
+        cache.request("one.json.gz")
+        assert inside.wait(60)  # the first analyzer is running
+        assert cache.shutdown(wait_s=0.2) is False  # still inside it
+        release.set()
+        assert cache.shutdown(wait_s=30) is True
+        assert ran == ran[:1]  # no analyzer began after the shutdown
+        assert not cache._worker.is_alive()
+    finally:
+        release.set()
+        cache.shutdown()

@@ -45,10 +45,12 @@ def _main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"torchscope: warning: serving on {args.host}: anyone who can reach it can read these runs\n")
     title = f"torchscope dashboard: {len(runs)} run(s) under {root.resolve()}"
     try:
-        server.serve(root, host=args.host, port=args.port, debug=args.debug, preload=not args.no_preload,
-                     verbose=args.verbose, title=title)
+        stopped = server.serve(root, host=args.host, port=args.port, debug=args.debug,
+                               preload=not args.no_preload, verbose=args.verbose, title=title)
     except OSError as exc:  # the port is taken, or the host is not an address of this machine
         sys.stderr.write(f"torchscope: error: --host {args.host} --port {args.port}: "
                          f"cannot listen there ({exc.strerror or exc})\n")
         return 2
+    if stopped is False:  # the loader is still inside a load: leave without the interpreter's teardown
+        server.exit_now(0)
     return 0
