@@ -38,7 +38,7 @@ from torchscope.analyzers.kernels import (
 )
 from torchscope.analyzers.report.units import format_duration_ns
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
-from torchscope.analyzers.timeline.nesting import outermost
+from torchscope.analyzers.timeline.nesting import outermost, parents
 from torchscope.analyzers.timeline.steps import step_index
 
 __all__ = [
@@ -154,7 +154,29 @@ def _find_leaf_ops(model: StepModel) -> pd.DataFrame:
     out = ops.iloc[rows]
     category = _op_categories(model)[rows]
     out["category"] = category
+    out["inside_other_op"] = _inside_other_op(model)[rows]
     return out.reset_index(drop=True)
+
+
+def _inside_other_op(model: StepModel) -> np.ndarray:
+    """True for each row of ``model.ops`` nested (on its thread) inside an operator that is neither pointwise,
+    a reduction, a view nor autograd bookkeeping: a GEMM's own contiguous copy, a composite op's internals.
+    Those belong to the op around them; no compiler fuses them with the ops before or after it."""
+    ops = model.ops
+    parent = model.cache.get("parents")
+    if parent is None:
+        parent = model.cache["parents"] = parents(ops)
+    other = (ops["kind"].to_numpy(object) == "cpu_op") & ~np.isin(_op_categories(model), (ELEMENTWISE, REDUCTION,
+                                                                                          LAYOUT))
+    other &= ~name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
+    inside = np.zeros(len(ops), dtype=bool)
+    child = np.flatnonzero(parent >= 0)
+    up = parent[child]
+    while child.size:  # one nesting level per pass: each op's ancestors, nearest first
+        inside[child] |= other[up]
+        more = ~inside[child] & (parent[up] >= 0)
+        child, up = child[more], parent[up[more]]
+    return inside
 
 
 def _with_sizes(model: StepModel, leaf: pd.DataFrame) -> pd.DataFrame:
@@ -360,7 +382,8 @@ def fuse_elementwise(model: StepModel, attr: Attribution) -> Estimate | None:
     leaf = _leaf_ops(model)
     if leaf.empty:
         return None
-    leaf = leaf[_outside(model, leaf, "optimizer", "data_loading")].reset_index(drop=True)
+    leaf = leaf[_outside(model, leaf, "optimizer", "data_loading") & ~leaf["inside_other_op"].to_numpy()]
+    leaf = leaf.reset_index(drop=True)
     loops = _loops(model)[0]
     if loops:  # a loop over elements is one cause (vectorise_loops), not chains to fuse
         spans = merge_intervals(np.array([c[0] for c in loops], np.int64), np.array([c[1] for c in loops], np.int64))

@@ -336,3 +336,34 @@ def test_replay_running_sums_and_maxima_restart_at_every_run(scale):
         want_max[a:b], want_sum[a:b] = np.maximum.accumulate(v[a:b]), np.cumsum(v[a:b])
     assert (_run_cummax(v, run) == want_max).all()
     assert (_run_cumsum(v, run) == want_sum).all()
+
+
+def _gemm_then_chain_trace(tmp_path):
+    """CPU steps: a bmm whose own first child is a contiguous copy (elementwise), then 300 µs of the bmm's
+    compute, then a chain of 4 elementwise ops over 64K floats."""
+    shape = {"Input Dims": [[256, 256], [256, 256]], "Input type": ["float", "float"]}
+    b = KinetoBuilder()
+    t = 0.0
+    for step in range(1, 4):
+        b.step(step, t, 1000)
+        b.op("aten::bmm", t + 10, 340)
+        b.op("aten::copy_", t + 12, 30, **shape)  # the bmm's contiguous copy of an input
+        c = t + 360
+        for name in ("aten::add", "aten::mul", "aten::sub", "aten::div"):
+            b.op(name, c, 50, **shape)
+            c += 55
+        t += 1000
+    b.step(4, t, 1)
+    return b.load(tmp_path / "gemm_chain.json", compute_major=None)
+
+
+def test_an_elementwise_op_inside_a_gemm_is_the_gemms_and_starts_no_chain(tmp_path):
+    """The copy inside the bmm is not fused with the ops after the bmm: the chain, and its cut, start at the
+    first op after it (the bmm's own 300 µs are kept), one chain of 4 ops per step."""
+    model = build(_gemm_then_chain_trace(tmp_path))
+    est = whatif.fuse_elementwise(model, attribute(model))
+    assert est is not None and est.evidence["chains"] == 3 and est.evidence["ops"] == 12
+    starts, ends, _ = est.change.cuts
+    first_op = model.ops.loc[model.ops["name"] == "aten::add", "ts_ns"].to_numpy()
+    assert np.array_equal(np.sort(starts), np.sort(first_op))
+    assert (ends - starts <= 4 * 55_000).all()
