@@ -6,7 +6,10 @@
 2. record each with plain ``torch.profiler`` (schedule wait 1, warmup 2, active 5; the trace goes
    through ``tensorboard_trace_handler``) into ``<run>/<variant>/torch_profiler/``, and with
    ``torchscope.profile`` (same schedule) into the bundle ``<run>/<variant>/torchscope/`` (every rank
-   into the same bundle: the profiler finds the rank from torch.distributed);
+   into the same bundle: the profiler finds the rank from torch.distributed); ``job.recordings``
+   rounds of this, round k > 1 into ``torch_profiler.k`` and ``torchscope.k`` (`recording_dir`). One
+   5-step recording is one sample of a machine whose step time moves by a third from second to second
+   here, so its estimate is a sample too; the runner takes the median over the rounds;
 3. with no profiler running, time REPS repetitions of each, interleaved (before, after, before, ...):
    a repetition is REP_WARMUP_STEPS untimed steps and then `steps_per_rep` timed ones, with steps_per_rep
    chosen from the before's step time so that a repetition lasts about `rep_seconds`;
@@ -30,7 +33,8 @@ import torch.distributed as dist
 
 from benchmarks.advice.pairs import VARIANTS, load_pair
 
-__all__ = ["RankJob", "run_rank", "TIMING_FILE", "PROFILE_SCHEDULE", "WARMUP_STEPS", "REP_WARMUP_STEPS"]
+__all__ = ["RankJob", "run_rank", "recording_dir", "TIMING_FILE", "PROFILE_SCHEDULE", "WARMUP_STEPS",
+           "REP_WARMUP_STEPS", "PATH_DIRS"]
 
 #: the schedule of both recording paths (as torch.profiler.schedule arguments)
 PROFILE_SCHEDULE = {"wait": 1, "warmup": 2, "active": 5}
@@ -44,6 +48,8 @@ MIN_STEPS_PER_REP, MAX_STEPS_PER_REP = 3, 200
 PROBE_STEPS = 3
 TIMING_FILE = "timing.json"
 TORCH_PROFILER_DIR, TORCHSCOPE_DIR = "torch_profiler", "torchscope"
+#: each recording path's folder name (the paths as scoring.PATHS names them)
+PATH_DIRS = {"torch_profiler": TORCH_PROFILER_DIR, "torchscope": TORCHSCOPE_DIR}
 #: KINETO_LOG_LEVEL that silences Kineto's USDT lines (as torchscope.profile sets it for itself)
 KINETO_QUIET_LEVEL = "6"
 
@@ -60,6 +66,14 @@ class RankJob:
     reps: int
     rep_seconds: float
     threads: int
+    #: rounds of recordings (each: both variants on both paths)
+    recordings: int = 1
+
+
+def recording_dir(run_dir: Path, variant: str, path: str, round_: int = 1) -> Path:
+    """Where round ``round_`` (from 1) of ``variant`` on ``path`` is recorded: ``torchscope``, ``torchscope.2``, ..."""
+    name = PATH_DIRS[path]
+    return Path(run_dir) / variant / (name if round_ == 1 else f"{name}.{round_}")
 
 
 def _profile_steps() -> int:
@@ -165,10 +179,11 @@ def run_rank(rank: int, job: RankJob) -> None:
             for _ in range(WARMUP_STEPS):
                 pair.step(states[variant])
             _sync(pair)
-        for variant in VARIANTS:
-            _record_torch_profiler(pair, states[variant], run / variant / TORCH_PROFILER_DIR, rank)
-        for variant in VARIANTS:
-            _record_torchscope(pair, states[variant], run / variant / TORCHSCOPE_DIR)
+        for k in range(1, job.recordings + 1):  # rounds spread the recordings over the run's time
+            for variant in VARIANTS:
+                _record_torch_profiler(pair, states[variant], recording_dir(run, variant, "torch_profiler", k), rank)
+            for variant in VARIANTS:
+                _record_torchscope(pair, states[variant], recording_dir(run, variant, "torchscope", k))
         timing = _time_interleaved(pair, states, job)
         if rank == 0:
             (run / TIMING_FILE).write_text(json.dumps({"job": asdict(job), **timing}, indent=1))

@@ -47,6 +47,10 @@ MIN_REPS = 7
 #: alike (two runs of 7 x 0.4 s reps differed by up to 20 points of realized change on a pair)
 DEFAULT_REPS = 15
 DEFAULT_REP_SECONDS = 0.25
+#: rounds of recordings per pair. One 5-step recording samples one moment of a machine whose step time
+#: moved 19.6-27.4 ms between three 10-step windows of the same loop (compile_gelu_mlp, CPU time): the
+#: recorded step, the denominator of every estimate, moved with it. Three rounds give a median.
+DEFAULT_RECORDINGS = 3
 #: a pair's ranks that run longer than this are stopped and the pair reported as failed
 PAIR_TIMEOUT_S = 1200
 #: torch threads per rank. One: this machine's 2 cores are shared, and intra-op threads spinning for a
@@ -88,7 +92,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:160]
 
 
-def _record(pair: ModuleType, run_dir: Path, reps: int, rep_seconds: float) -> None:
+def _record(pair: ModuleType, run_dir: Path, reps: int, rep_seconds: float, recordings: int) -> None:
     """Spawn the pair's ranks (benchmarks.advice.record.run_rank) and wait for them."""
     import torch.multiprocessing as mp  # noqa: PLC0415
 
@@ -100,7 +104,8 @@ def _record(pair: ModuleType, run_dir: Path, reps: int, rep_seconds: float) -> N
     run_dir.mkdir(parents=True)
     world = int(pair.WORLD_SIZE)
     job = RankJob(pair=pair.NAME, run_dir=str(run_dir), world_size=world, backend=getattr(pair, "BACKEND", None),
-                  master_port=free_port(), reps=reps, rep_seconds=rep_seconds, threads=THREADS_PER_RANK)
+                  master_port=free_port(), reps=reps, rep_seconds=rep_seconds, threads=THREADS_PER_RANK,
+                  recordings=recordings)
     ctx = mp.start_processes(run_rank, args=(job,), nprocs=world, join=False, start_method="spawn")
     deadline = time.monotonic() + PAIR_TIMEOUT_S
     while not ctx.join(timeout=5):
@@ -136,14 +141,26 @@ def detect(path: Path, expected: str) -> Detection:
                      recorded_step_ns=step_ns)
 
 
-def _recording_dir(run_dir: Path, variant: str, path: str) -> Path:
-    from benchmarks.advice.record import TORCH_PROFILER_DIR, TORCHSCOPE_DIR  # noqa: PLC0415
+def _rounds_recorded(run_dir: Path) -> int:
+    """How many rounds of recordings a pair's run folder holds (every variant and path has each round)."""
+    from benchmarks.advice.record import recording_dir  # noqa: PLC0415
 
-    return run_dir / variant / {"torch_profiler": TORCH_PROFILER_DIR, "torchscope": TORCHSCOPE_DIR}[path]
+    k = 1
+    while all(recording_dir(run_dir, v, p, k + 1).exists() for v in VARIANTS for p in PATHS):
+        k += 1
+    return k
+
+
+def _path_figures(run_dir: Path, path: str, expected: str) -> PathFigures:
+    from benchmarks.advice.record import recording_dir  # noqa: PLC0415
+
+    rounds = [tuple(detect(recording_dir(run_dir, v, path, k), expected) for v in VARIANTS)
+              for k in range(1, _rounds_recorded(run_dir) + 1)]
+    return PathFigures(path, *rounds[0], repeats=tuple(rounds[1:]))
 
 
 def run_pair(pair: ModuleType, out: Path, *, reps: int = DEFAULT_REPS, rep_seconds: float = DEFAULT_REP_SECONDS,
-             analyze_only: bool = False) -> PairFigures:
+             recordings: int = DEFAULT_RECORDINGS, analyze_only: bool = False) -> PairFigures:
     """Record (unless analyze_only), time and analyze one pair; failures become the figures' status."""
     from benchmarks.advice.record import TIMING_FILE  # noqa: PLC0415
 
@@ -154,12 +171,11 @@ def run_pair(pair: ModuleType, out: Path, *, reps: int = DEFAULT_REPS, rep_secon
     run_dir = out / pair.NAME
     try:
         if not analyze_only:
-            _record(pair, run_dir, reps, rep_seconds)
+            _record(pair, run_dir, reps, rep_seconds, recordings)
         timing = json.loads((run_dir / TIMING_FILE).read_text())
     except Exception as exc:  # noqa: BLE001 - one failed pair must not stop the corpus
         return replace(figures, status=f"error: {_one_line(exc)}")
-    paths = tuple(PathFigures(path, *(detect(_recording_dir(run_dir, v, path), pair.EXPECTED) for v in VARIANTS))
-                  for path in PATHS)
+    paths = tuple(_path_figures(run_dir, path, pair.EXPECTED) for path in PATHS)
     key = "_cpu_step_s" if clock_of(pair) == "cpu" else "_step_s"
     return replace(figures, clock=clock_of(pair), before_step_s=tuple(timing["before" + key]),
                    after_step_s=tuple(timing["after" + key]), paths=paths)
@@ -168,10 +184,25 @@ def run_pair(pair: ModuleType, out: Path, *, reps: int = DEFAULT_REPS, rep_secon
 # ---- output --------------------------------------------------------------------------------------
 COLUMNS = ("pair", "path", "before", "after", "estimated", "realized", "|err|", "median step before -> after")
 WIDTHS = (25, 6, 6, 5, 9, 8, 6, 0)
+#: the markdown table's last column: the estimate of each round, of which "estimated" is the median
+SPREAD_COLUMN = "estimate per recording"
 
 
 def _yes_no(d: Detection) -> str:
     return "error" if d.error else ("yes" if d.fired else "no")
+
+
+def _fired_text(detections: Sequence[Detection]) -> str:
+    """yes / no for one recording or when every round agrees; else how many rounds fired ("2/3")."""
+    if len(detections) == 1 or len({_yes_no(d) for d in detections}) == 1:
+        return _yes_no(detections[0])
+    return f"{sum(d.fired for d in detections)}/{len(detections)}"
+
+
+def _estimates_text(f: PathFigures) -> str:
+    """Each round's estimate, in the order recorded (the markdown table's spread column)."""
+    return ", ".join("unknown" if d.gain_fraction is None else format_share(d.gain_fraction) if d.fired else "-"
+                     for d in f.befores)
 
 
 def _share(value: float | None) -> str:
@@ -179,12 +210,13 @@ def _share(value: float | None) -> str:
 
 
 def _estimate_text(f: PathFigures) -> str:
-    if not f.before.fired:
+    if not f.fires_before:
         return MISSING
     return "unknown" if f.estimated is None else format_share(f.estimated)
 
 
-def _rows(pairs: Sequence[PairFigures]) -> list[tuple[str, ...]]:
+def _rows(pairs: Sequence[PairFigures], *, per_round: bool = False) -> list[tuple[str, ...]]:
+    """One row per pair and path; ``per_round`` adds each round's estimate (SPREAD_COLUMN) at the end."""
     rows: list[tuple[str, ...]] = []
     for p in pairs:
         if p.status != "ok":
@@ -193,9 +225,9 @@ def _rows(pairs: Sequence[PairFigures]) -> list[tuple[str, ...]]:
         steps = f"{format_duration_ns(p.before_ns)} -> {format_duration_ns(p.after_ns)}" + CLOCK_MARK[p.clock]
         for i, f in enumerate(p.paths):
             err = p.error_of(f)
-            rows.append((p.name if i == 0 else "", PATH_LABELS[f.path], _yes_no(f.before), _yes_no(f.after),
+            rows.append((p.name if i == 0 else "", PATH_LABELS[f.path], _fired_text(f.befores), _fired_text(f.afters),
                          _estimate_text(f), _share(p.realized) if i == 0 else "", _share(err),
-                         steps if i == 0 else ""))
+                         steps if i == 0 else "") + ((_estimates_text(f),) if per_round else ()))
     return rows
 
 
@@ -213,13 +245,14 @@ def _notes(pairs: Sequence[PairFigures]) -> list[str]:
              "plain = recorded with torch.profiler, bundle = recorded with torchscope.profile",
              "step times by the wall clock; 'cpu': by the process's CPU time (host-compute-only pairs)"]
     errors = {f"{p.name} {PATH_LABELS[f.path]} {v}: {d.error}" for p in pairs for f in p.paths
-              for v, d in (("before", f.before), ("after", f.after)) if d.error}
+              for v, ds in (("before", f.befores), ("after", f.afters)) for d in ds if d.error}
     notes += sorted(errors)
     for p in pairs:  # what the analyzers said instead, where the before missed the expected finding
         for f in p.paths:
-            if not f.before.fired and not f.before.error:
-                top = ", ".join(f"{i} {format_share(g)}" for i, g in f.before.findings[:INSTEAD_SHOWN]) or "nothing"
-                why = f" ({f.before.analyzer_note})" if f.before.analyzer_note else ""
+            missed = next((d for d in f.befores if not d.fired and not d.error), None)
+            if missed is not None:
+                top = ", ".join(f"{i} {format_share(g)}" for i, g in missed.findings[:INSTEAD_SHOWN]) or "nothing"
+                why = f" ({missed.analyzer_note})" if missed.analyzer_note else ""
                 notes.append(f"{p.name} {PATH_LABELS[f.path]} before found instead: {top}{why}")
     return notes
 
@@ -241,9 +274,10 @@ def render_table(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = 
 
 def render_markdown(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = True) -> str:
     """The corpus as a Markdown table, then the summary, for the README."""
-    out = ["| " + " | ".join(c.replace("|", "\\|") for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in _rows(pairs):
-        cells = list(r) + [""] * (len(COLUMNS) - len(r))
+    columns = (*COLUMNS, SPREAD_COLUMN)
+    out = ["| " + " | ".join(c.replace("|", "\\|") for c in columns) + " |", "|" + "---|" * len(columns)]
+    for r in _rows(pairs, per_round=True):
+        cells = list(r) + [""] * (len(columns) - len(r))
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     out += [""] + [f"- {ln}" for ln in _summary_lines(summarize(pairs)) + _notes(pairs)]
     if not bottleneck_registered:
@@ -268,7 +302,10 @@ def figures_json(pairs: Sequence[PairFigures]) -> dict:
             "realized_paired": p.realized_paired,
             "right": p.right,
             "paths": {f.path: {"before": _detection_json(f.before), "after": _detection_json(f.after),
-                               "estimated": f.estimated, "relative_error": p.error_of(f), "right": p.right_on(f)}
+                               "rounds": [{"before": _detection_json(b), "after": _detection_json(a)}
+                                          for b, a in zip(f.befores, f.afters)],
+                               "estimates": list(f.estimates), "estimated": f.estimated,
+                               "relative_error": p.error_of(f), "right": p.right_on(f)}
                       for f in p.paths},
         } for p in pairs],
         "summary": {"right": s.right, "total": s.total, "right_by_path": s.right_by_path, "skipped": s.skipped,
@@ -288,7 +325,7 @@ def _progress(i: int, n: int, name: str) -> Callable[[PairFigures, float], None]
     def done(figures: PairFigures, seconds: float) -> None:
         what = (figures.status if figures.status != "ok"
                 else f"realized {_share(figures.realized)}, fires before "
-                     + "/".join(_yes_no(f.before) for f in figures.paths))
+                     + "/".join(_fired_text(f.befores) for f in figures.paths))
         print(f"[{i}/{n}] {name}: {what} ({seconds:.0f} s)", file=sys.stderr, flush=True)
 
     return done
@@ -302,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"timed repetitions of each variant (>= {MIN_REPS})")
     parser.add_argument("--rep-seconds", type=float, default=DEFAULT_REP_SECONDS, help="length of one repetition")
+    parser.add_argument("--recordings", type=int, default=DEFAULT_RECORDINGS,
+                        help=f"rounds of recordings per pair, estimate = their median (default {DEFAULT_RECORDINGS})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the recordings go")
     parser.add_argument("--analyze-only", action="store_true", help="analyze the recordings already in --out")
     args = parser.parse_args(argv)
@@ -313,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps < MIN_REPS:
         print(f"run_advice.py: --reps must be at least {MIN_REPS}, got {args.reps}", file=sys.stderr)
         return 2
+    if args.recordings < 1:
+        print(f"run_advice.py: --recordings must be at least 1, got {args.recordings}", file=sys.stderr)
+        return 2
     if not args.rep_seconds > 0:
         print(f"run_advice.py: --rep-seconds must be positive, got {args.rep_seconds}", file=sys.stderr)
         return 2
@@ -322,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         done = _progress(i, len(names), name)
         t0 = time.monotonic()
         figures.append(run_pair(load_pair(name), args.out, reps=args.reps, rep_seconds=args.rep_seconds,
-                                analyze_only=args.analyze_only))
+                                recordings=args.recordings, analyze_only=args.analyze_only))
         loads.append(_load_average())
         done(figures[-1], time.monotonic() - t0)
     registered = _bottleneck_registered()

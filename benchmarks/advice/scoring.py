@@ -39,16 +39,48 @@ class Detection:
 
 @dataclass(frozen=True)
 class PathFigures:
-    """One recording path of one pair: the before's and the after's detections."""
+    """One recording path of one pair: the before's and the after's detections, first round and repeats.
+
+    A recording is five steps, one sample of the machine's speed in that second; with several rounds the
+    path fires before when every before recording fired, fires after when any after recording did, and
+    its estimate is the median of the before recordings' estimates (`estimates` keeps them all)."""
 
     path: str
     before: Detection
     after: Detection
+    #: the (before, after) detections of the rounds after the first
+    repeats: tuple[tuple[Detection, Detection], ...] = ()
+
+    @property
+    def befores(self) -> tuple[Detection, ...]:
+        """The before's detections, one per round."""
+        return (self.before, *(b for b, _ in self.repeats))
+
+    @property
+    def afters(self) -> tuple[Detection, ...]:
+        """The after's detections, one per round."""
+        return (self.after, *(a for _, a in self.repeats))
+
+    @property
+    def fires_before(self) -> bool:
+        """The expected finding fired on every before recording."""
+        return all(d.fired for d in self.befores)
+
+    @property
+    def fires_after(self) -> bool:
+        """The expected finding fired on any after recording (it should on none)."""
+        return any(d.fired for d in self.afters)
+
+    @property
+    def estimates(self) -> tuple[float, ...]:
+        """Each before recording's estimate (0..1 of step time), where it fired with one."""
+        return tuple(d.gain_fraction for d in self.befores if d.fired and d.gain_fraction is not None)
 
     @property
     def estimated(self) -> float | None:
-        """The gain the before's finding predicts (0..1 of step time), None when it gave none."""
-        return self.before.gain_fraction if self.before.fired else None
+        """The gain the before's finding predicts (median over rounds, 0..1 of step time); None when it gave none."""
+        values = self.estimates
+        return statistics.median(values) if values and self.fires_before else None
 
 
 @dataclass(frozen=True)
@@ -95,7 +127,7 @@ class PairFigures:
     def right_on(self, path: PathFigures) -> bool:
         """Fires before, not after, and the estimate is within TOLERANCE of the realized change."""
         err = self.error_of(path)
-        return path.before.fired and not path.after.fired and err is not None and err <= TOLERANCE
+        return path.fires_before and not path.fires_after and err is not None and err <= TOLERANCE
 
     @property
     def right(self) -> bool:

@@ -129,6 +129,42 @@ def test_a_pair_right_on_one_path_only_is_not_right() -> None:
     assert summarize([figures]).right_by_path == {PATHS[0]: 1, PATHS[1]: 0}
 
 
+def test_rounds_of_recordings_fire_on_all_befores_no_after_and_estimate_their_median() -> None:
+    def d(est: float | None, fired: bool = True) -> Detection:
+        return Detection(fired=fired, gain_fraction=est if fired else None)
+
+    three = PathFigures(PATHS[0], d(0.40), d(None, False), repeats=((d(0.20), d(None, False)),
+                                                                    (d(0.30), d(None, False))))
+    assert three.estimates == (0.40, 0.20, 0.30) and three.estimated == pytest.approx(0.30)
+    assert three.fires_before and not three.fires_after
+    once_missed = PathFigures(PATHS[0], d(0.40), d(None, False), repeats=((d(None, False), d(None, False)),))
+    assert not once_missed.fires_before and once_missed.estimated is None
+    once_after = PathFigures(PATHS[1], d(0.30), d(None, False), repeats=((d(0.30), d(0.05)),))
+    assert once_after.fires_after
+    pair = PairFigures("p", "bottleneck.data_loading", "c", before_step_s=(0.1,), after_step_s=(0.07,),
+                       paths=(three, once_after))
+    assert pair.right_on(three) and not pair.right_on(once_after)
+    row = run_advice._rows([pair], per_round=True)[1]
+    assert row[2:4] == ("yes", "1/2") and row[-1] == "30.0%, 30.0%"  # the after fired in 1 of 2 rounds
+    md = run_advice.render_markdown([pair])
+    assert run_advice.SPREAD_COLUMN in md.splitlines()[0] and "40.0%, 20.0%, 30.0%" in md
+    rounds = run_advice.figures_json([pair])["pairs"][0]["paths"][PATHS[0]]["rounds"]
+    assert [r["before"]["gain_fraction"] for r in rounds] == [0.40, 0.20, 0.30]
+
+
+def test_the_runner_finds_every_round_a_run_folder_holds(tmp_path: Path) -> None:
+    from benchmarks.advice.record import recording_dir
+
+    for k in (1, 2, 3):
+        for v in VARIANTS:
+            for p in PATHS:
+                recording_dir(tmp_path, v, p, k).mkdir(parents=True)
+    recording_dir(tmp_path, VARIANTS[0], PATHS[0], 4).mkdir()  # a round cut short is not a round
+    assert run_advice._rounds_recorded(tmp_path) == 3
+    assert recording_dir(tmp_path, "before", "torchscope", 1).name == "torchscope"
+    assert recording_dir(tmp_path, "before", "torchscope", 2).name == "torchscope.2"
+
+
 def test_table_fits_100_columns_and_markdown_has_every_pair() -> None:
     pairs = [_figures("compile_layernorm_softmax", 0.5, est=0.45), _figures("gpu", 0.0, est=None,
              status="skipped: no CUDA"), _figures("broken", 0.0, est=None, status="error: " + "x" * 200)]
