@@ -33,10 +33,10 @@ from torchscope.analyzers.core.trace import Trace, name_mask
 from torchscope.analyzers.kernels import fp32_gemm_kernels, kernel_categories
 from torchscope.analyzers.timeline.intervals import merge_intervals
 from torchscope.analyzers.timeline.launches import gpu_work, launch_columns
-from torchscope.analyzers.timeline.nesting import time_order
+from torchscope.analyzers.timeline.nesting import parents, time_order
 from torchscope.analyzers.timeline.steps import step_index, windows_or_span
 
-__all__ = ["BLOCKING_COPY_MIN_WAIT_NS", "HOST_KINDS", "REGION_PATTERNS", "StepModel", "build"]
+__all__ = ["BLOCKING_COPY_MIN_WAIT_NS", "HOST_KINDS", "REGION_PATTERNS", "StepModel", "build", "op_parents"]
 
 #: A runtime memcpy is a blocking copy when its host call returns after its GPU copy ends and outlasts it by this much.
 BLOCKING_COPY_MIN_WAIT_NS = 20_000
@@ -93,6 +93,14 @@ class StepModel:
     def step_ns(self) -> np.ndarray:
         """Measured length of each window, ns."""
         return (self.windows["end_ns"] - self.windows["start_ns"]).to_numpy(np.int64)
+
+
+def op_parents(model: StepModel) -> np.ndarray:
+    """``timeline.nesting.parents`` of ``model.ops``: each op's enclosing op on its thread (-1: none); cached."""
+    cached = model.cache.get("parents")
+    if cached is None:
+        cached = model.cache["parents"] = parents(model.ops)
+    return cached
 
 
 def _categorical(names: pd.Series) -> pd.Categorical:

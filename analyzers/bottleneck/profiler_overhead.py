@@ -29,8 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from torchscope.analyzers.bottleneck.model import StepModel
-from torchscope.analyzers.timeline.nesting import parents
+from torchscope.analyzers.bottleneck.model import StepModel, op_parents
 
 __all__ = ["RECORDED_KINDS", "SIBLING_GAP_QUANTILE", "ProfilerOverhead", "profiler_overhead"]
 
@@ -94,9 +93,7 @@ def _measure(model: StepModel) -> ProfilerOverhead:
 def _sibling_gaps(model: StepModel) -> np.ndarray:
     """Gaps (ns) between consecutive operators with the same parent operator and nothing recorded between them."""
     ops = model.ops
-    parent = model.cache.get("parents")
-    if parent is None:
-        parent = model.cache["parents"] = parents(ops)
+    parent = op_parents(model)
     kind = ops["kind"].to_numpy(object)
     is_op = kind == "cpu_op"
     child = np.flatnonzero(parent >= 0)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from torchscope.analyzers.bottleneck.attribution import Attribution, covered
 from torchscope.analyzers.bottleneck.categories import LAYOUT, cpu_category
-from torchscope.analyzers.bottleneck.model import StepModel
+from torchscope.analyzers.bottleneck.model import StepModel, op_parents
 from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
 from torchscope.analyzers.bottleneck.replay import Change
 from torchscope.analyzers.core.trace import name_mask
@@ -38,7 +38,7 @@ from torchscope.analyzers.kernels import (
 )
 from torchscope.analyzers.report.units import format_duration_ns
 from torchscope.analyzers.timeline.intervals import covered_ns, merge_intervals
-from torchscope.analyzers.timeline.nesting import outermost, parents
+from torchscope.analyzers.timeline.nesting import outermost
 from torchscope.analyzers.timeline.steps import step_index
 
 __all__ = [
@@ -162,14 +162,9 @@ def _inside_other_op(model: StepModel) -> np.ndarray:
     """True for each row of ``model.ops`` nested (on its thread) inside an operator that is neither pointwise,
     a reduction, a view nor autograd bookkeeping: a GEMM's own contiguous copy, a composite op's internals.
     Those belong to the op around them; no compiler fuses them with the ops before or after it."""
-    ops = model.ops
-    parent = model.cache.get("parents")
-    if parent is None:
-        parent = model.cache["parents"] = parents(ops)
-    other = (ops["kind"].to_numpy(object) == "cpu_op") & ~np.isin(_op_categories(model), (ELEMENTWISE, REDUCTION,
-                                                                                          LAYOUT))
-    other &= ~name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
-    inside = np.zeros(len(ops), dtype=bool)
+    parent = op_parents(model)
+    other = (model.ops["kind"].to_numpy(object) == "cpu_op") & _not_fusable(model)
+    inside = np.zeros(len(parent), dtype=bool)
     child = np.flatnonzero(parent >= 0)
     up = parent[child]
     while child.size:  # one nesting level per pass: each op's ancestors, nearest first
@@ -177,6 +172,18 @@ def _inside_other_op(model: StepModel) -> np.ndarray:
         more = ~inside[child] & (parent[up] >= 0)
         child, up = child[more], parent[up[more]]
     return inside
+
+
+def _not_fusable(model: StepModel) -> np.ndarray:
+    """True for each row of ``model.ops`` whose name is neither pointwise, a reduction, a view nor autograd
+    bookkeeping (the ops that end a chain or own the ops inside them), computed once per model."""
+    cached = model.cache.get("not_fusable")
+    if cached is None:
+        names = model.ops["name"]
+        cached = ~np.isin(_op_categories(model), (ELEMENTWISE, REDUCTION, LAYOUT))
+        cached &= ~name_mask(names, lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
+        model.cache["not_fusable"] = cached
+    return cached
 
 
 def _with_sizes(model: StepModel, leaf: pd.DataFrame) -> pd.DataFrame:
@@ -473,10 +480,7 @@ def _autograd_intervals(model: StepModel) -> tuple[np.ndarray, np.ndarray]:
 def _breaking_starts(model: StepModel) -> np.ndarray:
     """Sorted starts of host ops that are neither pointwise, reductions, views nor autograd bookkeeping."""
     ops = model.ops
-    keep = ops["kind"].isin(("cpu_op", "annotation")).to_numpy()
-    # The categories decided per distinct name (as _op_categories does), not compared per op.
-    keep = keep & ~name_mask(ops["name"], lambda n: np.isin(cpu_category(n), (ELEMENTWISE, REDUCTION, LAYOUT)))
-    keep = keep & ~name_mask(ops["name"], lambda n: n.str.match(_AUTOGRAD_RE) | n.str.match(_AUTOGRAD_NODE_RE))
+    keep = ops["kind"].isin(("cpu_op", "annotation")).to_numpy() & _not_fusable(model)
     return np.sort(ops["ts_ns"].to_numpy(np.int64)[keep])
 
 

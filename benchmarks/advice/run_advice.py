@@ -151,11 +151,11 @@ def _rounds_recorded(run_dir: Path) -> int:
     return k
 
 
-def _path_figures(run_dir: Path, path: str, expected: str) -> PathFigures:
+def _path_figures(run_dir: Path, path: str, expected: str, rounds_recorded: int) -> PathFigures:
     from benchmarks.advice.record import recording_dir  # noqa: PLC0415
 
     rounds = [tuple(detect(recording_dir(run_dir, v, path, k), expected) for v in VARIANTS)
-              for k in range(1, _rounds_recorded(run_dir) + 1)]
+              for k in range(1, rounds_recorded + 1)]
     return PathFigures(path, *rounds[0], repeats=tuple(rounds[1:]))
 
 
@@ -175,7 +175,8 @@ def run_pair(pair: ModuleType, out: Path, *, reps: int = DEFAULT_REPS, rep_secon
         timing = json.loads((run_dir / TIMING_FILE).read_text())
     except Exception as exc:  # noqa: BLE001 - one failed pair must not stop the corpus
         return replace(figures, status=f"error: {_one_line(exc)}")
-    paths = tuple(_path_figures(run_dir, path, pair.EXPECTED) for path in PATHS)
+    rounds = _rounds_recorded(run_dir)
+    paths = tuple(_path_figures(run_dir, path, pair.EXPECTED, rounds) for path in PATHS)
     key = "_cpu_step_s" if clock_of(pair) == "cpu" else "_step_s"
     return replace(figures, clock=clock_of(pair), before_step_s=tuple(timing["before" + key]),
                    after_step_s=tuple(timing["after" + key]), paths=paths)
@@ -201,7 +202,7 @@ def _fired_text(detections: Sequence[Detection]) -> str:
 
 def _estimates_text(f: PathFigures) -> str:
     """Each round's estimate, in the order recorded (the markdown table's spread column)."""
-    return ", ".join("unknown" if d.gain_fraction is None else format_share(d.gain_fraction) if d.fired else "-"
+    return ", ".join(MISSING if not d.fired else "unknown" if d.gain_fraction is None else format_share(d.gain_fraction)
                      for d in f.befores)
 
 

@@ -150,6 +150,9 @@ def test_rounds_of_recordings_fire_on_all_befores_no_after_and_estimate_their_me
     assert run_advice.SPREAD_COLUMN in md.splitlines()[0] and "40.0%, 20.0%, 30.0%" in md
     rounds = run_advice.figures_json([pair])["pairs"][0]["paths"][PATHS[0]]["rounds"]
     assert [r["before"]["gain_fraction"] for r in rounds] == [0.40, 0.20, 0.30]
+    missed = PathFigures(PATHS[0], d(0.40), d(None, False), repeats=((d(None, False), d(None, False)),
+                                                                     (Detection(fired=True), d(None, False))))
+    assert run_advice._estimates_text(missed) == "40.0%, -, unknown"  # fired / did not fire / fired, no estimate
 
 
 def test_the_runner_finds_every_round_a_run_folder_holds(tmp_path: Path) -> None:
