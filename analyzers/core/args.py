@@ -54,25 +54,29 @@ def any_has_key(values: Any, *keys: str) -> bool:
     """True when some event's args hold one of ``keys`` (raw args are searched as text, then confirmed)."""
     arr = _as_objects(values)
     needles = [msgspec.json.encode(k) for k in keys]
-    if any(any(k in v for k in keys) for v in arr if type(v) is dict):
-        return True
-    raw = [v for v in arr if type(v) is bytes]
 
-    def found(chunk: list) -> bool:
+    def found(chunk: Any) -> bool:
         for v in chunk:
-            if any(n in v for n in needles):
+            if type(v) is dict:
+                if any(k in v for k in keys):
+                    return True
+            elif type(v) is bytes and any(n in v for n in needles):
                 d = decode_one(v)  # the text may sit inside a value; the decoded dict says
                 if d is not None and any(k in d for k in keys):
                     return True
         return False
 
-    # A trace that holds the key usually shows it early; one that does not is answered by one search over
-    # all the text at once rather than a look at every event.
-    if found(raw[:ANY_KEY_FIRST_EVENTS]):
+    # A trace that holds the key usually shows it early, so the first events are looked at one by one
+    # (stopping at the first hit); one that does not is answered by one search over all the rest's text at
+    # once rather than a look at every event.
+    if found(arr[:ANY_KEY_FIRST_EVENTS]):
         return True
-    rest = raw[ANY_KEY_FIRST_EVENTS:]
-    blob = b"\n".join(rest)
-    return any(n in blob for n in needles) and found(rest)
+    rest = arr[ANY_KEY_FIRST_EVENTS:]
+    if found(v for v in rest if type(v) is dict):
+        return True
+    raw = [v for v in rest if type(v) is bytes]
+    blob = b"\n".join(raw)
+    return any(n in blob for n in needles) and found(raw)
 
 
 def decode_one(value: Any) -> dict | None:
