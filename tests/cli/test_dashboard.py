@@ -170,12 +170,22 @@ def test_demo_serves_through_the_same_quiet_server(tmp_path, sample_traces, monk
     require_or_skip(bundle.is_dir(), "sample run cnn_train not recorded")
     assert main(["demo", "--runs-dir", str(tmp_path), "--port", "0"]) == 2  # refused before recording
     assert capsys.readouterr().err.strip() == "torchscope: error: --port must be within 1..65535, got 0"
-    monkeypatch.setattr("torchscope.profiler.demo.record_demo", lambda run_dir: shutil.copytree(bundle, run_dir))
+    monkeypatch.setattr("torchscope.profiler.demo.record_demo", lambda run_dir: shutil.copytree(bundle, run_dir, dirs_exist_ok=True))
     served = {}
     monkeypatch.setattr("torchscope.dashboard.server.serve", lambda path, **kw: served.update(kw, path=path))
     assert main(["demo", "--runs-dir", str(tmp_path), "--port", "8124", "--verbose"]) == 0
     assert served["path"] == tmp_path.resolve() and served["port"] == 8124 and served["host"] == "127.0.0.1"
     assert served["verbose"] is True and served["title"] == f"torchscope dashboard over {tmp_path.resolve()}"
+
+    def taken(path, **kw):
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr("torchscope.dashboard.server.serve", taken)
+    capsys.readouterr()
+    assert main(["demo", "--runs-dir", str(tmp_path), "--port", "8124", "--host", "10.9.9.9"]) == 2
+    err = capsys.readouterr().err.splitlines()  # the same warning and one-line error as `dashboard`
+    assert err == ["torchscope: warning: serving on 10.9.9.9: anyone who can reach it can read these runs",
+                   "torchscope: error: --host 10.9.9.9 --port 8124: cannot listen there (Address already in use)"]
 
 
 def test_exit_now_flushes_what_was_written_and_skips_the_teardown():

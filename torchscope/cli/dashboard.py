@@ -13,7 +13,7 @@ from torchscope.analyzers.core.errors import TraceError
 from torchscope.dashboard import server
 from torchscope.dashboard.server import DEFAULT_HOST, DEFAULT_PORT
 
-__all__ = ["register"]
+__all__ = ["register", "serve_runs"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,14 +41,23 @@ def _main(args: argparse.Namespace) -> int:
     runs = discover_runs(root)
     if not runs:
         raise TraceError(root, "no trace files or run bundles found")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        sys.stderr.write(f"torchscope: warning: serving on {args.host}: anyone who can reach it can read these runs\n")
     title = f"torchscope dashboard: {len(runs)} run(s) under {root.resolve()}"
+    return serve_runs(root, args.host, args.port, title=title, verbose=args.verbose, debug=args.debug,
+                      preload=not args.no_preload)
+
+
+def serve_runs(root: Path, host: str, port: int, **options: object) -> int:
+    """Serve the dashboard over ``root`` until stopped; the exit code (2 when it cannot listen there).
+
+    Shared by `dashboard` and `demo`: the warning for a non-local host, the one-line error for a taken
+    port or a foreign address, and the exit without interpreter teardown while a load is still running.
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(f"torchscope: warning: serving on {host}: anyone who can reach it can read these runs\n")
     try:
-        stopped = server.serve(root, host=args.host, port=args.port, debug=args.debug,
-                               preload=not args.no_preload, verbose=args.verbose, title=title)
+        stopped = server.serve(root, host=host, port=port, **options)
     except OSError as exc:  # the port is taken, or the host is not an address of this machine
-        sys.stderr.write(f"torchscope: error: --host {args.host} --port {args.port}: "
+        sys.stderr.write(f"torchscope: error: --host {host} --port {port}: "
                          f"cannot listen there ({exc.strerror or exc})\n")
         return 2
     if stopped is False:  # the loader is still inside a load: leave without the interpreter's teardown

@@ -39,20 +39,9 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if args.no_serve:
         return 0
-    from torchscope.dashboard.server import exit_now, serve
+    from torchscope.cli.dashboard import serve_runs  # Dash loads only when serving
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        sys.stderr.write(f"torchscope: warning: serving on {args.host}: anyone who can reach it can read these runs\n")
-    try:
-        stopped = serve(root, host=args.host, port=args.port, verbose=args.verbose,
-                        title=f"torchscope dashboard over {root}")
-    except OSError as exc:  # the port is taken, or the host is not an address of this machine
-        sys.stderr.write(f"torchscope: error: --host {args.host} --port {args.port}: "
-                         f"cannot listen there ({exc.strerror or exc})\n")
-        return 2
-    if stopped is False:  # the loader is still inside a load: leave without the interpreter's teardown
-        exit_now(0)
-    return 0
+    return serve_runs(root, args.host, args.port, verbose=args.verbose, title=f"torchscope dashboard over {root}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
