@@ -127,15 +127,14 @@ def _cuts(model: StepModel, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         on = (pid == p) & (tid == t)
         if not (on & recorded).any():
             continue
-        points = np.sort(np.concatenate([ts[on], end[on]]))
-        points = points[np.concatenate(([True], points[1:] != points[:-1]))]
+        points, at = _distinct_sorted(np.concatenate([ts[on], end[on]]))
         # Gap k runs from points[k] to points[k + 1]; one more gap before the first point and after the last.
         lo = np.concatenate([[points[0] - h], points])
         hi = np.concatenate([points, [points[-1] + h]])
-        rec = on & recorded
+        n, rec = int(on.sum()), recorded[on]
         # An op's entry lies in the gap that ends at its start, its exit in the gap that starts at its end.
-        entries = np.bincount(np.searchsorted(points, ts[rec], side="left"), minlength=lo.size)
-        exits = np.bincount(np.searchsorted(points, end[rec], side="left") + 1, minlength=lo.size)
+        entries = np.bincount(at[:n][rec], minlength=lo.size)
+        exits = np.bincount(at[n:][rec] + 1, minlength=lo.size)
         weight = (entries + exits) * half
         length = hi - lo
         cut = np.minimum(weight, length).astype(np.int64)
@@ -146,9 +145,19 @@ def _cuts(model: StepModel, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if not starts:
         return _EMPTY, _EMPTY, _EMPTY
     s, e, r = np.concatenate(starts), np.concatenate(ends), np.concatenate(removed)
-    if len(starts) > 1:
+    if len(starts) > 1 and s.size:  # no cut at all when h is 0 (timestamps in whole microseconds, ops abutting)
         s, e, r = _merge_threads(s, e, r)
     return s, e, (e - s) - r
+
+
+def _distinct_sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values in order, and each value's index among them (``np.unique`` with its inverse, one sort)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    first = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+    at = np.empty(values.size, np.int64)
+    at[order] = np.cumsum(first) - 1
+    return ordered[first], at
 
 
 def _merge_threads(s: np.ndarray, e: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
