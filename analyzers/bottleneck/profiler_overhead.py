@@ -145,7 +145,7 @@ def _cuts(model: StepModel, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if not starts:
         return _EMPTY, _EMPTY, _EMPTY
     s, e, r = np.concatenate(starts), np.concatenate(ends), np.concatenate(removed)
-    if len(starts) > 1 and s.size:  # no cut at all when h is 0 (timestamps in whole microseconds, ops abutting)
+    if len(starts) > 1:
         s, e, r = _merge_threads(s, e, r)
     return s, e, (e - s) - r
 
@@ -162,6 +162,8 @@ def _distinct_sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _merge_threads(s: np.ndarray, e: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cuts of several threads as one disjoint set: overlapping ones united, their removals summed (at most the union)."""
+    if not s.size:  # no cut at all: h is 0 when sibling ops abut (timestamps in whole microseconds)
+        return s, e, r
     order = np.argsort(s, kind="stable")
     s, e, r = s[order], e[order], r[order]
     reach = np.maximum.accumulate(e)

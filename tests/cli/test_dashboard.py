@@ -170,7 +170,9 @@ def test_demo_serves_through_the_same_quiet_server(tmp_path, sample_traces, monk
     require_or_skip(bundle.is_dir(), "sample run cnn_train not recorded")
     assert main(["demo", "--runs-dir", str(tmp_path), "--port", "0"]) == 2  # refused before recording
     assert capsys.readouterr().err.strip() == "torchscope: error: --port must be within 1..65535, got 0"
-    monkeypatch.setattr("torchscope.profiler.demo.record_demo", lambda run_dir: shutil.copytree(bundle, run_dir, dirs_exist_ok=True))
+    # Two demo runs within one second get the same folder name: the copy may land in an existing one.
+    monkeypatch.setattr("torchscope.profiler.demo.record_demo",
+                        lambda run_dir: shutil.copytree(bundle, run_dir, dirs_exist_ok=True))
     served = {}
     monkeypatch.setattr("torchscope.dashboard.server.serve", lambda path, **kw: served.update(kw, path=path))
     assert main(["demo", "--runs-dir", str(tmp_path), "--port", "8124", "--verbose"]) == 0

@@ -11,7 +11,7 @@ from torchscope.analyzers.bottleneck.model import build
 from torchscope.analyzers.bottleneck.replay import Change, replay
 from torchscope.analyzers.core.registry import run_all
 
-from tests.analyzers.synthetic_kineto import BWD_TID, KinetoBuilder, load_shared
+from tests.analyzers.synthetic_kineto import BWD_TID, MAIN_TID, KinetoBuilder, load_shared
 from tests.conftest import SHARED_TRACES
 
 SHARED = ("a100_alexnet.json.gz", "a100_train_2rank_rank0_nccl.json.gz", "diff_control_a100.json.gz",
@@ -263,6 +263,27 @@ def test_profiler_overhead_is_measured_between_sibling_ops_and_cut_from_the_host
     # The replay of the unprofiled run is shorter by what was cut; with no cuts it is the traced step.
     unprofiled = replay(model, unprofiled=overhead.cuts).step_ns
     assert unprofiled[0] == pytest.approx(model.step_ns[0] - removed, abs=1_000)
+
+
+def test_abutting_sibling_ops_on_two_threads_measure_no_overhead_and_cut_nothing(tmp_path):
+    """Sibling gaps of 0 (whole-microsecond timestamps, ops back to back) on two host threads: h is 0, no cut."""
+    from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
+
+    b = KinetoBuilder()
+    b.step(1, 0, 1000)
+    # The second host thread is the autograd engine's, known by its backward functions.
+    for tid, parent in ((MAIN_TID, "aten::linear"), (BWD_TID, "autograd::engine::evaluate_function: AddmmBackward0")):
+        for i in range(20):
+            t0 = 10 + 45 * i
+            b.op(parent, t0, 10, tid=tid)
+            b.op("aten::t", t0 + 1, 2, tid=tid)
+            b.op("aten::addmm", t0 + 3, 6, tid=tid)
+    b.step(2, 1000, 1)
+    model = build(b.load(tmp_path / "abutting.json", compute_major=None))
+    assert len(model.host_threads) == 2
+    overhead = profiler_overhead(model)
+    assert overhead.per_op_ns == 0 and overhead.gaps == 40
+    assert int(overhead.removed(np.array([0]), np.array([1_000_000]))[0]) == 0
 
 
 def test_a_changes_cuts_replace_the_overhead_they_cover():
