@@ -37,7 +37,7 @@ from torchscope.analyzers.report.units import (
     plural,
 )
 from torchscope.dashboard import figures, palette
-from torchscope.dashboard.ranking import ranked_findings
+from torchscope.dashboard.ranking import one_per_finding, ranked_findings
 from torchscope.dashboard.result_view import (
     analyzer_section,
     findings_list,
@@ -528,11 +528,15 @@ def overview_page(ctx: PageContext) -> list:
             blocks[-1].figure.update_layout(title_text=f"{blocks[-1].figure.layout.title.text} (rank {shown.rank}; "
                                                        "pick a rank above, or compare them all below)")
     found = [f for f in ranked_findings(rep.findings) if ctx.rank is None or f.rank in (ctx.rank, None)]
+    # Every rank: one card per finding, saying which ranks have it (a 64-rank job had one finding 3 times on top).
+    groups = one_per_finding(found) if ctx.rank is None and len(ctx.run.ranks) > 1 else [(f, ()) for f in found]
+    top = groups[:TOP_FINDINGS]
     more = dcc.Link(f"all {findings_count(len(found))} on Recommendations →",
                     href=f"/recommendations?{ctx.run_query}", className="finding-link") \
-        if len(found) > TOP_FINDINGS else None
+        if len(groups) > TOP_FINDINGS or len(found) > len(groups) else None
     blocks += [html.H3("Top findings: what to change, largest predicted gain first"),
-               findings_list(found[:TOP_FINDINGS], ctx.run_query, empty="No findings for this run."), more]
+               findings_list([f for f, _ in top], ctx.run_query, empty="No findings for this run.",
+                             ranks=[r for _, r in top], n_ranks=len(ctx.run.ranks), here="overview"), more]
     blocks.append(_graph(figures.gpu_time_figure(_results(rep, "gpu_time", ctx.rank)), "overview-gpu"))
     if ctx.rank is None and len(ctx.run.ranks) > 1:
         blocks += rank_views(ctx)

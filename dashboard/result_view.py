@@ -58,14 +58,32 @@ def summary_view(summary: Mapping[str, object], docs: Mapping[str, str] | None =
 
 
 def _gain_text(f: Finding) -> str:
-    """The finding's estimated gain, led by its predicted share of step time when there is one."""
+    """The finding's estimated gain, led by its predicted share of step time when there is one (and the gain's
+    own text does not already say it)."""
     if f.gain_fraction and f.gain_fraction > 0:
-        return f"{format_for_key('gain_fraction', f.gain_fraction)} of step time · {f.estimated_gain}"
+        share = format_for_key("gain_fraction", f.gain_fraction)
+        if not f.estimated_gain.startswith(share):
+            return f"{share} of step time · {f.estimated_gain}"
     return f.estimated_gain
 
 
-def _finding_card(f: Finding, run_query: str) -> html.Div:
+def _ranks_text(ranks: Sequence[int], n_ranks: int | None, shown: int = 6) -> str:
+    """" · on ranks 2, 5, 8 and 61 more (64 of 64)": the ranks one card stands for, the first the one shown."""
+    listed = ", ".join(str(r) for r in ranks[:shown])
+    more = f" and {len(ranks) - shown} more" if len(ranks) > shown else ""
+    of = f" ({len(ranks)} of {n_ranks})" if n_ranks else ""
+    return f" · on ranks {listed}{more}{of}; rank {ranks[0]}'s shown (largest gain)"
+
+
+def _finding_card(f: Finding, run_query: str, ranks: Sequence[int] = (), n_ranks: int | None = None,
+                  here: str | None = None) -> html.Div:
+    if len(ranks) > 1 and "rank=" not in run_query:  # a card for several ranks: its evidence is the shown rank's
+        run_query = f"{run_query}&rank={f.rank}" if run_query else f"rank={f.rank}"
     link = f"/{f.page}?{run_query}" if run_query else f"/{f.page}"
+    # On its own page a finding's evidence is the page itself, unless the card speaks for another rank.
+    to_page = None if f.page == here and len(ranks) <= 1 else \
+        dcc.Link(f"show evidence on the {f.page} page" + (f" (rank {f.rank})" if len(ranks) > 1 else "") + " →",
+                 href=link, className="finding-link")
     evidence = html.Table([html.Tr([html.Td(key_label(str(k))), html.Td(format_for_key(str(k), v, name_width=80))])
                            for k, v in f.evidence.items() if not is_empty_value(v) and v is not None],
                           className="evidence")
@@ -74,19 +92,26 @@ def _finding_card(f: Finding, run_query: str) -> html.Div:
             html.Span(f.severity, className=f"sev sev-{f.severity}",
                       style={"background": _SEVERITY_COLOURS.get(f.severity, "#555")}),
             html.Span(f.title, className="finding-title"),
-            html.Span(f" · {f.analyzer}" + (f" · rank {f.rank}" if f.rank is not None else ""),
+            html.Span(f" · {f.analyzer}" + (_ranks_text(ranks, n_ranks) if len(ranks) > 1 else
+                                              f" · rank {f.rank}" if f.rank is not None else ""),
                       className="finding-meta"),
         ]),
         html.Div([html.B("Recommendation: "), f.recommendation], className="finding-rec"),
         html.Div([html.B("Estimated gain: "), _gain_text(f)], className="finding-gain"),
         html.Details([html.Summary("evidence"), evidence]),
-        dcc.Link(f"show evidence on the {f.page} page →", href=link, className="finding-link"),
+        to_page,
     ], className=f"finding finding-{f.severity}", **{"data-analyzer": f.analyzer, "data-severity": f.severity})
 
 
-def findings_list(findings: Iterable[Finding], run_query: str = "", empty: str = "No findings.") -> html.Div:
-    """Findings as cards (severity, title, recommendation, gain, evidence, link to the evidence page)."""
-    cards = [_finding_card(f, run_query) for f in findings]
+def findings_list(findings: Iterable[Finding], run_query: str = "", empty: str = "No findings.",
+                  ranks: Sequence[Sequence[int]] | None = None, n_ranks: int | None = None,
+                  here: str | None = None) -> html.Div:
+    """Findings as cards (severity, title, recommendation, gain, evidence, link to the evidence page).
+
+    ``ranks`` (one entry per finding, from `ranking.one_per_finding`): the ranks each card stands for, said on
+    the card with ``n_ranks``, the job's rank count. ``here``: the page the list is on (no link to itself)."""
+    findings = list(findings)
+    cards = [_finding_card(f, run_query, ranks[i] if ranks else (), n_ranks, here) for i, f in enumerate(findings)]
     return html.Div(cards or [html.Div(empty, className="muted")], className="findings")
 
 

@@ -48,6 +48,20 @@ def test_finding_card_links_to_its_page_and_formats_its_evidence():
     assert text_of(tree(findings_list([], empty="nothing here"))) == "nothing here"
 
 
+def test_a_card_for_several_ranks_names_them_and_links_to_the_shown_rank_and_says_its_gain_once():
+    f = Finding(id="bottleneck.launch_bound", analyzer="bottleneck", severity="critical", title="GPU idle",
+                evidence={}, recommendation="CUDA graphs", estimated_gain="57.3% of step time (about 127.5 ms)",
+                gain_fraction=0.573, rank=2, page="overview")
+    card = tree(findings_list([f], "run=job", ranks=[tuple(range(2, 66))], n_ranks=64, here="overview"))
+    text = text_of(card)
+    assert "on ranks 2, 3, 4, 5, 6, 7 and 58 more (64 of 64); rank 2's shown" in text
+    assert text.count("57.3%") == 1, text  # the share was said twice: "57.3% of step time · 57.3% of step time"
+    assert '"href": "/overview?run=job&rank=2"' in json.dumps(card)  # another rank's evidence: still a link
+    alone = tree(findings_list([f], "run=job&rank=2", here="overview"))
+    assert "show evidence" not in text_of(alone)  # its own evidence is the page it is on
+    assert "rank 2" in text_of(alone)
+
+
 def test_a_table_is_a_grid_with_words_in_headers_and_units_in_cells():
     df = pd.DataFrame({"step": [-1, 3], "total_ns": [1_000_000, 2_500], "name": ["a", "b"]})
     view = tree(table_view("steps", df, "t1"))
