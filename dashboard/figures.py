@@ -128,9 +128,21 @@ def gpu_time_figure(results: Sequence[Result]) -> go.Figure | None:
                              marker_color=palette.GPU_PART_COLOURS[key.removesuffix("_pct")],
                              hovertemplate="%{x:.1f}% of the window<extra>" + label + "</extra>"))
     fig.update_xaxes(range=[0, 100])
+    fig.update_yaxes(type="category", autorange="reversed")  # rank 0 on top, as on every per-rank figure
+    # A few ranks: the legend in a row below the bars. Many: on the right, because the offset of a legend below
+    # is a share of the figure's height, and on a tall figure of 64 ranks it floated a screen away from them.
+    few = len(rows) <= 3
     return _finish(fig, "Where the GPU's time goes (% of the profiled window)", "% of the profiled window", None,
-                   barmode="stack", legend={"orientation": "h", "y": -0.45, "yanchor": "top", "x": 0},
-                   height=200 + 40 * len(rows), margin={"l": 10, "r": 10, "t": 40, "b": 100})
+                   barmode="stack",
+                   legend={"orientation": "h", "y": -0.45, "yanchor": "top", "x": 0} if few else {"traceorder": "normal"},
+                   height=200 + 40 * len(rows) if few else _rank_rows_height(len(rows), 160),
+                   margin={"l": 10, "r": 10, "t": 40, "b": 100 if few else 50})
+
+
+def _rank_rows_height(n: int, base: int) -> int:
+    """Height of a figure of one bar per rank: roomy rows for a few ranks, compact ones (still labelled) for a
+    job of many, so a 64-rank job's bars fit a screen or two instead of three."""
+    return base + (36 if n <= 8 else 24 if n <= 24 else 15) * n
 
 
 def step_phase_figure(table: pd.DataFrame | None, step_col: str = "step") -> go.Figure | None:
@@ -182,7 +194,7 @@ def phase_share_by_rank(phases: Sequence[tuple[int, pd.DataFrame]]) -> go.Figure
     fig.update_yaxes(type="category", autorange="reversed")
     fig.update_xaxes(range=[0, 100])
     return _finish(fig, "Phases per rank (share of step time)", "% of step time", None, barmode="stack",
-                   height=140 + 34 * len(rows))
+                   height=_rank_rows_height(len(rows), 140))
 
 
 def attribution_figure(attribution: pd.DataFrame | None, causes: pd.DataFrame | None = None) -> go.Figure | None:
