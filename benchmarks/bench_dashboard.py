@@ -332,7 +332,8 @@ def bench_job(ranks: int, browser: bool) -> None:
     mode = "per-rank summaries" if ranks >= JOB_MIN_RANKS else "one TraceSet (fewer ranks than JOB_MIN_RANKS)"
     print(f"job: {ranks} ranks under {root} ({mode}); load average {os.getloadavg()[0]:.1f}", flush=True)
     first, rerender, how = _job_overview_server(root, run_id)
-    _show_job("server", "job overview, first-ever open", first)
+    print(f"server  job overview, first-ever open  {first:7.3f} s   (no target: every rank parsed and analyzed)",
+          flush=True)
     print(f"        ({how})")
     _show_job("server", "job overview re-render      ", rerender)
     child = [sys.executable, __file__, "--job-reopen", str(root), run_id] + ([] if browser else ["--no-browser"])
