@@ -134,7 +134,8 @@ def gpu_time_figure(results: Sequence[Result]) -> go.Figure | None:
     few = len(rows) <= 3
     return _finish(fig, "Where the GPU's time goes (% of the profiled window)", "% of the profiled window", None,
                    barmode="stack",
-                   legend={"orientation": "h", "y": -0.45, "yanchor": "top", "x": 0} if few else {"traceorder": "normal"},
+                   legend={"orientation": "h", "y": -0.45, "yanchor": "top", "x": 0, "traceorder": "normal"} if few
+                   else {"traceorder": "normal"},  # compute first, as the bars read left to right
                    height=200 + 40 * len(rows) if few else _rank_rows_height(len(rows), 160),
                    margin={"l": 10, "r": 10, "t": 40, "b": 100 if few else 50})
 

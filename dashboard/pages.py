@@ -528,15 +528,12 @@ def overview_page(ctx: PageContext) -> list:
             blocks[-1].figure.update_layout(title_text=f"{blocks[-1].figure.layout.title.text} (rank {shown.rank}; "
                                                        "pick a rank above, or compare them all below)")
     found = [f for f in ranked_findings(rep.findings) if ctx.rank is None or f.rank in (ctx.rank, None)]
-    # Every rank: one card per finding, saying which ranks have it (a 64-rank job had one finding 3 times on top).
-    groups = one_per_finding(found) if ctx.rank is None and len(ctx.run.ranks) > 1 else [(f, ()) for f in found]
-    top = groups[:TOP_FINDINGS]
+    groups = _one_card_each(ctx, found)
     more = dcc.Link(f"all {findings_count(len(found))} on Recommendations →",
                     href=f"/recommendations?{ctx.run_query}", className="finding-link") \
         if len(groups) > TOP_FINDINGS or len(found) > len(groups) else None
     blocks += [html.H3("Top findings: what to change, largest predicted gain first"),
-               findings_list([f for f, _ in top], ctx.run_query, empty="No findings for this run.",
-                             ranks=[r for _, r in top], n_ranks=len(ctx.run.ranks), here="overview"), more]
+               _cards(ctx, groups[:TOP_FINDINGS], "overview", empty="No findings for this run."), more]
     blocks.append(_graph(figures.gpu_time_figure(_results(rep, "gpu_time", ctx.rank)), "overview-gpu"))
     if ctx.rank is None and len(ctx.run.ranks) > 1:
         blocks += rank_views(ctx)
@@ -548,6 +545,17 @@ def overview_page(ctx: PageContext) -> list:
                                className="muted", id="still-analyzing"))
     blocks.append(_details(rep, page_analyzers("overview"), ctx))
     return blocks
+
+
+def _one_card_each(ctx: PageContext, found: list) -> list:
+    """(finding, ranks it stands for) per card: with every rank shown, one card per finding saying which ranks
+    have it (a 64-rank job had one finding three times as its top findings); one rank: each finding alone."""
+    return one_per_finding(found) if ctx.rank is None and len(ctx.run.ranks) > 1 else [(f, ()) for f in found]
+
+
+def _cards(ctx: PageContext, groups: list, page: str, empty: str = "No findings.") -> html.Div:
+    return findings_list([f for f, _ in groups], ctx.run_query, empty=empty, ranks=[r for _, r in groups],
+                         n_ranks=len(ctx.run.ranks), here=page)
 
 
 def rank_views(ctx: PageContext) -> list:
@@ -633,7 +641,7 @@ def generic_page(page: str) -> Callable[[PageContext], list]:
             blocks.append(_graph(fig, fig_id))
         found = _page_findings(rep, page, ctx.rank, names)
         if found:
-            blocks += [html.H3("What to change"), findings_list(found, ctx.run_query)]
+            blocks += [html.H3("What to change"), _cards(ctx, _one_card_each(ctx, found), page)]
         blocks.append(_details(rep, names, ctx))
         return blocks
 
