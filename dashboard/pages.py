@@ -20,7 +20,8 @@ from urllib.parse import urlencode
 
 import pandas as pd
 from dash import dcc, html
-from torchscope.analyzers.core.findings import SEVERITIES
+from torchscope.analyzers.bottleneck.analysis import MIN_GAIN_FRACTION
+from torchscope.analyzers.core.findings import SEVERITIES, Finding
 from torchscope.analyzers.core.registry import load_analyzers
 from torchscope.analyzers.core.report import Report
 from torchscope.analyzers.diff.stats import MIN_SAMPLES_MANN_WHITNEY
@@ -342,7 +343,11 @@ def overview_verdict(report: Report, rank: int | None) -> list[VerdictItem]:
 
 
 def _top_bottleneck(report: Report, rank: int | None, bottleneck: list) -> VerdictItem | None:
-    """The bottleneck analyzer's top cause and its best replayed gain; else the best-ranked finding."""
+    """Where most of the step goes (the bottleneck analyzer's top cause) and what to change: the first finding of
+    the cards below, so the verdict and the cards never name two different changes; without the step model, the
+    first finding is the bottleneck."""
+    found = [f for f in ranked_findings(report.findings) if rank is None or f.rank in (rank, None)]
+    change = _change_text(found[0]) if found else ""
     for res in bottleneck:
         cause, share = res.summary.get("top_cause"), res.summary.get("top_cause_share")
         if not is_shown_value(cause):
@@ -353,21 +358,24 @@ def _top_bottleneck(report: Report, rank: int | None, bottleneck: list) -> Verdi
             match = causes.loc[causes["cause"].astype(str) == str(cause), "label"]
             label = str(match.iloc[0]) if len(match) else label
         value = f"{label} ({format_share(share)})" if is_shown_value(share) else label
-        whatif = res.tables.get("whatif")
-        detail = "no replayed change for it"
-        if whatif is not None and not whatif.empty and "gain_fraction" in whatif.columns:
-            best = whatif.sort_values("gain_fraction", ascending=False).iloc[0]
-            if best["gain_fraction"] > 0:
-                detail = f"best replayed change: {best.get('change', 'fix')}, saves " \
-                         f"{format_share(best['gain_fraction'])} of step time"
+        detail = f"fix first: {change}" if change else \
+            f"no change is predicted to save {format_share(MIN_GAIN_FRACTION)} of step time or more"
         return VerdictItem("Top bottleneck", value, detail, "top_cause")
-    found = [f for f in ranked_findings(report.findings) if rank is None or f.rank in (rank, None)]
     if not found:
         return VerdictItem("Top bottleneck", "none found", "no analyzer raised a finding", "findings")
-    top = found[0]
-    gain = f"saves about {format_share(top.gain_fraction)} of step time (predicted)" if top.gain_fraction \
+    return VerdictItem("Top bottleneck", found[0].title, _gain_words(found[0]), "findings")
+
+
+def _change_text(f: Finding) -> str:
+    """What to fix first and its predicted gain: "794 chains of elementwise ops run one op at a time (fixing it
+    saves about 9.8% of step time, predicted)"; its card below says how."""
+    return f"{f.title} ({_gain_words(f)})"
+
+
+def _gain_words(f: Finding) -> str:
+    unit = "energy" if f.analyzer == "power" else "step time"
+    return f"fixing it saves about {format_share(f.gain_fraction)} of {unit}, predicted" if f.gain_fraction \
         else "gain unknown"
-    return VerdictItem("Top bottleneck", top.title, gain, "findings")
 
 
 #: Headline numbers of the other pages: (analyzer, summary key, label, unit override or None).
