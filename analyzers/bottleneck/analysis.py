@@ -7,6 +7,11 @@ step time; its ``gain_fraction`` is that prediction: ``1 - sum(replayed steps af
 sum(replayed steps unmodified)`` over the steps that did not stall (``_gain``), both replayed without
 the profiler's own per-op cost (``profiler_overhead``), as the run realizes them. Every time finding
 is in that one unit, so they rank together.
+
+A bundle whose run had steps with the profiler off (the schedule's wait steps, timed by the ``steps``
+stream) gets its own check of that: the untraced step, how much slower the traced steps ran, and how far
+the replay without the profiler's cost lands from the untraced step (``untraced_replay_error_share``). The
+model does not use the figure yet; it says how far to trust the gains on this machine.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from torchscope.analyzers.core.registry import register
 from torchscope.analyzers.core.result import NotApplicable, Result
 from torchscope.analyzers.core.trace import Trace
 from torchscope.analyzers.report.units import format_duration_ns, format_share
+from torchscope.analyzers.timeline.steps import untraced_step_windows
 
 __all__ = ["CRITICAL_GAIN_FRACTION", "MIN_GAIN_FRACTION", "SUMMARY_KEYS", "WARNING_GAIN_FRACTION", "analyze"]
 
 #: A change predicted to save less than this share of step time is not worth a finding.
 MIN_GAIN_FRACTION = 0.05
+#: Fewest untraced steps whose median is taken as the step without the profiler.
+MIN_UNTRACED_STEPS = 3
 #: A step measured longer than this many times the median stalled: it is left out of the gains.
 STALLED_STEP_FACTOR = 2.0
 #: Severity by predicted gain.
@@ -42,6 +50,13 @@ SUMMARY_KEYS: dict[str, str] = {
     "replay_error": "|median replayed unmodified step - median measured step| / median measured step, 0..1",
     "profiler_overhead_ns": "the profiler's own cost per recorded op, measured from the trace, ns",
     "profiler_overhead_share": "share of the measured step time that cost took on the host, 0..1",
+    "untraced_step_ns": "median step of the run's steps that ran with the profiler off (the bundle's steps stream, "
+                        "timeline.steps.untraced_step_windows), ns; this key and the next two are absent with fewer than "
+                        "MIN_UNTRACED_STEPS (a plain Kineto trace has none)",
+    "traced_step_slowdown": "median traced step / that untraced step: what tracing cost this run",
+    "untraced_replay_error_share": "|median step replayed without the profiler's cost - median untraced step| / median "
+                             "untraced step, 0..1: how well the step model takes the profiler out, which every "
+                             "gain relies on",
     "gpu_idle_share": "share of step time the GPU ran nothing (0 on a CPU-only trace), 0..1",
     "where_time_goes": "the four largest causes in words with their shares of step time",
     "unrecognised_events": "events whose category no analysis understands (their time is in no cause)",
@@ -114,6 +129,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         "where_time_goes": ", ".join(f"{label} {format_share(share)}" for label, share in
                                      zip(causes["label"].head(4), causes["share"].head(4))),
     }
+    summary.update(_untraced(trace, measured, base))
     unknown = _unrecognised(trace)
     summary["unrecognised_events"] = int(unknown.sum())
     summary["unrecognised"] = "; ".join(f"{cat} x{int(n)}" for cat, n in unknown.head(5).items())
@@ -124,6 +140,19 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
                           "whatif": whatif_table,
                           "coverage": pd.DataFrame({"category": unknown.index.astype(str),
                                                     "events": unknown.to_numpy(np.int64)})})
+
+
+def _untraced(trace: Trace, measured: np.ndarray, base: np.ndarray) -> dict:
+    """The run's own step without the profiler (its untraced steps), and how far the traced and the replayed
+    unprofiled steps are from it; nothing when the run has too few untraced steps (a plain trace has none)."""
+    windows = untraced_step_windows(trace)
+    if len(windows) < MIN_UNTRACED_STEPS:
+        return {}
+    untraced = float(np.median(windows["end_ns"].to_numpy(np.int64) - windows["start_ns"].to_numpy(np.int64)))
+    untraced = max(untraced, 1.0)
+    return {"untraced_step_ns": int(untraced),
+            "traced_step_slowdown": round(float(np.median(measured)) / untraced, 3),
+            "untraced_replay_error_share": round(abs(float(np.median(base)) - untraced) / untraced, 4)}
 
 
 def _unrecognised(trace: Trace) -> pd.Series:

@@ -27,6 +27,10 @@ Two variants exist, each for one reason:
   previous line's time (the manifest's ``started_at_ns`` for the first) to its own line's time.
   It exists for the samples streams (power, clocks), which cover untraced steps too; without such a
   stream it falls back to ``step_windows``.
+* ``untraced_step_windows``: the run's steps that ran with the profiler off, from that stream: what a
+  step costs without the profiler, measured on the job itself. Left out are the run's first step
+  (start-up), the warm-up steps before each traced block (Kineto already records there, and its set-up
+  runs in the first of them) and the step after each block (the trace is collected and written there).
 
 How many steps, and what each one processed
 --------------------------------------------
@@ -59,7 +63,7 @@ import pandas as pd
 
 from torchscope.analyzers.core.trace import Trace, name_mask
 
-__all__ = ["step_windows", "traced_steps", "run_step_windows", "windows_or_span", "step_of", "step_index", "step_count",
+__all__ = ["step_windows", "traced_steps", "run_step_windows", "untraced_step_windows", "windows_or_span", "step_of", "step_index", "step_count",
            "window_label", "user_counts", "steps_run", "schedule_words", "WINDOW_COLUMNS",
            "WHOLE_TRACE", "WHOLE_TRACE_LABEL", "CUSTOM_SCHEDULE", "KINETO_OFF"]
 
@@ -128,6 +132,29 @@ def run_step_windows(trace: Trace) -> pd.DataFrame:
         if t.size >= 2:
             return _frame(steps[1:], t[:-1], t[1:])
     return step_windows(trace)
+
+
+def untraced_step_windows(trace: Trace) -> pd.DataFrame:
+    """The run's steps that ran with the profiler off (step, start_ns, end_ns), from the ``steps`` stream; empty
+    without one. See the module docstring for the steps left out."""
+    traced = step_windows(trace)
+    run = run_step_windows(trace)
+    stream = trace.streams.get("steps") if trace.streams else None
+    if traced.empty or stream is None or stream.empty or run.empty:
+        return _empty()
+    steps = run["step"].to_numpy(np.int64)
+    traced_set = traced["step"].to_numpy(np.int64)
+    keep = ~np.isin(steps, traced_set) & (steps != steps.min())
+    options = (trace.meta.manifest or {}).get("options") or {}
+    schedule = options.get("schedule") if isinstance(options.get("schedule"), dict) else {}
+    warmup = max(_schedule_int(schedule, "warmup", 1), 1) if schedule else 1
+    ordered = np.unique(traced_set)
+    block_starts = ordered[np.concatenate([[True], np.diff(ordered) > 1])]
+    block_ends = ordered[np.concatenate([np.diff(ordered) > 1, [True]])]
+    for b in block_starts:
+        keep &= ~((steps >= b - warmup) & (steps < b))
+    keep &= ~np.isin(steps, block_ends + 1)
+    return run[keep].reset_index(drop=True)
 
 
 def windows_or_span(trace: Trace) -> pd.DataFrame:

@@ -388,3 +388,18 @@ def test_an_elementwise_op_inside_a_gemm_is_the_gemms_and_starts_no_chain(tmp_pa
     first_op = model.ops.loc[model.ops["name"] == "aten::add", "ts_ns"].to_numpy()
     assert np.array_equal(np.sort(starts), np.sort(first_op))
     assert (ends - starts <= 4 * 55_000).all()
+
+
+def test_a_bundle_with_untraced_steps_measures_what_tracing_cost_and_a_plain_trace_has_no_such_figure(sample_traces):
+    from torchscope.analyzers.io.loader import load  # noqa: PLC0415
+    from torchscope.analyzers.timeline.steps import untraced_step_windows  # noqa: PLC0415
+
+    run = load(sample_traces / "gpt_train")  # 53 steps untraced after start-up, 4 traced
+    res = analyze(run)
+    w = untraced_step_windows(run)
+    untraced = int(np.median(w["end_ns"] - w["start_ns"]))
+    assert res.summary["untraced_step_ns"] == untraced
+    assert res.summary["traced_step_slowdown"] == pytest.approx(res.summary["step_ns"] / untraced, abs=1e-3)
+    assert 0 <= res.summary["untraced_replay_error_share"] < 1
+    plain = analyze(load_shared(str(SHARED_TRACES), "v100_train_1rank.json.gz"))
+    assert not {"untraced_step_ns", "traced_step_slowdown", "untraced_replay_error_share"} & set(plain.summary)

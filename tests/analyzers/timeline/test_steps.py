@@ -74,6 +74,34 @@ def test_run_step_windows_come_from_the_steps_stream_else_fall_back():
     assert steps.run_step_windows(plain).equals(steps.step_windows(plain))
 
 
+def test_untraced_steps_leave_out_start_up_warm_up_and_the_step_that_writes_the_trace():
+    # 12 steps, traced 6-7 after warm-up 4-5 (wait 0-3), then untraced again 8-11
+    stream = pd.DataFrame({"step": list(range(12)), "t_ns": [1000 * (k + 1) for k in range(12)]})
+    rows = [("ProfilerStep#6", "annotation", 6000, 900), ("ProfilerStep#7", "annotation", 7000, 900)]
+    trace = _trace(rows, streams={"steps": stream},
+                   manifest={"started_at_ns": 0, "options": {"schedule": {"wait": 4, "warmup": 2, "active": 2}}})
+    w = steps.untraced_step_windows(trace)
+    assert w["step"].tolist() == [1, 2, 3, 9, 10, 11]  # not 0 (start-up), 4-5 (warm-up), 6-7 (traced), 8 (export)
+    assert (w["end_ns"] - w["start_ns"]).tolist() == [1000] * 6
+    # without a schedule, one warm-up step is assumed; without a stream (a plain trace) nothing is known
+    no_schedule = _trace(rows, streams={"steps": stream}, manifest={"started_at_ns": 0})
+    assert steps.untraced_step_windows(no_schedule)["step"].tolist() == [1, 2, 3, 4, 9, 10, 11]
+    assert steps.untraced_step_windows(_trace(rows)).empty
+
+
+def test_untraced_steps_of_a_recorded_run(sample_traces):
+    from torchscope.analyzers.io.loader import load  # noqa: PLC0415
+
+    run = load(sample_traces / "gpt_train")  # wait 54, warmup 1, active 4 of 60 steps
+    w = steps.untraced_step_windows(run)
+    assert w["step"].tolist() == list(range(1, 54))
+    run_steps = steps.run_step_windows(run)
+    first, after = (run_steps.loc[run_steps["step"] == k].iloc[0] for k in (0, 59))
+    # the steps left out are the slow ones: start-up and the trace's collection dwarf every untraced step
+    longest = int((w["end_ns"] - w["start_ns"]).max())
+    assert first["end_ns"] - first["start_ns"] > 10 * longest and after["end_ns"] - after["start_ns"] > 2 * longest
+
+
 _windows = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=12)
 
 
