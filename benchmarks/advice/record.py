@@ -3,7 +3,7 @@
 `run_rank(rank, job)` is what the runner spawns (one process per rank, as torchrun would start them):
 
 1. build the before and the after (2-rank pairs: after joining the process group), warm both up;
-2. record each with plain ``torch.profiler`` (schedule wait 1, warmup 2, active 5; the trace goes
+2. record each with plain ``torch.profiler`` (schedule wait 4, warmup 2, active 5; the trace goes
    through ``tensorboard_trace_handler``) into ``<run>/<variant>/torch_profiler/``, and with
    ``torchscope.profile`` (same schedule) into the bundle ``<run>/<variant>/torchscope/`` (every rank
    into the same bundle: the profiler finds the rank from torch.distributed); ``job.recordings``
@@ -36,8 +36,10 @@ from benchmarks.advice.pairs import VARIANTS, load_pair
 __all__ = ["RankJob", "run_rank", "recording_dir", "TIMING_FILE", "PROFILE_SCHEDULE", "WARMUP_STEPS",
            "REP_WARMUP_STEPS", "PATH_DIRS"]
 
-#: the schedule of both recording paths (as torch.profiler.schedule arguments)
-PROFILE_SCHEDULE = {"wait": 1, "warmup": 2, "active": 5}
+#: the schedule of both recording paths (as torch.profiler.schedule arguments); the bundle's steps stream times
+#: the wait steps, which run with the profiler off: after the first (start-up), 3 of them measure the step without
+#: it (bottleneck's untraced_step_ns)
+PROFILE_SCHEDULE = {"wait": 4, "warmup": 2, "active": 5}
 #: steps each variant runs after build and before anything is recorded (compilation happens here)
 WARMUP_STEPS = 3
 #: untimed steps at the start of each timed repetition

@@ -131,14 +131,18 @@ def detect(path: Path, expected: str) -> Detection:
     result = report.result(analyzer)
     step_ns = result.summary.get(STEP_KEY) if result is not None else None
     step_ns = int(step_ns) if isinstance(step_ns, (int, float)) and step_ns == step_ns else None
+    model = report.result("bottleneck")
+    untraced = dict(untraced_step_ns=model.summary.get("untraced_step_ns"),
+                    untraced_replay_error_share=model.summary.get("untraced_replay_error_share")) \
+        if model is not None else {}
     hits = [f for f in report.findings if f.id == expected]
     if not hits:
-        return Detection(fired=False, findings=ranked, analyzer_note=note, recorded_step_ns=step_ns)
+        return Detection(fired=False, findings=ranked, analyzer_note=note, recorded_step_ns=step_ns, **untraced)
     best = max(hits, key=lambda f: f.gain_fraction)
     unknown = best.gain_fraction == 0 and "unknown" in best.estimated_gain.lower()
     return Detection(fired=True, gain_fraction=None if unknown else float(best.gain_fraction),
                      estimated_gain=best.estimated_gain, findings=ranked, analyzer_note=note,
-                     recorded_step_ns=step_ns)
+                     recorded_step_ns=step_ns, **untraced)
 
 
 def _rounds_recorded(run_dir: Path) -> int:
@@ -248,6 +252,7 @@ def _notes(pairs: Sequence[PairFigures]) -> list[str]:
     errors = {f"{p.name} {PATH_LABELS[f.path]} {v}: {d.error}" for p in pairs for f in p.paths
               for v, ds in (("before", f.befores), ("after", f.afters)) for d in ds if d.error}
     notes += sorted(errors)
+    notes += _untraced_notes(pairs)
     for p in pairs:  # what the analyzers said instead, where the before missed the expected finding
         for f in p.paths:
             missed = next((d for d in f.befores if not d.fired and not d.error), None)
@@ -256,6 +261,23 @@ def _notes(pairs: Sequence[PairFigures]) -> list[str]:
                 why = f" ({missed.analyzer_note})" if missed.analyzer_note else ""
                 notes.append(f"{p.name} {PATH_LABELS[f.path]} before found instead: {top}{why}")
     return notes
+
+
+def _untraced_notes(pairs: Sequence[PairFigures]) -> list[str]:
+    """Per pair, what tracing cost the bundle path's before recordings (their steps with the profiler off against
+    the traced ones) and how far the step model's replay without the profiler lands from those steps."""
+    parts = []
+    for p in pairs:
+        ds = [d for f in p.paths for d in f.befores if d.untraced_step_ns and d.recorded_step_ns]
+        if ds:
+            slow = sorted(d.recorded_step_ns / d.untraced_step_ns for d in ds)
+            err = sorted(d.untraced_replay_error_share for d in ds if d.untraced_replay_error_share is not None)
+            parts.append(f"{p.name} {slow[0]:.2f}-{slow[-1]:.2f}x"
+                         + (f" ({_share(err[0])}-{_share(err[-1])})" if err else ""))
+    if not parts:
+        return []
+    return ["traced step / untraced step on the bundle path's before recordings (in brackets: the step model's "
+            "replay without the profiler, against the untraced step): " + "; ".join(parts)]
 
 
 def render_table(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = True) -> str:
@@ -288,7 +310,9 @@ def render_markdown(pairs: Sequence[PairFigures], *, bottleneck_registered: bool
 
 def _detection_json(d: Detection) -> dict:
     return {"fired": d.fired, "gain_fraction": d.gain_fraction, "estimated_gain": d.estimated_gain,
-            "error": d.error, "analyzer_note": d.analyzer_note, "recorded_step_ns": d.recorded_step_ns, "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
+            "error": d.error, "analyzer_note": d.analyzer_note, "recorded_step_ns": d.recorded_step_ns,
+            "untraced_step_ns": d.untraced_step_ns, "untraced_replay_error_share": d.untraced_replay_error_share,
+            "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
 
 
 def figures_json(pairs: Sequence[PairFigures]) -> dict:

@@ -180,6 +180,21 @@ def test_table_fits_100_columns_and_markdown_has_every_pair() -> None:
     assert run_advice.figures_json(pairs)["summary"]["right"] == 1
 
 
+def test_the_notes_say_what_tracing_cost_where_the_bundle_measured_untraced_steps() -> None:
+    measured = Detection(fired=True, gain_fraction=0.2, recorded_step_ns=12_000_000, untraced_step_ns=5_000_000,
+                         untraced_replay_error_share=1.3)
+    bundle = PathFigures("torchscope", measured, Detection(fired=False))
+    plain = PathFigures("torch_profiler", Detection(fired=True, gain_fraction=0.2, recorded_step_ns=9_000_000),
+                        Detection(fired=False))
+    pair = PairFigures("adam_foreach", "bottleneck.optimizer_dispatch", "c", before_step_s=(0.005,) * 7,
+                       after_step_s=(0.004,) * 7, paths=(plain, bundle))
+    text = run_advice.render_table([pair, _figures("other", 0.5, est=0.5)])
+    assert "adam_foreach 2.40-2.40x (130.0%-130.0%)" in " ".join(text.split())
+    assert "other " not in text.split("traced step / untraced step", 1)[1]  # no untraced steps: not listed
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert run_advice.figures_json([pair])["pairs"][0]["paths"]["torchscope"]["before"]["untraced_step_ns"] == 5_000_000
+
+
 def test_a_cuda_pair_without_cuda_is_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_advice, "_cuda_devices", lambda: 0)
     figures = run_advice.run_pair(load_pair("cuda_item_sync"), REPO / "unused")
