@@ -11,7 +11,9 @@ is in that one unit, so they rank together.
 A bundle whose run had steps with the profiler off (the schedule's wait steps, timed by the ``steps``
 stream) gets its own check of that: the untraced step, how much slower the traced steps ran, and how far
 the replay without the profiler's cost lands from the untraced step (``untraced_replay_error_share``). The
-model does not use the figure yet; it says how far to trust the gains on this machine.
+model does not fit itself to the figure yet; past ``UNTRACED_CAVEAT_SHARE`` every gain's text says how far
+off the replay is. The untraced steps still carry torchscope's own annotations (module hooks): they are
+the bundle's run without Kineto, not the bare job.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ __all__ = ["CRITICAL_GAIN_FRACTION", "MIN_GAIN_FRACTION", "SUMMARY_KEYS", "WARNI
 MIN_GAIN_FRACTION = 0.05
 #: Fewest untraced steps whose median is taken as the step without the profiler.
 MIN_UNTRACED_STEPS = 3
+#: A replay without the profiler further than this from the untraced step makes every gain say so.
+UNTRACED_CAVEAT_SHARE = 0.10
 #: A step measured longer than this many times the median stalled: it is left out of the gains.
 STALLED_STEP_FACTOR = 2.0
 #: Severity by predicted gain.
@@ -93,6 +97,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
     base = replay(model, plan=plan, unprofiled=unprofiled).step_ns
     replayed = replay(model, plan=plan).step_ns
     measured = model.step_ns
+    untraced = _untraced(trace, measured, base)
     rows, findings = [], []
     best: dict[str, tuple[float, whatif.Estimate]] = {}
     for transform in whatif.TRANSFORMS:
@@ -109,7 +114,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         if key not in best or (np.nan_to_num(gain) > np.nan_to_num(best[key][0])):
             best[key] = (gain, est)
     for gain, est in best.values():
-        finding = _finding(trace, est, gain, attr, measured)
+        finding = _finding(trace, est, gain, attr, measured, _caveat(untraced, base))
         if finding is not None:
             findings.append(finding)
     findings.sort(key=lambda f: -f.gain_fraction)
@@ -129,7 +134,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         "where_time_goes": ", ".join(f"{label} {format_share(share)}" for label, share in
                                      zip(causes["label"].head(4), causes["share"].head(4))),
     }
-    summary.update(_untraced(trace, measured, base))
+    summary.update(untraced)
     unknown = _unrecognised(trace)
     summary["unrecognised_events"] = int(unknown.sum())
     summary["unrecognised"] = "; ".join(f"{cat} x{int(n)}" for cat, n in unknown.head(5).items())
@@ -179,7 +184,19 @@ def _gain(base: np.ndarray, after: np.ndarray, measured: np.ndarray) -> float:
     return float(min(1.0, max(0.0, 1.0 - after[keep].sum() / max(base[keep].sum(), 1))))
 
 
-def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np.ndarray) -> Finding | None:
+def _caveat(untraced: dict, base: np.ndarray) -> str:
+    """What a gain's text adds when the replay without the profiler misses the run's own untraced step by more
+    than ``UNTRACED_CAVEAT_SHARE``: the gain rests on that replay."""
+    error = untraced.get("untraced_replay_error_share")
+    if error is None or error <= UNTRACED_CAVEAT_SHARE:
+        return ""
+    return (f"; check: this run's steps without the profiler took {format_duration_ns(untraced['untraced_step_ns'])}, "
+            f"the replay without the profiler's cost {format_duration_ns(float(np.median(base)))} "
+            f"({format_share(error)} off), so the gain is uncertain by about as much")
+
+
+def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np.ndarray,
+             caveat: str = "") -> Finding | None:
     """The finding of one estimate, or None when its predicted gain is too small to act on."""
     causes = attr.per_cause()
     share = float(dict(zip(causes["cause"], causes["share"])).get(est.cause, 0.0)) if not causes.empty else 0.0
@@ -192,7 +209,7 @@ def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np
                 "warning" if (not known or gain >= WARNING_GAIN_FRACTION) else "info")
     step = float(np.median(measured))
     text = (f"{format_share(gain)} of step time (about {format_duration_ns(gain * step)} per step), "
-            f"predicted by replaying the steps with the change: {est.model}") if known else \
+            f"predicted by replaying the steps with the change: {est.model}{caveat}") if known else \
         f"unknown: {est.model}"
     evidence = dict(est.evidence)
     evidence["cause_share"] = round(share, 4)

@@ -10,6 +10,7 @@ from torchscope.analyzers.bottleneck.attribution import CAUSES, attribute, cause
 from torchscope.analyzers.bottleneck.model import build
 from torchscope.analyzers.bottleneck.replay import Change, replay
 from torchscope.analyzers.core.registry import run_all
+from torchscope.analyzers.report.units import format_duration_ns
 
 from tests.analyzers.synthetic_kineto import BWD_TID, MAIN_TID, KinetoBuilder, load_shared
 from tests.conftest import SHARED_TRACES
@@ -403,3 +404,19 @@ def test_a_bundle_with_untraced_steps_measures_what_tracing_cost_and_a_plain_tra
     assert 0 <= res.summary["untraced_replay_error_share"] < 1
     plain = analyze(load_shared(str(SHARED_TRACES), "v100_train_1rank.json.gz"))
     assert not {"untraced_step_ns", "traced_step_slowdown", "untraced_replay_error_share"} & set(plain.summary)
+
+
+def test_a_gain_says_so_when_the_replay_without_the_profiler_misses_the_untraced_steps(sample_traces, monkeypatch):
+    from torchscope.analyzers.bottleneck import analysis  # noqa: PLC0415
+    from torchscope.analyzers.io.loader import load  # noqa: PLC0415
+
+    run = load(sample_traces / "gpt_train")  # replay 9.7% off its untraced steps; best what-if ~4%
+    monkeypatch.setattr(analysis, "MIN_GAIN_FRACTION", 0.01)  # let that what-if make a finding
+    within = analysis.analyze(run)
+    assert within.findings and not any("check:" in f.estimated_gain for f in within.findings)
+    monkeypatch.setattr(analysis, "UNTRACED_CAVEAT_SHARE", 0.05)
+    off = analysis.analyze(run)
+    untraced = format_duration_ns(off.summary["untraced_step_ns"])
+    assert off.findings and all(f"check: this run's steps without the profiler took {untraced}" in f.estimated_gain
+                                for f in off.findings if f.gain_fraction > 0)
+    assert [f.gain_fraction for f in off.findings] == [f.gain_fraction for f in within.findings]  # text only
