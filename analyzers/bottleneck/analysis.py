@@ -23,7 +23,7 @@ import pandas as pd
 from torchscope.analyzers.bottleneck import whatif
 from torchscope.analyzers.bottleneck.attribution import attribute, cause_label
 from torchscope.analyzers.bottleneck.model import build
-from torchscope.analyzers.bottleneck.profiler_overhead import profiler_overhead
+from torchscope.analyzers.bottleneck.profiler_overhead import fit_overhead, profiler_overhead
 from torchscope.analyzers.bottleneck.replay import _Plan, replay
 from torchscope.analyzers.core.findings import Finding
 from torchscope.analyzers.core.registry import register
@@ -59,8 +59,12 @@ SUMMARY_KEYS: dict[str, str] = {
                         "MIN_UNTRACED_STEPS (a plain Kineto trace has none)",
     "traced_step_slowdown": "median traced step / that untraced step: what tracing cost this run",
     "untraced_replay_error_share": "|median step replayed without the profiler's cost - median untraced step| / median "
-                             "untraced step, 0..1: how well the step model takes the profiler out, which every "
-                             "gain relies on",
+                                   "untraced step, 0..1, after the per-op cost was fitted to it (what every gain "
+                                   "rests on; above 0 when the fit reached MAX_FITTED_PER_OP_NS)",
+    "measured_overhead_replay_error_share": "the same with the per-op cost as measured between sibling ops, before "
+                                            "the fit: how much the trace alone misses",
+    "profiler_overhead_source": "how profiler_overhead_ns was found: measured between sibling ops, or fitted to the "
+                                "untraced steps",
     "gpu_idle_share": "share of step time the GPU ran nothing (0 on a CPU-only trace), 0..1",
     "where_time_goes": "the four largest causes in words with their shares of step time",
     "unrecognised_events": "events whose category no analysis understands (their time is in no cause)",
@@ -93,11 +97,18 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
     attr = attribute(model)
     plan = _Plan(model)
     overhead = profiler_overhead(model)
-    unprofiled = overhead.cuts
-    base = replay(model, plan=plan, unprofiled=unprofiled).step_ns
+    base = replay(model, plan=plan, unprofiled=overhead.cuts).step_ns
     replayed = replay(model, plan=plan).step_ns
     measured = model.step_ns
-    untraced = _untraced(trace, measured, base)
+    untraced_ns = _untraced_step_ns(trace)
+    measured_error = _error(base, untraced_ns)
+    if untraced_ns is not None:
+        # The run's own steps without the profiler say what it cost: the per-op cost is fitted to them.
+        overhead = fit_overhead(model, untraced_ns, lambda cuts: float(np.median(
+            replay(model, plan=plan, unprofiled=cuts).step_ns)))
+        base = replay(model, plan=plan, unprofiled=overhead.cuts).step_ns
+    unprofiled = overhead.cuts
+    untraced = _untraced(untraced_ns, measured, base, measured_error)
     rows, findings = [], []
     best: dict[str, tuple[float, whatif.Estimate]] = {}
     for transform in whatif.TRANSFORMS:
@@ -127,6 +138,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         "top_cause_share": float(causes["share"].iloc[0]) if not causes.empty else 0.0,
         "replay_error": float(abs(np.median(replayed) - np.median(measured)) / max(np.median(measured), 1)),
         "profiler_overhead_ns": overhead.per_op_ns,
+        "profiler_overhead_source": overhead.source,
         "profiler_overhead_share": float(overhead.removed(model.windows["start_ns"].to_numpy(np.int64),
                                                           model.windows["end_ns"].to_numpy(np.int64)).sum()
                                          / max(int(measured.sum()), 1)),
@@ -147,17 +159,28 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
                                                     "events": unknown.to_numpy(np.int64)})})
 
 
-def _untraced(trace: Trace, measured: np.ndarray, base: np.ndarray) -> dict:
-    """The run's own step without the profiler (its untraced steps), and how far the traced and the replayed
-    unprofiled steps are from it; nothing when the run has too few untraced steps (a plain trace has none)."""
+def _untraced_step_ns(trace: Trace) -> float | None:
+    """The median of the run's steps with the profiler off, ns; None with fewer than ``MIN_UNTRACED_STEPS``."""
     windows = untraced_step_windows(trace)
     if len(windows) < MIN_UNTRACED_STEPS:
+        return None
+    return max(float(np.median(windows["end_ns"].to_numpy(np.int64) - windows["start_ns"].to_numpy(np.int64))), 1.0)
+
+
+def _error(base: np.ndarray, untraced_ns: float | None) -> float | None:
+    return None if untraced_ns is None else round(abs(float(np.median(base)) - untraced_ns) / untraced_ns, 4)
+
+
+def _untraced(untraced_ns: float | None, measured: np.ndarray, base: np.ndarray,
+              measured_error: float | None) -> dict:
+    """The untraced step and how far the traced and the replayed unprofiled steps are from it (after the fit, and
+    with the per-op cost as measured); nothing when the run has too few untraced steps (a plain trace has none)."""
+    if untraced_ns is None:
         return {}
-    untraced = float(np.median(windows["end_ns"].to_numpy(np.int64) - windows["start_ns"].to_numpy(np.int64)))
-    untraced = max(untraced, 1.0)
-    return {"untraced_step_ns": int(untraced),
-            "traced_step_slowdown": round(float(np.median(measured)) / untraced, 3),
-            "untraced_replay_error_share": round(abs(float(np.median(base)) - untraced) / untraced, 4)}
+    return {"untraced_step_ns": int(untraced_ns),
+            "traced_step_slowdown": round(float(np.median(measured)) / untraced_ns, 3),
+            "untraced_replay_error_share": _error(base, untraced_ns),
+            "measured_overhead_replay_error_share": measured_error}
 
 
 def _unrecognised(trace: Trace) -> pd.Series:

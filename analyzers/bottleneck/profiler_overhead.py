@@ -16,6 +16,12 @@ operator no Python runs (their parent is C++): the gap between them is the profi
 bookkeeping of the first and entry bookkeeping of the second, plus a few ns of C++. ``h`` is the
 median of those gaps (``SIBLING_GAP_QUANTILE``): robust to the few children with real work between them.
 
+That median misses most of the cost where ops take Python scalars (``t.add_(1.0)``: 3.2 µs unprofiled,
+7.7 µs in the trace, most of it inside the op) and the machine's state in the recording. A bundle whose
+run had untraced steps measures the whole cost instead: ``fit_overhead`` raises ``h`` (bisection, at most
+``MAX_FITTED_PER_OP_NS``) until the replay without it takes the run's own untraced step, and every
+what-if then uses the fitted ``h``. A plain trace has no untraced step and keeps the measured one.
+
 The unprofiled host timeline: on each host thread, every gap between two consecutive boundaries
 (an op's start or end) loses ``h / 2`` for each recorded op that starts at its right end (the
 entry bookkeeping) and each that ends at its left end (the exit), at most the whole gap. Recorded
@@ -26,12 +32,14 @@ the run without the profiler, against which every what-if is replayed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from torchscope.analyzers.bottleneck.model import StepModel, op_parents
 
-__all__ = ["RECORDED_KINDS", "SIBLING_GAP_QUANTILE", "ProfilerOverhead", "profiler_overhead"]
+__all__ = ["MAX_FITTED_PER_OP_NS", "RECORDED_KINDS", "SIBLING_GAP_QUANTILE", "ProfilerOverhead", "fit_overhead",
+           "profiler_overhead"]
 
 #: Host events the profiler records through RecordFunction (each pays the entry and exit bookkeeping).
 RECORDED_KINDS = ("cpu_op", "annotation")
@@ -39,6 +47,14 @@ RECORDED_KINDS = ("cpu_op", "annotation")
 SIBLING_GAP_QUANTILE = 0.5
 #: Fewest sibling gaps that measure the overhead; with fewer it is taken as 0 (nothing deprofiled).
 MIN_SIBLING_GAPS = 20
+#: Most per-op cost a fit to the untraced steps may give, ns: twice the largest cost of one op's bookkeeping
+#: measured here (``t.add_(1.0)`` with record_shapes, 4.5 µs more than unprofiled). Past it the untraced steps
+#: were faster for another reason (the machine's state), which no profiler cost explains.
+MAX_FITTED_PER_OP_NS = 10_000
+#: Bisection steps of the fit (the per-op cost to within (MAX - measured) / 2**steps).
+FIT_STEPS = 10
+MEASURED = "measured between sibling ops"
+FITTED = "fitted so that the replay without it takes this run's untraced step"
 
 _EMPTY = np.zeros(0, np.int64)
 
@@ -51,6 +67,8 @@ class ProfilerOverhead:
     cuts: tuple[np.ndarray, np.ndarray, np.ndarray]
     #: Number of sibling gaps the per-op cost was measured on.
     gaps: int = 0
+    #: How the per-op cost was found: ``MEASURED`` (between sibling ops) or ``FITTED`` (``fit_overhead``).
+    source: str = MEASURED
 
     def removed_before(self, t: np.ndarray) -> np.ndarray:
         """Overhead removed from the host timeline before each time t, ns (inside a cut, proportionally)."""
@@ -77,6 +95,30 @@ def profiler_overhead(model: StepModel) -> ProfilerOverhead:
     if cached is None:
         cached = model.cache["profiler_overhead"] = _measure(model)
     return cached
+
+
+def fit_overhead(model: StepModel, untraced_step_ns: float,
+                 replayed_step_ns: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray]], float]) -> ProfilerOverhead:
+    """The per-op cost that makes ``replayed_step_ns(cuts)`` (the median step replayed with those cuts) take the
+    run's own untraced step, by bisection between the measured cost and ``MAX_FITTED_PER_OP_NS``; it replaces the
+    measured one in the model's cache, so every what-if uses it. The measured cost is kept when the replay already
+    takes no longer than the untraced step, or the trace measured none (too few sibling gaps)."""
+    measured = profiler_overhead(model)
+    lo, hi = measured.per_op_ns, MAX_FITTED_PER_OP_NS
+    if measured.gaps < MIN_SIBLING_GAPS or hi <= lo or replayed_step_ns(measured.cuts) <= untraced_step_ns:
+        return measured
+    if replayed_step_ns(_cuts(model, hi)) > untraced_step_ns:
+        lo = hi
+    else:
+        for _ in range(FIT_STEPS):
+            mid = (lo + hi) // 2
+            if replayed_step_ns(_cuts(model, mid)) > untraced_step_ns:
+                lo = mid
+            else:
+                hi = mid
+    fitted = ProfilerOverhead(int(lo), _cuts(model, int(lo)), measured.gaps, FITTED)
+    model.cache["profiler_overhead"] = fitted
+    return fitted
 
 
 def _measure(model: StepModel) -> ProfilerOverhead:

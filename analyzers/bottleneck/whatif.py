@@ -350,8 +350,8 @@ def foreach_optimizer(model: StepModel, attr: Attribution) -> Estimate | None:
         how = (f"{int(np.median(n_top))} per-tensor calls of {kinds} kinds per step: the per-tensor kernels "
                f"(their measured time) stay, the Python loop between them (median "
                f"{int(np.median(gap_per_call)) / 1e3:.1f} µs per call) is paid once per kind")
-    how += (f"; without the profiler's bookkeeping ({overhead.per_op_ns / 1e3:.1f} µs per recorded op, measured "
-            "between sibling ops), which the unprofiled run does not pay")
+    how += (f"; without the profiler's bookkeeping ({overhead.per_op_ns / 1e3:.1f} µs per recorded op, "
+            f"{overhead.source}), which the unprofiled run does not pay")
     name = str(regions["name"].iloc[0]).split("#", 1)[-1].split(".", 1)[0]
     return Estimate(
         "bottleneck.optimizer_dispatch", "optimizer_dispatch",

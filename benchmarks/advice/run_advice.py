@@ -133,7 +133,7 @@ def detect(path: Path, expected: str) -> Detection:
     step_ns = int(step_ns) if isinstance(step_ns, (int, float)) and step_ns == step_ns else None
     model = report.result("bottleneck")
     untraced = dict(untraced_step_ns=model.summary.get("untraced_step_ns"),
-                    untraced_replay_error_share=model.summary.get("untraced_replay_error_share")) \
+                    measured_overhead_replay_error_share=model.summary.get("measured_overhead_replay_error_share")) \
         if model is not None else {}
     hits = [f for f in report.findings if f.id == expected]
     if not hits:
@@ -271,13 +271,14 @@ def _untraced_notes(pairs: Sequence[PairFigures]) -> list[str]:
         ds = [d for f in p.paths for d in f.befores if d.untraced_step_ns and d.recorded_step_ns]
         if ds:
             slow = sorted(d.recorded_step_ns / d.untraced_step_ns for d in ds)
-            err = sorted(d.untraced_replay_error_share for d in ds if d.untraced_replay_error_share is not None)
+            err = sorted(d.measured_overhead_replay_error_share for d in ds if d.measured_overhead_replay_error_share is not None)
             parts.append(f"{p.name} {slow[0]:.2f}-{slow[-1]:.2f}x"
                          + (f" ({_share(err[0])}-{_share(err[-1])})" if err else ""))
     if not parts:
         return []
     return ["traced step / untraced step on the bundle path's before recordings (in brackets: the step model's "
-            "replay without the profiler, against the untraced step): " + "; ".join(parts)]
+            "replay without the profiler, with the per-op cost the trace alone measures, against the untraced "
+            "step; the bundle's gains use a cost fitted to that step): " + "; ".join(parts)]
 
 
 def render_table(pairs: Sequence[PairFigures], *, bottleneck_registered: bool = True) -> str:
@@ -311,7 +312,7 @@ def render_markdown(pairs: Sequence[PairFigures], *, bottleneck_registered: bool
 def _detection_json(d: Detection) -> dict:
     return {"fired": d.fired, "gain_fraction": d.gain_fraction, "estimated_gain": d.estimated_gain,
             "error": d.error, "analyzer_note": d.analyzer_note, "recorded_step_ns": d.recorded_step_ns,
-            "untraced_step_ns": d.untraced_step_ns, "untraced_replay_error_share": d.untraced_replay_error_share,
+            "untraced_step_ns": d.untraced_step_ns, "measured_overhead_replay_error_share": d.measured_overhead_replay_error_share,
             "findings": [{"id": i, "gain_fraction": g} for i, g in d.findings]}
 
 

@@ -36,9 +36,10 @@ class Detection:
     #: the median step of the recording as that analyzer measured it (profiler on), ns; None if it did not
     recorded_step_ns: int | None = None
     #: the bundle path's steps with the profiler off (bottleneck's untraced_step_ns), ns, and how far the step
-    #: model's replay without the profiler's cost landed from them (untraced_replay_error_share); None on the plain path
+    #: model's replay without the profiler landed from them with the per-op cost the trace alone measures
+    #: (measured_overhead_replay_error_share); None on the plain path
     untraced_step_ns: int | None = None
-    untraced_replay_error_share: float | None = None
+    measured_overhead_replay_error_share: float | None = None
 
 
 @dataclass(frozen=True)

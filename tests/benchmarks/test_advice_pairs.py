@@ -182,7 +182,7 @@ def test_table_fits_100_columns_and_markdown_has_every_pair() -> None:
 
 def test_the_notes_say_what_tracing_cost_where_the_bundle_measured_untraced_steps() -> None:
     measured = Detection(fired=True, gain_fraction=0.2, recorded_step_ns=12_000_000, untraced_step_ns=5_000_000,
-                         untraced_replay_error_share=1.3)
+                         measured_overhead_replay_error_share=1.3)
     bundle = PathFigures("torchscope", measured, Detection(fired=False))
     plain = PathFigures("torch_profiler", Detection(fired=True, gain_fraction=0.2, recorded_step_ns=9_000_000),
                         Detection(fired=False))

@@ -406,17 +406,34 @@ def test_a_bundle_with_untraced_steps_measures_what_tracing_cost_and_a_plain_tra
     assert not {"untraced_step_ns", "traced_step_slowdown", "untraced_replay_error_share"} & set(plain.summary)
 
 
-def test_a_gain_says_so_when_the_replay_without_the_profiler_misses_the_untraced_steps(sample_traces, monkeypatch):
-    from torchscope.analyzers.bottleneck import analysis  # noqa: PLC0415
+def test_the_per_op_cost_is_fitted_to_the_untraced_steps_and_every_what_if_uses_it(sample_traces):
+    from torchscope.analyzers.bottleneck.model import build  # noqa: PLC0415
+    from torchscope.analyzers.bottleneck.profiler_overhead import FITTED, MEASURED, profiler_overhead  # noqa: PLC0415
     from torchscope.analyzers.io.loader import load  # noqa: PLC0415
 
-    run = load(sample_traces / "gpt_train")  # replay 9.7% off its untraced steps; best what-if ~4%
-    monkeypatch.setattr(analysis, "MIN_GAIN_FRACTION", 0.01)  # let that what-if make a finding
-    within = analysis.analyze(run)
-    assert within.findings and not any("check:" in f.estimated_gain for f in within.findings)
+    run = load(sample_traces / "gpt_train")  # the replay with the measured cost is ~10% over the untraced step
+    res = analyze(run)
+    measured = profiler_overhead(build(run))
+    assert measured.source == MEASURED and res.summary["profiler_overhead_source"] == FITTED
+    assert res.summary["profiler_overhead_ns"] > measured.per_op_ns
+    assert res.summary["measured_overhead_replay_error_share"] > 0.05
+    assert res.summary["untraced_replay_error_share"] < 0.01  # the fit lands on the untraced step
+    whatif_after = res.tables["whatif"]
+    assert (whatif_after["step_ns_before"] <= res.summary["untraced_step_ns"] * 1.01).all()
+
+
+def test_a_gain_says_so_when_the_fit_cannot_reach_the_untraced_steps(sample_traces, monkeypatch):
+    from torchscope.analyzers.bottleneck import analysis, profiler_overhead  # noqa: PLC0415
+    from torchscope.analyzers.io.loader import load  # noqa: PLC0415
+
+    run = load(sample_traces / "gpt_train")  # replay ~10% off its untraced steps with the measured cost
+    monkeypatch.setattr(analysis, "MIN_GAIN_FRACTION", 0.01)  # let its best what-if (~4%) make a finding
+    fitted = analysis.analyze(run)
+    assert fitted.findings and not any("check:" in f.estimated_gain for f in fitted.findings)
+    monkeypatch.setattr(profiler_overhead, "MAX_FITTED_PER_OP_NS", 0)  # no fit: the measured cost stays
     monkeypatch.setattr(analysis, "UNTRACED_CAVEAT_SHARE", 0.05)
     off = analysis.analyze(run)
+    assert off.summary["untraced_replay_error_share"] == off.summary["measured_overhead_replay_error_share"] > 0.05
     untraced = format_duration_ns(off.summary["untraced_step_ns"])
     assert off.findings and all(f"check: this run's steps without the profiler took {untraced}" in f.estimated_gain
                                 for f in off.findings if f.gain_fraction > 0)
-    assert [f.gain_fraction for f in off.findings] == [f.gain_fraction for f in within.findings]  # text only
