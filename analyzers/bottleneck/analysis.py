@@ -8,12 +8,14 @@ sum(replayed steps unmodified)`` over the steps that did not stall (``_gain``), 
 the profiler's own per-op cost (``profiler_overhead``), as the run realizes them. Every time finding
 is in that one unit, so they rank together.
 
-A bundle whose run had steps with the profiler off (the schedule's wait steps, timed by the ``steps``
-stream) gets its own check of that: the untraced step, how much slower the traced steps ran, and how far
-the replay without the profiler's cost lands from the untraced step (``untraced_replay_error_share``). The
-model does not fit itself to the figure yet; past ``UNTRACED_CAVEAT_SHARE`` every gain's text says how far
-off the replay is. The untraced steps still carry torchscope's own annotations (module hooks): they are
-the bundle's run without Kineto, not the bare job.
+A bundle whose run had steps with the profiler off (the schedule's wait steps, or the steps after the
+traced window, timed by the ``steps`` stream) measures that cost instead of estimating it: the per-op
+cost is fitted so that the replay without it takes the untraced step
+(``profiler_overhead.fit_overhead``), and every what-if uses the fitted cost. The summary says how much
+slower the traced steps ran and how far the replay lands from the untraced step, with the measured cost
+and with the fitted one; where the fit cannot reach it (past ``UNTRACED_CAVEAT_SHARE``) every gain's text
+says so. The untraced steps still carry torchscope's own annotations (module hooks): they are the
+bundle's run without Kineto, not the bare job.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ SUMMARY_KEYS: dict[str, str] = {
     "top_cause": "the cause with the most time over all steps (see attribution.CAUSES)",
     "top_cause_share": "that cause's share of total step time, 0..1",
     "replay_error": "|median replayed unmodified step - median measured step| / median measured step, 0..1",
-    "profiler_overhead_ns": "the profiler's own cost per recorded op, measured from the trace, ns",
+    "profiler_overhead_ns": "the profiler's own cost per recorded op, measured from the trace or fitted to the "
+                            "run's untraced steps (profiler_overhead_source), ns",
     "profiler_overhead_share": "share of the measured step time that cost took on the host, 0..1",
     "untraced_step_ns": "median step of the run's steps that ran with the profiler off (the bundle's steps stream, "
-                        "timeline.steps.untraced_step_windows), ns; this key and the next two are absent with fewer than "
+                        "timeline.steps.untraced_step_windows), ns; this key and the next three are absent with fewer than "
                         "MIN_UNTRACED_STEPS (a plain Kineto trace has none)",
     "traced_step_slowdown": "median traced step / that untraced step: what tracing cost this run",
     "untraced_replay_error_share": "|median step replayed without the profiler's cost - median untraced step| / median "
