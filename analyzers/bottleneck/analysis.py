@@ -128,7 +128,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         if key not in best or (np.nan_to_num(gain) > np.nan_to_num(best[key][0])):
             best[key] = (gain, est)
     for gain, est in best.values():
-        finding = _finding(trace, est, gain, attr, measured, _caveat(untraced, base))
+        finding = _finding(trace, est, gain, attr, base, _caveat(untraced, base))
         if finding is not None:
             findings.append(finding)
     findings.sort(key=lambda f: -f.gain_fraction)
@@ -221,7 +221,7 @@ def _caveat(untraced: dict, base: np.ndarray) -> str:
             f"({format_share(error)} off), so the gain is uncertain by about as much")
 
 
-def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np.ndarray,
+def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, unprofiled: np.ndarray,
              caveat: str = "") -> Finding | None:
     """The finding of one estimate, or None when its predicted gain is too small to act on."""
     causes = attr.per_cause()
@@ -233,8 +233,9 @@ def _finding(trace: Trace, est: whatif.Estimate, gain: float, attr, measured: np
         return None
     severity = ("critical" if known and gain >= CRITICAL_GAIN_FRACTION else
                 "warning" if (not known or gain >= WARNING_GAIN_FRACTION) else "info")
-    step = float(np.median(measured))
-    text = (f"{format_share(gain)} of step time (about {format_duration_ns(gain * step)} per step), "
+    step = float(np.median(unprofiled))  # the gain is a share of the step without the profiler
+    text = (f"{format_share(gain)} of step time (about {format_duration_ns(gain * step)} per step without the "
+            f"profiler), "
             f"predicted by replaying the steps with the change: {est.model}{caveat}") if known else \
         f"unknown: {est.model}"
     evidence = dict(est.evidence)

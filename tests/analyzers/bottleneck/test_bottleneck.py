@@ -430,6 +430,12 @@ def test_a_gain_says_so_when_the_fit_cannot_reach_the_untraced_steps(sample_trac
     monkeypatch.setattr(analysis, "MIN_GAIN_FRACTION", 0.01)  # let its best what-if (~4%) make a finding
     fitted = analysis.analyze(run)
     assert fitted.findings and not any("check:" in f.estimated_gain for f in fitted.findings)
+    unprofiled_step = int(fitted.tables["whatif"]["step_ns_before"].iloc[0])  # < the traced step measured
+    assert unprofiled_step < fitted.summary["step_ns"]
+    for f in fitted.findings:  # "x% of step time (about y per step without the profiler)": y of the unprofiled step
+        if f.gain_fraction > 0:
+            assert f"(about {format_duration_ns(f.gain_fraction * unprofiled_step)} per step without the profiler)" \
+                in f.estimated_gain
     monkeypatch.setattr(profiler_overhead, "MAX_FITTED_PER_OP_NS", 0)  # no fit: the measured cost stays
     monkeypatch.setattr(analysis, "UNTRACED_CAVEAT_SHARE", 0.05)
     off = analysis.analyze(run)
