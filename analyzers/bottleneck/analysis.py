@@ -107,11 +107,14 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
     measured_error = _error(base, untraced_ns)
     if untraced_ns is not None:
         # The run's own steps without the profiler say what it cost: the per-op cost is fitted to them.
-        overhead = fit_overhead(model, untraced_ns, lambda cuts: float(np.median(
+        fitted = fit_overhead(model, untraced_ns, float(np.median(base)), lambda cuts: float(np.median(
             replay(model, plan=plan, unprofiled=cuts).step_ns)))
-        base = replay(model, plan=plan, unprofiled=overhead.cuts).step_ns
+        if fitted is not overhead:
+            overhead = fitted
+            base = replay(model, plan=plan, unprofiled=overhead.cuts).step_ns
     unprofiled = overhead.cuts
     untraced = _untraced(untraced_ns, measured, base, measured_error)
+    caveat = _caveat(untraced, base)
     rows, findings = [], []
     best: dict[str, tuple[float, whatif.Estimate]] = {}
     for transform in whatif.TRANSFORMS:
@@ -128,7 +131,7 @@ def analyze(trace: Trace, communication_result: Result | None = None) -> Result:
         if key not in best or (np.nan_to_num(gain) > np.nan_to_num(best[key][0])):
             best[key] = (gain, est)
     for gain, est in best.values():
-        finding = _finding(trace, est, gain, attr, base, _caveat(untraced, base))
+        finding = _finding(trace, est, gain, attr, base, caveat)
         if finding is not None:
             findings.append(finding)
     findings.sort(key=lambda f: -f.gain_fraction)

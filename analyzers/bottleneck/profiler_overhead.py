@@ -97,26 +97,30 @@ def profiler_overhead(model: StepModel) -> ProfilerOverhead:
     return cached
 
 
-def fit_overhead(model: StepModel, untraced_step_ns: float,
+def fit_overhead(model: StepModel, untraced_step_ns: float, measured_step_ns: float,
                  replayed_step_ns: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray]], float]) -> ProfilerOverhead:
     """The per-op cost that makes ``replayed_step_ns(cuts)`` (the median step replayed with those cuts) take the
     run's own untraced step, by bisection between the measured cost and ``MAX_FITTED_PER_OP_NS``; it replaces the
-    measured one in the model's cache, so every what-if uses it. The measured cost is kept when the replay already
+    measured one in the model's cache, so every what-if uses it. ``measured_step_ns`` is that replay with the
+    measured cost's cuts, which the caller has already made. The measured cost is kept when that replay already
     takes no longer than the untraced step, or the trace measured none (too few sibling gaps)."""
     measured = profiler_overhead(model)
     lo, hi = measured.per_op_ns, MAX_FITTED_PER_OP_NS
-    if measured.gaps < MIN_SIBLING_GAPS or hi <= lo or replayed_step_ns(measured.cuts) <= untraced_step_ns:
+    if measured.gaps < MIN_SIBLING_GAPS or hi <= lo or measured_step_ns <= untraced_step_ns:
         return measured
-    if replayed_step_ns(_cuts(model, hi)) > untraced_step_ns:
-        lo = hi
+    lo_cuts = measured.cuts
+    hi_cuts = _cuts(model, hi)
+    if replayed_step_ns(hi_cuts) > untraced_step_ns:
+        lo, lo_cuts = hi, hi_cuts
     else:
         for _ in range(FIT_STEPS):
             mid = (lo + hi) // 2
-            if replayed_step_ns(_cuts(model, mid)) > untraced_step_ns:
-                lo = mid
+            mid_cuts = _cuts(model, mid)
+            if replayed_step_ns(mid_cuts) > untraced_step_ns:
+                lo, lo_cuts = mid, mid_cuts
             else:
                 hi = mid
-    fitted = ProfilerOverhead(int(lo), _cuts(model, int(lo)), measured.gaps, FITTED)
+    fitted = ProfilerOverhead(int(lo), lo_cuts, measured.gaps, FITTED)
     model.cache["profiler_overhead"] = fitted
     return fitted
 

@@ -63,8 +63,8 @@ import pandas as pd
 
 from torchscope.analyzers.core.trace import Trace, name_mask
 
-__all__ = ["step_windows", "traced_steps", "run_step_windows", "untraced_step_windows", "windows_or_span", "step_of", "step_index", "step_count",
-           "window_label", "user_counts", "steps_run", "schedule_words", "WINDOW_COLUMNS",
+__all__ = ["step_windows", "traced_steps", "run_step_windows", "untraced_step_windows", "windows_or_span", "step_of",
+           "step_index", "step_count", "window_label", "user_counts", "steps_run", "schedule_words", "WINDOW_COLUMNS",
            "WHOLE_TRACE", "WHOLE_TRACE_LABEL", "CUSTOM_SCHEDULE", "KINETO_OFF"]
 
 #: Columns of every step-window frame: step number, window start and end (half-open), int64 ns.
@@ -147,7 +147,7 @@ def untraced_step_windows(trace: Trace) -> pd.DataFrame:
     keep = ~np.isin(steps, traced_set) & (steps != steps.min())
     options = (trace.meta.manifest or {}).get("options") or {}
     schedule = options.get("schedule") if isinstance(options.get("schedule"), dict) else {}
-    warmup = max(_schedule_int(schedule, "warmup", 1), 1) if schedule else 1
+    warmup = max(_schedule_int(schedule, "warmup", 1), 1)
     ordered = np.unique(traced_set)
     block_starts = ordered[np.concatenate([[True], np.diff(ordered) > 1])]
     block_ends = ordered[np.concatenate([np.diff(ordered) > 1, [True]])]
